@@ -1,0 +1,174 @@
+"""The driver contract: small enough to read in one screen.
+
+A driver is built from its validated config model, declares the entities it
+owns, and then::
+
+    driver.start(ctx)     # open the hardware; post events with ctx.post(event)
+    driver.apply(e, v)    # actuators only: set entity e to v, return the confirmed value
+    driver.stop()         # release the hardware; actuators end in their safe state
+
+Drivers know nothing of rules or MQTT. They get their hardware through the
+seams in :class:`DriverContext` (a gpiozero pin factory, a serial opener, a
+clock), so the same class runs on a Pi, on mock pins in ``--simulate`` and in
+tests. ``start``/``stop`` are called from the gateway's main thread; ``apply``
+only from the dispatcher thread. Callbacks from gpiozero or reader threads
+must only build events and ``ctx.post`` them.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.clock import Clock
+from gateway.events import Event, EventFactory, Value
+
+if TYPE_CHECKING:
+    from gpiozero import Factory
+    from serial import SerialBase
+
+
+class Component(StrEnum):
+    """What an entity is to the home hub (Home Assistant's component names)."""
+
+    SENSOR = "sensor"
+    BINARY_SENSOR = "binary_sensor"
+    SWITCH = "switch"
+    LIGHT = "light"
+    SIREN = "siren"
+
+
+WRITABLE_COMPONENTS = frozenset({Component.SWITCH, Component.LIGHT, Component.SIREN})
+
+
+@dataclass(slots=True, frozen=True)
+class EntitySpec:
+    """One entity a driver owns: what it measures or drives, and its limits.
+
+    The MQTT bridge derives discovery from it; the command validator derives
+    what a hub may ask for (only writable entities, only values within
+    ``minimum``/``maximum``); the rules loader checks rule files against it.
+    """
+
+    id: str
+    component: Component
+    unit: str | None = None
+    device_class: str | None = None
+    safe_value: Value = None
+    minimum: float | None = None
+    maximum: float | None = None
+    report_interval: float | None = None
+    """Seconds between readings at most, when known: the hub's ``expire_after``."""
+
+    @property
+    def writable(self) -> bool:
+        return self.component in WRITABLE_COMPONENTS
+
+
+SerialOpener = Callable[..., "SerialBase"]
+"""``open_serial(url, baudrate=..., timeout=...)``: ``serial.serial_for_url`` or a stand-in."""
+
+
+@dataclass(slots=True)
+class DriverContext:
+    """Everything a driver may touch outside itself."""
+
+    post: Callable[[Event], None]
+    events: EventFactory
+    pin_factory: Factory | None = None
+    open_serial: SerialOpener | None = None
+    simulate: bool = False
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    @property
+    def clock(self) -> Clock:
+        return self.events.clock
+
+
+class DeviceConfig(BaseModel):
+    """Fields every device has; each driver's model adds its own and a ``driver`` literal."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
+    name: str | None = None
+    """Human name shown by the hub; defaults to the id."""
+
+
+class Driver(ABC):
+    """A sensor or actuator driver. Subclasses set ``Config`` and implement the hooks."""
+
+    Config: ClassVar[type[DeviceConfig]]
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    @property
+    def id(self) -> str:
+        return str(self.config.id)
+
+    @abstractmethod
+    def entities(self) -> Sequence[EntitySpec]:
+        """The entities this device owns; stable for the life of the config."""
+
+    @abstractmethod
+    def start(self, ctx: DriverContext) -> None:
+        """Open the hardware and begin posting events."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Release the hardware; idempotent. Actuators end in their safe state."""
+
+
+    def simulator(self) -> Simulator | None:
+        """The simulated world behind this device in ``--simulate``, or None if it needs none."""
+        return None
+
+
+class Simulator(ABC):
+    """The physical world behind one device in ``gateway run --simulate``.
+
+    It never replaces the driver: it drives the driver's mock pins or writes
+    protocol-correct bytes into the port the driver reads, so the real driver
+    and parser code run. Simulators are seeded (``world.rng``) and deterministic.
+    """
+
+    @abstractmethod
+    def start(self, world: SimWorld) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+
+@dataclass(slots=True)
+class SimWorld:
+    """What simulators share: the mock pins, a seeded RNG, and the house's current state."""
+
+    pin_factory: Factory
+    rng: random.Random
+    state: Callable[[str], Value]
+    """The current value of any entity (e.g. the heater relay, for a thermal model)."""
+    serial_ports: dict[str, str] = field(default_factory=dict)
+    """Configured port URL -> the pseudo-terminal a serial simulator speaks on."""
+
+
+class Actuator(Driver):
+    """A driver that can be commanded."""
+
+    @abstractmethod
+    def apply(self, entity: str, value: Value) -> Value:
+        """Drive ``entity`` to ``value`` (already validated) and return what the hardware now is."""
+
+    @abstractmethod
+    def to_safe_state(self) -> None:
+        """Drive every output to its declared safe state; must not raise if the hardware is gone."""
+
+
+class DriverError(Exception):
+    """A driver could not do its job; the gateway isolates and restarts it."""

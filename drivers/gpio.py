@@ -1,0 +1,237 @@
+"""GPIO drivers over gpiozero: digital inputs (contacts, motion) and relays.
+
+Pins come from ``ctx.pin_factory`` (gpiozero's ``MockFactory`` in tests and
+``--simulate``), never from gpiozero's global default. gpiozero calls our
+callbacks on its own thread: they only build an event and post it.
+
+Config examples::
+
+    [[devices]]
+    id = "front_door"
+    driver = "gpio.input"
+    pin = 27
+    pull_up = true            # contact closes to ground
+    device_class = "door"     # Home Assistant binary_sensor class
+    inverted = true           # closed contact (pin low) = door shut = false
+
+    [[devices]]
+    id = "hall_motion"
+    driver = "gpio.motion"
+    pin = 17
+
+    [[devices]]
+    id = "hall_light"
+    driver = "gpio.relay"
+    pin = 22
+    active_high = false       # most relay boards switch on a low input
+    component = "light"
+    safe_state = false
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from drivers.base import (
+    Actuator,
+    Component,
+    DeviceConfig,
+    Driver,
+    DriverContext,
+    DriverError,
+    EntitySpec,
+    Simulator,
+    SimWorld,
+)
+from gateway.events import Kind, Value
+from gateway.guard import guarded
+
+if TYPE_CHECKING:
+    from gpiozero import DigitalInputDevice, OutputDevice
+
+log = logging.getLogger(__name__)
+
+PinName = int | str
+"""A BCM number (``17``) or a gpiozero pin name (``"GPIO17"``, ``"BOARD11"``)."""
+
+
+class GpioInputConfig(DeviceConfig):
+    driver: Literal["gpio.input"]
+    pin: PinName
+    pull_up: bool | None = False
+    """True: internal pull-up (contact to ground); False: pull-down; None: floating (set active_high)."""
+    active_high: bool | None = None
+    """Only with ``pull_up = None``: which level means active."""
+    bounce_ms: float | None = Field(default=None, ge=0, le=10_000)
+    inverted: bool = False
+    """Report the opposite of the electrical state (e.g. a normally-closed contact)."""
+    device_class: str | None = None
+
+
+class GpioMotionConfig(DeviceConfig):
+    driver: Literal["gpio.motion"]
+    pin: PinName
+    pull_up: bool | None = False
+    active_high: bool | None = None
+    bounce_ms: float | None = Field(default=None, ge=0, le=10_000)
+    inverted: bool = False
+    device_class: str | None = "motion"
+
+
+class GpioRelayConfig(DeviceConfig):
+    driver: Literal["gpio.relay"]
+    pin: PinName
+    active_high: bool = True
+    safe_state: bool = False
+    """Where the output goes at start, at stop and when the driver fails."""
+    component: Literal["switch", "light", "siren"] = "switch"
+    device_class: str | None = None
+
+
+class DigitalInput(Driver):
+    """A two-state input; posts ``True``/``False`` readings on every change and once at start."""
+
+    Config = GpioInputConfig
+    config: GpioInputConfig | GpioMotionConfig
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._device: DigitalInputDevice | None = None
+
+    def entities(self) -> Sequence[EntitySpec]:
+        return [EntitySpec(self.id, Component.BINARY_SENSOR, device_class=self.config.device_class)]
+
+    def start(self, ctx: DriverContext) -> None:
+        from gpiozero import DigitalInputDevice
+
+        cfg = self.config
+        try:
+            self._device = DigitalInputDevice(
+                cfg.pin,
+                pull_up=cfg.pull_up,
+                active_state=cfg.active_high if cfg.pull_up is None else None,
+                bounce_time=cfg.bounce_ms / 1000 if cfg.bounce_ms else None,
+                pin_factory=ctx.pin_factory,
+            )
+        except Exception as exc:
+            raise DriverError(f"{self.id}: cannot open GPIO pin {cfg.pin}: {exc}") from exc
+
+        @guarded(f"{self.id} edge")
+        def edge(active: bool) -> None:
+            ctx.post(ctx.events.reading(self.id, active != cfg.inverted))
+
+        self._device.when_activated = lambda: edge(True)
+        self._device.when_deactivated = lambda: edge(False)
+        edge(bool(self._device.value))
+
+    def stop(self) -> None:
+        if self._device is not None:
+            self._device.close()
+            self._device = None
+
+    def simulator(self) -> Simulator | None:
+        return PulseSimulator(self.config.pin, self._rests_high(), mean_interval=90.0, mean_hold=20.0)
+
+    def _rests_high(self) -> bool:
+        """The electrical level of the pin when the contact is idle."""
+        cfg = self.config
+        return bool(cfg.pull_up) if cfg.pull_up is not None else not cfg.active_high
+
+
+class MotionSensor(DigitalInput):
+    """A PIR motion sensor: active while it sees motion."""
+
+    Config = GpioMotionConfig
+
+    def simulator(self) -> Simulator | None:
+        return PulseSimulator(self.config.pin, self._rests_high(), mean_interval=30.0, mean_hold=5.0)
+
+
+class Relay(Actuator):
+    """A relay (or any on/off output) with a declared safe state."""
+
+    Config = GpioRelayConfig
+    config: GpioRelayConfig
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._device: OutputDevice | None = None
+
+    def entities(self) -> Sequence[EntitySpec]:
+        return [
+            EntitySpec(
+                self.id,
+                Component(self.config.component),
+                device_class=self.config.device_class,
+                safe_value=self.config.safe_state,
+            )
+        ]
+
+    def start(self, ctx: DriverContext) -> None:
+        from gpiozero import OutputDevice
+
+        cfg = self.config
+        try:
+            self._device = OutputDevice(
+                cfg.pin, active_high=cfg.active_high, initial_value=cfg.safe_state, pin_factory=ctx.pin_factory
+            )
+        except Exception as exc:
+            raise DriverError(f"{self.id}: cannot open GPIO pin {cfg.pin}: {exc}") from exc
+        ctx.post(ctx.events.make(Kind.STATE, self.id, bool(self._device.value)))
+
+    def apply(self, entity: str, value: Value) -> Value:
+        if self._device is None:
+            raise DriverError(f"{self.id} is not started")
+        self._device.value = bool(value)
+        return bool(self._device.value)
+
+    def to_safe_state(self) -> None:
+        if self._device is not None:
+            try:
+                self._device.value = self.config.safe_state
+            except Exception:
+                log.exception("%s: could not drive the safe state", self.id)
+
+    def stop(self) -> None:
+        if self._device is not None:
+            self.to_safe_state()
+            self._device.close()
+            self._device = None
+
+
+class PulseSimulator(Simulator):
+    """Drives a mock input pin away from its idle level now and then (exponential gaps, seeded)."""
+
+    def __init__(self, pin: PinName, rests_high: bool, *, mean_interval: float, mean_hold: float) -> None:
+        self._pin_name = pin
+        self._rests_high = rests_high
+        self._mean_interval = mean_interval
+        self._mean_hold = mean_hold
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, world: SimWorld) -> None:
+        pin: Any = world.pin_factory.pin(self._pin_name)
+        rng = world.rng
+
+        idle, busy = (pin.drive_high, pin.drive_low) if self._rests_high else (pin.drive_low, pin.drive_high)
+
+        def run() -> None:
+            while not self._stop.wait(rng.expovariate(1 / self._mean_interval)):
+                busy()
+                if self._stop.wait(rng.expovariate(1 / self._mean_hold)):
+                    break
+                idle()
+
+        self._thread = threading.Thread(target=run, name=f"sim-{self._pin_name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)

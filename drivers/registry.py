@@ -1,0 +1,34 @@
+"""The closed catalogue from a config ``driver = "..."`` name to a driver class.
+
+New hardware is one module and one line in :data:`DRIVERS`. Hardware
+libraries are imported inside the driver modules' ``start``, so this package
+imports on any machine.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from drivers.base import Driver
+from drivers.gpio import DigitalInput, MotionSensor, Relay
+from drivers.serial_line import KeyValueSensor
+
+DRIVERS: dict[str, type[Driver]] = {
+    "gpio.input": DigitalInput,
+    "gpio.motion": MotionSensor,
+    "gpio.relay": Relay,
+    "serial.kv": KeyValueSensor,
+}
+
+
+def driver_class(name: str) -> type[Driver]:
+    try:
+        return DRIVERS[name]
+    except KeyError:
+        raise KeyError(unknown_driver_message(name)) from None
+
+
+def unknown_driver_message(name: str) -> str:
+    close = difflib.get_close_matches(name, DRIVERS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown driver {name!r}{hint} (known: {', '.join(sorted(DRIVERS))})"

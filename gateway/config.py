@@ -1,0 +1,223 @@
+"""``config.toml``: the gateway's validated configuration.
+
+Everything is checked before anything is opened: unknown keys are errors,
+and every problem is reported at once as ``FILE: key.path: message`` so an
+installer can fix a whole file in one pass. ``gateway check`` runs this same
+code.
+
+Relative paths (``rules.dir``, ``gateway.state_dir``) are relative to the
+config file, so a checked-out repository runs as it is.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from drivers.base import Driver, EntitySpec
+from drivers.registry import DRIVERS, unknown_driver_message
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` holds one located message each."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(Section):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=48)
+    """Unique per broker: it names the MQTT base topic, client id and discovery node."""
+    name: str | None = None
+    timezone: str = "UTC"
+    state_dir: Path = Path("/var/lib/gateway")
+    """Outbox, timers and traces live here; the systemd unit's StateDirectory."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Europe/London')") from None
+        return value
+
+
+class TlsSection(Section):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    check_hostname: bool = True
+
+
+class MqttSection(Section):
+    host: str = "localhost"
+    port: int = Field(default=1883, ge=1, le=65535)
+    base_topic: str | None = None
+    """Default ``gateway/<id>``."""
+    client_id: str | None = None
+    """Default ``gateway-<id>``."""
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    protocol: Literal["5", "3.1.1"] = "5"
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    tls: TlsSection | None = None
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    max_inflight: int = Field(default=100, ge=1, le=65535)
+    """QoS 1 messages in flight at once; the outbox owns everything beyond this window."""
+    reconnect_min: float = Field(default=1.0, gt=0)
+    reconnect_max: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttSection:
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("set password_file or password_env, not both")
+        return self
+
+
+class OutboxSection(Section):
+    max_events: int = Field(default=200_000, ge=100)
+    """Above this the oldest readings are dropped (counted); commands and states are kept longest."""
+    batch_ms: float = Field(default=20.0, ge=0, le=1000)
+    """Commit window: events accepted within it share one SQLite transaction (SD-card wear)."""
+    synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
+
+
+class RulesSection(Section):
+    dir: Path = Path("rules.d")
+
+
+class BusSection(Section):
+    capacity: int = Field(default=10_000, ge=10)
+
+
+def _device_union() -> Any:
+    models = tuple(cls.Config for cls in DRIVERS.values())
+    return Annotated[Union[models], Field(discriminator="driver")]  # noqa: UP007 - built at runtime
+
+
+DeviceUnion = _device_union()
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gateway: GatewaySection
+    mqtt: MqttSection = MqttSection()
+    outbox: OutboxSection = OutboxSection()
+    rules: RulesSection = RulesSection()
+    bus: BusSection = BusSection()
+    devices: list[DeviceUnion] = Field(default_factory=list)  # type: ignore[valid-type]
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Config:
+        seen: dict[str, str] = {}
+        for driver in self.drivers():
+            for spec in driver.entities():
+                if spec.id in seen:
+                    raise ValueError(
+                        f"entity id {spec.id!r} of device {driver.id!r} is already used by device {seen[spec.id]!r}"
+                    )
+                seen[spec.id] = driver.id
+        return self
+
+    @property
+    def base_topic(self) -> str:
+        return self.mqtt.base_topic or f"gateway/{self.gateway.id}"
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"gateway-{self.gateway.id}"
+
+    def drivers(self) -> list[Driver]:
+        """Fresh driver objects for the configured devices (nothing is opened)."""
+        return [DRIVERS[device.driver](device) for device in self.devices]
+
+    def entities(self) -> dict[str, EntitySpec]:
+        return {spec.id: spec for driver in self.drivers() for spec in driver.entities()}
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate ``path``; raise :class:`ConfigError` naming the file and every bad key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_config(data, path)
+
+
+def parse_config(data: dict[str, Any], path: Path) -> Config:
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(list(format_errors(path, exc, data))) from None
+    return _resolve_paths(config, path)
+
+
+def _resolve_paths(config: Config, path: Path) -> Config:
+    base = path.resolve().parent
+    gateway = config.gateway.model_copy(update={"state_dir": base / config.gateway.state_dir})
+    rules = config.rules.model_copy(update={"dir": base / config.rules.dir})
+    return config.model_copy(update={"gateway": gateway, "rules": rules, "source": path})
+
+
+def format_errors(path: Path | str, exc: ValidationError, data: Any = None) -> Iterable[str]:
+    """One line per error: ``FILE: dotted.key[index] (id): message (got VALUE)``, each once."""
+    seen: set[str] = set()
+    for error in exc.errors(include_url=False):
+        where = _location(error["loc"], data)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "union_tag_invalid":
+            where = f"{where}.driver"
+            message = unknown_driver_message(str(error.get("ctx", {}).get("tag")))
+        got = ""
+        if error["type"] not in {"missing", "extra_forbidden"} and "input" in error:
+            shown = repr(error["input"])
+            if len(shown) <= 60 and not isinstance(error["input"], dict | list):
+                got = f" (got {shown})"
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        line = f"{path}: {where}: {message}{got}" if where else f"{path}: {message}{got}"
+        if line not in seen:
+            seen.add(line)
+            yield line
+
+
+def _location(loc: tuple[int | str, ...], data: Any) -> str:
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("id"), str):
+                parts.append(f" ({node['id']})")
+        elif not isinstance(node, dict) and parts:
+            break  # past the value the installer wrote: pydantic's union member names
+        elif isinstance(node, dict) and item not in node and item in DRIVERS:
+            continue  # pydantic's union tag, not a key the installer wrote
+        else:
+            parts.append(f".{item}" if parts else str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts)
+

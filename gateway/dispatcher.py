@@ -1,0 +1,257 @@
+"""The single dispatcher: the only code that mutates state, runs rules and drives actuators.
+
+Producers (drivers, paho, the scheduler) post onto the :class:`~gateway.bus.Bus`;
+the dispatcher takes one event at a time and, for each:
+
+1. folds it into the :class:`~gateway.state.StateStore`,
+2. hands it to the forwarder (MQTT outbox),
+3. lets the rules react (:class:`Reactor`),
+4. applies it if it is a command for an actuator, emitting the confirmed state.
+
+Events that step 3 or 4 produce are processed at once, depth first, before
+the next bus event, so a cause is always followed by its effects. A chain
+deeper than :data:`MAX_CHAIN` (rules switching each other forever) is cut and
+reported.
+
+Timers (``for`` durations, delays, pulses) live in a heap on the monotonic
+clock and run on this same thread, so rules never need locks. With a
+:class:`~gateway.clock.VirtualClock`, :meth:`Dispatcher.advance` runs the
+house in virtual time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from drivers.base import Actuator
+from gateway.bus import Bus
+from gateway.clock import Clock, VirtualClock
+from gateway.events import Event, EventFactory, Kind, Value
+from gateway.state import StateStore
+
+log = logging.getLogger(__name__)
+
+MAX_CHAIN = 32
+"""Derived events one bus event may cause in a chain before the chain is cut."""
+
+
+class Reactor(Protocol):
+    """What the dispatcher needs of a rules engine."""
+
+    def handle(self, event: Event) -> None: ...
+
+
+class NoRules:
+    def handle(self, event: Event) -> None:
+        return None
+
+
+@dataclass(order=True, slots=True)
+class Timer:
+    deadline: float
+    seq: int
+    callback: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass(slots=True)
+class DispatchCounters:
+    processed: int = 0
+    commands: int = 0
+    rejected: int = 0
+    chains_cut: int = 0
+    timers_fired: int = 0
+    errors: int = 0
+
+
+class Dispatcher:
+    """See the module docstring. All public methods except :meth:`run`'s caller-side
+    :meth:`stop` must be called on the dispatcher's own thread."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        events: EventFactory,
+        *,
+        actuators: Mapping[str, Actuator] | None = None,
+        forward: Callable[[Event], None] | None = None,
+        state: StateStore | None = None,
+    ) -> None:
+        self.bus = bus
+        self.events = events
+        self.clock: Clock = events.clock
+        self.state = state or StateStore()
+        self.actuators: dict[str, Actuator] = dict(actuators or {})
+        self.forward = forward or (lambda event: None)
+        self.reactor: Reactor = NoRules()
+        self.counters = DispatchCounters()
+        self.on_idle: list[Callable[[], None]] = []
+        """Called at least every ``tick`` seconds from the loop (the systemd watchdog hangs here)."""
+        self._timers: list[Timer] = []
+        self._timer_seq = itertools.count()
+        self._pending: deque[tuple[Event, int]] = deque()
+        self._stopping = False
+
+    # -- what rules and controllers use -------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Queue an event caused by the one being processed (processed before the next bus event)."""
+        depth = self._depth + 1
+        if depth > MAX_CHAIN:
+            self.counters.chains_cut += 1
+            log.error(
+                "rule chain deeper than %d cut at %s %s=%r (rule %s): rules trigger each other in a loop",
+                MAX_CHAIN, event.kind, event.entity, event.value, event.rule,
+            )
+            return
+        self._pending.append((event, depth))
+
+    def command(self, entity: str, value: Value, *, rule: str | None = None, cause: str | None = None) -> None:
+        """Ask for ``entity`` to become ``value``; it is applied (or refused) as its own event."""
+        self.emit(self.events.make(Kind.COMMAND, entity, value, rule=rule, cause=cause))
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return self.call_at(self.clock.monotonic() + max(0.0, delay), callback)
+
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(deadline, next(self._timer_seq), callback)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    # -- processing ------------------------------------------------------------------------
+
+    _depth = 0
+
+    def process(self, event: Event) -> None:
+        """Process one event and everything it causes."""
+        self._pending.append((event, 0))
+        while self._pending:
+            current, self._depth = self._pending.popleft()
+            try:
+                self._process_one(current)
+            except Exception:
+                self.counters.errors += 1
+                log.exception("processing %s %s failed", current.kind, current.entity)
+        self._depth = 0
+
+    def _process_one(self, event: Event) -> None:
+        self.counters.processed += 1
+        self.state.apply(event)
+        self.forward(event)
+        self.reactor.handle(event)
+        if event.kind is Kind.COMMAND:
+            self._apply_command(event)
+
+    def _apply_command(self, command: Event) -> None:
+        self.counters.commands += 1
+        actuator = self.actuators.get(command.entity)
+        if actuator is None:
+            return  # a command for a controller or virtual entity: its owner reacted above
+        try:
+            confirmed = actuator.apply(command.entity, command.value)
+        except Exception as exc:
+            self.counters.rejected += 1
+            log.exception("actuator %s failed to apply %r", command.entity, command.value)
+            self._safe(actuator)
+            self.emit(
+                self.events.make(
+                    Kind.REJECTED, command.entity, command.value, rule=command.rule, cause=command.id,
+                    detail=f"driver failed: {exc}",
+                )
+            )
+            return
+        self.emit(
+            self.events.make(Kind.STATE, command.entity, confirmed, rule=command.rule, cause=command.id)
+        )
+
+    @staticmethod
+    def _safe(actuator: Actuator) -> None:
+        try:
+            actuator.to_safe_state()
+        except Exception:
+            log.exception("actuator %s could not reach its safe state", actuator.id)
+
+    def run_due_timers(self) -> None:
+        now = self.clock.monotonic()
+        while self._timers and self._timers[0].deadline <= now:
+            timer = heapq.heappop(self._timers)
+            if timer.cancelled:
+                continue
+            self.counters.timers_fired += 1
+            self._run_callback(timer.callback)
+
+    def _run_callback(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+            while self._pending:
+                event, self._depth = self._pending.popleft()
+                self._process_one(event)
+        except Exception:
+            self.counters.errors += 1
+            log.exception("timer callback failed")
+        finally:
+            self._depth = 0
+
+    def next_deadline(self) -> float | None:
+        while self._timers and self._timers[0].cancelled:
+            heapq.heappop(self._timers)
+        return self._timers[0].deadline if self._timers else None
+
+    def drain(self) -> int:
+        """Process everything already on the bus, without waiting; returns the count."""
+        count = 0
+        while (event := self.bus.get_nowait()) is not None:
+            self.process(event)
+            count += 1
+        return count
+
+    # -- loops -------------------------------------------------------------------------------
+
+    def run(self, tick: float = 1.0) -> None:
+        """Process events and timers in real time until :meth:`stop`."""
+        self._stopping = False
+        while not self._stopping:
+            deadline = self.next_deadline()
+            wait = tick if deadline is None else min(tick, max(0.0, deadline - self.clock.monotonic()))
+            event = self.bus.get(wait)
+            if event is not None:
+                self.process(event)
+                self.drain_some()
+            self.run_due_timers()
+            for hook in self.on_idle:
+                hook()
+
+    def drain_some(self, limit: int = 256) -> None:
+        for _ in range(limit):
+            event = self.bus.get_nowait()
+            if event is None:
+                return
+            self.process(event)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return; safe from any thread or a signal handler."""
+        self._stopping = True
+        self.bus.wake()
+
+    def advance(self, seconds: float) -> None:
+        """Virtual time: move the clock forward, firing timers at their own instants."""
+        clock = self.clock
+        if not isinstance(clock, VirtualClock):
+            raise TypeError("advance() needs a VirtualClock")
+        self.drain()
+        end = clock.monotonic() + seconds
+        while (deadline := self.next_deadline()) is not None and deadline <= end:
+            clock.advance(max(0.0, deadline - clock.monotonic()))
+            self.run_due_timers()
+            self.drain()
+        clock.advance(end - clock.monotonic())
+        self.drain()
