@@ -1,0 +1,92 @@
+"""What a benchmark returns: named figures with their target, and small measuring helpers."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(slots=True)
+class Figure:
+    """One measured figure. ``value`` None means not measurable, and ``note`` says why."""
+
+    bench: str
+    name: str
+    value: float | None
+    unit: str
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def not_yet(bench: str, name: str, reason: str) -> Figure:
+    return Figure(bench, name, None, "", note=f"not yet measurable: {reason}")
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of ``samples``; no interpolation, so p99 is a real sample."""
+    if not samples:
+        raise ValueError("no samples")
+    ordered = sorted(samples)
+    rank = max(1, round(q / 100 * len(ordered) + 0.5 - 1e-9))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+class CpuMeter:
+    """CPU % of one core a process used between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._cpu = 0.0
+        self._wall = 0.0
+
+    def start(self) -> None:
+        self._cpu = cpu_seconds(self.pid)
+        self._wall = time.monotonic()
+
+    def stop(self) -> tuple[float, float]:
+        """(percent of one core, CPU seconds used)."""
+        used = cpu_seconds(self.pid) - self._cpu
+        wall = time.monotonic() - self._wall
+        return 100.0 * used / wall if wall > 0 else 0.0, used
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg": os.getloadavg(),
+    }
