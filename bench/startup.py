@@ -1,0 +1,117 @@
+"""Benchmark 6: start to ready.
+
+The gateway is started as systemd would start a ``Type=notify`` service: with
+``NOTIFY_SOCKET`` pointing at a datagram socket the benchmark holds. Ready is
+the ``READY=1`` datagram; a tree without sd_notify support falls back to the
+``gateway ... started`` log line (printed at the same point of the start).
+Where the MQTT bridge exists, the time to the retained ``online`` status at a
+subscriber is measured too. The baseline is the time to start the interpreter
+and import the same libraries: the floor of any Python gateway.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.figures import Figure, percentile
+from bench.house import gateway_has_mqtt, house_config
+from bench.idle import LIBRARIES
+from bench.proc import Pty, start_gateway, stop
+from tests.conftest import Broker, free_port
+from tests.helpers import Subscriber
+
+BENCH = "6 start"
+TIMEOUT = 20.0
+
+
+def one_start(directory: Path, config: Path, broker: Broker | None) -> tuple[float | None, float | None, float | None]:
+    """Seconds from spawn to (READY=1, the 'started' log line, 'online' at a subscriber)."""
+    notify_path = directory / "notify.sock"
+    notify_path.unlink(missing_ok=True)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.setblocking(False)
+    hub = Subscriber(broker.host, broker.port, "gateway/bench/status") if broker else None
+    log = directory / "gateway.log"
+    ready = logged = online = None
+    started = time.monotonic()
+    process = start_gateway(config, log, {"NOTIFY_SOCKET": str(notify_path)})
+    try:
+        deadline = started + TIMEOUT
+        while time.monotonic() < deadline and process.poll() is None:
+            now = time.monotonic() - started
+            try:
+                while True:
+                    if b"READY=1" in notify.recv(4096).split(b"\n") and ready is None:
+                        ready = now
+            except BlockingIOError:
+                pass
+            if logged is None and b" started: " in log.read_bytes():
+                logged = now
+            if hub is not None and online is None and hub.on("gateway/bench/status")[-1:] == ["online"]:
+                online = now
+            if logged is not None and (ready is not None or now > logged + 2.0) and (hub is None or online):
+                break
+            time.sleep(0.001)
+    finally:
+        stop(process)
+        notify.close()
+        if hub is not None:
+            hub.close()
+    return ready, logged, online
+
+
+def baseline_start() -> float:
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", LIBRARIES], check=True)
+    return time.monotonic() - started
+
+
+def measure(quick: bool) -> list[Figure]:
+    runs = 3 if quick else 7
+    readies: list[float] = []
+    logs: list[float] = []
+    onlines: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        broker = None
+        if gateway_has_mqtt():
+            broker = Broker(port=free_port(), directory=directory / "mosquitto")
+            broker.start()
+        pty = Pty()
+        try:
+            config = house_config(directory, mqtt_port=broker.port if broker else free_port(), serial_port=pty.path)
+            for _ in range(runs):
+                ready, logged, online = one_start(directory, config, broker)
+                readies += [ready] if ready is not None else []
+                logs += [logged] if logged is not None else []
+                onlines += [online] if online is not None else []
+        finally:
+            pty.close()
+            if broker is not None:
+                broker.stop()
+    base = [baseline_start() for _ in range(runs)]
+    figures = []
+    if readies:
+        value = percentile(readies, 50)
+        figures.append(Figure(BENCH, "start to READY=1 (median)", value, "s", "≤ 1 s", value <= 1.0,
+                              f"{len(readies)} of {runs} starts, max {max(readies):.3f} s"))
+    else:
+        figures.append(Figure(BENCH, "start to READY=1", None, "", "≤ 1 s",
+                              note="not yet measurable: no READY=1 on NOTIFY_SOCKET (service branch not on this tree)"))
+    if logs:
+        value = percentile(logs, 50)
+        figures.append(Figure(BENCH, "start to 'started' log line (median)", value, "s", "≤ 1 s", value <= 1.0,
+                              f"max {max(logs):.3f} s" + ("" if broker else "; without the MQTT bridge")))
+    if onlines:
+        figures.append(Figure(BENCH, "start to 'online' at the hub (median)", percentile(onlines, 50), "s"))
+    elif broker is None:
+        figures.append(Figure(BENCH, "start to 'online' at the hub", None, "",
+                              note="not yet measurable: no MQTT bridge on this tree"))
+    figures.append(Figure(BENCH, "baseline: python + the same imports", percentile(base, 50), "s"))
+    return figures
