@@ -126,13 +126,14 @@ def measure(quick: bool) -> list[Figure]:
         per_reading = dispatcher.counters.processed / max(1, dispatcher.bus.counters.posted)
         figures.append(
             Figure(
-                BENCH, f"events/s, {rules:,} rule{'s' if rules > 1 else ''}", rate, "ev/s", "≥ 100,000", rate >= 100_000,
+                BENCH, f"events/s, {rules:,} rule{'s' if rules > 1 else ''}", rate, "ev/s", "≥ 100,000",
+                rate >= 100_000,
                 f"{per_reading:.2f} events dispatched per reading (the commands it fires)",
             )
         )
     baseline = count / baseline_best
     figures.append(Figure(BENCH, "baseline plain loop, 1,000 rules", baseline, "ev/s", note="same work, no framework"))
     cost_ratio = rates[1] / rates[1_000]
-    figures.append(Figure(BENCH, "cost 1,000 rules / 1 rule", cost_ratio, "×", "≤ 1.5", cost_ratio <= 1.5))
-    figures.append(Figure(BENCH, "engine cost / baseline cost", baseline / rates[1], "×", note="1 rule"))
+    figures.append(Figure(BENCH, "cost 1,000 rules / 1 rule", cost_ratio, "x", "≤ 1.5", cost_ratio <= 1.5))
+    figures.append(Figure(BENCH, "engine cost / baseline cost", baseline / rates[1], "x", note="1 rule"))
     return figures

@@ -82,7 +82,8 @@ def measure(quick: bool) -> list[Figure]:
             pty.close()
             if broker is not None:
                 broker.stop()
-        how = "gateway run, mock pins, silent pty" + (", local Mosquitto" if broker else ", NO MQTT bridge on this tree")
+        how = "gateway run, mock pins, silent pty"
+        how += ", local Mosquitto" if broker else ", NO MQTT bridge on this tree"
         figures += [
             Figure(BENCH, "RSS steady", rss, "MB", "≤ 40 MB", rss <= 40, how),
             Figure(BENCH, f"idle CPU over {window:.0f} s", percent, "% core", "≤ 0.1 %", percent <= 0.1,
@@ -100,7 +101,7 @@ def baseline(window: float) -> list[Figure]:
         while time.monotonic() < deadline and rss_bytes(process.pid) < 15e6:
             time.sleep(0.1)
         time.sleep(2.0)
-        percent, rate, rss = observe(process.pid, min(window, 10.0))
+        percent, _, rss = observe(process.pid, min(window, 10.0))
     finally:
         process.kill()
         process.wait()

@@ -8,6 +8,7 @@ bridge exists on this tree, ``gateway run`` cannot start, and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -35,7 +36,9 @@ def start_gateway(config: Path, log: Path, env: Mapping[str, str] | None = None)
     environment.pop("NOTIFY_SOCKET", None)
     environment.update(env or {})
     with open(log, "wb") as out:
-        return subprocess.Popen(gateway_command(config), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=environment)
+        return subprocess.Popen(
+            gateway_command(config), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=environment
+        )
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
@@ -58,7 +61,5 @@ class Pty:
 
     def close(self) -> None:
         for fd in (self.master, self.slave):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass

@@ -1,0 +1,254 @@
+"""Benchmark 3: a line on a real serial pty -> a message at a real MQTT subscriber.
+
+The benchmark writes ``t=<seq> h=48.20 p=1013.25 v=3.301`` lines (about the
+45 bytes of a real sensor line) into the master side of a pseudo-terminal at a
+paced rate and stamps each; a paho subscriber in this process stamps each
+message on arrival, so both stamps come from one clock. Two forwarders run in
+turn against a private Mosquitto:
+
+* the gateway (``gateway run``, serial.kv driver on the pty, rules, outbox,
+  MQTT bridge), measured on ``gateway/bench/event/temperature``;
+* the baseline, :mod:`bench.baseline_forwarder` (pyserial -> paho QoS 1).
+
+Per forwarder: p50/p99 latency and CPU % of one core at 1,000 lines/s, then a
+ladder of rates up to 10,000 lines/s counting lost and duplicated messages.
+A pty carries any rate; a 115,200-baud line carries about 250 such lines a
+second, so the high rates stand for many sensors together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from bench.figures import CpuMeter, Figure, percentile
+from bench.house import gateway_has_mqtt, house_config
+from bench.proc import ROOT, Pty, start_gateway, stop
+from tests.conftest import Broker, free_port
+from tests.helpers import wait_until
+
+BENCH = "3 serial→MQTT"
+GATEWAY_TOPIC = "gateway/bench/event/temperature"
+BASELINE_TOPIC = "bench/baseline/line"
+LADDER = (2_000, 5_000, 10_000)
+
+
+@dataclass
+class Probe:
+    """A subscriber that records when each sequence number first arrived, and duplicates."""
+
+    host: str
+    port: int
+    topic: str
+    arrived: dict[int, float] = field(default_factory=dict)
+    duplicates: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{os.getpid()}")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self.topic, qos=1)
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(self.host, self.port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise RuntimeError("the probe could not subscribe")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.perf_counter()
+        seq = sequence(msg.payload)
+        with self._lock:
+            if seq in self.arrived:
+                self.duplicates += 1
+            else:
+                self.arrived[seq] = now
+
+    def count(self, seqs: range) -> int:
+        with self._lock:
+            return sum(1 for s in seqs if s in self.arrived)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def sequence(payload: bytes) -> int:
+    """The sequence number in a baseline line (``t=123 ...``) or a gateway event (``{"value": 123.0}``)."""
+    if payload.startswith(b"{"):
+        return int(json.loads(payload)["value"])
+    return int(payload.split(b" ", 1)[0].partition(b"=")[2])
+
+
+def line(seq: int) -> bytes:
+    return b"t=%d h=48.20 p=1013.25 v=3.301\n" % seq
+
+
+def stream(master: int, first: int, rate: float, seconds: float) -> dict[int, float]:
+    """Write ``rate`` lines/s for ``seconds``, paced on the clock, lines due together written together."""
+    sent: dict[int, float] = {}
+    total = int(rate * seconds)
+    started = time.perf_counter()
+    seq = first
+    end = first + total
+    while seq < end:
+        now = time.perf_counter()
+        due = min(end, first + int((now - started) * rate) + 1)
+        if due > seq:
+            os.write(master, b"".join(line(s) for s in range(seq, due)))
+            stamp = time.perf_counter()
+            for s in range(seq, due):
+                sent[s] = stamp
+            seq = due
+        else:
+            time.sleep(max(0.0002, started + (seq - first) / rate - now))
+    return sent
+
+
+def settle(probe: Probe, seqs: range, quiet: float = 3.0, limit: float = 60.0) -> int:
+    """Wait until every sequence arrived, or nothing new arrived for ``quiet`` seconds; the count."""
+    deadline = time.monotonic() + limit
+    last, last_change = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        got = probe.count(seqs)
+        if got == len(seqs):
+            return got
+        if got != last:
+            last, last_change = got, time.monotonic()
+        elif time.monotonic() - last_change > quiet:
+            return got
+        time.sleep(0.05)
+    return probe.count(seqs)
+
+
+@dataclass
+class Run:
+    p50: float
+    p99: float
+    cpu_percent: float
+    cpu_per_event_us: float
+    loss_at: dict[int, tuple[int, int, int]]
+    """rate -> (sent, lost, duplicated)."""
+
+
+def exercise(master: int, probe: Probe, pid: int, seconds: float, ladder_seconds: float) -> Run:
+    warm = 0
+    while not probe.arrived and warm < 100:  # until the whole path is connected
+        stream(master, 1_000_000 + warm, 20, 0.1)
+        warm += 2
+        time.sleep(0.05)
+    if not probe.arrived:
+        raise RuntimeError("no line reached the subscriber during warm-up")
+    meter = CpuMeter(pid)
+    first = 0
+    meter.start()
+    sent = stream(master, first, 1_000, seconds)
+    seqs = range(first, first + len(sent))
+    settle(probe, seqs)
+    percent, used = meter.stop()
+    latencies = [probe.arrived[s] - sent[s] for s in seqs if s in probe.arrived]
+    loss_at = {1_000: (len(sent), len(sent) - len(latencies), 0)}
+    first += len(sent)
+    for rate in LADDER:
+        dup_before = probe.duplicates
+        sent = stream(master, first, rate, ladder_seconds)
+        seqs = range(first, first + len(sent))
+        got = settle(probe, seqs)
+        loss_at[rate] = (len(sent), len(sent) - got, probe.duplicates - dup_before)
+        first += len(sent)
+    return Run(
+        p50=percentile(latencies, 50) * 1e3,
+        p99=percentile(latencies, 99) * 1e3,
+        cpu_percent=percent,
+        cpu_per_event_us=used / max(1, len(latencies)) * 1e6,
+        loss_at=loss_at,
+    )
+
+
+def run_baseline(broker: Broker, seconds: float, ladder_seconds: float) -> Run:
+    pty = Pty()
+    probe = Probe(broker.host, broker.port, BASELINE_TOPIC)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.baseline_forwarder", pty.path, broker.host, str(broker.port), BASELINE_TOPIC],
+        stdout=subprocess.PIPE, cwd=ROOT, env=env,
+    )
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the baseline forwarder did not start")
+        return exercise(pty.master, probe, process.pid, seconds, ladder_seconds)
+    finally:
+        process.terminate()
+        process.wait(10)
+        probe.close()
+        pty.close()
+
+
+def run_gateway(broker: Broker, directory: Path, seconds: float, ladder_seconds: float) -> Run:
+    pty = Pty()
+    probe = Probe(broker.host, broker.port, GATEWAY_TOPIC)
+    config = house_config(directory, mqtt_port=broker.port, serial_port=pty.path)
+    log = directory / "gateway.log"
+    process = start_gateway(config, log)
+    try:
+        wait_until(lambda: b" started: " in log.read_bytes() or process.poll() is not None, 20, "gateway start")
+        return exercise(pty.master, probe, process.pid, seconds, ladder_seconds)
+    finally:
+        stop(process)
+        probe.close()
+        pty.close()
+
+
+def figures_for(who: str, run: Run, targets: bool) -> list[Figure]:
+    out = [
+        Figure(BENCH, f"{who}: latency p50 @1,000/s", run.p50, "ms"),
+        Figure(BENCH, f"{who}: latency p99 @1,000/s", run.p99, "ms", "≤ 5 ms" if targets else "",
+               run.p99 <= 5.0 if targets else None),
+        Figure(BENCH, f"{who}: CPU @1,000/s", run.cpu_percent, "% core",
+               note=f"{run.cpu_per_event_us:.0f} µs CPU per line"),
+    ]
+    clean = [rate for rate, (_, lost, _) in sorted(run.loss_at.items()) if lost == 0]
+    highest = max(clean) if clean else 0
+    detail = "; ".join(
+        f"{rate:,}/s: {lost} lost, {dup} dup of {sent:,}" for rate, (sent, lost, dup) in run.loss_at.items()
+    )
+    out.append(Figure(BENCH, f"{who}: highest rate with no loss", highest, "lines/s",
+                      "≥ 10,000" if targets else "", highest >= 10_000 if targets else None, detail))
+    return out
+
+
+def measure(quick: bool) -> list[Figure]:
+    seconds = 3.0 if quick else 10.0
+    ladder_seconds = 2.0 if quick else 5.0
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        broker = Broker(port=free_port(), directory=directory / "mosquitto")
+        broker.start()
+        try:
+            base = run_baseline(broker, seconds, ladder_seconds)
+            if gateway_has_mqtt():
+                gateway = run_gateway(broker, directory, seconds, ladder_seconds)
+                figures += figures_for("gateway", gateway, targets=True)
+                ratio = gateway.cpu_per_event_us / base.cpu_per_event_us
+                figures.append(Figure(BENCH, "CPU per line, gateway / baseline", ratio, "x", "≤ 1.5", ratio <= 1.5))
+            else:
+                figures.append(Figure(BENCH, "gateway: latency, loss, CPU", None, "", "p99 ≤ 5 ms",
+                                      note="not yet measurable: no MQTT bridge (gateway/mqtt/bridge.py) on this tree"))
+            figures += figures_for("baseline", base, targets=False)
+        finally:
+            broker.stop()
+    figures.append(Figure(BENCH, "threshold rule publishing an alarm", None, "",
+                          note="not yet measurable: no threshold trigger in the rules language on this tree"))
+    return figures
