@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -96,7 +96,7 @@ class GpioRelayConfig(DeviceConfig):
 class DigitalInput(Driver):
     """A two-state input; posts ``True``/``False`` readings on every change and once at start."""
 
-    Config = GpioInputConfig
+    Config: ClassVar[type[DeviceConfig]] = GpioInputConfig
     config: GpioInputConfig | GpioMotionConfig
 
     def __init__(self, config: Any) -> None:
@@ -146,7 +146,7 @@ class DigitalInput(Driver):
 class MotionSensor(DigitalInput):
     """A PIR motion sensor: active while it sees motion."""
 
-    Config = GpioMotionConfig
+    Config: ClassVar[type[DeviceConfig]] = GpioMotionConfig
 
     def simulator(self) -> Simulator | None:
         return PulseSimulator(self.config.pin, self._rests_high(), mean_interval=30.0, mean_hold=5.0)

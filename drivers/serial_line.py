@@ -20,6 +20,7 @@ Config example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -139,10 +140,8 @@ class KeyValueSensor(Driver):
         self._stop.set()
         port, self._port = self._port, None
         if port is not None:
-            try:
-                port.cancel_read()
-            except Exception:
-                pass
+            with contextlib.suppress(Exception):  # not every port type can cancel a read
+                port.cancel_read()  # type: ignore[attr-defined]
             port.close()
         if self._thread is not None:
             self._thread.join(timeout=1)
