@@ -255,7 +255,7 @@ class MqttBridge:
         if self._last_state.get(event.entity) == current:
             return
         self._last_state[event.entity] = current
-        self._retain(self.topics.state(event.entity), state_payload(event.value, event.unit, event.ts, event.id))
+        self._retain(self.topics.state(event.entity), state_payload(event.value))
 
     def _set_available(self, entity: str, available: bool) -> None:
         self._available[entity] = available

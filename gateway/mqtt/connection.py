@@ -85,7 +85,7 @@ def make_client(config: Config, topics: Topics) -> mqtt.Client:
 def connect_properties(section: MqttSection) -> Properties | None:
     if not is_mqtt5(section):
         return None
-    properties = Properties(PacketTypes.CONNECT)
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = section.session_expiry
     return properties
 

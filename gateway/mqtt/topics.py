@@ -9,6 +9,7 @@ while ``value`` is always present, even when null.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -52,17 +53,17 @@ def event_payload(event: Event, seq: int) -> bytes:
     return dumps(data)
 
 
-def state_payload(value: Value, unit: str | None, ts: float, event_id: str) -> bytes:
-    """The retained ``state/<entity>`` payload: the latest value and the event that set it."""
-    data: dict[str, Any] = {"value": _finite(value), "ts": iso_utc(ts), "id": event_id}
-    if unit is not None:
-        data["unit"] = unit
-    return dumps(data)
+def state_payload(value: Value) -> bytes:
+    """The retained ``state/<entity>`` payload: the bare JSON value (``true``, ``21.5``, ``"heat"``).
+
+    Bare, so that any hub reads it without a template; the event that set it,
+    with its id, unit and time, is on ``event/<entity>``."""
+    return dumps(_finite(value))
 
 
 def _finite(value: Value) -> Value:
     """JSON has no NaN or infinity: such a reading is sent as null rather than breaking the hub's parser."""
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
