@@ -132,3 +132,83 @@ def make_bridge(config: Config, entities: dict[str, EntitySpec] | None = None) -
     posted: list[Event] = []
     bridge = MqttBridge(config, ENTITIES if entities is None else entities, posted.append, events)
     return Harness(bridge, events, posted)
+
+
+@contextmanager
+def persistent_recorder(host: str, port: int, topic: str, client_id: str) -> Iterator[Recorder]:
+    """A hub with a kept session (QoS 1): the broker queues for it while it or the broker is away."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.reconnect_delay_set(1, 1)
+    rec = Recorder(client)
+    subscribed = threading.Event()
+
+    def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with rec.lock:
+            rec.messages.append(Message(msg.topic, msg.payload, bool(msg.retain)))
+
+    def on_connect(client: mqtt.Client, *args: Any) -> None:
+        client.subscribe(topic, qos=1)
+
+    client.on_message = on_message
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *args: subscribed.set()
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 600
+    client.connect(host, port, clean_start=False, properties=properties)
+    client.loop_start()
+    assert subscribed.wait(5), "subscription not acknowledged"
+    try:
+        yield rec
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def stream_main(argv: list[str]) -> None:
+    """``python -m tests.mqtt_support ID STATE_DIR PORT COUNT RATE``: a gateway process for kill tests.
+
+    Forwards COUNT readings (values 0..COUNT-1) at RATE a second through a real
+    bridge and outbox (synchronous NORMAL, as in production) and prints
+    ``committed <seq>`` whenever the outbox's committed seq moves, so the test
+    knows exactly what was on disk when it killed the process. With COUNT 0 it
+    only drains what an earlier run left and prints ``drained``.
+    """
+    gateway_id, state_dir, port, count, rate = argv[0], Path(argv[1]), int(argv[2]), int(argv[3]), float(argv[4])
+    config = make_config(gateway_id, state_dir, port, outbox={"synchronous": "NORMAL", "batch_ms": 10},
+                         drain_rate=100_000)
+    harness = make_bridge(config)
+    bridge = harness.bridge
+    bridge.start()
+    reported = -1
+
+    def report() -> None:
+        nonlocal reported
+        committed = bridge.outbox.committed_seq
+        if committed != reported:
+            reported = committed
+            print(f"committed {committed}", flush=True)
+
+    started = time.monotonic()
+    for i in range(count):
+        bridge.forward(harness.events.reading("living_temp", i))
+        if i % 10 == 0:
+            report()
+            pause = started + (i + 1) / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (bridge.outbox.depth > 0 or not bridge.connected):
+        report()
+        time.sleep(0.01)
+    report()
+    bridge.stop()
+    print("drained", flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    stream_main(sys.argv[1:])

@@ -305,10 +305,11 @@ class MqttBridge:
         properties: Properties | None,
     ) -> None:
         was_connected, self._connected = self._connected, False
+        if self._stopping.is_set():
+            return
         if was_connected:
             self.counters.disconnects += 1
-        if not self._stopping.is_set():
-            self._note_outage(f"unreachable ({reason})")
+        self._note_outage(f"unreachable ({reason})")
 
     def _note_outage(self, what: str) -> None:
         if self._outage_logged or self._stopping.is_set():

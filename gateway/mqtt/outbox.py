@@ -102,6 +102,7 @@ class OutboxCounters:
 class _Pending:
     rows: list[tuple[int, str, bytes, int, float]] = field(default_factory=list)
     acks: list[tuple[int]] = field(default_factory=list)
+    refused: list[tuple[int]] = field(default_factory=list)
     since: float | None = None
 
 
@@ -141,6 +142,7 @@ class Outbox:
         self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         self._depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         self._next_seq = self._last_seq() + 1
+        self._committed_seq = self._next_seq - 1
         self._commits_since_checkpoint = 0
         self._last_checkpoint = monotonic()
         self._checkpoint()
@@ -173,8 +175,17 @@ class Outbox:
 
     def ack(self, seq: int) -> None:
         """The broker has the row: delete it with the next commit."""
+        self._remove(seq, refused=False)
+
+    def refuse(self, seq: int) -> None:
+        """Remove a committed row that turned out too large for the broker (its limit came with CONNACK)."""
         with self._lock:
-            self._pending.acks.append((seq,))
+            self.counters.oversized += 1
+        self._remove(seq, refused=True)
+
+    def _remove(self, seq: int, *, refused: bool) -> None:
+        with self._lock:
+            (self._pending.refused if refused else self._pending.acks).append((seq,))
             if self._pending.since is None:
                 self._pending.since = self._monotonic()
 
@@ -190,8 +201,15 @@ class Outbox:
 
     @property
     def last_seq(self) -> int:
+        """The seq given to the newest accepted event (committed or not)."""
         with self._lock:
             return self._next_seq - 1
+
+    @property
+    def committed_seq(self) -> int:
+        """The newest seq known to be on disk: everything up to it survives a process kill."""
+        with self._lock:
+            return self._committed_seq
 
     # -- the publisher thread ----------------------------------------------------------------
 
@@ -210,7 +228,7 @@ class Outbox:
         with self._db_lock:
             with self._lock:
                 pending, self._pending = self._pending, _Pending()
-            if not pending.rows and not pending.acks:
+            if not pending.rows and not pending.acks and not pending.refused:
                 return 0
             db = self._db
             db.execute("BEGIN")
@@ -218,13 +236,16 @@ class Outbox:
                 db.executemany("INSERT INTO outbox (seq, topic, payload, droppable, ts) VALUES (?, ?, ?, ?, ?)",
                                pending.rows)
                 delivered = db.executemany("DELETE FROM outbox WHERE seq = ?", pending.acks).rowcount
-                dropped = self._enforce_bound(len(pending.rows) - delivered)
+                refused = db.executemany("DELETE FROM outbox WHERE seq = ?", pending.refused).rowcount
+                dropped = self._enforce_bound(len(pending.rows) - delivered - refused)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             with self._lock:
-                self._depth += len(pending.rows) - delivered - dropped
+                self._depth += len(pending.rows) - delivered - refused - dropped
+                if pending.rows:
+                    self._committed_seq = pending.rows[-1][0]
                 self.counters.committed += len(pending.rows)
                 self.counters.delivered += delivered
                 self.counters.dropped += dropped
@@ -270,14 +291,6 @@ class Outbox:
                 "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
             )
             return [Row(int(seq), str(topic), bytes(payload)) for seq, topic, payload in cursor]
-
-    def refuse(self, seq: int) -> None:
-        """Remove a committed row that turned out too large for the broker (its limit came with CONNACK)."""
-        with self._lock:
-            self.counters.oversized += 1
-        self.ack(seq)
-        with self._lock:
-            self.counters.delivered -= 1  # counted as oversized, not delivered
 
     def oldest_ts(self) -> float | None:
         with self._db_lock:
