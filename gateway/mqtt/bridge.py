@@ -30,7 +30,7 @@ import functools
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -43,14 +43,25 @@ from drivers.base import EntitySpec
 from gateway.config import Config
 from gateway.events import Event, EventFactory, Kind, Value
 from gateway.guard import guarded
+from gateway.mqtt.commands import CommandRejected, Validator, decode, validate, validator_for
 from gateway.mqtt.connection import Jitter, connect_properties, is_mqtt5, make_client, set_nodelay
 from gateway.mqtt.outbox import Outbox
-from gateway.mqtt.topics import OFFLINE, ONLINE, STATE_KINDS, Topics, event_payload, state_payload
+from gateway.mqtt.topics import (
+    OFFLINE,
+    ONLINE,
+    STATE_KINDS,
+    Topics,
+    event_payload,
+    result_payload,
+    state_payload,
+)
 
 log = logging.getLogger(__name__)
 
 IDLE_WAKE = 0.25
 """Seconds the publisher sleeps when nothing is due; events and acks wake it at once."""
+MAX_TRACKED_COMMANDS = 1000
+"""Accepted hub commands remembered until their outcome (state or rejection) is published."""
 STOP_RESERVE = 0.4
 """Part of stop()'s timeout kept for the offline status, the disconnect and the thread join."""
 
@@ -94,6 +105,11 @@ class BridgeCounters:
     broker_refused: int = 0
     """Rows the broker answered with a failure reason (e.g. not authorised); not retried."""
     states_published: int = 0
+    commands_accepted: int = 0
+    commands_rejected: int = 0
+    """Refused at validation, plus accepted ones the gateway then failed to apply."""
+    commands_retained_ignored: int = 0
+    """Retained messages on set topics, replayed by the broker at subscribe: never applied."""
     connects: int = 0
     disconnects: int = 0
 
@@ -147,6 +163,12 @@ class MqttBridge:
         self._health_sources: dict[str, HealthSource] = {}
         self._next_health = 0.0
         self._flush_deadline = 0.0
+        self._results: deque[tuple[str, bytes]] = deque()
+        self._commands: dict[str, Validator] = {
+            entity: validator_for(spec) for entity, spec in self.entities.items() if spec.writable
+        }
+        self._awaiting: OrderedDict[str, str] = OrderedDict()
+        self._awaiting_lock = threading.Lock()
         for entity in self.entities:
             self._set_available(entity, True)
 
@@ -163,6 +185,7 @@ class MqttBridge:
         client.on_publish = guarded("mqtt on_publish")(self._on_publish)
         client.on_pre_connect = guarded("mqtt on_pre_connect")(self._on_pre_connect)
         client.on_socket_open = guarded("mqtt on_socket_open")(self._on_socket_open)
+        client.message_callback_add(self.topics.set_filter, guarded("mqtt command")(self._on_command))
         self._client = client
         section = self.config.mqtt
         if self._mqtt5:
@@ -188,6 +211,8 @@ class MqttBridge:
             self._update_state(event)
         elif event.kind is Kind.AVAILABILITY:
             self._set_available(event.entity, bool(event.value))
+        if event.cause is not None and event.kind in (Kind.STATE, Kind.REJECTED):
+            self._command_outcome(event)
         self._wakeup.set()
 
     def stop(self, timeout: float = 1.5) -> None:
@@ -215,6 +240,13 @@ class MqttBridge:
 
     # -- extension points ------------------------------------------------------------------------
 
+    def register_command(self, entity: str, validator: Validator) -> None:
+        """Accept hub commands on ``<base>/set/<entity>``, checked by ``validator`` (see
+        :mod:`gateway.mqtt.commands`). Accepted ones are posted as ``Kind.COMMAND`` events for
+        ``entity``; whoever owns the entity (a controller) reacts to them on the dispatcher.
+        Replaces the built-in validator of a configured entity. Call before :meth:`start`."""
+        self._commands[entity] = validator
+
     def add_health_source(self, name: str, source: HealthSource) -> None:
         """Add ``name: source()`` to every health report (e.g. the drivers' health).
         ``source`` is called on the publisher thread and must be thread-safe and quick."""
@@ -239,6 +271,11 @@ class MqttBridge:
                 **asdict(outbox.counters),
             },
             "broker_refused": self.counters.broker_refused,
+            "commands": {
+                "accepted": self.counters.commands_accepted,
+                "rejected": self.counters.commands_rejected,
+                "retained_ignored": self.counters.commands_retained_ignored,
+            },
             "connects": self.counters.connects,
             "disconnects": self.counters.disconnects,
         }
@@ -289,6 +326,7 @@ class MqttBridge:
         limits = [x for x in (self._configured_packet_limit, broker_limit) if x is not None]
         self.outbox.max_packet_size = min(limits) if limits else None
         client.publish(self.topics.status, ONLINE, qos=1, retain=True)
+        client.subscribe(self.topics.set_filter, qos=1)
         with self._lock:
             self._dirty = dict(self._retained)
         self.counters.connects += 1
@@ -324,6 +362,61 @@ class MqttBridge:
     ) -> None:
         # Called under paho's message lock: only record, never publish or take our locks here.
         self._acks.append((mid, reason))
+        self._wakeup.set()
+
+    # -- hub commands (network thread) ---------------------------------------------------------------
+
+    def _on_command(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        entity = message.topic[len(self.topics.set_prefix):]
+        if message.retain:
+            self.counters.commands_retained_ignored += 1
+            log.info("ignoring a retained command on %s: a command left on the broker is not replayed",
+                     message.topic[:200])
+            return
+        self.handle_command(entity, bytes(message.payload))
+
+    def handle_command(self, entity: str, payload: bytes) -> Event | None:
+        """Validate one hub command; post it as a COMMAND event, or answer why not. Never raises."""
+        validator = self._commands.get(entity)
+        try:
+            if validator is None:
+                raise CommandRejected(f"{entity[:64]!r} is not an entity the hub may command")
+            value = validate(validator, decode(payload, self.config.mqtt.command_max_bytes))
+        except CommandRejected as exc:
+            self._reject(entity[:64], str(exc), payload)
+            return None
+        command = self._events.make(Kind.COMMAND, entity, value, detail="hub")
+        with self._awaiting_lock:
+            self._awaiting[command.id] = entity
+            while len(self._awaiting) > MAX_TRACKED_COMMANDS:
+                self._awaiting.popitem(last=False)
+        self.counters.commands_accepted += 1
+        self._result(entity, "accepted", command.id, value=value)
+        self._post(command)
+        return command
+
+    def _reject(self, entity: str, reason: str, payload: bytes) -> None:
+        self.counters.commands_rejected += 1
+        shown: Value = payload[:64].decode("utf-8", "replace") if payload else None
+        event = self._events.make(Kind.REJECTED, entity, shown, detail=f"hub command rejected: {reason}")
+        self._result(entity, "rejected", event.id, reason=reason)
+        self._post(event)
+
+    def _command_outcome(self, event: Event) -> None:
+        with self._awaiting_lock:
+            entity = self._awaiting.pop(event.cause or "", None)
+        if entity is None:
+            return
+        if event.kind is Kind.STATE:
+            self._result(entity, "done", event.cause, value=event.value)
+        else:
+            self.counters.commands_rejected += 1
+            self._result(entity, "failed", event.cause, reason=event.detail or "not applied")
+
+    def _result(self, entity: str, status: str, command_id: str | None, *, value: Value = None,
+                reason: str | None = None) -> None:
+        payload = result_payload(entity, status, command_id, self._events.clock.time(), value=value, reason=reason)
+        self._results.append((self.topics.result(entity), payload))
         self._wakeup.set()
 
     # -- the publisher thread ------------------------------------------------------------------------
@@ -380,6 +473,9 @@ class MqttBridge:
         for topic, payload in dirty.items():
             client.publish(topic, payload, qos=1, retain=True)
             self.counters.states_published += 1
+        while self._results:
+            topic, payload = self._results.popleft()
+            client.publish(topic, payload, qos=1)
 
     def _send_outbox(self, client: mqtt.Client) -> None:
         room = self._window - len(self._inflight)

@@ -61,6 +61,24 @@ def state_payload(value: Value) -> bytes:
     return dumps(_finite(value))
 
 
+def result_payload(
+    entity: str, status: str, command_id: str | None, ts: float, *, value: Value = None, reason: str | None = None
+) -> bytes:
+    """The ``result/<entity>`` payload: what became of one hub command.
+
+    ``status`` is ``accepted`` (validated and queued), then ``done`` (the actuator
+    confirmed ``value``) or ``failed`` (``reason``); or ``rejected`` at once (``reason``).
+    ``command`` is the id of the command event (of the rejection event when rejected)."""
+    data: dict[str, Any] = {"entity": entity, "status": status, "ts": iso_utc(ts)}
+    if command_id is not None:
+        data["command"] = command_id
+    if value is not None:
+        data["value"] = _finite(value)
+    if reason is not None:
+        data["reason"] = reason
+    return dumps(data)
+
+
 def _finite(value: Value) -> Value:
     """JSON has no NaN or infinity: such a reading is sent as null rather than breaking the hub's parser."""
     if isinstance(value, float) and not math.isfinite(value):
