@@ -73,20 +73,31 @@ def test_seq_keeps_increasing_across_a_restart(broker: Broker, tmp_path: Path) -
     assert seqs[1] > seqs[0]
 
 
-def test_state_is_retained_and_published_only_when_the_value_changes(broker: Broker, gw: Harness) -> None:
-    topic = f"{gw.base}/state/living_temp"
+def test_a_confirmed_state_is_retained_and_published_only_when_it_changes(broker: Broker, gw: Harness) -> None:
+    topic = f"{gw.base}/state/heater"
     with recorder(broker.host, broker.port, topic, f"{gw.base}/event/#") as hub:
         gw.bridge.start()
         wait_until(lambda: gw.bridge.connected, what="connection")
-        for value in (21.0, 21.0, 21.5):
-            gw.bridge.forward(gw.events.reading("living_temp", value, unit="°C"))
-        hub.wait_for(f"{gw.base}/event/living_temp", count=3)
+        for count, value in enumerate((True, True, False), start=1):
+            gw.bridge.forward(gw.events.make(Kind.STATE, "heater", value))
+            hub.wait_for(f"{gw.base}/event/heater", count=count)
         # a state is published before its event on the same connection: all have arrived by now
         states = hub.on(topic)
-    assert [s.json() for s in states] in ([21.0, 21.5], [21.5])
+    assert [s.json() for s in states] == [True, False]
     with recorder(broker.host, broker.port, topic) as late_hub:
         retained = late_hub.wait_for(topic)[0]
-    assert retained.retain and retained.json() == 21.5
+    assert retained.retain and retained.json() is False
+
+
+def test_every_reading_refreshes_the_retained_state(broker: Broker, gw: Harness) -> None:
+    topic = f"{gw.base}/state/living_temp"
+    with recorder(broker.host, broker.port, topic) as hub:
+        gw.bridge.start()
+        wait_until(lambda: gw.bridge.connected, what="connection")
+        gw.bridge.forward(gw.events.reading("living_temp", 21.0, unit="°C"))
+        hub.wait_for(topic, count=1)
+        gw.bridge.forward(gw.events.reading("living_temp", 21.0, unit="°C"))
+        assert [m.json() for m in hub.wait_for(topic, count=2)] == [21.0, 21.0]
 
 
 def test_availability_of_each_entity_is_retained_and_follows_events(broker: Broker, gw: Harness) -> None:

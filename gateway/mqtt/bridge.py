@@ -27,6 +27,7 @@ carry the newest value as soon as the broker is reachable.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import logging
 import threading
 import time
@@ -45,6 +46,7 @@ from gateway.events import Event, EventFactory, Kind, Value
 from gateway.guard import guarded
 from gateway.mqtt.commands import CommandRejected, Validator, decode, validate, validator_for
 from gateway.mqtt.connection import Jitter, connect_properties, is_mqtt5, make_client, set_nodelay
+from gateway.mqtt.discovery import Discovery, Extra
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.topics import (
     OFFLINE,
@@ -66,6 +68,13 @@ STOP_RESERVE = 0.4
 """Part of stop()'s timeout kept for the offline status, the disconnect and the thread join."""
 
 HealthSource = Callable[[], Mapping[str, Any]]
+
+
+def software_version() -> str:
+    try:
+        return importlib.metadata.version("edge-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        return "dev"
 
 
 class TokenBucket:
@@ -108,6 +117,8 @@ class BridgeCounters:
     commands_accepted: int = 0
     commands_rejected: int = 0
     """Refused at validation, plus accepted ones the gateway then failed to apply."""
+    hub_births: int = 0
+    """Home Assistant birth messages seen (each re-sends discovery and states)."""
     commands_retained_ignored: int = 0
     """Retained messages on set topics, replayed by the broker at subscribe: never applied."""
     connects: int = 0
@@ -169,6 +180,12 @@ class MqttBridge:
         }
         self._awaiting: OrderedDict[str, str] = OrderedDict()
         self._awaiting_lock = threading.Lock()
+        self._extras: dict[str, Extra] = {}
+        self._discovery = (
+            Discovery(self.topics, config.gateway.id, config.gateway.name, software_version(),
+                      config.gateway.state_dir / "discovery.json")
+            if section.discovery else None
+        )
         for entity in self.entities:
             self._set_available(entity, True)
 
@@ -186,6 +203,7 @@ class MqttBridge:
         client.on_pre_connect = guarded("mqtt on_pre_connect")(self._on_pre_connect)
         client.on_socket_open = guarded("mqtt on_socket_open")(self._on_socket_open)
         client.message_callback_add(self.topics.set_filter, guarded("mqtt command")(self._on_command))
+        client.message_callback_add(self.topics.hub_status, guarded("mqtt hub status")(self._on_hub_status))
         self._client = client
         section = self.config.mqtt
         if self._mqtt5:
@@ -252,6 +270,16 @@ class MqttBridge:
         ``source`` is called on the publisher thread and must be thread-safe and quick."""
         self._health_sources[name] = source
 
+    def register_discovery(self, entity: str, component: str, config: Mapping[str, Any]) -> None:
+        """Announce ``entity`` to Home Assistant as ``component`` (e.g. ``climate``,
+        ``alarm_control_panel``) with its component-specific keys; the device block,
+        availability, unique id and QoS are added (see :mod:`gateway.mqtt.discovery`).
+        Call before :meth:`start`; the entity's state and availability topics are
+        ``bridge.topics.state(entity)`` / ``bridge.topics.availability(entity)``."""
+        self._extras[entity] = Extra(component, dict(config))
+        if entity not in self._available:
+            self._set_available(entity, True)
+
     @property
     def connected(self) -> bool:
         return self._connected
@@ -286,10 +314,12 @@ class MqttBridge:
     # -- retained state ----------------------------------------------------------------------------
 
     def _update_state(self, event: Event) -> None:
+        """A reading always refreshes the retained state (the hub's ``expire_after`` counts on it);
+        a confirmed actuator state is published when it changes."""
         current = (event.value, event.unit)
         if not self._available.get(event.entity, True):
             self._set_available(event.entity, True)
-        if self._last_state.get(event.entity) == current:
+        if event.kind is Kind.STATE and self._last_state.get(event.entity) == current:
             return
         self._last_state[event.entity] = current
         self._retain(self.topics.state(event.entity), state_payload(event.value))
@@ -327,13 +357,33 @@ class MqttBridge:
         self.outbox.max_packet_size = min(limits) if limits else None
         client.publish(self.topics.status, ONLINE, qos=1, retain=True)
         client.subscribe(self.topics.set_filter, qos=1)
-        with self._lock:
-            self._dirty = dict(self._retained)
+        if self._discovery is not None:
+            client.subscribe(self.topics.hub_status, qos=1)
+        self._republish(removals=True)
         self.counters.connects += 1
         log.info("connected to broker %s:%d (session present: %s)", section.host, section.port, flags.session_present)
         self._outage_logged = False
         self._connected = True
         self._wakeup.set()
+
+    def _on_hub_status(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        """Home Assistant's birth message: a restarted hub needs discovery and states again."""
+        if message.payload == ONLINE.encode() and not message.retain:
+            self.counters.hub_births += 1
+            log.info("the hub came online: re-sending discovery and states")
+            self._republish(removals=False)
+            self._wakeup.set()
+
+    def _republish(self, *, removals: bool) -> None:
+        """Queue discovery (removals first), then every retained state and availability."""
+        announce: dict[str, bytes] = {}
+        if self._discovery is not None:
+            configs = self._discovery.configs(self.entities, self._extras)
+            if removals:
+                announce.update(self._discovery.removals(configs))
+            announce.update(configs)
+        with self._lock:
+            self._dirty = {**announce, **self._retained}
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._note_outage("unreachable")
