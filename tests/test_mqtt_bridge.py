@@ -149,3 +149,20 @@ def test_the_socket_has_nagle_turned_off(broker: Broker, gw: Harness) -> None:
     sock = gw.bridge._client.socket()  # type: ignore[union-attr]
     assert isinstance(sock, socket.socket)
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_health_is_retained_and_periodic_with_outbox_and_traffic_figures(broker: Broker, tmp_path: Path) -> None:
+    harness = make_bridge(make_config("health", tmp_path / "state", broker.port, health_interval=1))
+    harness.bridge.add_health_source("drivers", lambda: {"hall_light": "ok"})
+    topic = "gateway/health/health"
+    with recorder(broker.host, broker.port, topic) as hub:
+        harness.bridge.start()
+        harness.bridge.forward(harness.events.reading("living_temp", 20.0))
+        reports = [m.json() for m in hub.wait_for(topic, count=2, timeout=5)]
+        harness.bridge.stop()
+    latest = reports[-1]
+    assert latest["connection"] == "connected" and latest["drivers"] == {"hall_light": "ok"}
+    assert latest["events_in"] == 1 and latest["events_out"] == 1
+    assert {"depth", "oldest_age", "dropped", "bytes_written", "oversized"} <= set(latest["outbox"])
+    assert latest["uptime"] >= reports[0]["uptime"]
+    assert ISO_UTC.match(latest["ts"])

@@ -53,7 +53,9 @@ from gateway.mqtt.topics import (
     ONLINE,
     STATE_KINDS,
     Topics,
+    dumps,
     event_payload,
+    iso_utc,
     result_payload,
     state_payload,
 )
@@ -285,7 +287,8 @@ class MqttBridge:
         return self._connected
 
     def health(self) -> dict[str, Any]:
-        """The figures published on ``<base>/health`` (see docs/mqtt.md)."""
+        """The figures published on ``<base>/health`` every ``health_interval`` (see docs/mqtt.md),
+        plus each :meth:`add_health_source` under its name. Safe from any thread."""
         outbox = self.outbox
         oldest = outbox.oldest_ts()
         report: dict[str, Any] = {
@@ -363,6 +366,7 @@ class MqttBridge:
         self.counters.connects += 1
         log.info("connected to broker %s:%d (session present: %s)", section.host, section.port, flags.session_present)
         self._outage_logged = False
+        self._next_health = 0.0
         self._connected = True
         self._wakeup.set()
 
@@ -492,9 +496,20 @@ class MqttBridge:
         if self._connected and self._client is not None:
             self._send_retained(self._client)
             self._send_outbox(self._client)
+            self._send_health(self._client)
+
+    def _send_health(self, client: mqtt.Client) -> None:
+        now = time.monotonic()
+        if now < self._next_health:
+            return
+        self._next_health = now + self.config.mqtt.health_interval
+        report = {"ts": iso_utc(self._events.clock.time()), "version": software_version(), **self.health()}
+        client.publish(self.topics.health, dumps(report), qos=1, retain=True)
 
     def _idle_timeout(self) -> float:
         waits = [IDLE_WAKE]
+        if self._connected:
+            waits.append(max(0.0, self._next_health - time.monotonic()))
         due = self.outbox.due_in()
         if due is not None:
             waits.append(due)
