@@ -216,9 +216,12 @@ def run_gateway(
         wait_until(lambda: b" started: " in log.read_bytes() or process.poll() is not None, 20, "gateway start")
         spy = None
         if profile is not None:
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(process.pid), "-o", str(profile), "-f", "raw",
-                                    "-r", "250", "-d", str(int(seconds) + 1), "--threads"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            py_spy = str(Path(sys.executable).parent / "py-spy")
+            spy = subprocess.Popen(
+                [py_spy, "record", "-p", str(process.pid), "-o", str(profile), "-f", "raw",
+                 "-r", "250", "-d", str(int(seconds) + 1), "--threads"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
             time.sleep(1.0)
         try:
             return exercise(pty.master, probe, process.pid, seconds, ladder_seconds)
