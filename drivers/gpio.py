@@ -107,7 +107,7 @@ class DigitalInput(Driver):
         return [EntitySpec(self.id, Component.BINARY_SENSOR, device_class=self.config.device_class)]
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import DigitalInputDevice
+        from gpiozero import DigitalInputDevice  # noqa: PLC0415 - hardware libraries load at start
 
         cfg = self.config
         try:
@@ -173,7 +173,7 @@ class Relay(Actuator):
         ]
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import OutputDevice
+        from gpiozero import OutputDevice  # noqa: PLC0415 - hardware libraries load at start
 
         cfg = self.config
         try:

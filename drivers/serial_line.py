@@ -20,6 +20,7 @@ Config example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -139,10 +140,8 @@ class KeyValueSensor(Driver):
         self._stop.set()
         port, self._port = self._port, None
         if port is not None:
-            try:
+            with contextlib.suppress(Exception):  # already closed under us: nothing to cancel
                 port.cancel_read()
-            except Exception:
-                pass
             port.close()
         if self._thread is not None:
             self._thread.join(timeout=1)

@@ -1,0 +1,72 @@
+"""Helpers for the driver tests: a recording ``post``, a driver context on mock pins, a pty pair."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+
+import serial
+from gpiozero.pins.mock import MockFactory
+
+from drivers.base import DriverContext
+from gateway.clock import VirtualClock
+from gateway.events import Event, EventFactory, Kind
+
+
+@dataclass
+class Recorder:
+    """Collects what a driver posts; safe to call from any thread."""
+
+    events: list[Event] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def of(self, kind: Kind, entity: str | None = None) -> list[Event]:
+        with self._lock:
+            return [e for e in self.events if e.kind is kind and (entity is None or e.entity == entity)]
+
+    def values(self, kind: Kind = Kind.READING, entity: str | None = None) -> list[object]:
+        return [e.value for e in self.of(kind, entity)]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Poll with a deadline: for events that come from a reader thread."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; events so far: {self.events}")
+            time.sleep(0.005)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.events.clear()
+
+
+def make_context(
+    recorder: Recorder, clock: VirtualClock | None = None, factory: MockFactory | None = None
+) -> DriverContext:
+    return DriverContext(
+        post=recorder,
+        events=EventFactory(clock or VirtualClock(), boot="test"),
+        pin_factory=factory or MockFactory(),
+        open_serial=serial.serial_for_url,
+    )
+
+
+@contextmanager
+def pty_pair() -> Iterator[tuple[int, str]]:
+    """A pseudo-terminal: the master fd the test writes to, and the device path a driver opens."""
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    try:
+        yield master, path
+    finally:
+        for fd in (master, slave):
+            with suppress(OSError):
+                os.close(fd)
