@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.timing import Scheduler, ThreadScheduler
 from gateway.clock import Clock
 from gateway.events import Event, EventFactory, Value
 
@@ -85,10 +86,27 @@ class DriverContext:
     open_serial: SerialOpener | None = None
     simulate: bool = False
     rng: random.Random = field(default_factory=lambda: random.Random(0))
+    scheduler: Scheduler | None = None
+    """Timers (conditioning, staleness, polling). None: a :class:`ThreadScheduler` is made on first use."""
+    _own_scheduler: ThreadScheduler | None = None
 
     @property
     def clock(self) -> Clock:
         return self.events.clock
+
+    def timers(self) -> Scheduler:
+        """The scheduler drivers use; one timer thread per context, started only if a driver needs it."""
+        if self.scheduler is None:
+            self._own_scheduler = ThreadScheduler(self.clock)
+            self.scheduler = self._own_scheduler
+        return self.scheduler
+
+    def close(self) -> None:
+        """Join the timer thread this context made, if any (call after the drivers using it stopped)."""
+        if self._own_scheduler is not None:
+            self._own_scheduler.close()
+            self._own_scheduler = None
+            self.scheduler = None
 
 
 class DeviceConfig(BaseModel):

@@ -33,9 +33,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivers.base import (
     Actuator,
@@ -48,6 +48,8 @@ from drivers.base import (
     Simulator,
     SimWorld,
 )
+from drivers.channel import Channel
+from drivers.conditioning import BinaryStep, HoldStep, StepConfig
 from gateway.events import Kind, Value
 from gateway.guard import guarded
 
@@ -60,27 +62,39 @@ PinName = int | str
 """A BCM number (``17``) or a gpiozero pin name (``"GPIO17"``, ``"BOARD11"``)."""
 
 
-class GpioInputConfig(DeviceConfig):
-    driver: Literal["gpio.input"]
+class _InputFields(DeviceConfig):
     pin: PinName
     pull_up: bool | None = False
     """True: internal pull-up (contact to ground); False: pull-down; None: floating (set active_high)."""
     active_high: bool | None = None
     """Only with ``pull_up = None``: which level means active."""
     bounce_ms: float | None = Field(default=None, ge=0, le=10_000)
+    """gpiozero's own bounce time (drops edges after an edge); prefer a ``debounce``/``glitch`` step."""
     inverted: bool = False
     """Report the opposite of the electrical state (e.g. a normally-closed contact)."""
+    conditioning: list[BinaryStep] = Field(default_factory=list)
+    """Steps applied before an event exists, in order (see :mod:`drivers.conditioning`)."""
+
+    @model_validator(mode="after")
+    def _floating_needs_level(self) -> _InputFields:
+        if self.pull_up is None and self.active_high is None:
+            raise ValueError("a floating input (pull_up = None) needs active_high = true or false")
+        if self.pull_up is not None and self.active_high is not None:
+            raise ValueError("active_high only applies to a floating input (pull_up = None)")
+        return self
+
+
+class GpioInputConfig(_InputFields):
+    driver: Literal["gpio.input"]
     device_class: str | None = None
+    """Home Assistant binary_sensor class: door, window, opening, ... (None for a button or generic input)."""
 
 
-class GpioMotionConfig(DeviceConfig):
+class GpioMotionConfig(_InputFields):
     driver: Literal["gpio.motion"]
-    pin: PinName
-    pull_up: bool | None = False
-    active_high: bool | None = None
-    bounce_ms: float | None = Field(default=None, ge=0, le=10_000)
-    inverted: bool = False
     device_class: str | None = "motion"
+    clear_after_s: float = Field(default=0.0, ge=0, le=86_400)
+    """Motion stays on until the sensor has been quiet this long (a hold/clear time after the PIR's own)."""
 
 
 class GpioRelayConfig(DeviceConfig):
@@ -94,17 +108,21 @@ class GpioRelayConfig(DeviceConfig):
 
 
 class DigitalInput(Driver):
-    """A two-state input; posts ``True``/``False`` readings on every change and once at start."""
+    """A two-state input; posts ``True``/``False`` readings on every (conditioned) change and once at start."""
 
-    Config = GpioInputConfig
+    Config: ClassVar[type[DeviceConfig]] = GpioInputConfig
     config: GpioInputConfig | GpioMotionConfig
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self._device: DigitalInputDevice | None = None
+        self.channel: Channel | None = None
 
     def entities(self) -> Sequence[EntitySpec]:
         return [EntitySpec(self.id, Component.BINARY_SENSOR, device_class=self.config.device_class)]
+
+    def steps(self) -> list[StepConfig]:
+        return list(self.config.conditioning)
 
     def start(self, ctx: DriverContext) -> None:
         from gpiozero import DigitalInputDevice  # noqa: PLC0415 - hardware libraries load at start
@@ -120,16 +138,19 @@ class DigitalInput(Driver):
             )
         except Exception as exc:
             raise DriverError(f"{self.id}: cannot open GPIO pin {cfg.pin}: {exc}") from exc
+        channel = self.channel = Channel(ctx, self.id, steps=self.steps())
 
         @guarded(f"{self.id} edge")
         def edge(active: bool) -> None:
-            ctx.post(ctx.events.reading(self.id, active != cfg.inverted))
+            channel.feed(active != cfg.inverted)
 
         self._device.when_activated = lambda: edge(True)
         self._device.when_deactivated = lambda: edge(False)
         edge(bool(self._device.value))
 
     def stop(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
         if self._device is not None:
             self._device.close()
             self._device = None
@@ -144,9 +165,14 @@ class DigitalInput(Driver):
 
 
 class MotionSensor(DigitalInput):
-    """A PIR motion sensor: active while it sees motion."""
+    """A PIR motion sensor: active while it sees motion, and ``clear_after_s`` longer."""
 
     Config = GpioMotionConfig
+
+    def steps(self) -> list[StepConfig]:
+        steps = super().steps()
+        clear = getattr(self.config, "clear_after_s", 0.0)
+        return [*steps, HoldStep(step="hold", off_s=clear)] if clear else steps
 
     def simulator(self) -> Simulator | None:
         return PulseSimulator(self.config.pin, self._rests_high(), mean_interval=30.0, mean_hold=5.0)

@@ -13,6 +13,7 @@ import serial
 from gpiozero.pins.mock import MockFactory
 
 from drivers.base import DriverContext
+from drivers.timing import VirtualScheduler
 from gateway.clock import VirtualClock
 from gateway.events import Event, EventFactory, Kind
 
@@ -49,13 +50,20 @@ class Recorder:
 
 
 def make_context(
-    recorder: Recorder, clock: VirtualClock | None = None, factory: MockFactory | None = None
+    recorder: Recorder,
+    clock: VirtualClock | None = None,
+    factory: MockFactory | None = None,
+    scheduler: VirtualScheduler | None = None,
 ) -> DriverContext:
+    """A context on mock pins; pass a VirtualScheduler to run the driver's timers in virtual time."""
+    if scheduler is not None:
+        clock = scheduler.clock
     return DriverContext(
         post=recorder,
         events=EventFactory(clock or VirtualClock(), boot="test"),
         pin_factory=factory or MockFactory(),
         open_serial=serial.serial_for_url,
+        scheduler=scheduler,
     )
 
 

@@ -7,9 +7,12 @@ from typing import Any
 import pytest
 from drivers_kit import Recorder, make_context
 from gpiozero.pins.mock import MockFactory
+from pydantic import ValidationError
 
 from drivers.base import DriverError
 from drivers.gpio import DigitalInput, MotionSensor, Relay
+from drivers.timing import VirtualScheduler
+from gateway.clock import VirtualClock
 from gateway.events import Kind
 
 
@@ -106,3 +109,75 @@ def test_a_relay_whose_pin_is_taken_fails_with_a_driver_error(factory: MockFacto
     with pytest.raises(DriverError, match="cannot open GPIO pin 22"):
         second.start(make_context(rec, factory=factory))
     first.stop()
+
+
+@pytest.fixture
+def sched() -> VirtualScheduler:
+    return VirtualScheduler(VirtualClock())
+
+
+def test_a_chattering_contact_gives_one_event(factory: MockFactory, rec: Recorder, sched: VirtualScheduler) -> None:
+    driver = contact(conditioning=[{"step": "debounce", "ms": 50}])
+    driver.start(make_context(rec, factory=factory, scheduler=sched))
+    pin = factory.pin(27)
+    for _ in range(25):
+        pin.drive_low()
+        sched.advance(0.002)
+        pin.drive_high()
+        sched.advance(0.002)
+    pin.drive_low()
+    sched.advance(0.049)
+    assert rec.values(entity="front_door") == [False]
+    sched.advance(0.002)
+    assert rec.values(entity="front_door") == [False, True]
+    driver.stop()
+
+
+def test_a_short_blip_is_dropped_whole(factory: MockFactory, rec: Recorder, sched: VirtualScheduler) -> None:
+    driver = contact(conditioning=[{"step": "glitch", "ms": 20}])
+    driver.start(make_context(rec, factory=factory, scheduler=sched))
+    pin = factory.pin(27)
+    pin.drive_low()
+    sched.advance(0.005)
+    pin.drive_high()
+    sched.advance(1)
+    assert rec.values(entity="front_door") == [False]
+    assert driver.channel is not None and driver.channel.pipeline.dropped == 1
+    driver.stop()
+
+
+def test_motion_clears_only_after_the_clear_time(factory: MockFactory, rec: Recorder, sched: VirtualScheduler) -> None:
+    cfg = {"id": "hall", "driver": "gpio.motion", "pin": 17, "clear_after_s": 30}
+    driver = MotionSensor(MotionSensor.Config.model_validate(cfg))
+    driver.start(make_context(rec, factory=factory, scheduler=sched))
+    pin = factory.pin(17)
+    pin.drive_high()
+    sched.advance(2)
+    pin.drive_low()
+    sched.advance(29)
+    assert rec.values(entity="hall") == [False, True]
+    sched.advance(1)
+    assert rec.values(entity="hall") == [False, True, False]
+    driver.stop()
+
+
+def test_stop_cancels_pending_timers(factory: MockFactory, rec: Recorder, sched: VirtualScheduler) -> None:
+    driver = contact(conditioning=[{"step": "debounce", "ms": 50}])
+    driver.start(make_context(rec, factory=factory, scheduler=sched))
+    factory.pin(27).drive_low()
+    driver.stop()
+    sched.advance(1)
+    assert rec.values(entity="front_door") == [False]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"pull_up": None}, "needs active_high"),
+        ({"active_high": True}, "only applies to a floating input"),
+        ({"conditioning": [{"step": "median", "window": 3}]}, "does not match any of the expected tags"),
+    ],
+)
+def test_input_config_mistakes_are_refused(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        contact(**overrides)
