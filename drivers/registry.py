@@ -11,13 +11,17 @@ import difflib
 
 from drivers.base import Driver
 from drivers.gpio import DigitalInput, MotionSensor, Relay
-from drivers.serial_line import KeyValueSensor
+from drivers.serial_line import JsonLinesSensor, KeyValueSensor, Mhz19Sensor, NmeaSensor, Pms5003Sensor
 
 DRIVERS: dict[str, type[Driver]] = {
     "gpio.input": DigitalInput,
     "gpio.motion": MotionSensor,
     "gpio.relay": Relay,
     "serial.kv": KeyValueSensor,
+    "serial.json": JsonLinesSensor,
+    "serial.nmea": NmeaSensor,
+    "serial.pms5003": Pms5003Sensor,
+    "serial.mhz19": Mhz19Sensor,
 }
 
 
