@@ -86,6 +86,9 @@ class DriverContext:
     open_serial: SerialOpener | None = None
     simulate: bool = False
     rng: random.Random = field(default_factory=lambda: random.Random(0))
+    resolve_path: Callable[[str], str] = lambda path: path
+    """Maps a configured filesystem path (1-wire ``base_path``) to where it really is: ``--simulate``
+    passes ``lambda p: world.files.get(p, p)`` so drivers read the simulators' fake trees."""
     scheduler: Scheduler | None = None
     """Timers (conditioning, staleness, polling). None: a :class:`ThreadScheduler` is made on first use."""
     _own_scheduler: ThreadScheduler | None = None
@@ -174,6 +177,8 @@ class SimWorld:
     """The current value of any entity (e.g. the heater relay, for a thermal model)."""
     serial_ports: dict[str, str] = field(default_factory=dict)
     """Configured port URL -> the pseudo-terminal a serial simulator speaks on."""
+    files: dict[str, str] = field(default_factory=dict)
+    """Configured filesystem path (1-wire ``base_path``) -> the fake tree a simulator writes."""
 
 
 class Actuator(Driver):

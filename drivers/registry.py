@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import difflib
 
+from drivers.analog import AnalogInput, Mcp3208Input
 from drivers.base import Driver
 from drivers.gpio import DigitalInput, MotionSensor, Relay
+from drivers.onewire import Ds18b20
 from drivers.serial_line import JsonLinesSensor, KeyValueSensor, Mhz19Sensor, NmeaSensor, Pms5003Sensor
 
 DRIVERS: dict[str, type[Driver]] = {
@@ -22,6 +24,9 @@ DRIVERS: dict[str, type[Driver]] = {
     "serial.nmea": NmeaSensor,
     "serial.pms5003": Pms5003Sensor,
     "serial.mhz19": Mhz19Sensor,
+    "analog.mcp3008": AnalogInput,
+    "analog.mcp3208": Mcp3208Input,
+    "onewire.ds18b20": Ds18b20,
 }
 
 
