@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.envelope import EnvelopeConfig
 from drivers.timing import Scheduler, ThreadScheduler
 from gateway.clock import Clock
 from gateway.events import Event, EventFactory, Value
@@ -191,6 +192,10 @@ class Actuator(Driver):
     @abstractmethod
     def to_safe_state(self) -> None:
         """Drive every output to its declared safe state; must not raise if the hardware is gone."""
+
+    def envelope(self) -> Mapping[str, EnvelopeConfig]:
+        """Safety limits per entity, enforced by the dispatcher's :class:`~drivers.envelope.EnvelopeGate`."""
+        return {}
 
 
 class DriverError(Exception):

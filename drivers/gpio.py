@@ -1,4 +1,4 @@
-"""GPIO drivers over gpiozero: digital inputs (contacts, motion) and relays.
+"""GPIO inputs over gpiozero: contacts, buttons, generic digital inputs, PIR motion.
 
 Pins come from ``ctx.pin_factory`` (gpiozero's ``MockFactory`` in tests and
 ``--simulate``), never from gpiozero's global default. gpiozero calls our
@@ -19,13 +19,7 @@ Config examples::
     driver = "gpio.motion"
     pin = 17
 
-    [[devices]]
-    id = "hall_light"
-    driver = "gpio.relay"
-    pin = 22
-    active_high = false       # most relay boards switch on a low input
-    component = "light"
-    safe_state = false
+Outputs (relays, dimmed lights, sirens) are in :mod:`drivers.actuators`.
 """
 
 from __future__ import annotations
@@ -38,7 +32,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from drivers.base import (
-    Actuator,
     Component,
     DeviceConfig,
     Driver,
@@ -50,11 +43,10 @@ from drivers.base import (
 )
 from drivers.channel import Channel
 from drivers.conditioning import BinaryStep, HoldStep, StepConfig
-from gateway.events import Kind, Value
 from gateway.guard import guarded
 
 if TYPE_CHECKING:
-    from gpiozero import DigitalInputDevice, OutputDevice
+    from gpiozero import DigitalInputDevice
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +87,6 @@ class GpioMotionConfig(_InputFields):
     device_class: str | None = "motion"
     clear_after_s: float = Field(default=0.0, ge=0, le=86_400)
     """Motion stays on until the sensor has been quiet this long (a hold/clear time after the PIR's own)."""
-
-
-class GpioRelayConfig(DeviceConfig):
-    driver: Literal["gpio.relay"]
-    pin: PinName
-    active_high: bool = True
-    safe_state: bool = False
-    """Where the output goes at start, at stop and when the driver fails."""
-    component: Literal["switch", "light", "siren"] = "switch"
-    device_class: str | None = None
 
 
 class DigitalInput(Driver):
@@ -176,58 +158,6 @@ class MotionSensor(DigitalInput):
 
     def simulator(self) -> Simulator | None:
         return PulseSimulator(self.config.pin, self._rests_high(), mean_interval=30.0, mean_hold=5.0)
-
-
-class Relay(Actuator):
-    """A relay (or any on/off output) with a declared safe state."""
-
-    Config = GpioRelayConfig
-    config: GpioRelayConfig
-
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self._device: OutputDevice | None = None
-
-    def entities(self) -> Sequence[EntitySpec]:
-        return [
-            EntitySpec(
-                self.id,
-                Component(self.config.component),
-                device_class=self.config.device_class,
-                safe_value=self.config.safe_state,
-            )
-        ]
-
-    def start(self, ctx: DriverContext) -> None:
-        from gpiozero import OutputDevice  # noqa: PLC0415 - hardware libraries load at start
-
-        cfg = self.config
-        try:
-            self._device = OutputDevice(
-                cfg.pin, active_high=cfg.active_high, initial_value=cfg.safe_state, pin_factory=ctx.pin_factory
-            )
-        except Exception as exc:
-            raise DriverError(f"{self.id}: cannot open GPIO pin {cfg.pin}: {exc}") from exc
-        ctx.post(ctx.events.make(Kind.STATE, self.id, bool(self._device.value)))
-
-    def apply(self, entity: str, value: Value) -> Value:
-        if self._device is None:
-            raise DriverError(f"{self.id} is not started")
-        self._device.value = bool(value)
-        return bool(self._device.value)
-
-    def to_safe_state(self) -> None:
-        if self._device is not None:
-            try:
-                self._device.value = self.config.safe_state
-            except Exception:
-                log.exception("%s: could not drive the safe state", self.id)
-
-    def stop(self) -> None:
-        if self._device is not None:
-            self.to_safe_state()
-            self._device.close()
-            self._device = None
 
 
 class PulseSimulator(Simulator):

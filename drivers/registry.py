@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import difflib
 
+from drivers.actuators import PwmLight, Relay, Siren
 from drivers.analog import AnalogInput, Mcp3208Input
 from drivers.base import Driver
-from drivers.gpio import DigitalInput, MotionSensor, Relay
+from drivers.gpio import DigitalInput, MotionSensor
 from drivers.onewire import Ds18b20
 from drivers.serial_line import JsonLinesSensor, KeyValueSensor, Mhz19Sensor, NmeaSensor, Pms5003Sensor
 
@@ -19,6 +20,8 @@ DRIVERS: dict[str, type[Driver]] = {
     "gpio.input": DigitalInput,
     "gpio.motion": MotionSensor,
     "gpio.relay": Relay,
+    "gpio.pwm_light": PwmLight,
+    "gpio.siren": Siren,
     "serial.kv": KeyValueSensor,
     "serial.json": JsonLinesSensor,
     "serial.nmea": NmeaSensor,

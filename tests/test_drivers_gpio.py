@@ -9,8 +9,9 @@ from drivers_kit import Recorder, make_context
 from gpiozero.pins.mock import MockFactory
 from pydantic import ValidationError
 
+from drivers.actuators import Relay
 from drivers.base import DriverError
-from drivers.gpio import DigitalInput, MotionSensor, Relay
+from drivers.gpio import DigitalInput, MotionSensor
 from drivers.timing import VirtualScheduler
 from gateway.clock import VirtualClock
 from gateway.events import Kind
