@@ -142,7 +142,7 @@ class Relay(_Output):
                            safe_value=cfg.safe_state)]
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import OutputDevice  # noqa: PLC0415 - hardware libraries load at start
+        from gpiozero import OutputDevice
 
         self._open(ctx, OutputDevice, initial_value=self.config.safe_state)
 
@@ -180,7 +180,7 @@ class PwmLight(_Output):
                            safe_value=cfg.safe_brightness, minimum=0, maximum=100)]
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import PWMOutputDevice  # noqa: PLC0415 - hardware libraries load at start
+        from gpiozero import PWMOutputDevice
 
         self._open(ctx, PWMOutputDevice, frequency=self.config.frequency_hz,
                    initial_value=self.config.safe_brightness / 100)
@@ -232,7 +232,7 @@ class Siren(_Output):
                            safe_value=False)]
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import OutputDevice  # noqa: PLC0415 - hardware libraries load at start
+        from gpiozero import OutputDevice
 
         self._ctx = ctx
         self._open(ctx, OutputDevice, initial_value=False)

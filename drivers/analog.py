@@ -96,7 +96,7 @@ class AnalogInput(Driver):
                            report_interval=cfg.poll_s)]
 
     def start(self, ctx: DriverContext) -> None:
-        import gpiozero  # noqa: PLC0415 - hardware libraries load at start
+        import gpiozero
 
         cfg = self.config
         chip = gpiozero.MCP3208 if cfg.bits == 12 else gpiozero.MCP3008
@@ -149,7 +149,7 @@ class McpEmulator:
     """
 
     def __init__(self, factory: Any, spi_device: int = 0, bits: int = 10, vref: float = 3.3) -> None:
-        from gpiozero.pins.mock import (  # noqa: PLC0415 - only on mock pins
+        from gpiozero.pins.mock import (
             MockPWMPin,
             MockSPIClockPin,
             MockSPIDevice,

@@ -118,6 +118,8 @@ class DeviceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    driver: str
+    """The registry name; each driver's model narrows it to a ``Literal``."""
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
     name: str | None = None
     """Human name shown by the hub; defaults to the id."""

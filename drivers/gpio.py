@@ -107,7 +107,7 @@ class DigitalInput(Driver):
         return list(self.config.conditioning)
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import DigitalInputDevice  # noqa: PLC0415 - hardware libraries load at start
+        from gpiozero import DigitalInputDevice
 
         cfg = self.config
         try:
@@ -149,7 +149,7 @@ class DigitalInput(Driver):
 class MotionSensor(DigitalInput):
     """A PIR motion sensor: active while it sees motion, and ``clear_after_s`` longer."""
 
-    Config = GpioMotionConfig
+    Config: ClassVar[type[DeviceConfig]] = GpioMotionConfig
 
     def steps(self) -> list[StepConfig]:
         steps = super().steps()

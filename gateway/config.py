@@ -14,12 +14,12 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from drivers.base import Driver, EntitySpec
+from drivers.base import DeviceConfig, Driver, EntitySpec
 from drivers.registry import DRIVERS, unknown_driver_message
 
 
@@ -108,7 +108,10 @@ def _device_union() -> Any:
     return Annotated[Union[models], Field(discriminator="driver")]  # noqa: UP007 - built at runtime
 
 
-DeviceUnion = _device_union()
+if TYPE_CHECKING:
+    DeviceUnion = DeviceConfig
+else:
+    DeviceUnion = _device_union()
 
 
 class Config(BaseModel):
@@ -119,7 +122,7 @@ class Config(BaseModel):
     outbox: OutboxSection = OutboxSection()
     rules: RulesSection = RulesSection()
     bus: BusSection = BusSection()
-    devices: list[DeviceUnion] = Field(default_factory=list)  # type: ignore[valid-type]
+    devices: list[DeviceUnion] = Field(default_factory=list)
     source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -78,8 +79,6 @@ class Broker:
 
 def _has_user(name: str) -> bool:
     try:
-        import pwd
-
         pwd.getpwnam(name)
     except KeyError:
         return False

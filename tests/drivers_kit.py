@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from drivers.base import DriverContext
 from drivers.timing import VirtualScheduler
 from gateway.clock import VirtualClock
 from gateway.events import Event, EventFactory, Kind
+from tests.helpers import wait_until
 
 
 @dataclass
@@ -38,11 +38,7 @@ class Recorder:
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Poll with a deadline: for events that come from a reader thread."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; events so far: {self.events}")
-            time.sleep(0.005)
+        wait_until(predicate, timeout, what=f"events; so far: {self.events}")
 
     def clear(self) -> None:
         with self._lock:

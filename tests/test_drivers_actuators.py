@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from drivers_kit import Recorder, make_context
 
 from drivers.actuators import PwmLight, Relay, Siren
 from drivers.base import DriverError
@@ -13,6 +12,7 @@ from drivers.mockpins import sim_pin_factory
 from drivers.timing import VirtualScheduler
 from gateway.clock import VirtualClock
 from gateway.events import Kind
+from tests.drivers_kit import Recorder, make_context
 
 
 def build(cls: type[Any], driver: str, **cfg: Any) -> Any:

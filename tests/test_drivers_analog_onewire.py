@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from drivers_kit import Recorder, make_context
 from pydantic import ValidationError
 
 from drivers.analog import AnalogInput, Mcp3208Input, McpEmulator
@@ -15,6 +14,7 @@ from drivers.onewire import Ds18b20, ReadError, parse_w1_slave, write_w1_slave
 from drivers.timing import VirtualScheduler
 from gateway.clock import VirtualClock
 from gateway.events import Kind
+from tests.drivers_kit import Recorder, make_context
 
 SENSOR = "28-0316a2795aff"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from drivers_kit import Recorder, make_context
 from gpiozero.pins.mock import MockFactory
 from pydantic import ValidationError
 
@@ -15,6 +14,7 @@ from drivers.gpio import DigitalInput, MotionSensor
 from drivers.timing import VirtualScheduler
 from gateway.clock import VirtualClock
 from gateway.events import Kind
+from tests.drivers_kit import Recorder, make_context
 
 
 def contact(**overrides: Any) -> DigitalInput:

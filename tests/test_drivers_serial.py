@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from drivers_kit import Recorder, make_context, pty_pair
 from pydantic import ValidationError
 
 from drivers.protocols import MHZ19_READ, mhz19_response, nmea_sentence, pms5003_frame
@@ -21,6 +20,7 @@ from drivers.serial_line import SerialSensor
 from drivers.timing import VirtualScheduler
 from gateway.clock import VirtualClock
 from gateway.events import Kind
+from tests.drivers_kit import Recorder, make_context, pty_pair
 
 
 def make(driver: str, port: str, fields: dict[str, Any], **extra: Any) -> SerialSensor:

@@ -6,10 +6,10 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from drivers_kit import Recorder, make_context, pty_pair
 
 from drivers.serial_line import KeyValueSensor, parse_kv_line
 from gateway.events import Kind
+from tests.drivers_kit import Recorder, make_context, pty_pair
 
 
 @pytest.fixture

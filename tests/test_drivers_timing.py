@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import threading
 
-from drivers_kit import Recorder, make_context
-
 from drivers.channel import Channel
 from drivers.timing import ThreadScheduler, VirtualScheduler, every
 from gateway.clock import SystemClock, VirtualClock
 from gateway.events import Kind
+from tests.drivers_kit import Recorder, make_context
 
 
 def test_virtual_timers_fire_in_deadline_order_at_their_own_instant() -> None:
