@@ -35,6 +35,7 @@ from pydantic import Field, model_validator
 from drivers.base import Component, DeviceConfig, Driver, DriverContext, DriverError, EntitySpec, Simulator, SimWorld
 from drivers.channel import Channel
 from drivers.conditioning import NumericStep
+from drivers.simulation import twin_rng
 from drivers.timing import Periodic, every
 from gateway.guard import guarded
 
@@ -236,7 +237,7 @@ class AnalogTwin(Simulator):
     def start(self, world: SimWorld) -> None:
         cfg = self._config
         emulator = self.emulator = McpEmulator(world.pin_factory, cfg.spi_device, cfg.bits)
-        rng = world.rng
+        rng = twin_rng(world)
         level = 0.5
 
         def run() -> None:

@@ -43,6 +43,7 @@ from drivers.base import (
 )
 from drivers.channel import Channel
 from drivers.conditioning import BinaryStep, HoldStep, StepConfig
+from drivers.simulation import twin_rng
 from gateway.guard import guarded
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ class PulseSimulator(Simulator):
 
     def start(self, world: SimWorld) -> None:
         pin: Any = world.pin_factory.pin(self._pin_name)
-        rng = world.rng
+        rng = twin_rng(world)
 
         idle, busy = (pin.drive_high, pin.drive_low) if self._rests_high else (pin.drive_low, pin.drive_high)
 

@@ -39,7 +39,7 @@ from pydantic import Field
 from drivers.base import Component, DeviceConfig, Driver, DriverContext, EntitySpec, Simulator, SimWorld
 from drivers.channel import Channel
 from drivers.conditioning import NumericStep
-from drivers.simulation import ThermalModel, heater_on
+from drivers.simulation import ThermalModel, heater_on, twin_rng
 from drivers.timing import Periodic, every
 from gateway.guard import guarded
 
@@ -180,7 +180,7 @@ class Ds18b20Twin(Simulator):
             world.files[cfg.base_path] = root
         sensor = Path(root) / (cfg.sensor or f"28-{zlib.crc32(cfg.id.encode()):012x}")
         model = ThermalModel(temperature=19.0)
-        rng = world.rng
+        rng = twin_rng(world)
 
         def tick() -> None:
             temperature = model.step(self._interval, heater_on(world, cfg.sim_heater), rng.gauss)

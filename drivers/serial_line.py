@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import random
 import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
@@ -297,8 +298,7 @@ class _FieldWalk:
         self.thermal = ThermalModel(temperature=start)
         self._lock = threading.Lock()
 
-    def step(self, world: SimWorld, dt: float) -> dict[str, float]:
-        rng = world.rng
+    def step(self, world: SimWorld, rng: random.Random, dt: float) -> dict[str, float]:
         with self._lock:
             heating = heater_on(world, self.config.sim_heater)
             temperature = self.thermal.step(dt, heating, rng.gauss)
@@ -318,8 +318,8 @@ class LineTwin(PtyTwin):
         self._render = render
 
     def produce(self, world: SimWorld, dt: float) -> bytes:
-        line = (self._render(self._walk.step(world, dt)) + "\n").encode()
-        return corrupt(line, world.rng.random, world.rng.randrange, 0.02)
+        line = (self._render(self._walk.step(world, self.rng, dt)) + "\n").encode()
+        return corrupt(line, self.rng.random, self.rng.randrange, 0.02)
 
 
 class NmeaTwin(PtyTwin):
@@ -330,7 +330,7 @@ class NmeaTwin(PtyTwin):
         self._lat, self._lon = 51.4779, -0.0015
 
     def produce(self, world: SimWorld, dt: float) -> bytes:
-        rng = world.rng
+        rng = self.rng
         self._lat += rng.gauss(0, 0.00001)
         self._lon += rng.gauss(0, 0.00001)
         lat = f"{int(self._lat):02d}{(self._lat % 1) * 60:07.4f}"
@@ -348,7 +348,7 @@ class Pms5003Twin(PtyTwin):
         self._pm25 = 8.0
 
     def produce(self, world: SimWorld, dt: float) -> bytes:
-        rng = world.rng
+        rng = self.rng
         self._pm25 = max(0.0, self._pm25 + rng.gauss(0, 0.5))
         pm = round(self._pm25)
         frame = pms5003_frame([pm // 2, pm, pm + 3, pm // 2, pm, pm + 3, pm * 90, pm * 30, pm * 5, pm, 1, 0])
@@ -368,7 +368,7 @@ class Mhz19Twin(PtyTwin):
         if MHZ19_READ not in self._buffer:
             return b""
         self._buffer = b""
-        rng = world.rng
+        rng = self.rng
         self._co2 = min(4000.0, max(400.0, self._co2 + rng.gauss(0, 15)))
         return corrupt(mhz19_response(round(self._co2), 23), rng.random, rng.randrange, 0.02)
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import select
 import threading
 import time
+import tty
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,6 +40,12 @@ class ThermalModel:
         drift = (self.outside - self.temperature) / self.tau_s + (self.gain_per_s if heating else 0.0)
         self.temperature += drift * dt + gauss(0.0, self.noise)
         return self.temperature
+
+
+def twin_rng(world: SimWorld) -> random.Random:
+    """A twin's own generator, drawn from the world's at start: twins on different threads never
+    share one, so each one's sequence depends only on the seed and the order of the devices."""
+    return random.Random(world.rng.getrandbits(64))
 
 
 def heater_on(world: SimWorld, entity: str | None) -> bool:
@@ -67,6 +75,7 @@ class PtyTwin(Simulator):
         self._thread: threading.Thread | None = None
         self._fds: tuple[int, int] | None = None
         self.sent = 0
+        self.rng = random.Random(0)
 
     def produce(self, world: SimWorld, dt: float) -> bytes:
         return b""
@@ -75,8 +84,10 @@ class PtyTwin(Simulator):
         return b""
 
     def start(self, world: SimWorld) -> None:
+        self.rng = twin_rng(world)
         master, slave = os.openpty()
         self._fds = (master, slave)
+        tty.setraw(slave)
         world.serial_ports[self.port] = os.ttyname(slave)
         self._stop.clear()
         self._thread = threading.Thread(target=guarded(f"sim {self.name}")(self._run), args=(world, master),
