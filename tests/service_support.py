@@ -149,7 +149,7 @@ class GatewayProcess:
     @classmethod
     def start(
         cls, directory: Path, config: Path, *, watchdog_usec: int | None = None, mqtt: bool = False,
-        notify_address: str | None = None,
+        notify_address: str | None = None, launcher: list[str] | None = None,
     ) -> GatewayProcess:
         notify = NotifySocket.bind(notify_address or str(directory / "notify.sock"))
         env = {k: v for k, v in os.environ.items() if k not in {"WATCHDOG_USEC", "WATCHDOG_PID", "RUNTIME_DIRECTORY"}}
@@ -158,7 +158,7 @@ class GatewayProcess:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
         log_path = directory / "gateway.log"
         args = [
-            sys.executable, "-m", "gateway", "run", "--simulate", "--config", str(config),
+            sys.executable, *(launcher or []), "-m", "gateway", "run", "--simulate", "--config", str(config),
             "--state-dir", str(directory / "state"), "--socket", str(directory / "control.sock"),
             "--pin-dump", str(directory / "pins.json"),
         ]
