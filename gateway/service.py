@@ -82,12 +82,14 @@ class SignalWaker:
     def __init__(self, wake: Callable[[], None]) -> None:
         self.flags = _Flags()
         self._wake = wake
-        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        os.set_blocking(self._read, True)
+        self._read = self._write = -1
         self._thread = threading.Thread(target=guarded("signal waker")(self._relay), name="signals", daemon=True)
         self._previous_fd = -1
 
     def install(self) -> None:
+        """Call on the main thread; :meth:`uninstall` undoes it."""
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        os.set_blocking(self._read, True)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_signal)
@@ -113,10 +115,12 @@ class SignalWaker:
                 os._exit(130)  # a second Ctrl-C: the person at the terminal wants out now
 
     def _relay(self) -> None:
-        while data := os.read(self._read, 64):
-            if data != b"\0":
+        """Signal numbers arrive as bytes; a NUL byte (from :meth:`uninstall`) ends the thread."""
+        while True:
+            data = os.read(self._read, 64)
+            if data.strip(b"\0"):
                 self._wake()
-            else:
+            if not data or b"\0" in data:
                 return
 
 

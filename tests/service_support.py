@@ -58,6 +58,16 @@ RULES = """
 version = 1
 
 [[rules]]
+id = "light_off_when_still"
+[[rules.triggers]]
+type = "state"
+entity = "hall_motion"
+to = false
+[[rules.actions]]
+type = "turn_off"
+entity = "hall_light"
+
+[[rules]]
 id = "light_on_motion"
 [[rules.triggers]]
 type = "state"

@@ -135,8 +135,8 @@ def test_ready_arrives_after_start_with_a_status_line(stopped: tuple[GatewayProc
     gateway, _, _ = stopped
     ready = gateway.notify.messages("READY")
     assert len(ready) == 1
-    assert ready[0].fields["STATUS"].startswith("4/4 devices running, 1 rules")
-    assert "started: 4 devices, 1 rules" in gateway.log()
+    assert ready[0].fields["STATUS"].startswith("4/4 devices running, 2 rules")
+    assert "started: 4 devices, 2 rules" in gateway.log()
 
 
 def test_watchdog_pings_arrive_at_half_the_watchdog_interval(stopped: tuple[GatewayProcess, int, float]) -> None:
@@ -196,7 +196,7 @@ def test_sighup_reloads_rules_between_reloading_and_ready(workdir: Path) -> None
         reloading = gateway.notify.wait_for("RELOADING")[0]
         assert reloading.at <= ready[1].at
         assert "MONOTONIC_USEC" in reloading.fields
-        assert ready[1].fields["STATUS"].startswith("4/4 devices running, 2 rules")
+        assert ready[1].fields["STATUS"].startswith("4/4 devices running, 3 rules")
         assert gateway.stop() == 0
     finally:
         gateway.close()
@@ -212,7 +212,7 @@ def test_a_bad_rule_file_on_sighup_keeps_the_old_rules_and_says_why(workdir: Pat
         )
         gateway.signal(signal.SIGHUP)
         ready = gateway.notify.wait_for("READY", count=2)[1]
-        assert "1 rules" in ready.fields["STATUS"]
+        assert "2 rules" in ready.fields["STATUS"]
         assert "reload FAILED" in ready.fields["STATUS"]
         assert gateway.stop() == 0
         assert "unknown entity 'no_such'" in gateway.log()
