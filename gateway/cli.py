@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="devices, readings, rule firings and broker link of the running service")
     _config_option(status)
     _socket_option(status)
-    status.add_argument("--simulate", action="store_true", help="ask a `gateway run --simulate` instead")
+    status.add_argument(
+        "--simulate", action="store_true", help="ask a `gateway run --simulate` of --config instead",
+    )
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
     status.set_defaults(handler=cmd_status)
 
@@ -137,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
-    socket_path = args.socket or control_socket_path(config.gateway.state_dir, simulate=args.simulate)
+    socket_path = args.socket or control_socket_path(config.gateway.state_dir if args.simulate else None)
     try:
         return Service(gateway, socket_path=socket_path).run()
     finally:
@@ -173,11 +175,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     from gateway.service import control_socket_path
 
     socket_path = args.socket
-    if socket_path is None:
+    if socket_path is None and args.simulate:
         config = _load(args.config)
         if config is None:
             return 1
-        socket_path = control_socket_path(_with_state_dir(config, args).gateway.state_dir, simulate=args.simulate)
+        socket_path = control_socket_path(_with_state_dir(config, args).gateway.state_dir)
+    socket_path = socket_path or control_socket_path()
     try:
         reply = request(socket_path, {"cmd": "status"})
     except ControlError as exc:

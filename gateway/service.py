@@ -28,7 +28,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -55,16 +55,16 @@ STATUS_EVERY = 5.0
 MAX_TICK = 1.0
 
 
-def control_socket_path(state_dir: Path, *, simulate: bool, env: dict[str, str] | None = None) -> Path:
+def control_socket_path(state_dir: Path | None = None, *, env: Mapping[str, str] | None = None) -> Path:
     """Where the status socket lives: systemd's ``RuntimeDirectory``, else ``/run/gateway``.
 
-    ``--simulate`` keeps it in its own state directory, never in the real service's place.
+    ``--simulate`` passes its own ``state_dir``: a simulated run never takes the real service's place.
     """
-    env = dict(os.environ) if env is None else env
+    env = os.environ if env is None else env
     runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
     if runtime:
         return Path(runtime) / SOCKET_NAME
-    if simulate:
+    if state_dir is not None:
         return state_dir / SOCKET_NAME
     return DEFAULT_RUNTIME_DIR / SOCKET_NAME
 
@@ -146,6 +146,7 @@ class Service:
         self._last_ping = 0.0
         self._last_status_check = 0.0
         self._last_status = ""
+        self._stopping = False
 
     def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, shut down; the exit status (0 after a clean stop)."""
@@ -160,7 +161,7 @@ class Service:
             if not self.signals.flags.stop:
                 self.gateway.run(self.tick)
         finally:
-            self.notifier.stopping("stopping: actuators to their safe state")
+            self._announce_stopping()
             if self.control is not None:
                 self.control.stop()
             self.gateway.shutdown()
@@ -184,7 +185,7 @@ class Service:
         now = time.monotonic()
         flags = self.signals.flags
         if flags.stop:
-            self.notifier.stopping("stopping: actuators to their safe state")
+            self._announce_stopping()
             self.gateway.request_stop()
             return
         if flags.reload:
@@ -199,6 +200,11 @@ class Service:
             if line != self._last_status:
                 self._last_status = line
                 self.notifier.status(line)
+
+    def _announce_stopping(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            self.notifier.stopping("stopping: actuators to their safe state")
 
     def _ping(self, now: float) -> None:
         if self.watchdog and now - self._last_ping >= self.watchdog / 2:

@@ -159,13 +159,14 @@ class GatewayProcess:
     @classmethod
     def start(
         cls, directory: Path, config: Path, *, watchdog_usec: int | None = None, mqtt: bool = False,
-        notify_address: str | None = None, launcher: list[str] | None = None,
+        notify_address: str | None = None, launcher: list[str] | None = None, env: dict[str, str] | None = None,
     ) -> GatewayProcess:
         notify = NotifySocket.bind(notify_address or str(directory / "notify.sock"))
-        env = {k: v for k, v in os.environ.items() if k not in {"WATCHDOG_USEC", "WATCHDOG_PID", "RUNTIME_DIRECTORY"}}
-        env.update(NOTIFY_SOCKET=notify.address, PYTHONPATH=str(ROOT))
+        hidden = {"WATCHDOG_USEC", "WATCHDOG_PID", "RUNTIME_DIRECTORY", "JOURNAL_STREAM"}
+        full_env = {k: v for k, v in os.environ.items() if k not in hidden}
+        full_env.update(NOTIFY_SOCKET=notify.address, PYTHONPATH=str(ROOT), **(env or {}))
         if watchdog_usec is not None:
-            env["WATCHDOG_USEC"] = str(watchdog_usec)
+            full_env["WATCHDOG_USEC"] = str(watchdog_usec)
         log_path = directory / "gateway.log"
         args = [
             sys.executable, *(launcher or []), "-m", "gateway", "run", "--simulate", "--config", str(config),
@@ -175,7 +176,7 @@ class GatewayProcess:
         if not mqtt:
             args.append("--no-mqtt")
         with log_path.open("wb") as log:
-            process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
+            process = subprocess.Popen(args, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
         return cls(directory, notify, process, log_path)
 
     def wait_ready(self, timeout: float = 15.0) -> Datagram:

@@ -45,7 +45,10 @@ def workdir() -> Iterator[Path]:
 def stopped() -> Iterator[tuple[GatewayProcess, int, float]]:
     """One gateway run to the end: started, watched for a while, then SIGTERM; (process, exit status, seconds)."""
     directory = short_dir()
-    gateway = GatewayProcess.start(directory, service_config(directory, "svc-stop"), watchdog_usec=WATCHDOG_USEC)
+    gateway = GatewayProcess.start(
+        directory, service_config(directory, "svc-stop"), watchdog_usec=WATCHDOG_USEC,
+        env={"JOURNAL_STREAM": "8:12345"},  # as under systemd with StandardOutput=journal
+    )
     try:
         gateway.wait_ready()
         gateway.notify.wait_for("WATCHDOG", count=5)
@@ -137,6 +140,13 @@ def test_ready_arrives_after_start_with_a_status_line(stopped: tuple[GatewayProc
     assert len(ready) == 1
     assert ready[0].fields["STATUS"].startswith("4/4 devices running, 2 rules")
     assert "started: 4 devices, 2 rules" in gateway.log()
+
+
+def test_under_journald_every_log_line_carries_its_priority(stopped: tuple[GatewayProcess, int, float]) -> None:
+    gateway, _, _ = stopped
+    lines = gateway.log().splitlines()
+    assert "<6>gateway.app: gateway svc-stop started: 4 devices, 2 rules (simulated hardware)" in lines
+    assert all(line[:3] in {"<3>", "<4>", "<6>", "<7>"} for line in lines), lines
 
 
 def test_watchdog_pings_arrive_at_half_the_watchdog_interval(stopped: tuple[GatewayProcess, int, float]) -> None:

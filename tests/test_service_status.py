@@ -80,12 +80,16 @@ def test_status_exits_3_with_a_clear_message_when_the_service_is_not_running(wor
     assert "the gateway is not running" in result.stderr
 
 
-def test_status_finds_the_socket_of_a_simulated_run_from_the_config(running: GatewayProcess) -> None:
+def test_status_looks_in_the_runtime_directory_without_needing_a_config(running: GatewayProcess) -> None:
+    result = run_cli("status", "--config", "/nonexistent.toml", env={"RUNTIME_DIRECTORY": str(running.directory)})
+    assert result.returncode == 0, result.stderr
+
+
+def test_status_of_a_simulated_run_looks_in_its_own_state_directory(running: GatewayProcess) -> None:
     config = running.directory / "config.toml"
     result = run_cli("status", "--config", str(config), "--simulate", env={"RUNTIME_DIRECTORY": ""})
-    assert "not running" in result.stderr  # its default place is <simulation state dir>/control.sock
-    result = run_cli("status", "--config", str(config), env={"RUNTIME_DIRECTORY": str(running.directory)})
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3
+    assert "simulate/control.sock" in result.stderr
 
 
 @pytest.mark.slow
