@@ -1,23 +1,25 @@
 """Fault: a driver that raises on every tenth reading.
 
-The serial ``key=value`` driver reads a real pseudo-terminal; a subclass makes
-its line handling raise an unexpected error (not a parse error: a bug, a
-flaky library) on every tenth line. What is asked: those readings are lost
-and counted, the reader thread carries on, and every other line arrives.
-A second case feeds malformed lines (the documented parse-error path).
+The serial ``key=value`` driver reads a real pseudo-terminal; its parser is
+given a flaw: an unexpected error (not a parse error: a bug, a flaky
+library) on every tenth line. What is asked: those readings are lost and
+counted, the reader thread carries on, and every other line arrives. A second
+case feeds malformed lines (the documented parse-error path).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tty
 from collections.abc import Iterator
-from typing import Any
+from typing import ClassVar
 
 import pytest
 import serial
 
 from drivers.base import DriverContext
+from drivers.protocols import KeyValueParser, Parser, Record
 from drivers.serial_line import KeyValueSensor, SerialKvConfig
 from gateway.clock import SystemClock
 from gateway.events import Event, EventFactory, Kind
@@ -28,16 +30,20 @@ from tests.helpers import wait_until
 LINES = 1_000
 
 
-class EveryTenthFails(KeyValueSensor):
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
+class EveryTenthFails(KeyValueParser):
+    def __init__(self) -> None:
+        super().__init__()
         self.calls = 0
 
-    def handle_line(self, raw: bytes, ctx: DriverContext) -> None:
+    def parse_line(self, line: bytes) -> Record | None:
         self.calls += 1
         if self.calls % 10 == 0:
-            raise RuntimeError(f"sensor library failed on reading {self.calls}")
-        super().handle_line(raw, ctx)
+            raise RuntimeError(f"sensor library failed on line {self.calls}")
+        return super().parse_line(line)
+
+
+class FlawedConfig(SerialKvConfig):
+    parser_class: ClassVar[type[Parser]] = EveryTenthFails
 
 
 @pytest.fixture
@@ -54,8 +60,8 @@ def start(driver: KeyValueSensor, posted: list[Event]) -> None:
     driver.start(ctx)
 
 
-def config(path: str) -> SerialKvConfig:
-    return SerialKvConfig.model_validate(
+def config(path: str, model: type[SerialKvConfig] = SerialKvConfig) -> SerialKvConfig:
+    return model.model_validate(
         {"driver": "serial.kv", "id": "climate", "port": path, "fields": {"t": {"entity": "temperature"}}}
     )
 
@@ -67,31 +73,31 @@ def values(posted: list[Event]) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="on main the serial reader thread dies at the first unexpected exception (891 of 900 good lines lost); "
-    "the drivers branch guards the reader: remove this mark when it lands",
+    reason="SerialLink guards a whole chunk, not a line: an exception in the parser loses the records parsed "
+    "before it in the same read, and the lines after it wait in the parser's buffer until more bytes come "
+    "(measured: 0 of 900 good lines arrived with 10-line bursts, 20 of 1,000 lines ever parsed). Reported.",
 )
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_driver_raising_on_every_tenth_reading_loses_only_those_and_keeps_reading(pty: tuple[int, str]) -> None:
     master, path = pty
-    driver = EveryTenthFails(config(path))
+    driver = KeyValueSensor(config(path, FlawedConfig))
     posted: list[Event] = []
     start(driver, posted)
     failed_before = sum(failures.values())
     tally = Tally("driver raises on every tenth reading")
     try:
-        for i in range(1, LINES + 1):
-            os.write(master, b"t=%d\n" % i)
-            if i % 10:
-                tally.send(i)
-            if i % 100 == 0:  # the pty's buffer is small: let the reader keep up, as a 115,200-baud line would
-                wait_until(lambda i=i: driver.calls >= i - 5 or not alive(driver), timeout=5, what="the reader")
-        wait_until(lambda: len(values(posted)) >= len(tally.sent) or not alive(driver), timeout=10,
-                   what="every good line")
+        for burst in range(LINES // 10):  # ten lines at a time, as a USB serial adapter delivers them
+            lines = range(burst * 10 + 1, burst * 10 + 11)
+            os.write(master, b"".join(b"t=%d\n" % i for i in lines))
+            for i in lines:
+                if i % 10:
+                    tally.send(i)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: calls(driver) >= LINES, timeout=5, what="every line read")
     finally:
         alive_at_end = alive(driver)
         driver.stop()
     tally.receive(values(posted))
-    tally.extra.update(raised=LINES // 10, reader_alive=alive_at_end,
+    tally.extra.update(raised=LINES // 10, reader_alive=alive_at_end, lines_parsed=calls(driver),
                        counted_by_guard=sum(failures.values()) - failed_before)
     tally.report()
     tally.assert_nothing_lost()
@@ -124,5 +130,11 @@ def test_malformed_lines_are_counted_and_every_good_line_arrives(pty: tuple[int,
 
 
 def alive(driver: KeyValueSensor) -> bool:
-    thread = driver._thread
+    thread = driver.link._thread if driver.link is not None else None
     return thread is not None and thread.is_alive()
+
+
+def calls(driver: KeyValueSensor) -> int:
+    parser = driver.parser
+    assert isinstance(parser, EveryTenthFails)
+    return parser.calls
