@@ -9,11 +9,18 @@ written from that file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Hashable, Iterable
+import subprocess
+import sys
+import tty
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -59,3 +66,46 @@ class Tally:
     def assert_nothing_lost(self) -> None:
         lost = sorted(self.lost, key=str)
         assert not lost, f"{self.name}: {len(lost)} lost, first {lost[:10]}"
+
+
+class Pty:
+    """A real pseudo-terminal pair: the gateway opens ``path``; the test writes to ``master``."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.path = os.ttyname(self.slave)
+
+    def close(self) -> None:
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def start_gateway(config: Path, log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``gateway run --config CONFIG`` in a process of its own, on gpiozero mock pins, logging to ``log``."""
+    environment = dict(os.environ)
+    environment.update(
+        {"PYTHONPATH": str(ROOT), "GPIOZERO_PIN_FACTORY": "mock", "GATEWAY_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
+    )
+    for inherited in ("JOURNAL_STREAM", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        environment.pop(inherited, None)
+    runtime = config.parent / "run"  # the status socket, where systemd's RuntimeDirectory would be
+    runtime.mkdir(exist_ok=True)
+    environment["RUNTIME_DIRECTORY"] = str(runtime)
+    environment.update(env or {})
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=environment,
+        )
+
+
+def stop_gateway(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
