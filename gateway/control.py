@@ -85,13 +85,15 @@ class ControlServer:
         log.info("status socket at %s", self.path)
 
     def stop(self) -> None:
+        """Close the socket; a request still waiting is told the gateway is stopping."""
         self._stopping.set()
+        self.serve_pending(lambda payload: {"ok": False, "error": "the gateway is stopping"})
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)  # wakes accept() at once on Linux
             self._sock.close()
         if self._thread is not None:
-            self._thread.join(timeout=2.0)
+            self._thread.join(timeout=1.0)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self._sock = None
