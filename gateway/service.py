@@ -329,20 +329,28 @@ def drive_safe_states(
     ctx = DriverContext(post=lambda event: None, events=events, pin_factory=pin_factory,
                         open_serial=open_serial or _real_serial_opener)
     problems: list[str] = []
-    for driver in config.drivers():
-        if not isinstance(driver, Actuator):
-            continue
+    try:
+        for driver in config.drivers():
+            if isinstance(driver, Actuator):
+                problems.extend(_drive_safe(driver, ctx))
+    finally:
+        ctx.close()
+    return problems
+
+
+def _drive_safe(driver: Actuator, ctx: DriverContext) -> list[str]:
+    problems = []
+    try:
+        driver.start(ctx)
+        for spec in driver.entities():
+            if spec.safe_value is not None:
+                driver.apply(spec.id, spec.safe_value)
+                log.info("%s: safe state %r", spec.id, spec.safe_value)
+    except Exception as exc:
+        problems.append(f"{driver.id}: could not reach its safe state: {exc}")
+    finally:
         try:
-            driver.start(ctx)
-            for spec in driver.entities():
-                if spec.safe_value is not None:
-                    driver.apply(spec.id, spec.safe_value)
-                    log.info("%s: safe state %r", spec.id, spec.safe_value)
+            driver.stop()
         except Exception as exc:
-            problems.append(f"{driver.id}: could not reach its safe state: {exc}")
-        finally:
-            try:
-                driver.stop()
-            except Exception as exc:
-                problems.append(f"{driver.id}: could not be released: {exc}")
+            problems.append(f"{driver.id}: could not be released: {exc}")
     return problems
