@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import Broker
 from tests.service_support import ROOT, GatewayProcess, run_cli, service_config, short_dir
 
 UNIT = ROOT / "systemd" / "gateway.service"
@@ -124,10 +125,11 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.mark.skipif(not _mdwe_supported(), reason="kernel without PR_SET_MDWE")
-def test_the_gateway_runs_without_writable_executable_memory(workdir: Path) -> None:
+def test_the_gateway_runs_without_writable_executable_memory(broker: Broker, workdir: Path) -> None:
+    """Everything loaded: pydantic-core, gpiozero, paho with a real broker, the SQLite outbox."""
     (workdir / "mdwe.py").write_text(WRAPPER)
-    config = service_config(workdir, "svc-mdwe")
-    gateway = GatewayProcess.start(workdir, config, launcher=[str(workdir / "mdwe.py")])
+    config = service_config(workdir, "svc-mdwe", broker.port)
+    gateway = GatewayProcess.start(workdir, config, launcher=[str(workdir / "mdwe.py")], mqtt=True)
     try:
         gateway.wait_ready()
         assert gateway.stop() == 0, gateway.log()
