@@ -54,6 +54,7 @@ def measure(quick: bool) -> list[Figure]:
                 drained = counter.wait(600)
             finally:
                 second.bridge.stop()
+                counter.close()
         finally:
             broker.stop()
     drain_rate = on_disk / (drained - restarted)
