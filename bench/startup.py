@@ -38,6 +38,7 @@ def one_start(directory: Path, config: Path, broker: Broker | None) -> tuple[flo
     notify.setblocking(False)
     hub = Subscriber(broker.host, broker.port, "gateway/bench/status") if broker else None
     log = directory / "gateway.log"
+    log.unlink(missing_ok=True)  # one log per start: the line from the previous start must not count
     ready = logged = online = None
     started = time.monotonic()
     process = start_gateway(config, log, {"NOTIFY_SOCKET": str(notify_path)})
