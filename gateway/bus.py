@@ -73,8 +73,7 @@ class Bus:
                 return
             else:
                 self._queue.append(event)
-                if len(self._queue) > self.counters.high_water:
-                    self.counters.high_water = len(self._queue)
+                self.counters.high_water = max(self.counters.high_water, len(self._queue))
             self._cond.notify()
 
     def get(self, timeout: float | None) -> Event | None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from drivers.base import Driver, EntitySpec
+from drivers.base import DeviceConfig, Driver, EntitySpec
 from drivers.registry import DRIVERS, unknown_driver_message
 
 
@@ -79,6 +79,18 @@ class MqttSection(Section):
     """QoS 1 messages in flight at once; the outbox owns everything beyond this window."""
     reconnect_min: float = Field(default=1.0, gt=0)
     reconnect_max: float = Field(default=60.0, gt=0)
+    session_expiry: int = Field(default=300, ge=0, le=86_400)
+    """MQTT 5 session expiry (s): short outages keep the command subscription and its queued
+    commands; after a longer one, stale hub commands are not replayed."""
+    max_packet_size: int | None = Field(default=None, ge=64)
+    """Bytes; events whose PUBLISH would be larger are refused at the outbox. The broker's
+    CONNACK Maximum Packet Size (MQTT 5) lowers it further."""
+    drain_rate: float = Field(default=1000.0, gt=0)
+    """Events per second sent from the outbox (token bucket, burst = ``max_inflight``)."""
+    health_interval: float = Field(default=60.0, ge=1)
+    """Seconds between retained ``<base>/health`` publications."""
+    command_max_bytes: int = Field(default=1024, ge=16, le=65_536)
+    """Hub command payloads longer than this are rejected unread."""
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttSection:
@@ -108,7 +120,10 @@ def _device_union() -> Any:
     return Annotated[Union[models], Field(discriminator="driver")]  # noqa: UP007 - built at runtime
 
 
-DeviceUnion = _device_union()
+if TYPE_CHECKING:
+    DeviceUnion = DeviceConfig
+else:
+    DeviceUnion = _device_union()
 
 
 class Config(BaseModel):
@@ -119,7 +134,7 @@ class Config(BaseModel):
     outbox: OutboxSection = OutboxSection()
     rules: RulesSection = RulesSection()
     bus: BusSection = BusSection()
-    devices: list[DeviceUnion] = Field(default_factory=list)  # type: ignore[valid-type]
+    devices: list[DeviceUnion] = Field(default_factory=list)
     source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")

@@ -1,0 +1,73 @@
+"""Small builders shared by tests (not fixtures: plain functions read better at the call site)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from gateway.clock import VirtualClock
+from gateway.events import EventFactory
+
+
+def virtual_events() -> tuple[VirtualClock, EventFactory]:
+    clock = VirtualClock()
+    return clock, EventFactory(clock, boot="test")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll a real-world condition (a broker, a thread) with a deadline; never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def write_config(directory: Path, body: str, rules: str | None = None) -> Path:
+    """A config.toml (and optionally one rule file) in ``directory``; returns the config path."""
+    (directory / "rules.d").mkdir(exist_ok=True)
+    if rules is not None:
+        (directory / "rules.d" / "test.toml").write_text(rules)
+    path = directory / "config.toml"
+    path.write_text(body)
+    return path
+
+
+class Subscriber:
+    """A real MQTT client that records every message under ``topic`` (JSON-decoded when it can)."""
+
+    def __init__(self, host: str, port: int, topic: str) -> None:
+        self.messages: list[tuple[str, Any, bool]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise AssertionError("subscriber did not subscribe")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            payload: Any = json.loads(msg.payload)
+        except ValueError:
+            payload = msg.payload.decode(errors="replace")
+        with self._lock:
+            self.messages.append((msg.topic, payload, bool(msg.retain)))
+
+    def on(self, topic: str) -> list[Any]:
+        with self._lock:
+            return [payload for t, payload, _ in self.messages if t == topic]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()

@@ -1,0 +1,84 @@
+"""The bounded bus: what a flood may and may not cost."""
+
+from __future__ import annotations
+
+import threading
+
+from gateway.bus import Bus
+from gateway.events import Kind
+from tests.helpers import virtual_events
+
+
+def drain(bus: Bus) -> list[tuple[str, object]]:
+    out = []
+    while (event := bus.get_nowait()) is not None:
+        out.append((event.entity, event.value))
+    return out
+
+
+def test_events_come_out_in_the_order_they_were_posted() -> None:
+    _, events = virtual_events()
+    bus = Bus(capacity=10)
+    for i in range(5):
+        bus.post(events.reading("t", i))
+    assert drain(bus) == [("t", i) for i in range(5)]
+
+
+def test_a_flood_of_readings_keeps_only_the_newest_value_per_entity_beyond_capacity() -> None:
+    _, events = virtual_events()
+    bus = Bus(capacity=3)
+    for i in range(100):
+        bus.post(events.reading("chatter", i))
+    assert drain(bus) == [("chatter", 0), ("chatter", 1), ("chatter", 2), ("chatter", 99)]
+    assert bus.counters.coalesced == 96
+
+
+def test_memory_stays_bounded_by_capacity_plus_one_reading_per_entity() -> None:
+    _, events = virtual_events()
+    bus = Bus(capacity=10)
+    for i in range(10_000):
+        bus.post(events.reading(f"e{i % 5}", i))
+    assert len(bus) <= 10 + 5
+
+
+def test_commands_are_never_dropped_or_coalesced_when_the_bus_is_full() -> None:
+    _, events = virtual_events()
+    bus = Bus(capacity=2, hard_limit=100)
+    for i in range(10):
+        bus.post(events.reading("t", i))
+    for i in range(20):
+        bus.post(events.make(Kind.COMMAND, "siren", i % 2 == 0))
+    commands = [v for e, v in drain(bus) if e == "siren"]
+    assert len(commands) == 20
+
+
+def test_a_critical_event_does_not_overtake_an_older_waiting_reading_of_its_entity() -> None:
+    _, events = virtual_events()
+    bus = Bus(capacity=1)
+    bus.post(events.reading("other", 0))
+    bus.post(events.reading("door", True))  # waits in the side table
+    bus.post(events.availability("door", False))
+    assert drain(bus) == [("other", 0), ("door", True), ("door", False)]
+
+
+def test_events_beyond_the_hard_limit_are_dropped_and_counted() -> None:
+    _, events = virtual_events()
+    bus = Bus(capacity=1, hard_limit=3)
+    for _ in range(5):
+        bus.post(events.make(Kind.SYSTEM, "gateway", "x"))
+    assert len(drain(bus)) == 3
+    assert bus.counters.dropped == 2
+
+
+def test_get_waits_for_a_post_from_another_thread() -> None:
+    _, events = virtual_events()
+    bus = Bus()
+    threading.Timer(0.01, lambda: bus.post(events.reading("t", 1))).start()
+    event = bus.get(timeout=5)
+    assert event is not None and event.value == 1
+
+
+def test_wake_releases_a_waiting_get_with_nothing() -> None:
+    bus = Bus()
+    threading.Timer(0.01, bus.wake).start()
+    assert bus.get(timeout=5) is None

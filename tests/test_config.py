@@ -1,0 +1,105 @@
+"""config.toml: every mistake is reported at once, located by file and key path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_config
+from tests.helpers import write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MINIMAL = """
+[gateway]
+id = "test-gw"
+
+[[devices]]
+id = "hall_light"
+driver = "gpio.relay"
+pin = 22
+"""
+
+
+def problems(tmp_path: Path, body: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, body))
+    return caught.value.problems
+
+
+def test_the_shipped_config_is_valid() -> None:
+    config = load_config(ROOT / "config.toml")
+    assert config.gateway.id == "house-01"
+    assert (config.mqtt.host, config.mqtt.port) == ("localhost", 1883)
+    assert {"hall_motion", "front_door", "living_temperature", "hall_light", "heater", "siren"} <= set(
+        config.entities()
+    )
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, MINIMAL))
+    assert config.rules.dir == tmp_path.resolve() / "rules.d"
+
+
+def test_an_unknown_key_is_an_error_that_names_the_file_and_the_key_path(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL + "colour = 'red'\n")
+    assert found == [f"{tmp_path / 'config.toml'}: devices[0] (hall_light).colour: unknown key"]
+
+
+def test_a_misspelt_driver_gets_a_did_you_mean(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL.replace("gpio.relay", "gpio.realy"))
+    assert len(found) == 1
+    assert "devices[0] (hall_light).driver: unknown driver 'gpio.realy'; did you mean 'gpio.relay'?" in found[0]
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    body = MINIMAL.replace("pin = 22", "pin = 22\nsafe_state = 'maybe'") + "[mqtt]\nport = 0\n"
+    found = problems(tmp_path, body)
+    assert any("mqtt.port: Input should be greater than or equal to 1 (got 0)" in p for p in found)
+    assert any("devices[0] (hall_light).safe_state:" in p for p in found)
+
+
+def test_two_devices_cannot_claim_the_same_entity(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL + MINIMAL.split("\n", 4)[4].replace("pin = 22", "pin = 23"))
+    assert any("'hall_light'" in p and "already used" in p for p in found)
+
+
+def test_a_toml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    found = problems(tmp_path, "[gateway\nid = 1\n")
+    assert found[0].startswith(f"{tmp_path / 'config.toml'}: not valid TOML")
+    assert "line 1" in found[0]
+
+
+def test_an_unknown_time_zone_is_explained(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL.replace('id = "test-gw"', 'id = "test-gw"\ntimezone = "Europe/Lodnon"'))
+    assert "gateway.timezone: unknown time zone 'Europe/Lodnon'" in found[0]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
+    )
+
+
+def test_check_accepts_the_shipped_config_with_a_one_line_summary() -> None:
+    result = run_cli("check", "--config", str(ROOT / "config.toml"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1 and "OK" in result.stdout
+
+
+def test_check_rejects_a_broken_config_with_one_line_per_problem_and_no_traceback(tmp_path: Path) -> None:
+    path = write_config(tmp_path, MINIMAL + "[mqtt]\nport = 'x'\nbogus = 1\n")
+    result = run_cli("check", "--config", str(path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 2
+
+
+def test_run_with_a_broken_config_exits_1_without_a_traceback(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "[gateway]\nid = 'Bad Id'\n")
+    result = run_cli("run", "--config", str(path))
+    assert result.returncode == 1
+    assert "gateway.id" in result.stderr and "Traceback" not in result.stderr
