@@ -454,7 +454,7 @@ class RuleEngine:
             self._command(event)
         elif kind is Kind.TIMER:
             self._timer(event)
-        elif kind is Kind.SYSTEM and event.entity == ENGINE_ENTITY:
+        elif kind is Kind.SYSTEM and event.entity in (ENGINE_ENTITY, "gateway"):
             if event.value == "started":
                 self._on_started(event)
             elif event.value == "reload" and self._pending_ruleset is not None:
