@@ -258,7 +258,8 @@ class ThermostatController(Controller):
                 self._retry_in(hold - since)
                 return
         self.outputs[entity] = on
-        self.switched[entity] = now
+        if current is not None:  # the first command after start does not start a minimum time
+            self.switched[entity] = now
         runtime = self.host.runtime
         runtime.emit(runtime.events.make(Kind.COMMAND, entity, on, rule=self.id, cause=cause, detail=why))
 
