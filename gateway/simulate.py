@@ -212,7 +212,8 @@ def simulate(config: Config, events_file: Path | str, out: IO[str] | None = None
     origin = world.clock.monotonic()
 
     def show(event: Event) -> None:
-        if event.rule is not None and event.kind in _ACTION_KINDS:
+        confirmation = event.kind is Kind.STATE and event.entity in world.dispatcher.actuators
+        if event.rule is not None and event.kind in _ACTION_KINDS and not confirmation:
             print(json.dumps(action_line(event, origin, tz), ensure_ascii=False), file=out)
 
     world.dispatcher.forward = show

@@ -62,7 +62,8 @@ SAVE_DELAY = 2.0
 """Seconds a change may wait before the state file is written: coalesces a burst, spares the SD card."""
 CLOCK_POLL = 30.0
 CLOCK_STEP = 2.0
-_WATCHED = frozenset({Kind.READING, Kind.STATE})
+_WATCHED = frozenset({Kind.READING, Kind.STATE, Kind.ALARM})
+"""Kinds whose value a `state` or `numeric` trigger watches (ALARM: an alarm's state, e.g. `to = "triggered"`)."""
 
 
 class _Unset:
@@ -332,6 +333,7 @@ class RuleEngine:
             return
         self._started = True
         saved = self._read_state()
+        self._poll_clock()
         self.controllers = self._build_controllers(self._ruleset)
         self._index_controllers()
         restored_virtuals = saved.get("virtuals", {}) if isinstance(saved.get("virtuals"), dict) else {}
@@ -343,7 +345,6 @@ class RuleEngine:
             state = controllers_saved.get(controller.id) if isinstance(controllers_saved, dict) else None
             controller.start(event.id, state if isinstance(state, dict) else None)
         self._restore_timers(saved)
-        self._poll_clock()
         for compiled, i, _ in self._starters:
             self._fire(compiled, i, "start", event.id, self._fields(compiled, event))
 

@@ -61,11 +61,13 @@ class ThermostatController(Controller):
         self.preset = "home"
         self.manual: float | None = None
         self.temperature: float | None = None
-        self.fault: str | None = "waiting for a first reading"
+        self.fault: str | None = None
         self.outputs: dict[str, bool] = {}
         self.switched: dict[str, float] = {}
         self._published: dict[str, Value] = {}
         self._stale: TimerHandle | None = None
+        self._cause: str | None = None
+        """The event behind the latest decision: a switch deferred by a minimum time still names it."""
         self._wait: TimerHandle | None = None
 
     def _default_mode(self) -> str:
@@ -158,6 +160,7 @@ class ThermostatController(Controller):
             return
         self.temperature = value
         self.fault = None
+        self._cause = event.id
         self._arm_stale()
         self._control(event.id, f"{self.config.sensor} = {value:g}")
 
@@ -228,9 +231,10 @@ class ThermostatController(Controller):
         target = self.target()
         heater, cooler = self.config.heater, self.config.cooler
         if self.fault is not None or self.temperature is None:
+            why_off = self.fault or "waiting for a first reading"
             for entity in (heater, cooler):
                 if entity is not None:
-                    self._switch(entity, False, cause, f"{self.fault}: {entity} off", force=True)
+                    self._switch(entity, False, cause, f"{why_off}: {entity} off", force=True)
             self._publish(cause, why)
             return
         t, h = self.temperature, self.config.hysteresis
@@ -269,7 +273,7 @@ class ThermostatController(Controller):
 
         def retry() -> None:
             self._wait = None
-            self._control(None, "minimum on/off time over")
+            self._control(self._cause, "minimum on/off time over")
 
         self._wait = self.host.runtime.call_later(seconds, retry)
 

@@ -209,7 +209,8 @@ payload = "leak at {entity}: {value} ({rule}) {{literal}} door={state.front_door
 
 
 def test_publish_table_payload_is_json(tmp_path: Path) -> None:
-    actions = '[[rules.actions]]\ntype = "publish"\ntopic = "notify"\n[rules.actions.payload]\nwho = "{entity}"\nlevel = 3\n'
+    actions = ('[[rules.actions]]\ntype = "publish"\ntopic = "notify"\n'
+               '[rules.actions.payload]\nwho = "{entity}"\nlevel = 3\n')
     h = house(tmp_path, rule(actions=actions))
     h.set("hall_motion", True)
     event = next(e for e in h.actions() if e.kind is Kind.SYSTEM)
