@@ -21,6 +21,7 @@ nothing is opened and the state directory is not touched.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sys
@@ -37,6 +38,7 @@ from gateway.clock import VirtualClock
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
 from gateway.events import Event, EventFactory, Kind, Value
+from rules.commands import command_validators
 from rules.durations import Duration
 from rules.engine import RuleEngine
 from rules.loader import RulesError, RuleSet, load_ruleset
@@ -76,7 +78,7 @@ class _Line(BaseModel):
 
     at: Duration
     entity: str
-    value: Value = None
+    value: Value | dict[str, Value] = None
     kind: Literal["reading", "state", "command", "availability"] | None = None
     unit: str | None = None
 
@@ -120,22 +122,38 @@ class World:
         self.engine = RuleEngine(ruleset, self.dispatcher, timezone=timezone, state_dir=state_dir)
         self.dispatcher.reactor = self.engine
         self.all_entities = {**self.entities, **{s.id: s for s in ruleset.entities()}}
+        self.validators = command_validators(ruleset, self.clock)
+        """What the MQTT bridge registers: scripted hub commands pass the same edge checks."""
 
     def start(self) -> None:
         self.engine.start()
         self.dispatcher.advance(0)
 
-    def post(self, entity: str, value: Value, kind: Kind | None = None, unit: str | None = None) -> Event:
+    def post(self, entity: str, value: Any, kind: Kind | None = None, unit: str | None = None) -> Event:
+        """Put one event on the bus and process it; a hub command first passes its edge validator."""
         spec = self.all_entities.get(entity)
         if kind is None:
             kind = Kind.COMMAND if spec is not None and spec.writable else Kind.READING
         if kind is Kind.AVAILABILITY:
             event = self.events.availability(entity, bool(value))
+        elif kind is Kind.COMMAND and entity in self.validators:
+            event = self._hub_command(entity, value)
         else:
             event = self.events.make(kind, entity, value, unit=unit or (spec.unit if spec else None))
         self.dispatcher.bus.post(event)
         self.dispatcher.drain()
         return event
+
+    def _hub_command(self, entity: str, raw: Any) -> Event:
+        if isinstance(raw, str) and raw.lstrip().startswith("{"):
+            with contextlib.suppress(ValueError):
+                raw = json.loads(raw)
+        try:
+            value = self.validators[entity](raw)
+        except ValueError as exc:
+            reason = str(exc).splitlines()[0]
+            return self.events.make(Kind.REJECTED, entity, None, detail=f"hub command rejected: {reason}")
+        return self.events.make(Kind.COMMAND, entity, value, detail="hub")
 
     def advance(self, seconds: float) -> None:
         self.dispatcher.advance(seconds)
@@ -213,7 +231,7 @@ def simulate(config: Config, events_file: Path | str, out: IO[str] | None = None
 
     def show(event: Event) -> None:
         confirmation = event.kind is Kind.STATE and event.entity in world.dispatcher.actuators
-        if event.rule is not None and event.kind in _ACTION_KINDS and not confirmation:
+        if (event.rule is not None and event.kind in _ACTION_KINDS and not confirmation) or event.kind is Kind.REJECTED:
             print(json.dumps(action_line(event, origin, tz), ensure_ascii=False), file=out)
 
     world.dispatcher.forward = show

@@ -21,12 +21,11 @@ delay) -> ``triggered`` (siren on for at most ``siren_time``, then back to the
 armed mode). Every transition is a ``Kind.ALARM`` event (entity = alarm id,
 value = new state, ``detail`` = why, ``cause`` = the event that caused it).
 
-Commands on the alarm's entity: from a rule (``type = "alarm"``) no code is
-needed; from the hub the value is ``"arm_away"`` or, as Home Assistant's
-``command_template`` sends it, ``{"action": "ARM_AWAY", "code": "1234"}``.
-The code is checked against the salted scrypt hash; a wrong code is a
-``Kind.REJECTED`` event (the code itself is never logged or echoed), and
-``max_failed_codes`` wrong codes lock the panel for ``lockout``.
+Commands on the alarm's entity carry an action (``arm_away``, ``disarm``...).
+A rule (``type = "alarm"``) needs no code; a hub command's code is checked at
+the edge, before the command becomes an event, by
+:class:`rules.commands.AlarmCommandValidator` (salted scrypt hash, lockout after
+``max_failed_codes``), so no code ever reaches the bus, a log or a topic.
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ from typing import Any
 
 from gateway.events import Event, Kind, Value
 from rules import model as m
-from rules.codes import verify_code
 from rules.controllers import Controller, Host
 from rules.timers import Pending
 
@@ -74,8 +72,6 @@ class AlarmController(Controller):
         super().__init__(host, config, fingerprint)
         self.state: str = "disarmed"
         self.target: str | None = None
-        self.failed = 0
-        self.locked_until = 0.0
 
     @property
     def _timer_key(self) -> str:
@@ -89,14 +85,13 @@ class AlarmController(Controller):
         return set(sensors.armed_home) | set(sensors.armed_away) | set(sensors.armed_night) | set(self.config.instant)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"state": self.state, "target": self.target, "failed": self.failed}
+        return {"state": self.state, "target": self.target}
 
     def start(self, cause: str | None, restored: dict[str, Any] | None) -> None:
         if restored and restored.get("state") in m.AlarmState.__args__:  # type: ignore[attr-defined]
             self.state = str(restored["state"])
             target = restored.get("target")
             self.target = str(target) if target in ARMED else None
-            self.failed = int(restored.get("failed") or 0)
             if self.state in ("arming", "pending", "triggered") and self.target is None:
                 self.state = "disarmed"
             self._emit(self.state, "restored after restart", cause)
@@ -163,11 +158,10 @@ class AlarmController(Controller):
             self._trigger(f"{sensor} active during the entry delay", event.id)
 
     def command(self, event: Event) -> None:
-        action, code = parse_command(event.value)
+        """An action from a rule or from the hub; the hub's code was checked at the edge (rules/commands.py)."""
+        action, _ = parse_command(event.value)
         if action is None:
             self._reject(event, "not an alarm command: expected arm_home, arm_away, arm_night or disarm", None)
-            return
-        if event.rule is None and not self._code_ok(event, action, code):
             return
         if action == "disarm":
             was = self.state
@@ -178,10 +172,11 @@ class AlarmController(Controller):
             self._emit("disarmed", f"disarmed (was {was})", event.id)
             return
         mode = action.replace("arm_", "armed_")
-        self.target = mode
         if self.state in ARMED or (self.state == "arming" and self.config.exit_delay <= 0):
+            self.target = mode
             self._emit(mode, f"{action} (was {self.state})", event.id)
         elif self.state in {"disarmed", "arming"}:
+            self.target = mode
             if self.config.exit_delay <= 0:
                 self._emit(mode, action, event.id)
             else:
@@ -189,25 +184,6 @@ class AlarmController(Controller):
                 self._arm_timer("exit", self.config.exit_delay, event.id)
         else:
             self._reject(event, f"cannot {action} while {self.state}: disarm first", action)
-
-    def _code_ok(self, event: Event, action: str, code: str | None) -> bool:
-        stored = self.config.code_hash
-        if stored is None or (action != "disarm" and not self.config.code_arm_required):
-            return True
-        now = self.host.runtime.events.clock.monotonic()
-        if now < self.locked_until:
-            self._reject(event, f"locked for {self.locked_until - now:.0f}s after wrong codes", action)
-            return False
-        if code is not None and verify_code(code, stored):
-            self.failed = 0
-            return True
-        self.failed += 1
-        if self.failed >= self.config.max_failed_codes:
-            self.locked_until = now + self.config.lockout
-            self.failed = 0
-            log.warning("alarm %s: too many wrong codes, locked for %.0fs", self.id, self.config.lockout)
-        self._reject(event, "code required" if code is None else "wrong code", action)
-        return False
 
     def _reject(self, event: Event, why: str, action: str | None) -> None:
         runtime = self.host.runtime

@@ -117,15 +117,22 @@ def test_wrong_code_is_rejected_and_never_echoed(tmp_path: Path, caplog: pytest.
         h.command("house", code("disarm", "9999"))
     assert h.engine.alarm_state("house") == "armed_away"
     rejected = [e for e in h.seen if e.kind is Kind.REJECTED][-1]
-    assert rejected.detail == "wrong code" and rejected.value == "disarm"
-    assert "9999" not in caplog.text
+    assert rejected.detail == "hub command rejected: wrong code"
+    assert "9999" not in caplog.text and all("9999" not in str(e) for e in h.seen)
+
+
+def test_the_code_never_reaches_the_bus(tmp_path: Path) -> None:
+    h = armed_away(tmp_path)
+    h.command("house", code("disarm"))
+    assert h.engine.alarm_state("house") == "disarmed"
+    assert all("1234" not in str(e.value) for e in h.seen)
 
 
 def test_missing_code_is_rejected(tmp_path: Path) -> None:
     h = house(tmp_path, ALARM)
     h.command("house", "ARM_AWAY")
     assert h.engine.alarm_state("house") == "disarmed"
-    assert [e.detail for e in h.seen if e.kind is Kind.REJECTED] == ["code required"]
+    assert [e.detail for e in h.seen if e.kind is Kind.REJECTED] == ["hub command rejected: code required"]
 
 
 def test_too_many_wrong_codes_lock_the_panel(tmp_path: Path) -> None:

@@ -66,8 +66,9 @@ def test_thermostat_schedule(tmp_path: Path) -> None:
     assert heater == [(0.0, False), (1800.0, True), (2100.0, False)]  # 06:30 schedule; min_on holds to 06:35
     setpoints = [(line["t"], line["value"]) for line in lines if line["entity"] == "living_thermostat_setpoint"]
     assert setpoints == [(0.0, 17.0), (1800.0, 21.0)]
-    (rejected,) = actions(lines, "rejected")
-    assert rejected == (2700.0, "living_thermostat", "living_thermostat", 30)
+    (rejected,) = [line for line in lines if line["kind"] == "rejected"]
+    assert (rejected["t"], rejected["entity"]) == (2700.0, "living_thermostat")
+    assert rejected["detail"] == "hub command rejected: setpoint 30 outside 10..25"
     fault = [line for line in lines if line["entity"] == "living_thermostat_action" and line["value"] == "fault"]
     assert fault and fault[0]["detail"] == "sensor living_temperature silent for 15m"
 
