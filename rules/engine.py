@@ -149,7 +149,8 @@ class RuleEngine:
         self.timers = TimerTable(runtime, clock, on_change=self.changed)
         self.traces = TraceStore(trace_size)
         self.schedules = schedules or self._default_schedules(virtual)
-        self.rules: dict[str, CompiledRule] = {}
+        self.compiled: dict[str, CompiledRule] = {}
+        """Rule id -> compiled rule (with its runtime state)."""
         self.controllers: dict[str, Controller] = {}
         self.virtuals: dict[str, m.Virtual] = {}
         self.virtual_values: dict[str, Value] = {}
@@ -166,6 +167,11 @@ class RuleEngine:
         self._save_armed = False
         self._started = False
         self._stopped = False
+
+    @property
+    def rules(self) -> list[m.Rule]:
+        """The running rules (enabled ones), in file order."""
+        return [compiled.rule for compiled in self.compiled.values()]
 
     def _default_schedules(self, virtual: bool) -> Schedules:
         if virtual:
@@ -211,7 +217,7 @@ class RuleEngine:
                     jobs.append(Job(key, build_trigger(trigger, self.tz), trigger.misfire_grace))
                 elif isinstance(trigger, m.StartTrigger):
                     starters.append((compiled, i, trigger))
-        self.rules = rules
+        self.compiled = rules
         self._by_entity = dict(by_entity)
         self._by_key = by_key
         self._starters = starters
@@ -301,7 +307,7 @@ class RuleEngine:
 
     def replace(self, ruleset: RuleSet) -> ReloadReport:
         """Swap in a validated rule set at once; timers and state of unchanged rules are kept."""
-        old = self.rules
+        old = self.compiled
         added = [r.rule.id for r in ruleset.rules if r.rule.id not in old]
         changed = [r.rule.id for r in ruleset.rules if r.rule.id in old and old[r.rule.id].fingerprint != r.fingerprint]
         new_ids = {r.rule.id for r in ruleset.rules}
@@ -397,7 +403,7 @@ class RuleEngine:
         if controller is not None and key.startswith("alarm:"):
             controller.restore_timer(entry, remaining)
             return
-        compiled = self.rules.get(owner)
+        compiled = self.compiled.get(owner)
         if compiled is None or compiled.fingerprint != entry.fingerprint:
             log.info("dropping saved timer %s: rule %s is gone or changed", key, owner)
             return
@@ -596,7 +602,7 @@ class RuleEngine:
 
     def _hold_fired(self, rule_id: str, i: int) -> Callable[[Pending], None]:
         def fire(entry: Pending) -> None:
-            compiled = self.rules.get(rule_id)
+            compiled = self.compiled.get(rule_id)
             if compiled is None or compiled.fingerprint != entry.fingerprint:
                 return
             trigger = compiled.rule.triggers[i]
@@ -685,7 +691,7 @@ class RuleEngine:
 
     def _resume(self, rule_id: str, run: Run) -> Callable[[Pending], None]:
         def resume(entry: Pending) -> None:
-            compiled = self.rules.get(rule_id)
+            compiled = self.compiled.get(rule_id)
             if compiled is not None and compiled.fingerprint == entry.fingerprint and compiled.runtime.run is run:
                 self._continue(compiled, run)
 
@@ -755,7 +761,7 @@ class RuleEngine:
         def fire(entry: Pending) -> None:
             entity = str(entry.data["entity"])
             self.runtime.command(entity, False, rule=rule_id, cause=entry.data.get("cause"))
-            compiled = self.rules.get(rule_id)
+            compiled = self.compiled.get(rule_id)
             if compiled is not None:
                 text = f"end of turn_on {entity} 'for'"
                 trace = self.traces.add(self._trace(compiled, text, entry.data.get("cause")))
@@ -770,13 +776,13 @@ class RuleEngine:
         """Figures for health and ``gateway status``; ``chain_cuts`` per rule come from the dispatcher's guard."""
         cuts: Mapping[str, int] = getattr(self.runtime, "chains_cut_by_rule", {})
         return {
-            "rules": len(self.rules),
+            "rules": len(self.compiled),
             "timers": len(self.timers.entries),
             "clock_synchronised": self._synced,
             "evaluations": self.evaluations,
             "per_rule": {rid: {"runs": c.runtime.runs, "chain_cuts": cuts.get(rid, 0),
                                "running": c.runtime.run is not None, "queued": len(c.runtime.queue)}
-                         for rid, c in self.rules.items()},
+                         for rid, c in self.compiled.items()},
         }
 
 
