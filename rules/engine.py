@@ -39,7 +39,7 @@ from rules import model as m
 from rules.alarm import AlarmController
 from rules.conditions import Check, CondContext, compile_condition, number, same
 from rules.controllers import Controller, Runtime
-from rules.loader import LoadedRule, RuleSet, load_ruleset
+from rules.loader import LoadedRule, RulesError, RuleSet, load_ruleset
 from rules.schedule import ApsSchedules, Job, Schedules, VirtualSchedules, build_trigger, clock_synchronised
 from rules.template import Template, compile_template
 from rules.thermostat import ThermostatController
@@ -61,6 +61,8 @@ STATE_FILE = "rules-state.json"
 SAVE_DELAY = 2.0
 """Seconds a change may wait before the state file is written: coalesces a burst, spares the SD card."""
 CLOCK_POLL = 30.0
+WATCH_INTERVAL = 5.0
+"""Seconds between checks of the rule files for changes (stat only: name, size, mtime)."""
 CLOCK_STEP = 2.0
 _WATCHED = frozenset({Kind.READING, Kind.STATE, Kind.ALARM})
 """Kinds whose value a `state` or `numeric` trigger watches (ALARM: an alarm's state, e.g. `to = "triggered"`)."""
@@ -167,6 +169,7 @@ class RuleEngine:
         self._save_armed = False
         self._started = False
         self._stopped = False
+        self._watched: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def rules(self) -> list[m.Rule]:
@@ -297,6 +300,33 @@ class RuleEngine:
         self._pending_ruleset = ruleset
         bus.post(self.runtime.events.make(Kind.SYSTEM, ENGINE_ENTITY, "reload", detail=ruleset.summary()))
         return None
+
+    def watch(self, config: Config, interval: float = WATCH_INTERVAL) -> None:
+        """Reload when a rule file changes (checked every ``interval`` s on the dispatcher's timers).
+
+        A broken set is reported once per change and the running rules stay.
+        """
+        self._watched = rules_signature(config.rules.dir)
+
+        def poll() -> None:
+            if self._stopped:
+                return
+            signature = rules_signature(config.rules.dir)
+            if signature != self._watched:
+                self._watched = signature
+                try:
+                    ruleset = load_ruleset(config)
+                except RulesError as exc:
+                    for problem in exc.problems:
+                        log.error("rule files changed: %s", problem)
+                    log.error("reload refused: %d problem(s); the previous %d rules stay in force",
+                              len(exc.problems), len(self.compiled))
+                else:
+                    log.info("rule files changed in %s: reloading", config.rules.dir)
+                    self.replace(ruleset)
+            self.runtime.call_later(interval, poll)
+
+        self.runtime.call_later(interval, poll)
 
     def stop(self) -> None:
         """Stop the scheduler and save timers, state and traces (call after the dispatcher stopped)."""
@@ -784,6 +814,21 @@ class RuleEngine:
                                "running": c.runtime.run is not None, "queued": len(c.runtime.queue)}
                          for rid, c in self.compiled.items()},
         }
+
+
+def rules_signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a rule file is added, removed or edited."""
+    entries = []
+    try:
+        for path in sorted(Path(directory).glob("*.toml")):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            entries.append((path.name, stat.st_size, stat.st_mtime_ns))
+    except OSError:
+        return ()
+    return tuple(entries)
 
 
 def _range_text(trigger: m.NumericTrigger) -> str:

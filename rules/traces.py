@@ -20,10 +20,11 @@ import datetime as dt
 import json
 import logging
 import os
+import sys
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,14 @@ def format_traces(traces: dict[str, list[dict[str, Any]]], rule: str | None = No
     if not lines:
         return f"no traces for rule {rule}" if rule else "no traces"
     return "\n".join(lines)
+
+
+def print_traces(state_dir: Path, rule: str | None = None, last: int | None = None,
+                 out: IO[str] | None = None) -> int:
+    """What ``gateway traces [RULE] [--last N]`` prints; 0, or 1 when there is nothing for ``rule``."""
+    traces = read_traces(state_dir)
+    print(format_traces(traces, rule, last), file=out or sys.stdout)
+    return 0 if rule is None or traces.get(rule) else 1
 
 
 def iso(ts: float, tz: dt.tzinfo) -> str:

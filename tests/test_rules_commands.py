@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.clock import VirtualClock
 from rules import model as m
@@ -46,3 +48,23 @@ def test_alarm_lockout_runs_on_the_injected_clock() -> None:
 def test_alarm_rejects_what_is_not_a_command(raw: object) -> None:
     with pytest.raises(ValueError, match="expected arm_home"):
         AlarmCommandValidator(ALARM, VirtualClock())(raw)
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(["action", "code", "x"]),
+                                                                      children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=JSONISH)
+def test_validators_return_a_value_or_a_reason(raw: object) -> None:
+    for validate in (thermostat_validator(THERMO), AlarmCommandValidator(ALARM, VirtualClock())):
+        try:
+            value = validate(raw)
+        except ValueError as exc:
+            assert str(exc)
+        else:
+            assert isinstance(value, str | float)

@@ -263,3 +263,30 @@ def test_build_engine_from_config(tmp_path: Path) -> None:
     assert engine.tz.key == "Europe/London" and engine.state_dir == tmp_path / "state"
     assert [r.id for r in engine.rules] == ["motion_light"]
     assert Kind.TIMER  # keeps the import honest
+
+
+def test_a_changed_rule_file_is_reloaded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    directory = write_rules(tmp_path, DOOR_HELD)
+    config = house_config(tmp_path, directory)
+    (tmp_path / "h").mkdir()
+    h = house(tmp_path / "h", DOOR_HELD)
+    h.engine.watch(config, interval=5)
+    (directory / "more.toml").write_text(HEADER + MOTION_LIGHT)
+    h.advance(5)
+    assert [r.id for r in h.engine.rules] == ["door_left_open", "motion_light"]
+    (directory / "bad.toml").write_text(HEADER + "[[rules]]\n")
+    with caplog.at_level("ERROR"):
+        h.advance(20)
+    assert caplog.text.count("reload refused") == 1
+    assert [r.id for r in h.engine.rules] == ["door_left_open", "motion_light"]
+
+
+def test_print_traces_for_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rules.traces import print_traces
+
+    h = house(tmp_path, MOTION_LIGHT, state_dir=tmp_path / "state")
+    h.set("hall_motion", True)
+    h.engine.stop()
+    assert print_traces(tmp_path / "state", "motion_light") == 0
+    assert "motion_light: ran" in capsys.readouterr().out
+    assert print_traces(tmp_path / "state", "nope") == 1
