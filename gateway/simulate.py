@@ -230,7 +230,8 @@ def simulate(config: Config, events_file: Path | str, out: IO[str] | None = None
     origin = world.clock.monotonic()
 
     def show(event: Event) -> None:
-        confirmation = event.kind is Kind.STATE and event.entity in world.dispatcher.actuators
+        confirmation = event.kind is Kind.STATE and (
+            event.entity in world.dispatcher.actuators or event.entity in world.engine.alarms())
         if (event.rule is not None and event.kind in _ACTION_KINDS and not confirmation) or event.kind is Kind.REJECTED:
             print(json.dumps(action_line(event, origin, tz), ensure_ascii=False), file=out)
 

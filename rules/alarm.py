@@ -101,9 +101,11 @@ class AlarmController(Controller):
     # -- transitions ------------------------------------------------------------------------
 
     def _emit(self, state: str, why: str, cause: str | None) -> None:
+        """The transition (``ALARM``), then the panel's state (``STATE``: retained for the hub, read by conditions)."""
         self.state = state
         runtime = self.host.runtime
         runtime.emit(runtime.events.make(Kind.ALARM, self.id, state, rule=self.id, cause=cause, detail=why))
+        runtime.emit(runtime.events.make(Kind.STATE, self.id, state, rule=self.id, cause=cause))
         self.host.changed()
 
     def _arm_timer(self, phase: str, seconds: float, cause: str | None) -> None:

@@ -57,6 +57,8 @@ def thermostat_validator(config: m.Thermostat) -> Validator:
             text = raw.strip().lower()
             if text in modes or text in ("away", "home"):
                 return text
+            if text == "none":  # Home Assistant's "no preset"
+                return "home"
             try:
                 raw = float(text)
             except ValueError:

@@ -265,6 +265,9 @@ class RuleEngine:
             return None
         return dt.datetime.fromtimestamp(self.runtime.events.clock.time(), self.tz)
 
+    def alarms(self) -> set[str]:
+        return {cid for cid, controller in self.controllers.items() if isinstance(controller, AlarmController)}
+
     def alarm_state(self, alarm: str) -> str | None:
         controller = self.controllers.get(alarm)
         return controller.state if isinstance(controller, AlarmController) else None

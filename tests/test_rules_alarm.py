@@ -38,6 +38,7 @@ def armed_away(tmp_path: Path, text: str = ALARM, **kwargs: object) -> House:
     h.command("house", code("arm_away"))
     h.advance(30)
     assert h.engine.alarm_state("house") == "armed_away"
+    assert h.value("house") == "armed_away"  # also a state: retained for the hub, readable by conditions
     return h
 
 
