@@ -61,6 +61,8 @@ STATE_FILE = "rules-state.json"
 SAVE_DELAY = 2.0
 """Seconds a change may wait before the state file is written: coalesces a burst, spares the SD card."""
 CLOCK_POLL = 30.0
+TRACE_SAVE_DELAY = 60.0
+"""Traces are written at most once a minute (and at stop): they are for people, not for recovery."""
 WATCH_INTERVAL = 5.0
 """Seconds between checks of the rule files for changes (stat only: name, size, mtime)."""
 CLOCK_STEP = 2.0
@@ -167,6 +169,7 @@ class RuleEngine:
         self._synced = False
         self._offset: float | None = None
         self._save_armed = False
+        self._traces_armed = False
         self._started = False
         self._stopped = False
         self._watched: tuple[tuple[str, int, int], ...] = ()
@@ -273,15 +276,26 @@ class RuleEngine:
         return controller.state if isinstance(controller, AlarmController) else None
 
     def changed(self) -> None:
-        """Something persistent changed: write the state file soon (coalesced)."""
+        """Timers or restorable state changed: write the state file soon (coalesced)."""
         if self.state_dir is None or self._save_armed or self._stopped:
             return
         self._save_armed = True
         self.runtime.call_later(SAVE_DELAY, self._save_soon)
 
+    def _traced(self) -> None:
+        """A trace was added: write the traces file within :data:`TRACE_SAVE_DELAY` (they are larger)."""
+        if self.state_dir is None or self._traces_armed or self._stopped:
+            return
+        self._traces_armed = True
+        self.runtime.call_later(TRACE_SAVE_DELAY, self._save_traces_soon)
+
     def _save_soon(self) -> None:
         self._save_armed = False
-        self.save()
+        self._write(STATE_FILE, self.snapshot())
+
+    def _save_traces_soon(self) -> None:
+        self._traces_armed = False
+        self._write(TRACES_FILE, self.traces.all())
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -409,13 +423,17 @@ class RuleEngine:
         }
 
     def save(self) -> None:
+        """Write the state and traces files now (at stop)."""
+        self._write(STATE_FILE, self.snapshot())
+        self._write(TRACES_FILE, self.traces.all())
+
+    def _write(self, name: str, data: Any) -> None:
         if self.state_dir is None:
             return
         try:
-            write_json(self.state_dir / STATE_FILE, self.snapshot())
-            write_json(self.state_dir / TRACES_FILE, self.traces.all())
+            write_json(self.state_dir / name, data)
         except OSError as exc:
-            log.error("cannot save rules state in %s: %s", self.state_dir, exc)
+            log.error("cannot save %s in %s: %s", name, self.state_dir, exc)
 
     def _restore_timers(self, saved: dict[str, Any]) -> None:
         timers = saved.get("timers")
@@ -678,13 +696,13 @@ class RuleEngine:
         trace["result"] = "note"
         trace["notes"] = [note]
         self.traces.add(trace)
-        self.changed()
+        self._traced()
 
     def _fire(self, compiled: CompiledRule, i: int, text: str, cause: str | None, fields: dict[str, Value]) -> None:
         rule, runtime = compiled.rule, compiled.runtime
         trace = self._trace(compiled, text, cause)
         self.traces.add(trace)
-        self.changed()
+        self._traced()
         now = self.runtime.events.clock.monotonic()
         if rule.cooldown and runtime.last_run is not None and now - runtime.last_run < rule.cooldown:
             trace["result"] = "cooldown"

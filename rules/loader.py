@@ -304,8 +304,8 @@ class _Checker:
                 problems.append(f"{prefix}{where}.alarm: no alarm {condition.alarm!r} is declared in [[alarms]]")
         for i, action in enumerate(rule.actions):
             self._action(f"{prefix}actions[{i}]", action, problems)
-        if rule.mode == "single" and any(isinstance(t, m.StartTrigger) for t in rule.triggers) and not rule.enabled:
-            warnings.append(f"{prefix}disabled")
+        if _contradicted(rule):
+            warnings.append(f"{prefix}conditions: they contradict every trigger's 'to': this rule can never run")
 
     def _action(self, where: str, action: Any, problems: list[str]) -> None:
         if isinstance(action, m.AlarmAction):
@@ -373,6 +373,21 @@ class _Checker:
             problems.append(f"{where}: {self._unknown(entity)}")
         elif spec.component not in _ACTUATOR:
             problems.append(f"{where}: {entity!r} is a {spec.component}, expected a switch, light or siren")
+
+
+def _contradicted(rule: m.Rule) -> bool:
+    """Every trigger is a ``state`` trigger (no ``for``) whose ``to`` a top-level ``state`` condition excludes."""
+    def excluded(trigger: Any) -> bool:
+        if not isinstance(trigger, m.StateTrigger) or trigger.to is None or trigger.for_ is not None:
+            return False
+        for condition in rule.conditions:
+            if isinstance(condition, m.StateCondition) and condition.entity == trigger.entity:
+                allowed = [condition.equals] if condition.in_ is None else condition.in_
+                if not any(type(a) is type(trigger.to) and a == trigger.to for a in allowed):
+                    return True
+        return False
+
+    return all(excluded(trigger) for trigger in rule.triggers)
 
 
 def _conditions_with_paths(conditions: Sequence[Any], base: str) -> Iterator[tuple[str, Any]]:

@@ -290,3 +290,14 @@ def test_print_traces_for_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert print_traces(tmp_path / "state", "motion_light") == 0
     assert "motion_light: ran" in capsys.readouterr().out
     assert print_traces(tmp_path / "state", "nope") == 1
+
+
+def test_traces_are_written_at_most_once_a_minute(tmp_path: Path) -> None:
+    from rules.traces import TRACES_FILE
+
+    h = house(tmp_path, MOTION_LIGHT, state_dir=tmp_path / "state")
+    h.set("hall_motion", True)
+    h.advance(3)
+    assert not (tmp_path / "state" / TRACES_FILE).exists()
+    h.advance(60)
+    assert read_traces(tmp_path / "state")["motion_light"][0]["result"] == "ran"

@@ -199,3 +199,9 @@ def test_a_valid_rule_with_random_fields_loads_or_gives_a_located_error(
     target.update(patch)
     body = "\n".join(f"{k} = {_toml_value(v)}" for k, v in data.items())
     _load_or_located(tmp_path, body)
+
+
+def test_conditions_that_contradict_the_trigger_are_a_warning(tmp_path: Path) -> None:
+    text = GOOD + '[[rules.conditions]]\ntype = "state"\nentity = "hall_motion"\nequals = false\n'
+    rules = ruleset(tmp_path, text)
+    assert any("can never run" in w for w in rules.warnings)
