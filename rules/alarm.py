@@ -130,6 +130,10 @@ class AlarmController(Controller):
         self.host.timers.arm(entry.key, self.id, self.fingerprint, max(0.0, remaining), entry.data,
                              self._timer_fired)
 
+    def release(self, why: str) -> None:
+        if self.state == "triggered":
+            self._siren(False, None, f"alarm {self.id} {why}")
+
     def _siren(self, on: bool, cause: str | None, why: str) -> None:
         if self.config.siren is None:
             return

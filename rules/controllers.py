@@ -89,3 +89,7 @@ class Controller(ABC):
 
     def stop(self) -> None:
         self.host.timers.cancel_owner(self.id)
+
+    def release(self, why: str) -> None:
+        """The controller is gone (a reload removed it): leave its outputs safe."""
+        return None

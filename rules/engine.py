@@ -173,6 +173,7 @@ class RuleEngine:
         self._started = False
         self._stopped = False
         self._watched: tuple[tuple[str, int, int], ...] = ()
+        self._watch_poll: Callable[[], Any] | None = None
 
     @property
     def rules(self) -> list[m.Rule]:
@@ -321,6 +322,7 @@ class RuleEngine:
     def watch(self, config: Config, interval: float = WATCH_INTERVAL) -> None:
         """Reload when a rule file changes (checked every ``interval`` s on the dispatcher's timers).
 
+        Call before the dispatcher runs (polling begins when the engine starts) or on its thread.
         A broken set is reported once per change and the running rules stay.
         """
         self._watched = rules_signature(config.rules.dir)
@@ -343,7 +345,9 @@ class RuleEngine:
                     self.replace(ruleset)
             self.runtime.call_later(interval, poll)
 
-        self.runtime.call_later(interval, poll)
+        self._watch_poll = lambda: self.runtime.call_later(interval, poll)
+        if self._started:
+            self._watch_poll()
 
     def stop(self) -> None:
         """Stop the scheduler and save timers, state and traces (call after the dispatcher stopped)."""
@@ -353,7 +357,10 @@ class RuleEngine:
         self._stopped = True
 
     def replace(self, ruleset: RuleSet) -> ReloadReport:
-        """Swap in a validated rule set at once; timers and state of unchanged rules are kept."""
+        """Swap in a validated rule set at once; timers and state of unchanged rules are kept.
+
+        Call on the dispatcher thread (an event handler, a timer or an idle hook such as SIGHUP's).
+        """
         old = self.compiled
         added = [r.rule.id for r in ruleset.rules if r.rule.id not in old]
         changed = [r.rule.id for r in ruleset.rules if r.rule.id in old and old[r.rule.id].fingerprint != r.fingerprint]
@@ -367,6 +374,7 @@ class RuleEngine:
         for controller_id, controller in self.controllers.items():
             if controllers.get(controller_id) is not controller:
                 controller.stop()
+                controller.release("removed from the rule files")
         fresh = [c for cid, c in controllers.items() if self.controllers.get(cid) is not c]
         self.controllers = controllers
         self._index_controllers()
@@ -379,6 +387,11 @@ class RuleEngine:
         report = ReloadReport(added, changed, removed, len(ruleset.rules) - len(added) - len(changed))
         log.info("%s", report)
         self.changed()
+        bus = getattr(self.runtime, "bus", None)
+        if bus is not None:
+            # Visible to the hub, and it makes the dispatcher process what this swap emitted
+            # (safe states of removed controllers) even when called from an idle hook.
+            bus.post(self.runtime.events.make(Kind.SYSTEM, ENGINE_ENTITY, "reloaded", detail=str(report)))
         return report
 
     def _on_started(self, event: Event) -> None:
@@ -398,6 +411,8 @@ class RuleEngine:
             state = controllers_saved.get(controller.id) if isinstance(controllers_saved, dict) else None
             controller.start(event.id, state if isinstance(state, dict) else None)
         self._restore_timers(saved)
+        if self._watch_poll is not None:
+            self._watch_poll()
         for compiled, i, _ in self._starters:
             self._fire(compiled, i, "start", event.id, self._fields(compiled, event))
 
@@ -550,6 +565,8 @@ class RuleEngine:
                 self._fire(compiled, i, text, event.id, self._fields(compiled, event, shown_previous))
             return
         if matches_to and matches_from:
+            if trigger.to is None:  # "unchanged for": every change starts the wait again
+                self.timers.cancel(f"hold:{compiled.id}:{i}")
             self._hold(compiled, i, trigger.for_, event, shown_previous)
         elif not matches_to:
             self.timers.cancel(f"hold:{compiled.id}:{i}")

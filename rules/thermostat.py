@@ -123,6 +123,11 @@ class ThermostatController(Controller):
             if handle is not None:
                 handle.cancel()
 
+    def release(self, why: str) -> None:
+        for entity in (self.config.heater, self.config.cooler):
+            if entity is not None:
+                self._switch(entity, False, None, f"thermostat {self.id} {why}: {entity} off", force=True)
+
     # -- the target ---------------------------------------------------------------------
 
     def target(self) -> float:

@@ -190,3 +190,14 @@ def test_setpoint_mode_and_preset_survive_restart(tmp_path: Path, monkeypatch: o
     assert new.value("living_preset") == "away"
     new.command("living", "home")
     assert new.value("living_setpoint") == 23
+
+
+def test_a_thermostat_removed_by_a_reload_leaves_the_heater_off(tmp_path: Path) -> None:
+    from tests.rules_kit import ruleset
+
+    h = house(tmp_path, THERMO)
+    h.set("living_temperature", 18.0)
+    assert heater(h) is True
+    h.engine.replace(ruleset(tmp_path, ""))  # as the service's SIGHUP idle hook does
+    h.advance(0)
+    assert heater(h) is False

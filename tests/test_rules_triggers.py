@@ -167,3 +167,14 @@ def test_schedule_event_carries_cause(tmp_path: Path) -> None:
     timer = next(e for e in h.seen if e.kind is Kind.TIMER)
     command = next(e for e in h.actions() if e.kind is Kind.COMMAND)
     assert command.cause == timer.id and command.rule == "r"
+
+
+def test_state_unchanged_for_restarts_on_every_change(tmp_path: Path) -> None:
+    h = house(tmp_path, rule('type = "state"\nentity = "living_temperature"\nfor = "10m"'))
+    h.set("living_temperature", 20.0)
+    h.advance(300)
+    h.set("living_temperature", 20.5)
+    h.advance(599)
+    assert h.commands() == []
+    h.advance(1)
+    assert h.commands() == [("hall_light", True)]
