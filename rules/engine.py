@@ -725,6 +725,8 @@ class RuleEngine:
             trace["result"] = "cooldown"
             return
         ctx = CondContext(self.runtime.state, now, self.local_now(), self.alarm_state)
+        if ctx.local is not None and not self._synced and compiled.conditions:
+            trace["notes"] = ["wall clock not synchronised (policy 'run'): conditions used it as it is"]
         for check in compiled.conditions:
             ok = check(ctx)
             trace["conditions"].append([check.text, ok])
@@ -882,4 +884,9 @@ def build_engine(config: Config, runtime: Runtime, **options: Any) -> RuleEngine
     """The engine for ``config``: its rules, time zone and state directory (raises RulesError)."""
     options.setdefault("timezone", config.gateway.timezone)
     options.setdefault("state_dir", config.gateway.state_dir)
-    return RuleEngine(load_ruleset(config), runtime, **options)
+    options.setdefault("unsynced_clock", config.rules.unsynced_clock)
+    options.setdefault("trace_size", config.rules.trace_size)
+    engine = RuleEngine(load_ruleset(config), runtime, **options)
+    if config.rules.watch:
+        engine.watch(config)
+    return engine

@@ -101,3 +101,25 @@ def test_a_wall_clock_step_recomputes_schedules(tmp_path: Path) -> None:
 def test_bad_cron_is_a_located_error(bad: str) -> None:
     with pytest.raises(ValueError, match="cron expression"):
         m.ScheduleTrigger(type="schedule", cron=bad)
+
+
+def test_running_on_an_unsynchronised_clock_is_flagged_in_traces(tmp_path: Path) -> None:
+    weekday = '[[rules.conditions]]\ntype = "weekday"\ndays = ["mon"]\n'
+    text = AT_0130.replace("[[rules.actions]]", weekday + "[[rules.actions]]")
+    h = house(tmp_path, text, start="2026-01-05T01:00:00", begin=False)
+    h.engine._clock_check = lambda: False
+    h.engine.unsynced_clock = "run"
+    h.start()
+    h.advance(3600)
+    assert "not synchronised" in h.engine.traces.get("r")[-1]["notes"][0]
+
+
+def test_config_chooses_the_clock_policy(tmp_path: Path) -> None:
+    from rules.engine import build_engine
+    from tests.rules_config import house_config
+
+    (tmp_path / "rules").mkdir()
+    config = house_config(tmp_path, tmp_path / "rules")
+    config = config.model_copy(update={"rules": config.rules.model_copy(update={"unsynced_clock": "run"})})
+    h = house(tmp_path, "")
+    assert build_engine(config, h.dispatcher).unsynced_clock == "run"
