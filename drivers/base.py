@@ -17,6 +17,7 @@ must only build events and ``ctx.post`` them.
 
 from __future__ import annotations
 
+import logging
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,8 @@ from gateway.events import Event, EventFactory, Value
 if TYPE_CHECKING:
     from gpiozero import Factory
     from serial import SerialBase
+
+log = logging.getLogger(__name__)
 
 
 class Component(StrEnum):
@@ -90,6 +93,8 @@ class DriverContext:
     resolve_path: Callable[[str], str] = lambda path: path
     """Maps a configured filesystem path (1-wire ``base_path``) to where it really is: ``--simulate``
     passes ``lambda p: world.files.get(p, p)`` so drivers read the simulators' fake trees."""
+    fail: Callable[[str], None] = lambda reason: log.error("driver failure (no supervisor): %s", reason)
+    """A driver calls this (from any thread) when it can no longer work; the supervisor restarts it."""
     scheduler: Scheduler | None = None
     """Timers (conditioning, staleness, polling). None: a :class:`ThreadScheduler` is made on first use."""
     _own_scheduler: ThreadScheduler | None = None
