@@ -56,7 +56,7 @@ class Ds18b20Config(DeviceConfig):
     """Calibration: added to every reading, in °C."""
     conditioning: list[NumericStep] = Field(default_factory=list)
     stale_after: float | None = Field(default=None, gt=0)
-    sim_heater: str | None = None
+    sim_heater: str | None = "heater"
     """``--simulate`` only: the entity whose on-state warms this sensor."""
 
 

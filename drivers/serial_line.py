@@ -95,7 +95,7 @@ class SerialConfig(DeviceConfig):
     """Entities become unavailable when nothing was received for this many seconds."""
     retry_min_s: float = Field(default=1.0, gt=0, le=60)
     retry_max_s: float = Field(default=60.0, gt=0, le=3600)
-    sim_heater: str | None = None
+    sim_heater: str | None = "heater"
     """``--simulate`` only: the entity whose on-state warms this device's temperature fields."""
 
     parser_class: ClassVar[type[Parser]]
@@ -313,7 +313,7 @@ class _FieldWalk:
 
 class LineTwin(PtyTwin):
     def __init__(self, config: SerialConfig, render: Any, interval: float | None = None) -> None:
-        super().__init__(config.port, config.id, interval or config.report_interval or 5.0)
+        super().__init__(config.port, config.id, interval or min(config.report_interval or 5.0, 5.0))
         self._walk = _FieldWalk(config)
         self._render = render
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.base import Actuator, Driver, DriverContext, EntitySpec, SimWorld
+from drivers.envelope import Envelope, EnvelopeGate
 from gateway.bus import Bus
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
@@ -74,6 +75,7 @@ class Gateway:
             self.bus, self.events, actuators=actuators,
             forward=self.forwarder.forward if self.forwarder is not None else None,
         )
+        self.dispatcher.gate = EnvelopeGate(Envelope.from_drivers(self.drivers), self.dispatcher)
         self.engine = RuleEngine(load_rules(config.rules.dir, self.entities), self.dispatcher)
         self.dispatcher.reactor = self.engine
         self._rng = random.Random(seed)
@@ -82,6 +84,7 @@ class Gateway:
         self._world: SimWorld | None = None
         self._simulators: list[Any] = []
         self._started: list[Driver] = []
+        self._ctx: DriverContext | None = None
 
     def _mqtt_bridge(self) -> Forwarder:
         from gateway.mqtt.bridge import MqttBridge
@@ -93,7 +96,7 @@ class Gateway:
         self.config.gateway.state_dir.mkdir(parents=True, exist_ok=True)
         if self.forwarder is not None:
             self.forwarder.start()
-        ctx = self._driver_context()
+        ctx = self._ctx = self._driver_context()
         for driver in self.drivers:
             try:
                 driver.start(ctx)
@@ -114,9 +117,9 @@ class Gateway:
     def _driver_context(self) -> DriverContext:
         pin_factory = self._pin_factory
         if self.simulate and pin_factory is None:
-            from gpiozero.pins.mock import MockFactory, MockPWMPin
+            from drivers.mockpins import sim_pin_factory
 
-            pin_factory = MockFactory(pin_class=MockPWMPin)
+            pin_factory = sim_pin_factory()  # mock pins with PWM and a software SPI that honours the factory
         open_serial = self._open_serial
         if self.simulate and pin_factory is not None:
             self._world = SimWorld(pin_factory, self._rng, self.dispatcher.state.value)
@@ -129,7 +132,12 @@ class Gateway:
             open_serial=open_serial or _real_serial_opener,
             simulate=self.simulate,
             rng=self._rng,
+            resolve_path=self._simulated_path,
         )
+
+    def _simulated_path(self, path: str) -> str:
+        """1-wire trees and other files a simulator fakes (``SimWorld.files``)."""
+        return self._world.files.get(path, path) if self._world is not None else path
 
     def _start_simulators(self, world: SimWorld) -> None:
         for driver in self.drivers:
@@ -161,6 +169,8 @@ class Gateway:
         for simulator in self._simulators:
             simulator.stop()
         self._simulators.clear()
+        if self._ctx is not None:
+            self._ctx.close()  # joins the drivers' timer thread
         self.dispatcher.drain()
         if self.forwarder is not None:
             self.forwarder.stop(timeout)
