@@ -131,6 +131,13 @@ class AnalogInput(Driver):
         self._failures_in_a_row = 0
         channel.feed(cfg.min_value + raw * (cfg.max_value - cfg.min_value))
 
+    def stats(self) -> dict[str, int]:
+        return {
+            "read_errors": self.read_errors,
+            "skipped_polls": self._poll.skipped if self._poll is not None else 0,
+            "dropped": self.channel.pipeline.dropped if self.channel is not None else 0,
+        }
+
     def stop(self) -> None:
         if self._poll is not None:
             self._poll.cancel()

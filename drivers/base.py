@@ -159,6 +159,10 @@ class Driver(ABC):
         """The simulated world behind this device in ``--simulate``, or None if it needs none."""
         return None
 
+    def stats(self) -> dict[str, int]:
+        """Counters for health: what was dropped, refused or retried (malformed frames, CRC errors...)."""
+        return {}
+
 
 class Simulator(ABC):
     """The physical world behind one device in ``gateway run --simulate``.

@@ -147,6 +147,9 @@ class DigitalInput(Driver):
     def simulator(self) -> Simulator | None:
         return PulseSimulator(self.config.pin, self._rests_high(), mean_interval=90.0, mean_hold=20.0)
 
+    def stats(self) -> dict[str, int]:
+        return {"dropped": self.channel.pipeline.dropped if self.channel is not None else 0}
+
     def _rests_high(self) -> bool:
         """The electrical level of the pin when the contact is idle."""
         cfg = self.config
@@ -191,7 +194,8 @@ class PulseSimulator(Simulator):
                     break
                 idle()
 
-        self._thread = threading.Thread(target=run, name=f"sim-{self._pin_name}", daemon=True)
+        self._thread = threading.Thread(target=guarded(f"sim pin {self._pin_name}")(run),
+                                        name=f"sim-{self._pin_name}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

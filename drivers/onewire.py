@@ -136,6 +136,9 @@ class Ds18b20(Driver):
             return
         channel.feed(round(value + self.config.offset, 3))
 
+    def stats(self) -> dict[str, int]:
+        return {**self.counters, "dropped": self.channel.pipeline.dropped if self.channel is not None else 0}
+
     def stop(self) -> None:
         if self._poll is not None:
             self._poll.cancel()

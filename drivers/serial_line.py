@@ -170,6 +170,17 @@ class SerialSensor(Driver):
     def entities(self) -> Sequence[EntitySpec]:
         return [self._spec(name, f) for name, f in self.config.fields.items()]
 
+    def stats(self) -> dict[str, int]:
+        c = self.parser.counters
+        link = self.link
+        return {
+            "records": c.records, "malformed": c.malformed, "bad_checksum": c.bad_checksum,
+            "discarded_bytes": c.discarded_bytes,
+            "port_opens": link.opens if link is not None else 0,
+            "port_failures": link.failures if link is not None else 0,
+            "dropped": sum(ch.pipeline.dropped for ch in self.channels.values()),
+        }
+
     def _spec(self, name: str, f: FieldConfig) -> EntitySpec:
         info = (self.config.parser_class.known_fields or {}).get(name, FieldInfo())
         return EntitySpec(
@@ -189,7 +200,8 @@ class SerialSensor(Driver):
         }
         self.link = SerialLink(
             self.id, cfg.port, baudrate=cfg.baudrate, open_serial=ctx.open_serial, parser=self.parser,
-            on_records=self._records, on_lost=self._lost, retry_min_s=cfg.retry_min_s, retry_max_s=cfg.retry_max_s,
+            on_records=self._records, on_lost=self._lost, on_fatal=ctx.fail,
+            retry_min_s=cfg.retry_min_s, retry_max_s=cfg.retry_max_s,
         )
         self.link.start()
         self._start_polling(ctx)

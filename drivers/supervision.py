@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from drivers.base import Actuator, Driver, DriverContext
@@ -60,6 +60,8 @@ class DriverHealth:
     last_error: str | None = None
     started_at: float | None = None
     next_restart_at: float | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+    """The driver's own counters (:meth:`drivers.base.Driver.stats`) at the time of :meth:`Supervisor.health`."""
 
 
 @dataclass(slots=True)
@@ -120,7 +122,7 @@ class Supervisor:
 
     def health(self) -> list[DriverHealth]:
         with self._lock:
-            return [replace(slot.health) for slot in self._slots.values()]
+            return [replace(slot.health, stats=self._stats(slot.driver)) for slot in self._slots.values()]
 
     def report_failure(self, driver_id: str, reason: str) -> None:
         """Safe from any thread: the driver is made safe and restarted on the supervisor's thread."""
@@ -191,6 +193,14 @@ class Supervisor:
                 for spec in slot.driver.entities():
                     if self._events is not None:
                         self._emit(self._events.availability(spec.id, True, "driver restarted"))
+
+    @staticmethod
+    def _stats(driver: Driver) -> dict[str, int]:
+        try:
+            return driver.stats()
+        except Exception:
+            log.exception("device %s could not report its counters", driver.id)
+            return {}
 
     @staticmethod
     def _running(health: DriverHealth) -> bool:

@@ -217,3 +217,17 @@ def test_an_unplugged_sensor_is_unavailable_and_resumes_when_plugged_back(usb: S
     assert driver.link is not None and driver.link.opens == 2
     driver.stop()
     assert open_fds() <= fds_before
+
+
+def test_a_serial_driver_reports_its_counters(pty: tuple[int, str]) -> None:
+    master, path = pty
+    rec = Recorder()
+    driver = make("serial.kv", path, {"t": {"entity": "t", "conditioning": [{"step": "range", "max": 50}]}})
+    driver.start(make_context(rec))
+    os.write(master, b"t=99\nbad\nt=20\n")
+    rec.wait_for(lambda: rec.values(entity="t") == [20.0])
+    assert driver.stats() == {
+        "records": 2, "malformed": 1, "bad_checksum": 0, "discarded_bytes": 0,
+        "port_opens": 1, "port_failures": 0, "dropped": 1,
+    }
+    driver.stop()

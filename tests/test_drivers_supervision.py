@@ -144,3 +144,13 @@ def test_stop_all_stops_drivers_and_cancels_pending_restarts() -> None:
     house.sched.advance(1000)
     assert len(bad.starts) == 1 and not good.running
     assert {h.status for h in house.supervisor.health()} == {"stopped"}
+
+
+def test_health_carries_each_drivers_counters() -> None:
+    class Counting(Flaky):
+        def stats(self) -> dict[str, int]:
+            return {"crc_errors": 2}
+
+    house = House(Counting(failures=0))
+    house.supervisor.start_all()
+    assert house.supervisor.health()[0].stats == {"crc_errors": 2}
