@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
 import threading
@@ -34,6 +35,17 @@ def make(driver: str, port: str, fields: dict[str, Any], **extra: Any) -> Serial
 def pty() -> Iterator[tuple[int, str]]:
     with pty_pair() as pair:
         yield pair
+
+
+def read_exactly(fd: int, n: int, timeout: float = 5.0) -> bytes:
+    """Read ``n`` bytes the driver wrote, or fail after ``timeout`` (never hang the suite)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while len(data) < n:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"the driver sent {data!r}, expected {n} bytes"
+        data += os.read(fd, n - len(data))
+    return data
 
 
 def open_fds() -> set[str]:
@@ -85,10 +97,7 @@ def test_a_co2_sensor_is_polled_on_a_fixed_rate_and_its_answers_read(pty: tuple[
     driver.start(make_context(rec, scheduler=sched))
     for requests, ppm in enumerate((600, 650), start=1):
         sched.advance(10)
-        request = b""
-        while len(request) < 9:
-            request += os.read(master, 9 - len(request))
-        assert request == MHZ19_READ
+        assert read_exactly(master, 9) == MHZ19_READ
         os.write(master, mhz19_response(ppm, 22))
         rec.wait_for(lambda n=requests: len(rec.of(Kind.READING)) == n)
     assert rec.values(entity="co2") == [600.0, 650.0]
