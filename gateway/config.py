@@ -79,6 +79,18 @@ class MqttSection(Section):
     """QoS 1 messages in flight at once; the outbox owns everything beyond this window."""
     reconnect_min: float = Field(default=1.0, gt=0)
     reconnect_max: float = Field(default=60.0, gt=0)
+    session_expiry: int = Field(default=300, ge=0, le=86_400)
+    """MQTT 5 session expiry (s): short outages keep the command subscription and its queued
+    commands; after a longer one, stale hub commands are not replayed."""
+    max_packet_size: int | None = Field(default=None, ge=64)
+    """Bytes; events whose PUBLISH would be larger are refused at the outbox. The broker's
+    CONNACK Maximum Packet Size (MQTT 5) lowers it further."""
+    drain_rate: float = Field(default=1000.0, gt=0)
+    """Events per second sent from the outbox (token bucket, burst = ``max_inflight``)."""
+    health_interval: float = Field(default=60.0, ge=1)
+    """Seconds between retained ``<base>/health`` publications."""
+    command_max_bytes: int = Field(default=1024, ge=16, le=65_536)
+    """Hub command payloads longer than this are rejected unread."""
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttSection:

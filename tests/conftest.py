@@ -59,11 +59,10 @@ class Broker:
             "max_queued_messages 100000\n"
             f"{self.extra_config}\n"
         )
-        self.process = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(self.config_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.directory / "mosquitto.log", "ab"),  # noqa: SIM115 - lives as long as the broker
-        )
+        with open(self.directory / "mosquitto.log", "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [mosquitto_binary(), "-c", str(self.config_path)], stdout=subprocess.DEVNULL, stderr=log
+            )
         wait_for_port(self.port)
 
     def stop(self, kill: bool = False) -> None:

@@ -1,0 +1,7 @@
+"""The MQTT bridge: the gateway's documented contract with the home hub.
+
+``bridge.MqttBridge`` is what the application wires in; ``outbox`` is the
+durable SQLite queue every event passes through; ``topics`` builds the topic
+tree and payloads; ``commands`` validates hub commands; ``discovery`` builds
+Home Assistant discovery. The contract is documented in ``docs/mqtt.md``.
+"""

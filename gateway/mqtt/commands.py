@@ -1,0 +1,152 @@
+"""Hub commands on ``<base>/set/<entity>``: validated at the edge, then posted as events.
+
+A command payload is untrusted input from the network. It is checked here,
+on paho's network thread, before anything reaches the bus:
+
+1. size: longer than ``mqtt.command_max_bytes`` is rejected unread;
+2. text: must be UTF-8;
+3. shape: JSON if it parses (``true``, ``21.5``, ``{"state": "ON"}``), else the
+   bare text (``ON``); ``NaN``/``Infinity`` are not numbers here;
+4. value: the target's pydantic validator (see below).
+
+The outcome is a value to command, or :class:`CommandRejected` with a reason a
+person can read. Nothing else escapes: the fuzz tests hold this module to that.
+
+Built-in targets are the writable entities of the config (switches, lights,
+sirens): they take ``ON``/``OFF``, ``true``/``false``, ``1``/``0`` (any case),
+JSON booleans, and ``{"state": "ON"}`` (what Home Assistant sends to a siren).
+An entity with ``minimum``/``maximum`` or a numeric safe value takes a
+number within that range instead.
+
+Other code registers more targets (the thermostat's setpoint and mode, the
+alarm panel) with :meth:`gateway.mqtt.bridge.MqttBridge.register_command`::
+
+    from pydantic import TypeAdapter
+    setpoint = TypeAdapter(Annotated[float, Field(ge=5, le=30)])
+    bridge.register_command("thermostat_setpoint", setpoint.validate_python)
+    bridge.register_command("thermostat_mode", TypeAdapter(Literal["heat", "off"]).validate_python)
+
+A validator gets the decoded payload (a JSON value or the bare string) and
+returns the event value (a JSON scalar), or raises ``ValueError`` /
+``pydantic.ValidationError`` with the reason. It runs on paho's thread: it must
+be thread-safe and must not touch the dispatcher's state. A secret (an alarm
+code) is checked *inside* the validator and never returned, so it never
+reaches an event, a log line or a topic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+
+from drivers.base import EntitySpec
+from gateway.events import Value
+
+Validator = Callable[[Any], Value]
+"""Decoded payload -> the command's value; raises ValueError or ValidationError to reject."""
+
+MAX_REASON = 200
+
+_TRUE = {"on", "true", "1", "yes"}
+_FALSE = {"off", "false", "0", "no"}
+
+
+class CommandRejected(Exception):
+    """A hub command that will not be applied; ``str()`` is the reason sent back to the hub."""
+
+
+class _StateObject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state: bool | str
+
+
+def _on_off(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        raw = _StateObject.model_validate(raw).state
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    if isinstance(raw, str):
+        word = raw.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise ValueError("expected ON or OFF (also true/false, 1/0, or {\"state\": \"ON\"})")
+
+
+OnOff = TypeAdapter(Annotated[bool, BeforeValidator(_on_off)])
+
+
+def _number(spec: EntitySpec) -> Validator:
+    bounded = TypeAdapter(
+        Annotated[float, Field(ge=spec.minimum, le=spec.maximum, allow_inf_nan=False)]
+    )
+
+    def validate(raw: Any) -> Value:
+        if isinstance(raw, bool):
+            raise ValueError("expected a number, not a boolean")
+        if isinstance(raw, str):
+            raw = raw.strip()
+        value = bounded.validate_python(raw)
+        return int(value) if value.is_integer() and isinstance(spec.safe_value, int) else value
+
+    return validate
+
+
+def validator_for(spec: EntitySpec) -> Validator:
+    """The built-in validator of a writable entity."""
+    numeric = spec.minimum is not None or spec.maximum is not None or (
+        isinstance(spec.safe_value, int | float) and not isinstance(spec.safe_value, bool)
+    )
+    if numeric:
+        return _number(spec)
+    return OnOff.validate_python
+
+
+def decode(payload: bytes, max_bytes: int) -> Any:
+    """Bytes off the wire -> a JSON value or the bare text; :class:`CommandRejected` otherwise."""
+    if len(payload) > max_bytes:
+        raise CommandRejected(f"payload of {len(payload)} bytes is larger than the {max_bytes} allowed")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandRejected("payload is not UTF-8 text") from None
+    if not text.strip():
+        raise CommandRejected("empty payload")
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return text.strip()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def validate(validator: Validator, raw: Any) -> Value:
+    """Run a target's validator; any refusal becomes :class:`CommandRejected` with a short reason."""
+    try:
+        value = validator(raw)
+    except ValidationError as exc:
+        raise CommandRejected(_reason(exc)) from None
+    except (ValueError, TypeError) as exc:
+        raise CommandRejected(str(exc)[:MAX_REASON] or "invalid value") from None
+    if value is not None and not isinstance(value, bool | int | float | str):
+        raise CommandRejected("the validator returned a value that is not a JSON scalar")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CommandRejected("not a finite number")
+    return value
+
+
+def _reason(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    first = errors[0] if errors else {"msg": "invalid value", "loc": ()}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return (f"{where}: {message}" if where else message)[:MAX_REASON]

@@ -1,0 +1,125 @@
+"""Building the paho client: protocol, session, last will, TLS, credentials, socket options.
+
+Kept apart from the bridge so that everything about *how* we connect is in
+one screen: the bridge only decides *what* to publish.
+
+Secrets: the password is read from ``password_file`` or the environment
+variable named by ``password_env`` at start, handed to paho, and never
+logged or stored on the bridge.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import ssl
+import threading
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.config import Config, MqttSection, TlsSection
+from gateway.mqtt.topics import OFFLINE, Topics
+
+log = logging.getLogger(__name__)
+
+INFLIGHT_HEADROOM = 100
+"""paho's own window is the outbox window plus room for states, results and discovery."""
+
+
+class CredentialsError(Exception):
+    """The MQTT password could not be read (the message never contains the secret)."""
+
+
+def read_password(section: MqttSection) -> str | None:
+    if section.password_file is not None:
+        try:
+            return section.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise CredentialsError(f"mqtt.password_file {section.password_file}: {exc.strerror}") from None
+    if section.password_env is not None:
+        value = os.environ.get(section.password_env)
+        if value is None:
+            raise CredentialsError(f"mqtt.password_env: environment variable {section.password_env} is not set")
+        return value
+    return None
+
+
+def tls_context(tls: TlsSection) -> ssl.SSLContext:
+    """A client context: the given CA (or the system's), an optional client certificate, hostname check."""
+    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    if tls.cert_file is not None:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    context.check_hostname = tls.check_hostname
+    return context
+
+
+def is_mqtt5(section: MqttSection) -> bool:
+    return section.protocol == "5"
+
+
+def make_client(config: Config, topics: Topics) -> mqtt.Client:
+    """A configured, unconnected client; the caller sets callbacks and calls ``connect_async``."""
+    section = config.mqtt
+    mqtt5 = is_mqtt5(section)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=config.client_id,
+        protocol=mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311,
+        clean_session=None if mqtt5 else False,
+    )
+    client.will_set(topics.status, OFFLINE, qos=1, retain=True)
+    client.max_inflight_messages_set(section.max_inflight + INFLIGHT_HEADROOM)
+    client.reconnect_delay_set(max(1, round(section.reconnect_min)), max(1, round(section.reconnect_max)))
+    if section.tls is not None:
+        client.tls_set_context(tls_context(section.tls))
+    if section.username is not None:
+        client.username_pw_set(section.username, read_password(section))
+    return client
+
+
+def connect_properties(section: MqttSection) -> Properties | None:
+    if not is_mqtt5(section):
+        return None
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = section.session_expiry
+    return properties
+
+
+def set_nodelay(sock: object) -> None:
+    """Nagle's algorithm added ~40 ms to single small publishes (TESTING.md): turn it off."""
+    setsockopt = getattr(sock, "setsockopt", None)
+    if setsockopt is not None:
+        setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class Jitter:
+    """Random extra wait before each *re*connect attempt, so a fleet of gateways does not
+    reconnect in lock-step after a broker restart. paho supplies the exponential backoff
+    (``reconnect_min`` doubling to ``reconnect_max``); this adds up to half of the current step.
+    The wait is interruptible by :meth:`cancel` so stop() stays prompt."""
+
+    def __init__(self, minimum: float, maximum: float, rng: random.Random | None = None) -> None:
+        self._min = minimum
+        self._max = maximum
+        self._failures = 0
+        self._first = True
+        self._rng = rng or random.Random()
+        self._cancel = threading.Event()
+
+    def before_attempt(self) -> None:
+        if not self._first:
+            step = min(self._max, self._min * 2 ** min(self._failures, 30))
+            self._cancel.wait(self._rng.uniform(0, step / 2))
+            self._failures += 1
+        self._first = False
+
+    def connected(self) -> None:
+        self._failures = 0
+
+    def cancel(self) -> None:
+        self._cancel.set()

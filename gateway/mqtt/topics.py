@@ -1,0 +1,129 @@
+"""The topic tree and the JSON payloads of contract version 1 (``docs/mqtt.md``).
+
+One place builds every topic and payload, so the documented contract and the
+code cannot drift apart. Payloads are compact JSON (no spaces); optional
+fields that are null are *omitted* (a hub reads a missing ``unit`` as none),
+while ``value`` is always present, even when null.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.events import Event, Kind, Value
+
+CONTRACT_VERSION = 1
+"""Bumped only when a topic or a field changes meaning; fields may be added within a version."""
+
+STATE_KINDS = frozenset({Kind.READING, Kind.STATE})
+"""Kinds that update the retained ``state/<entity>`` topic."""
+
+ONLINE = "online"
+OFFLINE = "offline"
+
+
+def iso_utc(ts: float) -> str:
+    """Wall-clock seconds as ISO 8601 UTC with milliseconds: ``2026-01-01T00:00:00.000Z``."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def event_payload(event: Event, seq: int) -> bytes:
+    """The ``event/<entity>`` payload: ``id``, ``seq``, ``entity``, ``kind``, ``value``, ``ts``, then
+    ``unit``, ``rule``, ``cause``, ``detail`` when not null."""
+    data: dict[str, Any] = {
+        "id": event.id,
+        "seq": seq,
+        "entity": event.entity,
+        "kind": str(event.kind),
+        "value": _finite(event.value),
+        "ts": iso_utc(event.ts),
+    }
+    for key in ("unit", "rule", "cause", "detail"):
+        extra = getattr(event, key)
+        if extra is not None:
+            data[key] = extra
+    return dumps(data)
+
+
+def state_payload(value: Value) -> bytes:
+    """The retained ``state/<entity>`` payload: the bare JSON value (``true``, ``21.5``, ``"heat"``).
+
+    Bare, so that any hub reads it without a template; the event that set it,
+    with its id, unit and time, is on ``event/<entity>``."""
+    return dumps(_finite(value))
+
+
+def result_payload(
+    entity: str, status: str, command_id: str | None, ts: float, *, value: Value = None, reason: str | None = None
+) -> bytes:
+    """The ``result/<entity>`` payload: what became of one hub command.
+
+    ``status`` is ``accepted`` (validated and queued), then ``done`` (the actuator
+    confirmed ``value``) or ``failed`` (``reason``); or ``rejected`` at once (``reason``).
+    ``command`` is the id of the command event (of the rejection event when rejected)."""
+    data: dict[str, Any] = {"entity": entity, "status": status, "ts": iso_utc(ts)}
+    if command_id is not None:
+        data["command"] = command_id
+    if value is not None:
+        data["value"] = _finite(value)
+    if reason is not None:
+        data["reason"] = reason
+    return dumps(data)
+
+
+def _finite(value: Value) -> Value:
+    """JSON has no NaN or infinity: such a reading is sent as null rather than breaking the hub's parser."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass(slots=True, frozen=True)
+class Topics:
+    """Every topic of one gateway, under its base topic (default ``gateway/<id>``)."""
+
+    base: str
+    discovery_prefix: str = "homeassistant"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def health(self) -> str:
+        return f"{self.base}/health"
+
+    @property
+    def set_filter(self) -> str:
+        return f"{self.base}/set/+"
+
+    @property
+    def set_prefix(self) -> str:
+        return f"{self.base}/set/"
+
+    @property
+    def hub_status(self) -> str:
+        return f"{self.discovery_prefix}/status"
+
+    def event(self, entity: str) -> str:
+        return f"{self.base}/event/{entity}"
+
+    def state(self, entity: str) -> str:
+        return f"{self.base}/state/{entity}"
+
+    def availability(self, entity: str) -> str:
+        return f"{self.base}/availability/{entity}"
+
+    def command(self, entity: str) -> str:
+        return f"{self.base}/set/{entity}"
+
+    def result(self, entity: str) -> str:
+        return f"{self.base}/result/{entity}"

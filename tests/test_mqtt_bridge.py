@@ -1,0 +1,168 @@
+"""The bridge's contract with the hub: status, events, retained states, connection behaviour."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.events import Kind
+from tests.conftest import Broker, free_port
+from tests.mqtt_support import Harness, make_bridge, make_config, recorder, wait_until
+
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@pytest.fixture
+def gw(request: pytest.FixtureRequest, broker: Broker, tmp_path: Path) -> Iterator[Harness]:
+    gateway_id = re.sub(r"[^a-z0-9]", "-", request.node.name.lower())[:40]
+    harness = make_bridge(make_config(gateway_id, tmp_path / "state", broker.port))
+    yield harness
+    harness.bridge.stop()
+
+
+def test_status_is_online_and_retained_once_connected(broker: Broker, gw: Harness) -> None:
+    gw.bridge.start()
+    wait_until(lambda: gw.bridge.connected, what="connection")
+    with recorder(broker.host, broker.port, f"{gw.base}/status") as late_hub:
+        message = late_hub.wait_for(f"{gw.base}/status")[0]
+    assert (message.payload, message.retain) == (b"online", True)
+
+
+def test_stop_publishes_offline_retained_within_its_timeout(broker: Broker, gw: Harness) -> None:
+    gw.bridge.start()
+    wait_until(lambda: gw.bridge.connected, what="connection")
+    started = time.monotonic()
+    gw.bridge.stop(timeout=1.5)
+    assert time.monotonic() - started < 1.5
+    with recorder(broker.host, broker.port, f"{gw.base}/status") as late_hub:
+        assert late_hub.wait_for(f"{gw.base}/status")[0].payload == b"offline"
+
+
+def test_every_event_arrives_as_json_with_id_seq_and_utc_timestamp(broker: Broker, gw: Harness) -> None:
+    with recorder(broker.host, broker.port, f"{gw.base}/event/#") as hub:
+        gw.bridge.start()
+        gw.bridge.forward(gw.events.reading("living_temp", 21.5, unit="°C"))
+        command = gw.events.make(Kind.COMMAND, "hall_light", True, rule="motion_light", cause="abc-1")
+        gw.bridge.forward(command)
+        temp = hub.wait_for(f"{gw.base}/event/living_temp")[0].json()
+        light = hub.wait_for(f"{gw.base}/event/hall_light")[0].json()
+    assert set(temp) == {"id", "seq", "entity", "kind", "value", "unit", "ts"}
+    assert (temp["entity"], temp["kind"], temp["value"], temp["unit"]) == ("living_temp", "reading", 21.5, "°C")
+    assert ISO_UTC.match(temp["ts"])
+    assert (light["rule"], light["cause"], light["kind"]) == ("motion_light", "abc-1", "command")
+    assert light["seq"] == temp["seq"] + 1
+    assert light["id"] == command.id
+
+
+def test_seq_keeps_increasing_across_a_restart(broker: Broker, tmp_path: Path) -> None:
+    config = make_config("seq-restart", tmp_path / "state", broker.port)
+    with recorder(broker.host, broker.port, "gateway/seq-restart/event/#") as hub:
+        for run in range(2):
+            harness = make_bridge(config)
+            harness.bridge.start()
+            harness.bridge.forward(harness.events.reading("living_temp", 20 + run))
+            hub.wait_for("gateway/seq-restart/event/living_temp", count=run + 1)
+            harness.bridge.stop()
+        seqs = [m.json()["seq"] for m in hub.on("gateway/seq-restart/event/living_temp")]
+    assert seqs[1] > seqs[0]
+
+
+def test_a_confirmed_state_is_retained_and_published_only_when_it_changes(broker: Broker, gw: Harness) -> None:
+    topic = f"{gw.base}/state/heater"
+    with recorder(broker.host, broker.port, topic, f"{gw.base}/event/#") as hub:
+        gw.bridge.start()
+        wait_until(lambda: gw.bridge.connected, what="connection")
+        for count, value in enumerate((True, True, False), start=1):
+            gw.bridge.forward(gw.events.make(Kind.STATE, "heater", value))
+            hub.wait_for(f"{gw.base}/event/heater", count=count)
+        # a state is published before its event on the same connection: all have arrived by now
+        states = hub.on(topic)
+    assert [s.json() for s in states] == [True, False]
+    with recorder(broker.host, broker.port, topic) as late_hub:
+        retained = late_hub.wait_for(topic)[0]
+    assert retained.retain and retained.json() is False
+
+
+def test_every_reading_refreshes_the_retained_state(broker: Broker, gw: Harness) -> None:
+    topic = f"{gw.base}/state/living_temp"
+    with recorder(broker.host, broker.port, topic) as hub:
+        gw.bridge.start()
+        wait_until(lambda: gw.bridge.connected, what="connection")
+        gw.bridge.forward(gw.events.reading("living_temp", 21.0, unit="°C"))
+        hub.wait_for(topic, count=1)
+        gw.bridge.forward(gw.events.reading("living_temp", 21.0, unit="°C"))
+        assert [m.json() for m in hub.wait_for(topic, count=2)] == [21.0, 21.0]
+
+
+def test_availability_of_each_entity_is_retained_and_follows_events(broker: Broker, gw: Harness) -> None:
+    topic = f"{gw.base}/availability/front_door"
+    with recorder(broker.host, broker.port, topic) as hub:
+        gw.bridge.start()
+        assert hub.wait_for(topic)[0].payload == b"online"
+        gw.bridge.forward(gw.events.availability("front_door", False, "pin read failed"))
+        assert hub.wait_for(topic, count=2)[1].payload == b"offline"
+        gw.bridge.forward(gw.events.reading("front_door", True))
+        assert hub.wait_for(topic, count=3)[2].payload == b"online"
+
+
+def test_start_returns_at_once_without_a_broker_and_logs_the_outage_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    harness = make_bridge(make_config("no-broker", tmp_path / "state", port, reconnect_min=1, reconnect_max=1))
+    caplog.set_level(logging.WARNING, logger="gateway.mqtt")
+    started = time.monotonic()
+    harness.bridge.start()
+    assert time.monotonic() - started < 0.2
+    harness.bridge.forward(harness.events.reading("living_temp", 20.0))
+    wait_until(lambda: harness.bridge.health()["connection"] == "unreachable", what="outage noticed")
+    time.sleep(2.5)  # two more retries happen in this window; the log must not repeat
+    harness.bridge.stop()
+    outage_lines = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(outage_lines) == 1
+
+
+def test_events_queued_while_the_broker_is_away_arrive_when_it_comes(private_broker: Broker, tmp_path: Path) -> None:
+    private_broker.stop()
+    harness = make_bridge(make_config("late-broker", tmp_path / "state", private_broker.port))
+    harness.bridge.start()
+    for value in range(5):
+        harness.bridge.forward(harness.events.reading("living_temp", value))
+    private_broker.start()
+    try:
+        with recorder(private_broker.host, private_broker.port, "gateway/late-broker/event/#") as hub:
+            got = hub.wait_for("gateway/late-broker/event/living_temp", count=5, timeout=15)
+    finally:
+        harness.bridge.stop()
+    assert [m.json()["value"] for m in got] == [0, 1, 2, 3, 4]
+
+
+def test_the_socket_has_nagle_turned_off(broker: Broker, gw: Harness) -> None:
+    gw.bridge.start()
+    wait_until(lambda: gw.bridge.connected, what="connection")
+    sock = gw.bridge._client.socket()  # type: ignore[union-attr]
+    assert isinstance(sock, socket.socket)
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_health_is_retained_and_periodic_with_outbox_and_traffic_figures(broker: Broker, tmp_path: Path) -> None:
+    harness = make_bridge(make_config("health", tmp_path / "state", broker.port, health_interval=1))
+    harness.bridge.add_health_source("drivers", lambda: {"hall_light": "ok"})
+    topic = "gateway/health/health"
+    with recorder(broker.host, broker.port, topic) as hub:
+        harness.bridge.start()
+        harness.bridge.forward(harness.events.reading("living_temp", 20.0))
+        reports = [m.json() for m in hub.wait_for(topic, count=2, timeout=5)]
+        harness.bridge.stop()
+    latest = reports[-1]
+    assert latest["connection"] == "connected" and latest["drivers"] == {"hall_light": "ok"}
+    assert latest["events_in"] == 1 and latest["events_out"] == 1
+    assert {"depth", "oldest_age", "dropped", "bytes_written", "oversized"} <= set(latest["outbox"])
+    assert latest["uptime"] >= reports[0]["uptime"]
+    assert ISO_UTC.match(latest["ts"])

@@ -1,0 +1,143 @@
+"""The durable outbox on its own: order, persistence, batching, the bound, the packet-size limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.mqtt.bridge import TokenBucket
+from gateway.mqtt.outbox import Outbox, publish_packet_size
+
+
+class FakeMonotonic:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def payload(text: str) -> bytes:
+    return text.encode()
+
+
+def add(outbox: Outbox, n: int, *, droppable: bool = True, start: int = 0) -> list[int | None]:
+    return [
+        outbox.add("gw/event/x", lambda seq, i=i: payload(f"{i}:{seq}"), droppable=droppable, ts=1000.0 + i)
+        for i in range(start, start + n)
+    ]
+
+
+def test_rows_come_back_in_seq_order_once_committed(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    seqs = add(outbox, 3)
+    assert outbox.fetch(0, 10) == []  # not committed yet: nothing may be published
+    outbox.commit()
+    rows = outbox.fetch(0, 10)
+    assert [r.seq for r in rows] == seqs == [1, 2, 3]
+    assert [r.payload for r in rows] == [b"0:1", b"1:2", b"2:3"]
+    assert [r.seq for r in outbox.fetch(2, 10)] == [3]
+
+
+def test_committed_rows_and_the_seq_survive_reopening(tmp_path: Path) -> None:
+    first = Outbox(tmp_path / "o.db")
+    add(first, 3)
+    first.commit()
+    first.ack(1)
+    first.close()
+    second = Outbox(tmp_path / "o.db")
+    assert [r.seq for r in second.fetch(0, 10)] == [2, 3]
+    assert add(second, 1) == [4]
+
+
+def test_the_seq_is_not_reused_after_every_row_was_delivered(tmp_path: Path) -> None:
+    first = Outbox(tmp_path / "o.db")
+    add(first, 2)
+    first.commit()
+    first.ack(1)
+    first.ack(2)
+    first.close()
+    second = Outbox(tmp_path / "o.db")
+    assert second.depth == 0
+    assert add(second, 1) == [3]
+
+
+def test_events_accepted_within_the_batch_window_share_one_commit(tmp_path: Path) -> None:
+    clock = FakeMonotonic()
+    outbox = Outbox(tmp_path / "o.db", batch_ms=20, monotonic=clock)
+    add(outbox, 50)
+    clock.now += 0.010
+    assert outbox.commit_if_due() == 0
+    clock.now += 0.011
+    assert outbox.commit_if_due() == 50
+    assert outbox.counters.commits == 1
+
+
+def test_acknowledged_rows_are_deleted_and_counted(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    add(outbox, 3)
+    outbox.commit()
+    outbox.ack(2)
+    outbox.commit()
+    assert [r.seq for r in outbox.fetch(0, 10)] == [1, 3]
+    assert (outbox.depth, outbox.counters.delivered) == (2, 1)
+
+
+def test_overflow_drops_the_oldest_readings_first_and_counts_them(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", max_events=100)
+    add(outbox, 10, droppable=False)  # e.g. commands and confirmed states
+    add(outbox, 95, droppable=True, start=10)
+    outbox.commit()
+    rows = outbox.fetch(0, 1000)
+    assert len(rows) == 100 and outbox.depth == 100
+    assert outbox.counters.dropped == 5
+    assert [r.seq for r in rows][:10] == list(range(1, 11))  # the critical ones are all kept
+    assert rows[10].seq == 16  # readings 11..15 were the oldest droppable ones
+
+
+def test_overflow_with_nothing_droppable_drops_the_oldest_of_any_kind(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", max_events=100)
+    add(outbox, 103, droppable=False)
+    outbox.commit()
+    assert [r.seq for r in outbox.fetch(0, 1)] == [4]
+    assert outbox.counters.dropped == 3
+
+
+def test_an_event_larger_than_the_broker_accepts_is_refused_and_counted(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", max_packet_size=1024)
+    big = outbox.add("gw/event/x", lambda seq: b"x" * 2000, droppable=True, ts=0.0)
+    small = outbox.add("gw/event/x", lambda seq: b"ok", droppable=True, ts=0.0)
+    outbox.commit()
+    assert big is None and small == 1  # the refused event does not use up a seq
+    assert outbox.counters.oversized == 1
+    assert [r.payload for r in outbox.fetch(0, 10)] == [b"ok"]
+
+
+def test_the_packet_size_counts_the_mqtt_headers() -> None:
+    assert publish_packet_size("a/b", b"x" * 10, mqtt5=True) == 1 + 1 + 2 + 3 + 2 + 1 + 10
+    assert publish_packet_size("a/b", b"x" * 200, mqtt5=False) == 1 + 2 + 2 + 3 + 2 + 200
+
+
+def test_bytes_written_are_counted_from_the_wal(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    add(outbox, 100)
+    outbox.commit()
+    outbox.close()
+    assert outbox.counters.bytes_written >= 100 * 10
+
+
+def test_events_offered_after_close_are_counted_not_queued(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    outbox.close()
+    assert add(outbox, 1) == [None]
+    assert outbox.counters.closed_drops == 1
+
+
+def test_the_drain_rate_is_a_token_bucket() -> None:
+    clock = FakeMonotonic()
+    bucket = TokenBucket(rate=80, burst=10, monotonic=clock)
+    assert bucket.take(50) == 10  # the burst
+    assert bucket.take(1) == 0
+    clock.now += 0.25
+    assert bucket.take(50) == 10  # refilled at 80/s, capped at the burst
+    clock.now += 0.0625
+    assert bucket.take(50) == 5
