@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,24 +99,31 @@ class DriverContext:
     scheduler: Scheduler | None = None
     """Timers (conditioning, staleness, polling). None: a :class:`ThreadScheduler` is made on first use."""
     _own_scheduler: ThreadScheduler | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def clock(self) -> Clock:
         return self.events.clock
 
     def timers(self) -> Scheduler:
-        """The scheduler drivers use; one timer thread per context, started only if a driver needs it."""
-        if self.scheduler is None:
-            self._own_scheduler = ThreadScheduler(self.clock)
-            self.scheduler = self._own_scheduler
-        return self.scheduler
+        """The scheduler drivers use; one timer thread per context, started only if a driver needs it.
+
+        Safe from any thread (the first call may come from a gpiozero callback).
+        """
+        with self._lock:
+            if self.scheduler is None:
+                self._own_scheduler = ThreadScheduler(self.clock)
+                self.scheduler = self._own_scheduler
+            return self.scheduler
 
     def close(self) -> None:
         """Join the timer thread this context made, if any (call after the drivers using it stopped)."""
-        if self._own_scheduler is not None:
-            self._own_scheduler.close()
-            self._own_scheduler = None
-            self.scheduler = None
+        with self._lock:
+            own, self._own_scheduler = self._own_scheduler, None
+            if own is not None:
+                self.scheduler = None
+        if own is not None:
+            own.close()
 
 
 class DeviceConfig(BaseModel):
