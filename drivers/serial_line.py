@@ -45,7 +45,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drivers.base import Component, DeviceConfig, Driver, DriverContext, EntitySpec, Simulator, SimWorld
 from drivers.channel import Channel
@@ -100,17 +100,18 @@ class SerialConfig(DeviceConfig):
 
     parser_class: ClassVar[type[Parser]]
 
-    @model_validator(mode="after")
-    def _known_fields(self) -> SerialConfig:
-        known = self.parser_class.known_fields
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, fields: dict[str, FieldConfig]) -> dict[str, FieldConfig]:
+        known = cls.parser_class.known_fields
         if known is None:
-            return self
-        for name in self.fields:
+            return fields
+        for name in fields:
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ValueError(f"unknown field {name!r}{hint} (this sensor reports: {', '.join(known)})")
-        return self
+        return fields
 
 
 class SerialKvConfig(SerialConfig):

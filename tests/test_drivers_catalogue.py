@@ -78,3 +78,41 @@ def test_every_driver_shows_events_in_simulation(tmp_path: Path) -> None:
         gateway.shutdown()
 
 
+
+
+BAD = HEADER + """
+[[devices]]
+id = "door"
+driver = "gpio.input"
+pin = 4
+conditioning = [{ step = "debounse", ms = 30 }, { step = "median", window = 3 }]
+
+[[devices]]
+id = "boiler"
+driver = "gpio.relay"
+pin = 5
+envelope = { max_switches = 3 }
+
+[[devices]]
+id = "air"
+driver = "serial.pms5003"
+port = "/dev/ttyS0"
+fields.pm25 = { entity = "air_pm25" }
+"""
+
+
+def test_driver_config_mistakes_are_each_reported_where_they_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, BAD)
+    assert main(["check", "--config", str(path)]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert errors == [
+        f"{path}: devices[0] (door).conditioning[0].step: unknown step 'debounse'; did you mean 'debounce'? "
+        "(allowed here: debounce, glitch, hold, deadband, throttle)",
+        f"{path}: devices[0] (door).conditioning[1].step: unknown step 'median' "
+        "(allowed here: debounce, glitch, hold, deadband, throttle)",
+        f"{path}: devices[1] (boiler).envelope.max_switches: unknown key",
+        f"{path}: devices[2] (air).fields: unknown field 'pm25'; did you mean 'pm2_5'? (this sensor reports: "
+        "pm1_0_cf1, pm2_5_cf1, pm10_cf1, pm1_0, pm2_5, pm10, n0_3, n0_5, n1_0, n2_5, n5_0, n10)",
+    ]
