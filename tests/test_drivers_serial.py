@@ -157,8 +157,8 @@ def test_start_and_stop_leak_no_threads_or_descriptors(pty: tuple[int, str]) -> 
         os.write(master, b"t=1\n")
         rec.wait_for(lambda r=rec: len(r.of(Kind.READING)) == 1)
         driver.stop()
-    assert open_fds() == before_fds
-    assert set(threading.enumerate()) == before_threads
+    assert open_fds() <= before_fds
+    assert set(threading.enumerate()) <= before_threads
 
 
 # -- unplug and replug with socat ---------------------------------------------------------------
