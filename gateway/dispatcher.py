@@ -255,7 +255,9 @@ class Dispatcher:
             self.process(event)
 
     def stop(self) -> None:
-        """Ask :meth:`run` to return; safe from any thread or a signal handler."""
+        """Ask :meth:`run` to return; safe from any thread, but not from a signal handler:
+        :meth:`Bus.wake` takes the bus lock, which is not re-entrant (``gateway.service`` wakes
+        the loop through ``signal.set_wakeup_fd`` instead)."""
         self._stopping = True
         self.bus.wake()
 

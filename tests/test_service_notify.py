@@ -228,3 +228,18 @@ def test_a_bad_rule_file_on_sighup_keeps_the_old_rules_and_says_why(workdir: Pat
         assert "unknown entity 'no_such'" in gateway.log()
     finally:
         gateway.close()
+
+
+def test_a_storm_of_signals_neither_wedges_nor_kills_the_gateway(workdir: Path) -> None:
+    gateway = GatewayProcess.start(workdir, service_config(workdir, "svc-storm"), watchdog_usec=WATCHDOG_USEC)
+    try:
+        gateway.wait_ready()
+        for _ in range(200):
+            gateway.signal(signal.SIGHUP)
+        gateway.notify.wait_for("READY", count=2)
+        reloads = len(gateway.notify.messages("RELOADING"))
+        assert 1 <= reloads <= 200  # SIGHUPs that arrive during a reload coalesce into the next one
+        assert gateway.stop(timeout=2.0) == 0
+        assert "Traceback" not in gateway.log()
+    finally:
+        gateway.close()
