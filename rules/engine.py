@@ -176,6 +176,11 @@ class RuleEngine:
         self._watch_poll: Callable[[], Any] | None = None
 
     @property
+    def ruleset(self) -> RuleSet:
+        """The rule set in force (its ``entities()`` are what MQTT discovery and commands need)."""
+        return self._ruleset
+
+    @property
     def rules(self) -> list[m.Rule]:
         """The running rules (enabled ones), in file order."""
         return [compiled.rule for compiled in self.compiled.values()]

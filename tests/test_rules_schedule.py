@@ -123,3 +123,34 @@ def test_config_chooses_the_clock_policy(tmp_path: Path) -> None:
     config = config.model_copy(update={"rules": config.rules.model_copy(update={"unsynced_clock": "run"})})
     h = house(tmp_path, "")
     assert build_engine(config, h.dispatcher).unsynced_clock == "run"
+
+
+def test_a_real_scheduler_posts_timer_events_onto_the_bus() -> None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    from gateway.bus import Bus
+    from rules.schedule import OncePerLocalTime
+    from tests.helpers import wait_until
+
+    bus = Bus()
+    tz = ZoneInfo("UTC")
+    schedules = ApsSchedules(bus.post, EventFactory(SystemClock(), boot="t"), tz)
+    every_second = OncePerLocalTime(CronTrigger(second="*", timezone=tz), tz)
+    schedules.replace([Job("schedule.r.0", every_second, 5.0)])
+    schedules.start()
+    try:
+        wait_until(lambda: len(bus) > 0, timeout=5, what="a timer event from APScheduler's thread")
+    finally:
+        schedules.stop()
+    event = bus.get_nowait()
+    assert event is not None and (event.kind, event.entity) == (Kind.TIMER, "schedule.r.0")
+
+
+def test_clock_synchronised_trusts_timesyncd_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rules import schedule
+
+    flag = tmp_path / "synchronized"
+    monkeypatch.setattr(schedule, "TIMESYNC_FLAG", flag)
+    assert isinstance(schedule.clock_synchronised(), bool)
+    flag.touch()
+    assert schedule.clock_synchronised() is True
