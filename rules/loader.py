@@ -187,6 +187,10 @@ def _assemble(parsed: list[tuple[Path, m.RuleFile]], problems: list[str]) -> Rul
                     continue
                 seen_entities[item.id] = path
                 decls[key].append(Declared(item, path, _fingerprint(item)))
+    for declared in decls["thermostats"] + decls["alarms"]:
+        if declared.item.id in seen_rules:
+            problems.append(f"{seen_rules[declared.item.id]}: rule {declared.item.id}: id: also the id of a "
+                            f"thermostat or alarm (in {declared.path}); give the rule another id")
     return RuleSet(tuple(rules), tuple(decls["virtuals"]), tuple(decls["thermostats"]), tuple(decls["alarms"]),
                    disabled=tuple(disabled))
 

@@ -205,3 +205,9 @@ def test_conditions_that_contradict_the_trigger_are_a_warning(tmp_path: Path) ->
     text = GOOD + '[[rules.conditions]]\ntype = "state"\nentity = "hall_motion"\nequals = false\n'
     rules = ruleset(tmp_path, text)
     assert any("can never run" in w for w in rules.warnings)
+
+
+def test_a_rule_may_not_share_its_id_with_a_controller(tmp_path: Path) -> None:
+    text = GOOD.replace('id = "night_light"', 'id = "house"') + '[[alarms]]\nid = "house"\n'
+    (line,) = problems(tmp_path, text)
+    assert "rule house: id: also the id of a thermostat or alarm" in line
