@@ -60,6 +60,8 @@ class ThermostatController(Controller):
         self.mode = self._default_mode()
         self.preset = "home"
         self.manual: float | None = None
+        self.manual_until: float | None = None
+        """Wall time of the schedule point that ends a hub/rule setpoint (None: no schedule)."""
         self.temperature: float | None = None
         self.fault: str | None = None
         self.outputs: dict[str, bool] = {}
@@ -97,7 +99,7 @@ class ThermostatController(Controller):
                 for i, entry in enumerate(self.config.schedule)]
 
     def snapshot(self) -> dict[str, Any]:
-        return {"mode": self.mode, "preset": self.preset, "manual": self.manual}
+        return {"mode": self.mode, "preset": self.preset, "manual": self.manual, "manual_until": self.manual_until}
 
     def start(self, cause: str | None, restored: dict[str, Any] | None) -> None:
         if restored:
@@ -106,8 +108,10 @@ class ThermostatController(Controller):
             if restored.get("preset") in ("home", "away"):
                 self.preset = str(restored["preset"])
             manual = number(restored.get("manual"))
-            if manual is not None and self.config.min_setpoint <= manual <= self.config.max_setpoint:
-                self.manual = manual
+            until = number(restored.get("manual_until"))
+            expired = until is not None and self.host.runtime.events.clock.time() >= until
+            if manual is not None and self.config.min_setpoint <= manual <= self.config.max_setpoint and not expired:
+                self.manual, self.manual_until = manual, until
         self._arm_stale()
         self._control(cause, "started")
 
@@ -137,6 +141,14 @@ class ThermostatController(Controller):
             return self.manual
         scheduled = self.scheduled(self.host.local_now())
         return self.config.setpoint if scheduled is None else scheduled
+
+    def _next_point(self) -> float | None:
+        now = self.host.local_now()
+        if now is None:
+            return None
+        times = [when.timestamp() for _, job in self.jobs()
+                 if (when := job.trigger.get_next_fire_time(None, now)) is not None]
+        return min(times, default=None)
 
     def scheduled(self, now: dt.datetime | None) -> float | None:
         """The setpoint of the latest schedule entry at or before ``now`` (the week wraps round)."""
@@ -170,7 +182,7 @@ class ThermostatController(Controller):
         self._control(event.id, f"{self.config.sensor} = {value:g}")
 
     def on_schedule(self, index: int, event: Event) -> None:
-        self.manual = None
+        self.manual = self.manual_until = None
         self.host.changed()
         self._control(event.id, f"schedule point {index}")
 
@@ -192,6 +204,7 @@ class ThermostatController(Controller):
             self._reject(event, f"setpoint {setpoint:g} outside the limits {low:g}..{high:g}")
             return
         self.manual = setpoint
+        self.manual_until = self._next_point()
         self.host.changed()
         self._control(event.id, f"setpoint {setpoint:g} by {event.rule or 'the hub'}")
 

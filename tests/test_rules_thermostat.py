@@ -201,3 +201,15 @@ def test_a_thermostat_removed_by_a_reload_leaves_the_heater_off(tmp_path: Path) 
     h.engine.replace(ruleset(tmp_path, ""))  # as the service's SIGHUP idle hook does
     h.advance(0)
     assert heater(h) is False
+
+
+def test_a_hub_setpoint_past_its_schedule_point_is_not_restored(tmp_path: Path, monkeypatch: object) -> None:
+    h = house(tmp_path, SCHEDULE, start="2026-01-05T21:00:00", state_dir=tmp_path / "state")
+    h.command("living", 23)
+    h.engine.stop()
+    (tmp_path / "b").mkdir()
+    new = house(tmp_path / "b", SCHEDULE, start="2026-01-05T23:00:00", state_dir=tmp_path / "state")
+    assert new.value("living_setpoint") == 16  # 22:00 came while the gateway was down
+    (tmp_path / "c").mkdir()
+    early = house(tmp_path / "c", SCHEDULE, start="2026-01-05T21:30:00", state_dir=tmp_path / "state")
+    assert early.value("living_setpoint") == 23  # back before 22:00: the hub's setpoint still holds
