@@ -194,6 +194,8 @@ def read_script(path: Path, tz: ZoneInfo) -> tuple[float | None, float | None, l
                 end = _End.model_validate(data).end
             else:
                 lines.append(_Line.model_validate(data))
+        except RecursionError:
+            raise ValueError(f"{path}:{number}: nested too deeply") from None
         except ValueError as exc:
             message = _short(exc)
             raise ValueError(f"{path}:{number}: {message}") from None

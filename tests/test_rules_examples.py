@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.cli import main
 from gateway.config import Config
@@ -114,3 +116,19 @@ def test_bad_event_line_is_located(tmp_path: Path, capsys: pytest.CaptureFixture
     script.write_text('{"at": 0, "entity": "water_leak", "value": true}\n{"at": "soon", "entity": "x"}\n')
     assert simulate(only(tmp_path, "leak_notify"), script, io.StringIO()) == 1
     assert f"{script}:2: at: expected a duration" in capsys.readouterr().err
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.one_of(st.text(max_size=40), st.just('{"at": 1, "entity": "x"}'),
+                                st.just("[" * 3000 + "]" * 3000)), max_size=4))
+def test_any_events_file_reads_or_names_the_bad_line(tmp_path: Path, lines: list[str]) -> None:
+    from zoneinfo import ZoneInfo
+
+    from gateway.simulate import read_script
+
+    script = tmp_path / "fuzz.jsonl"
+    script.write_text("\n".join(line.replace("\n", " ").replace("\r", " ") for line in lines), encoding="utf-8")
+    try:
+        read_script(script, ZoneInfo("UTC"))
+    except ValueError as exc:
+        assert str(exc).startswith(f"{script}:")
