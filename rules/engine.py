@@ -24,11 +24,10 @@ bridge (see docs/rules.md).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
@@ -37,11 +36,11 @@ from gateway.clock import VirtualClock
 from gateway.events import Event, Kind, Value
 from rules import model as m
 from rules.alarm import AlarmController
-from rules.conditions import Check, CondContext, compile_condition, number, same
+from rules.conditions import CondContext, number, same
 from rules.controllers import Controller, Runtime
 from rules.loader import LoadedRule, RulesError, RuleSet, load_ruleset
+from rules.runs import PUBLISH_ENTITY, CompiledRule, Run, Runner, compile_rule
 from rules.schedule import ApsSchedules, Job, Schedules, VirtualSchedules, build_trigger, clock_synchronised
-from rules.template import Template, compile_template
 from rules.thermostat import ThermostatController
 from rules.timers import Pending, TimerTable, anchor, elapsed_since
 from rules.traces import TRACES_FILE, TraceStore, iso, read_json, write_json
@@ -55,8 +54,6 @@ __all__ = ["ENGINE_ENTITY", "PUBLISH_ENTITY", "ReloadReport", "RuleEngine", "Run
 
 ENGINE_ENTITY = "rules"
 """SYSTEM events the engine posts to itself: value ``started`` or ``reload``."""
-PUBLISH_ENTITY = "publish"
-"""SYSTEM events of ``publish`` actions: value is JSON ``{"topic", "payload", "retain"}``."""
 STATE_FILE = "rules-state.json"
 SAVE_DELAY = 2.0
 """Seconds a change may wait before the state file is written: coalesces a burst, spares the SD card."""
@@ -77,39 +74,6 @@ class _Unset:
 
 UNSET: Any = _Unset()
 UNAVAILABLE: Any = _Unset()
-
-
-@dataclass(slots=True)
-class Run:
-    cause: str | None
-    fields: dict[str, Value]
-    index: int
-    trace: dict[str, Any]
-
-
-@dataclass(slots=True)
-class RuleRuntime:
-    """What a rule remembers between events; carried over a reload when the rule did not change."""
-
-    run: Run | None = None
-    queue: deque[tuple[str, str | None, dict[str, Value]]] = field(default_factory=deque)
-    last_run: float | None = None
-    inside: dict[int, bool] = field(default_factory=dict)
-    runs: int = 0
-
-
-@dataclass(slots=True)
-class CompiledRule:
-    rule: m.Rule
-    path: Path
-    fingerprint: str
-    conditions: list[Check]
-    templates: dict[int, Template | dict[str, Template | Value]]
-    runtime: RuleRuntime = field(default_factory=RuleRuntime)
-
-    @property
-    def id(self) -> str:
-        return self.rule.id
 
 
 @dataclass(slots=True, frozen=True)
@@ -152,6 +116,9 @@ class RuleEngine:
         self._clock_check = clock_check or ((lambda: True) if virtual else clock_synchronised)
         self.timers = TimerTable(runtime, clock, on_change=self.changed)
         self.traces = TraceStore(trace_size)
+        # A lambda, not self.compiled.get: a reload replaces the dict.
+        self.runner = Runner(runtime, self.timers, self.traces, self.tz,
+                             lambda rule_id: self.compiled.get(rule_id))  # noqa: PLW0108
         self.schedules = schedules or self._default_schedules(virtual)
         self.compiled: dict[str, CompiledRule] = {}
         """Rule id -> compiled rule (with its runtime state)."""
@@ -194,20 +161,6 @@ class RuleEngine:
 
     # -- compiling and indexing ----------------------------------------------------------
 
-    def _compile(self, loaded: LoadedRule) -> CompiledRule:
-        templates: dict[int, Template | dict[str, Template | Value]] = {}
-        for i, action in enumerate(loaded.rule.actions):
-            if isinstance(action, m.PublishAction):
-                if isinstance(action.payload, str):
-                    templates[i] = compile_template(action.payload)
-                else:
-                    templates[i] = {
-                        key: compile_template(value) if isinstance(value, str) else value
-                        for key, value in action.payload.items()
-                    }
-        conditions = [compile_condition(c) for c in loaded.rule.conditions]
-        return CompiledRule(loaded.rule, loaded.path, loaded.fingerprint, conditions, templates)
-
     def _index(self, ruleset: RuleSet, old: dict[str, CompiledRule]) -> None:
         rules: dict[str, CompiledRule] = {}
         by_entity: dict[str, list[Watcher]] = defaultdict(list)
@@ -215,7 +168,7 @@ class RuleEngine:
         starters: list[Watcher] = []
         jobs: list[Job] = []
         for loaded in ruleset.rules:
-            compiled = self._compile(loaded)
+            compiled = compile_rule(loaded)
             previous = old.get(compiled.id)
             if previous is not None and previous.fingerprint == compiled.fingerprint:
                 compiled.runtime = previous.runtime
@@ -489,14 +442,14 @@ class RuleEngine:
             index = int(key.rsplit(":", 1)[1])
             self.timers.arm(key, owner, entry.fingerprint, delay, entry.data, self._hold_fired(owner, index))
         elif kind == "pulse":
-            self.timers.arm(key, owner, entry.fingerprint, delay, entry.data, self._pulse_fired(owner))
+            self.timers.arm(key, owner, entry.fingerprint, delay, entry.data, self.runner.pulse_fired(owner))
         elif kind == "run":
-            trace = self._trace(compiled, "resumed after restart", entry.data.get("cause"))
+            trace = self.runner.trace(compiled, "resumed after restart", entry.data.get("cause"))
             trace["result"] = "ran"
             run = Run(entry.data.get("cause"), dict(entry.data.get("fields") or {}), int(entry.data["index"]), trace)
             self.traces.add(trace)
             compiled.runtime.run = run
-            self.timers.arm(key, owner, entry.fingerprint, delay, entry.data, self._resume(owner, run))
+            self.timers.arm(key, owner, entry.fingerprint, delay, entry.data, self.runner.resume(owner, run))
         log.info("restored timer %s (%s)", key, "due now" if remaining <= 0 else f"{remaining:.0f}s left")
 
     # -- clock sanity ----------------------------------------------------------------------
@@ -708,13 +661,8 @@ class RuleEngine:
             "rule": compiled.id, "cause": event.id, "time": iso(event.ts, self.tz),
         }
 
-    def _trace(self, compiled: CompiledRule, trigger: str, cause: Any) -> dict[str, Any]:
-        ts = self.runtime.events.clock.time()
-        return {"ts": ts, "time": iso(ts, self.tz), "rule": compiled.id, "trigger": trigger,
-                "cause": cause, "result": "", "conditions": [], "actions": []}
-
     def _note(self, compiled: CompiledRule, note: str) -> None:
-        trace = self._trace(compiled, "-", None)
+        trace = self.runner.trace(compiled, "-", None)
         trace["result"] = "note"
         trace["notes"] = [note]
         self.traces.add(trace)
@@ -722,7 +670,7 @@ class RuleEngine:
 
     def _fire(self, compiled: CompiledRule, i: int, text: str, cause: str | None, fields: dict[str, Value]) -> None:
         rule, runtime = compiled.rule, compiled.runtime
-        trace = self._trace(compiled, text, cause)
+        trace = self.runner.trace(compiled, text, cause)
         self.traces.add(trace)
         self._traced()
         now = self.runtime.events.clock.monotonic()
@@ -740,110 +688,7 @@ class RuleEngine:
                 if ctx.local is None and check.text.startswith(("time", "all", "any", "not")):
                     trace["notes"] = ["wall clock not synchronised: time conditions are false"]
                 return
-        if runtime.run is not None:
-            if rule.mode == "single":
-                trace["result"] = "skipped: still running"
-                return
-            if rule.mode == "queued":
-                if len(runtime.queue) >= rule.max_queued:
-                    trace["result"] = "queue full"
-                else:
-                    runtime.queue.append((text, cause, fields))
-                    trace["result"] = "queued"
-                return
-            self.timers.cancel(f"run:{compiled.id}")
-            runtime.run.trace.setdefault("notes", []).append("cancelled: the rule was triggered again (restart)")
-            runtime.run = None
-            trace["notes"] = ["restarted: the earlier run was cancelled"]
-        runtime.last_run = now
-        self._start_run(compiled, Run(cause, fields, 0, trace))
-
-    def _start_run(self, compiled: CompiledRule, run: Run) -> None:
-        run.trace["result"] = "ran"
-        compiled.runtime.run = run
-        compiled.runtime.runs += 1
-        self._continue(compiled, run)
-
-    def _resume(self, rule_id: str, run: Run) -> Callable[[Pending], None]:
-        def resume(entry: Pending) -> None:
-            compiled = self.compiled.get(rule_id)
-            if compiled is not None and compiled.fingerprint == entry.fingerprint and compiled.runtime.run is run:
-                self._continue(compiled, run)
-
-        return resume
-
-    def _continue(self, compiled: CompiledRule, run: Run) -> None:
-        actions = compiled.rule.actions
-        while run.index < len(actions):
-            index = run.index
-            action = actions[index]
-            run.index += 1
-            if isinstance(action, m.DelayAction):
-                data = {"cause": run.cause, "fields": run.fields, "index": run.index}
-                self.timers.arm(f"run:{compiled.id}", compiled.id, compiled.fingerprint, action.for_, data,
-                                self._resume(compiled.id, run))
-                run.trace["actions"].append(f"delay {action.for_:g}s")
-                return
-            run.trace["actions"].append(self._act(compiled, index, action, run))
-        compiled.runtime.run = None
-        if compiled.runtime.queue:
-            text, cause, fields = compiled.runtime.queue.popleft()
-            trace = self.traces.add(self._trace(compiled, f"{text} (from the queue)", cause))
-            self._start_run(compiled, Run(cause, fields, 0, trace))
-
-    def _act(self, compiled: CompiledRule, index: int, action: Any, run: Run) -> str:  # noqa: PLR0911
-        rule_id, cause = compiled.id, run.cause
-        runtime = self.runtime
-        if isinstance(action, m.SetAction):
-            runtime.command(action.entity, action.value, rule=rule_id, cause=cause)
-            return f"set {action.entity} = {action.value!r}"
-        if isinstance(action, m.TurnOnAction):
-            runtime.command(action.entity, True, rule=rule_id, cause=cause)
-            if action.for_ is None:
-                return f"turn_on {action.entity}"
-            key = f"pulse:{rule_id}:{action.entity}"
-            extended = self.timers.get(key) is not None
-            self.timers.arm(key, rule_id, compiled.fingerprint, action.for_, {"entity": action.entity, "cause": cause},
-                            self._pulse_fired(rule_id))
-            return f"turn_on {action.entity} for {action.for_:g}s" + (" (extended)" if extended else "")
-        if isinstance(action, m.TurnOffAction):
-            self.timers.cancel(f"pulse:{rule_id}:{action.entity}")
-            runtime.command(action.entity, False, rule=rule_id, cause=cause)
-            return f"turn_off {action.entity}"
-        if isinstance(action, m.ToggleAction):
-            value = not bool(runtime.state.value(action.entity))
-            runtime.command(action.entity, value, rule=rule_id, cause=cause)
-            return f"toggle {action.entity} -> {value!r}"
-        if isinstance(action, m.PublishAction):
-            payload = self._payload(compiled.templates[index], run.fields)
-            message = json.dumps({"topic": action.topic, "payload": payload, "retain": action.retain})
-            runtime.emit(runtime.events.make(Kind.SYSTEM, PUBLISH_ENTITY, message, rule=rule_id, cause=cause,
-                                             detail=action.topic))
-            return f"publish {action.topic}: {payload}"
-        if isinstance(action, m.AlarmAction):
-            runtime.command(action.alarm, action.command, rule=rule_id, cause=cause)
-            return f"alarm {action.alarm} {action.command}"
-        raise TypeError(f"unknown action {action!r}")
-
-    def _payload(self, template: Template | dict[str, Template | Value], fields: dict[str, Value]) -> str:
-        state = self.runtime.state.value
-        if isinstance(template, Template):
-            return template.render(fields, state)
-        return json.dumps({key: part.render(fields, state) if isinstance(part, Template) else part
-                           for key, part in template.items()})
-
-    def _pulse_fired(self, rule_id: str) -> Callable[[Pending], None]:
-        def fire(entry: Pending) -> None:
-            entity = str(entry.data["entity"])
-            self.runtime.command(entity, False, rule=rule_id, cause=entry.data.get("cause"))
-            compiled = self.compiled.get(rule_id)
-            if compiled is not None:
-                text = f"end of turn_on {entity} 'for'"
-                trace = self.traces.add(self._trace(compiled, text, entry.data.get("cause")))
-                trace["result"] = "ran"
-                trace["actions"].append(f"turn_off {entity}")
-
-        return fire
+        self.runner.admit(compiled, text, cause, fields, trace)
 
     # -- what the CLI and health show -----------------------------------------------------
 
