@@ -233,7 +233,7 @@ class ThermostatController(Controller):
 
         def stale() -> None:
             self._stale = None
-            self._go_safe(f"sensor {self.config.sensor} silent for {format_duration(seconds)}", None)
+            self._go_safe(f"sensor {self.config.sensor} silent for {format_duration(seconds)}", self._cause)
 
         self._stale = self.host.runtime.call_later(seconds, stale)
 
