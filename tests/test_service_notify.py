@@ -139,13 +139,13 @@ def test_ready_arrives_after_start_with_a_status_line(stopped: tuple[GatewayProc
     ready = gateway.notify.messages("READY")
     assert len(ready) == 1
     assert ready[0].fields["STATUS"].startswith("4/4 devices running, 2 rules")
-    assert "started: 4 devices, 2 rules" in gateway.log()
+    assert "started: 4 of 4 devices running, 2 rules" in gateway.log()
 
 
 def test_under_journald_every_log_line_carries_its_priority(stopped: tuple[GatewayProcess, int, float]) -> None:
     gateway, _, _ = stopped
     lines = gateway.log().splitlines()
-    assert "<6>gateway.app: gateway svc-stop started: 4 devices, 2 rules (simulated hardware)" in lines
+    assert "<6>gateway.app: gateway svc-stop started: 4 of 4 devices running, 2 rules (simulated hardware)" in lines
     assert all(line[:3] in {"<3>", "<4>", "<6>", "<7>"} for line in lines), lines
 
 
