@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,25 @@ BENCH = "3 serial→MQTT"
 GATEWAY_TOPIC = "gateway/bench/event/temperature"
 BASELINE_TOPIC = "bench/baseline/line"
 LADDER = (2_000, 5_000, 10_000)
+ALARM_EVERY = 100
+ALARM_OFFSET = 1_000_000_000
+ALARM_TOPICS = ["gateway/bench/alarm/temperature", "gateway/bench/event/publish"]
+"""docs/rules.md: the bridge publishes the action's payload on ``<base>/<topic>``; on this tree it forwards
+the ``publish`` SYSTEM event on ``event/publish``. Both are watched; the figure says which arrived."""
+THRESHOLD_RULES = """
+version = 1
+[[rules]]
+id = "temperature_alarm"
+description = "Over the threshold: publish an alarm carrying the value (which names the line)"
+[[rules.triggers]]
+type = "numeric"
+entity = "temperature"
+above = 999999999
+[[rules.actions]]
+type = "publish"
+topic = "alarm/temperature"
+payload = "{value}"
+"""
 GATEWAY_MQTT = "drain_rate = 50000\n"
 """The outbox's default drain rate (1,000 events/s) is a cap on *all* forwarding, not only on the
 catch-up after an outage: at the default no rate above 1,000 lines/s can keep up. Raised here, and said so."""
@@ -55,15 +75,17 @@ class Probe:
 
     host: str
     port: int
-    topic: str
+    topic: str | list[str]
     arrived: dict[int, float] = field(default_factory=dict)
     duplicates: int = 0
+    topics_seen: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{os.getpid()}")
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self.topic, qos=1)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{os.getpid()}-{id(self)}")
+        topics = [self.topic] if isinstance(self.topic, str) else self.topic
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect(self.host, self.port)
@@ -75,12 +97,13 @@ class Probe:
         now = time.perf_counter()
         seq = sequence(msg.payload)
         with self._lock:
+            self.topics_seen.add(msg.topic)
             if seq in self.arrived:
                 self.duplicates += 1
             else:
                 self.arrived[seq] = now
 
-    def count(self, seqs: range) -> int:
+    def count(self, seqs: Sequence[int]) -> int:
         with self._lock:
             return sum(1 for s in seqs if s in self.arrived)
 
@@ -92,12 +115,19 @@ class Probe:
 def sequence(payload: bytes) -> int:
     """The sequence number in a baseline line (``t=123 ...``) or a gateway event (``{"value": 123.0}``)."""
     if payload.startswith(b"{"):
-        return int(json.loads(payload)["value"])
-    return int(payload.split(b" ", 1)[0].partition(b"=")[2])
+        value = json.loads(payload)["value"]
+        if isinstance(value, str):  # the rule's publish action, as the bridge forwards it today (event/publish)
+            value = json.loads(value)["payload"]
+        return int(float(value)) % ALARM_OFFSET
+    if b"=" not in payload:  # the rule's alarm payload, "{value}"
+        return int(float(payload)) % ALARM_OFFSET
+    return int(payload.split(b" ", 1)[0].partition(b"=")[2]) % ALARM_OFFSET
 
 
 def line(seq: int) -> bytes:
-    return b"t=%d h=48.20 p=1013.25 v=3.301\n" % seq
+    """Every ``ALARM_EVERY``-th line carries a temperature over the threshold rule's limit (seq + offset)."""
+    value = seq + ALARM_OFFSET if seq % ALARM_EVERY == ALARM_EVERY - 1 else seq
+    return b"t=%d h=48.20 p=1013.25 v=3.301\n" % value
 
 
 def stream(master: int, first: int, rate: float, seconds: float) -> dict[int, float]:
@@ -121,7 +151,7 @@ def stream(master: int, first: int, rate: float, seconds: float) -> dict[int, fl
     return sent
 
 
-def settle(probe: Probe, seqs: range, quiet: float = 3.0, limit: float = 60.0) -> int:
+def settle(probe: Probe, seqs: Sequence[int], quiet: float = 3.0, limit: float = 60.0) -> int:
     """Wait until every sequence arrived, or nothing new arrived for ``quiet`` seconds; the count."""
     deadline = time.monotonic() + limit
     last, last_change = -1, time.monotonic()
@@ -145,9 +175,14 @@ class Run:
     cpu_per_event_us: float
     loss_at: dict[int, tuple[int, int, int]]
     """rate -> (sent, lost, duplicated)."""
+    alarms: list[float] = field(default_factory=list)
+    """Seconds from a line over the threshold to the rule's alarm at the subscriber."""
+    alarm_topics: list[str] = field(default_factory=list)
 
 
-def exercise(master: int, probe: Probe, pid: int, seconds: float, ladder_seconds: float) -> Run:
+def exercise(
+    master: int, probe: Probe, pid: int, seconds: float, ladder_seconds: float, alarms: Probe | None = None
+) -> Run:
     warm = 0
     while not probe.arrived and warm < 100:  # until the whole path is connected
         stream(master, 1_000_000 + warm, 20, 0.1)
@@ -163,6 +198,11 @@ def exercise(master: int, probe: Probe, pid: int, seconds: float, ladder_seconds
     settle(probe, seqs)
     percent, used = meter.stop()
     latencies = [probe.arrived[s] - sent[s] for s in seqs if s in probe.arrived]
+    alarm_latencies: list[float] = []
+    if alarms is not None:
+        expected = [s for s in seqs if s % ALARM_EVERY == ALARM_EVERY - 1]
+        settle(alarms, expected, quiet=1.0)
+        alarm_latencies = [alarms.arrived[s] - sent[s] for s in expected if s in alarms.arrived]
     loss_at = {1_000: (len(sent), len(sent) - len(latencies), 0)}
     first += len(sent)
     for rate in LADDER:
@@ -178,6 +218,8 @@ def exercise(master: int, probe: Probe, pid: int, seconds: float, ladder_seconds
         cpu_percent=percent,
         cpu_per_event_us=used / max(1, len(latencies)) * 1e6,
         loss_at=loss_at,
+        alarms=alarm_latencies,
+        alarm_topics=sorted(alarms.topics_seen) if alarms is not None else [],
     )
 
 
@@ -208,7 +250,8 @@ def run_gateway(
     directory.mkdir(parents=True, exist_ok=True)
     pty = Pty()
     probe = Probe(broker.host, broker.port, GATEWAY_TOPIC)
-    config = house_config(directory, mqtt_port=broker.port, serial_port=pty.path,
+    alarms = Probe(broker.host, broker.port, ALARM_TOPICS)
+    config = house_config(directory, mqtt_port=broker.port, serial_port=pty.path, rules=THRESHOLD_RULES,
                           extra=GATEWAY_MQTT + ("" if batch_ms is None else f"\n[outbox]\nbatch_ms = {batch_ms}\n"))
     log = directory / "gateway.log"
     process = start_gateway(config, log)
@@ -224,12 +267,13 @@ def run_gateway(
             )
             time.sleep(1.0)
         try:
-            return exercise(pty.master, probe, process.pid, seconds, ladder_seconds)
+            return exercise(pty.master, probe, process.pid, seconds, ladder_seconds, alarms)
         finally:
             if spy is not None:
                 spy.wait(60)
     finally:
         stop(process)
+        alarms.close()
         probe.close()
         pty.close()
 
@@ -252,6 +296,19 @@ def figures_for(who: str, run: Run, targets: bool) -> list[Figure]:
     return out
 
 
+def alarm_figures(run: Run, seconds: float) -> list[Figure]:
+    expected = int(seconds * 1_000) // ALARM_EVERY
+    if not run.alarms:
+        return [Figure(BENCH, "threshold rule -> alarm at the subscriber", None, "",
+                       note=f"no alarm arrived (expected {expected})")]
+    note = f"{len(run.alarms)} of {expected} alarms (one line in {ALARM_EVERY} over the threshold)"
+    return [
+        Figure(BENCH, "threshold rule -> alarm, p50 @1,000/s", percentile(run.alarms, 50) * 1e3, "ms", note=note),
+        Figure(BENCH, "threshold rule -> alarm, p99 @1,000/s", percentile(run.alarms, 99) * 1e3, "ms",
+               note=f"arrived on {', '.join(run.alarm_topics)}; through the outbox like every event"),
+    ]
+
+
 def measure(quick: bool) -> list[Figure]:
     seconds = 3.0 if quick else 10.0
     ladder_seconds = 2.0 if quick else 5.0
@@ -265,6 +322,7 @@ def measure(quick: bool) -> list[Figure]:
             if gateway_has_mqtt():
                 gateway = run_gateway(broker, directory / "default", seconds, ladder_seconds)
                 figures += figures_for("gateway", gateway, targets=True)
+                figures += alarm_figures(gateway, seconds)
                 fast = run_gateway(broker, directory / "fast", seconds, 0.0, batch_ms=FAST_BATCH_MS)
                 figures += [
                     Figure(BENCH, f"gateway, batch_ms={FAST_BATCH_MS:g}: latency p50 @1,000/s", fast.p50, "ms"),
@@ -279,8 +337,6 @@ def measure(quick: bool) -> list[Figure]:
             figures += figures_for("baseline", base, targets=False)
         finally:
             broker.stop()
-    figures.append(Figure(BENCH, "threshold rule publishing an alarm", None, "",
-                          note="not yet measurable: no threshold trigger in the rules language on this tree"))
     return figures
 
 
