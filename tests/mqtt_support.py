@@ -78,8 +78,11 @@ class Recorder:
 
 
 @contextmanager
-def recorder(host: str, port: int, *topics: str, client_id: str = "") -> Iterator[Recorder]:
+def recorder(host: str, port: int, *topics: str, client_id: str = "",
+             credentials: tuple[str, str] | None = None) -> Iterator[Recorder]:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if credentials is not None:
+        client.username_pw_set(*credentials)
     rec = Recorder(client)
     subscribed = threading.Event()
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -176,6 +177,7 @@ class MqttBridge:
         self._health_sources: dict[str, HealthSource] = {}
         self._next_health = 0.0
         self._flush_deadline = 0.0
+        self._last_error: str | None = None
         self._results: deque[tuple[str, bytes]] = deque()
         self._commands: dict[str, Validator] = {
             entity: validator_for(spec) for entity, spec in self.entities.items() if spec.writable
@@ -204,6 +206,7 @@ class MqttBridge:
         client.on_publish = guarded("mqtt on_publish")(self._on_publish)
         client.on_pre_connect = guarded("mqtt on_pre_connect")(self._on_pre_connect)
         client.on_socket_open = guarded("mqtt on_socket_open")(self._on_socket_open)
+        client.on_log = guarded("mqtt on_log")(self._on_log)
         client.message_callback_add(self.topics.set_filter, guarded("mqtt command")(self._on_command))
         client.message_callback_add(self.topics.hub_status, guarded("mqtt hub status")(self._on_hub_status))
         self._client = client
@@ -341,6 +344,11 @@ class MqttBridge:
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
         self._jitter.before_attempt()
 
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+        # paho reports why a socket failed (a TLS alert, a reset) only here, at ERR level.
+        if level == mqtt.MQTT_LOG_ERR:
+            self._last_error = text[:300]
+
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         set_nodelay(sock)
 
@@ -390,7 +398,9 @@ class MqttBridge:
             self._dirty = {**announce, **self._retained}
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._note_outage("unreachable")
+        # paho calls this inside its ``except OSError``: the reason (refused, TLS) is still at hand.
+        error = sys.exc_info()[1]
+        self._note_outage(f"unreachable ({error})" if error is not None else "unreachable")
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason: ReasonCode,
@@ -401,7 +411,11 @@ class MqttBridge:
             return
         if was_connected:
             self.counters.disconnects += 1
-        self._note_outage(f"unreachable ({reason})")
+            self._note_outage(f"connection lost ({self._last_error or reason})")
+        else:
+            self._note_outage(f"closed the connection before accepting the login: client certificate or "
+                              f"credentials rejected? ({self._last_error or reason})")
+        self._last_error = None
 
     def _note_outage(self, what: str) -> None:
         if self._outage_logged or self._stopping.is_set():
