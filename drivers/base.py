@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.envelope import EnvelopeConfig
+from drivers.timing import Scheduler, ThreadScheduler
 from gateway.clock import Clock
 from gateway.events import Event, EventFactory, Value
 
@@ -85,10 +87,30 @@ class DriverContext:
     open_serial: SerialOpener | None = None
     simulate: bool = False
     rng: random.Random = field(default_factory=lambda: random.Random(0))
+    resolve_path: Callable[[str], str] = lambda path: path
+    """Maps a configured filesystem path (1-wire ``base_path``) to where it really is: ``--simulate``
+    passes ``lambda p: world.files.get(p, p)`` so drivers read the simulators' fake trees."""
+    scheduler: Scheduler | None = None
+    """Timers (conditioning, staleness, polling). None: a :class:`ThreadScheduler` is made on first use."""
+    _own_scheduler: ThreadScheduler | None = None
 
     @property
     def clock(self) -> Clock:
         return self.events.clock
+
+    def timers(self) -> Scheduler:
+        """The scheduler drivers use; one timer thread per context, started only if a driver needs it."""
+        if self.scheduler is None:
+            self._own_scheduler = ThreadScheduler(self.clock)
+            self.scheduler = self._own_scheduler
+        return self.scheduler
+
+    def close(self) -> None:
+        """Join the timer thread this context made, if any (call after the drivers using it stopped)."""
+        if self._own_scheduler is not None:
+            self._own_scheduler.close()
+            self._own_scheduler = None
+            self.scheduler = None
 
 
 class DeviceConfig(BaseModel):
@@ -158,6 +180,8 @@ class SimWorld:
     """The current value of any entity (e.g. the heater relay, for a thermal model)."""
     serial_ports: dict[str, str] = field(default_factory=dict)
     """Configured port URL -> the pseudo-terminal a serial simulator speaks on."""
+    files: dict[str, str] = field(default_factory=dict)
+    """Configured filesystem path (1-wire ``base_path``) -> the fake tree a simulator writes."""
 
 
 class Actuator(Driver):
@@ -170,6 +194,10 @@ class Actuator(Driver):
     @abstractmethod
     def to_safe_state(self) -> None:
         """Drive every output to its declared safe state; must not raise if the hardware is gone."""
+
+    def envelope(self) -> Mapping[str, EnvelopeConfig]:
+        """Safety limits per entity, enforced by the dispatcher's :class:`~drivers.envelope.EnvelopeGate`."""
+        return {}
 
 
 class DriverError(Exception):

@@ -1,4 +1,4 @@
-"""GPIO drivers over gpiozero: digital inputs (contacts, motion) and relays.
+"""GPIO inputs over gpiozero: contacts, buttons, generic digital inputs, PIR motion.
 
 Pins come from ``ctx.pin_factory`` (gpiozero's ``MockFactory`` in tests and
 ``--simulate``), never from gpiozero's global default. gpiozero calls our
@@ -19,13 +19,7 @@ Config examples::
     driver = "gpio.motion"
     pin = 17
 
-    [[devices]]
-    id = "hall_light"
-    driver = "gpio.relay"
-    pin = 22
-    active_high = false       # most relay boards switch on a low input
-    component = "light"
-    safe_state = false
+Outputs (relays, dimmed lights, sirens) are in :mod:`drivers.actuators`.
 """
 
 from __future__ import annotations
@@ -35,10 +29,9 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivers.base import (
-    Actuator,
     Component,
     DeviceConfig,
     Driver,
@@ -48,11 +41,13 @@ from drivers.base import (
     Simulator,
     SimWorld,
 )
-from gateway.events import Kind, Value
+from drivers.channel import Channel
+from drivers.conditioning import BinaryStep, HoldStep, StepConfig
+from drivers.simulation import twin_rng
 from gateway.guard import guarded
 
 if TYPE_CHECKING:
-    from gpiozero import DigitalInputDevice, OutputDevice
+    from gpiozero import DigitalInputDevice
 
 log = logging.getLogger(__name__)
 
@@ -60,41 +55,43 @@ PinName = int | str
 """A BCM number (``17``) or a gpiozero pin name (``"GPIO17"``, ``"BOARD11"``)."""
 
 
-class GpioInputConfig(DeviceConfig):
-    driver: Literal["gpio.input"]
+class _InputFields(DeviceConfig):
     pin: PinName
     pull_up: bool | None = False
     """True: internal pull-up (contact to ground); False: pull-down; None: floating (set active_high)."""
     active_high: bool | None = None
     """Only with ``pull_up = None``: which level means active."""
     bounce_ms: float | None = Field(default=None, ge=0, le=10_000)
+    """gpiozero's own bounce time (drops edges after an edge); prefer a ``debounce``/``glitch`` step."""
     inverted: bool = False
     """Report the opposite of the electrical state (e.g. a normally-closed contact)."""
+    conditioning: list[BinaryStep] = Field(default_factory=list)
+    """Steps applied before an event exists, in order (see :mod:`drivers.conditioning`)."""
+
+    @model_validator(mode="after")
+    def _floating_needs_level(self) -> _InputFields:
+        if self.pull_up is None and self.active_high is None:
+            raise ValueError("a floating input (pull_up = None) needs active_high = true or false")
+        if self.pull_up is not None and self.active_high is not None:
+            raise ValueError("active_high only applies to a floating input (pull_up = None)")
+        return self
+
+
+class GpioInputConfig(_InputFields):
+    driver: Literal["gpio.input"]
     device_class: str | None = None
+    """Home Assistant binary_sensor class: door, window, opening, ... (None for a button or generic input)."""
 
 
-class GpioMotionConfig(DeviceConfig):
+class GpioMotionConfig(_InputFields):
     driver: Literal["gpio.motion"]
-    pin: PinName
-    pull_up: bool | None = False
-    active_high: bool | None = None
-    bounce_ms: float | None = Field(default=None, ge=0, le=10_000)
-    inverted: bool = False
     device_class: str | None = "motion"
-
-
-class GpioRelayConfig(DeviceConfig):
-    driver: Literal["gpio.relay"]
-    pin: PinName
-    active_high: bool = True
-    safe_state: bool = False
-    """Where the output goes at start, at stop and when the driver fails."""
-    component: Literal["switch", "light", "siren"] = "switch"
-    device_class: str | None = None
+    clear_after_s: float = Field(default=0.0, ge=0, le=86_400)
+    """Motion stays on until the sensor has been quiet this long (a hold/clear time after the PIR's own)."""
 
 
 class DigitalInput(Driver):
-    """A two-state input; posts ``True``/``False`` readings on every change and once at start."""
+    """A two-state input; posts ``True``/``False`` readings on every (conditioned) change and once at start."""
 
     Config: ClassVar[type[DeviceConfig]] = GpioInputConfig
     config: GpioInputConfig | GpioMotionConfig
@@ -102,9 +99,13 @@ class DigitalInput(Driver):
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self._device: DigitalInputDevice | None = None
+        self.channel: Channel | None = None
 
     def entities(self) -> Sequence[EntitySpec]:
         return [EntitySpec(self.id, Component.BINARY_SENSOR, device_class=self.config.device_class)]
+
+    def steps(self) -> list[StepConfig]:
+        return list(self.config.conditioning)
 
     def start(self, ctx: DriverContext) -> None:
         from gpiozero import DigitalInputDevice
@@ -120,16 +121,19 @@ class DigitalInput(Driver):
             )
         except Exception as exc:
             raise DriverError(f"{self.id}: cannot open GPIO pin {cfg.pin}: {exc}") from exc
+        channel = self.channel = Channel(ctx, self.id, steps=self.steps())
 
         @guarded(f"{self.id} edge")
         def edge(active: bool) -> None:
-            ctx.post(ctx.events.reading(self.id, active != cfg.inverted))
+            channel.feed(active != cfg.inverted)
 
         self._device.when_activated = lambda: edge(True)
         self._device.when_deactivated = lambda: edge(False)
         edge(bool(self._device.value))
 
     def stop(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
         if self._device is not None:
             self._device.close()
             self._device = None
@@ -144,64 +148,17 @@ class DigitalInput(Driver):
 
 
 class MotionSensor(DigitalInput):
-    """A PIR motion sensor: active while it sees motion."""
+    """A PIR motion sensor: active while it sees motion, and ``clear_after_s`` longer."""
 
     Config: ClassVar[type[DeviceConfig]] = GpioMotionConfig
 
+    def steps(self) -> list[StepConfig]:
+        steps = super().steps()
+        clear = getattr(self.config, "clear_after_s", 0.0)
+        return [*steps, HoldStep(step="hold", off_s=clear)] if clear else steps
+
     def simulator(self) -> Simulator | None:
         return PulseSimulator(self.config.pin, self._rests_high(), mean_interval=30.0, mean_hold=5.0)
-
-
-class Relay(Actuator):
-    """A relay (or any on/off output) with a declared safe state."""
-
-    Config = GpioRelayConfig
-    config: GpioRelayConfig
-
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self._device: OutputDevice | None = None
-
-    def entities(self) -> Sequence[EntitySpec]:
-        return [
-            EntitySpec(
-                self.id,
-                Component(self.config.component),
-                device_class=self.config.device_class,
-                safe_value=self.config.safe_state,
-            )
-        ]
-
-    def start(self, ctx: DriverContext) -> None:
-        from gpiozero import OutputDevice
-
-        cfg = self.config
-        try:
-            self._device = OutputDevice(
-                cfg.pin, active_high=cfg.active_high, initial_value=cfg.safe_state, pin_factory=ctx.pin_factory
-            )
-        except Exception as exc:
-            raise DriverError(f"{self.id}: cannot open GPIO pin {cfg.pin}: {exc}") from exc
-        ctx.post(ctx.events.make(Kind.STATE, self.id, bool(self._device.value)))
-
-    def apply(self, entity: str, value: Value) -> Value:
-        if self._device is None:
-            raise DriverError(f"{self.id} is not started")
-        self._device.value = bool(value)
-        return bool(self._device.value)
-
-    def to_safe_state(self) -> None:
-        if self._device is not None:
-            try:
-                self._device.value = self.config.safe_state
-            except Exception:
-                log.exception("%s: could not drive the safe state", self.id)
-
-    def stop(self) -> None:
-        if self._device is not None:
-            self.to_safe_state()
-            self._device.close()
-            self._device = None
 
 
 class PulseSimulator(Simulator):
@@ -217,7 +174,7 @@ class PulseSimulator(Simulator):
 
     def start(self, world: SimWorld) -> None:
         pin: Any = world.pin_factory.pin(self._pin_name)
-        rng = world.rng
+        rng = twin_rng(world)
 
         idle, busy = (pin.drive_high, pin.drive_low) if self._rests_high else (pin.drive_low, pin.drive_high)
 

@@ -9,15 +9,27 @@ from __future__ import annotations
 
 import difflib
 
+from drivers.actuators import PwmLight, Relay, Siren
+from drivers.analog import AnalogInput, Mcp3208Input
 from drivers.base import Driver
-from drivers.gpio import DigitalInput, MotionSensor, Relay
-from drivers.serial_line import KeyValueSensor
+from drivers.gpio import DigitalInput, MotionSensor
+from drivers.onewire import Ds18b20
+from drivers.serial_line import JsonLinesSensor, KeyValueSensor, Mhz19Sensor, NmeaSensor, Pms5003Sensor
 
 DRIVERS: dict[str, type[Driver]] = {
     "gpio.input": DigitalInput,
     "gpio.motion": MotionSensor,
     "gpio.relay": Relay,
+    "gpio.pwm_light": PwmLight,
+    "gpio.siren": Siren,
     "serial.kv": KeyValueSensor,
+    "serial.json": JsonLinesSensor,
+    "serial.nmea": NmeaSensor,
+    "serial.pms5003": Pms5003Sensor,
+    "serial.mhz19": Mhz19Sensor,
+    "analog.mcp3008": AnalogInput,
+    "analog.mcp3208": Mcp3208Input,
+    "onewire.ds18b20": Ds18b20,
 }
 
 

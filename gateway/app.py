@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,12 +26,15 @@ from gateway.config import Config
 from gateway.dispatcher import Dispatcher
 from gateway.events import Event, EventFactory, Kind
 from rules.engine import RuleEngine
-from rules.loader import load_rules
+from rules.loader import RulesError, load_rules
 
 if TYPE_CHECKING:
     from gpiozero import Factory
 
 log = logging.getLogger(__name__)
+
+
+RECENT_FIRINGS = 20
 
 
 class Forwarder(Protocol):
@@ -70,10 +74,9 @@ class Gateway:
             spec.id: driver for driver in self.drivers if isinstance(driver, Actuator) for spec in driver.entities()
         }
         self.forwarder = forwarder if forwarder is not None else (self._mqtt_bridge() if mqtt else None)
-        self.dispatcher = Dispatcher(
-            self.bus, self.events, actuators=actuators,
-            forward=self.forwarder.forward if self.forwarder is not None else None,
-        )
+        self.firings: deque[Event] = deque(maxlen=RECENT_FIRINGS)
+        """The latest commands rules issued, newest last (``gateway status``)."""
+        self.dispatcher = Dispatcher(self.bus, self.events, actuators=actuators, forward=self._observe)
         self.engine = RuleEngine(load_rules(config.rules.dir, self.entities), self.dispatcher)
         self.dispatcher.reactor = self.engine
         self._rng = random.Random(seed)
@@ -82,6 +85,8 @@ class Gateway:
         self._world: SimWorld | None = None
         self._simulators: list[Any] = []
         self._started: list[Driver] = []
+        self.failed: dict[str, str] = {}
+        """Devices that failed to start: id -> why."""
 
     def _mqtt_bridge(self) -> Forwarder:
         from gateway.mqtt.bridge import MqttBridge
@@ -97,8 +102,9 @@ class Gateway:
         for driver in self.drivers:
             try:
                 driver.start(ctx)
-            except Exception:
+            except Exception as exc:
                 log.exception("device %s failed to start; the others run on", driver.id)
+                self.failed[driver.id] = str(exc) or type(exc).__name__
                 self._stop_driver(driver)
                 for spec in driver.entities():
                     self.bus.post(self.events.availability(spec.id, False, "driver failed to start"))
@@ -114,9 +120,11 @@ class Gateway:
     def _driver_context(self) -> DriverContext:
         pin_factory = self._pin_factory
         if self.simulate and pin_factory is None:
-            from gpiozero.pins.mock import MockFactory, MockPWMPin
+            from gpiozero.pins.mock import MockFactory
 
-            pin_factory = MockFactory(pin_class=MockPWMPin)
+            from gateway.simpins import ReleasedLevelPin
+
+            pin_factory = MockFactory(pin_class=ReleasedLevelPin)
         open_serial = self._open_serial
         if self.simulate and pin_factory is not None:
             self._world = SimWorld(pin_factory, self._rng, self.dispatcher.state.value)
@@ -145,9 +153,49 @@ class Gateway:
 
         return open_serial
 
-    def run(self) -> None:
-        """Process events until :meth:`request_stop`; call from the main thread."""
-        self.dispatcher.run()
+    def _observe(self, event: Event) -> None:
+        """Every processed event, on the dispatcher thread: note rule firings, then forward."""
+        if event.rule is not None and event.kind is Kind.COMMAND:
+            self.firings.append(event)
+        if self.forwarder is not None:
+            self.forwarder.forward(event)
+
+    @property
+    def running(self) -> list[Driver]:
+        """The devices started and not yet stopped."""
+        return list(self._started)
+
+    @property
+    def simulated_pins(self) -> Factory | None:
+        """The mock pin factory behind ``--simulate`` (None on real hardware)."""
+        return self._world.pin_factory if self._world is not None else None
+
+    def run(self, tick: float = 1.0) -> None:
+        """Process events until :meth:`request_stop`; call from the main thread.
+
+        ``tick`` bounds the time between the dispatcher's idle hooks (watchdog pings).
+        """
+        self.dispatcher.run(tick)
+
+    def reload(self) -> bool:
+        """Reload the rule files (SIGHUP); call on the dispatcher thread.
+
+        All or nothing: the new set replaces the running engine only if every
+        file is valid; otherwise every problem is logged and the old rules run on.
+        """
+        try:
+            rules = load_rules(self.config.rules.dir, self.entities)
+        except RulesError as exc:
+            for problem in exc.problems:
+                log.error("reload: %s", problem)
+            log.error("reload refused: %d problem(s); the previous %d rules stay in force",
+                      len(exc.problems), len(self.engine.rules))
+            return False
+        self.engine = RuleEngine(rules, self.dispatcher)
+        self.dispatcher.reactor = self.engine
+        self.bus.post(self.events.make(Kind.SYSTEM, "gateway", "reloaded"))
+        log.info("reloaded %d rules from %s", len(self.engine.rules), self.config.rules.dir)
+        return True
 
     def request_stop(self) -> None:
         self.dispatcher.stop()

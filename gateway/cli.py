@@ -1,25 +1,33 @@
 """The ``gateway`` command.
 
-    gateway run    [--config PATH] [--simulate] [--state-dir DIR]   run the gateway
-    gateway check  [--config PATH]                                  validate config and rules
+    gateway run        [--config PATH] [--simulate] [--state-dir DIR]   run the gateway
+    gateway check      [--config PATH]                                  validate config and rules
+    gateway status     [--config PATH] [--socket PATH] [--json]         ask the running service
+    gateway safe-state [--config PATH]                                  every actuator to its safe state
 
 Exit status: 0 success, 1 invalid config or rules (one line per problem on
 stderr), 2 usage error. ``run`` exits 0 after SIGTERM or Ctrl-C once every
-actuator is in its safe state; a second Ctrl-C forces an immediate exit.
+actuator is in its safe state; a second Ctrl-C forces an immediate exit;
+SIGHUP reloads the rule files. ``status`` exits 3 when the service is not
+running (as ``systemctl status`` does) and 1 when it does not answer.
+``safe-state`` exits 1 if any actuator could not be driven safe.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
+from typing import TYPE_CHECKING
 
 from gateway.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
 
 log = logging.getLogger("gateway")
 
@@ -45,12 +53,38 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--simulate", action="store_true", help="mock GPIO pins and simulated serial devices")
     run.add_argument("--state-dir", type=Path, help="override gateway.state_dir")
     run.add_argument("--log-level", default=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
+    run.add_argument("--no-mqtt", action="store_true", help="local rules only: no broker connection")
+    _socket_option(run)
+    run.add_argument(
+        "--pin-dump", type=Path, metavar="FILE",
+        help="with --simulate: at exit, write every mock pin's level history as JSON",
+    )
     run.set_defaults(handler=cmd_run)
 
     check = sub.add_parser("check", help="validate the config and the rule files, then exit")
     _config_option(check)
     check.set_defaults(handler=cmd_check)
+
+    status = sub.add_parser("status", help="devices, readings, rule firings and broker link of the running service")
+    _config_option(status)
+    _socket_option(status)
+    status.add_argument(
+        "--simulate", action="store_true", help="ask a `gateway run --simulate` of --config instead",
+    )
+    status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    status.set_defaults(handler=cmd_status)
+
+    safe = sub.add_parser("safe-state", help="drive every actuator to its safe state (systemd ExecStopPost=)")
+    _config_option(safe)
+    safe.set_defaults(handler=cmd_safe_state)
     return parser
+
+
+def _socket_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--socket", type=Path, dest="socket",
+        help="status socket (default: $RUNTIME_DIRECTORY/control.sock, else /run/gateway/control.sock)",
+    )
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -89,47 +123,88 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.app import Gateway, simulation_state_dir
+    from gateway.app import Gateway
     from gateway.logs import setup_logging
+    from gateway.service import Service, control_socket_path
     from rules.loader import RulesError
 
     setup_logging(args.log_level)
     config = _load(args.config)
     if config is None:
         return 1
-    state_dir = args.state_dir or (simulation_state_dir(config.gateway.id) if args.simulate else None)
-    if state_dir is not None:
-        config = config.model_copy(
-            update={"gateway": config.gateway.model_copy(update={"state_dir": state_dir.resolve()})}
-        )
+    config = _with_state_dir(config, args)
     try:
-        gateway = Gateway(config, simulate=args.simulate)
+        gateway = Gateway(config, simulate=args.simulate, mqtt=not args.no_mqtt)
     except RulesError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
-    _install_signal_handlers(gateway.request_stop)
+    socket_path = args.socket or control_socket_path(config.gateway.state_dir if args.simulate else None)
     try:
-        gateway.start()
-        gateway.run()
+        return Service(gateway, socket_path=socket_path).run()
     finally:
-        gateway.shutdown()
+        if args.pin_dump is not None:
+            _dump_pins(gateway, args.pin_dump)
+
+
+def _with_state_dir(config: Config, args: argparse.Namespace) -> Config:
+    from gateway.app import simulation_state_dir
+
+    state_dir = getattr(args, "state_dir", None) or (
+        simulation_state_dir(config.gateway.id) if args.simulate else None
+    )
+    if state_dir is None:
+        return config
+    return config.model_copy(
+        update={"gateway": config.gateway.model_copy(update={"state_dir": state_dir.resolve()})}
+    )
+
+
+def _dump_pins(gateway: Gateway, path: Path) -> None:
+    """What each mock pin did, read from the pins themselves after shutdown (``--simulate`` only)."""
+    from gateway.simpins import pin_report
+
+    if gateway.simulated_pins is None:
+        print("--pin-dump needs --simulate", file=sys.stderr)
+        return
+    path.write_text(json.dumps(pin_report(gateway.simulated_pins), indent=1))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway.control import ControlError, NotRunning, format_status, request
+    from gateway.service import control_socket_path
+
+    socket_path = args.socket
+    if socket_path is None and args.simulate:
+        config = _load(args.config)
+        if config is None:
+            return 1
+        socket_path = control_socket_path(_with_state_dir(config, args).gateway.state_dir)
+    socket_path = socket_path or control_socket_path()
+    try:
+        reply = request(socket_path, {"cmd": "status"})
+    except ControlError as exc:
+        print(f"gateway status: {exc}", file=sys.stderr)
+        return 3 if isinstance(exc, NotRunning) else 1
+    if not reply.get("ok"):
+        print(f"gateway status: {reply.get('error', 'no status in the reply')}", file=sys.stderr)
+        return 1
+    print(json.dumps(reply["status"], indent=1) if args.json else format_status(reply["status"]))
     return 0
 
 
-def _install_signal_handlers(request: Callable[[], None]) -> None:
-    """The handlers only ask the dispatcher loop to stop; a second Ctrl-C exits at once."""
-    pressed = {"count": 0}
+def cmd_safe_state(args: argparse.Namespace) -> int:
+    from gateway.logs import setup_logging
+    from gateway.service import drive_safe_states
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        pressed["count"] += 1
-        if signum == signal.SIGINT and pressed["count"] > 1:
-            os._exit(130)
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        request()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    setup_logging("INFO")
+    config = _load(args.config)
+    if config is None:
+        return 1
+    problems = drive_safe_states(config)
+    for problem in problems:
+        log.error("%s", problem)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -47,6 +47,16 @@ class Reactor(Protocol):
     def handle(self, event: Event) -> None: ...
 
 
+class CommandGate(Protocol):
+    """Consulted before a command reaches its actuator (the safety envelope)."""
+
+    def admit(self, command: Event) -> bool:
+        """True to apply now; False when it emitted a REJECTED event itself."""
+        ...
+
+    def confirmed(self, entity: str, value: Value) -> None: ...
+
+
 class NoRules:
     def handle(self, event: Event) -> None:
         return None
@@ -94,6 +104,8 @@ class Dispatcher:
         self.forward = forward or (lambda event: None)
         self.reactor: Reactor = NoRules()
         self.counters = DispatchCounters()
+        self.gate: CommandGate | None = None
+        """The safety envelope (``drivers.envelope.EnvelopeGate``): may refuse or defer a command."""
         self.on_idle: list[Callable[[], None]] = []
         """Called at least every ``tick`` seconds from the loop (the systemd watchdog hangs here)."""
         self._timers: list[Timer] = []
@@ -156,6 +168,9 @@ class Dispatcher:
         actuator = self.actuators.get(command.entity)
         if actuator is None:
             return  # a command for a controller or virtual entity: its owner reacted above
+        if self.gate is not None and not self.gate.admit(command):
+            self.counters.rejected += 1
+            return
         try:
             confirmed = actuator.apply(command.entity, command.value)
         except Exception as exc:
@@ -169,6 +184,8 @@ class Dispatcher:
                 )
             )
             return
+        if self.gate is not None:
+            self.gate.confirmed(command.entity, confirmed)
         self.emit(
             self.events.make(Kind.STATE, command.entity, confirmed, rule=command.rule, cause=command.id)
         )

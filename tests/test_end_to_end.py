@@ -150,11 +150,13 @@ def test_with_no_broker_the_rules_still_drive_the_actuators(tmp_path: Path, pins
         running.stop()
 
 
-def gateway_process(config: Path, state_dir: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--simulate", "--config", str(config), "--state-dir", str(state_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-    )
+def gateway_process(config: Path, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--simulate", "--config", str(config),
+             "--state-dir", str(state_dir)],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
 
 
 def test_the_simulated_house_publishes_events_and_stops_cleanly_on_sigterm(tmp_path: Path, broker: Broker) -> None:
@@ -165,7 +167,8 @@ def test_the_simulated_house_publishes_events_and_stops_cleanly_on_sigterm(tmp_p
     )
     (tmp_path / "rules.d" / "house.toml").write_text((ROOT / "rules.d" / "house.toml").read_text())
     hub = Subscriber(broker.host, broker.port, "gateway/sim-test/#")
-    process = gateway_process(config, tmp_path / "state")
+    log = tmp_path / "gateway.log"
+    process = gateway_process(config, tmp_path / "state", log)
     try:
         wait_until(lambda: hub.on("gateway/sim-test/status")[-1:] == ["online"], what="online status")
         wait_until(lambda: bool(hub.on("gateway/sim-test/event/hall_light")), what="relay state event")
@@ -178,5 +181,4 @@ def test_the_simulated_house_publishes_events_and_stops_cleanly_on_sigterm(tmp_p
         if process.poll() is None:
             process.kill()
         hub.close()
-    output = process.stdout.read() if process.stdout else ""
-    assert "Traceback" not in output
+    assert "Traceback" not in log.read_text()

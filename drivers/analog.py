@@ -1,0 +1,260 @@
+"""Analog inputs through a Microchip MCP3008 (10-bit) or MCP3208 (12-bit) ADC on SPI.
+
+gpiozero's ``MCP3008``/``MCP3208`` read the chip; the pins come from
+``ctx.pin_factory`` like every GPIO driver. The driver polls at a fixed rate
+(``poll_s``, no drift), maps the 0-1 reading linearly onto
+``min_value``-``max_value`` in ``unit``, and hands the number to its
+conditioning steps (smoothing, deadband, throttle with heartbeat...). A read
+that fails makes the entity unavailable until a read succeeds.
+
+On mock pins (tests, ``--simulate``) :class:`McpEmulator` plays the chip's side
+of the SPI conversation on the same pins, so the real gpiozero code runs.
+
+Config example::
+
+    [[devices]]
+    id = "tank_level"
+    driver = "analog.mcp3008"
+    channel = 0
+    min_value = 0
+    max_value = 100
+    unit = "%"
+    poll_s = 2
+    conditioning = [{ step = "average", window = 5 }, { step = "deadband", delta = 1 },
+                    { step = "throttle", heartbeat_s = 300 }]
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from drivers.base import Component, DeviceConfig, Driver, DriverContext, DriverError, EntitySpec, Simulator, SimWorld
+from drivers.channel import Channel
+from drivers.conditioning import NumericStep
+from drivers.simulation import twin_rng
+from drivers.timing import Periodic, every
+from gateway.guard import guarded
+
+if TYPE_CHECKING:
+    from gpiozero import AnalogInputDevice
+
+SPI_PINS = {0: (11, 10, 9, 8), 1: (11, 10, 9, 7)}
+"""Hardware SPI0 (clock, MOSI, MISO, select) for chip-select 0 and 1, as gpiozero maps them."""
+
+
+class AnalogConfig(DeviceConfig):
+    channel: int = Field(ge=0, le=7)
+    differential: bool = False
+    """Read ``channel`` relative to its pair (0-1, 2-3, ...) instead of ground."""
+    spi_device: Literal[0, 1] = 0
+    """Chip select: CE0 (GPIO8) or CE1 (GPIO7) on SPI0."""
+    poll_s: float = Field(default=1.0, ge=0.05, le=3600)
+    min_value: float = 0.0
+    """What a reading of 0 V means."""
+    max_value: float = 1.0
+    """What a reading of the reference voltage means."""
+    unit: str | None = None
+    device_class: str | None = None
+    conditioning: list[NumericStep] = Field(default_factory=list)
+    stale_after: float | None = Field(default=None, gt=0)
+
+    bits: ClassVar[int] = 10
+
+    @model_validator(mode="after")
+    def _distinct_ends(self) -> AnalogConfig:
+        if self.min_value == self.max_value:
+            raise ValueError("min_value and max_value are equal: every reading would be the same")
+        return self
+
+
+class Mcp3008Config(AnalogConfig):
+    driver: Literal["analog.mcp3008"]
+
+
+class Mcp3208Config(AnalogConfig):
+    driver: Literal["analog.mcp3208"]
+    bits: ClassVar[int] = 12
+
+
+class AnalogInput(Driver):
+    Config: ClassVar[type[DeviceConfig]] = Mcp3008Config
+    config: AnalogConfig
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._device: AnalogInputDevice | None = None
+        self._poll: Periodic | None = None
+        self.channel: Channel | None = None
+        self.read_errors = 0
+
+    def entities(self) -> Sequence[EntitySpec]:
+        cfg = self.config
+        return [EntitySpec(self.id, Component.SENSOR, unit=cfg.unit, device_class=cfg.device_class,
+                           report_interval=cfg.poll_s)]
+
+    def start(self, ctx: DriverContext) -> None:
+        import gpiozero
+
+        cfg = self.config
+        chip = gpiozero.MCP3208 if cfg.bits == 12 else gpiozero.MCP3008
+        try:
+            self._device = chip(channel=cfg.channel, differential=cfg.differential, port=0,
+                                device=cfg.spi_device, pin_factory=ctx.pin_factory)
+        except Exception as exc:
+            raise DriverError(f"{self.id}: cannot open the ADC on SPI0.{cfg.spi_device}: {exc}") from exc
+        self.channel = Channel(ctx, self.id, unit=cfg.unit, steps=cfg.conditioning, stale_after=cfg.stale_after)
+        self._poll = every(ctx.timers(), cfg.poll_s, guarded(f"{self.id} read")(self.read))
+
+    def read(self) -> None:
+        device, channel, cfg = self._device, self.channel, self.config
+        if device is None or channel is None:
+            return
+        try:
+            raw = float(device.value)
+        except Exception as exc:
+            self.read_errors += 1
+            channel.set_available(False, f"ADC read failed: {exc}")
+            return
+        channel.feed(cfg.min_value + raw * (cfg.max_value - cfg.min_value))
+
+    def stop(self) -> None:
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+        if self.channel is not None:
+            self.channel.close()
+        if self._device is not None:
+            self._device.close()
+            self._device = None
+
+    def simulator(self) -> Simulator | None:
+        return AnalogTwin(self.config)
+
+
+class Mcp3208Input(AnalogInput):
+    Config = Mcp3208Config
+
+
+# -- the chip's side, on mock pins -----------------------------------------------------------------
+
+
+class McpEmulator:
+    """The MCP3xxx end of a software SPI conversation on gpiozero mock pins.
+
+    ``voltages[channel]`` is what the chip sees (0 to ``vref``). Create it before the
+    driver starts: it must own the clock and select pins' mock classes.
+    """
+
+    def __init__(self, factory: Any, spi_device: int = 0, bits: int = 10, vref: float = 3.3) -> None:
+        from gpiozero.pins.mock import (
+            MockPWMPin,
+            MockSPIClockPin,
+            MockSPIDevice,
+            MockSPISelectPin,
+        )
+
+        clock, mosi, miso, select = SPI_PINS[spi_device]
+        pwm = issubclass(factory.pin_class, MockPWMPin)
+        clock_class = type("ClockPin", (MockSPIClockPin, MockPWMPin), {}) if pwm else MockSPIClockPin
+        select_class = type("SelectPin", (MockSPISelectPin, MockPWMPin), {}) if pwm else MockSPISelectPin
+        factory.pin(clock, pin_class=clock_class)
+        factory.pin(select, pin_class=select_class)
+        emulator = self
+
+        class Chip(MockSPIDevice):  # type: ignore[misc]
+            def __init__(self) -> None:
+                self.clock_pin = factory.pin(clock, pin_class=clock_class)
+                self.mosi_pin = factory.pin(mosi)
+                self.miso_pin = factory.pin(miso)
+                self.select_pin = factory.pin(select, pin_class=select_class)
+                self.clock_polarity = self.clock_phase = self.lsb_first = self.select_high = False
+                self.bits_per_word = 8
+                self.rx_bit = 0
+                self.rx_buf: list[int] = []
+                self.tx_buf: list[int] = []
+                self.state = "idle"
+                self.clock_pin.spi_devices.append(self)
+                self.select_pin.spi_device = self
+
+            def on_start(self) -> None:
+                super().on_start()
+                self.state = "idle"
+
+            def on_clock(self) -> None:
+                # gpiozero's version, with PWM pins' float levels read as bits
+                if bool(self.select_pin.state) != self.select_high or not bool(self.clock_pin.state):
+                    return
+                self.rx_bit += 1
+                self.rx_buf.append(int(bool(self.mosi_pin.state)))
+                bit = self.tx_buf.pop(0) if self.tx_buf else 0
+                self.miso_pin.drive_high() if bit else self.miso_pin.drive_low()
+                self.on_bit()
+
+            def on_bit(self) -> None:
+                if self.state == "idle" and self.rx_buf[-1]:
+                    self.state, self.rx_buf = "mode", []
+                elif self.state == "mode":
+                    self.state, self.rx_buf = ("single" if self.rx_buf[-1] else "diff"), []
+                elif self.state in ("single", "diff") and len(self.rx_buf) == 3:
+                    self.tx_word(emulator.code(self.rx_word(), self.state == "diff"), bits + 2)
+                    self.state = "result"
+
+        self.vref = vref
+        self.bits = bits
+        self.voltages = [0.0] * 8
+        self._lock = threading.Lock()
+        self._chip = Chip()
+
+    def code(self, channel: int, differential: bool) -> int:
+        with self._lock:
+            volts = self.voltages[channel] - (self.voltages[channel ^ 1] if differential else 0.0)
+        volts = min(max(volts, 0.0), self.vref)
+        full_scale: int = 2**self.bits - 1
+        return round(volts / self.vref * full_scale)
+
+    def set(self, channel: int, volts: float) -> None:
+        with self._lock:
+            self.voltages[channel] = volts
+
+    def close(self) -> None:
+        self._chip.close()
+
+
+class AnalogTwin(Simulator):
+    """A slowly wandering voltage on the configured channel (a level, a light sensor)."""
+
+    def __init__(self, config: AnalogConfig, interval: float = 2.0) -> None:
+        self._config = config
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.emulator: McpEmulator | None = None
+
+    def start(self, world: SimWorld) -> None:
+        cfg = self._config
+        emulator = self.emulator = McpEmulator(world.pin_factory, cfg.spi_device, cfg.bits)
+        rng = twin_rng(world)
+        level = 0.5
+
+        def run() -> None:
+            nonlocal level
+            while not self._stop.wait(self._interval):
+                level = min(1.0, max(0.0, level + rng.gauss(0, 0.02)))
+                emulator.set(cfg.channel, level * emulator.vref)
+
+        emulator.set(cfg.channel, level * emulator.vref)
+        self._thread = threading.Thread(target=guarded(f"sim {cfg.id}")(run), name=f"sim-{cfg.id}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        if self.emulator is not None:
+            self.emulator.close()
+            self.emulator = None

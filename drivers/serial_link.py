@@ -1,0 +1,181 @@
+"""One serial port kept open for a driver: a reader thread, reconnect with backoff, clean release.
+
+The port is opened through ``ctx.open_serial`` (``serial.serial_for_url``), so
+``/dev/ttyUSB0``, a stable ``/dev/serial/by-id/usb-...`` link (just a path that
+survives re-enumeration as ``ttyUSB1``), ``loop://`` and ``socket://`` all work.
+
+The reader blocks in ``read`` (no polling) and hands every chunk to the
+driver's :class:`~drivers.protocols.Parser`. When the port fails (USB unplugged:
+pyserial raises at once) or cannot be opened, ``on_lost(reason)`` is called once
+per outage, the port is closed (no leaked descriptors), and opening is retried
+after ``retry_min_s``, doubling up to ``retry_max_s``. ``stop`` cancels the
+blocking read and joins the thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from drivers.base import SerialOpener
+from drivers.protocols import Parser, Record
+from gateway.guard import guarded
+
+if TYPE_CHECKING:
+    from serial import SerialBase
+
+log = logging.getLogger(__name__)
+
+COMPLAINT_INTERVAL = 60.0
+"""Seconds between log lines about malformed input from one port (the counters keep the rest)."""
+
+
+class SerialLink:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        baudrate: int,
+        open_serial: SerialOpener,
+        parser: Parser,
+        on_records: Callable[[list[Record]], None],
+        on_lost: Callable[[str], None],
+        retry_min_s: float = 1.0,
+        retry_max_s: float = 60.0,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.baudrate = baudrate
+        self.parser = parser
+        self._open_serial = open_serial
+        self._on_records = on_records
+        self._on_lost = on_lost
+        self._retry_min = retry_min_s
+        self._retry_max = retry_max_s
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._port: SerialBase | None = None
+        self._thread: threading.Thread | None = None
+        self._last_complaint = -math.inf
+        self._complained_at = 0
+        self.opens = 0
+        self.failures = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._port is not None
+
+    def start(self) -> None:
+        """Open the port now (so nothing sent after ``start`` is missed) and start the reader.
+
+        A port that is not there yet is not an error: ``on_lost`` says so and the reader keeps trying.
+        """
+        self._stop.clear()
+        port = self._open(lost_reported=False)
+        self._thread = threading.Thread(target=self._run, args=(port,), name=f"serial-{self.name}", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> bool:
+        """Send ``data`` if the port is open; False (and nothing sent) while it is away."""
+        with self._lock:
+            port = self._port
+            if port is None:
+                return False
+            try:
+                port.write(data)
+            except Exception as exc:  # the reader sees the same failure and reconnects
+                log.debug("%s: write failed: %s", self.name, exc)
+                return False
+            return True
+
+    def stop(self) -> None:
+        """Cancel the read, close the port, join the thread; idempotent."""
+        self._stop.set()
+        with self._lock:
+            port = self._port
+        if port is not None:
+            with contextlib.suppress(Exception):  # closed under us already
+                port.cancel_read()  # type: ignore[attr-defined]
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=5)
+            if thread.is_alive():
+                log.error("%s: serial reader did not stop", self.name)
+
+    # -- the reader thread --------------------------------------------------------------------
+
+    def _run(self, port: SerialBase | None) -> None:
+        delay = self._retry_min
+        lost_reported = port is None
+        while not self._stop.is_set():
+            if port is None:
+                port = self._open(lost_reported)
+            if port is None:
+                lost_reported = True
+            else:
+                lost_reported = False
+                delay = self._retry_min
+                reason = self._read(port)
+                port = None
+                if reason is None:
+                    return
+                self.failures += 1
+                log.error("%s: serial port %s failed: %s; retrying", self.name, self.url, reason)
+                self._on_lost(reason)
+                lost_reported = True
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, self._retry_max)
+
+    def _open(self, lost_reported: bool) -> SerialBase | None:
+        try:
+            port = self._open_serial(self.url, baudrate=self.baudrate, timeout=None)
+        except Exception as exc:
+            if not lost_reported:
+                log.error("%s: cannot open serial port %s: %s", self.name, self.url, exc)
+                self._on_lost(f"cannot open {self.url}: {exc}")
+            return None
+        with self._lock:
+            self._port = port
+        self.opens += 1
+        self.parser.reset()
+        return port
+
+    def _read(self, port: Any) -> str | None:
+        """Read until the port fails (returns why) or we are stopped (returns None)."""
+        handle = guarded(f"{self.name} parse")(self._handle)
+        try:
+            while not self._stop.is_set():
+                data = port.read(max(1, port.in_waiting))
+                if data:
+                    handle(data)
+            return None
+        except Exception as exc:  # pyserial raises SerialException, OSError or TypeError on a lost port
+            return None if self._stop.is_set() else f"serial port failed: {exc}"
+        finally:
+            with self._lock:
+                self._port = None
+            with contextlib.suppress(Exception):
+                port.close()
+
+    def _handle(self, data: bytes) -> None:
+        records = self.parser.feed(data)
+        if records:
+            self._on_records(records)
+        counters = self.parser.counters
+        bad = counters.malformed + counters.bad_checksum
+        if bad > self._complained_at:
+            now = time.monotonic()
+            if now - self._last_complaint >= COMPLAINT_INTERVAL:
+                log.warning(
+                    "%s: %d malformed and %d bad-checksum frames so far", self.name,
+                    counters.malformed, counters.bad_checksum,
+                )
+                self._last_complaint = now
+            self._complained_at = bad

@@ -1,0 +1,137 @@
+"""The systemd unit: it verifies cleanly, its exposure stays low, and the gateway runs under its limits."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.service_support import ROOT, GatewayProcess, run_cli, service_config, short_dir
+
+UNIT = ROOT / "systemd" / "gateway.service"
+DOCS = ROOT / "docs" / "service.md"
+INSTALLED_BINARY = "/opt/gateway/venv/bin/gateway"
+EXPOSURE_LIMIT = 2.0
+
+needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+
+
+@pytest.fixture
+def unit_copy(tmp_path: Path) -> Path:
+    """The unit with its ExecStart= binary pointed at a file that exists here (verify checks it)."""
+    binary = tmp_path / "bin" / "gateway"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\nexit 0\n")
+    binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
+    copy = tmp_path / "gateway.service"
+    copy.write_text(UNIT.read_text().replace(INSTALLED_BINARY, str(binary)))
+    return copy
+
+
+def _analyze(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@needs_systemd_analyze
+def test_the_unit_passes_systemd_analyze_verify_without_any_output(unit_copy: Path) -> None:
+    result = _analyze("verify", str(unit_copy))
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+@needs_systemd_analyze
+def test_the_exposure_rating_is_low_and_is_the_one_documented(unit_copy: Path) -> None:
+    result = _analyze("security", "--offline=true", f"--threshold={int(EXPOSURE_LIMIT * 10)}", str(unit_copy))
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d)", result.stdout)
+    assert match, result.stdout + result.stderr
+    score = float(match.group(1))
+    assert result.returncode == 0 and score <= EXPOSURE_LIMIT
+    assert f"exposure level {score}" in DOCS.read_text(), "record the rating in docs/service.md"
+
+
+def test_every_option_is_explained_by_a_comment() -> None:
+    unexplained = []
+    commented = False
+    for number, line in enumerate(UNIT.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("["):
+            commented = False
+        elif line.startswith("#"):
+            commented = True
+        elif not commented:
+            unexplained.append(f"{number}: {line}")
+    assert unexplained == []
+
+
+def test_every_gateway_command_in_the_unit_exists() -> None:
+    commands = [
+        shlex.split(line.split("=", 1)[1])
+        for line in UNIT.read_text().splitlines()
+        if line.startswith("Exec") and INSTALLED_BINARY in line
+    ]
+    assert {argv[1] for argv in commands} == {"check", "run", "safe-state"}
+    for argv in commands:
+        result = run_cli(*argv[1:], "--help")
+        assert result.returncode == 0, result.stderr
+
+
+def test_the_unit_keeps_the_watchdog_well_inside_the_stop_timeout() -> None:
+    options = dict(
+        line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
+    assert options["Type"] == "notify"
+    assert int(options["WatchdogSec"]) >= 10
+    assert int(options["TimeoutStopSec"]) >= 5
+
+
+# -- MemoryDenyWriteExecute=yes: the gateway must run without writable+executable memory ---
+
+WRAPPER = """
+# prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN): no W+X mappings from here on, inherited across exec.
+import ctypes, mmap, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:
+    sys.exit(f"PR_SET_MDWE failed: errno {ctypes.get_errno()}")
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+except PermissionError:
+    pass
+else:
+    sys.exit("W+X memory was still allowed")
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
+def _mdwe_supported() -> bool:
+    """PR_SET_MDWE (Linux 6.3+) enforces what MemoryDenyWriteExecute= does; probe it in a child."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import ctypes,sys; sys.exit(ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0)"],
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    directory = short_dir()
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.skipif(not _mdwe_supported(), reason="kernel without PR_SET_MDWE")
+def test_the_gateway_runs_without_writable_executable_memory(workdir: Path) -> None:
+    (workdir / "mdwe.py").write_text(WRAPPER)
+    config = service_config(workdir, "svc-mdwe")
+    gateway = GatewayProcess.start(workdir, config, launcher=[str(workdir / "mdwe.py")])
+    try:
+        gateway.wait_ready()
+        assert gateway.stop() == 0, gateway.log()
+    finally:
+        gateway.close()
+    assert "Traceback" not in gateway.log()
+
