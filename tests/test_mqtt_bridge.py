@@ -124,7 +124,7 @@ def test_start_returns_at_once_without_a_broker_and_logs_the_outage_once(
     assert time.monotonic() - started < 0.2
     harness.bridge.forward(harness.events.reading("living_temp", 20.0))
     wait_until(lambda: harness.bridge.health()["connection"] == "unreachable", what="outage noticed")
-    time.sleep(2.5)  # two more retries happen in this window; the log must not repeat
+    wait_until(lambda: harness.bridge.counters.connect_attempts >= 3, what="two more attempts")
     harness.bridge.stop()
     outage_lines = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(outage_lines) == 1

@@ -141,3 +141,9 @@ def test_the_drain_rate_is_a_token_bucket() -> None:
     assert bucket.take(50) == 10  # refilled at 80/s, capped at the burst
     clock.now += 0.0625
     assert bucket.take(50) == 5
+
+
+def test_a_closed_outbox_still_answers_health_questions(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    outbox.close()
+    assert (outbox.oldest_ts(), outbox.fetch(0, 10), outbox.commit()) == (None, [], 0)

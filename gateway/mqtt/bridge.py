@@ -124,6 +124,7 @@ class BridgeCounters:
     """Home Assistant birth messages seen (each re-sends discovery and states)."""
     commands_retained_ignored: int = 0
     """Retained messages on set topics, replayed by the broker at subscribe: never applied."""
+    connect_attempts: int = 0
     connects: int = 0
     disconnects: int = 0
 
@@ -343,6 +344,7 @@ class MqttBridge:
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
         self._jitter.before_attempt()
+        self.counters.connect_attempts += 1
 
     def _on_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
         # paho reports why a socket failed (a TLS alert, a reset) only here, at ERR level.

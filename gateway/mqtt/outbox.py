@@ -133,6 +133,7 @@ class Outbox:
         self._db_lock = threading.Lock()
         self._pending = _Pending()
         self._closed = False
+        self._db_closed = False
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
@@ -226,6 +227,8 @@ class Outbox:
     def commit(self) -> int:
         """Write the waiting rows and deletions in one transaction; returns rows inserted."""
         with self._db_lock:
+            if self._db_closed:
+                return 0
             with self._lock:
                 pending, self._pending = self._pending, _Pending()
             if not pending.rows and not pending.acks and not pending.refused:
@@ -287,6 +290,8 @@ class Outbox:
         if limit <= 0:
             return []
         with self._db_lock:
+            if self._db_closed:
+                return []
             cursor = self._db.execute(
                 "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
             )
@@ -294,7 +299,7 @@ class Outbox:
 
     def oldest_ts(self) -> float | None:
         with self._db_lock:
-            row = self._db.execute("SELECT ts FROM outbox ORDER BY seq LIMIT 1").fetchone()
+            row = None if self._db_closed else self._db.execute("SELECT ts FROM outbox ORDER BY seq LIMIT 1").fetchone()
         if row is not None:
             return float(row[0])
         with self._lock:
@@ -310,3 +315,4 @@ class Outbox:
         with self._db_lock:
             self._checkpoint()
             self._db.close()
+            self._db_closed = True
