@@ -164,8 +164,10 @@ class Outbox:
             payload = make_payload(seq)
             if not self.fits(topic, payload):
                 self.counters.oversized += 1
-                log.error("event for %s refused: %d bytes exceed the broker's maximum packet size %s",
-                          topic, len(payload), self.max_packet_size)
+                if self.counters.oversized in (1, 10) or self.counters.oversized % 1000 == 0:
+                    log.error("event for %s refused: %d bytes exceed the broker's maximum packet size %s "
+                              "(%d refused so far)", topic, len(payload), self.max_packet_size,
+                              self.counters.oversized)
                 return None
             self._next_seq = seq + 1
             self._pending.rows.append((seq, topic, payload, int(droppable), ts))
