@@ -46,12 +46,23 @@ def test_anything_else_for_a_switch_is_rejected_with_a_reason(payload: bytes) ->
         validate(LIGHT, decode(payload, 1024))
 
 
-def test_a_numeric_entity_takes_numbers_within_its_range_only() -> None:
+def test_a_dimmable_light_takes_a_brightness_within_its_range_or_on_off() -> None:
     dimmer = validator_for(EntitySpec("dimmer", Component.LIGHT, safe_value=0, minimum=0, maximum=100))
     assert validate(dimmer, decode(b"42", 1024)) == 42
-    for bad in (b"101", b"-1", b"true", b"1e999", b"Infinity", b"abc"):
+    assert validate(dimmer, decode(b"1", 1024)) == 1  # a number here, not ON
+    assert validate(dimmer, decode(b"ON", 1024)) is True
+    assert validate(dimmer, decode(b"false", 1024)) is False
+    for bad in (b"101", b"-1", b"1e999", b"Infinity", b"abc"):
         with pytest.raises(CommandRejected):
             validate(dimmer, decode(bad, 1024))
+
+
+def test_a_numeric_setting_that_is_not_switchable_takes_only_numbers() -> None:
+    setpoint = validator_for(EntitySpec("valve", Component.SENSOR, safe_value=0.0, minimum=0, maximum=10))
+    assert validate(setpoint, decode(b" 2.5 ", 1024)) == 2.5
+    for bad in (b"true", b"ON", b"11"):
+        with pytest.raises(CommandRejected):
+            validate(setpoint, decode(bad, 1024))
 
 
 def test_a_payload_over_the_size_limit_is_rejected_unread() -> None:

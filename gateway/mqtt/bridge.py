@@ -252,15 +252,18 @@ class MqttBridge:
         client = self._client
         if client is None:
             return
-        if self._connected:
+        connected = self._connected
+        if connected:
             info = client.publish(self.topics.status, OFFLINE, qos=1, retain=True)
             remaining = deadline - time.monotonic() - STOP_RESERVE / 2
             if remaining > 0:
                 info.wait_for_publish(remaining)
         client.disconnect()
+        # paho's thread may sit in its backoff sleep (up to 1 s slices); it is a daemon and ends by
+        # itself once disconnected, so only a connected link is worth waiting for (a clean close).
         stopper = threading.Thread(target=client.loop_stop, name="mqtt-loop-stop", daemon=True)
         stopper.start()
-        stopper.join(max(0.0, deadline - time.monotonic()))
+        stopper.join(max(0.0, deadline - time.monotonic()) if connected else 0.05)
 
     # -- extension points ------------------------------------------------------------------------
 

@@ -113,7 +113,18 @@ class Discovery:
             config.update({template_key: ON_OFF, "state_on": "ON", "state_off": "OFF"})
             if spec.component is Component.LIGHT:
                 del config["state_on"], config["state_off"]  # a light compares with payload_on/off
+                if spec.maximum is not None:
+                    config.update(self._brightness(spec))
         return config
+
+    def _brightness(self, spec: EntitySpec) -> dict[str, Any]:
+        """A dimmable light: brightness in the entity's own scale (0..maximum) on the same topics."""
+        return {
+            "brightness_command_topic": self.topics.command(spec.id),
+            "brightness_state_topic": self.topics.state(spec.id),
+            "brightness_value_template": "{{ value_json.value | int }}",
+            "brightness_scale": int(spec.maximum or 100),
+        }
 
     def configs(self, entities: Mapping[str, EntitySpec], extras: Mapping[str, Extra]) -> dict[str, bytes]:
         """Config topic -> retained payload, for every entity and registered extra."""
