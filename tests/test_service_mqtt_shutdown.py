@@ -42,7 +42,7 @@ def test_sigterm_publishes_safe_states_then_offline(broker: Broker, workdir: Pat
         wait_until(lambda: subscriber.on(f"{base}/status")[-1:] == ["offline"], what="offline")
         for entity, safe in SAFE_VALUES.items():
             states = subscriber.on(f"{base}/state/{entity}")
-            assert states and states[-1]["value"] == safe, (entity, states)
+            assert states and states[-1] == safe, (entity, states)  # bare JSON value (docs/mqtt.md)
     finally:
         gateway.close()
         subscriber.close()
