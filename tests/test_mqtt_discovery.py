@@ -50,10 +50,10 @@ def test_sensors_carry_unit_class_and_expiry_and_actuators_a_command_topic(broke
     temp = found["ha-disc-two/sensor/disc-two/living_temp/config"]
     assert (temp["unit_of_measurement"], temp["device_class"], temp["expire_after"]) == ("°C", "temperature", 180)
     door = found["ha-disc-two/binary_sensor/disc-two/front_door/config"]
-    assert (door["device_class"], door["value_template"]) == ("door", "{{ 'ON' if value_json.value else 'OFF' }}")
+    assert (door["device_class"], door["payload_on"], door["payload_off"]) == ("door", "true", "false")
     heater = found["ha-disc-two/switch/disc-two/heater/config"]
     assert (heater["command_topic"], heater["payload_on"], heater["state_on"]) == ("gateway/disc-two/set/heater",
-                                                                                  "ON", "ON")
+                                                                                  "ON", "true")
     assert "expire_after" not in heater
 
 
@@ -85,7 +85,7 @@ def test_the_hubs_birth_message_brings_discovery_and_states_again(broker: Broker
         hub.wait_for(config_topic, count=2)
         again = hub.wait_for(state_topic, count=2)
         harness.bridge.stop()
-    assert again[-1].json()["value"] == 19.5
+    assert again[-1].json() == 19.5
     assert harness.bridge.counters.hub_births == 1
 
 

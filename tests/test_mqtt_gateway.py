@@ -61,7 +61,7 @@ def test_a_hub_command_switches_the_relay_and_is_answered_and_echoed(broker: Bro
     done = next(r for r in results if r["status"] == "done")
     assert {"status": "accepted", "command": done["command"]}.items() <= results[0].items()
     assert done["value"] is True
-    assert any(s.json().get("cause") == done["command"] and s.json()["value"] is True for s in states)
+    assert states[-1].json() is True
 
 
 def test_a_dimmable_light_is_announced_with_its_brightness_scale() -> None:

@@ -11,8 +11,8 @@ broker and one hub without collisions. Every config carries:
 * ``qos: 1``, so the hub sends commands at least once (HA's default is QoS 0);
 * ``expire_after``: three reporting intervals, for entities that declare one.
 
-States are JSON objects (``{"value": true, ...}``): each config reads them
-with a template on ``value_json.value``. Entities removed from the config are removed from
+States are bare JSON values (``true``, ``21.5``), hence ``state_on: "true"``
+and ``payload_on: "true"`` for what reads them. Entities removed from the config are removed from
 the hub: the topics published last time are remembered in
 ``<state_dir>/discovery.json`` and those no longer configured get an empty
 retained config, which is how Home Assistant deletes an entity.
@@ -41,8 +41,7 @@ log = logging.getLogger(__name__)
 EXPIRE_INTERVALS = 3
 """A sensor is shown unavailable after missing this many of its reporting intervals."""
 SOFTWARE = "edge-gateway"
-VALUE = "{{ value_json.value }}"
-ON_OFF = "{{ 'ON' if value_json.value else 'OFF' }}"
+ON_OFF = "{{ 'ON' if value_json else 'OFF' }}"
 
 
 @dataclass(slots=True, frozen=True)
@@ -101,20 +100,19 @@ class Discovery:
         if spec.report_interval is not None and spec.component in (Component.SENSOR, Component.BINARY_SENSOR):
             config["expire_after"] = max(1, math.ceil(spec.report_interval * EXPIRE_INTERVALS))
         if spec.component is Component.SENSOR:
-            config["value_template"] = VALUE
             if spec.unit is not None:
                 config["unit_of_measurement"] = spec.unit
                 config["state_class"] = "measurement"
         elif spec.component is Component.BINARY_SENSOR:
-            config.update(value_template=ON_OFF, payload_on="ON", payload_off="OFF")
+            config.update(payload_on="true", payload_off="false")
         else:
             config.update(command_topic=self.topics.command(spec.id), payload_on="ON", payload_off="OFF")
-            template_key = "value_template" if spec.component is Component.SWITCH else "state_value_template"
-            config.update({template_key: ON_OFF, "state_on": "ON", "state_off": "OFF"})
             if spec.component is Component.LIGHT:
-                del config["state_on"], config["state_off"]  # a light compares with payload_on/off
+                config["state_value_template"] = ON_OFF  # a light compares its state with payload_on/off
                 if spec.maximum is not None:
                     config.update(self._brightness(spec))
+            else:
+                config.update(state_on="true", state_off="false")
         return config
 
     def _brightness(self, spec: EntitySpec) -> dict[str, Any]:
@@ -122,7 +120,7 @@ class Discovery:
         return {
             "brightness_command_topic": self.topics.command(spec.id),
             "brightness_state_topic": self.topics.state(spec.id),
-            "brightness_value_template": "{{ value_json.value | int }}",
+            "brightness_value_template": "{{ value_json | int }}",
             "brightness_scale": int(spec.maximum or 100),
         }
 

@@ -53,19 +53,13 @@ def event_payload(event: Event, seq: int) -> bytes:
     return dumps(data)
 
 
-def state_payload(event: Event) -> bytes:
-    """The retained ``state/<entity>`` payload: ``value``, ``ts`` and the ``id`` of the event that
-    set it, plus ``unit`` and ``cause`` when not null.
+def state_payload(value: Value) -> bytes:
+    """The retained ``state/<entity>`` payload: the bare JSON value (``true``, ``21.5``, ``"heat"``).
 
-    An object rather than a bare value so that fields can be added within a
-    contract version; ``cause`` is the id of the command an actuator state
-    confirms, so a hub can match the echo to what it asked for."""
-    data: dict[str, Any] = {"value": _finite(event.value), "ts": iso_utc(event.ts), "id": event.id}
-    if event.unit is not None:
-        data["unit"] = event.unit
-    if event.cause is not None:
-        data["cause"] = event.cause
-    return dumps(data)
+    Bare, so that any hub reads it without a template. The event that set it,
+    with its id, unit, time and cause, is on ``event/<entity>``; the command a
+    state confirms is named in the ``done`` result on ``result/<entity>``."""
+    return dumps(_finite(value))
 
 
 def result_payload(
