@@ -147,3 +147,4 @@ def test_a_closed_outbox_still_answers_health_questions(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "o.db")
     outbox.close()
     assert (outbox.oldest_ts(), outbox.fetch(0, 10), outbox.commit()) == (None, [], 0)
+
