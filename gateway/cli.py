@@ -133,11 +133,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     config = _with_state_dir(config, args)
+    from gateway.mqtt import MqttSetupError
+
     try:
         gateway = Gateway(config, simulate=args.simulate, mqtt=not args.no_mqtt)
     except RulesError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return 1
+    except MqttSetupError as exc:
+        print(f"{config.source or 'config'}: {exc}", file=sys.stderr)
         return 1
     socket_path = args.socket or control_socket_path(config.gateway.state_dir if args.simulate else None)
     try:

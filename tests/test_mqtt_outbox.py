@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from gateway.mqtt.bridge import TokenBucket
-from gateway.mqtt.outbox import Outbox, publish_packet_size
+from gateway.mqtt.outbox import Outbox, OutboxInUse, publish_packet_size
 
 
 class FakeMonotonic:
@@ -148,3 +150,25 @@ def test_a_closed_outbox_still_answers_health_questions(tmp_path: Path) -> None:
     outbox.close()
     assert (outbox.oldest_ts(), outbox.fetch(0, 10), outbox.commit()) == (None, [], 0)
 
+
+
+def test_a_second_process_on_the_same_outbox_is_refused(tmp_path: Path) -> None:
+    first = Outbox(tmp_path / "o.db")
+    with pytest.raises(OutboxInUse, match="another gateway process"):
+        Outbox(tmp_path / "o.db")
+    first.close()
+    Outbox(tmp_path / "o.db").close()  # free again once closed
+
+
+def test_a_full_disk_keeps_the_batch_in_memory_and_writes_it_in_order_later(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    pages = outbox._db.execute("PRAGMA page_count").fetchone()[0]
+    outbox._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own 'disk full'
+    add(outbox, 500)
+    assert outbox.commit() == 0
+    assert outbox.counters.commit_failures == 1 and outbox.depth == 500
+    add(outbox, 1, start=500)
+    outbox._db.execute("PRAGMA max_page_count = 1073741823")
+    assert outbox.commit() == 501
+    assert [r.seq for r in outbox.fetch(0, 1000)] == list(range(1, 502))
+    outbox.close()

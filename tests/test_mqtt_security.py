@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gateway.mqtt import MqttSetupError
 from gateway.mqtt.connection import CredentialsError
 from tests.conftest import Broker, free_port, mosquitto_binary, wait_for_port
 from tests.mqtt_support import make_bridge, make_config, recorder, wait_until
@@ -182,11 +183,16 @@ def test_a_wrong_password_gives_a_clear_error_once_without_the_secret(
     assert "wrong-guess" not in caplog.text
 
 
-def test_a_missing_password_source_is_a_clear_error_at_start(tmp_path: Path) -> None:
-    harness = make_bridge(make_config("gw-x", tmp_path / "state", 1, username="u", password_env="GW_UNSET_VAR"))
+def test_a_missing_password_source_is_a_clear_error_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(CredentialsError, match="GW_UNSET_VAR is not set"):
-        harness.bridge.start()
-    harness.bridge.stop()
+        make_bridge(make_config("gw-x", tmp_path / "state", 1, username="u", password_env="GW_UNSET_VAR"))
+
+
+def test_an_unreadable_certificate_is_a_clear_error_before_anything_runs(tmp_path: Path) -> None:
+    config = make_config("gw-y", tmp_path / "state", 1, tls={"ca_file": str(tmp_path / "missing-ca.crt")})
+    with pytest.raises(MqttSetupError, match=r"mqtt\.tls\.ca_file .*missing-ca\.crt"):
+        make_bridge(config)
+    make_bridge(make_config("gw-y", tmp_path / "state", 1)).bridge.stop()  # the outbox was released
 
 
 def test_the_acl_refuses_a_gateway_writing_into_another_tree_and_the_refusal_is_counted(
@@ -211,3 +217,16 @@ def test_mqtt_3_1_1_can_be_selected(broker: Broker, tmp_path: Path) -> None:
         assert hub.wait_for("gateway/v311/event/living_temp")[0].json()["value"] == 3.0
         harness.bridge.stop()
     assert "as gateway-v311 (p2, c0" in (broker.directory / "mosquitto.log").read_text()  # 3.1.1, kept session
+
+
+def test_gateway_run_with_an_unset_password_variable_exits_1_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.cli import main
+    from tests.helpers import write_config
+
+    monkeypatch.delenv("GW_NOT_SET_ANYWHERE", raising=False)
+    config = write_config(tmp_path, '[gateway]\nid = "cli-pw"\nstate_dir = "state"\n'
+                                    '[mqtt]\nusername = "cli-pw"\npassword_env = "GW_NOT_SET_ANYWHERE"\n')
+    assert main(["run", "--config", str(config)]) == 1
+    assert "GW_NOT_SET_ANYWHERE is not set" in capsys.readouterr().err

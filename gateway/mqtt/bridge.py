@@ -172,7 +172,6 @@ class MqttBridge:
         self._stopping = threading.Event()
         self._connected = False
         self._outage_logged = False
-        self._client: mqtt.Client | None = None
         self._thread: threading.Thread | None = None
         self._started = time.monotonic()
         self._health_sources: dict[str, HealthSource] = {}
@@ -193,13 +192,17 @@ class MqttBridge:
         )
         for entity in self.entities:
             self._set_available(entity, True)
+        try:
+            self._client: mqtt.Client = self._make_client()
+        except BaseException:
+            self.outbox.close()
+            raise
 
     # -- the lead's interface ------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Begin connecting in the background; returns at once, whatever the network does."""
-        if self._thread is not None:
-            return
+    def _make_client(self) -> mqtt.Client:
+        """The configured client with our guarded callbacks; reads the password and the TLS files
+        now, so a mistake there is a :class:`~gateway.mqtt.MqttSetupError` at construction."""
         client = make_client(self.config, self.topics)
         client.on_connect = guarded("mqtt on_connect")(self._on_connect)
         client.on_connect_fail = guarded("mqtt on_connect_fail")(self._on_connect_fail)
@@ -210,7 +213,13 @@ class MqttBridge:
         client.on_log = guarded("mqtt on_log")(self._on_log)
         client.message_callback_add(self.topics.set_filter, guarded("mqtt command")(self._on_command))
         client.message_callback_add(self.topics.hub_status, guarded("mqtt hub status")(self._on_hub_status))
-        self._client = client
+        return client
+
+    def start(self) -> None:
+        """Begin connecting in the background; returns at once, whatever the network does."""
+        if self._thread is not None:
+            return
+        client = self._client
         section = self.config.mqtt
         if self._mqtt5:
             client.connect_async(section.host, section.port, section.keepalive, clean_start=False,
@@ -250,7 +259,7 @@ class MqttBridge:
             self._thread.join(max(0.0, deadline - time.monotonic() - STOP_RESERVE / 2))
         self.outbox.close()
         client = self._client
-        if client is None:
+        if self._thread is None:
             return
         connected = self._connected
         if connected:
@@ -261,9 +270,19 @@ class MqttBridge:
         client.disconnect()
         # paho's thread may sit in its backoff sleep (up to 1 s slices); it is a daemon and ends by
         # itself once disconnected, so only a connected link is worth waiting for (a clean close).
-        stopper = threading.Thread(target=client.loop_stop, name="mqtt-loop-stop", daemon=True)
+        stopper = threading.Thread(target=self._release, args=(client,), name="mqtt-loop-stop", daemon=True)
         stopper.start()
         stopper.join(max(0.0, deadline - time.monotonic()) if connected else 0.05)
+
+    def _release(self, client: mqtt.Client) -> None:
+        """End paho's thread, then drop its references to us: without the cycle, the client is freed
+        (and paho closes its wake-up socket pair) as soon as the bridge is, not at some later GC."""
+        client.loop_stop()
+        for name in ("on_connect", "on_connect_fail", "on_disconnect", "on_publish", "on_pre_connect",
+                     "on_socket_open", "on_log"):
+            setattr(client, name, None)
+        client.message_callback_remove(self.topics.set_filter)
+        client.message_callback_remove(self.topics.hub_status)
 
     # -- extension points ------------------------------------------------------------------------
 
@@ -512,7 +531,7 @@ class MqttBridge:
         else:
             self.outbox.commit_if_due()
         self._take_acks()
-        if self._connected and self._client is not None:
+        if self._connected:
             self._send_retained(self._client)
             self._send_outbox(self._client)
             self._send_health(self._client)

@@ -23,6 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.config import Config, MqttSection, TlsSection
+from gateway.mqtt import MqttSetupError
 from gateway.mqtt.topics import OFFLINE, Topics
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ INFLIGHT_HEADROOM = 100
 """paho's own window is the outbox window plus room for states, results and discovery."""
 
 
-class CredentialsError(Exception):
+class CredentialsError(MqttSetupError):
     """The MQTT password could not be read (the message never contains the secret)."""
 
 
@@ -64,10 +65,16 @@ class _ClosingSSLSocket(ssl.SSLSocket):
 
 def tls_context(tls: TlsSection) -> ssl.SSLContext:
     """A client context: the given CA (or the system's), an optional client certificate, hostname check."""
-    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    try:
+        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise MqttSetupError(f"mqtt.tls.ca_file {tls.ca_file}: {exc}") from None
     context.sslsocket_class = _ClosingSSLSocket
     if tls.cert_file is not None:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        try:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise MqttSetupError(f"mqtt.tls.cert_file/key_file {tls.cert_file}: {exc}") from None
     context.check_hostname = tls.check_hostname
     return context
 
