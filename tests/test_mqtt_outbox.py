@@ -1,12 +1,15 @@
-"""The durable outbox on its own: order, persistence, batching, the bound, the packet-size limit."""
+"""The durable outbox on its own (order, persistence, batching, the bound, the packet-size limit),
+and the pacing around it (drain token bucket, reconnect jitter)."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
 from gateway.mqtt.bridge import TokenBucket
+from gateway.mqtt.connection import Jitter
 from gateway.mqtt.outbox import Outbox, OutboxInUse, publish_packet_size
 
 
@@ -172,3 +175,13 @@ def test_a_full_disk_keeps_the_batch_in_memory_and_writes_it_in_order_later(tmp_
     assert outbox.commit() == 501
     assert [r.seq for r in outbox.fetch(0, 1000)] == list(range(1, 502))
     outbox.close()
+
+
+def test_reconnect_jitter_grows_with_the_backoff_and_restarts_after_a_connection() -> None:
+    jitter = Jitter(1.0, 8.0, rng=random.Random(7))
+    waits = [jitter.next_wait() for _ in range(6)]
+    assert waits[0] == 0.0  # the first connection is not delayed
+    assert all(0 <= w <= bound for w, bound in zip(waits[1:], [0.5, 1, 2, 4, 4], strict=True))
+    assert len(set(waits[1:])) == 5  # random, so a fleet spreads out
+    jitter.connected()
+    assert jitter.next_wait() <= 0.5

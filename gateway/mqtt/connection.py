@@ -133,11 +133,16 @@ class Jitter:
         self._cancel = threading.Event()
 
     def before_attempt(self) -> None:
-        if not self._first:
-            step = min(self._max, self._min * 2 ** min(self._failures, 30))
-            self._cancel.wait(self._rng.uniform(0, step / 2))
-            self._failures += 1
-        self._first = False
+        self._cancel.wait(self.next_wait())
+
+    def next_wait(self) -> float:
+        """The jitter for the attempt about to start: 0 for the very first connection."""
+        if self._first:
+            self._first = False
+            return 0.0
+        step = min(self._max, self._min * 2 ** min(self._failures, 30))
+        self._failures += 1
+        return self._rng.uniform(0, step / 2)
 
     def connected(self) -> None:
         self._failures = 0
