@@ -42,6 +42,9 @@ from gateway.guard import guarded
 if TYPE_CHECKING:
     from gpiozero import AnalogInputDevice
 
+FAILURES_BEFORE_RESTART = 5
+"""Consecutive failed reads after which the driver asks its supervisor for a restart (re-open SPI)."""
+
 SPI_PINS = {0: (11, 10, 9, 8), 1: (11, 10, 9, 7)}
 """Hardware SPI0 (clock, MOSI, MISO, select) for chip-select 0 and 1, as gpiozero maps them."""
 
@@ -90,6 +93,8 @@ class AnalogInput(Driver):
         self._poll: Periodic | None = None
         self.channel: Channel | None = None
         self.read_errors = 0
+        self._failures_in_a_row = 0
+        self._ctx: DriverContext | None = None
 
     def entities(self) -> Sequence[EntitySpec]:
         cfg = self.config
@@ -106,6 +111,7 @@ class AnalogInput(Driver):
                                 device=cfg.spi_device, pin_factory=ctx.pin_factory)
         except Exception as exc:
             raise DriverError(f"{self.id}: cannot open the ADC on SPI0.{cfg.spi_device}: {exc}") from exc
+        self._ctx = ctx
         self.channel = Channel(ctx, self.id, unit=cfg.unit, steps=cfg.conditioning, stale_after=cfg.stale_after)
         self._poll = every(ctx.timers(), cfg.poll_s, guarded(f"{self.id} read")(self.read))
 
@@ -117,9 +123,20 @@ class AnalogInput(Driver):
             raw = float(device.value)
         except Exception as exc:
             self.read_errors += 1
+            self._failures_in_a_row += 1
             channel.set_available(False, f"ADC read failed: {exc}")
+            if self._failures_in_a_row == FAILURES_BEFORE_RESTART and self._ctx is not None:
+                self._ctx.fail(f"{FAILURES_BEFORE_RESTART} ADC reads failed in a row: {exc}")
             return
+        self._failures_in_a_row = 0
         channel.feed(cfg.min_value + raw * (cfg.max_value - cfg.min_value))
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "read_errors": self.read_errors,
+            "skipped_polls": self._poll.skipped if self._poll is not None else 0,
+            "dropped": self.channel.pipeline.dropped if self.channel is not None else 0,
+        }
 
     def stop(self) -> None:
         if self._poll is not None:

@@ -17,7 +17,9 @@ must only build events and ``ctx.post`` them.
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +36,8 @@ from gateway.events import Event, EventFactory, Value
 if TYPE_CHECKING:
     from gpiozero import Factory
     from serial import SerialBase
+
+log = logging.getLogger(__name__)
 
 
 class Component(StrEnum):
@@ -90,27 +94,36 @@ class DriverContext:
     resolve_path: Callable[[str], str] = lambda path: path
     """Maps a configured filesystem path (1-wire ``base_path``) to where it really is: ``--simulate``
     passes ``lambda p: world.files.get(p, p)`` so drivers read the simulators' fake trees."""
+    fail: Callable[[str], None] = lambda reason: log.error("driver failure (no supervisor): %s", reason)
+    """A driver calls this (from any thread) when it can no longer work; the supervisor restarts it."""
     scheduler: Scheduler | None = None
     """Timers (conditioning, staleness, polling). None: a :class:`ThreadScheduler` is made on first use."""
     _own_scheduler: ThreadScheduler | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def clock(self) -> Clock:
         return self.events.clock
 
     def timers(self) -> Scheduler:
-        """The scheduler drivers use; one timer thread per context, started only if a driver needs it."""
-        if self.scheduler is None:
-            self._own_scheduler = ThreadScheduler(self.clock)
-            self.scheduler = self._own_scheduler
-        return self.scheduler
+        """The scheduler drivers use; one timer thread per context, started only if a driver needs it.
+
+        Safe from any thread (the first call may come from a gpiozero callback).
+        """
+        with self._lock:
+            if self.scheduler is None:
+                self._own_scheduler = ThreadScheduler(self.clock)
+                self.scheduler = self._own_scheduler
+            return self.scheduler
 
     def close(self) -> None:
         """Join the timer thread this context made, if any (call after the drivers using it stopped)."""
-        if self._own_scheduler is not None:
-            self._own_scheduler.close()
-            self._own_scheduler = None
-            self.scheduler = None
+        with self._lock:
+            own, self._own_scheduler = self._own_scheduler, None
+            if own is not None:
+                self.scheduler = None
+        if own is not None:
+            own.close()
 
 
 class DeviceConfig(BaseModel):
@@ -153,6 +166,10 @@ class Driver(ABC):
     def simulator(self) -> Simulator | None:
         """The simulated world behind this device in ``--simulate``, or None if it needs none."""
         return None
+
+    def stats(self) -> dict[str, int]:
+        """Counters for health: what was dropped, refused or retried (malformed frames, CRC errors...)."""
+        return {}
 
 
 class Simulator(ABC):

@@ -57,10 +57,11 @@ PinName = int | str
 
 class _InputFields(DeviceConfig):
     pin: PinName
-    pull_up: bool | None = False
-    """True: internal pull-up (contact to ground); False: pull-down; None: floating (set active_high)."""
+    pull_up: bool | Literal["floating"] | None = False
+    """True: internal pull-up (contact to ground); False: pull-down; ``"floating"`` (or None from
+    Python): no internal resistor, an external one sets the idle level; then set ``active_high``."""
     active_high: bool | None = None
-    """Only with ``pull_up = None``: which level means active."""
+    """Only with a floating input: which level means active."""
     bounce_ms: float | None = Field(default=None, ge=0, le=10_000)
     """gpiozero's own bounce time (drops edges after an edge); prefer a ``debounce``/``glitch`` step."""
     inverted: bool = False
@@ -70,11 +71,16 @@ class _InputFields(DeviceConfig):
 
     @model_validator(mode="after")
     def _floating_needs_level(self) -> _InputFields:
-        if self.pull_up is None and self.active_high is None:
-            raise ValueError("a floating input (pull_up = None) needs active_high = true or false")
-        if self.pull_up is not None and self.active_high is not None:
-            raise ValueError("active_high only applies to a floating input (pull_up = None)")
+        if self.pull is None and self.active_high is None:
+            raise ValueError('a floating input (pull_up = "floating") needs active_high = true or false')
+        if self.pull is not None and self.active_high is not None:
+            raise ValueError('active_high only applies to a floating input (pull_up = "floating")')
         return self
+
+    @property
+    def pull(self) -> bool | None:
+        """gpiozero's ``pull_up``: True, False or None (floating)."""
+        return None if self.pull_up in (None, "floating") else bool(self.pull_up)
 
 
 class GpioInputConfig(_InputFields):
@@ -114,8 +120,8 @@ class DigitalInput(Driver):
         try:
             self._device = DigitalInputDevice(
                 cfg.pin,
-                pull_up=cfg.pull_up,
-                active_state=cfg.active_high if cfg.pull_up is None else None,
+                pull_up=cfg.pull,
+                active_state=cfg.active_high if cfg.pull is None else None,
                 bounce_time=cfg.bounce_ms / 1000 if cfg.bounce_ms else None,
                 pin_factory=ctx.pin_factory,
             )
@@ -141,10 +147,13 @@ class DigitalInput(Driver):
     def simulator(self) -> Simulator | None:
         return PulseSimulator(self.config.pin, self._rests_high(), mean_interval=90.0, mean_hold=20.0)
 
+    def stats(self) -> dict[str, int]:
+        return {"dropped": self.channel.pipeline.dropped if self.channel is not None else 0}
+
     def _rests_high(self) -> bool:
         """The electrical level of the pin when the contact is idle."""
         cfg = self.config
-        return bool(cfg.pull_up) if cfg.pull_up is not None else not cfg.active_high
+        return cfg.pull if cfg.pull is not None else not cfg.active_high
 
 
 class MotionSensor(DigitalInput):
@@ -185,7 +194,8 @@ class PulseSimulator(Simulator):
                     break
                 idle()
 
-        self._thread = threading.Thread(target=run, name=f"sim-{self._pin_name}", daemon=True)
+        self._thread = threading.Thread(target=guarded(f"sim pin {self._pin_name}")(run),
+                                        name=f"sim-{self._pin_name}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

@@ -65,6 +65,11 @@ class SimPinFactory(MockFactory):  # type: ignore[misc]
         return _SoftSPIShared if shared else _SoftSPI
 
 
-def sim_pin_factory() -> Any:
-    """Mock pins with PWM and a working software SPI; see the module docstring."""
-    return SimPinFactory(pin_class=MockPWMPin)
+def sim_pin_factory(pin_class: type = MockPWMPin) -> Any:
+    """Mock pins with PWM and a working software SPI; see the module docstring.
+
+    ``pin_class`` must be ``MockPWMPin`` or a subclass (PWM lights need it).
+    """
+    if not issubclass(pin_class, MockPWMPin):
+        raise TypeError("sim_pin_factory needs MockPWMPin or a subclass")
+    return SimPinFactory(pin_class=pin_class)

@@ -6,7 +6,7 @@ The kernel exposes each sensor as ``<base_path>/28-xxxxxxxxxxxx/w1_slave``::
     72 01 4b 46 7f ff 0e 10 57 t=23125
 
 The driver reads it on a fixed rate (``poll_s``; a read takes ~750 ms on the
-bus, spent on this driver's own timer thread). A reading whose CRC line does
+bus, spent on a timer thread of this driver's own, so no other driver waits). A reading whose CRC line does
 not end in ``YES`` is discarded and counted (``crc_errors``); so is 85.0 °C,
 the value a DS18B20 reports after a power-on reset before its first
 conversion (``power_on_values``). A sensor that disappears (bad wiring) makes
@@ -40,7 +40,7 @@ from drivers.base import Component, DeviceConfig, Driver, DriverContext, EntityS
 from drivers.channel import Channel
 from drivers.conditioning import NumericStep
 from drivers.simulation import ThermalModel, heater_on, twin_rng
-from drivers.timing import Periodic, every
+from drivers.timing import Periodic, ThreadScheduler, every
 from gateway.guard import guarded
 
 POWER_ON_MILLIDEGREES = 85_000
@@ -56,7 +56,7 @@ class Ds18b20Config(DeviceConfig):
     """Calibration: added to every reading, in °C."""
     conditioning: list[NumericStep] = Field(default_factory=list)
     stale_after: float | None = Field(default=None, gt=0)
-    sim_heater: str | None = None
+    sim_heater: str | None = "heater"
     """``--simulate`` only: the entity whose on-state warms this sensor."""
 
 
@@ -96,6 +96,7 @@ class Ds18b20(Driver):
         self.channel: Channel | None = None
         self._poll: Periodic | None = None
         self._base: Path = Path(self.config.base_path)
+        self._own_timers: ThreadScheduler | None = None
         self.counters = {"crc_errors": 0, "power_on_values": 0, "garbled": 0, "missing": 0}
 
     def entities(self) -> Sequence[EntitySpec]:
@@ -106,7 +107,11 @@ class Ds18b20(Driver):
         cfg = self.config
         self._base = Path(ctx.resolve_path(cfg.base_path))
         self.channel = Channel(ctx, self.id, unit="°C", steps=cfg.conditioning, stale_after=cfg.stale_after)
-        self._poll = every(ctx.timers(), cfg.poll_s, guarded(f"{self.id} read")(self.read))
+        scheduler = ctx.timers()
+        if isinstance(scheduler, ThreadScheduler):
+            # a bus read blocks ~750 ms: never on a timer thread other drivers share
+            scheduler = self._own_timers = ThreadScheduler(ctx.clock, name=f"w1-{self.id}")
+        self._poll = every(scheduler, cfg.poll_s, guarded(f"{self.id} read")(self.read))
 
     def sensor_file(self) -> Path:
         if self.config.sensor is not None:
@@ -136,10 +141,16 @@ class Ds18b20(Driver):
             return
         channel.feed(round(value + self.config.offset, 3))
 
+    def stats(self) -> dict[str, int]:
+        return {**self.counters, "dropped": self.channel.pipeline.dropped if self.channel is not None else 0}
+
     def stop(self) -> None:
         if self._poll is not None:
             self._poll.cancel()
             self._poll = None
+        if self._own_timers is not None:
+            self._own_timers.close()
+            self._own_timers = None
         if self.channel is not None:
             self.channel.close()
 

@@ -45,7 +45,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drivers.base import Component, DeviceConfig, Driver, DriverContext, EntitySpec, Simulator, SimWorld
 from drivers.channel import Channel
@@ -95,22 +95,23 @@ class SerialConfig(DeviceConfig):
     """Entities become unavailable when nothing was received for this many seconds."""
     retry_min_s: float = Field(default=1.0, gt=0, le=60)
     retry_max_s: float = Field(default=60.0, gt=0, le=3600)
-    sim_heater: str | None = None
+    sim_heater: str | None = "heater"
     """``--simulate`` only: the entity whose on-state warms this device's temperature fields."""
 
     parser_class: ClassVar[type[Parser]]
 
-    @model_validator(mode="after")
-    def _known_fields(self) -> SerialConfig:
-        known = self.parser_class.known_fields
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, fields: dict[str, FieldConfig]) -> dict[str, FieldConfig]:
+        known = cls.parser_class.known_fields
         if known is None:
-            return self
-        for name in self.fields:
+            return fields
+        for name in fields:
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ValueError(f"unknown field {name!r}{hint} (this sensor reports: {', '.join(known)})")
-        return self
+        return fields
 
 
 class SerialKvConfig(SerialConfig):
@@ -170,6 +171,17 @@ class SerialSensor(Driver):
     def entities(self) -> Sequence[EntitySpec]:
         return [self._spec(name, f) for name, f in self.config.fields.items()]
 
+    def stats(self) -> dict[str, int]:
+        c = self.parser.counters
+        link = self.link
+        return {
+            "records": c.records, "malformed": c.malformed, "bad_checksum": c.bad_checksum,
+            "discarded_bytes": c.discarded_bytes,
+            "port_opens": link.opens if link is not None else 0,
+            "port_failures": link.failures if link is not None else 0,
+            "dropped": sum(ch.pipeline.dropped for ch in self.channels.values()),
+        }
+
     def _spec(self, name: str, f: FieldConfig) -> EntitySpec:
         info = (self.config.parser_class.known_fields or {}).get(name, FieldInfo())
         return EntitySpec(
@@ -189,7 +201,8 @@ class SerialSensor(Driver):
         }
         self.link = SerialLink(
             self.id, cfg.port, baudrate=cfg.baudrate, open_serial=ctx.open_serial, parser=self.parser,
-            on_records=self._records, on_lost=self._lost, retry_min_s=cfg.retry_min_s, retry_max_s=cfg.retry_max_s,
+            on_records=self._records, on_lost=self._lost, on_fatal=ctx.fail,
+            retry_min_s=cfg.retry_min_s, retry_max_s=cfg.retry_max_s,
         )
         self.link.start()
         self._start_polling(ctx)
@@ -313,7 +326,7 @@ class _FieldWalk:
 
 class LineTwin(PtyTwin):
     def __init__(self, config: SerialConfig, render: Any, interval: float | None = None) -> None:
-        super().__init__(config.port, config.id, interval or config.report_interval or 5.0)
+        super().__init__(config.port, config.id, interval or min(config.report_interval or 5.0, 5.0))
         self._walk = _FieldWalk(config)
         self._render = render
 

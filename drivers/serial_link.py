@@ -46,6 +46,7 @@ class SerialLink:
         parser: Parser,
         on_records: Callable[[list[Record]], None],
         on_lost: Callable[[str], None],
+        on_fatal: Callable[[str], None] | None = None,
         retry_min_s: float = 1.0,
         retry_max_s: float = 60.0,
     ) -> None:
@@ -56,6 +57,7 @@ class SerialLink:
         self._open_serial = open_serial
         self._on_records = on_records
         self._on_lost = on_lost
+        self._on_fatal = on_fatal
         self._retry_min = retry_min_s
         self._retry_max = retry_max_s
         self._stop = threading.Event()
@@ -78,7 +80,7 @@ class SerialLink:
         """
         self._stop.clear()
         port = self._open(lost_reported=False)
-        self._thread = threading.Thread(target=self._run, args=(port,), name=f"serial-{self.name}", daemon=True)
+        self._thread = threading.Thread(target=self._guarded_run, args=(port,), name=f"serial-{self.name}", daemon=True)
         self._thread.start()
 
     def write(self, data: bytes) -> bool:
@@ -109,6 +111,15 @@ class SerialLink:
                 log.error("%s: serial reader did not stop", self.name)
 
     # -- the reader thread --------------------------------------------------------------------
+
+    def _guarded_run(self, port: SerialBase | None) -> None:
+        """The thread's target: a bug in here ends the reader, so say so and let the supervisor restart it."""
+        try:
+            self._run(port)
+        except Exception as exc:
+            log.exception("%s: serial reader crashed", self.name)
+            if self._on_fatal is not None and not self._stop.is_set():
+                self._on_fatal(f"serial reader crashed: {exc}")
 
     def _run(self, port: SerialBase | None) -> None:
         delay = self._retry_min

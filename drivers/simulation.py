@@ -42,6 +42,10 @@ class ThermalModel:
         return self.temperature
 
 
+FIRST_SEND_S = 0.2
+"""A twin speaks this soon after start, so ``--simulate`` shows every device at once."""
+
+
 def twin_rng(world: SimWorld) -> random.Random:
     """A twin's own generator, drawn from the world's at start: twins on different threads never
     share one, so each one's sequence depends only on the seed and the order of the devices."""
@@ -95,7 +99,7 @@ class PtyTwin(Simulator):
         self._thread.start()
 
     def _run(self, world: SimWorld, master: int) -> None:
-        next_at = time.monotonic() + self.interval
+        next_at = time.monotonic() + min(self.interval, FIRST_SEND_S)
         while not self._stop.is_set():
             readable, _, _ = select.select([master], [], [], max(0.0, min(0.25, next_at - time.monotonic())))
             if readable:

@@ -104,7 +104,7 @@ class ThreadScheduler:
                 raise RuntimeError(f"{self._name}: scheduler is closed")
             entry = self._heap.push(deadline, fn)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread = threading.Thread(target=guarded(self._name)(self._run), name=self._name, daemon=True)
                 self._thread.start()
             self._cond.notify()
         return entry

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.base import Actuator, Driver, DriverContext, EntitySpec, SimWorld
+from drivers.envelope import Envelope, EnvelopeGate
+from drivers.supervision import Supervisor
 from gateway.bus import Bus
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
@@ -77,6 +79,7 @@ class Gateway:
         self.firings: deque[Event] = deque(maxlen=RECENT_FIRINGS)
         """The latest commands rules issued, newest last (``gateway status``)."""
         self.dispatcher = Dispatcher(self.bus, self.events, actuators=actuators, forward=self._observe)
+        self.dispatcher.gate = EnvelopeGate(Envelope.from_drivers(self.drivers), self.dispatcher)
         self.engine = RuleEngine(load_rules(config.rules.dir, self.entities), self.dispatcher)
         self.dispatcher.reactor = self.engine
         self._rng = random.Random(seed)
@@ -84,9 +87,7 @@ class Gateway:
         self._open_serial = open_serial
         self._world: SimWorld | None = None
         self._simulators: list[Any] = []
-        self._started: list[Driver] = []
-        self.failed: dict[str, str] = {}
-        """Devices that failed to start: id -> why."""
+        self.supervisor: Supervisor | None = None
 
     def _mqtt_bridge(self) -> Forwarder:
         from gateway.mqtt.bridge import MqttBridge
@@ -94,50 +95,69 @@ class Gateway:
         return MqttBridge(self.config, self.entities, self.bus.post, self.events)
 
     def start(self) -> None:
-        """Open everything; returns once drivers run and rules are loaded (READY)."""
+        """Open everything; returns once drivers run and rules are loaded (READY).
+
+        Drivers start under the :class:`~drivers.supervision.Supervisor`: one that fails (at start
+        or later) has its outputs made safe, its entities marked unavailable, and is restarted
+        with backoff while the others run on.
+        """
         self.config.gateway.state_dir.mkdir(parents=True, exist_ok=True)
         if self.forwarder is not None:
             self.forwarder.start()
-        ctx = self._driver_context()
-        for driver in self.drivers:
-            try:
-                driver.start(ctx)
-            except Exception as exc:
-                log.exception("device %s failed to start; the others run on", driver.id)
-                self.failed[driver.id] = str(exc) or type(exc).__name__
-                self._stop_driver(driver)
-                for spec in driver.entities():
-                    self.bus.post(self.events.availability(spec.id, False, "driver failed to start"))
-                continue
-            self._started.append(driver)
+        self._prepare_hardware()
+        self.supervisor = Supervisor(
+            self.drivers, self._driver_context, self.events.clock,
+            post=self.bus.post, events=self.events,
+        )
+        self.dispatcher.on_driver_failure = self.supervisor.report_failure
+        add_health_source = getattr(self.forwarder, "add_health_source", None)
+        if add_health_source is not None:
+            add_health_source("drivers", self.driver_health)
+        self.supervisor.start_all()
         self.bus.post(self.events.make(Kind.SYSTEM, "gateway", "started"))
         log.info(
-            "gateway %s started: %d devices, %d rules%s",
-            self.config.gateway.id, len(self._started), len(self.engine.rules),
+            "gateway %s started: %d of %d devices running, %d rules%s",
+            self.config.gateway.id, len(self.running), len(self.drivers), len(self.engine.rules),
             " (simulated hardware)" if self.simulate else "",
         )
 
-    def _driver_context(self) -> DriverContext:
-        pin_factory = self._pin_factory
-        if self.simulate and pin_factory is None:
-            from gpiozero.pins.mock import MockFactory
+    def driver_health(self) -> dict[str, Any]:
+        """Per device: status, failures, restarts, last error and the driver's counters (thread-safe)."""
+        if self.supervisor is None:
+            return {}
+        return {
+            h.id: {"status": h.status, "failures": h.total_failures, "restarts": h.restarts,
+                   "last_error": h.last_error, "stats": h.stats}
+            for h in self.supervisor.health()
+        }
 
+    def _prepare_hardware(self) -> None:
+        """Choose the pins and serial opener; in ``--simulate``, start the simulated world first."""
+        if self.simulate and self._pin_factory is None:
+            from drivers.mockpins import sim_pin_factory
             from gateway.simpins import ReleasedLevelPin
 
-            pin_factory = MockFactory(pin_class=ReleasedLevelPin)
-        open_serial = self._open_serial
-        if self.simulate and pin_factory is not None:
-            self._world = SimWorld(pin_factory, self._rng, self.dispatcher.state.value)
+            self._pin_factory = sim_pin_factory(ReleasedLevelPin)  # PWM, and a software SPI that honours it
+        if self.simulate and self._pin_factory is not None:
+            self._world = SimWorld(self._pin_factory, self._rng, self.dispatcher.state.value)
             self._start_simulators(self._world)
-            open_serial = open_serial or self._simulated_serial_opener(self._world.serial_ports)
+            self._open_serial = self._open_serial or self._simulated_serial_opener(self._world.serial_ports)
+
+    def _driver_context(self, driver: Driver) -> DriverContext:
+        """A context of the driver's own, so one driver's timers never wait on another's."""
         return DriverContext(
             post=self.bus.post,
             events=self.events,
-            pin_factory=pin_factory,
-            open_serial=open_serial or _real_serial_opener,
+            pin_factory=self._pin_factory,
+            open_serial=self._open_serial or _real_serial_opener,
             simulate=self.simulate,
             rng=self._rng,
+            resolve_path=self._simulated_path,
         )
+
+    def _simulated_path(self, path: str) -> str:
+        """1-wire trees and other files a simulator fakes (``SimWorld.files``)."""
+        return self._world.files.get(path, path) if self._world is not None else path
 
     def _start_simulators(self, world: SimWorld) -> None:
         for driver in self.drivers:
@@ -162,8 +182,20 @@ class Gateway:
 
     @property
     def running(self) -> list[Driver]:
-        """The devices started and not yet stopped."""
-        return list(self._started)
+        """The devices running now (not failed, restarting or stopped)."""
+        if self.supervisor is None:
+            return []
+        running = {h.id for h in self.supervisor.health() if h.status == "running"}
+        return [driver for driver in self.drivers if driver.id in running]
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Devices failed or waiting for a restart: id -> the last error."""
+        if self.supervisor is None:
+            return {}
+        return {
+            h.id: h.last_error or h.status for h in self.supervisor.health() if h.status in {"failed", "restarting"}
+        }
 
     @property
     def simulated_pins(self) -> Factory | None:
@@ -203,9 +235,8 @@ class Gateway:
     def shutdown(self, timeout: float = 1.5) -> None:
         """Actuators to safe state, remaining events forwarded, ``offline`` published."""
         self._announce_safe_states()
-        for driver in reversed(self._started):
-            self._stop_driver(driver)
-        self._started.clear()
+        if self.supervisor is not None:
+            self.supervisor.stop_all()  # actuators end safe; joins the drivers' timer threads
         for simulator in self._simulators:
             simulator.stop()
         self._simulators.clear()
@@ -216,7 +247,7 @@ class Gateway:
 
     def _announce_safe_states(self) -> None:
         """Drive each actuator safe while it is still open, so its confirmed state reaches the hub."""
-        for driver in self._started:
+        for driver in self.running:
             if not isinstance(driver, Actuator):
                 continue
             for spec in driver.entities():
@@ -228,15 +259,6 @@ class Gateway:
                     log.exception("%s: could not reach its safe state", spec.id)
                     continue
                 self.bus.post(self.events.make(Kind.STATE, spec.id, confirmed, detail="shutdown"))
-
-    @staticmethod
-    def _stop_driver(driver: Driver) -> None:
-        try:
-            driver.stop()
-        except Exception:
-            log.exception("device %s failed to stop cleanly", driver.id)
-            if isinstance(driver, Actuator):
-                driver.to_safe_state()
 
 
 def _real_serial_opener(url: str, **kwargs: Any) -> Any:

@@ -11,6 +11,7 @@ config file, so a checked-out repository runs as it is.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -207,8 +208,13 @@ def format_errors(path: Path | str, exc: ValidationError, data: Any = None) -> I
         where = _location(error["loc"], data)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "union_tag_invalid":
-            where = f"{where}.driver"
-            message = unknown_driver_message(str(error.get("ctx", {}).get("tag")))
+            ctx = error.get("ctx", {})
+            key = str(ctx.get("discriminator", "'driver'")).strip("'")
+            where = f"{where}.{key}"
+            if key == "driver":
+                message = unknown_driver_message(str(ctx.get("tag")))
+            else:  # another tagged union, e.g. a conditioning step
+                message = unknown_tag_message(key, str(ctx.get("tag")), str(ctx.get("expected_tags", "")))
         got = ""
         if error["type"] not in {"missing", "extra_forbidden"} and "input" in error:
             shown = repr(error["input"])
@@ -220,6 +226,14 @@ def format_errors(path: Path | str, exc: ValidationError, data: Any = None) -> I
         if line not in seen:
             seen.add(line)
             yield line
+
+
+def unknown_tag_message(key: str, tag: str, expected: str) -> str:
+    """``unknown step 'debounse'; did you mean 'debounce'? (allowed here: ...)``"""
+    choices = [t.strip().strip("'") for t in expected.split(",") if t.strip()]
+    close = difflib.get_close_matches(tag, choices, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {key} {tag!r}{hint} (allowed here: {', '.join(choices)})"
 
 
 def _location(loc: tuple[int | str, ...], data: Any) -> str:

@@ -85,13 +85,15 @@ class ControlServer:
         log.info("status socket at %s", self.path)
 
     def stop(self) -> None:
+        """Close the socket; a request still waiting is told the gateway is stopping."""
         self._stopping.set()
+        self.serve_pending(lambda payload: {"ok": False, "error": "the gateway is stopping"})
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)  # wakes accept() at once on Linux
             self._sock.close()
         if self._thread is not None:
-            self._thread.join(timeout=2.0)
+            self._thread.join(timeout=1.0)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self._sock = None
@@ -228,11 +230,12 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     ]
     mqtt = status.get("mqtt") or {}
     if mqtt.get("enabled"):
-        connected = mqtt.get("connected")
-        state = "connected" if connected else "NOT connected" if connected is False else "unknown"
-        lines.append(f"broker: {state}; outbox depth: {mqtt.get('outbox_depth', 'unknown')}")
-        for key, value in sorted((mqtt.get("detail") or {}).items()):
-            lines.append(f"  {key}: {value}")
+        oldest = mqtt.get("outbox_oldest_age")
+        lines.append(
+            f"broker: {mqtt.get('connection')}; outbox: {mqtt.get('outbox_depth')} queued"
+            + (f" (oldest {_duration(oldest)})" if oldest is not None else "")
+            + f", {mqtt.get('outbox_dropped')} dropped; {mqtt.get('events_out')} events sent"
+        )
     else:
         lines.append("broker: MQTT disabled")
     bus = status.get("bus") or {}

@@ -104,6 +104,8 @@ class Dispatcher:
         self.forward = forward or (lambda event: None)
         self.reactor: Reactor = NoRules()
         self.counters = DispatchCounters()
+        self.on_driver_failure: Callable[[str, str], None] | None = None
+        """Told ``(driver id, reason)`` when an actuator raised while applying a command (the supervisor)."""
         self.gate: CommandGate | None = None
         """The safety envelope (``drivers.envelope.EnvelopeGate``): may refuse or defer a command."""
         self.on_idle: list[Callable[[], None]] = []
@@ -177,6 +179,8 @@ class Dispatcher:
             self.counters.rejected += 1
             log.exception("actuator %s failed to apply %r", command.entity, command.value)
             self._safe(actuator)
+            if self.on_driver_failure is not None:
+                self.on_driver_failure(actuator.id, f"apply failed: {exc}")
             self.emit(
                 self.events.make(
                     Kind.REJECTED, command.entity, command.value, rule=command.rule, cause=command.id,
@@ -255,7 +259,9 @@ class Dispatcher:
             self.process(event)
 
     def stop(self) -> None:
-        """Ask :meth:`run` to return; safe from any thread or a signal handler."""
+        """Ask :meth:`run` to return; safe from any thread, but not from a signal handler:
+        :meth:`Bus.wake` takes the bus lock, which is not re-entrant (``gateway.service`` wakes
+        the loop through ``signal.set_wakeup_fd`` instead)."""
         self._stopping = True
         self.bus.wake()
 

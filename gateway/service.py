@@ -225,26 +225,28 @@ class Service:
         parts = [f"{len(gw.running)}/{len(gw.drivers)} devices running", f"{len(gw.engine.rules)} rules"]
         mqtt = self.mqtt_health()
         if mqtt["enabled"]:
-            connected = mqtt.get("connected")
-            parts.append("broker " + ("connected" if connected else "down" if connected is False else "?"))
-            parts.append(f"outbox {mqtt.get('outbox_depth', '?')}")
+            parts.append(f"broker {mqtt['connection']}")
+            parts.append(f"outbox {mqtt['outbox_depth']}")
         else:
             parts.append("MQTT off")
         parts.append(f"bus {len(gw.bus)}")
         return ", ".join(parts)
 
     def mqtt_health(self) -> dict[str, Any]:
-        """What the MQTT bridge reports about itself (``health()``), when it offers it."""
+        """The MQTT bridge's own figures (its ``health()``, see docs/mqtt.md), in brief."""
         forwarder = self.gateway.forwarder
         if forwarder is None:
             return {"enabled": False}
         health = getattr(forwarder, "health", None)
         detail: dict[str, Any] = health() if callable(health) else {}
+        outbox = detail.get("outbox") or {}
         return {
             "enabled": True,
-            "connected": detail.get("connected"),
-            "outbox_depth": detail.get("outbox_depth", detail.get("queued")),
-            "detail": detail,
+            "connection": detail.get("connection", "unknown"),
+            "outbox_depth": outbox.get("depth", "?"),
+            "outbox_oldest_age": outbox.get("oldest_age"),
+            "outbox_dropped": outbox.get("dropped", 0),
+            "events_out": detail.get("events_out"),
         }
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -327,20 +329,28 @@ def drive_safe_states(
     ctx = DriverContext(post=lambda event: None, events=events, pin_factory=pin_factory,
                         open_serial=open_serial or _real_serial_opener)
     problems: list[str] = []
-    for driver in config.drivers():
-        if not isinstance(driver, Actuator):
-            continue
+    try:
+        for driver in config.drivers():
+            if isinstance(driver, Actuator):
+                problems.extend(_drive_safe(driver, ctx))
+    finally:
+        ctx.close()
+    return problems
+
+
+def _drive_safe(driver: Actuator, ctx: DriverContext) -> list[str]:
+    problems = []
+    try:
+        driver.start(ctx)
+        for spec in driver.entities():
+            if spec.safe_value is not None:
+                driver.apply(spec.id, spec.safe_value)
+                log.info("%s: safe state %r", spec.id, spec.safe_value)
+    except Exception as exc:
+        problems.append(f"{driver.id}: could not reach its safe state: {exc}")
+    finally:
         try:
-            driver.start(ctx)
-            for spec in driver.entities():
-                if spec.safe_value is not None:
-                    driver.apply(spec.id, spec.safe_value)
-                    log.info("%s: safe state %r", spec.id, spec.safe_value)
+            driver.stop()
         except Exception as exc:
-            problems.append(f"{driver.id}: could not reach its safe state: {exc}")
-        finally:
-            try:
-                driver.stop()
-            except Exception as exc:
-                problems.append(f"{driver.id}: could not be released: {exc}")
+            problems.append(f"{driver.id}: could not be released: {exc}")
     return problems

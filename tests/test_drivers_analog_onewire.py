@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -9,11 +10,12 @@ import pytest
 from pydantic import ValidationError
 
 from drivers.analog import AnalogInput, Mcp3208Input, McpEmulator
+from drivers.base import DriverContext
 from drivers.mockpins import sim_pin_factory
 from drivers.onewire import Ds18b20, ReadError, parse_w1_slave, write_w1_slave
 from drivers.timing import VirtualScheduler
-from gateway.clock import VirtualClock
-from gateway.events import Kind
+from gateway.clock import SystemClock, VirtualClock
+from gateway.events import EventFactory, Kind
 from tests.drivers_kit import Recorder, make_context
 
 SENSOR = "28-0316a2795aff"
@@ -156,3 +158,17 @@ def test_garbled_w1_files_are_refused(text: str) -> None:
 
 def test_negative_temperatures_are_read() -> None:
     assert parse_w1_slave("ff : crc=1 YES\nff t=-10125\n") == -10.125
+
+
+def test_a_ds18b20_reads_on_a_thread_of_its_own_and_joins_it_at_stop(tmp_path: Path) -> None:
+    write_w1_slave(tmp_path / SENSOR, 22.0)
+    rec = Recorder()
+    ctx = DriverContext(post=rec, events=EventFactory(SystemClock(), boot="t"))
+    driver = ds18b20(tmp_path)
+    before = set(threading.enumerate())
+    driver.start(ctx)
+    rec.wait_for(lambda: rec.values(entity="flow") == [22.0])
+    assert "w1-flow" in {t.name for t in threading.enumerate()}
+    driver.stop()
+    ctx.close()
+    assert set(threading.enumerate()) <= before

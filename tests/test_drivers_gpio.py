@@ -174,7 +174,7 @@ def test_stop_cancels_pending_timers(factory: MockFactory, rec: Recorder, sched:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"pull_up": None}, "needs active_high"),
+        ({"pull_up": "floating"}, "needs active_high"),
         ({"active_high": True}, "only applies to a floating input"),
         ({"conditioning": [{"step": "median", "window": 3}]}, "does not match any of the expected tags"),
     ],
@@ -182,3 +182,11 @@ def test_stop_cancels_pending_timers(factory: MockFactory, rec: Recorder, sched:
 def test_input_config_mistakes_are_refused(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         contact(**overrides)
+
+
+def test_a_floating_input_uses_the_declared_active_level(factory: MockFactory, rec: Recorder) -> None:
+    driver = contact(pull_up="floating", active_high=False)
+    driver.start(make_context(rec, factory=factory))
+    factory.pin(27).drive_low()
+    assert rec.values(entity="front_door")[-1] is True
+    driver.stop()

@@ -174,3 +174,53 @@ def test_a_corrupted_frame_never_becomes_a_reading(
         records += parser.feed(stream[i : i + split])
     expected = BINARY[name]().feed(good)
     assert records == expected
+
+
+def _flip(frame: bytes, index: int, bit: int) -> bytes:
+    index %= len(frame)
+    return frame[:index] + bytes([frame[index] ^ (1 << bit)]) + frame[index + 1 :]
+
+
+def valid_frames(parser: Parser, stream: bytes) -> list[dict[str, float]]:
+    """Every record some checksum-valid frame or line anywhere in ``stream`` would give."""
+    found: list[dict[str, float]] = []
+    if isinstance(parser, NmeaParser):
+        for line in stream.split(b"\n"):
+            try:
+                record = parser.parse_line(line.strip(b"\r \t\0"))
+            except ValueError:
+                continue
+            if record is not None:
+                found.append(record)
+        return found
+    assert isinstance(parser, Pms5003Parser | Mhz19Parser)
+    for start in range(len(stream) - parser.length + 1):
+        frame = stream[start : start + parser.length]
+        if frame.startswith(parser.header):
+            try:
+                found.append(parser.parse_frame(frame))
+            except ValueError:
+                continue
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(BINARY))
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_every_reading_comes_from_a_frame_whose_checksum_holds(name: str, data: st.DataObject) -> None:
+    """Random bytes, good frames and frames with one flipped bit, in any order and any split."""
+    good = VALID[name]
+    piece = st.one_of(
+        st.binary(max_size=40),
+        st.just(good),
+        st.builds(_flip, st.just(good), st.integers(0, len(good) - 3), st.integers(0, 7)),
+    )
+    stream = b"".join(data.draw(st.lists(piece, max_size=8)))
+    split = data.draw(st.integers(min_value=1, max_value=50))
+    parser = BINARY[name]()
+    records = []
+    for i in range(0, len(stream), split):
+        records += parser.feed(stream[i : i + split])
+    allowed = valid_frames(BINARY[name](), stream)
+    for record in records:
+        assert record in allowed

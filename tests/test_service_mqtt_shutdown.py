@@ -1,11 +1,10 @@
-"""SIGTERM with a broker: the hub sees every actuator back at its safe state, then ``offline``.
+"""The service with a real broker: status shows the link; SIGTERM leaves safe states, then ``offline``.
 
-Runs once the MQTT bridge (gateway/mqtt/bridge.py) is in the tree; topics per docs/mqtt.md.
+Topics and payloads per docs/mqtt.md.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +13,7 @@ import pytest
 
 from tests.conftest import Broker
 from tests.helpers import Subscriber, wait_until
-from tests.service_support import GatewayProcess, service_config, short_dir
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("gateway.mqtt") is None or importlib.util.find_spec("gateway.mqtt.bridge") is None,
-    reason="the MQTT bridge is not merged yet",
-)
+from tests.service_support import GatewayProcess, run_cli, service_config, short_dir
 
 SAFE_VALUES = {"hall_light": False, "heater": False, "vent_damper": True}
 
@@ -46,3 +40,17 @@ def test_sigterm_publishes_safe_states_then_offline(broker: Broker, workdir: Pat
     finally:
         gateway.close()
         subscriber.close()
+
+
+def test_status_shows_the_broker_connection_and_the_outbox(broker: Broker, workdir: Path) -> None:
+    gateway = GatewayProcess.start(workdir, service_config(workdir, "svc-mqtt-status", broker.port), mqtt=True)
+    try:
+        gateway.wait_ready()
+        socket_path = str(gateway.socket_path)
+        wait_until(
+            lambda: "broker: connected; outbox: 0 queued" in run_cli("status", "--socket", socket_path).stdout,
+            what="status: connected, outbox empty",
+        )
+        assert gateway.stop() == 0
+    finally:
+        gateway.close()

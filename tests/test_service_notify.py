@@ -139,13 +139,13 @@ def test_ready_arrives_after_start_with_a_status_line(stopped: tuple[GatewayProc
     ready = gateway.notify.messages("READY")
     assert len(ready) == 1
     assert ready[0].fields["STATUS"].startswith("4/4 devices running, 2 rules")
-    assert "started: 4 devices, 2 rules" in gateway.log()
+    assert "started: 4 of 4 devices running, 2 rules" in gateway.log()
 
 
 def test_under_journald_every_log_line_carries_its_priority(stopped: tuple[GatewayProcess, int, float]) -> None:
     gateway, _, _ = stopped
     lines = gateway.log().splitlines()
-    assert "<6>gateway.app: gateway svc-stop started: 4 devices, 2 rules (simulated hardware)" in lines
+    assert "<6>gateway.app: gateway svc-stop started: 4 of 4 devices running, 2 rules (simulated hardware)" in lines
     assert all(line[:3] in {"<3>", "<4>", "<6>", "<7>"} for line in lines), lines
 
 
@@ -226,5 +226,20 @@ def test_a_bad_rule_file_on_sighup_keeps_the_old_rules_and_says_why(workdir: Pat
         assert "reload FAILED" in ready.fields["STATUS"]
         assert gateway.stop() == 0
         assert "unknown entity 'no_such'" in gateway.log()
+    finally:
+        gateway.close()
+
+
+def test_a_storm_of_signals_neither_wedges_nor_kills_the_gateway(workdir: Path) -> None:
+    gateway = GatewayProcess.start(workdir, service_config(workdir, "svc-storm"), watchdog_usec=WATCHDOG_USEC)
+    try:
+        gateway.wait_ready()
+        for _ in range(200):
+            gateway.signal(signal.SIGHUP)
+        gateway.notify.wait_for("READY", count=2)
+        reloads = len(gateway.notify.messages("RELOADING"))
+        assert 1 <= reloads <= 200  # SIGHUPs that arrive during a reload coalesce into the next one
+        assert gateway.stop(timeout=2.0) == 0
+        assert "Traceback" not in gateway.log()
     finally:
         gateway.close()

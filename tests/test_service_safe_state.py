@@ -62,3 +62,15 @@ def test_the_command_exits_1_when_the_config_is_unreadable(tmp_path: Path) -> No
     result = run_cli("safe-state", "--config", str(tmp_path / "missing.toml"))
     assert result.returncode == 1
     assert "no such file" in result.stderr
+
+
+def test_dimmers_and_sirens_are_driven_to_their_safe_levels(tmp_path: Path) -> None:
+    body = CONFIG.format(gateway_id="svc-safe", port=1883) + (
+        '\n[[devices]]\nid = "stair_light"\ndriver = "gpio.pwm_light"\npin = 12\nsafe_brightness = 40\n'
+        '\n[[devices]]\nid = "alarm"\ndriver = "gpio.siren"\npin = 16\nactive_high = false\n'
+    )
+    pins = _pins()
+    assert drive_safe_states(load_config(write_config(tmp_path, body)), pin_factory=pins) == []
+    dimmer = pins.pin("GPIO12")
+    assert [s.state for s in dimmer.states][-2:] == [0.4, 0.0]  # safe 40 %, then PWM stops at release
+    assert pins.pin("GPIO16").released == 1.0  # active-low siren: high = silent

@@ -93,17 +93,29 @@ def test_status_of_a_simulated_run_looks_in_its_own_state_directory(running: Gat
 
 
 @pytest.mark.slow
-def test_status_reports_a_hung_dispatcher(workdir: Path) -> None:
+def test_a_hung_dispatcher_is_reported_as_such(workdir: Path) -> None:
     gateway = GatewayProcess.start(workdir, service_config(workdir, "svc-hung"))
     try:
         gateway.wait_ready()
-        assert request(gateway.socket_path, {"cmd": "hang", "seconds": 4})["ok"]
-        result = run_cli("status", "--socket", str(gateway.socket_path))
-        assert result.returncode == 1
-        assert "dispatcher did not answer" in result.stderr
-        assert gateway.stop() == 0
+        assert request(gateway.socket_path, {"cmd": "hang", "seconds": 5})["ok"]
+        reply = request(gateway.socket_path, {"cmd": "status"})
+        assert not reply["ok"]
+        assert "dispatcher did not answer within 3 s" in reply["error"]
+        assert gateway.stop(timeout=10) == 0
     finally:
         gateway.close()
+
+
+def test_status_exits_1_and_says_why_when_the_service_does_not_answer(workdir: Path) -> None:
+    path = workdir / "control.sock"
+    server = ControlServer(path, lambda: None, answer_timeout=0.1)  # no dispatcher ever answers
+    server.start()
+    try:
+        result = run_cli("status", "--socket", str(path))
+    finally:
+        server.stop()
+    assert result.returncode == 1
+    assert "its dispatcher did not answer" in result.stderr
 
 
 def test_a_second_server_refuses_a_socket_a_live_gateway_answers_on(workdir: Path) -> None:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.control import request
+from tests import syscall_filter
+from tests.conftest import Broker
 from tests.service_support import ROOT, GatewayProcess, run_cli, service_config, short_dir
 
 UNIT = ROOT / "systemd" / "gateway.service"
@@ -124,10 +127,11 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.mark.skipif(not _mdwe_supported(), reason="kernel without PR_SET_MDWE")
-def test_the_gateway_runs_without_writable_executable_memory(workdir: Path) -> None:
+def test_the_gateway_runs_without_writable_executable_memory(broker: Broker, workdir: Path) -> None:
+    """Everything loaded: pydantic-core, gpiozero, paho with a real broker, the SQLite outbox."""
     (workdir / "mdwe.py").write_text(WRAPPER)
-    config = service_config(workdir, "svc-mdwe")
-    gateway = GatewayProcess.start(workdir, config, launcher=[str(workdir / "mdwe.py")])
+    config = service_config(workdir, "svc-mdwe", broker.port)
+    gateway = GatewayProcess.start(workdir, config, launcher=[str(workdir / "mdwe.py")], mqtt=True)
     try:
         gateway.wait_ready()
         assert gateway.stop() == 0, gateway.log()
@@ -135,3 +139,18 @@ def test_the_gateway_runs_without_writable_executable_memory(workdir: Path) -> N
         gateway.close()
     assert "Traceback" not in gateway.log()
 
+
+
+@pytest.mark.skipif(not syscall_filter.available(), reason="needs x86-64 kernel headers and systemd-analyze")
+def test_the_gateway_runs_under_the_units_system_call_filter(broker: Broker, workdir: Path) -> None:
+    """SystemCallFilter=@system-service ~@privileged @resources (EPERM), native arch, NoNewPrivileges."""
+    launcher = syscall_filter.write_launcher(workdir / "seccomp.py")
+    config = service_config(workdir, "svc-seccomp", broker.port)
+    gateway = GatewayProcess.start(workdir, config, launcher=[str(launcher)], mqtt=True)
+    try:
+        gateway.wait_ready()
+        assert request(gateway.socket_path, {"cmd": "status"})["ok"]
+        assert gateway.stop() == 0, gateway.log()
+    finally:
+        gateway.close()
+    assert "Traceback" not in gateway.log()
