@@ -265,7 +265,7 @@ class MqttBridge:
         client = self._client
         if self._thread is None:
             return
-        connected = self._connected
+        connected = self._logged_in
         if connected:
             info = client.publish(self.topics.status, OFFLINE, qos=1, retain=True)
             remaining = deadline - time.monotonic() - STOP_RESERVE / 2
