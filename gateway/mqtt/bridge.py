@@ -178,9 +178,7 @@ class MqttBridge:
         self._next_health = 0.0
         self._flush_deadline = 0.0
         self._last_error: str | None = None
-        self._ready_mid: int | None = None
-        self._logged_in = False
-        """CONNACK accepted; ``_connected`` follows once the link is ready for the publisher."""
+        self._resuming = False
         self._results: deque[tuple[str, bytes]] = deque()
         self._commands: dict[str, Validator] = {
             entity: validator_for(spec) for entity, spec in self.entities.items() if spec.writable
@@ -211,7 +209,6 @@ class MqttBridge:
         client.on_connect_fail = guarded("mqtt on_connect_fail")(self._on_connect_fail)
         client.on_disconnect = guarded("mqtt on_disconnect")(self._on_disconnect)
         client.on_publish = guarded("mqtt on_publish")(self._on_publish)
-        client.on_subscribe = guarded("mqtt on_subscribe")(self._on_subscribe)
         client.on_pre_connect = guarded("mqtt on_pre_connect")(self._on_pre_connect)
         client.on_socket_open = guarded("mqtt on_socket_open")(self._on_socket_open)
         client.on_log = guarded("mqtt on_log")(self._on_log)
@@ -265,7 +262,7 @@ class MqttBridge:
         client = self._client
         if self._thread is None:
             return
-        connected = self._logged_in
+        connected = self._connected
         if connected:
             info = client.publish(self.topics.status, OFFLINE, qos=1, retain=True)
             remaining = deadline - time.monotonic() - STOP_RESERVE / 2
@@ -282,7 +279,7 @@ class MqttBridge:
         """End paho's thread, then drop its references to us: without the cycle, the client is freed
         (and paho closes its wake-up socket pair) as soon as the bridge is, not at some later GC."""
         client.loop_stop()
-        for name in ("on_connect", "on_connect_fail", "on_disconnect", "on_publish", "on_subscribe", "on_pre_connect",
+        for name in ("on_connect", "on_connect_fail", "on_disconnect", "on_publish", "on_pre_connect",
                      "on_socket_open", "on_log"):
             setattr(client, name, None)
         client.message_callback_remove(self.topics.set_filter)
@@ -398,23 +395,15 @@ class MqttBridge:
         topics = [(self.topics.set_filter, 1)]
         if self._discovery is not None:
             topics.append((self.topics.hub_status, 1))
-        self._ready_mid = client.subscribe(topics)[1]
+        client.subscribe(topics)
         self._republish(removals=True)
         self.counters.connects += 1
         log.info("connected to broker %s:%d (session present: %s)", section.host, section.port, flags.session_present)
         self._outage_logged = False
         self._next_health = 0.0
-        self._logged_in = True
-
-    def _on_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], properties: Properties | None
-    ) -> None:
-        """The link is ready for the publisher once our SUBACK is back. Not at CONNACK: paho re-sends
-        its unacknowledged messages *after* on_connect returns, and a new row published in between
-        would overtake them. The SUBACK is read after that re-send, so order holds across reconnects."""
-        if mid == self._ready_mid:
-            self._connected = True
-            self._wakeup.set()
+        self._resuming = True
+        self._connected = True
+        self._wakeup.set()
 
     def _on_hub_status(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         """Home Assistant's birth message: a restarted hub needs discovery and states again."""
@@ -444,8 +433,7 @@ class MqttBridge:
         self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        was_connected, self._logged_in = self._logged_in, False
-        self._connected = False
+        was_connected, self._connected = self._connected, False
         if self._stopping.is_set():
             return
         if was_connected:
@@ -596,6 +584,13 @@ class MqttBridge:
             client.publish(topic, payload, qos=1)
 
     def _send_outbox(self, client: mqtt.Client) -> None:
+        if self._resuming:
+            # paho re-sends its unacknowledged rows right after on_connect returns; a new row
+            # handed over before then could overtake them. So after a reconnect, new rows wait
+            # until the re-sent window is acknowledged (one round trip, only after an outage).
+            if self._inflight:
+                return
+            self._resuming = False
         room = self._window - len(self._inflight)
         if room <= 0:
             return
