@@ -177,6 +177,7 @@ def test_a_wrong_password_gives_a_clear_error_once_without_the_secret(
     harness = make_bridge(password_config(secure, tmp_path, password_env="GW_MQTT_PASSWORD", reconnect_min=1))
     harness.bridge.start()
     wait_until(lambda: "refused the connection" in caplog.text, what="the refusal to be logged")
+    assert harness.bridge.health()["connection"] == "refused"
     harness.bridge.stop()
     refusals = [r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()]
     assert len(refusals) == 1 and ("password" in refusals[0].lower() or "authori" in refusals[0].lower())

@@ -179,6 +179,7 @@ class MqttBridge:
         self._flush_deadline = 0.0
         self._last_error: str | None = None
         self._resuming = False
+        self._refused = False
         self._results: deque[tuple[str, bytes]] = deque()
         self._commands: dict[str, Validator] = {
             entity: validator_for(spec) for entity, spec in self.entities.items() if spec.writable
@@ -320,7 +321,7 @@ class MqttBridge:
         oldest = outbox.oldest_ts()
         report: dict[str, Any] = {
             "uptime": round(time.monotonic() - self._started, 1),
-            "connection": "connected" if self._connected else "unreachable" if self._outage_logged else "connecting",
+            "connection": self._connection_state(),
             "events_in": self.counters.events_in,
             "events_out": self.counters.events_out,
             "outbox": {
@@ -340,6 +341,13 @@ class MqttBridge:
         for name, source in self._health_sources.items():
             report[name] = dict(source())
         return report
+
+    def _connection_state(self) -> str:
+        if self._connected:
+            return "connected"
+        if self._refused:
+            return "refused"
+        return "unreachable" if self._outage_logged else "connecting"
 
     # -- retained state ----------------------------------------------------------------------------
 
@@ -382,6 +390,7 @@ class MqttBridge:
         properties: Properties | None,
     ) -> None:
         section = self.config.mqtt
+        self._refused = reason.is_failure
         if reason.is_failure:
             if not self._outage_logged:
                 log.error("broker %s:%d refused the connection: %s", section.host, section.port, reason)
