@@ -48,9 +48,15 @@ class Component(StrEnum):
     SWITCH = "switch"
     LIGHT = "light"
     SIREN = "siren"
+    CLIMATE = "climate"
+    """A thermostat (rules/thermostat.py): commands are a setpoint number or a mode name."""
+    ALARM_CONTROL_PANEL = "alarm_control_panel"
+    """An alarm (rules/alarm.py): commands are arm/disarm actions, with a code from the hub."""
 
 
-WRITABLE_COMPONENTS = frozenset({Component.SWITCH, Component.LIGHT, Component.SIREN})
+WRITABLE_COMPONENTS = frozenset(
+    {Component.SWITCH, Component.LIGHT, Component.SIREN, Component.CLIMATE, Component.ALARM_CONTROL_PANEL}
+)
 
 
 @dataclass(slots=True, frozen=True)

@@ -27,8 +27,10 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
 from gateway.events import Event, EventFactory, Kind
-from rules.engine import RuleEngine
-from rules.loader import RulesError, load_rules
+from rules.commands import command_validators
+from rules.discovery import bridge_entities, discovery_extras
+from rules.engine import build_engine
+from rules.loader import RulesError, load_ruleset
 
 if TYPE_CHECKING:
     from gpiozero import Factory
@@ -75,13 +77,15 @@ class Gateway:
         actuators = {
             spec.id: driver for driver in self.drivers if isinstance(driver, Actuator) for spec in driver.entities()
         }
-        self.forwarder = forwarder if forwarder is not None else (self._mqtt_bridge() if mqtt else None)
         self.firings: deque[Event] = deque(maxlen=RECENT_FIRINGS)
         """The latest commands rules issued, newest last (``gateway status``)."""
+        self.forwarder: Forwarder | None = None
         self.dispatcher = Dispatcher(self.bus, self.events, actuators=actuators, forward=self._observe)
         self.dispatcher.gate = EnvelopeGate(Envelope.from_drivers(self.drivers), self.dispatcher)
-        self.engine = RuleEngine(load_rules(config.rules.dir, self.entities), self.dispatcher)
+        self.engine = build_engine(config, self.dispatcher)
         self.dispatcher.reactor = self.engine
+        self.entities.update(bridge_entities(self.engine.ruleset))
+        self.forwarder = forwarder if forwarder is not None else (self._mqtt_bridge() if mqtt else None)
         self._rng = random.Random(seed)
         self._pin_factory = pin_factory
         self._open_serial = open_serial
@@ -90,9 +94,18 @@ class Gateway:
         self.supervisor: Supervisor | None = None
 
     def _mqtt_bridge(self) -> Forwarder:
+        """The bridge, told about the rules' controllers (thermostat, alarm) and their commands.
+
+        Controllers added by a later reload are not announced to the hub until a restart.
+        """
         from gateway.mqtt.bridge import MqttBridge
 
-        return MqttBridge(self.config, self.entities, self.bus.post, self.events)
+        bridge = MqttBridge(self.config, self.entities, self.bus.post, self.events)
+        for entity, validator in command_validators(self.engine.ruleset, self.events.clock).items():
+            bridge.register_command(entity, validator)
+        for entity, component, extra in discovery_extras(self.engine.ruleset, bridge.topics):
+            bridge.register_discovery(entity, component, extra)
+        return bridge
 
     def start(self) -> None:
         """Open everything; returns once drivers run and rules are loaded (READY).
@@ -212,21 +225,19 @@ class Gateway:
     def reload(self) -> bool:
         """Reload the rule files (SIGHUP); call on the dispatcher thread.
 
-        All or nothing: the new set replaces the running engine only if every
-        file is valid; otherwise every problem is logged and the old rules run on.
+        All or nothing: the new set replaces the running one only if every file is
+        valid, keeping the timers of unchanged rules; otherwise every problem is
+        logged and the old rules run on.
         """
         try:
-            rules = load_rules(self.config.rules.dir, self.entities)
+            ruleset = load_ruleset(self.config)
         except RulesError as exc:
             for problem in exc.problems:
                 log.error("reload: %s", problem)
             log.error("reload refused: %d problem(s); the previous %d rules stay in force",
                       len(exc.problems), len(self.engine.rules))
             return False
-        self.engine = RuleEngine(rules, self.dispatcher)
-        self.dispatcher.reactor = self.engine
-        self.bus.post(self.events.make(Kind.SYSTEM, "gateway", "reloaded"))
-        log.info("reloaded %d rules from %s", len(self.engine.rules), self.config.rules.dir)
+        self.engine.replace(ruleset)
         return True
 
     def request_stop(self) -> None:
@@ -241,6 +252,7 @@ class Gateway:
             simulator.stop()
         self._simulators.clear()
         self.dispatcher.drain()
+        self.engine.stop()  # saves pending timers, restored state and traces
         if self.forwarder is not None:
             self.forwarder.stop(timeout)
         log.info("gateway %s stopped; actuators in their safe state", self.config.gateway.id)

@@ -114,6 +114,13 @@ class OutboxSection(Section):
 
 class RulesSection(Section):
     dir: Path = Path("rules.d")
+    unsynced_clock: Literal["wait", "run"] = "wait"
+    """Until NTP has synchronised the clock: ``wait`` holds schedules and makes time conditions
+    false; ``run`` uses the clock as it is (traces flag it). See docs/rules.md."""
+    trace_size: int = Field(default=20, ge=1, le=1000)
+    """Evaluations kept per rule (``gateway traces``)."""
+    watch: bool = True
+    """Reload the rules when a rule file changes (besides SIGHUP)."""
 
 
 class BusSection(Section):

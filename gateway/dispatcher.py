@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -104,6 +104,8 @@ class Dispatcher:
         self.forward = forward or (lambda event: None)
         self.reactor: Reactor = NoRules()
         self.counters = DispatchCounters()
+        self.chains_cut_by_rule: Counter[str] = Counter()
+        """Chains cut at :data:`MAX_CHAIN`, by the rule (or controller) of the event that was cut."""
         self.on_driver_failure: Callable[[str, str], None] | None = None
         """Told ``(driver id, reason)`` when an actuator raised while applying a command (the supervisor)."""
         self.gate: CommandGate | None = None
@@ -122,6 +124,7 @@ class Dispatcher:
         depth = self._depth + 1
         if depth > MAX_CHAIN:
             self.counters.chains_cut += 1
+            self.chains_cut_by_rule[event.rule or "-"] += 1
             log.error(
                 "rule chain deeper than %d cut at %s %s=%r (rule %s): rules trigger each other in a loop",
                 MAX_CHAIN, event.kind, event.entity, event.value, event.rule,

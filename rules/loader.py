@@ -2,25 +2,38 @@
 
 The whole set is parsed, validated and checked against the configured
 entities before it may replace the running one. Every problem is reported,
-each as ``FILE: rule ID: field.path: message``; one bad file means the old
-rules stay in force.
+each as ``FILE: rule ID: field.path: message (got VALUE)``; one bad file means
+the old rules stay in force. Problems that do not stop a rule from working
+(a rule that can never fire) are warnings, kept in :attr:`RuleSet.warnings`.
+
+The app's entry points are :func:`load_ruleset` (``config`` in,
+:class:`RuleSet` out or :class:`RulesError`) and :func:`check_rules` for
+``gateway check``.
 """
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import tomllib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from drivers.base import EntitySpec
-from rules.model import Rule, RuleFile, SetAction, StateTrigger, TurnOffAction, TurnOnAction
+from drivers.base import Component, EntitySpec
+from rules import model as m
+from rules.template import compile_template
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 
 class RulesError(Exception):
+    """The rule set is invalid; ``problems`` holds one located message per mistake."""
+
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = list(problems)
@@ -28,81 +41,362 @@ class RulesError(Exception):
 
 @dataclass(slots=True, frozen=True)
 class LoadedRule:
-    rule: Rule
+    rule: m.Rule
     path: Path
+    fingerprint: str = ""
+    """Changes exactly when the rule's meaning changes; a reload keeps the timers of unchanged rules."""
 
 
-def load_rules(directory: Path, entities: Mapping[str, EntitySpec]) -> list[LoadedRule]:
-    """Every enabled rule under ``directory/*.toml``; :class:`RulesError` lists every problem."""
-    problems: list[str] = []
-    loaded: list[LoadedRule] = []
+@dataclass(slots=True, frozen=True)
+class Declared:
+    """A thermostat, alarm or virtual entity and the file that declares it."""
+
+    item: m.Thermostat | m.Alarm | m.Virtual
+    path: Path
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """A validated, complete set of rule files: what the engine compiles."""
+
+    rules: tuple[LoadedRule, ...] = ()
+    """Enabled rules only."""
+    virtuals: tuple[Declared, ...] = ()
+    thermostats: tuple[Declared, ...] = ()
+    alarms: tuple[Declared, ...] = ()
+    warnings: tuple[str, ...] = ()
+    disabled: tuple[str, ...] = ()
+    files: tuple[Path, ...] = field(default=())
+
+    def __iter__(self) -> Iterator[LoadedRule]:
+        return iter(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def entities(self) -> list[EntitySpec]:
+        """Entities the rules add to the house (virtuals, thermostats, alarms), for MQTT discovery and commands."""
+        specs: list[EntitySpec] = []
+        for declared in self.virtuals:
+            virtual = declared.item
+            assert isinstance(virtual, m.Virtual)
+            component = Component.SWITCH if isinstance(virtual.initial, bool) else Component.SENSOR
+            specs.append(EntitySpec(virtual.id, component, safe_value=virtual.initial))
+        for declared in self.thermostats:
+            thermostat = declared.item
+            assert isinstance(thermostat, m.Thermostat)
+            specs.extend(thermostat_entities(thermostat))
+        for declared in self.alarms:
+            specs.append(EntitySpec(declared.item.id, Component.ALARM_CONTROL_PANEL, safe_value="disarmed"))
+        return specs
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.rules)} rules ({len(self.disabled)} disabled), {len(self.thermostats)} thermostats, "
+            f"{len(self.alarms)} alarms, {len(self.virtuals)} virtual entities in {len(self.files)} files"
+        )
+
+
+def thermostat_entities(thermostat: m.Thermostat) -> list[EntitySpec]:
+    """``<id>`` (climate: mode, commands), ``<id>_setpoint``, ``<id>_preset``, ``<id>_action`` (read-only)."""
+    tid = thermostat.id
+    return [
+        EntitySpec(tid, Component.CLIMATE, unit="°C", safe_value="heat" if thermostat.heater else "cool",
+                   minimum=thermostat.min_setpoint, maximum=thermostat.max_setpoint),
+        EntitySpec(f"{tid}_setpoint", Component.SENSOR, unit="°C", device_class="temperature"),
+        EntitySpec(f"{tid}_preset", Component.SENSOR),
+        EntitySpec(f"{tid}_action", Component.SENSOR),
+    ]
+
+
+def load_ruleset(config: Config) -> RuleSet:
+    """The rule set of ``config`` (its ``rules.dir``, checked against its devices); :class:`RulesError` if bad."""
+    return load_rules(config.rules.dir, config.entities())
+
+
+def check_rules(config: Config) -> tuple[RuleSet | None, list[str]]:
+    """For ``gateway check``: the rule set and its warnings, or None and every problem (one line each)."""
+    try:
+        ruleset = load_ruleset(config)
+    except RulesError as exc:
+        return None, exc.problems
+    return ruleset, list(ruleset.warnings)
+
+
+def load_rules(directory: Path, entities: Mapping[str, EntitySpec]) -> RuleSet:
+    """Every rule file ``directory/*.toml`` as one :class:`RuleSet`; :class:`RulesError` lists every problem."""
+    directory = Path(directory)
     if not directory.is_dir():
         raise RulesError([f"{directory}: rules directory does not exist"])
-    for path in sorted(directory.glob("*.toml")):
-        loaded.extend(_load_file(path, problems))
-    seen: dict[str, Path] = {}
-    for item in loaded:
-        if item.rule.id in seen:
-            problems.append(
-                f"{item.path}: rule {item.rule.id}: id: duplicate id (also in {seen[item.rule.id]})"
-            )
-        seen.setdefault(item.rule.id, item.path)
-        problems.extend(_check_entities(item, entities))
+    problems: list[str] = []
+    files = sorted(directory.glob("*.toml"))
+    parsed = [(path, rule_file) for path in files if (rule_file := _load_file(path, problems)) is not None]
+    ruleset = _assemble(parsed, problems)
+    known = dict(entities)
+    declared = {spec.id: spec for spec in ruleset.entities()}
+    for entity_id in declared.keys() & known.keys():
+        problems.append(f"{_owner_path(ruleset, entity_id)}: {entity_id}: id already used by a configured device")
+    known.update(declared)
+    checker = _Checker(known, {d.item.id for d in ruleset.alarms}, {d.item.id for d in ruleset.thermostats})
+    warnings: list[str] = []
+    for loaded in ruleset.rules:
+        checker.rule(loaded, problems, warnings)
+    for declared_item in ruleset.thermostats + ruleset.alarms:
+        checker.controller(declared_item, problems)
     if problems:
         raise RulesError(problems)
-    return [item for item in loaded if item.rule.enabled]
+    return RuleSet(
+        ruleset.rules, ruleset.virtuals, ruleset.thermostats, ruleset.alarms,
+        tuple(warnings), ruleset.disabled, tuple(files),
+    )
 
 
-def _load_file(path: Path, problems: list[str]) -> list[LoadedRule]:
+def _owner_path(ruleset: RuleSet, entity_id: str) -> Path | str:
+    for declared in ruleset.virtuals + ruleset.thermostats + ruleset.alarms:
+        if entity_id == declared.item.id or entity_id.startswith(f"{declared.item.id}_"):
+            return declared.path
+    return "rules"
+
+
+def _fingerprint(item: m.Model) -> str:
+    return hashlib.sha256(item.model_dump_json(by_alias=True).encode()).hexdigest()[:16]
+
+
+def _assemble(parsed: list[tuple[Path, m.RuleFile]], problems: list[str]) -> RuleSet:
+    rules: list[LoadedRule] = []
+    disabled: list[str] = []
+    decls: dict[str, list[Declared]] = {"virtuals": [], "thermostats": [], "alarms": []}
+    seen_rules: dict[str, Path] = {}
+    seen_entities: dict[str, Path] = {}
+    for path, rule_file in parsed:
+        for rule in rule_file.rules:
+            if rule.id in seen_rules:
+                problems.append(f"{path}: rule {rule.id}: id: duplicate id (also in {seen_rules[rule.id]})")
+                continue
+            seen_rules[rule.id] = path
+            if rule.enabled:
+                rules.append(LoadedRule(rule, path, _fingerprint(rule)))
+            else:
+                disabled.append(rule.id)
+        for key, items in (("virtuals", rule_file.virtuals), ("thermostats", rule_file.thermostats),
+                           ("alarms", rule_file.alarms)):
+            for item in items:
+                if item.id in seen_entities:
+                    problems.append(f"{path}: {key} {item.id}: id: duplicate id (also in {seen_entities[item.id]})")
+                    continue
+                seen_entities[item.id] = path
+                decls[key].append(Declared(item, path, _fingerprint(item)))
+    for declared in decls["thermostats"] + decls["alarms"]:
+        if declared.item.id in seen_rules:
+            problems.append(f"{seen_rules[declared.item.id]}: rule {declared.item.id}: id: also the id of a "
+                            f"thermostat or alarm (in {declared.path}); give the rule another id")
+    return RuleSet(tuple(rules), tuple(decls["virtuals"]), tuple(decls["thermostats"]), tuple(decls["alarms"]),
+                   disabled=tuple(disabled))
+
+
+def _load_file(path: Path, problems: list[str]) -> m.RuleFile | None:  # noqa: PLR0911
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(f"{path}: cannot read: {exc}")
-        return []
+    except OSError as exc:
+        problems.append(f"{path}: cannot read: {exc.strerror or exc}")
+        return None
+    except UnicodeDecodeError:
+        problems.append(f"{path}: not UTF-8 text")
+        return None
     except tomllib.TOMLDecodeError as exc:
         problems.append(f"{path}: not valid TOML: {exc}")
-        return []
+        return None
+    except RecursionError:
+        problems.append(f"{path}: not valid TOML: nested too deeply")
+        return None
     try:
-        parsed = RuleFile.model_validate(data)
+        return m.RuleFile.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_located(path, data, exc))
-        return []
-    return [LoadedRule(rule, path) for rule in parsed.rules]
+        problems.extend(located_errors(path, data, exc))
+        return None
+    except RecursionError:
+        problems.append(f"{path}: nested too deeply")
+        return None
 
 
-def _located(path: Path, data: Any, exc: ValidationError) -> list[str]:
-    out = []
+def located_errors(path: Path | str, data: Any, exc: ValidationError) -> list[str]:
+    """One line per pydantic error: ``FILE: rule ID: field.path: message (got VALUE)``, each once."""
+    out: list[str] = []
     for error in exc.errors(include_url=False):
-        loc = list(error["loc"])
-        prefix = f"{path}: "
-        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-            rules = data.get("rules") if isinstance(data, dict) else None
-            rule = rules[loc[1]] if isinstance(rules, list) and loc[1] < len(rules) else None
-            rule_id = rule.get("id") if isinstance(rule, dict) else None
-            prefix += f"rule {rule_id}: " if isinstance(rule_id, str) else f"rules[{loc[1]}]: "
-            loc = loc[2:]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        prefix, where = _locate(error["loc"], data)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "union_tag_invalid":
+            ctx = error.get("ctx", {})
+            message = f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+            where = f"{where}.type" if where else "type"
+        elif error["type"] == "union_tag_not_found":
+            message = "missing 'type'"
         got = ""
-        if error["type"] not in {"missing", "extra_forbidden"} and not isinstance(error.get("input"), dict | list):
-            got = f" (got {error.get('input')!r})"
-        out.append(f"{prefix}{where}: {message}{got}" if where else f"{prefix}{message}{got}")
+        shown = error.get("input")
+        if error["type"] not in {"missing", "extra_forbidden", "union_tag_not_found", "value_error"} and not isinstance(
+            shown, dict | list
+        ):
+            text = repr(shown)
+            got = f" (got {text if len(text) <= 60 else text[:57] + '...'})"
+        body = f"{where}: {message}{got}" if where else f"{message}{got}"
+        line = f"{path}: {prefix}{body}"
+        if line not in out:
+            out.append(line)
     return out
 
 
-def _check_entities(item: LoadedRule, entities: Mapping[str, EntitySpec]) -> list[str]:
-    problems = []
-    prefix = f"{item.path}: rule {item.rule.id}"
-    for i, trigger in enumerate(item.rule.triggers):
-        if isinstance(trigger, StateTrigger) and trigger.entity not in entities:
-            problems.append(f"{prefix}: triggers[{i}].entity: unknown entity {trigger.entity!r}")
-    for i, action in enumerate(item.rule.actions):
-        if isinstance(action, SetAction | TurnOnAction | TurnOffAction):
-            spec = entities.get(action.entity)
-            if spec is None:
-                problems.append(f"{prefix}: actions[{i}].entity: unknown entity {action.entity!r}")
-            elif not spec.writable:
-                problems.append(
-                    f"{prefix}: actions[{i}].entity: {action.entity!r} is a {spec.component}, it cannot be commanded"
-                )
-    return problems
+def _locate(loc: tuple[int | str, ...], data: Any) -> tuple[str, str]:
+    """``("rule ID: " or "thermostats ID: ", "field.path[2].x")``, dropping pydantic's union tags."""
+    prefix = ""
+    items = list(loc)
+    node = data
+    if len(items) >= 2 and items[0] in {"rules", "thermostats", "alarms", "virtuals"} and isinstance(items[1], int):
+        table = node.get(items[0]) if isinstance(node, dict) else None
+        node = table[items[1]] if isinstance(table, list) and items[1] < len(table) else None
+        ident = node.get("id") if isinstance(node, dict) else None
+        kind = "rule" if items[0] == "rules" else str(items[0])
+        prefix = f"{kind} {ident}: " if isinstance(ident, str) else f"{items[0]}[{items[1]}]: "
+        items = items[2:]
+    parts: list[str] = []
+    for item in items:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        elif isinstance(node, dict) and item not in node and node.get("type") == item:
+            continue
+        elif not isinstance(node, dict) and parts:
+            break
+        else:
+            parts.append(f".{item}" if parts else str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return prefix, "".join(parts)
+
+
+_ACTUATOR = frozenset({Component.SWITCH, Component.LIGHT, Component.SIREN})
+
+
+class _Checker:
+    """Cross-checks that need the whole house: entity ids, what may be commanded, alarms named."""
+
+    def __init__(self, entities: Mapping[str, EntitySpec], alarms: set[str], thermostats: set[str]) -> None:
+        self.entities = entities
+        self.alarms = alarms
+        self.thermostats = thermostats
+
+    def _unknown(self, entity: str) -> str:
+        close = difflib.get_close_matches(entity, self.entities, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown entity {entity!r}{hint}"
+
+    def rule(self, loaded: LoadedRule, problems: list[str], warnings: list[str]) -> None:
+        rule = loaded.rule
+        prefix = f"{loaded.path}: rule {rule.id}: "
+        for i, trigger in enumerate(rule.triggers):
+            entity = getattr(trigger, "entity", None)
+            if entity is not None and entity not in self.entities:
+                problems.append(f"{prefix}triggers[{i}].entity: {self._unknown(entity)}")
+            if isinstance(trigger, m.StateTrigger) and trigger.to is not None and trigger.to == trigger.from_:
+                warnings.append(f"{prefix}triggers[{i}]: 'from' equals 'to': this trigger can never fire")
+        for where, condition in _conditions_with_paths(rule.conditions, "conditions"):
+            entity = getattr(condition, "entity", None)
+            if entity is not None and entity not in self.entities:
+                problems.append(f"{prefix}{where}.entity: {self._unknown(entity)}")
+            if isinstance(condition, m.AlarmCondition) and condition.alarm not in self.alarms:
+                problems.append(f"{prefix}{where}.alarm: no alarm {condition.alarm!r} is declared in [[alarms]]")
+        for i, action in enumerate(rule.actions):
+            self._action(f"{prefix}actions[{i}]", action, problems)
+        if _contradicted(rule):
+            warnings.append(f"{prefix}conditions: they contradict every trigger's 'to': this rule can never run")
+
+    def _action(self, where: str, action: Any, problems: list[str]) -> None:
+        if isinstance(action, m.AlarmAction):
+            if action.alarm not in self.alarms:
+                problems.append(f"{where}.alarm: no alarm {action.alarm!r} is declared in [[alarms]]")
+            return
+        if isinstance(action, m.PublishAction):
+            self._payload(where, action.payload, problems)
+            return
+        if not isinstance(action, m.ENTITY_ACTIONS):
+            return
+        spec = self.entities.get(action.entity)
+        if spec is None:
+            problems.append(f"{where}.entity: {self._unknown(action.entity)}")
+        elif not spec.writable:
+            problems.append(f"{where}.entity: {action.entity!r} is a {spec.component}, it cannot be commanded")
+        elif spec.component is Component.ALARM_CONTROL_PANEL:
+            problems.append(f"{where}.entity: {action.entity!r} is an alarm: use type = \"alarm\" with a command")
+        elif spec.component is Component.CLIMATE and not isinstance(action, m.SetAction):
+            problems.append(
+                f"{where}.type: {action.entity!r} is a thermostat: use type = \"set\" with a setpoint or mode"
+            )
+
+    def _payload(self, where: str, payload: str | dict[str, Any], problems: list[str]) -> None:
+        templates = [("payload", payload)] if isinstance(payload, str) else [
+            (f"payload.{key}", value) for key, value in payload.items() if isinstance(value, str)
+        ]
+        for path, text in templates:
+            try:
+                template = compile_template(text)
+            except ValueError as exc:
+                problems.append(f"{where}.{path}: {exc}")
+                continue
+            for entity in template.entities():
+                if entity not in self.entities:
+                    problems.append(f"{where}.{path}: {self._unknown(entity)}")
+
+    def controller(self, declared: Declared, problems: list[str]) -> None:
+        item = declared.item
+        if isinstance(item, m.Thermostat):
+            prefix = f"{declared.path}: thermostats {item.id}: "
+            sensor = self.entities.get(item.sensor)
+            if sensor is None:
+                problems.append(f"{prefix}sensor: {self._unknown(item.sensor)}")
+            elif sensor.component is not Component.SENSOR:
+                problems.append(f"{prefix}sensor: {item.sensor!r} is a {sensor.component}, expected a sensor")
+            for name in ("heater", "cooler"):
+                self._actuator(prefix + name, getattr(item, name), problems)
+        elif isinstance(item, m.Alarm):
+            prefix = f"{declared.path}: alarms {item.id}: "
+            self._actuator(prefix + "siren", item.siren, problems)
+            for mode in ("armed_home", "armed_away", "armed_night"):
+                for i, entity in enumerate(getattr(item.sensors, mode)):
+                    if entity not in self.entities:
+                        problems.append(f"{prefix}sensors.{mode}[{i}]: {self._unknown(entity)}")
+            for i, entity in enumerate(item.instant):
+                if entity not in self.entities:
+                    problems.append(f"{prefix}instant[{i}]: {self._unknown(entity)}")
+
+    def _actuator(self, where: str, entity: str | None, problems: list[str]) -> None:
+        if entity is None:
+            return
+        spec = self.entities.get(entity)
+        if spec is None:
+            problems.append(f"{where}: {self._unknown(entity)}")
+        elif spec.component not in _ACTUATOR:
+            problems.append(f"{where}: {entity!r} is a {spec.component}, expected a switch, light or siren")
+
+
+def _contradicted(rule: m.Rule) -> bool:
+    """Every trigger is a ``state`` trigger (no ``for``) whose ``to`` a top-level ``state`` condition excludes."""
+    def excluded(trigger: Any) -> bool:
+        if not isinstance(trigger, m.StateTrigger) or trigger.to is None or trigger.for_ is not None:
+            return False
+        for condition in rule.conditions:
+            if isinstance(condition, m.StateCondition) and condition.entity == trigger.entity:
+                allowed = [condition.equals] if condition.in_ is None else condition.in_
+                if not any(type(a) is type(trigger.to) and a == trigger.to for a in allowed):
+                    return True
+        return False
+
+    return all(excluded(trigger) for trigger in rule.triggers)
+
+
+def _conditions_with_paths(conditions: Sequence[Any], base: str) -> Iterator[tuple[str, Any]]:
+    for i, condition in enumerate(conditions):
+        where = f"{base}[{i}]"
+        yield where, condition
+        if isinstance(condition, m.AllCondition | m.AnyCondition | m.NotCondition):
+            yield from _conditions_with_paths(condition.conditions, f"{where}.conditions")

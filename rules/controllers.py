@@ -1,0 +1,95 @@
+"""What the thermostat and alarm controllers share with the engine.
+
+A controller owns one or more entities (its commands come to it), watches
+others (its sensors), may ask for wall-clock schedules, and keeps a little
+state that must survive a restart (:meth:`Controller.snapshot` /
+``restore``). It acts only through the host: ``emit``/``command`` on the
+dispatcher, timers in the persisted :class:`~rules.timers.TimerTable`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from gateway.events import Event, EventFactory, Value
+from gateway.state import StateStore
+from rules.schedule import Job
+from rules.timers import Pending, TimerHandle, TimerTable
+
+
+class Runtime(Protocol):
+    """What the engine and controllers need of the dispatcher."""
+
+    events: EventFactory
+    state: StateStore
+
+    def emit(self, event: Event) -> None: ...
+
+    def command(self, entity: str, value: Value, *, rule: str | None = None, cause: str | None = None) -> None: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle: ...
+
+
+class Host(Protocol):
+    runtime: Runtime
+    timers: TimerTable
+    tz: ZoneInfo
+
+    def local_now(self) -> dt.datetime | None: ...
+
+    def changed(self) -> None: ...
+
+
+class Controller(ABC):
+    def __init__(self, host: Host, config: Any, fingerprint: str) -> None:
+        self.host = host
+        self.config = config
+        self.fingerprint = fingerprint
+
+    @property
+    def id(self) -> str:
+        return str(self.config.id)
+
+    @abstractmethod
+    def owned(self) -> set[str]:
+        """Entities whose commands this controller answers."""
+
+    @abstractmethod
+    def watched(self) -> set[str]:
+        """Entities whose readings, states and availability it wants."""
+
+    def jobs(self) -> list[tuple[int, Job]]:
+        return []
+
+    @abstractmethod
+    def start(self, cause: str | None, restored: dict[str, Any] | None) -> None: ...
+
+    @abstractmethod
+    def handle(self, event: Event) -> None: ...
+
+    @abstractmethod
+    def command(self, event: Event) -> None: ...
+
+    def on_schedule(self, index: int, event: Event) -> None:
+        return None
+
+    def restore_timer(self, entry: Pending, remaining: float) -> None:
+        return None
+
+    @abstractmethod
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def reconfigure(self, config: Any, fingerprint: str) -> None:
+        self.config = config
+        self.fingerprint = fingerprint
+
+    def stop(self) -> None:
+        self.host.timers.cancel_owner(self.id)
+
+    def release(self, why: str) -> None:
+        """The controller is gone (a reload removed it): leave its outputs safe."""
+        return None

@@ -1,0 +1,208 @@
+"""Compiled rules and the running of their actions.
+
+A rule is compiled once (:func:`compile_rule`): its conditions become
+closures and its payload templates are parsed. When it fires and its
+conditions hold, :class:`Runner` applies the rule's ``mode`` and runs the
+actions in order; a ``delay`` parks the run in a persisted timer
+(``run:<rule>``), a ``turn_on … for`` arms a pulse (``pulse:<rule>:<entity>``)
+that a re-trigger extends. Every action is a command or an event carrying the
+rule id and the cause, and is written into the evaluation's trace.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.events import Kind, Value
+from rules import model as m
+from rules.conditions import Check, compile_condition
+from rules.controllers import Runtime
+from rules.loader import LoadedRule
+from rules.template import Template, compile_template
+from rules.timers import Pending, TimerTable
+from rules.traces import TraceStore, iso
+
+PUBLISH_ENTITY = "publish"
+"""SYSTEM events of ``publish`` actions: value is JSON ``{"topic", "payload", "retain"}``."""
+
+
+@dataclass(slots=True)
+class Run:
+    cause: str | None
+    fields: dict[str, Value]
+    index: int
+    trace: dict[str, Any]
+
+
+@dataclass(slots=True)
+class RuleRuntime:
+    """What a rule remembers between events; carried over a reload when the rule did not change."""
+
+    run: Run | None = None
+    queue: deque[tuple[str, str | None, dict[str, Value]]] = field(default_factory=deque)
+    last_run: float | None = None
+    inside: dict[int, bool] = field(default_factory=dict)
+    runs: int = 0
+
+
+@dataclass(slots=True)
+class CompiledRule:
+    rule: m.Rule
+    path: Path
+    fingerprint: str
+    conditions: list[Check]
+    templates: dict[int, Template | dict[str, Template | Value]]
+    runtime: RuleRuntime = field(default_factory=RuleRuntime)
+
+    @property
+    def id(self) -> str:
+        return self.rule.id
+
+
+def compile_rule(loaded: LoadedRule) -> CompiledRule:
+    templates: dict[int, Template | dict[str, Template | Value]] = {}
+    for i, action in enumerate(loaded.rule.actions):
+        if isinstance(action, m.PublishAction):
+            if isinstance(action.payload, str):
+                templates[i] = compile_template(action.payload)
+            else:
+                templates[i] = {
+                    key: compile_template(value) if isinstance(value, str) else value
+                    for key, value in action.payload.items()
+                }
+    conditions = [compile_condition(c) for c in loaded.rule.conditions]
+    return CompiledRule(loaded.rule, loaded.path, loaded.fingerprint, conditions, templates)
+
+
+class Runner:
+    """Runs the actions of rules whose conditions held; owns modes, delays and pulses."""
+
+    def __init__(self, runtime: Runtime, timers: TimerTable, traces: TraceStore, tz: dt.tzinfo,
+                 lookup: Callable[[str], CompiledRule | None]) -> None:
+        self.runtime = runtime
+        self.timers = timers
+        self.traces = traces
+        self.tz = tz
+        self.lookup = lookup
+
+    def trace(self, compiled: CompiledRule, trigger: str, cause: Any) -> dict[str, Any]:
+        ts = self.runtime.events.clock.time()
+        return {"ts": ts, "time": iso(ts, self.tz), "rule": compiled.id, "trigger": trigger,
+                "cause": cause, "result": "", "conditions": [], "actions": []}
+
+    def admit(self, compiled: CompiledRule, text: str, cause: str | None, fields: dict[str, Value],
+              trace: dict[str, Any]) -> None:
+        """Apply the rule's ``mode`` to a trigger whose conditions held, then run it (or not)."""
+        rule, runtime = compiled.rule, compiled.runtime
+        if runtime.run is not None:
+            if rule.mode == "single":
+                trace["result"] = "skipped: still running"
+                return
+            if rule.mode == "queued":
+                if len(runtime.queue) >= rule.max_queued:
+                    trace["result"] = "queue full"
+                else:
+                    runtime.queue.append((text, cause, fields))
+                    trace["result"] = "queued"
+                return
+            self.timers.cancel(f"run:{compiled.id}")
+            runtime.run.trace.setdefault("notes", []).append("cancelled: the rule was triggered again (restart)")
+            runtime.run = None
+            trace["notes"] = ["restarted: the earlier run was cancelled"]
+        runtime.last_run = self.runtime.events.clock.monotonic()
+        self.start(compiled, Run(cause, fields, 0, trace))
+
+    def start(self, compiled: CompiledRule, run: Run) -> None:
+        run.trace["result"] = "ran"
+        compiled.runtime.run = run
+        compiled.runtime.runs += 1
+        self.proceed(compiled, run)
+
+    def resume(self, rule_id: str, run: Run) -> Callable[[Pending], None]:
+        def resume(entry: Pending) -> None:
+            compiled = self.lookup(rule_id)
+            if compiled is not None and compiled.fingerprint == entry.fingerprint and compiled.runtime.run is run:
+                self.proceed(compiled, run)
+
+        return resume
+
+    def proceed(self, compiled: CompiledRule, run: Run) -> None:
+        """Run actions from ``run.index`` until a ``delay`` parks the run or the list ends."""
+        actions = compiled.rule.actions
+        while run.index < len(actions):
+            index = run.index
+            action = actions[index]
+            run.index += 1
+            if isinstance(action, m.DelayAction):
+                data = {"cause": run.cause, "fields": run.fields, "index": run.index}
+                self.timers.arm(f"run:{compiled.id}", compiled.id, compiled.fingerprint, action.for_, data,
+                                self.resume(compiled.id, run))
+                run.trace["actions"].append(f"delay {action.for_:g}s")
+                return
+            run.trace["actions"].append(self.act(compiled, index, action, run))
+        compiled.runtime.run = None
+        if compiled.runtime.queue:
+            text, cause, fields = compiled.runtime.queue.popleft()
+            trace = self.traces.add(self.trace(compiled, f"{text} (from the queue)", cause))
+            self.start(compiled, Run(cause, fields, 0, trace))
+
+    def act(self, compiled: CompiledRule, index: int, action: Any, run: Run) -> str:  # noqa: PLR0911
+        """Do one action; returns its line for the trace."""
+        rule_id, cause = compiled.id, run.cause
+        runtime = self.runtime
+        if isinstance(action, m.SetAction):
+            runtime.command(action.entity, action.value, rule=rule_id, cause=cause)
+            return f"set {action.entity} = {action.value!r}"
+        if isinstance(action, m.TurnOnAction):
+            runtime.command(action.entity, True, rule=rule_id, cause=cause)
+            if action.for_ is None:
+                return f"turn_on {action.entity}"
+            key = f"pulse:{rule_id}:{action.entity}"
+            extended = self.timers.get(key) is not None
+            self.timers.arm(key, rule_id, compiled.fingerprint, action.for_, {"entity": action.entity, "cause": cause},
+                            self.pulse_fired(rule_id))
+            return f"turn_on {action.entity} for {action.for_:g}s" + (" (extended)" if extended else "")
+        if isinstance(action, m.TurnOffAction):
+            self.timers.cancel(f"pulse:{rule_id}:{action.entity}")
+            runtime.command(action.entity, False, rule=rule_id, cause=cause)
+            return f"turn_off {action.entity}"
+        if isinstance(action, m.ToggleAction):
+            value = not bool(runtime.state.value(action.entity))
+            runtime.command(action.entity, value, rule=rule_id, cause=cause)
+            return f"toggle {action.entity} -> {value!r}"
+        if isinstance(action, m.PublishAction):
+            payload = self.payload(compiled.templates[index], run.fields)
+            message = json.dumps({"topic": action.topic, "payload": payload, "retain": action.retain})
+            runtime.emit(runtime.events.make(Kind.SYSTEM, PUBLISH_ENTITY, message, rule=rule_id, cause=cause,
+                                             detail=action.topic))
+            return f"publish {action.topic}: {payload}"
+        if isinstance(action, m.AlarmAction):
+            runtime.command(action.alarm, action.command, rule=rule_id, cause=cause)
+            return f"alarm {action.alarm} {action.command}"
+        raise TypeError(f"unknown action {action!r}")
+
+    def payload(self, template: Template | dict[str, Template | Value], fields: dict[str, Value]) -> str:
+        state = self.runtime.state.value
+        if isinstance(template, Template):
+            return template.render(fields, state)
+        return json.dumps({key: part.render(fields, state) if isinstance(part, Template) else part
+                           for key, part in template.items()})
+
+    def pulse_fired(self, rule_id: str) -> Callable[[Pending], None]:
+        def fire(entry: Pending) -> None:
+            entity = str(entry.data["entity"])
+            self.runtime.command(entity, False, rule=rule_id, cause=entry.data.get("cause"))
+            compiled = self.lookup(rule_id)
+            if compiled is not None:
+                text = f"end of turn_on {entity} 'for'"
+                trace = self.traces.add(self.trace(compiled, text, entry.data.get("cause")))
+                trace["result"] = "ran"
+                trace["actions"].append(f"turn_off {entity}")
+
+        return fire

@@ -1,0 +1,213 @@
+"""Loading rule files: exact, located errors; all or nothing; never a traceback."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rules.loader import RulesError, load_rules
+from tests.rules_kit import DEMO_ENTITIES, HEADER, ruleset
+
+GOOD = """
+[[rules]]
+id = "night_light"
+[[rules.triggers]]
+type = "state"
+entity = "hall_motion"
+to = true
+[[rules.actions]]
+type = "turn_on"
+entity = "hall_light"
+for = "2m"
+"""
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(RulesError) as info:
+        ruleset(tmp_path, text)
+    return info.value.problems
+
+
+def test_a_good_file_loads(tmp_path: Path) -> None:
+    rules = ruleset(tmp_path, GOOD)
+    assert [r.rule.id for r in rules] == ["night_light"]
+    assert rules.rules[0].rule.actions[0].for_ == 120
+
+
+def test_error_names_file_rule_field_and_what_was_found(tmp_path: Path) -> None:
+    found = problems(tmp_path, GOOD.replace('for = "2m"', 'for = "2 minutes"'))
+    assert found == [
+        f"{tmp_path / 'rules.d' / 'test.toml'}: rule night_light: actions[0].for: "
+        "expected a duration such as '30s', '5m' or '1h30m' (got '2 minutes')"
+    ]
+
+
+def test_unknown_type_lists_the_known_ones(tmp_path: Path) -> None:
+    (line,) = problems(tmp_path, GOOD.replace('type = "turn_on"', 'type = "switch_on"'))
+    assert "rule night_light: actions[0].type: unknown type 'switch_on'" in line
+    assert "'turn_on'" in line
+
+
+def test_unknown_key_is_an_error(tmp_path: Path) -> None:
+    (line,) = problems(tmp_path, GOOD.replace('to = true', 'to = true\ncolour = "red"'))
+    assert line.endswith("rule night_light: triggers[0].colour: unknown key")
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = GOOD.replace('entity = "hall_motion"', 'entity = "hall_motoin"').replace(
+        'entity = "hall_light"', 'entity = "living_temperature"')
+    found = problems(tmp_path, text)
+    assert len(found) == 2
+    assert "triggers[0].entity: unknown entity 'hall_motoin'; did you mean 'hall_motion'?" in found[0]
+    assert "actions[0].entity: 'living_temperature' is a sensor, it cannot be commanded" in found[1]
+
+
+def test_duplicate_ids_across_files(tmp_path: Path) -> None:
+    directory = tmp_path / "rules.d"
+    directory.mkdir()
+    (directory / "a.toml").write_text(HEADER + GOOD)
+    (directory / "b.toml").write_text(HEADER + GOOD)
+    with pytest.raises(RulesError) as info:
+        load_rules(directory, DEMO_ENTITIES)
+    assert info.value.problems == [
+        f"{directory / 'b.toml'}: rule night_light: id: duplicate id (also in {directory / 'a.toml'})"
+    ]
+
+
+def test_impossible_numeric_range_talks_to_a_person(tmp_path: Path) -> None:
+    text = GOOD.replace("to = true", "").replace('type = "state"', 'type = "numeric"\nabove = 10\nbelow = 5')
+    (line,) = problems(tmp_path, text)
+    assert "can never be above 10 and below 5" in line
+
+
+def test_bad_toml_is_located(tmp_path: Path) -> None:
+    (line,) = problems(tmp_path, "[[rules]\n")
+    assert "test.toml: not valid TOML" in line and "line 2" in line
+
+
+def test_version_is_required(tmp_path: Path) -> None:
+    directory = tmp_path / "rules.d"
+    directory.mkdir()
+    (directory / "a.toml").write_text(GOOD)
+    with pytest.raises(RulesError) as info:
+        load_rules(directory, DEMO_ENTITIES)
+    assert info.value.problems == [f"{directory / 'a.toml'}: version: Field required"]
+
+
+def test_unknown_template_field(tmp_path: Path) -> None:
+    text = GOOD.replace('type = "turn_on"\nentity = "hall_light"\nfor = "2m"',
+                        'type = "publish"\ntopic = "x"\npayload = "{value.__class__}"')
+    (line,) = problems(tmp_path, text)
+    assert "actions[0].payload: unknown field {value.__class__}" in line
+
+
+def test_alarm_must_be_declared(tmp_path: Path) -> None:
+    text = GOOD.replace('type = "turn_on"\nentity = "hall_light"\nfor = "2m"',
+                        'type = "alarm"\nalarm = "house"\ncommand = "arm_away"')
+    (line,) = problems(tmp_path, text)
+    assert "actions[0].alarm: no alarm 'house' is declared" in line
+
+
+def test_unreachable_rule_is_a_warning(tmp_path: Path) -> None:
+    rules = ruleset(tmp_path, GOOD.replace("to = true", "to = true\nfrom = true"))
+    assert any("can never fire" in w for w in rules.warnings)
+
+
+def test_disabled_rules_are_checked_but_not_loaded(tmp_path: Path) -> None:
+    rules = ruleset(tmp_path, GOOD.replace('id = "night_light"', 'id = "night_light"\nenabled = false'))
+    assert len(rules) == 0 and rules.disabled == ("night_light",)
+
+
+def test_declared_entities_for_the_mqtt_side(tmp_path: Path) -> None:
+    text = """
+[[virtuals]]
+id = "night_mode"
+[[thermostats]]
+id = "living"
+sensor = "living_temperature"
+heater = "heater"
+[[alarms]]
+id = "house"
+"""
+    specs = {s.id: s.component.value for s in ruleset(tmp_path, text).entities()}
+    assert specs == {"night_mode": "switch", "living": "climate", "living_setpoint": "sensor",
+                     "living_preset": "sensor", "living_action": "sensor", "house": "alarm_control_panel"}
+
+
+def test_thermostat_heater_must_be_an_actuator(tmp_path: Path) -> None:
+    text = '[[thermostats]]\nid = "living"\nsensor = "living_temperature"\nheater = "front_door"\n'
+    (line,) = problems(tmp_path, text)
+    assert "thermostats living: heater: 'front_door' is a binary_sensor, expected a switch, light or siren" in line
+
+
+SCALARS = st.one_of(st.booleans(), st.integers(-5, 100), st.floats(allow_nan=False, width=32),
+                    st.sampled_from(["state", "numeric", "turn_on", "5m", "x", "hall_motion", "06:30", "1h30m"]))
+KEYS = st.sampled_from(["type", "entity", "to", "from", "for", "above", "below", "id", "actions", "triggers",
+                        "conditions", "value", "rules", "version", "at", "cron", "mode", "payload", "topic"])
+TREES = st.recursive(SCALARS, lambda children: st.one_of(st.lists(children, max_size=3),
+                                                       st.dictionaries(KEYS, children, max_size=4)), max_leaves=20)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.dictionaries(KEYS, TREES, max_size=5))
+def test_any_structured_toml_loads_or_gives_a_located_error(tmp_path: Path, data: dict[str, object]) -> None:
+    _load_or_located(tmp_path, "\n".join(f"{k} = {_toml_value(v)}" for k, v in data.items()))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=200))
+def test_any_text_loads_or_gives_a_located_error(tmp_path: Path, text: str) -> None:
+    _load_or_located(tmp_path, text)
+
+
+def _load_or_located(tmp_path: Path, text: str) -> None:
+    directory = tmp_path / "fuzz"
+    directory.mkdir(exist_ok=True)
+    path = directory / "f.toml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_rules(directory, DEMO_ENTITIES)
+    except RulesError as exc:
+        assert exc.problems
+        assert all(p.startswith(f"{path}: ") for p in exc.problems)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(where=st.sampled_from(["rule", "trigger", "action"]), patch=st.dictionaries(KEYS, TREES, max_size=3))
+def test_a_valid_rule_with_random_fields_loads_or_gives_a_located_error(
+    tmp_path: Path, where: str, patch: dict[str, object]
+) -> None:
+    data = tomllib.loads(HEADER + GOOD)
+    rule = data["rules"][0]
+    target = {"rule": rule, "trigger": rule["triggers"][0], "action": rule["actions"][0]}[where]
+    target.update(patch)
+    body = "\n".join(f"{k} = {_toml_value(v)}" for k, v in data.items())
+    _load_or_located(tmp_path, body)
+
+
+def test_conditions_that_contradict_the_trigger_are_a_warning(tmp_path: Path) -> None:
+    text = GOOD + '[[rules.conditions]]\ntype = "state"\nentity = "hall_motion"\nequals = false\n'
+    rules = ruleset(tmp_path, text)
+    assert any("can never run" in w for w in rules.warnings)
+
+
+def test_a_rule_may_not_share_its_id_with_a_controller(tmp_path: Path) -> None:
+    text = GOOD.replace('id = "night_light"', 'id = "house"') + '[[alarms]]\nid = "house"\n'
+    (line,) = problems(tmp_path, text)
+    assert "rule house: id: also the id of a thermostat or alarm" in line
