@@ -176,3 +176,9 @@ def test_a_real_paho_message_with_any_topic_goes_through_the_guarded_callback(gw
     message.payload = b"\xff\xfe"
     gw.bridge._on_command(gw.bridge._client, None, message)  # type: ignore[arg-type]
     assert gw.posted[0].kind is Kind.REJECTED and "UTF-8" in (gw.posted[0].detail or "")
+
+
+def test_a_controller_without_a_registered_validator_takes_no_commands() -> None:
+    thermostat = validator_for(EntitySpec("thermostat", Component.CLIMATE, safe_value="heat"))
+    with pytest.raises(CommandRejected, match="registers a validator"):
+        validate(thermostat, decode(b"ON", 1024))

@@ -44,7 +44,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
-from drivers.base import WRITABLE_COMPONENTS, EntitySpec
+from drivers.base import WRITABLE_COMPONENTS, Component, EntitySpec
 from gateway.events import Value
 
 Validator = Callable[[Any], Value]
@@ -54,6 +54,10 @@ MAX_REASON = 200
 
 _TRUE = {"on", "true", "1", "yes"}
 _FALSE = {"off", "false", "0", "no"}
+
+
+CONTROLLERS = frozenset({Component.CLIMATE, Component.ALARM_CONTROL_PANEL})
+"""Components whose commands and discovery only their owner (the rules package) can describe."""
 
 
 class CommandRejected(Exception):
@@ -88,7 +92,7 @@ def _number(spec: EntitySpec) -> Validator:
     bounded = TypeAdapter(
         Annotated[float, Field(ge=spec.minimum, le=spec.maximum, allow_inf_nan=False)]
     )
-    switchable = spec.component in WRITABLE_COMPONENTS
+    switchable = spec.component in WRITABLE_COMPONENTS - CONTROLLERS
 
     def validate(raw: Any) -> Value:
         if isinstance(raw, bool):
@@ -105,9 +109,16 @@ def _number(spec: EntitySpec) -> Validator:
     return validate
 
 
+def _unregistered(raw: Any) -> Value:
+    raise ValueError("this controller takes no commands until its owner registers a validator")
+
+
 def validator_for(spec: EntitySpec) -> Validator:
     """The built-in validator of a writable entity: on/off, or a number in range when the entity has
-    one (a dimmable light takes both: ``ON``/``OFF`` and a brightness; ``1``/``0`` are numbers there)."""
+    one (a dimmable light takes both: ``ON``/``OFF`` and a brightness; ``1``/``0`` are numbers there).
+    Controllers (climate, alarm panel) have no built-in one: their owner registers it."""
+    if spec.component in CONTROLLERS:
+        return _unregistered
     numeric = spec.minimum is not None or spec.maximum is not None or (
         isinstance(spec.safe_value, int | float) and not isinstance(spec.safe_value, bool)
     )

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.base import Component, EntitySpec
+from gateway.mqtt.commands import CONTROLLERS
 from gateway.mqtt.topics import Topics, dumps
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,8 @@ class Discovery:
         """Config topic -> retained payload, for every entity and registered extra."""
         out: dict[str, bytes] = {}
         for spec in entities.values():
+            if spec.component in CONTROLLERS:
+                continue  # only its owner knows its topics: see register_discovery
             out[self.config_topic(str(spec.component), spec.id)] = dumps(self.entity_config(spec))
         for entity, extra in extras.items():
             out[self.config_topic(extra.component, entity)] = dumps({**self.common(entity), **extra.config})
