@@ -35,7 +35,7 @@ from pydantic import Field, model_validator
 from drivers.base import Component, DeviceConfig, Driver, DriverContext, DriverError, EntitySpec, Simulator, SimWorld
 from drivers.channel import Channel
 from drivers.conditioning import NumericStep
-from drivers.simulation import twin_rng
+from drivers.simulation import ThreadTwin, twin_rng
 from drivers.timing import Periodic, every
 from gateway.guard import guarded
 
@@ -241,14 +241,13 @@ class McpEmulator:
         self._chip.close()
 
 
-class AnalogTwin(Simulator):
+class AnalogTwin(ThreadTwin):
     """A slowly wandering voltage on the configured channel (a level, a light sensor)."""
 
     def __init__(self, config: AnalogConfig, interval: float = 2.0) -> None:
+        super().__init__(config.id)
         self._config = config
         self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.emulator: McpEmulator | None = None
 
     def start(self, world: SimWorld) -> None:
@@ -264,14 +263,9 @@ class AnalogTwin(Simulator):
                 emulator.set(cfg.channel, level * emulator.vref)
 
         emulator.set(cfg.channel, level * emulator.vref)
-        self._thread = threading.Thread(target=guarded(f"sim {cfg.id}")(run), name=f"sim-{cfg.id}", daemon=True)
-        self._thread.start()
+        self._spawn(run)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-            self._thread = None
+    def release(self) -> None:
         if self.emulator is not None:
             self.emulator.close()
             self.emulator = None

@@ -25,7 +25,6 @@ Outputs (relays, dimmed lights, sirens) are in :mod:`drivers.actuators`.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -43,7 +42,7 @@ from drivers.base import (
 )
 from drivers.channel import Channel
 from drivers.conditioning import BinaryStep, HoldStep, StepConfig
-from drivers.simulation import twin_rng
+from drivers.simulation import ThreadTwin, twin_rng
 from gateway.guard import guarded
 
 if TYPE_CHECKING:
@@ -170,16 +169,15 @@ class MotionSensor(DigitalInput):
         return PulseSimulator(self.config.pin, self._rests_high(), mean_interval=30.0, mean_hold=5.0)
 
 
-class PulseSimulator(Simulator):
+class PulseSimulator(ThreadTwin):
     """Drives a mock input pin away from its idle level now and then (exponential gaps, seeded)."""
 
     def __init__(self, pin: PinName, rests_high: bool, *, mean_interval: float, mean_hold: float) -> None:
+        super().__init__(f"pin {pin}")
         self._pin_name = pin
         self._rests_high = rests_high
         self._mean_interval = mean_interval
         self._mean_hold = mean_hold
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self, world: SimWorld) -> None:
         pin: Any = world.pin_factory.pin(self._pin_name)
@@ -194,11 +192,4 @@ class PulseSimulator(Simulator):
                     break
                 idle()
 
-        self._thread = threading.Thread(target=guarded(f"sim pin {self._pin_name}")(run),
-                                        name=f"sim-{self._pin_name}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=1)
+        self._spawn(run)

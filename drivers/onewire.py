@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +38,7 @@ from pydantic import Field
 from drivers.base import Component, DeviceConfig, Driver, DriverContext, EntitySpec, Simulator, SimWorld
 from drivers.channel import Channel
 from drivers.conditioning import NumericStep
-from drivers.simulation import ThermalModel, heater_on, twin_rng
+from drivers.simulation import ThermalModel, ThreadTwin, heater_on, twin_rng
 from drivers.timing import Periodic, ThreadScheduler, every
 from gateway.guard import guarded
 
@@ -169,7 +168,7 @@ def write_w1_slave(directory: Path, celsius: float, *, crc_ok: bool = True) -> N
     os.replace(tmp, directory / "w1_slave")
 
 
-class Ds18b20Twin(Simulator):
+class Ds18b20Twin(ThreadTwin):
     """A fake ``/sys/bus/w1/devices`` tree whose sensor follows a thermal model (warms with ``sim_heater``).
 
     Registers ``world.files[base_path]`` so the driver reads the fake tree.
@@ -177,10 +176,9 @@ class Ds18b20Twin(Simulator):
     """
 
     def __init__(self, config: Ds18b20Config, interval: float = 5.0) -> None:
+        super().__init__(config.id)
         self._config = config
         self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._dir: str | None = None
 
     def start(self, world: SimWorld) -> None:
@@ -204,14 +202,9 @@ class Ds18b20Twin(Simulator):
                 tick()
 
         tick()
-        self._thread = threading.Thread(target=guarded(f"sim {cfg.id}")(run), name=f"sim-{cfg.id}", daemon=True)
-        self._thread.start()
+        self._spawn(run)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-            self._thread = None
+    def release(self) -> None:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

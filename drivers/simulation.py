@@ -64,7 +64,35 @@ def corrupt(data: bytes, rng_random: Callable[[], float], rng_randrange: Callabl
     return data[:i] + bytes([data[i] ^ 0x5A]) + data[i + 1 :]
 
 
-class PtyTwin(Simulator):
+class ThreadTwin(Simulator):
+    """A twin that runs on a thread of its own until :meth:`stop`: the plumbing every twin shares.
+
+    Subclasses call :meth:`_spawn` from ``start`` and free what they took in :meth:`release`
+    (which runs after the thread has ended); loops wait on ``self._stop``, never sleep.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _spawn(self, run: Callable[[], None]) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=guarded(f"sim {self.name}")(run), name=f"sim-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        self.release()
+
+    def release(self) -> None:
+        """Free files, descriptors or emulators that ``start`` took; the thread has ended."""
+
+
+class PtyTwin(ThreadTwin):
     """A serial device on a pseudo-terminal, registered in ``world.serial_ports[port]``.
 
     Every ``interval`` seconds :meth:`produce` is asked for bytes to send;
@@ -72,11 +100,9 @@ class PtyTwin(Simulator):
     """
 
     def __init__(self, port: str, name: str, interval: float) -> None:
+        super().__init__(name)
         self.port = port
-        self.name = name
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._fds: tuple[int, int] | None = None
         self.sent = 0
         self.rng = random.Random(0)
@@ -93,10 +119,7 @@ class PtyTwin(Simulator):
         self._fds = (master, slave)
         tty.setraw(slave)
         world.serial_ports[self.port] = os.ttyname(slave)
-        self._stop.clear()
-        self._thread = threading.Thread(target=guarded(f"sim {self.name}")(self._run), args=(world, master),
-                                        name=f"sim-{self.name}", daemon=True)
-        self._thread.start()
+        self._spawn(lambda: self._run(world, master))
 
     def _run(self, world: SimWorld, master: int) -> None:
         next_at = time.monotonic() + min(self.interval, FIRST_SEND_S)
@@ -120,11 +143,7 @@ class PtyTwin(Simulator):
             except OSError:
                 self._stop.set()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-            self._thread = None
+    def release(self) -> None:
         if self._fds is not None:
             for fd in self._fds:
                 with contextlib.suppress(OSError):

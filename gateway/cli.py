@@ -160,6 +160,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import Gateway
     from gateway.logs import setup_logging
+    from gateway.mqtt import MqttSetupError
     from gateway.service import Service, control_socket_path
     from rules.loader import RulesError
 
@@ -176,6 +177,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RulesError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return 1
+    except MqttSetupError as exc:
+        print(f"{config.source or 'config'}: {exc}", file=sys.stderr)
         return 1
     socket_path = args.socket or control_socket_path(config.gateway.state_dir if args.simulate else None)
     try:

@@ -61,10 +61,14 @@ class TlsSection(Section):
     check_hostname: bool = True
 
 
+TOPIC_PREFIX = r"^[^/+#\x00]+(/[^/+#\x00]+)*$"
+"""Topic levels without wildcards, empty levels, or a leading or trailing ``/``."""
+
+
 class MqttSection(Section):
     host: str = "localhost"
     port: int = Field(default=1883, ge=1, le=65535)
-    base_topic: str | None = None
+    base_topic: str | None = Field(default=None, pattern=TOPIC_PREFIX, max_length=200)
     """Default ``gateway/<id>``."""
     client_id: str | None = None
     """Default ``gateway-<id>``."""
@@ -75,7 +79,7 @@ class MqttSection(Section):
     password_env: str | None = None
     tls: TlsSection | None = None
     discovery: bool = True
-    discovery_prefix: str = "homeassistant"
+    discovery_prefix: str = Field(default="homeassistant", pattern=TOPIC_PREFIX, max_length=100)
     max_inflight: int = Field(default=100, ge=1, le=65535)
     """QoS 1 messages in flight at once; the outbox owns everything beyond this window."""
     reconnect_min: float = Field(default=1.0, gt=0)

@@ -12,7 +12,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from gateway.clock import VirtualClock
-from gateway.events import EventFactory
+from gateway.events import Event, EventFactory
 
 
 def virtual_events() -> tuple[VirtualClock, EventFactory]:
@@ -71,3 +71,17 @@ class Subscriber:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+class RecordingForwarder:
+    """Stands in for the MQTT bridge where a test is about the gateway, not the broker: keeps every event."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def start(self) -> None: ...
+
+    def forward(self, event: Event) -> None:
+        self.events.append(event)
+
+    def stop(self, timeout: float = 1.5) -> None: ...

@@ -13,6 +13,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from drivers.base import Component, EntitySpec
 from gateway.clock import SystemClock
@@ -78,8 +80,14 @@ class Recorder:
 
 
 @contextmanager
-def recorder(host: str, port: int, *topics: str, client_id: str = "") -> Iterator[Recorder]:
+def recorder(host: str, port: int, *topics: str, client_id: str = "",
+             credentials: tuple[str, str] | None = None, session: bool = False) -> Iterator[Recorder]:
+    """A real subscriber (QoS 1). With ``session``, a kept MQTT 5 session under ``client_id``: the
+    broker queues for it while it or the broker is away, and it re-subscribes on every connection."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.reconnect_delay_set(1, 1)
+    if credentials is not None:
+        client.username_pw_set(*credentials)
     rec = Recorder(client)
     subscribed = threading.Event()
 
@@ -87,14 +95,18 @@ def recorder(host: str, port: int, *topics: str, client_id: str = "") -> Iterato
         with rec.lock:
             rec.messages.append(Message(msg.topic, msg.payload, bool(msg.retain)))
 
-    def on_subscribe(*args: Any) -> None:
-        subscribed.set()
+    def on_connect(client: mqtt.Client, *args: Any) -> None:
+        client.subscribe([(t, 1) for t in topics])
 
     client.on_message = on_message
-    client.on_subscribe = on_subscribe
-    client.connect(host, port)
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *args: subscribed.set()
+    properties = None
+    if session:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 600
+    client.connect(host, port, clean_start=not session, properties=properties)
     client.loop_start()
-    client.subscribe([(t, 1) for t in topics])
     assert subscribed.wait(5), "subscription not acknowledged"
     try:
         yield rec
@@ -132,39 +144,6 @@ def make_bridge(config: Config, entities: dict[str, EntitySpec] | None = None) -
     posted: list[Event] = []
     bridge = MqttBridge(config, ENTITIES if entities is None else entities, posted.append, events)
     return Harness(bridge, events, posted)
-
-
-@contextmanager
-def persistent_recorder(host: str, port: int, topic: str, client_id: str) -> Iterator[Recorder]:
-    """A hub with a kept session (QoS 1): the broker queues for it while it or the broker is away."""
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    client.reconnect_delay_set(1, 1)
-    rec = Recorder(client)
-    subscribed = threading.Event()
-
-    def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        with rec.lock:
-            rec.messages.append(Message(msg.topic, msg.payload, bool(msg.retain)))
-
-    def on_connect(client: mqtt.Client, *args: Any) -> None:
-        client.subscribe(topic, qos=1)
-
-    client.on_message = on_message
-    client.on_connect = on_connect
-    client.on_subscribe = lambda *args: subscribed.set()
-    properties = Properties(PacketTypes.CONNECT)
-    properties.SessionExpiryInterval = 600
-    client.connect(host, port, clean_start=False, properties=properties)
-    client.loop_start()
-    assert subscribed.wait(5), "subscription not acknowledged"
-    try:
-        yield rec
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 def stream_main(argv: list[str]) -> None:

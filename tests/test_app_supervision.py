@@ -8,8 +8,8 @@ from gpiozero.pins.mock import MockFactory
 
 from gateway.app import Gateway
 from gateway.config import load_config
-from gateway.events import Event, Kind
-from tests.helpers import write_config
+from gateway.events import Kind
+from tests.helpers import RecordingForwarder, write_config
 
 CONFIG = """
 [gateway]
@@ -28,21 +28,9 @@ pin = "{pin}"
 """
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def start(self) -> None: ...
-
-    def forward(self, event: Event) -> None:
-        self.events.append(event)
-
-    def stop(self, timeout: float = 1.5) -> None: ...
-
-
 def test_a_device_that_cannot_start_is_reported_and_the_others_run_on(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path, CONFIG.format(pin="GPIO99"), rules="version = 1\n"))
-    recorder = Recorder()
+    recorder = RecordingForwarder()
     gateway = Gateway(config, pin_factory=MockFactory(), forwarder=recorder)
     gateway.start()
     try:

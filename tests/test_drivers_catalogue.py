@@ -14,8 +14,8 @@ from drivers.registry import DRIVERS
 from gateway.app import Gateway
 from gateway.cli import main
 from gateway.config import load_config
-from gateway.events import Event, Kind
-from tests.helpers import wait_until, write_config
+from gateway.events import Kind
+from tests.helpers import RecordingForwarder, wait_until, write_config
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "drivers.md"
 BLOCKS = re.findall(r"```toml\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
@@ -42,21 +42,9 @@ def test_gateway_check_accepts_a_config_using_every_driver(tmp_path: Path, capsy
     assert "OK" in capsys.readouterr().out
 
 
-class Collect:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def start(self) -> None: ...
-
-    def forward(self, event: Event) -> None:
-        self.events.append(event)
-
-    def stop(self, timeout: float = 1.5) -> None: ...
-
-
 def test_every_driver_shows_events_in_simulation(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path, HEADER + "\n".join(BLOCKS)))
-    collect = Collect()
+    collect = RecordingForwarder()
     gateway = Gateway(config, simulate=True, forwarder=collect, mqtt=False)
     gateway.start()
     runner = threading.Thread(target=gateway.run, name="test-dispatcher")

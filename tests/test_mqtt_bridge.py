@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from gateway.events import Kind
 from tests.conftest import Broker, free_port
@@ -122,7 +123,7 @@ def test_start_returns_at_once_without_a_broker_and_logs_the_outage_once(
     assert time.monotonic() - started < 0.2
     harness.bridge.forward(harness.events.reading("living_temp", 20.0))
     wait_until(lambda: harness.bridge.health()["connection"] == "unreachable", what="outage noticed")
-    time.sleep(2.5)  # two more retries happen in this window; the log must not repeat
+    wait_until(lambda: harness.bridge.counters.connect_attempts >= 3, what="two more attempts")
     harness.bridge.stop()
     outage_lines = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(outage_lines) == 1
@@ -166,3 +167,9 @@ def test_health_is_retained_and_periodic_with_outbox_and_traffic_figures(broker:
     assert {"depth", "oldest_age", "dropped", "bytes_written", "oversized"} <= set(latest["outbox"])
     assert latest["uptime"] >= reports[0]["uptime"]
     assert ISO_UTC.match(latest["ts"])
+
+
+@pytest.mark.parametrize("bad", ["gateway/+/x", "gateway/#", "/gateway/x", "gateway//x", "gateway/x/"])
+def test_a_base_topic_with_wildcards_or_empty_levels_is_a_config_error(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ValidationError, match="base_topic"):
+        make_config("x", tmp_path, 1883, base_topic=bad)

@@ -46,12 +46,23 @@ def test_anything_else_for_a_switch_is_rejected_with_a_reason(payload: bytes) ->
         validate(LIGHT, decode(payload, 1024))
 
 
-def test_a_numeric_entity_takes_numbers_within_its_range_only() -> None:
+def test_a_dimmable_light_takes_a_brightness_within_its_range_or_on_off() -> None:
     dimmer = validator_for(EntitySpec("dimmer", Component.LIGHT, safe_value=0, minimum=0, maximum=100))
     assert validate(dimmer, decode(b"42", 1024)) == 42
-    for bad in (b"101", b"-1", b"true", b"1e999", b"Infinity", b"abc"):
+    assert validate(dimmer, decode(b"1", 1024)) == 1  # a number here, not ON
+    assert validate(dimmer, decode(b"ON", 1024)) is True
+    assert validate(dimmer, decode(b"false", 1024)) is False
+    for bad in (b"101", b"-1", b"1e999", b"Infinity", b"abc"):
         with pytest.raises(CommandRejected):
             validate(dimmer, decode(bad, 1024))
+
+
+def test_a_numeric_setting_that_is_not_switchable_takes_only_numbers() -> None:
+    setpoint = validator_for(EntitySpec("valve", Component.SENSOR, safe_value=0.0, minimum=0, maximum=10))
+    assert validate(setpoint, decode(b" 2.5 ", 1024)) == 2.5
+    for bad in (b"true", b"ON", b"11"):
+        with pytest.raises(CommandRejected):
+            validate(setpoint, decode(bad, 1024))
 
 
 def test_a_payload_over_the_size_limit_is_rejected_unread() -> None:
@@ -165,3 +176,9 @@ def test_a_real_paho_message_with_any_topic_goes_through_the_guarded_callback(gw
     message.payload = b"\xff\xfe"
     gw.bridge._on_command(gw.bridge._client, None, message)  # type: ignore[arg-type]
     assert gw.posted[0].kind is Kind.REJECTED and "UTF-8" in (gw.posted[0].detail or "")
+
+
+def test_a_controller_without_a_registered_validator_takes_no_commands() -> None:
+    thermostat = validator_for(EntitySpec("thermostat", Component.CLIMATE, safe_value="heat"))
+    with pytest.raises(CommandRejected, match="registers a validator"):
+        validate(thermostat, decode(b"ON", 1024))

@@ -18,7 +18,6 @@ from tests.mqtt_support import (
     Message,
     make_bridge,
     make_config,
-    persistent_recorder,
     recorder,
     wait_until,
 )
@@ -63,7 +62,7 @@ def test_a_broker_restart_during_1000_events_a_second_loses_nothing_and_duplicat
                                       drain_rate=20_000))
     topic = "gateway/restart/event/living_temp"
     try:
-        with persistent_recorder(broker.host, broker.port, topic, "hub-restart") as hub:
+        with recorder(broker.host, broker.port, topic, client_id="hub-restart", session=True) as hub:
             harness.bridge.start()
             wait_until(lambda: harness.bridge.connected, what="connection")
             producer = threading.Thread(
@@ -73,7 +72,8 @@ def test_a_broker_restart_during_1000_events_a_second_loses_nothing_and_duplicat
             wait_until(lambda: len(hub.on(topic)) > 800, what="stream flowing")
             broker.stop()
             assert any(broker.directory.glob("*.db")), "broker persistence not written: the test would prove nothing"
-            time.sleep(0.5)  # the outage: events keep coming and wait in the outbox
+            waiting = harness.bridge.outbox.depth
+            wait_until(lambda: harness.bridge.outbox.depth >= waiting + 300, what="a backlog during the outage")
             broker.start()
             producer.join()
             wait_until(lambda: len({m.json()["id"] for m in hub.on(topic)}) >= count, timeout=30,
@@ -93,7 +93,7 @@ def test_a_gateway_killed_mid_stream_sends_every_committed_event_after_its_resta
 ) -> None:
     topic = "gateway/killed/event/living_temp"
     command = [sys.executable, "-m", "tests.mqtt_support", "killed", str(tmp_path / "state"), str(broker.port)]
-    with persistent_recorder(broker.host, broker.port, topic, "hub-killed") as hub, \
+    with recorder(broker.host, broker.port, topic, client_id="hub-killed", session=True) as hub, \
             recorder(broker.host, broker.port, "gateway/killed/status") as status:
         process = subprocess.Popen([*command, "5000", "1000"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert process.stdout is not None
@@ -134,3 +134,37 @@ def test_the_brokers_maximum_packet_size_refuses_an_oversized_event_and_the_rest
     assert [m.json()["value"] for m in got] == [2]
     assert harness.bridge.outbox.counters.oversized == 1
     assert harness.bridge.counters.disconnects == 0
+
+
+def test_after_an_outage_the_backlog_drains_no_faster_than_the_drain_rate(
+    private_broker: Broker, tmp_path: Path
+) -> None:
+    private_broker.stop()
+    harness = make_bridge(make_config("drain", tmp_path / "state", private_broker.port, drain_rate=400,
+                                      max_inflight=20))
+    harness.bridge.start()
+    for value in range(420):
+        harness.bridge.forward(harness.events.reading("living_temp", value))
+    private_broker.start()
+    topic = "gateway/drain/event/living_temp"
+    try:
+        with recorder(private_broker.host, private_broker.port, topic) as hub:
+            hub.wait_for(topic, count=1, timeout=15)
+            started = time.monotonic()
+            hub.wait_for(topic, count=420, timeout=15)
+            elapsed = time.monotonic() - started
+    finally:
+        harness.bridge.stop()
+    assert elapsed >= (420 - 20 - 20) / 400 * 0.9  # the burst (window) and the first batch come at once
+
+
+def test_stop_returns_within_its_timeout_while_the_broker_is_unreachable(tmp_path: Path) -> None:
+    harness = make_bridge(make_config("stop-offline", tmp_path / "state", free_port(), reconnect_min=2,
+                                      reconnect_max=8))
+    harness.bridge.start()
+    harness.bridge.forward(harness.events.reading("living_temp", 1.0))
+    wait_until(lambda: harness.bridge.health()["connection"] == "unreachable", what="the backoff to begin")
+    started = time.monotonic()
+    harness.bridge.stop(timeout=1.0)
+    assert time.monotonic() - started < 1.0
+    assert harness.bridge.outbox.committed_seq == 1  # kept for the next start

@@ -52,7 +52,8 @@ def test_sensors_carry_unit_class_and_expiry_and_actuators_a_command_topic(broke
     door = found["ha-disc-two/binary_sensor/disc-two/front_door/config"]
     assert (door["device_class"], door["payload_on"], door["payload_off"]) == ("door", "true", "false")
     heater = found["ha-disc-two/switch/disc-two/heater/config"]
-    assert (heater["command_topic"], heater["state_on"]) == ("gateway/disc-two/set/heater", "true")
+    assert (heater["command_topic"], heater["payload_on"], heater["state_on"]) == ("gateway/disc-two/set/heater",
+                                                                                  "ON", "true")
     assert "expire_after" not in heater
 
 

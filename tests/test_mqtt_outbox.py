@@ -1,11 +1,16 @@
-"""The durable outbox on its own: order, persistence, batching, the bound, the packet-size limit."""
+"""The durable outbox on its own (order, persistence, batching, the bound, the packet-size limit),
+and the pacing around it (drain token bucket, reconnect jitter)."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import pytest
+
 from gateway.mqtt.bridge import TokenBucket
-from gateway.mqtt.outbox import Outbox, publish_packet_size
+from gateway.mqtt.connection import Jitter
+from gateway.mqtt.outbox import Outbox, OutboxInUse, publish_packet_size
 
 
 class FakeMonotonic:
@@ -141,3 +146,42 @@ def test_the_drain_rate_is_a_token_bucket() -> None:
     assert bucket.take(50) == 10  # refilled at 80/s, capped at the burst
     clock.now += 0.0625
     assert bucket.take(50) == 5
+
+
+def test_a_closed_outbox_still_answers_health_questions(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    outbox.close()
+    assert (outbox.oldest_ts(), outbox.fetch(0, 10), outbox.commit()) == (None, [], 0)
+
+
+
+def test_a_second_process_on_the_same_outbox_is_refused(tmp_path: Path) -> None:
+    first = Outbox(tmp_path / "o.db")
+    with pytest.raises(OutboxInUse, match="another gateway process"):
+        Outbox(tmp_path / "o.db")
+    first.close()
+    Outbox(tmp_path / "o.db").close()  # free again once closed
+
+
+def test_a_full_disk_keeps_the_batch_in_memory_and_writes_it_in_order_later(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    pages = outbox._db.execute("PRAGMA page_count").fetchone()[0]
+    outbox._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own 'disk full'
+    add(outbox, 500)
+    assert outbox.commit() == 0
+    assert outbox.counters.commit_failures == 1 and outbox.depth == 500
+    add(outbox, 1, start=500)
+    outbox._db.execute("PRAGMA max_page_count = 1073741823")
+    assert outbox.commit() == 501
+    assert [r.seq for r in outbox.fetch(0, 1000)] == list(range(1, 502))
+    outbox.close()
+
+
+def test_reconnect_jitter_grows_with_the_backoff_and_restarts_after_a_connection() -> None:
+    jitter = Jitter(1.0, 8.0, rng=random.Random(7))
+    waits = [jitter.next_wait() for _ in range(6)]
+    assert waits[0] == 0.0  # the first connection is not delayed
+    assert all(0 <= w <= bound for w, bound in zip(waits[1:], [0.5, 1, 2, 4, 4], strict=True))
+    assert len(set(waits[1:])) == 5  # random, so a fleet spreads out
+    jitter.connected()
+    assert jitter.next_wait() <= 0.5

@@ -5,3 +5,10 @@ durable SQLite queue every event passes through; ``topics`` builds the topic
 tree and payloads; ``commands`` validates hub commands; ``discovery`` builds
 Home Assistant discovery. The contract is documented in ``docs/mqtt.md``.
 """
+
+
+class MqttSetupError(Exception):
+    """The bridge cannot be set up as configured (password source, TLS files, outbox file).
+
+    Raised when the bridge is constructed, before anything runs, with a message
+    for the installer that never contains a secret."""

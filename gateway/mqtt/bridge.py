@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -123,6 +124,7 @@ class BridgeCounters:
     """Home Assistant birth messages seen (each re-sends discovery and states)."""
     commands_retained_ignored: int = 0
     """Retained messages on set topics, replayed by the broker at subscribe: never applied."""
+    connect_attempts: int = 0
     connects: int = 0
     disconnects: int = 0
 
@@ -170,12 +172,14 @@ class MqttBridge:
         self._stopping = threading.Event()
         self._connected = False
         self._outage_logged = False
-        self._client: mqtt.Client | None = None
         self._thread: threading.Thread | None = None
         self._started = time.monotonic()
         self._health_sources: dict[str, HealthSource] = {}
         self._next_health = 0.0
         self._flush_deadline = 0.0
+        self._last_error: str | None = None
+        self._resuming = False
+        self._refused = False
         self._results: deque[tuple[str, bytes]] = deque()
         self._commands: dict[str, Validator] = {
             entity: validator_for(spec) for entity, spec in self.entities.items() if spec.writable
@@ -190,13 +194,17 @@ class MqttBridge:
         )
         for entity in self.entities:
             self._set_available(entity, True)
+        try:
+            self._client: mqtt.Client = self._make_client()
+        except BaseException:
+            self.outbox.close()
+            raise
 
     # -- the lead's interface ------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Begin connecting in the background; returns at once, whatever the network does."""
-        if self._thread is not None:
-            return
+    def _make_client(self) -> mqtt.Client:
+        """The configured client with our guarded callbacks; reads the password and the TLS files
+        now, so a mistake there is a :class:`~gateway.mqtt.MqttSetupError` at construction."""
         client = make_client(self.config, self.topics)
         client.on_connect = guarded("mqtt on_connect")(self._on_connect)
         client.on_connect_fail = guarded("mqtt on_connect_fail")(self._on_connect_fail)
@@ -204,9 +212,16 @@ class MqttBridge:
         client.on_publish = guarded("mqtt on_publish")(self._on_publish)
         client.on_pre_connect = guarded("mqtt on_pre_connect")(self._on_pre_connect)
         client.on_socket_open = guarded("mqtt on_socket_open")(self._on_socket_open)
+        client.on_log = guarded("mqtt on_log")(self._on_log)
         client.message_callback_add(self.topics.set_filter, guarded("mqtt command")(self._on_command))
         client.message_callback_add(self.topics.hub_status, guarded("mqtt hub status")(self._on_hub_status))
-        self._client = client
+        return client
+
+    def start(self) -> None:
+        """Begin connecting in the background; returns at once, whatever the network does."""
+        if self._thread is not None:
+            return
+        client = self._client
         section = self.config.mqtt
         if self._mqtt5:
             client.connect_async(section.host, section.port, section.keepalive, clean_start=False,
@@ -246,17 +261,30 @@ class MqttBridge:
             self._thread.join(max(0.0, deadline - time.monotonic() - STOP_RESERVE / 2))
         self.outbox.close()
         client = self._client
-        if client is None:
+        if self._thread is None:
             return
-        if self._connected:
+        connected = self._connected
+        if connected:
             info = client.publish(self.topics.status, OFFLINE, qos=1, retain=True)
             remaining = deadline - time.monotonic() - STOP_RESERVE / 2
             if remaining > 0:
                 info.wait_for_publish(remaining)
         client.disconnect()
-        stopper = threading.Thread(target=client.loop_stop, name="mqtt-loop-stop", daemon=True)
+        # paho's thread may sit in its backoff sleep (up to 1 s slices); it is a daemon and ends by
+        # itself once disconnected, so only a connected link is worth waiting for (a clean close).
+        stopper = threading.Thread(target=self._release, args=(client,), name="mqtt-loop-stop", daemon=True)
         stopper.start()
-        stopper.join(max(0.0, deadline - time.monotonic()))
+        stopper.join(max(0.0, deadline - time.monotonic()) if connected else 0.05)
+
+    def _release(self, client: mqtt.Client) -> None:
+        """End paho's thread, then drop its references to us: without the cycle, the client is freed
+        (and paho closes its wake-up socket pair) as soon as the bridge is, not at some later GC."""
+        client.loop_stop()
+        for name in ("on_connect", "on_connect_fail", "on_disconnect", "on_publish", "on_pre_connect",
+                     "on_socket_open", "on_log"):
+            setattr(client, name, None)
+        client.message_callback_remove(self.topics.set_filter)
+        client.message_callback_remove(self.topics.hub_status)
 
     # -- extension points ------------------------------------------------------------------------
 
@@ -293,7 +321,7 @@ class MqttBridge:
         oldest = outbox.oldest_ts()
         report: dict[str, Any] = {
             "uptime": round(time.monotonic() - self._started, 1),
-            "connection": "connected" if self._connected else "unreachable" if self._outage_logged else "connecting",
+            "connection": self._connection_state(),
             "events_in": self.counters.events_in,
             "events_out": self.counters.events_out,
             "outbox": {
@@ -313,6 +341,13 @@ class MqttBridge:
         for name, source in self._health_sources.items():
             report[name] = dict(source())
         return report
+
+    def _connection_state(self) -> str:
+        if self._connected:
+            return "connected"
+        if self._refused:
+            return "refused"
+        return "unreachable" if self._outage_logged else "connecting"
 
     # -- retained state ----------------------------------------------------------------------------
 
@@ -340,6 +375,12 @@ class MqttBridge:
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
         self._jitter.before_attempt()
+        self.counters.connect_attempts += 1
+
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+        # paho reports why a socket failed (a TLS alert, a reset) only here, at ERR level.
+        if level == mqtt.MQTT_LOG_ERR:
+            self._last_error = text[:300]
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         set_nodelay(sock)
@@ -349,6 +390,7 @@ class MqttBridge:
         properties: Properties | None,
     ) -> None:
         section = self.config.mqtt
+        self._refused = reason.is_failure
         if reason.is_failure:
             if not self._outage_logged:
                 log.error("broker %s:%d refused the connection: %s", section.host, section.port, reason)
@@ -359,14 +401,16 @@ class MqttBridge:
         limits = [x for x in (self._configured_packet_limit, broker_limit) if x is not None]
         self.outbox.max_packet_size = min(limits) if limits else None
         client.publish(self.topics.status, ONLINE, qos=1, retain=True)
-        client.subscribe(self.topics.set_filter, qos=1)
+        topics = [(self.topics.set_filter, 1)]
         if self._discovery is not None:
-            client.subscribe(self.topics.hub_status, qos=1)
+            topics.append((self.topics.hub_status, 1))
+        client.subscribe(topics)
         self._republish(removals=True)
         self.counters.connects += 1
         log.info("connected to broker %s:%d (session present: %s)", section.host, section.port, flags.session_present)
         self._outage_logged = False
         self._next_health = 0.0
+        self._resuming = True
         self._connected = True
         self._wakeup.set()
 
@@ -390,7 +434,9 @@ class MqttBridge:
             self._dirty = {**announce, **self._retained}
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._note_outage("unreachable")
+        # paho calls this inside its ``except OSError``: the reason (refused, TLS) is still at hand.
+        error = sys.exc_info()[1]
+        self._note_outage(f"unreachable ({error})" if error is not None else "unreachable")
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason: ReasonCode,
@@ -401,7 +447,11 @@ class MqttBridge:
             return
         if was_connected:
             self.counters.disconnects += 1
-        self._note_outage(f"unreachable ({reason})")
+            self._note_outage(f"connection lost ({self._last_error or reason})")
+        else:
+            self._note_outage(f"closed the connection before accepting the login: client certificate or "
+                              f"credentials rejected? ({self._last_error or reason})")
+        self._last_error = None
 
     def _note_outage(self, what: str) -> None:
         if self._outage_logged or self._stopping.is_set():
@@ -493,7 +543,7 @@ class MqttBridge:
         else:
             self.outbox.commit_if_due()
         self._take_acks()
-        if self._connected and self._client is not None:
+        if self._connected:
             self._send_retained(self._client)
             self._send_outbox(self._client)
             self._send_health(self._client)
@@ -543,6 +593,13 @@ class MqttBridge:
             client.publish(topic, payload, qos=1)
 
     def _send_outbox(self, client: mqtt.Client) -> None:
+        if self._resuming:
+            # paho re-sends its unacknowledged rows right after on_connect returns; a new row
+            # handed over before then could overtake them. So after a reconnect, new rows wait
+            # until the re-sent window is acknowledged (one round trip, only after an outage).
+            if self._inflight:
+                return
+            self._resuming = False
         room = self._window - len(self._inflight)
         if room <= 0:
             return

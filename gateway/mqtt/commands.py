@@ -16,7 +16,8 @@ Built-in targets are the writable entities of the config (switches, lights,
 sirens): they take ``ON``/``OFF``, ``true``/``false``, ``1``/``0`` (any case),
 JSON booleans, and ``{"state": "ON"}`` (what Home Assistant sends to a siren).
 An entity with ``minimum``/``maximum`` or a numeric safe value takes a
-number within that range instead.
+number within that range (and, if it is a switch, light or siren, also the
+on/off words: a dimmable light).
 
 Other code registers more targets (the thermostat's setpoint and mode, the
 alarm panel) with :meth:`gateway.mqtt.bridge.MqttBridge.register_command`::
@@ -43,7 +44,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
-from drivers.base import EntitySpec
+from drivers.base import WRITABLE_COMPONENTS, Component, EntitySpec
 from gateway.events import Value
 
 Validator = Callable[[Any], Value]
@@ -53,6 +54,10 @@ MAX_REASON = 200
 
 _TRUE = {"on", "true", "1", "yes"}
 _FALSE = {"off", "false", "0", "no"}
+
+
+CONTROLLERS = frozenset({Component.CLIMATE, Component.ALARM_CONTROL_PANEL})
+"""Components whose commands and discovery only their owner (the rules package) can describe."""
 
 
 class CommandRejected(Exception):
@@ -87,20 +92,33 @@ def _number(spec: EntitySpec) -> Validator:
     bounded = TypeAdapter(
         Annotated[float, Field(ge=spec.minimum, le=spec.maximum, allow_inf_nan=False)]
     )
+    switchable = spec.component in WRITABLE_COMPONENTS - CONTROLLERS
 
     def validate(raw: Any) -> Value:
         if isinstance(raw, bool):
+            if switchable:
+                return raw
             raise ValueError("expected a number, not a boolean")
         if isinstance(raw, str):
             raw = raw.strip()
+            if switchable and raw.lower() in _TRUE | _FALSE and not raw.isdigit():
+                return raw.lower() in _TRUE
         value = bounded.validate_python(raw)
         return int(value) if value.is_integer() and isinstance(spec.safe_value, int) else value
 
     return validate
 
 
+def _unregistered(raw: Any) -> Value:
+    raise ValueError("this controller takes no commands until its owner registers a validator")
+
+
 def validator_for(spec: EntitySpec) -> Validator:
-    """The built-in validator of a writable entity."""
+    """The built-in validator of a writable entity: on/off, or a number in range when the entity has
+    one (a dimmable light takes both: ``ON``/``OFF`` and a brightness; ``1``/``0`` are numbers there).
+    Controllers (climate, alarm panel) have no built-in one: their owner registers it."""
+    if spec.component in CONTROLLERS:
+        return _unregistered
     numeric = spec.minimum is not None or spec.maximum is not None or (
         isinstance(spec.safe_value, int | float) and not isinstance(spec.safe_value, bool)
     )

@@ -23,6 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.config import Config, MqttSection, TlsSection
+from gateway.mqtt import MqttSetupError
 from gateway.mqtt.topics import OFFLINE, Topics
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ INFLIGHT_HEADROOM = 100
 """paho's own window is the outbox window plus room for states, results and discovery."""
 
 
-class CredentialsError(Exception):
+class CredentialsError(MqttSetupError):
     """The MQTT password could not be read (the message never contains the secret)."""
 
 
@@ -49,11 +50,31 @@ def read_password(section: MqttSection) -> str | None:
     return None
 
 
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails. paho drops a socket whose handshake raised
+    without closing it: a gateway retrying against a wrong certificate for weeks would
+    leave a descriptor behind on every attempt until the garbage collector ran."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 def tls_context(tls: TlsSection) -> ssl.SSLContext:
     """A client context: the given CA (or the system's), an optional client certificate, hostname check."""
-    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    try:
+        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise MqttSetupError(f"mqtt.tls.ca_file {tls.ca_file}: {exc}") from None
+    context.sslsocket_class = _ClosingSSLSocket
     if tls.cert_file is not None:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        try:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise MqttSetupError(f"mqtt.tls.cert_file/key_file {tls.cert_file}: {exc}") from None
     context.check_hostname = tls.check_hostname
     return context
 
@@ -112,11 +133,16 @@ class Jitter:
         self._cancel = threading.Event()
 
     def before_attempt(self) -> None:
-        if not self._first:
-            step = min(self._max, self._min * 2 ** min(self._failures, 30))
-            self._cancel.wait(self._rng.uniform(0, step / 2))
-            self._failures += 1
-        self._first = False
+        self._cancel.wait(self.next_wait())
+
+    def next_wait(self) -> float:
+        """The jitter for the attempt about to start: 0 for the very first connection."""
+        if self._first:
+            self._first = False
+            return 0.0
+        step = min(self._max, self._min * 2 ** min(self._failures, 30))
+        self._failures += 1
+        return self._rng.uniform(0, step / 2)
 
     def connected(self) -> None:
         self._failures = 0

@@ -11,8 +11,8 @@ broker and one hub without collisions. Every config carries:
 * ``qos: 1``, so the hub sends commands at least once (HA's default is QoS 0);
 * ``expire_after``: three reporting intervals, for entities that declare one.
 
-The states are bare JSON values (``true``, ``21.5``), hence ``state_on: "true"``
-and the templates below. Entities removed from the config are removed from
+States are bare JSON values (``true``, ``21.5``), hence ``state_on: "true"``
+and ``payload_on: "true"`` for what reads them. Entities removed from the config are removed from
 the hub: the topics published last time are remembered in
 ``<state_dir>/discovery.json`` and those no longer configured get an empty
 retained config, which is how Home Assistant deletes an entity.
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.base import Component, EntitySpec
+from gateway.mqtt.commands import CONTROLLERS
 from gateway.mqtt.topics import Topics, dumps
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 EXPIRE_INTERVALS = 3
 """A sensor is shown unavailable after missing this many of its reporting intervals."""
 SOFTWARE = "edge-gateway"
+ON_OFF = "{{ 'ON' if value_json else 'OFF' }}"
 
 
 @dataclass(slots=True, frozen=True)
@@ -107,15 +109,28 @@ class Discovery:
         else:
             config.update(command_topic=self.topics.command(spec.id), payload_on="ON", payload_off="OFF")
             if spec.component is Component.LIGHT:
-                config["state_value_template"] = "{{ 'ON' if value_json else 'OFF' }}"
+                config["state_value_template"] = ON_OFF  # a light compares its state with payload_on/off
+                if spec.maximum is not None:
+                    config.update(self._brightness(spec))
             else:
                 config.update(state_on="true", state_off="false")
         return config
+
+    def _brightness(self, spec: EntitySpec) -> dict[str, Any]:
+        """A dimmable light: brightness in the entity's own scale (0..maximum) on the same topics."""
+        return {
+            "brightness_command_topic": self.topics.command(spec.id),
+            "brightness_state_topic": self.topics.state(spec.id),
+            "brightness_value_template": "{{ value_json | int }}",
+            "brightness_scale": int(spec.maximum or 100),
+        }
 
     def configs(self, entities: Mapping[str, EntitySpec], extras: Mapping[str, Extra]) -> dict[str, bytes]:
         """Config topic -> retained payload, for every entity and registered extra."""
         out: dict[str, bytes] = {}
         for spec in entities.values():
+            if spec.component in CONTROLLERS:
+                continue  # only its owner knows its topics: see register_discovery
             out[self.config_topic(str(spec.component), spec.id)] = dumps(self.entity_config(spec))
         for entity, extra in extras.items():
             out[self.config_topic(extra.component, entity)] = dumps({**self.common(entity), **extra.config})

@@ -38,7 +38,9 @@ the flash translation layer are not included.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -46,6 +48,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from gateway.mqtt import MqttSetupError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,21 @@ CREATE TABLE IF NOT EXISTS outbox (
     ts REAL NOT NULL
 )
 """
+
+
+class OutboxInUse(MqttSetupError):
+    """Another process has this outbox open: two gateways on one state directory would send
+    the same events twice and fight over the sequence numbers."""
+
+
+def _lock_exclusively(path: Path) -> int:
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutboxInUse(f"{path} is in use by another gateway process (same state_dir?)") from None
+    return fd
 
 
 def publish_packet_size(topic: str, payload: bytes, mqtt5: bool = True) -> int:
@@ -94,6 +113,8 @@ class OutboxCounters:
     """Events refused (or rows removed) because they exceed the broker's maximum packet size."""
     commits: int = 0
     bytes_written: int = 0
+    commit_failures: int = 0
+    """Transactions SQLite refused (disk full, I/O error); their events stay in memory and are retried."""
     closed_drops: int = 0
     """Events offered after :meth:`Outbox.close` (shutdown races), not queued."""
 
@@ -121,7 +142,10 @@ class Outbox:
         mqtt5: bool = True,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MqttSetupError(f"cannot create the state directory {path.parent}: {exc.strerror}") from None
         self.path = path
         self.batch = batch_ms / 1000.0
         self.max_events = max_events
@@ -132,13 +156,15 @@ class Outbox:
         self._lock = threading.Lock()
         self._db_lock = threading.Lock()
         self._pending = _Pending()
+        self._lock_fd = _lock_exclusively(path)
         self._closed = False
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.execute("PRAGMA wal_autocheckpoint=0")
-        self._db.execute("PRAGMA journal_size_limit=4194304")
-        self._db.execute(_SCHEMA)
+        self._db_closed = False
+        self._failing = False
+        try:
+            self._db = self._open(path, synchronous)
+        except sqlite3.Error as exc:
+            os.close(self._lock_fd)
+            raise MqttSetupError(f"cannot open the outbox {path}: {exc}") from None
         self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         self._depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         self._next_seq = self._last_seq() + 1
@@ -146,6 +172,20 @@ class Outbox:
         self._commits_since_checkpoint = 0
         self._last_checkpoint = monotonic()
         self._checkpoint()
+
+    @staticmethod
+    def _open(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={synchronous}")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # we checkpoint, and count the bytes
+            db.execute("PRAGMA journal_size_limit=4194304")
+            db.execute(_SCHEMA)
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
 
     def _last_seq(self) -> int:
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
@@ -163,8 +203,10 @@ class Outbox:
             payload = make_payload(seq)
             if not self.fits(topic, payload):
                 self.counters.oversized += 1
-                log.error("event for %s refused: %d bytes exceed the broker's maximum packet size %s",
-                          topic, len(payload), self.max_packet_size)
+                if self.counters.oversized in (1, 10) or self.counters.oversized % 1000 == 0:
+                    log.error("event for %s refused: %d bytes exceed the broker's maximum packet size %s "
+                              "(%d refused so far)", topic, len(payload), self.max_packet_size,
+                              self.counters.oversized)
                 return None
             self._next_seq = seq + 1
             self._pending.rows.append((seq, topic, payload, int(droppable), ts))
@@ -226,22 +268,20 @@ class Outbox:
     def commit(self) -> int:
         """Write the waiting rows and deletions in one transaction; returns rows inserted."""
         with self._db_lock:
+            if self._db_closed:
+                return 0
             with self._lock:
                 pending, self._pending = self._pending, _Pending()
             if not pending.rows and not pending.acks and not pending.refused:
                 return 0
-            db = self._db
-            db.execute("BEGIN")
             try:
-                db.executemany("INSERT INTO outbox (seq, topic, payload, droppable, ts) VALUES (?, ?, ?, ?, ?)",
-                               pending.rows)
-                delivered = db.executemany("DELETE FROM outbox WHERE seq = ?", pending.acks).rowcount
-                refused = db.executemany("DELETE FROM outbox WHERE seq = ?", pending.refused).rowcount
-                dropped = self._enforce_bound(len(pending.rows) - delivered - refused)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                delivered, refused, dropped = self._write(pending)
+            except sqlite3.Error as exc:
+                self._restore(pending, exc)
+                return 0
+            if self._failing:
+                self._failing = False
+                log.warning("the outbox writes to %s again", self.path)
             with self._lock:
                 self._depth += len(pending.rows) - delivered - refused - dropped
                 if pending.rows:
@@ -255,6 +295,36 @@ class Outbox:
                     or self._monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_SECONDS):
                 self._checkpoint()
             return len(pending.rows)
+
+    def _write(self, pending: _Pending) -> tuple[int, int, int]:
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT INTO outbox (seq, topic, payload, droppable, ts) VALUES (?, ?, ?, ?, ?)",
+                           pending.rows)
+            delivered = db.executemany("DELETE FROM outbox WHERE seq = ?", pending.acks).rowcount
+            refused = db.executemany("DELETE FROM outbox WHERE seq = ?", pending.refused).rowcount
+            dropped = self._enforce_bound(len(pending.rows) - delivered - refused)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return delivered, refused, dropped
+
+    def _restore(self, pending: _Pending, exc: sqlite3.Error) -> None:
+        """A failed commit (disk full, I/O error): keep the batch in memory, in order, for the next
+        attempt, bounded by ``max_events`` (the oldest go first, counted as dropped)."""
+        with self._lock:
+            current = self._pending
+            rows = pending.rows + current.rows
+            excess = max(0, len(rows) - self.max_events)
+            self._pending = _Pending(rows[excess:], pending.acks + current.acks,
+                                     pending.refused + current.refused, pending.since or current.since)
+            self.counters.dropped += excess
+            self.counters.commit_failures += 1
+        if not self._failing:
+            self._failing = True
+            log.error("the outbox cannot write to %s (%s): events are kept in memory and retried", self.path, exc)
 
     def _enforce_bound(self, growth: int) -> int:
         excess = self._depth + growth - self.max_events
@@ -287,6 +357,8 @@ class Outbox:
         if limit <= 0:
             return []
         with self._db_lock:
+            if self._db_closed:
+                return []
             cursor = self._db.execute(
                 "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
             )
@@ -294,7 +366,7 @@ class Outbox:
 
     def oldest_ts(self) -> float | None:
         with self._db_lock:
-            row = self._db.execute("SELECT ts FROM outbox ORDER BY seq LIMIT 1").fetchone()
+            row = None if self._db_closed else self._db.execute("SELECT ts FROM outbox ORDER BY seq LIMIT 1").fetchone()
         if row is not None:
             return float(row[0])
         with self._lock:
@@ -310,3 +382,5 @@ class Outbox:
         with self._db_lock:
             self._checkpoint()
             self._db.close()
+            self._db_closed = True
+            os.close(self._lock_fd)

@@ -56,8 +56,9 @@ def event_payload(event: Event, seq: int) -> bytes:
 def state_payload(value: Value) -> bytes:
     """The retained ``state/<entity>`` payload: the bare JSON value (``true``, ``21.5``, ``"heat"``).
 
-    Bare, so that any hub reads it without a template; the event that set it,
-    with its id, unit and time, is on ``event/<entity>``."""
+    Bare, so that any hub reads it without a template. The event that set it,
+    with its id, unit, time and cause, is on ``event/<entity>``; the command a
+    state confirms is named in the ``done`` result on ``result/<entity>``."""
     return dumps(_finite(value))
 
 
