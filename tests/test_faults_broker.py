@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import Broker, free_port
 from tests.faults_support import Pty, Tally, start_gateway, stop_gateway
 from tests.helpers import wait_until, write_config
-from tests.mqtt_support import persistent_recorder
+from tests.mqtt_support import recorder
 
 RATE = 1_000
 LINES = 4_000
@@ -85,7 +85,7 @@ def test_a_broker_killed_and_restarted_mid_stream_loses_nothing(tmp_path: Path) 
     process = start_gateway(config, log)
     tally = Tally("broker SIGKILLed and restarted at 1,000 events/s")
     try:
-        with persistent_recorder(broker.host, broker.port, topic, "hub-broker-kill") as hub:
+        with recorder(broker.host, broker.port, topic, client_id="hub-broker-kill", session=True) as hub:
             wait_until(lambda: b" started: " in log.read_bytes(), timeout=20, what="the gateway started")
             write_lines(pty.master, 0, 20, 100, tally)
             wait_until(lambda: len(hub.on(topic)) >= 20, timeout=20, what="the path flowing")

@@ -151,13 +151,21 @@ class NoForwarder:
     def stop(self, timeout: float = 1.5) -> None: ...
 
 
-def watch_pins(pins: MockFactory, started: float, until: float) -> dict[str, list[tuple[float, bool]]]:
-    """Changes of the light (22) and fan (23) outputs, stamped on the monotonic clock from ``started``."""
-    seen: dict[str, list[tuple[float, bool]]] = {"light": [], "fan": []}
-    last = {"light": pins.pin(22).state, "fan": pins.pin(23).state}
+OUTPUTS = (("light", 22), ("fan", 23))
+
+
+def outputs(pins: MockFactory) -> dict[str, bool]:
+    return {name: bool(pins.pin(number).state) for name, number in OUTPUTS}
+
+
+def watch_pins(
+    pins: MockFactory, started: float, until: float, last: dict[str, bool]
+) -> dict[str, list[tuple[float, bool]]]:
+    """Changes of the outputs from ``last``, stamped on the monotonic clock from ``started``."""
+    seen: dict[str, list[tuple[float, bool]]] = {name: [] for name, _ in OUTPUTS}
     while time.monotonic() < until:
-        for name, number in (("light", 22), ("fan", 23)):
-            state = pins.pin(number).state
+        for name, number in OUTPUTS:
+            state = bool(pins.pin(number).state)
             if state != last[name]:
                 seen[name].append((time.monotonic() - started, bool(state)))
                 last[name] = state
@@ -174,11 +182,12 @@ def test_a_for_duration_and_a_pulse_in_the_rules_ignore_wall_clock_steps(tmp_pat
     runner.start()
     tally = Tally("wall clock stepped under a rule's for and pulse")
     try:
+        before = outputs(pins)
         started = time.monotonic()
         pins.pin(17).drive_high()
         steps = threading.Thread(target=step_wall_clock, args=(started,))
         steps.start()
-        seen = watch_pins(pins, started, started + 2.2)
+        seen = watch_pins(pins, started, started + 2.2, before)
         steps.join()
     finally:
         gateway.request_stop()

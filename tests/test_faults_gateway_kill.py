@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import Broker
 from tests.faults_support import Pty, Tally, start_gateway, stop_gateway
 from tests.helpers import wait_until
-from tests.mqtt_support import persistent_recorder
+from tests.mqtt_support import recorder
 from tests.test_faults_broker import RATE, WINDOW, stream_config, values, write_lines
 
 
@@ -43,7 +43,7 @@ def test_a_gateway_killed_mid_stream_delivers_every_committed_event_after_its_re
     tally = Tally("gateway SIGKILLed mid-stream and restarted")
     written = Tally("written")
     try:
-        with persistent_recorder(broker.host, broker.port, topic, "hub-gw-kill") as hub:
+        with recorder(broker.host, broker.port, topic, client_id="hub-gw-kill", session=True) as hub:
             process = start_gateway(config, log)
             wait_until(lambda: log.read_bytes().count(b" started: ") == 1, timeout=20, what="the gateway started")
             write_lines(pty.master, 0, 1_500, RATE, written)
