@@ -10,12 +10,15 @@ stepping the wall clock while they wait:
   a ``turn_on ... for = "1.5s"`` pulse switch mock-pin relays on time across
   steps forward and back.
 
-Wall-clock schedules are documented to be recomputed after a step (docs/rules.md);
-they are not covered here yet.
+* a ``schedule`` rule due a few seconds after a +1 h step fires once, at its
+  wall time: the engine's clock poll sees the step and the scheduler recomputes
+  (docs/rules.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import threading
 import time
 from pathlib import Path
@@ -218,3 +221,70 @@ def step_wall_clock(started: float) -> None:
     at(1.2)
     with time_machine.travel(time.time() - STEP, tick=True):
         at(1.7)
+
+
+SCHEDULE_LEAD = 6.0
+CLOCK_POLL = 0.5
+
+
+class Recording(NoForwarder):
+    def __init__(self) -> None:
+        self.published: list[float] = []
+
+    def forward(self, event: Event) -> None:
+        if event.kind is Kind.SYSTEM and event.entity == "publish":
+            self.published.append(time.monotonic())
+
+
+@pytest.mark.slow
+def test_a_schedule_due_after_a_forward_step_of_an_hour_fires_once_when_its_wall_time_comes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/rules.md: a step of the wall clock makes the scheduler recompute its next runs. The engine
+    notices a step at its clock poll (``CLOCK_POLL``, 30 s shipped; 0.5 s here, so the test is short): a
+    schedule due just after a forward step fires once, late by at most one poll."""
+    monkeypatch.setattr("rules.engine.CLOCK_POLL", CLOCK_POLL)
+    due = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=STEP + SCHEDULE_LEAD)).replace(microsecond=0)
+    rules = f"""
+version = 1
+[[rules]]
+id = "morning"
+[[rules.triggers]]
+type = "schedule"
+at = "{due:%H:%M:%S}"
+[[rules.actions]]
+type = "publish"
+topic = "schedule/morning"
+payload = "{{time}}"
+"""
+    house = HOUSE.replace('state_dir = "state"', 'state_dir = "state"\ntimezone = "UTC"') + (
+        '\n[rules]\nunsynced_clock = "run"\nwatch = false\n'
+    )
+    recording = Recording()
+    pins = MockFactory()
+    gateway = Gateway(load_config(write_config(tmp_path, house, rules)), pin_factory=pins, forwarder=recording)
+    gateway.start()
+    runner = threading.Thread(target=gateway.run, daemon=True)
+    runner.start()
+    tally = Tally("schedule due seconds after a +1 h wall clock step")
+    tally.send("morning")
+    try:
+        time.sleep(2 * CLOCK_POLL)  # the engine has seen the clock before the step
+        with time_machine.travel(time.time() + STEP, tick=True):
+            stepped = time.monotonic()
+            remaining = due.timestamp() - time.time()
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: bool(recording.published), timeout=SCHEDULE_LEAD + 5, what="the schedule")
+            time.sleep(1.0)  # and it does not fire twice
+    finally:
+        gateway.request_stop()
+        runner.join(5)
+        gateway.shutdown()
+        pins.reset()
+    tally.receive("morning" for _ in recording.published)
+    fired_after = [round(at - stepped, 3) for at in recording.published]
+    tally.extra.update(due_after_step_s=round(remaining, 3), fired_after_step_s=fired_after, clock_poll_s=CLOCK_POLL)
+    tally.report()
+    tally.assert_nothing_lost()
+    assert tally.duplicated == 0
+    assert remaining - 0.02 <= fired_after[0] <= remaining + CLOCK_POLL + SLACK, "fired early or late"
