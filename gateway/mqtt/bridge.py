@@ -500,9 +500,12 @@ class MqttBridge:
         return command
 
     def _reject(self, entity: str, reason: str, payload: bytes) -> None:
+        """The refusal carries the reason and the payload's size, never the payload itself:
+        it may hold an alarm code or a password sent to the wrong topic, and events are published."""
         self.counters.commands_rejected += 1
-        shown: Value = payload[:64].decode("utf-8", "replace") if payload else None
-        event = self._events.make(Kind.REJECTED, entity, shown, detail=f"hub command rejected: {reason}")
+        event = self._events.make(
+            Kind.REJECTED, entity, None, detail=f"hub command rejected: {reason} ({len(payload)} bytes)"
+        )
         self._result(entity, "rejected", event.id, reason=reason)
         self._post(event)
 
