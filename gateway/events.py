@@ -43,6 +43,10 @@ class Kind(StrEnum):
     """Gateway lifecycle: started, reloaded, stopping, health."""
 
 
+PUBLISH_ENTITY = "publish"
+"""A ``Kind.SYSTEM`` event for this entity asks the MQTT bridge to publish a message: its value is
+JSON ``{"topic": "<below the base topic>", "payload": "<text>", "retain": bool}`` (rules' ``publish``)."""
+
 CRITICAL_KINDS: frozenset[Kind] = frozenset(
     {Kind.COMMAND, Kind.REJECTED, Kind.ALARM, Kind.AVAILABILITY, Kind.STATE, Kind.SYSTEM}
 )

@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from gateway.clock import VirtualClock
-from gateway.events import Event, Kind, Value
+from gateway.events import PUBLISH_ENTITY, Event, Kind, Value
 from rules import model as m
 from rules.alarm import AlarmController
 from rules.conditions import CondContext, number, same
 from rules.controllers import Controller, Runtime
 from rules.loader import LoadedRule, RulesError, RuleSet, load_ruleset
-from rules.runs import PUBLISH_ENTITY, CompiledRule, Run, Runner, compile_rule
+from rules.runs import CompiledRule, Run, Runner, compile_rule
 from rules.schedule import ApsSchedules, Job, Schedules, VirtualSchedules, build_trigger, clock_synchronised
 from rules.thermostat import ThermostatController
 from rules.timers import Pending, TimerTable, anchor, elapsed_since

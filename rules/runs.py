@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.events import Kind, Value
+from gateway.events import PUBLISH_ENTITY, Kind, Value
 from rules import model as m
 from rules.conditions import Check, compile_condition
 from rules.controllers import Runtime
@@ -27,9 +27,6 @@ from rules.loader import LoadedRule
 from rules.template import Template, compile_template
 from rules.timers import Pending, TimerTable
 from rules.traces import TraceStore, iso
-
-PUBLISH_ENTITY = "publish"
-"""SYSTEM events of ``publish`` actions: value is JSON ``{"topic", "payload", "retain"}``."""
 
 
 @dataclass(slots=True)

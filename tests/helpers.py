@@ -20,12 +20,14 @@ def virtual_events() -> tuple[VirtualClock, EventFactory]:
     return clock, EventFactory(clock, boot="test")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll a real-world condition (a broker, a thread) with a deadline; never a fixed sleep."""
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll a real-world condition (a broker, a thread) with a deadline, never a fixed sleep;
+    returns the predicate's first truthy result."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        result = predicate()
+        if result:
+            return result
         time.sleep(0.01)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from gateway.clock import SystemClock
 from gateway.config import Config
 from gateway.events import Event, EventFactory
 from gateway.mqtt.bridge import MqttBridge
+from tests.helpers import wait_until
 
 ENTITIES = {
     "hall_light": EntitySpec("hall_light", Component.LIGHT, safe_value=False),
@@ -30,16 +31,6 @@ ENTITIES = {
     "living_temp": EntitySpec("living_temp", Component.SENSOR, unit="°C", device_class="temperature",
                               minimum=-40, maximum=85, report_interval=60),
 }
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @dataclass

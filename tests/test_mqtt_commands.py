@@ -87,6 +87,16 @@ def test_a_rejected_command_posts_a_rejection_with_the_reason(gw: Harness, entit
     assert gw.bridge.counters.commands_rejected == 1
 
 
+def test_a_rejected_command_never_echoes_its_payload_which_may_hold_a_code(gw: Harness) -> None:
+    def wrong_code(raw: object) -> str:
+        raise ValueError("wrong code")
+
+    gw.bridge.register_command("house_alarm", wrong_code)
+    assert gw.bridge.handle_command("house_alarm", b'{"action": "DISARM", "code": "9999"}') is None
+    [rejection] = gw.posted
+    assert "9999" not in repr(rejection)
+
+
 def test_other_code_can_register_a_command_target_with_its_own_validator(gw: Harness) -> None:
     gw.bridge.register_command("thermostat_setpoint", TypeAdapter(Annotated[float, Field(ge=5, le=30)]).validate_python)
     gw.bridge.register_command("thermostat_mode", TypeAdapter(Literal["heat", "off"]).validate_python)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
 import logging
 import sys
 import threading
@@ -43,7 +44,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from drivers.base import EntitySpec
 from gateway.config import Config
-from gateway.events import Event, EventFactory, Kind, Value
+from gateway.events import PUBLISH_ENTITY, Event, EventFactory, Kind, Value
 from gateway.guard import guarded
 from gateway.mqtt.commands import CommandRejected, Validator, decode, validate, validator_for
 from gateway.mqtt.connection import Jitter, connect_properties, is_mqtt5, make_client, set_nodelay
@@ -123,6 +124,8 @@ class BridgeCounters:
     hub_births: int = 0
     """Home Assistant birth messages seen (each re-sends discovery and states)."""
     commands_retained_ignored: int = 0
+    retained_refused: int = 0
+    """Retained states or messages larger than the broker's maximum packet size, never sent."""
     """Retained messages on set topics, replayed by the broker at subscribe: never applied."""
     connect_attempts: int = 0
     connects: int = 0
@@ -236,6 +239,8 @@ class MqttBridge:
     def forward(self, event: Event) -> None:
         """Queue ``event`` for ``event/<entity>`` and update the retained state; never waits on I/O."""
         self.counters.events_in += 1
+        if event.kind is Kind.SYSTEM and event.entity == PUBLISH_ENTITY:
+            self._publish_message(event)
         self.outbox.add(
             self.topics.event(event.entity),
             functools.partial(event_payload, event),
@@ -330,6 +335,7 @@ class MqttBridge:
                 **asdict(outbox.counters),
             },
             "broker_refused": self.counters.broker_refused,
+            "retained_refused": self.counters.retained_refused,
             "commands": {
                 "accepted": self.counters.commands_accepted,
                 "rejected": self.counters.commands_rejected,
@@ -349,6 +355,21 @@ class MqttBridge:
             return "refused"
         return "unreachable" if self._outage_logged else "connecting"
 
+    def _publish_message(self, event: Event) -> None:
+        """A rule's ``publish`` action: ``payload`` on ``<base>/<topic>``, durable like every event
+        (retained ones keep only the latest, as retained states do)."""
+        try:
+            message = json.loads(str(event.value))
+            topic = f"{self.topics.base}/{message['topic']}"
+            payload = str(message.get("payload", "")).encode()
+        except (ValueError, KeyError, TypeError):
+            log.error("publish event %s is malformed: %.200r", event.id, event.value)
+            return
+        if message.get("retain"):
+            self._retain(topic, payload)
+        else:
+            self.outbox.add(topic, lambda seq: payload, droppable=False, ts=event.ts)
+
     # -- retained state ----------------------------------------------------------------------------
 
     def _update_state(self, event: Event) -> None:
@@ -367,6 +388,12 @@ class MqttBridge:
         self._retain(self.topics.availability(entity), (ONLINE if available else OFFLINE).encode())
 
     def _retain(self, topic: str, payload: bytes) -> None:
+        """Latest value wins. One that can never fit the broker's packet limit is refused here, or its
+        republishing would make the broker drop the link again and again."""
+        if not self.outbox.fits(topic, payload):
+            self.counters.retained_refused += 1
+            log.error("retained %s refused: %d bytes exceed the broker's maximum packet size", topic, len(payload))
+            return
         with self._lock:
             self._retained[topic] = payload
             self._dirty[topic] = payload
@@ -500,9 +527,12 @@ class MqttBridge:
         return command
 
     def _reject(self, entity: str, reason: str, payload: bytes) -> None:
+        """The refusal carries the reason and the payload's size, never the payload itself:
+        it may hold an alarm code or a password sent to the wrong topic, and events are published."""
         self.counters.commands_rejected += 1
-        shown: Value = payload[:64].decode("utf-8", "replace") if payload else None
-        event = self._events.make(Kind.REJECTED, entity, shown, detail=f"hub command rejected: {reason}")
+        event = self._events.make(
+            Kind.REJECTED, entity, None, detail=f"hub command rejected: {reason} ({len(payload)} bytes)"
+        )
         self._result(entity, "rejected", event.id, reason=reason)
         self._post(event)
 

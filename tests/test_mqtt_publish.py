@@ -1,0 +1,42 @@
+"""Messages that do not come from an entity's own events: rule ``publish`` actions and oversized states."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gateway.events import PUBLISH_ENTITY, Kind
+from tests.conftest import Broker
+from tests.mqtt_support import make_bridge, make_config, recorder, wait_until
+
+
+def test_a_rules_publish_action_arrives_on_its_topic_under_the_base(broker: Broker, tmp_path: Path) -> None:
+    harness = make_bridge(make_config("publish", tmp_path / "state", broker.port))
+    topic = "gateway/publish/notify/leak"
+    with recorder(broker.host, broker.port, topic) as hub:
+        harness.bridge.start()
+        message = json.dumps({"topic": "notify/leak", "payload": "Water under the sink", "retain": False})
+        harness.bridge.forward(harness.events.make(Kind.SYSTEM, PUBLISH_ENTITY, message, rule="leak_notify"))
+        got = hub.wait_for(topic)
+        harness.bridge.stop()
+    assert [m.payload for m in got] == [b"Water under the sink"]
+    assert not got[0].retain
+
+
+def test_a_state_too_large_for_the_broker_is_refused_and_the_link_stays_up(
+    private_broker: Broker, tmp_path: Path
+) -> None:
+    private_broker.stop()
+    private_broker.extra_config = "max_packet_size 4096\n"
+    private_broker.start()
+    harness = make_bridge(make_config("big-state", tmp_path / "state", private_broker.port))
+    topic = "gateway/big-state/state/living_temp"
+    with recorder(private_broker.host, private_broker.port, topic) as hub:
+        harness.bridge.start()
+        wait_until(lambda: harness.bridge.connected, what="connection")
+        harness.bridge.forward(harness.events.reading("living_temp", "x" * 10_000))
+        harness.bridge.forward(harness.events.reading("living_temp", 21.5))
+        wait_until(lambda: any(m.payload == b"21.5" for m in hub.on(topic)), what="the next state")
+        harness.bridge.stop()
+    assert harness.bridge.counters.retained_refused == 1
+    assert harness.bridge.counters.disconnects == 0
