@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -54,6 +55,12 @@ def test_status_shows_the_last_value_of_every_entity(running: GatewayProcess) ->
 def test_status_shows_recent_rule_firings(running: GatewayProcess) -> None:
     result = run_cli("status", "--socket", str(running.socket_path))
     assert "light_off_when_still: hall_light -> False" in result.stdout
+
+
+def test_status_says_whether_the_clock_is_trusted_and_how_many_timers_wait(running: GatewayProcess) -> None:
+    result = run_cli("status", "--socket", str(running.socket_path))
+    assert re.search(r"rules: \d+ loaded, \d+ timers pending; (clock synchronised|CLOCK NOT SYNCHRONISED)",
+                     result.stdout), result.stdout
 
 
 def test_status_says_when_mqtt_is_off_and_how_deep_the_bus_is(running: GatewayProcess) -> None:
