@@ -8,12 +8,12 @@ import re
 import shutil
 import socket
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from gateway.control import ControlServer, request
+from gateway.control import ControlError, ControlServer, request
 from tests.service_support import GatewayProcess, run_cli, service_config, short_dir
 
 
@@ -150,15 +150,46 @@ def test_a_stale_socket_left_by_a_killed_gateway_is_replaced(workdir: Path) -> N
         server.stop()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root bypasses file permissions")
 def test_status_explains_a_permission_problem(workdir: Path) -> None:
+    """Run as an unprivileged user (root bypasses file permissions: as root, a forked child drops to nobody)."""
     path = workdir / "control.sock"
     server = ControlServer(path, lambda: None)
     server.start()
     try:
         path.chmod(0)
-        result = run_cli("status", "--socket", str(path))
-        assert result.returncode == 1
-        assert "permission denied" in result.stderr
+        if os.geteuid() != 0:
+            result = run_cli("status", "--socket", str(path))
+            assert result.returncode == 1
+            assert "permission denied" in result.stderr
+            return
+        assert "permission denied" in _as_nobody(lambda: _request_error(path))
     finally:
         server.stop()
+
+
+def _request_error(path: Path) -> str:
+    try:
+        request(path, {"cmd": "status"})
+    except ControlError as exc:
+        return str(exc)
+    return "no error"
+
+
+def _as_nobody(call: Callable[[], str]) -> str:
+    """``call()`` in a forked child running as ``nobody``; what it returned."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_end, call().encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return answer
