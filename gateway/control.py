@@ -220,13 +220,22 @@ def request(path: Path, payload: dict[str, Any], timeout: float = 5.0) -> dict[s
     return reply
 
 
+def _engine_line(engine: dict[str, Any]) -> str:
+    if not engine:
+        return ""
+    clock = "clock synchronised" if engine.get("clock_synchronised") else "CLOCK NOT SYNCHRONISED: schedules wait"
+    cuts = {rule: f["chain_cuts"] for rule, f in (engine.get("per_rule") or {}).items() if f.get("chain_cuts")}
+    loops = "; loops cut: " + ", ".join(f"{rule} x{n}" for rule, n in sorted(cuts.items())) if cuts else ""
+    return f", {engine.get('timers', 0)} timers pending; {clock}{loops}"
+
+
 def format_status(status: dict[str, Any], now: float | None = None) -> str:
     """The status as an installer reads it on site: one block per topic, newest facts first."""
     now = time.time() if now is None else now
     lines = [
         f"gateway {status.get('gateway')} (pid {status.get('pid')}), up {_duration(status.get('uptime', 0))}"
         + (", simulated hardware" if status.get("simulate") else ""),
-        f"rules: {status.get('rules')} loaded",
+        f"rules: {status.get('rules')} loaded" + _engine_line(status.get("engine") or {}),
     ]
     mqtt = status.get("mqtt") or {}
     if mqtt.get("enabled"):

@@ -295,6 +295,7 @@ class Service:
             "uptime": time.monotonic() - self._started_mono,
             "simulate": gw.simulate,
             "rules": len(gw.engine.rules),
+            "engine": gw.engine.status(),
             "devices": devices,
             "entities": entities,
             "firings": [

@@ -43,7 +43,7 @@ from rules.runs import CompiledRule, Run, Runner, compile_rule
 from rules.schedule import ApsSchedules, Job, Schedules, VirtualSchedules, build_trigger, clock_synchronised
 from rules.thermostat import ThermostatController
 from rules.timers import Pending, TimerTable, anchor, elapsed_since
-from rules.traces import TRACES_FILE, TraceStore, iso, read_json, write_json
+from rules.traces import TRACES_FILE, TraceStore, read_json, write_json
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -254,7 +254,7 @@ class RuleEngine:
 
     def _save_traces_soon(self) -> None:
         self._traces_armed = False
-        self._write(TRACES_FILE, self.traces.all())
+        self._write(TRACES_FILE, self.traces.all(self.tz))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -398,7 +398,7 @@ class RuleEngine:
     def save(self) -> None:
         """Write the state and traces files now (at stop)."""
         self._write(STATE_FILE, self.snapshot())
-        self._write(TRACES_FILE, self.traces.all())
+        self._write(TRACES_FILE, self.traces.all(self.tz))
 
     def _write(self, name: str, data: Any) -> None:
         if self.state_dir is None:
@@ -658,7 +658,7 @@ class RuleEngine:
     def _fields(self, compiled: CompiledRule, event: Event, previous: Value = None) -> dict[str, Value]:
         return {
             "entity": event.entity, "value": event.value, "unit": event.unit, "previous": previous,
-            "rule": compiled.id, "cause": event.id, "time": iso(event.ts, self.tz),
+            "rule": compiled.id, "cause": event.id, "ts": event.ts,
         }
 
     def _note(self, compiled: CompiledRule, note: str) -> None:

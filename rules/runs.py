@@ -90,7 +90,7 @@ class Runner:
 
     def trace(self, compiled: CompiledRule, trigger: str, cause: Any) -> dict[str, Any]:
         ts = self.runtime.events.clock.time()
-        return {"ts": ts, "time": iso(ts, self.tz), "rule": compiled.id, "trigger": trigger,
+        return {"ts": ts, "rule": compiled.id, "trigger": trigger,
                 "cause": cause, "result": "", "conditions": [], "actions": []}
 
     def admit(self, compiled: CompiledRule, text: str, cause: str | None, fields: dict[str, Value],
@@ -185,6 +185,10 @@ class Runner:
         raise TypeError(f"unknown action {action!r}")
 
     def payload(self, template: Template | dict[str, Template | Value], fields: dict[str, Value]) -> str:
+        """Fill a ``publish`` payload; ``{time}`` is formatted here, not for every rule run."""
+        ts = fields.get("ts")
+        if isinstance(ts, float) and "time" not in fields:
+            fields = {**fields, "time": iso(ts, self.tz)}
         state = self.runtime.state.value
         if isinstance(template, Template):
             return template.render(fields, state)

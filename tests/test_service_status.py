@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from gateway.control import ControlServer, request
+from gateway.control import ControlError, ControlServer, request
 from tests.service_support import GatewayProcess, run_cli, service_config, short_dir
 
 
@@ -54,6 +55,12 @@ def test_status_shows_the_last_value_of_every_entity(running: GatewayProcess) ->
 def test_status_shows_recent_rule_firings(running: GatewayProcess) -> None:
     result = run_cli("status", "--socket", str(running.socket_path))
     assert "light_off_when_still: hall_light -> False" in result.stdout
+
+
+def test_status_says_whether_the_clock_is_trusted_and_how_many_timers_wait(running: GatewayProcess) -> None:
+    result = run_cli("status", "--socket", str(running.socket_path))
+    assert re.search(r"rules: \d+ loaded, \d+ timers pending; (clock synchronised|CLOCK NOT SYNCHRONISED)",
+                     result.stdout), result.stdout
 
 
 def test_status_says_when_mqtt_is_off_and_how_deep_the_bus_is(running: GatewayProcess) -> None:
@@ -143,15 +150,46 @@ def test_a_stale_socket_left_by_a_killed_gateway_is_replaced(workdir: Path) -> N
         server.stop()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root bypasses file permissions")
 def test_status_explains_a_permission_problem(workdir: Path) -> None:
+    """Run as an unprivileged user (root bypasses file permissions: as root, a forked child drops to nobody)."""
     path = workdir / "control.sock"
     server = ControlServer(path, lambda: None)
     server.start()
     try:
         path.chmod(0)
-        result = run_cli("status", "--socket", str(path))
-        assert result.returncode == 1
-        assert "permission denied" in result.stderr
+        if os.geteuid() != 0:
+            result = run_cli("status", "--socket", str(path))
+            assert result.returncode == 1
+            assert "permission denied" in result.stderr
+            return
+        assert "permission denied" in _as_nobody(lambda: _request_error(path))
     finally:
         server.stop()
+
+
+def _request_error(path: Path) -> str:
+    try:
+        request(path, {"cmd": "status"})
+    except ControlError as exc:
+        return str(exc)
+    return "no error"
+
+
+def _as_nobody(call: Callable[[], str]) -> str:
+    """``call()`` in a forked child running as ``nobody``; what it returned."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_end, call().encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return answer

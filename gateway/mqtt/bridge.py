@@ -64,8 +64,10 @@ from gateway.mqtt.topics import (
 
 log = logging.getLogger(__name__)
 
-IDLE_WAKE = 0.25
-"""Seconds the publisher sleeps when nothing is due; events and acks wake it at once."""
+IDLE_WAKE = 5.0
+"""Seconds the publisher sleeps when nothing is due. Everything that needs it (events, acks, results,
+connections, the hub's birth, commit and health deadlines, the drain bucket) wakes it or bounds the wait;
+this is only a backstop, kept long so an idle gateway does not wake a Pi's CPU for nothing."""
 MAX_TRACKED_COMMANDS = 1000
 """Accepted hub commands remembered until their outcome (state or rejection) is published."""
 STOP_RESERVE = 0.4
