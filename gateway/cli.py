@@ -158,7 +158,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.app import Gateway
+    from gateway.app import Gateway, freeze_long_lived
     from gateway.logs import setup_logging
     from gateway.mqtt import MqttSetupError
     from gateway.service import Service, control_socket_path
@@ -181,6 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except MqttSetupError as exc:
         print(f"{config.source or 'config'}: {exc}", file=sys.stderr)
         return 1
+    freeze_long_lived()  # the config, rules and drivers just built stay for the life of the process
     socket_path = args.socket or control_socket_path(config.gateway.state_dir if args.simulate else None)
     try:
         return Service(gateway, socket_path=socket_path).run()

@@ -4,6 +4,8 @@ and the pacing around it (drain token bucket, reconnect jitter)."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,9 @@ class FakeMonotonic:
         return self.now
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
 def payload(text: str) -> bytes:
     return text.encode()
 
@@ -32,15 +37,35 @@ def add(outbox: Outbox, n: int, *, droppable: bool = True, start: int = 0) -> li
     ]
 
 
-def test_rows_come_back_in_seq_order_once_committed(tmp_path: Path) -> None:
+def test_rows_come_back_in_seq_order_before_and_after_their_commit(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "o.db")
     seqs = add(outbox, 3)
-    assert outbox.fetch(0, 10) == []  # not committed yet: nothing may be published
+    assert [r.seq for r in outbox.fetch(0, 10)] == [1, 2, 3]  # published without waiting for the batch window
     outbox.commit()
     rows = outbox.fetch(0, 10)
     assert [r.seq for r in rows] == seqs == [1, 2, 3]
     assert [r.payload for r in rows] == [b"0:1", b"1:2", b"2:3"]
     assert [r.seq for r in outbox.fetch(2, 10)] == [3]
+
+
+def test_a_seq_handed_out_before_its_commit_is_never_reused_after_a_crash(tmp_path: Path) -> None:
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from gateway.mqtt.outbox import Outbox\n"
+        "outbox = Outbox(Path(sys.argv[1]), batch_ms=60_000)\n"
+        "for i in range(5):\n"
+        "    outbox.add('t', lambda seq: b'x', droppable=True, ts=0.0)\n"
+        "print(max(r.seq for r in outbox.fetch(0, 10)), flush=True)\n"
+        "os._exit(9)  # killed before the commit: the rows were published, never stored\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "o.db")], capture_output=True, text=True,
+                          timeout=60, check=False, cwd=ROOT)
+    published = int(done.stdout)
+    reopened = Outbox(tmp_path / "o.db")
+    [seq] = add(reopened, 1)
+    assert seq > published
+    reopened.close()
 
 
 def test_committed_rows_and_the_seq_survive_reopening(tmp_path: Path) -> None:

@@ -8,8 +8,13 @@ How it is used (see ``docs/mqtt.md``, "Delivery guarantee")::
 
     seq = outbox.add(topic, make_payload, droppable=True, ts=event.ts)  # any thread, never blocks on I/O
     outbox.commit_if_due()                     # publisher thread: one transaction per batch window
-    rows = outbox.fetch(after=handed, limit=n) # committed rows, in seq order
+    rows = outbox.fetch(after=handed, limit=n) # rows in seq order: committed ones, then those awaiting commit
     outbox.ack(seq)                            # broker's PUBACK; deleted with the next commit
+
+An event is handed to paho as soon as it is accepted, without waiting for its
+commit: the batch window spares the SD card without adding to the latency.
+That weakens nothing: a row is deleted only on PUBACK, and a row not yet
+committed when the process dies was never durable either way.
 
 Settings and their reasons:
 
@@ -28,8 +33,14 @@ Settings and their reasons:
 
 ``seq`` is the per-gateway sequence number in every payload. It is assigned
 here, strictly increasing, and persists across restarts (SQLite
-``AUTOINCREMENT``). Gaps are possible (dropped rows; rows lost when the
-process dies before their commit), repeats are not.
+``AUTOINCREMENT``). Because rows may be published before their commit, the
+outbox keeps a *reservation* on disk (:data:`SEQ_RESERVE` ahead of the newest
+seq, renewed with every commit) and publishes only seqs below it; after a
+restart after a crash numbering resumes above the reservation (a clean close
+gives the unused part back). So a seq the hub has seen is never given to
+another event. Gaps are possible (dropped rows; rows lost when
+the process dies before their commit; the unused reservation after a restart),
+repeats are not.
 
 Bytes written are counted from SQLite's own checkpoint figures (WAL frames
 plus the pages copied back to the database file); file-system metadata and
@@ -55,6 +66,8 @@ log = logging.getLogger(__name__)
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
 
+SEQ_RESERVE = 100_000
+"""How far ahead of the newest seq the on-disk reservation runs (see the module docstring)."""
 CHECKPOINT_EVERY_COMMITS = 100
 CHECKPOINT_EVERY_SECONDS = 5.0
 WAL_HEADER = 32
@@ -169,6 +182,12 @@ class Outbox:
         self._depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         self._next_seq = self._last_seq() + 1
         self._committed_seq = self._next_seq - 1
+        self._reserved = 0
+        try:
+            self._reserve(self._next_seq - 1 + SEQ_RESERVE)
+        except sqlite3.Error as exc:
+            os.close(self._lock_fd)
+            raise MqttSetupError(f"cannot write the outbox {path}: {exc}") from None
         self._commits_since_checkpoint = 0
         self._last_checkpoint = monotonic()
         self._checkpoint()
@@ -188,8 +207,38 @@ class Outbox:
         return db
 
     def _last_seq(self) -> int:
+        """The highest seq ever given out or reserved (the reservation of the previous run included)."""
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
         return int(row[0]) if row else 0
+
+    def _release_reservation(self) -> None:
+        """On a clean close every seq given out is on disk (or delivered): numbering resumes right after
+        it, without the gap a crash leaves. Kept when rows still wait in memory (a failing disk)."""
+        with self._lock:
+            if self._pending.rows:
+                return
+            last = self._next_seq - 1
+        try:
+            self._db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox'", (last,))
+        except sqlite3.Error as exc:
+            log.warning("outbox: could not release the seq reservation: %s", exc)
+
+    def _reserve(self, upto: int, *, in_transaction: bool = False) -> None:
+        """Record on disk that seqs up to ``upto`` may be in use (``_reserved`` follows once committed)."""
+        db = self._db
+        if not in_transaction:
+            db.execute("BEGIN")
+        try:
+            if db.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'outbox'", (upto,)).rowcount == 0:
+                db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (upto,))
+            if not in_transaction:
+                db.execute("COMMIT")
+        except BaseException:
+            if not in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if not in_transaction:
+            self._reserved = max(self._reserved, upto)
 
     # -- any thread ------------------------------------------------------------------------
 
@@ -272,13 +321,15 @@ class Outbox:
                 return 0
             with self._lock:
                 pending, self._pending = self._pending, _Pending()
+                reserve = self._next_seq - 1 + SEQ_RESERVE
             if not pending.rows and not pending.acks and not pending.refused:
                 return 0
             try:
-                delivered, refused, dropped = self._write(pending)
+                delivered, refused, dropped = self._write(pending, reserve)
             except sqlite3.Error as exc:
                 self._restore(pending, exc)
                 return 0
+            self._reserved = max(self._reserved, reserve)
             if self._failing:
                 self._failing = False
                 log.warning("the outbox writes to %s again", self.path)
@@ -296,12 +347,13 @@ class Outbox:
                 self._checkpoint()
             return len(pending.rows)
 
-    def _write(self, pending: _Pending) -> tuple[int, int, int]:
+    def _write(self, pending: _Pending, reserve: int) -> tuple[int, int, int]:
         db = self._db
         db.execute("BEGIN")
         try:
             db.executemany("INSERT INTO outbox (seq, topic, payload, droppable, ts) VALUES (?, ?, ?, ?, ?)",
                            pending.rows)
+            self._reserve(reserve, in_transaction=True)
             delivered = db.executemany("DELETE FROM outbox WHERE seq = ?", pending.acks).rowcount
             refused = db.executemany("DELETE FROM outbox WHERE seq = ?", pending.refused).rowcount
             dropped = self._enforce_bound(len(pending.rows) - delivered - refused)
@@ -353,16 +405,24 @@ class Outbox:
         self._last_checkpoint = self._monotonic()
 
     def fetch(self, after: int, limit: int) -> list[Row]:
-        """Committed rows with ``seq > after``, oldest first."""
+        """Rows with ``seq > after``, oldest first: committed ones, then those waiting for their commit
+        (within the on-disk seq reservation)."""
         if limit <= 0:
             return []
-        with self._db_lock:
+        with self._db_lock:  # no commit can move rows from memory to disk while both are read
             if self._db_closed:
                 return []
             cursor = self._db.execute(
                 "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
             )
-            return [Row(int(seq), str(topic), bytes(payload)) for seq, topic, payload in cursor]
+            rows = [Row(int(seq), str(topic), bytes(payload)) for seq, topic, payload in cursor]
+            if len(rows) < limit:
+                last = rows[-1].seq if rows else after
+                with self._lock:
+                    waiting = [Row(seq, topic, payload) for seq, topic, payload, _, _ in self._pending.rows
+                               if last < seq <= self._reserved]
+                rows.extend(waiting[: limit - len(rows)])
+            return rows
 
     def oldest_ts(self) -> float | None:
         with self._db_lock:
@@ -380,6 +440,7 @@ class Outbox:
             self._closed = True
         self.commit()
         with self._db_lock:
+            self._release_reservation()
             self._checkpoint()
             self._db.close()
             self._db_closed = True
