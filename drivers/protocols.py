@@ -16,12 +16,15 @@ and search for the next header. What they drop is counted in
 from __future__ import annotations
 
 import json
+import logging
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
 Record = dict[str, float]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,15 @@ class Parser(ABC):
         else:
             self.counters.malformed += 1
 
+    def _unexpected(self, exc: Exception) -> ParseError:
+        """A bug in a parser or a field mapping: counted as malformed and logged (first, then every 1000th);
+        it costs one line or frame, never the rest of the read."""
+        self.counters.malformed += 1
+        if self.counters.malformed == 1 or self.counters.malformed % 1000 == 0:
+            log.error("%s could not handle its input (%d malformed so far)", type(self).__name__,
+                      self.counters.malformed, exc_info=exc)
+        return ParseError(f"{type(exc).__name__}: {exc}")
+
 
 class LineParser(Parser):
     """Newline-terminated text; a line longer than ``max_line`` is dropped up to the next newline."""
@@ -102,11 +114,15 @@ class LineParser(Parser):
         return records
 
     def _line(self, line: bytes, records: list[Record]) -> None:
+        """One line, isolated: whatever it raises costs that line only, never the lines around it."""
         try:
             record = self.parse_line(line)
         except ParseError as exc:
             self.last_error = exc
             self._count(exc)
+            return
+        except Exception as exc:
+            self.last_error = self._unexpected(exc)
             return
         if record is not None:
             self.counters.records += 1
@@ -310,6 +326,10 @@ class FrameParser(Parser):
             except ParseError as exc:
                 self._count(exc)
                 self._discard(1)  # the header may have been chance bytes: search again after it
+                continue
+            except Exception as exc:
+                self._unexpected(exc)
+                self._discard(1)
                 continue
             del self._buffer[: self.length]
             self.counters.records += 1
