@@ -91,7 +91,8 @@ class MqttSection(Section):
     """Bytes; events whose PUBLISH would be larger are refused at the outbox. The broker's
     CONNACK Maximum Packet Size (MQTT 5) lowers it further."""
     drain_rate: float = Field(default=1000.0, gt=0)
-    """Events per second sent from the outbox (token bucket, burst = ``max_inflight``)."""
+    """Events per second at which the backlog found at (re)connection (an outage, a restart) is
+    sent (token bucket, burst = ``max_inflight``); live events after it are not paced."""
     health_interval: float = Field(default=60.0, ge=1)
     """Seconds between retained ``<base>/health`` publications."""
     command_max_bytes: int = Field(default=1024, ge=16, le=65_536)

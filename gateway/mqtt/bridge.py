@@ -172,6 +172,8 @@ class MqttBridge:
         self._acks: deque[tuple[int, ReasonCode]] = deque()
         self._inflight: dict[int, int] = {}
         self._handed = 0
+        self._catch_up_to = 0
+        """The newest seq accepted when the link came up: rows up to it drain at ``drain_rate``."""
         self._more = False
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
@@ -440,6 +442,7 @@ class MqttBridge:
         self._outage_logged = False
         self._next_health = 0.0
         self._resuming = True
+        self._catch_up_to = self.outbox.last_seq
         self._connected = True
         self._wakeup.set()
 
@@ -635,9 +638,13 @@ class MqttBridge:
         room = self._window - len(self._inflight)
         if room <= 0:
             return
-        granted = self._bucket.take(room)
+        # Only the backlog found at (re)connection is paced by drain_rate (an outage, a restart);
+        # live events go out as fast as the window allows.
+        paced = self._handed < self._catch_up_to
+        granted = self._bucket.take(room) if paced else room
         rows = self.outbox.fetch(self._handed, granted)
-        self._bucket.refund(granted - len(rows))
+        if paced:
+            self._bucket.refund(granted - len(rows))
         self._more = granted == 0 or len(rows) == granted
         for row in rows:
             self._handed = row.seq

@@ -49,6 +49,7 @@ the flash translation layer are not included.
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import logging
 import os
@@ -82,6 +83,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     ts REAL NOT NULL
 )
 """
+
+
+def _seq_of(row: tuple[int, str, bytes, int, float]) -> int:
+    return row[0]
 
 
 class OutboxInUse(MqttSetupError):
@@ -417,13 +422,15 @@ class Outbox:
                 cursor = self._db.execute(
                     "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
                 )
-                rows = [Row(int(seq), str(topic), bytes(payload)) for seq, topic, payload in cursor]
+                rows = [Row(*row) for row in cursor]  # sqlite3 gives int, str and bytes already
             if len(rows) < limit:
                 last = rows[-1].seq if rows else after
                 with self._lock:
-                    waiting = [Row(seq, topic, payload) for seq, topic, payload, _, _ in self._pending.rows
-                               if last < seq <= self._reserved]
-                rows.extend(waiting[: limit - len(rows)])
+                    pending = self._pending.rows  # in seq order: find the first one after ``last``
+                    start = bisect.bisect_right(pending, last, key=_seq_of)
+                    waiting = pending[start : start + limit - len(rows)]
+                rows.extend(Row(seq, topic, payload) for seq, topic, payload, _, _ in waiting
+                            if seq <= self._reserved)
             return rows
 
     def oldest_ts(self) -> float | None:
