@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.figures import Figure, percentile
-from bench.house import TimedMockPin, house_config, timed_pins
+from bench.house import TimedMockPin, timed_pins
 from gateway.app import Gateway
 from gateway.config import load_config
+from tests.houses import house_config
 
 BENCH = "2 gpio→relay"
 TIMEOUT = 2.0

@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 
 from bench.figures import CpuMeter, Figure, rss_bytes
-from bench.house import gateway_has_mqtt, house_config
+from bench.house import gateway_has_mqtt
 from bench.proc import Pty, start_gateway, stop
 from tests.conftest import Broker, free_port
 from tests.helpers import wait_until
+from tests.houses import house_config
 
 BENCH = "5 idle"
 LIBRARIES = "import paho.mqtt.client, serial, gpiozero, pydantic, sqlite3, tomllib"

@@ -33,10 +33,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from bench.figures import CpuMeter, Figure, percentile
-from bench.house import gateway_has_mqtt, house_config
+from bench.house import gateway_has_mqtt
 from bench.proc import ROOT, Pty, start_gateway, stop
 from tests.conftest import Broker, free_port
 from tests.helpers import wait_until
+from tests.houses import house_config
 
 BENCH = "3 serial→MQTT"
 GATEWAY_TOPIC = "gateway/bench/event/temperature"

@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 
 from bench.figures import Figure, percentile
-from bench.house import gateway_has_mqtt, house_config
+from bench.house import gateway_has_mqtt
 from bench.idle import LIBRARIES
 from bench.proc import Pty, start_gateway, stop
 from tests.conftest import Broker, free_port
 from tests.helpers import Subscriber
+from tests.houses import house_config
 
 BENCH = "6 start"
 TIMEOUT = 20.0

@@ -18,6 +18,7 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from tests.conftest import Broker, free_port
 from tests.helpers import Subscriber, wait_until, write_config
+from tests.houses import house_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,40 +37,8 @@ entity = "light"
 
 
 def house(directory: Path, port: int, serial_port: str = "loop://", gateway_id: str = "e2e") -> Path:
-    return write_config(
-        directory,
-        f"""
-[gateway]
-id = "{gateway_id}"
-state_dir = "state"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-reconnect_max = 1
-
-[[devices]]
-id = "motion"
-driver = "gpio.motion"
-pin = 17
-
-[[devices]]
-id = "light"
-driver = "gpio.relay"
-pin = 22
-active_high = false
-component = "light"
-
-[[devices]]
-id = "climate"
-driver = "serial.kv"
-port = "{serial_port}"
-[devices.fields.t]
-entity = "temperature"
-unit = "°C"
-""",
-        RULES,
-    )
+    return house_config(directory, mqtt_port=port, serial_port=serial_port, gateway_id=gateway_id, rules=RULES,
+                        light_active_low=True)
 
 
 class Running:
