@@ -280,7 +280,9 @@ class Service:
                 health = f"{health} {extra()}"
             devices.append({"id": driver.id, "driver": str(driver.config.driver), "health": health})
         entities = []
-        for entity_id in gw.entities:
+        known = list(gw.entities)  # configured first, then what the rules' controllers added (alarm, climate)
+        known += [entity_id for entity_id, _ in dispatcher.state.items() if entity_id not in gw.entities]
+        for entity_id in known:
             state = dispatcher.state.get(entity_id)
             entities.append({
                 "id": entity_id,
