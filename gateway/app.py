@@ -95,10 +95,8 @@ class Gateway:
         self.supervisor: Supervisor | None = None
 
     def _mqtt_bridge(self) -> Forwarder:
-        """The bridge, told about the rules' controllers (thermostat, alarm) and their commands.
-
-        Controllers added by a later reload are not announced to the hub until a restart.
-        """
+        """The bridge, told about the rules' controllers (thermostat, alarm) and their commands
+        (again after every reload: :meth:`_announce_controllers`)."""
         from gateway.mqtt.bridge import MqttBridge
 
         bridge = MqttBridge(self.config, self.entities, self.bus.post, self.events)
@@ -107,6 +105,20 @@ class Gateway:
         for entity, component, extra in discovery_extras(self.engine.ruleset, bridge.topics):
             bridge.register_discovery(entity, component, extra)
         return bridge
+
+    def _announce_controllers(self) -> None:
+        """After a reload: the rules' entities, hub commands and discovery as the new rule set has them."""
+        self.entities = {s.id: s for d in self.drivers for s in d.entities()}
+        self.entities.update(bridge_entities(self.engine.ruleset))
+        bridge = self.forwarder
+        update = getattr(bridge, "update_registrations", None)
+        if update is None:
+            return
+        update(
+            self.entities,
+            command_validators(self.engine.ruleset, self.events.clock),
+            discovery_extras(self.engine.ruleset, bridge.topics),  # type: ignore[union-attr]
+        )
 
     def start(self) -> None:
         """Open everything; returns once drivers run and rules are loaded (READY).
@@ -239,6 +251,7 @@ class Gateway:
                       len(exc.problems), len(self.engine.rules))
             return False
         self.engine.replace(ruleset)
+        self._announce_controllers()
         if gc.get_freeze_count():  # a frozen process (see freeze_long_lived): let the old rules go
             gc.unfreeze()
             gc.collect()

@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -303,6 +303,29 @@ class MqttBridge:
         ``entity``; whoever owns the entity (a controller) reacts to them on the dispatcher.
         Replaces the built-in validator of a configured entity. Call before :meth:`start`."""
         self._commands[entity] = validator
+
+    def update_registrations(
+        self,
+        entities: Mapping[str, EntitySpec],
+        commands: Mapping[str, Validator],
+        discovery: Iterable[tuple[str, str, Mapping[str, Any]]],
+    ) -> None:
+        """After a rule reload: the entities, command targets and discovery extras as they are now.
+
+        Replaces what :meth:`register_command` and :meth:`register_discovery` set before start;
+        the hub gets the new discovery at once, and entities that are gone are removed from it.
+        Safe from any thread."""
+        built_in = {entity: validator_for(spec) for entity, spec in entities.items() if spec.writable}
+        extras = {entity: Extra(component, dict(config)) for entity, component, config in discovery}
+        with self._lock:
+            self.entities = dict(entities)
+            self._commands = {**built_in, **commands}
+            self._extras = extras
+        for entity in (*entities, *extras):
+            if entity not in self._available:
+                self._set_available(entity, True)
+        self._republish(removals=True)
+        self._wakeup.set()
 
     def add_health_source(self, name: str, source: HealthSource) -> None:
         """Add ``name: source()`` to every health report (e.g. the drivers' health).

@@ -1,0 +1,87 @@
+"""A rule reload that adds or removes a thermostat tells the hub at once, without a restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from gateway.app import Gateway
+from gateway.config import load_config
+from tests.conftest import Broker
+from tests.helpers import Subscriber, wait_until, write_config
+
+CONFIG = """
+[gateway]
+id = "reload-hub"
+state_dir = "state"
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+
+[[devices]]
+id = "heater"
+driver = "gpio.relay"
+pin = 23
+
+[[devices]]
+id = "climate"
+driver = "serial.kv"
+port = "loop://"
+[devices.fields.t]
+entity = "temperature"
+unit = "°C"
+"""
+
+THERMOSTAT = """
+version = 1
+[[thermostats]]
+id = "living"
+sensor = "temperature"
+heater = "heater"
+setpoint = 20
+"""
+
+DISCOVERY = "homeassistant/climate/reload-hub/living/config"
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, broker: Broker) -> Iterator[Gateway]:
+    config = load_config(write_config(tmp_path, CONFIG.format(port=broker.port), rules="version = 1\n"))
+    gateway = Gateway(config, pin_factory=MockFactory())
+    gateway.start()
+    yield gateway
+    gateway.shutdown()
+
+
+def test_a_thermostat_added_by_a_reload_is_discovered_and_commandable(
+    gateway: Gateway, broker: Broker, tmp_path: Path
+) -> None:
+    hub = Subscriber(broker.host, broker.port, "homeassistant/#")
+    try:
+        (tmp_path / "rules.d" / "test.toml").write_text(THERMOSTAT)
+        assert gateway.reload()
+        wait_until(lambda: any(p for p in hub.on(DISCOVERY)), what="climate discovery")
+        assert gateway.forwarder is not None
+        assert gateway.forwarder.handle_command("living", b"21.5") is not None  # type: ignore[attr-defined]
+    finally:
+        hub.close()
+
+
+def test_a_thermostat_removed_by_a_reload_is_removed_from_the_hub(
+    gateway: Gateway, broker: Broker, tmp_path: Path
+) -> None:
+    (tmp_path / "rules.d" / "test.toml").write_text(THERMOSTAT)
+    assert gateway.reload()
+    hub = Subscriber(broker.host, broker.port, "homeassistant/#")
+    try:
+        wait_until(lambda: any(p for p in hub.on(DISCOVERY)), what="climate discovery (retained)")
+        (tmp_path / "rules.d" / "test.toml").write_text("version = 1\n")
+        assert gateway.reload()
+        wait_until(lambda: hub.on(DISCOVERY)[-1:] == [""], what="empty retained config")
+        assert gateway.forwarder.handle_command("living", b"21.5") is None  # type: ignore[union-attr]
+    finally:
+        hub.close()
