@@ -85,3 +85,25 @@ def test_a_thermostat_removed_by_a_reload_is_removed_from_the_hub(
         assert gateway.forwarder.handle_command("living", b"21.5") is None  # type: ignore[union-attr]
     finally:
         hub.close()
+
+
+def test_a_removal_made_while_the_broker_is_away_reaches_the_hub_when_it_returns(
+    tmp_path: Path, private_broker: Broker
+) -> None:
+    body = CONFIG.format(port=private_broker.port).replace("[[devices]]", "reconnect_max = 1\n\n[[devices]]", 1)
+    path = write_config(tmp_path, body, rules=THERMOSTAT)
+    gateway = Gateway(load_config(path), pin_factory=MockFactory())
+    gateway.start()
+    try:
+        hub = Subscriber(private_broker.host, private_broker.port, "homeassistant/#")
+        wait_until(lambda: any(p for p in hub.on(DISCOVERY)), what="climate discovery")
+        hub.close()
+        private_broker.stop()
+        (tmp_path / "rules.d" / "test.toml").write_text("version = 1\n")
+        assert gateway.reload()
+        private_broker.start()
+        hub = Subscriber(private_broker.host, private_broker.port, "homeassistant/#")
+        wait_until(lambda: "" in hub.on(DISCOVERY), what="the removal, once the broker is back")
+        hub.close()
+    finally:
+        gateway.shutdown()

@@ -478,7 +478,10 @@ class MqttBridge:
             self._wakeup.set()
 
     def _republish(self, *, removals: bool) -> None:
-        """Queue discovery (removals first), then every retained state and availability."""
+        """Queue discovery (removals first), then every retained state and availability.
+
+        Added to what still waits, never replacing it: a removal queued while the link was down (a
+        reload) is remembered as sent in ``discovery.json`` already, so it exists only in ``_dirty``."""
         announce: dict[str, bytes] = {}
         if self._discovery is not None:
             configs = self._discovery.configs(self.entities, self._extras)
@@ -486,7 +489,7 @@ class MqttBridge:
                 announce.update(self._discovery.removals(configs))
             announce.update(configs)
         with self._lock:
-            self._dirty = {**announce, **self._retained}
+            self._dirty = {**self._dirty, **announce, **self._retained}
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its ``except OSError``: the reason (refused, TLS) is still at hand.
