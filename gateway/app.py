@@ -28,8 +28,8 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
 from gateway.events import Event, EventFactory, Kind
-from rules.commands import command_validators
-from rules.discovery import bridge_entities, discovery_extras
+from rules.commands import Validator, command_validators
+from rules.discovery import TopicNames, bridge_entities, discovery_extras
 from rules.engine import build_engine
 from rules.loader import RulesError, load_ruleset
 
@@ -74,7 +74,6 @@ class Gateway:
         self.events = EventFactory(clock or SystemClock())
         self.bus = Bus(config.bus.capacity)
         self.drivers: list[Driver] = config.drivers()
-        self.entities: dict[str, EntitySpec] = {s.id: s for d in self.drivers for s in d.entities()}
         actuators = {
             spec.id: driver for driver in self.drivers if isinstance(driver, Actuator) for spec in driver.entities()
         }
@@ -85,7 +84,7 @@ class Gateway:
         self.dispatcher.gate = EnvelopeGate(Envelope.from_drivers(self.drivers), self.dispatcher)
         self.engine = build_engine(config, self.dispatcher)
         self.dispatcher.reactor = self.engine
-        self.entities.update(bridge_entities(self.engine.ruleset))
+        self.entities: dict[str, EntitySpec] = self._house_entities()
         self.forwarder = forwarder if forwarder is not None else (self._mqtt_bridge() if mqtt else None)
         self._rng = random.Random(seed)
         self._pin_factory = pin_factory
@@ -100,25 +99,34 @@ class Gateway:
         from gateway.mqtt.bridge import MqttBridge
 
         bridge = MqttBridge(self.config, self.entities, self.bus.post, self.events)
-        for entity, validator in command_validators(self.engine.ruleset, self.events.clock).items():
+        commands, discovery = self._controller_registrations(bridge.topics)
+        for entity, validator in commands.items():
             bridge.register_command(entity, validator)
-        for entity, component, extra in discovery_extras(self.engine.ruleset, bridge.topics):
+        for entity, component, extra in discovery:
             bridge.register_discovery(entity, component, extra)
         return bridge
 
+    def _house_entities(self) -> dict[str, EntitySpec]:
+        """The devices' entities and those the current rule set adds (virtuals, controllers' parts)."""
+        entities = {spec.id: spec for driver in self.drivers for spec in driver.entities()}
+        entities.update(bridge_entities(self.engine.ruleset))
+        return entities
+
+    def _controller_registrations(
+        self, topics: TopicNames
+    ) -> tuple[dict[str, Validator], list[tuple[str, str, dict[str, Any]]]]:
+        """The hub commands and discovery configs of the rules' thermostats and alarms."""
+        ruleset = self.engine.ruleset
+        return command_validators(ruleset, self.events.clock), discovery_extras(ruleset, topics)
+
     def _announce_controllers(self) -> None:
         """After a reload: the rules' entities, hub commands and discovery as the new rule set has them."""
-        self.entities = {s.id: s for d in self.drivers for s in d.entities()}
-        self.entities.update(bridge_entities(self.engine.ruleset))
-        bridge = self.forwarder
-        update = getattr(bridge, "update_registrations", None)
-        if update is None:
+        self.entities = self._house_entities()
+        update = getattr(self.forwarder, "update_registrations", None)
+        topics = getattr(self.forwarder, "topics", None)
+        if update is None or topics is None:
             return
-        update(
-            self.entities,
-            command_validators(self.engine.ruleset, self.events.clock),
-            discovery_extras(self.engine.ruleset, bridge.topics),  # type: ignore[union-attr]
-        )
+        update(self.entities, *self._controller_registrations(topics))
 
     def start(self) -> None:
         """Open everything; returns once drivers run and rules are loaded (READY).
