@@ -187,9 +187,9 @@ class Outbox:
         self._depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         self._next_seq = self._last_seq() + 1
         self._committed_seq = self._next_seq - 1
-        self._reserved = 0
         try:
             self._reserve(self._next_seq - 1 + SEQ_RESERVE)
+            self._reserved = self._next_seq - 1 + SEQ_RESERVE
         except sqlite3.Error as exc:
             os.close(self._lock_fd)
             raise MqttSetupError(f"cannot write the outbox {path}: {exc}") from None
@@ -228,22 +228,11 @@ class Outbox:
         except sqlite3.Error as exc:
             log.warning("outbox: could not release the seq reservation: %s", exc)
 
-    def _reserve(self, upto: int, *, in_transaction: bool = False) -> None:
-        """Record on disk that seqs up to ``upto`` may be in use (``_reserved`` follows once committed)."""
-        db = self._db
-        if not in_transaction:
-            db.execute("BEGIN")
-        try:
-            if db.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'outbox'", (upto,)).rowcount == 0:
-                db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (upto,))
-            if not in_transaction:
-                db.execute("COMMIT")
-        except BaseException:
-            if not in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        if not in_transaction:
-            self._reserved = max(self._reserved, upto)
+    def _reserve(self, upto: int) -> None:
+        """Record on disk that seqs up to ``upto`` may be in use (inside the caller's transaction, if any)."""
+        updated = self._db.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'outbox'", (upto,))
+        if updated.rowcount == 0:
+            self._db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (upto,))
 
     # -- any thread ------------------------------------------------------------------------
 
@@ -358,7 +347,7 @@ class Outbox:
         try:
             db.executemany("INSERT INTO outbox (seq, topic, payload, droppable, ts) VALUES (?, ?, ?, ?, ?)",
                            pending.rows)
-            self._reserve(reserve, in_transaction=True)
+            self._reserve(reserve)
             delivered = db.executemany("DELETE FROM outbox WHERE seq = ?", pending.acks).rowcount
             refused = db.executemany("DELETE FROM outbox WHERE seq = ?", pending.refused).rowcount
             dropped = self._enforce_bound(len(pending.rows) - delivered - refused)
