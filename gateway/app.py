@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.base import Actuator, Driver, DriverContext, EntitySpec, SimWorld
-from drivers.envelope import Envelope, EnvelopeGate
+from drivers.envelope import Envelope
 from drivers.supervision import Supervisor
 from gateway.bus import Bus
 from gateway.clock import Clock, SystemClock
@@ -80,8 +80,8 @@ class Gateway:
         self.firings: deque[Event] = deque(maxlen=RECENT_FIRINGS)
         """The latest commands rules issued, newest last (``gateway status``)."""
         self.forwarder: Forwarder | None = None
-        self.dispatcher = Dispatcher(self.bus, self.events, actuators=actuators, forward=self._observe)
-        self.dispatcher.gate = EnvelopeGate(Envelope.from_drivers(self.drivers), self.dispatcher)
+        self.dispatcher = Dispatcher(self.bus, self.events, actuators=actuators, forward=self._observe,
+                                     envelope=Envelope.from_drivers(self.drivers))
         self.engine = build_engine(config, self.dispatcher)
         self.dispatcher.reactor = self.engine
         self.entities: dict[str, EntitySpec] = self._house_entities()
@@ -143,7 +143,7 @@ class Gateway:
             self.drivers, self._driver_context, self.events.clock,
             post=self.bus.post, events=self.events,
         )
-        self.dispatcher.on_driver_failure = self.supervisor.report_failure
+        self.dispatcher.outputs.on_driver_failure = self.supervisor.report_failure
         add_health_source = getattr(self.forwarder, "add_health_source", None)
         if add_health_source is not None:
             add_health_source("drivers", self.driver_health)

@@ -6,7 +6,9 @@ the dispatcher takes one event at a time and, for each:
 1. folds it into the :class:`~gateway.state.StateStore`,
 2. hands it to the forwarder (MQTT outbox),
 3. lets the rules react (:class:`Reactor`),
-4. applies it if it is a command for an actuator, emitting the confirmed state.
+4. hands a command for an output to the :class:`~gateway.authority.Authority`,
+   which arbitrates the writers' claims and drives the output (emitting the
+   confirmed state, or why not).
 
 Events that step 3 or 4 produce are processed at once, depth first, before
 the next bus event, so a cause is always followed by its effects. A chain
@@ -30,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from drivers.base import Actuator
+from drivers.envelope import Envelope
+from gateway.authority import Authority
 from gateway.bus import Bus
 from gateway.clock import Clock, VirtualClock
 from gateway.events import Event, EventFactory, Kind, Value
@@ -45,16 +49,6 @@ class Reactor(Protocol):
     """What the dispatcher needs of a rules engine."""
 
     def handle(self, event: Event) -> None: ...
-
-
-class CommandGate(Protocol):
-    """Consulted before a command reaches its actuator (the safety envelope)."""
-
-    def admit(self, command: Event) -> bool:
-        """True to apply now; False when it emitted a REJECTED event itself."""
-        ...
-
-    def confirmed(self, entity: str, value: Value) -> None: ...
 
 
 class NoRules:
@@ -95,21 +89,20 @@ class Dispatcher:
         actuators: Mapping[str, Actuator] | None = None,
         forward: Callable[[Event], None] | None = None,
         state: StateStore | None = None,
+        envelope: Envelope | None = None,
     ) -> None:
         self.bus = bus
         self.events = events
         self.clock: Clock = events.clock
         self.state = state or StateStore()
         self.actuators: dict[str, Actuator] = dict(actuators or {})
+        self.outputs = Authority(self, self.actuators, envelope)
+        """The arbiter of every output: claims, ownership, the safety envelope."""
         self.forward = forward or (lambda event: None)
         self.reactor: Reactor = NoRules()
         self.counters = DispatchCounters()
         self.chains_cut_by_rule: Counter[str] = Counter()
         """Chains cut at :data:`MAX_CHAIN`, by the rule (or controller) of the event that was cut."""
-        self.on_driver_failure: Callable[[str, str], None] | None = None
-        """Told ``(driver id, reason)`` when an actuator raised while applying a command (the supervisor)."""
-        self.gate: CommandGate | None = None
-        """The safety envelope (``drivers.envelope.EnvelopeGate``): may refuse or defer a command."""
         self.on_idle: list[Callable[[], None]] = []
         """Called at least every ``tick`` seconds from the loop (the systemd watchdog hangs here)."""
         self._timers: list[Timer] = []
@@ -164,45 +157,16 @@ class Dispatcher:
         self.counters.processed += 1
         self.state.apply(event)
         self.forward(event)
+        kind = event.kind
+        if kind is Kind.STATE and event.entity in self.outputs:
+            self.outputs.observe(event)
         self.reactor.handle(event)
-        if event.kind is Kind.COMMAND:
-            self._apply_command(event)
-
-    def _apply_command(self, command: Event) -> None:
-        self.counters.commands += 1
-        actuator = self.actuators.get(command.entity)
-        if actuator is None:
-            return  # a command for a controller or virtual entity: its owner reacted above
-        if self.gate is not None and not self.gate.admit(command):
+        if kind is Kind.COMMAND:
+            self.counters.commands += 1
+            if event.entity in self.outputs:
+                self.outputs.command(event)
+        elif kind is Kind.REJECTED and event.entity in self.outputs:
             self.counters.rejected += 1
-            return
-        try:
-            confirmed = actuator.apply(command.entity, command.value)
-        except Exception as exc:
-            self.counters.rejected += 1
-            log.exception("actuator %s failed to apply %r", command.entity, command.value)
-            self._safe(actuator)
-            if self.on_driver_failure is not None:
-                self.on_driver_failure(actuator.id, f"apply failed: {exc}")
-            self.emit(
-                self.events.make(
-                    Kind.REJECTED, command.entity, command.value, rule=command.rule, cause=command.id,
-                    detail=f"driver failed: {exc}",
-                )
-            )
-            return
-        if self.gate is not None:
-            self.gate.confirmed(command.entity, confirmed)
-        self.emit(
-            self.events.make(Kind.STATE, command.entity, confirmed, rule=command.rule, cause=command.id)
-        )
-
-    @staticmethod
-    def _safe(actuator: Actuator) -> None:
-        try:
-            actuator.to_safe_state()
-        except Exception:
-            log.exception("actuator %s could not reach its safe state", actuator.id)
 
     def run_due_timers(self) -> None:
         now = self.clock.monotonic()

@@ -34,6 +34,7 @@ import json
 import logging
 from typing import Any
 
+from gateway.authority import Level, Owner
 from gateway.events import Event, Kind, Value
 from rules import model as m
 from rules.controllers import Controller, Host
@@ -67,6 +68,7 @@ def parse_command(value: Value) -> tuple[str | None, str | None]:
 
 class AlarmController(Controller):
     config: m.Alarm
+    level = Level.ALARM
 
     def __init__(self, host: Host, config: m.Alarm, fingerprint: str) -> None:
         super().__init__(host, config, fingerprint)
@@ -83,6 +85,13 @@ class AlarmController(Controller):
     def watched(self) -> set[str]:
         sensors = self.config.sensors
         return set(sensors.armed_home) | set(sensors.armed_away) | set(sensors.armed_night) | set(self.config.instant)
+
+    def outputs(self) -> dict[str, Owner]:
+        """The siren is the alarm's: the hub cannot silence it but by disarming, with the code."""
+        if self.config.siren is None:
+            return {}
+        return {self.config.siren: Owner(self.id, Level.ALARM, f"alarm {self.id}", None,
+                                         "disarm the alarm (with its code) to silence it")}
 
     def snapshot(self) -> dict[str, Any]:
         return {"state": self.state, "target": self.target}
@@ -130,15 +139,13 @@ class AlarmController(Controller):
         self.host.timers.arm(entry.key, self.id, self.fingerprint, max(0.0, remaining), entry.data,
                              self._timer_fired)
 
-    def release(self, why: str) -> None:
-        if self.state == "triggered":
-            self._siren(False, None, f"alarm {self.id} {why}")
-
     def _siren(self, on: bool, cause: str | None, why: str) -> None:
+        """Claim the siren on, or let go of it (``None``): off unless something stronger holds it."""
         if self.config.siren is None:
             return
         runtime = self.host.runtime
-        runtime.emit(runtime.events.make(Kind.COMMAND, self.config.siren, on, rule=self.id, cause=cause, detail=why))
+        runtime.emit(runtime.events.make(Kind.COMMAND, self.config.siren, True if on else None, rule=self.id,
+                                         cause=cause, detail=why))
 
     def _trigger(self, why: str, cause: str | None) -> None:
         self.host.timers.cancel(self._timer_key)

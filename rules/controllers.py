@@ -1,7 +1,9 @@
 """What the thermostat and alarm controllers share with the engine.
 
-A controller owns one or more entities (its commands come to it), watches
-others (its sensors), may ask for wall-clock schedules, and keeps a little
+A controller owns one or more entities (its commands come to it) and
+outputs (a thermostat's heater, an alarm's siren: it alone claims them, see
+:mod:`gateway.authority`), watches others (its sensors and its outputs'
+confirmed states), may ask for wall-clock schedules, and keeps a little
 state that must survive a restart (:meth:`Controller.snapshot` /
 ``restore``). It acts only through the host: ``emit``/``command`` on the
 dispatcher, timers in the persisted :class:`~rules.timers.TimerTable`.
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from gateway.authority import Authority, Level, Owner
 from gateway.events import Event, EventFactory, Value
 from gateway.state import StateStore
 from rules.schedule import Job
@@ -26,6 +29,7 @@ class Runtime(Protocol):
 
     events: EventFactory
     state: StateStore
+    outputs: Authority
 
     def emit(self, event: Event) -> None: ...
 
@@ -45,6 +49,9 @@ class Host(Protocol):
 
 
 class Controller(ABC):
+    level: Level = Level.CONTROLLER
+    """The priority of this controller's claims on the outputs it owns (gateway/authority.py)."""
+
     def __init__(self, host: Host, config: Any, fingerprint: str) -> None:
         self.host = host
         self.config = config
@@ -61,6 +68,10 @@ class Controller(ABC):
     @abstractmethod
     def watched(self) -> set[str]:
         """Entities whose readings, states and availability it wants."""
+
+    def outputs(self) -> dict[str, Owner]:
+        """The outputs this controller owns (a thermostat's heater): no one else may claim them."""
+        return {}
 
     def jobs(self) -> list[tuple[int, Job]]:
         return []
@@ -91,5 +102,6 @@ class Controller(ABC):
         self.host.timers.cancel_owner(self.id)
 
     def release(self, why: str) -> None:
-        """The controller is gone (a reload removed it): leave its outputs safe."""
-        return None
+        """The controller is gone (a reload removed it): its claims are relinquished, so its outputs
+        return to their defaults (safe) unless another claim holds them."""
+        self.host.runtime.outputs.release_holder(self.id, why)

@@ -202,6 +202,9 @@ class RuleEngine:
         self._owned = owned
         self._ctl_watch = dict(watched)
         self.schedules.replace(self._rule_jobs + jobs)
+        outputs = {entity: owner for controller in self.controllers.values()
+                   for entity, owner in controller.outputs().items()}
+        self.runtime.outputs.set_owners(outputs, {cid: c.level for cid, c in self.controllers.items()})
 
     def _build_controllers(self, ruleset: RuleSet) -> dict[str, Controller]:
         controllers: dict[str, Controller] = {}
@@ -326,6 +329,8 @@ class RuleEngine:
         removed = [rule_id for rule_id in old if rule_id not in new_ids]
         for rule_id in changed + removed:
             self.timers.cancel_owner(rule_id)
+            self.runtime.outputs.release_holder(rule_id, "changed by a reload" if rule_id in changed
+                                                else "removed by a reload")
         self._ruleset = ruleset
         self._index(ruleset, old)
         controllers = self._build_controllers(ruleset)

@@ -362,6 +362,9 @@ class Thermostat(Model):
     min_off: Duration = 0.0
     stale_after: Duration = Field(default=900.0, gt=0)
     """No reading for this long: the heater and cooler go to their safe state."""
+    override: Duration | None = Field(default=None, gt=0)
+    """How long a hub command to the heater or cooler overrides the thermostat; None: such commands are
+    refused (the outputs belong to the thermostat: change its setpoint or mode instead)."""
     schedule: list[ScheduleEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")

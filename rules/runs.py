@@ -5,7 +5,8 @@ closures and its payload templates are parsed. When it fires and its
 conditions hold, :class:`Runner` applies the rule's ``mode`` and runs the
 actions in order; a ``delay`` parks the run in a persisted timer
 (``run:<rule>``), a ``turn_on … for`` arms a pulse (``pulse:<rule>:<entity>``)
-that a re-trigger extends. Every action is a command or an event carrying the
+that a re-trigger extends and whose end relinquishes the rule's claim on the
+output (gateway/authority.py). Every action is a command or an event carrying the
 rule id and the cause, and is written into the evaluation's trace.
 """
 
@@ -196,14 +197,16 @@ class Runner:
                            for key, part in template.items()})
 
     def pulse_fired(self, rule_id: str) -> Callable[[Pending], None]:
+        """The end of ``turn_on … for``: the rule lets go of its claim (a ``None`` command) rather than
+        writing "off", so another claim on the output (another rule, the hub) keeps it on."""
         def fire(entry: Pending) -> None:
             entity = str(entry.data["entity"])
-            self.runtime.command(entity, False, rule=rule_id, cause=entry.data.get("cause"))
+            self.runtime.command(entity, None, rule=rule_id, cause=entry.data.get("cause"))
             compiled = self.lookup(rule_id)
             if compiled is not None:
                 text = f"end of turn_on {entity} 'for'"
                 trace = self.traces.add(self.trace(compiled, text, entry.data.get("cause")))
                 trace["result"] = "ran"
-                trace["actions"].append(f"turn_off {entity}")
+                trace["actions"].append(f"let go of {entity}")
 
         return fire

@@ -30,6 +30,14 @@ entry; ``setpoint``. A sensor silent for ``stale_after`` or unavailable puts
 the outputs at once in their safe state (off), bypassing the minimum times,
 with an event (``detail``) saying why; control resumes with the next reading.
 
+The heater and cooler belong to the thermostat (gateway/authority.py): it
+holds a claim on each at the controller level, and nothing else may claim
+them; a hub command to one is refused unless ``override = "1h"`` lets it
+override the thermostat for that long. The thermostat reads the outputs'
+*confirmed* state: ``<id>_action`` is ``heating`` only while the heater relay
+is on; when the envelope ends its claim (``max_on_s``) it claims again at
+the next reading.
+
 Entities: ``<id>`` (climate; state = mode ``heat``/``cool``/``heat_cool``/``off``;
 commands: a number = setpoint within the limits, a mode, or ``away``/``home``),
 ``<id>_setpoint``, ``<id>_preset`` and ``<id>_action`` (``heating``,
@@ -41,7 +49,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from gateway.authority import Level, Owner
 from gateway.events import Event, Kind, Value
+from gateway.values import is_on
 from rules import model as m
 from rules.conditions import number
 from rules.controllers import Controller, Host
@@ -64,7 +74,6 @@ class ThermostatController(Controller):
         """Wall time of the schedule point that ends a hub/rule setpoint (None: no schedule)."""
         self.temperature: float | None = None
         self.fault: str | None = None
-        self.outputs: dict[str, bool] = {}
         self.switched: dict[str, float] = {}
         self._published: dict[str, Value] = {}
         self._stale: TimerHandle | None = None
@@ -91,7 +100,15 @@ class ThermostatController(Controller):
         return {self.id}
 
     def watched(self) -> set[str]:
-        return {self.config.sensor}
+        return {self.config.sensor, *self._output_ids()}
+
+    def _output_ids(self) -> list[str]:
+        return [entity for entity in (self.config.heater, self.config.cooler) if entity is not None]
+
+    def outputs(self) -> dict[str, Owner]:
+        return {entity: Owner(self.id, Level.CONTROLLER, f"thermostat {self.id}", self.config.override,
+                              "change the thermostat's setpoint or mode instead")
+                for entity in self._output_ids()}
 
     def jobs(self) -> list[tuple[int, Job]]:
         tz = self.host.tz
@@ -126,11 +143,6 @@ class ThermostatController(Controller):
         for handle in (self._stale, self._wait):
             if handle is not None:
                 handle.cancel()
-
-    def release(self, why: str) -> None:
-        for entity in (self.config.heater, self.config.cooler):
-            if entity is not None:
-                self._switch(entity, False, None, f"thermostat {self.id} {why}: {entity} off", force=True)
 
     # -- the target ---------------------------------------------------------------------
 
@@ -167,6 +179,10 @@ class ThermostatController(Controller):
     # -- inputs -------------------------------------------------------------------------
 
     def handle(self, event: Event) -> None:
+        if event.entity != self.config.sensor:
+            if event.kind is Kind.STATE:
+                self._publish(event.id, f"{event.entity} is {'on' if is_on(event.value) else 'off'}")
+            return
         if event.kind is Kind.AVAILABILITY:
             if not event.value:
                 self._go_safe(f"sensor {self.config.sensor} unavailable"
@@ -258,9 +274,9 @@ class ThermostatController(Controller):
         t, h = self.temperature, self.config.hysteresis
         heat = cool = False
         if heater and self.mode in ("heat", "heat_cool"):
-            heat = t < target if self.outputs.get(heater) else t <= target - h
+            heat = t < target if self._wants(heater) else t <= target - h
         if cooler and self.mode in ("cool", "heat_cool"):
-            cool = t > target if self.outputs.get(cooler) else t >= target + h
+            cool = t > target if self._wants(cooler) else t >= target + h
         reason = f"{t:g} °C, target {target:g} °C, {why}"
         if heater:
             self._switch(heater, heat, cause, reason)
@@ -268,8 +284,22 @@ class ThermostatController(Controller):
             self._switch(cooler, cool, cause, reason)
         self._publish(cause, why)
 
+    def _wants(self, entity: str) -> bool | None:
+        """What this thermostat's claim on ``entity`` asks (None: no claim, e.g. the envelope ended it)."""
+        claim = self.host.runtime.outputs.claim_of(entity, self.id)
+        return None if claim is None else is_on(claim.value)
+
+    def _relay_on(self, entity: str | None) -> bool:
+        """The output's confirmed state: what the relay is, not what was asked."""
+        if entity is None:
+            return False
+        outputs = self.host.runtime.outputs
+        value = outputs.confirmed(entity) if entity in outputs else self.host.runtime.state.value(entity)
+        return is_on(value)
+
     def _switch(self, entity: str, on: bool, cause: str | None, why: str, force: bool = False) -> None:
-        current = self.outputs.get(entity)
+        """Claim ``entity`` on or off. The minimum on/off times hold a change back, except ``force`` (safety)."""
+        current = self._wants(entity)
         if current is on:
             return
         now = self.host.runtime.events.clock.monotonic()
@@ -279,8 +309,7 @@ class ThermostatController(Controller):
             if since < hold:
                 self._retry_in(hold - since)
                 return
-        self.outputs[entity] = on
-        if current is not None:  # the first command after start does not start a minimum time
+        if current is not None:  # the first claim after start does not start a minimum time
             self.switched[entity] = now
         runtime = self.host.runtime
         runtime.emit(runtime.events.make(Kind.COMMAND, entity, on, rule=self.id, cause=cause, detail=why))
@@ -300,9 +329,9 @@ class ThermostatController(Controller):
             return "fault"
         if self.mode == "off":
             return "off"
-        if self.config.heater and self.outputs.get(self.config.heater):
+        if self._relay_on(self.config.heater):
             return "heating"
-        if self.config.cooler and self.outputs.get(self.config.cooler):
+        if self._relay_on(self.config.cooler):
             return "cooling"
         return "idle"
 

@@ -158,7 +158,7 @@ def test_a_failing_timer_callback_is_counted_and_the_loop_goes_on() -> None:
 def test_an_actuator_that_fails_to_apply_is_reported_to_its_supervisor() -> None:
     dispatcher, _ = make(FakeRelay(fail=True))
     reported: list[tuple[str, str]] = []
-    dispatcher.on_driver_failure = lambda driver, reason: reported.append((driver, reason))
+    dispatcher.outputs.on_driver_failure = lambda driver, reason: reported.append((driver, reason))
     dispatcher.bus.post(dispatcher.events.make(Kind.COMMAND, "relay", True))
     dispatcher.drain()
     assert reported == [("relay", "apply failed: GPIO chip gone")]

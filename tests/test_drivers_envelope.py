@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from drivers.actuators import Relay
 from drivers.base import DriverContext
-from drivers.envelope import Envelope, EnvelopeConfig, EnvelopeGate
+from drivers.envelope import Envelope, EnvelopeConfig
 from gateway.bus import Bus
 from gateway.clock import VirtualClock
 from gateway.dispatcher import Dispatcher
@@ -116,8 +116,8 @@ class House:
         self.relay = Relay(Relay.Config.model_validate(cfg))
         self.pins = MockFactory()
         self.relay.start(DriverContext(post=lambda e: None, events=self.events, pin_factory=self.pins))
-        self.dispatcher = Dispatcher(Bus(), self.events, actuators={"boiler": self.relay}, forward=self.seen.append)
-        self.dispatcher.gate = EnvelopeGate(Envelope.from_drivers([self.relay]), self.dispatcher)
+        self.dispatcher = Dispatcher(Bus(), self.events, actuators={"boiler": self.relay}, forward=self.seen.append,
+                                     envelope=Envelope.from_drivers([self.relay]))
 
     def command(self, value: bool, rule: str = "thermostat") -> None:
         self.dispatcher.process(self.events.make(Kind.COMMAND, "boiler", value, rule=rule))
@@ -126,40 +126,52 @@ class House:
         return [(e.kind.value, e.value) for e in self.seen if e.kind is not Kind.COMMAND]
 
 
-def test_a_deferred_off_is_rejected_with_a_reason_then_applied_on_time() -> None:
-    house = House(min_on_s=300)
+def test_a_deferred_on_is_rejected_with_a_reason_then_applied_on_time() -> None:
+    house = House(min_off_s=300)
     house.command(True)
-    house.dispatcher.advance(100)
     house.command(False)
+    house.dispatcher.advance(100)
+    house.command(True)
     [rejected] = [e for e in house.seen if e.kind is Kind.REJECTED]
-    assert rejected.detail is not None and rejected.detail.startswith("deferred 200 s: minimum on time 300 s")
+    assert rejected.detail is not None and rejected.detail.startswith("deferred 200 s: minimum off time 300 s")
     assert rejected.rule == "thermostat"
     house.dispatcher.advance(199)
-    assert house.pins.pin(22).state is True
-    house.dispatcher.advance(1)
     assert house.pins.pin(22).state is False
-    assert house.kinds() == [("state", True), ("rejected", False), ("state", False)]
+    house.dispatcher.advance(1)
+    assert house.pins.pin(22).state is True
+    assert house.kinds() == [("state", True), ("state", False), ("rejected", True), ("state", True)]
+
+
+def test_a_move_to_the_safe_value_is_never_deferred_by_the_minimum_on_time() -> None:
+    house = House(min_on_s=300)
+    house.command(True)
+    house.dispatcher.advance(10)
+    house.command(False)
+    assert house.pins.pin(22).state is False
+    assert house.kinds() == [("state", True), ("state", False)]
 
 
 def test_a_newer_command_replaces_a_deferred_one() -> None:
-    house = House(min_on_s=300)
+    house = House(min_off_s=300)
     house.command(True)
-    house.command(False)  # deferred to t=300
-    house.command(True)  # the thermostat changed its mind
+    house.command(False)
+    house.command(True)  # deferred to t=300
+    house.command(False)  # the thermostat changed its mind
     house.dispatcher.advance(400)
-    assert house.pins.pin(22).state is True
+    assert house.pins.pin(22).state is False
 
 
-def test_the_envelope_switches_off_at_the_maximum_on_time() -> None:
+def test_the_envelope_switches_off_at_the_maximum_on_time_and_names_whose_claim_it_ended() -> None:
     house = House(max_on_s=600)
     house.command(True)
     house.dispatcher.advance(600)
     assert house.pins.pin(22).state is False
-    forced = [e for e in house.seen if e.kind is Kind.COMMAND and e.rule == "envelope"]
-    assert forced and forced[0].detail == "maximum on time reached"
+    forced = [e for e in house.seen if e.kind is Kind.STATE and e.rule == "envelope"]
+    assert forced and forced[0].detail is not None
+    assert forced[0].detail.startswith("maximum on time reached: released thermostat")
 
 
-def test_a_refused_command_never_reaches_the_pin() -> None:
+def test_a_command_over_the_switch_budget_never_reaches_the_pin() -> None:
     house = House(max_switches_per_hour=2)
     house.command(True)
     house.command(False)

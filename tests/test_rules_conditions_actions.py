@@ -162,7 +162,7 @@ def test_retrigger_extends_turn_on_for(tmp_path: Path) -> None:
     assert h.value("hall_light") is True
     h.advance(30)
     assert h.value("hall_light") is False
-    assert h.commands("hall_light")[-1] == ("hall_light", False)
+    assert h.commands("hall_light")[-1] == ("hall_light", None)
 
 
 def test_turn_off_and_toggle(tmp_path: Path) -> None:

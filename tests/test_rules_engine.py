@@ -165,7 +165,7 @@ def test_timer_missed_within_grace_fires_at_once(tmp_path: Path) -> None:
     h.advance(60)
     new = restart(tmp_path, MOTION_LIGHT, h, away=120)  # the light should have gone off 60 s ago
     new.advance(0)
-    assert new.commands("hall_light") == [("hall_light", False)]
+    assert new.commands("hall_light") == [("hall_light", None)]
 
 
 def test_timer_missed_beyond_grace_is_dropped(tmp_path: Path) -> None:

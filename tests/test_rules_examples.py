@@ -51,7 +51,7 @@ def test_motion_light_at_night(tmp_path: Path) -> None:
     assert actions(lines) == [
         (120.0, "night_motion_light", "hall_light", True),   # 22:01: night, motion
         (180.0, "night_motion_light", "hall_light", True),   # motion again: extended
-        (300.0, "night_motion_light", "hall_light", False),  # 2 min after the last motion
+        (300.0, "night_motion_light", "hall_light", None),  # 2 min after the last motion
     ]  # the motion at 21:59 did nothing
 
 
@@ -83,7 +83,7 @@ def test_alarm_with_siren(tmp_path: Path) -> None:
     assert actions(lines) == [
         (630.0, "house_alarm", "siren", True),
         (630.0, "light_on_alarm", "hall_light", True),
-        (810.0, "house_alarm", "siren", False),   # the 3-minute siren limit
+        (810.0, "house_alarm", "siren", None),   # the 3-minute siren limit
     ]
 
 
@@ -94,7 +94,7 @@ def test_leak_notification(tmp_path: Path) -> None:
     assert [(t, rule) for t, rule, _ in published] == [(60.0, "leak_notify"), (660.0, "leak_still_wet")]
     first = json.loads(published[0][2]["payload"])
     assert first["title"] == "Water leak" and first["sensor"] == "water_leak"
-    assert actions(lines) == [(60.0, "leak_notify", "siren", True), (90.0, "leak_notify", "siren", False)]
+    assert actions(lines) == [(60.0, "leak_notify", "siren", True), (90.0, "leak_notify", "siren", None)]
 
 
 def test_simulation_is_deterministic(tmp_path: Path) -> None:

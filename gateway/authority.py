@@ -1,0 +1,397 @@
+"""One authority per output: every writer holds a *claim*; the output follows the strongest.
+
+The model is building automation's BACnet priority array. Everything that
+wants an output — the fail-safe, the alarm, the hub, the thermostat, rules —
+writes a claim at its :class:`Level`; the output follows the highest-priority
+claim in force (the lowest level number; within one level the newest claim
+wins), and when the last claim is relinquished it returns to its *default*,
+its safe state. Writing ``None`` relinquishes the writer's own claim, as
+writing NULL does in BACnet: a rule's ``turn_on … for`` ends by letting go,
+not by writing "off", so two rules holding the same light keep it on until
+both have let go.
+
+The levels (docs/rules.md, "Who drives an output")::
+
+    1 safety      the driver failed: held at the safe value until it restarts
+    3 alarm       an alarm panel's siren
+    5 override    the hub overriding an output a controller owns (time-limited)
+    8 controller  a thermostat's heater and cooler
+   10 rules       rules, and the hub on an output nobody owns
+
+**Ownership.** An output a controller names (a thermostat's ``heater``, an
+alarm's ``siren``) is not a free switch. A hub command to it is refused with a
+reason naming the owner, unless the owner allows an ``override`` (thermostats
+may: ``override = "1h"``), in which case it becomes an override claim that
+expires by itself. Silencing a siren takes a disarm, with the code. A rule
+cannot claim an owned output either. When a reload takes an output away from a
+controller (or removes a rule), that writer's claims are relinquished.
+
+**Reconciliation.** The authority compares what the strongest claim asks
+with what the driver *confirmed*, and drives the output whenever they differ
+and the safety envelope (:mod:`drivers.envelope`) allows it. A deferral is
+retried at the instant the envelope names; a refusal (an interlock) is retried
+whenever another output changes. A move to the safe value is never limited by
+the envelope. At an output's ``max_on_s`` every claim holding it away from
+safe is relinquished (the holders are named); a controller that still wants it
+claims again, and the envelope's ``min_off_s`` applies.
+
+Every claim change ends in exactly one event: ``STATE`` (the confirmed value;
+``detail`` names the claim in force and those waiting) or ``REJECTED``
+(refused or deferred, and why). Everything here runs on the dispatcher thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Protocol
+
+from drivers.base import Actuator
+from drivers.envelope import Envelope
+from gateway.clock import Clock
+from gateway.events import Event, EventFactory, Kind, Value
+from gateway.values import is_on
+
+log = logging.getLogger(__name__)
+
+HUB = "hub"
+"""The holder name of commands from the home hub (events with no ``rule``)."""
+DRIVER_FAILED = "driver"
+"""The holder name of the safety claim made when a driver fails."""
+
+
+class Level(IntEnum):
+    """Claim priorities: a lower number wins (BACnet's convention)."""
+
+    SAFETY = 1
+    ALARM = 3
+    OVERRIDE = 5
+    CONTROLLER = 8
+    RULES = 10
+
+
+@dataclass(slots=True, frozen=True)
+class Owner:
+    """A controller that owns an output: its claims' level, and how long a hub override may last."""
+
+    holder: str
+    level: Level
+    what: str
+    """How a person names it: ``thermostat living_thermostat``."""
+    override_s: float | None = None
+    """None: hub commands to the output are refused. Seconds: they become override claims this long."""
+    refusal: str = ""
+    """What the hub should do instead, appended to a refusal (``disarm it with the code``)."""
+
+
+@dataclass(slots=True)
+class Claim:
+    holder: str
+    level: Level
+    value: Value
+    seq: int
+    cause: str | None
+    expires: float | None = None
+
+    def describe(self) -> str:
+        return f"{_holder_text(self.holder)} ({self.level.name.lower()}) {self.value!r}"
+
+
+class _Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _Output:
+    entity: str
+    actuator: Actuator
+    default: Value
+    confirmed: Value
+    claims: dict[str, Claim] = field(default_factory=dict)
+    retry: _Cancellable | None = None
+    max_on: _Cancellable | None = None
+    expiry: _Cancellable | None = None
+    refused: bool = False
+    last_state: str | None = None
+    """The id of the latest STATE event the authority emitted for this output."""
+
+    def strongest(self) -> Claim | None:
+        return min(self.claims.values(), key=lambda c: (c.level, -c.seq), default=None)
+
+    def desired(self) -> Value:
+        claim = self.strongest()
+        return self.default if claim is None else claim.value
+
+
+class Host(Protocol):
+    """What the authority needs of the dispatcher (``gateway.dispatcher.Dispatcher`` fits)."""
+
+    events: EventFactory
+    clock: Clock
+
+    def emit(self, event: Event) -> None: ...
+
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> _Cancellable: ...
+
+
+class Authority:
+    """The arbiter of every output. See the module docstring."""
+
+    def __init__(self, host: Host, actuators: Mapping[str, Actuator], envelope: Envelope | None = None) -> None:
+        self.host = host
+        self.envelope = envelope or Envelope({})
+        self.on_driver_failure: Callable[[str, str], None] | None = None
+        """Told ``(driver id, reason)`` when an actuator raised while applying (the supervisor)."""
+        self.failures = 0
+        self._outputs: dict[str, _Output] = {}
+        for entity, actuator in actuators.items():
+            safe = _safe_value(actuator, entity)
+            self._outputs[entity] = _Output(entity, actuator, safe, safe)
+        self._owners: dict[str, Owner] = {}
+        self._levels: dict[str, Level] = {}
+        self._seq = itertools.count()
+
+    def __contains__(self, entity: str) -> bool:
+        return entity in self._outputs
+
+    @property
+    def entities(self) -> list[str]:
+        return list(self._outputs)
+
+    # -- who may write ------------------------------------------------------------------
+
+    def set_owners(self, owners: Mapping[str, Owner], writers: Mapping[str, Level]) -> None:
+        """The controllers' outputs and the controllers' claim levels (after a start or a reload).
+
+        A claim of a controller on an output it does not own any more is relinquished.
+        """
+        self._owners = {entity: owner for entity, owner in owners.items() if entity in self._outputs}
+        self._levels = dict(writers)
+        for out in self._outputs.values():
+            owner = self._owners.get(out.entity)
+            stale = [h for h in out.claims if h in self._levels and (owner is None or owner.holder != h)]
+            for holder in stale:
+                del out.claims[holder]
+            if stale:
+                self._reconcile(out, None, None, f"no longer owned by {', '.join(map(_holder_text, stale))}")
+
+    def release_holder(self, holder: str, why: str) -> None:
+        """Relinquish every claim of ``holder`` (a rule or controller a reload removed or changed)."""
+        for out in self._outputs.values():
+            if out.claims.pop(holder, None) is not None:
+                self._reconcile(out, None, holder, f"{_holder_text(holder)} {why}: claim relinquished")
+
+    def owner(self, entity: str) -> Owner | None:
+        return self._owners.get(entity)
+
+    # -- events from the dispatcher -----------------------------------------------------------
+
+    def command(self, event: Event) -> None:
+        """A ``COMMAND`` for one of the outputs: record (or relinquish) the writer's claim, then reconcile."""
+        out = self._outputs[event.entity]
+        holder = event.rule or HUB
+        owner = self._owners.get(out.entity)
+        level = self._levels.get(holder, Level.RULES)
+        expires: float | None = None
+        if owner is not None and holder != owner.holder and event.value is not None:
+            if holder != HUB or owner.override_s is None:
+                self._refuse(event, f"refused: {out.entity} is owned by {owner.what}"
+                             + (f"; {owner.refusal}" if owner.refusal else ""))
+                return
+            level = Level.OVERRIDE
+            expires = self.host.clock.monotonic() + owner.override_s
+        if event.value is None:
+            if out.claims.pop(holder, None) is None:
+                return
+            self._reconcile(out, event.id, event.rule, f"{_holder_text(holder)} let go")
+            return
+        out.claims[holder] = Claim(holder, level, event.value, next(self._seq), event.id, expires)
+        if expires is not None:
+            self._arm_expiry(out)
+        self._reconcile(out, event.id, event.rule, None)
+
+    def _refuse(self, event: Event, why: str) -> None:
+        self.host.emit(self.host.events.make(Kind.REJECTED, event.entity, event.value, rule=event.rule,
+                                             cause=event.id, detail=why))
+
+    def observe(self, event: Event) -> None:
+        """A ``STATE`` for an output. One its driver posted (at start, after a restart) is the new truth."""
+        out = self._outputs[event.entity]
+        if event.id == out.last_state:
+            return  # our own confirmation: already recorded
+        out.confirmed = event.value
+        if out.claims.pop(DRIVER_FAILED, None) is not None:
+            log.info("%s: driver running again: the claims in force drive it", out.entity)
+        if out.desired() != out.confirmed:
+            self._reconcile(out, event.id, None, "driver reported its state")
+
+    # -- what controllers and status ask --------------------------------------------------------
+
+    def claim_of(self, entity: str, holder: str) -> Claim | None:
+        out = self._outputs.get(entity)
+        return None if out is None else out.claims.get(holder)
+
+    def in_force(self, entity: str) -> Claim | None:
+        out = self._outputs.get(entity)
+        return None if out is None else out.strongest()
+
+    def confirmed(self, entity: str) -> Value:
+        return self._outputs[entity].confirmed
+
+    def describe(self, entity: str) -> str:
+        """``rule r (rules) True; waiting: hub (rules) False`` — who drives the output and who waits."""
+        out = self._outputs[entity]
+        ranked = sorted(out.claims.values(), key=lambda c: (c.level, -c.seq))
+        if not ranked:
+            return f"no claim: default {out.default!r}"
+        text = ranked[0].describe()
+        if len(ranked) > 1:
+            text += "; waiting: " + ", ".join(c.describe() for c in ranked[1:])
+        return text
+
+    def status(self) -> dict[str, Any]:
+        """Per output: its confirmed value, the claim in force and those waiting (``gateway status``)."""
+        report: dict[str, Any] = {}
+        for entity, out in self._outputs.items():
+            ranked = sorted(out.claims.values(), key=lambda c: (c.level, -c.seq))
+            owner = self._owners.get(entity)
+            report[entity] = {
+                "value": out.confirmed,
+                "default": out.default,
+                "owner": owner.what if owner is not None else None,
+                "claims": [{"holder": c.holder, "level": c.level.name.lower(), "value": c.value,
+                            "in_force": i == 0} for i, c in enumerate(ranked)],
+            }
+        return report
+
+    # -- driving the output --------------------------------------------------------------------
+
+    def _reconcile(self, out: _Output, cause: str | None, rule: str | None, why: str | None) -> None:
+        """Drive ``out`` to what its strongest claim asks, as far as the envelope allows; one event says how."""
+        if out.retry is not None:
+            out.retry.cancel()
+            out.retry = None
+        if DRIVER_FAILED in out.claims and out.claims[DRIVER_FAILED] is out.strongest():
+            self._state(out, cause, rule, why)
+            return
+        desired = out.desired()
+        now = self.host.clock.monotonic()
+        decision = self.envelope.decide(out.entity, desired, now)
+        if decision.verdict == "allow":
+            out.refused = False
+            self._apply(out, desired, cause, rule, why)
+            return
+        detail = f"{decision.reason}"
+        if decision.until is not None:
+            out.retry = self.host.call_at(decision.until, lambda: self._reconcile(out, cause, rule, "deferred: now"))
+            detail = f"deferred {decision.until - now:.0f} s: {detail}"
+        else:
+            out.refused = True
+            detail = f"refused: {detail}"
+        self.host.emit(self.host.events.make(Kind.REJECTED, out.entity, desired, rule=rule, cause=cause,
+                                             detail=detail))
+
+    def _apply(self, out: _Output, value: Value, cause: str | None, rule: str | None, why: str | None) -> None:
+        try:
+            confirmed = out.actuator.apply(out.entity, value)
+        except Exception as exc:
+            self._driver_failed(out, value, exc, cause, rule)
+            return
+        changed = confirmed != out.confirmed
+        out.confirmed = confirmed
+        self.envelope.record(out.entity, confirmed, self.host.clock.monotonic())
+        self._arm_max_on(out)
+        self._state(out, cause, rule, why)
+        if changed:
+            self._retry_refused(out)
+
+    def _state(self, out: _Output, cause: str | None, rule: str | None, why: str | None) -> None:
+        detail = self.describe(out.entity)
+        if why:
+            detail = f"{why}; {detail}"
+        event = self.host.events.make(Kind.STATE, out.entity, out.confirmed, rule=rule, cause=cause, detail=detail)
+        out.last_state = event.id
+        self.host.emit(event)
+
+    def _driver_failed(self, out: _Output, value: Value, exc: Exception, cause: str | None, rule: str | None) -> None:
+        self.failures += 1
+        log.error("actuator %s failed to apply %r: %s; held at its safe value until the driver restarts",
+                  out.entity, value, exc)
+        try:
+            out.actuator.to_safe_state()
+        except Exception:
+            log.exception("actuator %s could not reach its safe state", out.entity)
+        out.confirmed = out.default
+        out.claims[DRIVER_FAILED] = Claim(DRIVER_FAILED, Level.SAFETY, out.default, next(self._seq), cause)
+        self.host.emit(self.host.events.make(Kind.REJECTED, out.entity, value, rule=rule, cause=cause,
+                                             detail=f"driver failed: {exc}"))
+        if self.on_driver_failure is not None:
+            self.on_driver_failure(out.actuator.id, f"apply failed: {exc}")
+
+    def _retry_refused(self, changed: _Output) -> None:
+        """Another output changed: an interlock that refused may allow now."""
+        for out in self._outputs.values():
+            if out is not changed and out.refused and out.desired() != out.confirmed:
+                out.refused = False
+                claim = out.strongest()
+                self._reconcile(out, claim.cause if claim else None, None, f"{changed.entity} changed")
+
+    # -- time limits -------------------------------------------------------------------------------
+
+    def _arm_max_on(self, out: _Output) -> None:
+        if out.max_on is not None:
+            out.max_on.cancel()
+            out.max_on = None
+        deadline = self.envelope.max_on_deadline(out.entity)
+        if deadline is not None:
+            out.max_on = self.host.call_at(deadline, lambda: self._max_on_reached(out))
+
+    def _max_on_reached(self, out: _Output) -> None:
+        """Every claim holding the output away from its safe value is relinquished; holders may claim again."""
+        out.max_on = None
+        safe_on = is_on(out.default)
+        holders = [h for h, c in out.claims.items() if is_on(c.value) != safe_on]
+        for holder in holders:
+            del out.claims[holder]
+        names = ", ".join(map(_holder_text, holders)) or "nobody"
+        self._reconcile(out, None, "envelope", f"maximum on time reached: released {names}")
+
+    def _arm_expiry(self, out: _Output) -> None:
+        if out.expiry is not None:
+            out.expiry.cancel()
+        deadlines = [c.expires for c in out.claims.values() if c.expires is not None]
+        if deadlines:
+            out.expiry = self.host.call_at(min(deadlines), lambda: self._expire(out))
+
+    def _expire(self, out: _Output) -> None:
+        out.expiry = None
+        now = self.host.clock.monotonic()
+        expired = [h for h, c in out.claims.items() if c.expires is not None and c.expires <= now]
+        for holder in expired:
+            del out.claims[holder]
+        self._arm_expiry(out)
+        if expired:
+            self._reconcile(out, None, None, f"{', '.join(map(_holder_text, expired))} override ended")
+
+
+def _holder_text(holder: str) -> str:
+    if holder == HUB:
+        return "the hub"
+    if holder == DRIVER_FAILED:
+        return "driver failure"
+    return holder
+
+
+def _safe_value(actuator: Actuator, entity: str) -> Value:
+    for spec in actuator.entities():
+        if spec.id == entity:
+            return spec.safe_value
+    return None
+
+
+def outputs_of(actuators: Iterable[Actuator]) -> dict[str, Actuator]:
+    """Entity id -> the actuator that drives it."""
+    return {spec.id: actuator for actuator in actuators for spec in actuator.entities()}
