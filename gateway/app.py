@@ -26,7 +26,7 @@ from drivers.supervision import Supervisor
 from gateway.bus import Bus
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
-from gateway.dispatcher import Dispatcher
+from gateway.core import build_core
 from gateway.events import Event, EventFactory, Kind
 from rules.commands import Validator, command_validators
 from rules.discovery import TopicNames, bridge_entities, discovery_extras
@@ -80,10 +80,10 @@ class Gateway:
         self.firings: deque[Event] = deque(maxlen=RECENT_FIRINGS)
         """The latest commands rules issued, newest last (``gateway status``)."""
         self.forwarder: Forwarder | None = None
-        self.dispatcher = Dispatcher(self.bus, self.events, actuators=actuators, forward=self._observe,
-                                     envelope=Envelope.from_drivers(self.drivers))
-        self.engine = build_engine(config, self.dispatcher)
-        self.dispatcher.reactor = self.engine
+        self.dispatcher, self.engine = build_core(
+            self.events, self.bus, actuators, envelope=Envelope.from_drivers(self.drivers), forward=self._observe,
+            make_engine=lambda dispatcher: build_engine(config, dispatcher),
+        )
         self.entities: dict[str, EntitySpec] = self._house_entities()
         self.forwarder = forwarder if forwarder is not None else (self._mqtt_bridge() if mqtt else None)
         self._rng = random.Random(seed)

@@ -16,7 +16,10 @@ the hub may command. Every action the rules take is printed as one JSON line:
 "value": ..., "cause": "sim-3", "detail": ...}``. Event ids are ``sim-N``, so
 the output is deterministic: installers can keep it as the expected outcome of
 their rule files. Actuators are virtual (they confirm what they are told);
-nothing is opened and the state directory is not touched.
+nothing is opened and the state directory is not touched. The core is the live
+gateway's (:mod:`gateway.core`): claims, ownership and the devices' safety
+envelopes apply, so a deferral or a refusal shows here exactly as it would
+on the board.
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from drivers.base import Actuator, DriverContext, EntitySpec
+from drivers.envelope import Envelope
 from gateway.bus import Bus
-from gateway.clock import VirtualClock
+from gateway.clock import Clock, VirtualClock
 from gateway.config import Config
-from gateway.dispatcher import Dispatcher
+from gateway.core import build_core
 from gateway.events import Event, EventFactory, Kind, Value
 from rules.commands import command_validators
 from rules.durations import Duration
@@ -47,11 +51,15 @@ _ACTION_KINDS = frozenset({Kind.COMMAND, Kind.ALARM, Kind.SYSTEM, Kind.REJECTED,
 
 
 class EchoActuator(Actuator):
-    """A virtual actuator: confirms whatever it is told. For simulation only."""
+    """A virtual actuator: confirms whatever it is told, and remembers it as a pin would
+    (``value``, and ``history``: each change with its monotonic time). For simulation only."""
 
-    def __init__(self, spec: EntitySpec) -> None:
+    def __init__(self, spec: EntitySpec, clock: Clock | None = None) -> None:
         super().__init__(spec)
         self.spec = spec
+        self.clock = clock
+        self.value: Value = spec.safe_value
+        self.history: list[tuple[float, Value]] = []
 
     @property
     def id(self) -> str:
@@ -67,10 +75,14 @@ class EchoActuator(Actuator):
         return None
 
     def apply(self, entity: str, value: Value) -> Value:
+        if value != self.value:
+            self.value = value
+            if self.clock is not None:
+                self.history.append((self.clock.monotonic(), value))
         return value
 
     def to_safe_state(self) -> None:
-        return None
+        self.apply(self.spec.id, self.spec.safe_value)
 
 
 class _Line(BaseModel):
@@ -105,11 +117,12 @@ class World:
         start: float = 1_767_225_600.0,
         state_dir: Path | None = None,
         on_event: Callable[[Event], None] | None = None,
+        envelope: Envelope | None = None,
     ) -> None:
         self.clock = VirtualClock(wall=start)
         self.events = EventFactory(self.clock, boot="sim")
         self.entities = dict(entities)
-        actuators = {eid: EchoActuator(spec) for eid, spec in entities.items()
+        actuators = {eid: EchoActuator(spec, self.clock) for eid, spec in entities.items()
                      if spec.writable and spec.component.value in ("switch", "light", "siren")}
         self.seen: list[Event] = []
 
@@ -118,14 +131,20 @@ class World:
             if on_event is not None:
                 on_event(event)
 
-        self.dispatcher = Dispatcher(Bus(), self.events, actuators=actuators, forward=forward)
-        self.engine = RuleEngine(ruleset, self.dispatcher, timezone=timezone, state_dir=state_dir)
-        self.dispatcher.reactor = self.engine
+        self.dispatcher, self.engine = build_core(
+            self.events, Bus(), actuators, envelope=envelope or Envelope({}), forward=forward,
+            make_engine=lambda dispatcher: RuleEngine(ruleset, dispatcher, timezone=timezone, state_dir=state_dir),
+        )
         self.all_entities = {**self.entities, **{s.id: s for s in ruleset.entities()}}
         self.validators = command_validators(ruleset, self.clock)
         """What the MQTT bridge registers: scripted hub commands pass the same edge checks."""
 
     def start(self) -> None:
+        """As on the board: each output reports its safe state first, then the rules start."""
+        for entity, actuator in self.dispatcher.actuators.items():
+            if isinstance(actuator, EchoActuator):
+                self.dispatcher.bus.post(self.events.make(Kind.STATE, entity, actuator.value,
+                                                          detail="safe state at start"))
         self.engine.start()
         self.dispatcher.advance(0)
 
@@ -228,7 +247,8 @@ def simulate(config: Config, events_file: Path | str, out: IO[str] | None = None
         print(str(exc), file=sys.stderr)
         return 1
     world = World(config.entities(), ruleset, timezone=config.gateway.timezone,
-                  start=start if start is not None else 1_767_225_600.0)
+                  start=start if start is not None else 1_767_225_600.0,
+                  envelope=Envelope.from_drivers(config.drivers()))
     origin = world.clock.monotonic()
 
     def show(event: Event) -> None:

@@ -325,14 +325,16 @@ class ThermostatController(Controller):
         self._wait = self.host.runtime.call_later(seconds, retry)
 
     def _action(self) -> str:
-        if self.fault is not None:
-            return "fault"
-        if self.mode == "off":
-            return "off"
+        """What the equipment does, from the relays' confirmed state: ``heating`` exactly while the
+        heater relay is on (whoever holds it: the thermostat or a hub override)."""
         if self._relay_on(self.config.heater):
             return "heating"
         if self._relay_on(self.config.cooler):
             return "cooling"
+        if self.fault is not None:
+            return "fault"
+        if self.mode == "off":
+            return "off"
         return "idle"
 
     def _publish(self, cause: str | None, why: str) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from drivers.base import Component, EntitySpec
+from drivers.envelope import Envelope
 from gateway.events import Event, Kind, Value
 from gateway.simulate import World
 from rules.loader import RuleSet, load_rules
@@ -62,10 +63,10 @@ class House(World):
 
 
 def house(tmp_path: Path, text: str, *, start: str | None = None, tz: str = "UTC",
-          state_dir: Path | None = None, begin: bool = True) -> House:
+          state_dir: Path | None = None, begin: bool = True, envelope: Envelope | None = None) -> House:
     rules = ruleset(tmp_path, text)
     world = House(DEMO_ENTITIES, rules, timezone=tz, start=local(start, tz) if start else 1_767_225_600.0,
-                  state_dir=state_dir)
+                  state_dir=state_dir, envelope=envelope)
     if begin:
         world.start()
     return world

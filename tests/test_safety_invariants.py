@@ -1,0 +1,230 @@
+"""Safety invariants, checked over random histories of a house in virtual time (hypothesis, stateful).
+
+The house: a thermostat on the heater (with a hub override allowed), an alarm
+with a siren, a motion light and an alarm light on the same hall light, and a
+safety envelope on the heater and the siren. Hypothesis interleaves readings,
+sensor silence and unavailability, hub commands (to owned and free outputs),
+rule triggers, arming and disarming, reloads, restarts and the passing of
+time, and after every step checks what must always hold:
+
+* the state the gateway reports for each output equals its pin;
+* the heater is off within ``stale_after`` of its sensor going silent (at once
+  when it becomes unavailable), unless a hub override claim holds it;
+* no output stays on beyond its ``max_on_s``;
+* a move to the safe value is applied at once: if the claim in force asks for
+  safe, the pin is safe;
+* the thermostat reports ``heating`` exactly while the heater relay is on;
+* the siren sounds only while the alarm is triggered, never beyond ``siren_time``;
+* no output leaves its safe value faster than its envelope allows.
+
+``SAFETY_PROFILE=long pytest tests/test_safety_invariants.py`` runs a longer search by hand.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from drivers.envelope import Envelope, EnvelopeConfig
+from gateway.events import Kind
+from gateway.simulate import EchoActuator
+from gateway.values import is_on
+from rules.loader import RuleSet, load_rules
+from tests.rules_kit import DEMO_ENTITIES, HEADER, House
+
+settings.register_profile("ci", max_examples=40, stateful_step_count=40, deadline=None, derandomize=True,
+                          database=None)
+settings.register_profile("long", max_examples=2000, stateful_step_count=80, deadline=None)
+
+STALE_AFTER = 180.0
+SIREN_TIME = 180.0
+LIMITS = {
+    "heater": EnvelopeConfig(min_on_s=60, min_off_s=60, max_on_s=3600, max_switches_per_hour=12),
+    "siren": EnvelopeConfig(max_on_s=300),
+}
+RULES = HEADER + f"""
+[[thermostats]]
+id = "living"
+sensor = "living_temperature"
+heater = "heater"
+setpoint = 20
+hysteresis = 0.5
+min_setpoint = 10
+max_setpoint = 25
+stale_after = "{STALE_AFTER:g}s"
+override = "10m"
+
+[[alarms]]
+id = "house_alarm"
+exit_delay = "0s"
+entry_delay = "20s"
+siren = "siren"
+siren_time = "{SIREN_TIME:g}s"
+[alarms.sensors]
+armed_away = ["front_door"]
+
+[[rules]]
+id = "hall_light_on_motion"
+[[rules.triggers]]
+type = "state"
+entity = "hall_motion"
+to = true
+[[rules.actions]]
+type = "turn_on"
+entity = "hall_light"
+for = "2m"
+
+[[rules]]
+id = "light_on_alarm"
+[[rules.triggers]]
+type = "state"
+entity = "house_alarm"
+to = "triggered"
+[[rules.actions]]
+type = "turn_on"
+entity = "hall_light"
+for = "10m"
+"""
+_RULES_DIR = Path(tempfile.mkdtemp(prefix="safety-rules-"))
+(_RULES_DIR / "house.toml").write_text(RULES)
+RULESET: RuleSet = load_rules(_RULES_DIR, DEMO_ENTITIES)
+TICK = 1e-6
+
+
+class SafeHouse(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.house = self._build()
+        self.last_reading = -math.inf
+        self.stale_from = -math.inf
+        """The instant the heater must be off by (unless overridden): silence or unavailability."""
+        self.triggered_at: float | None = None
+
+    def _build(self) -> House:
+        envelope = Envelope(LIMITS, {"heater": False, "siren": False})
+        house = House(DEMO_ENTITIES, RULESET, envelope=envelope)
+        house.start()
+        return house
+
+    @property
+    def now(self) -> float:
+        return self.house.clock.monotonic()
+
+    def pin(self, entity: str) -> EchoActuator:
+        actuator = self.house.dispatcher.actuators[entity]
+        assert isinstance(actuator, EchoActuator)
+        return actuator
+
+    @initialize(value=st.floats(5, 30))
+    def first_reading(self, value: float) -> None:
+        self.reading(value)
+
+    # -- what happens in the house -------------------------------------------------------------------
+
+    @rule(value=st.floats(5, 30))
+    def reading(self, value: float) -> None:
+        self.house.set("living_temperature", round(value, 1))
+        self.last_reading = self.now
+        self.stale_from = self.now + STALE_AFTER
+
+    @rule()
+    def sensor_unavailable(self) -> None:
+        self.house.post("living_temperature", False, Kind.AVAILABILITY)
+        self.stale_from = min(self.stale_from, self.now)
+
+    @rule(seconds=st.sampled_from([1, 5, 30, 59, 60, 61, 119, 120, 179, 181, 300, 600, 1800, 3600]))
+    def time_passes(self, seconds: float) -> None:
+        self.house.advance(seconds)
+
+    @rule(entity=st.sampled_from(["heater", "siren", "hall_light"]), on=st.booleans())
+    def hub_command(self, entity: str, on: bool) -> None:
+        self.house.command(entity, on)
+
+    @rule(mode=st.sampled_from(["heat", "off"]))
+    def hub_thermostat_mode(self, mode: str) -> None:
+        self.house.command("living", mode)
+
+    @rule(on=st.booleans())
+    def motion(self, on: bool) -> None:
+        self.house.set("hall_motion", on)
+
+    @rule(open_=st.booleans())
+    def door(self, open_: bool) -> None:
+        self.house.set("front_door", open_)
+
+    @rule(action=st.sampled_from(["arm_away", "disarm"]))
+    def alarm(self, action: str) -> None:
+        self.house.command("house_alarm", action)
+
+    @rule()
+    def reload(self) -> None:
+        self.house.engine.replace(RULESET)
+        self.house.dispatcher.drain()
+
+    # -- what must always hold -----------------------------------------------------------------------
+
+    @invariant()
+    def reported_state_equals_the_pin(self) -> None:
+        for entity in self.house.dispatcher.outputs.entities:
+            assert self.house.value(entity) == self.pin(entity).value, entity
+
+    @invariant()
+    def heater_off_once_the_sensor_is_silent_unless_overridden(self) -> None:
+        overridden = self.house.dispatcher.outputs.claim_of("heater", "hub") is not None
+        if self.now > self.stale_from + TICK and not overridden:
+            assert self.pin("heater").value is False
+
+    @invariant()
+    def nothing_stays_on_beyond_its_maximum_on_time(self) -> None:
+        for entity, limits in LIMITS.items():
+            history = self.pin(entity).history
+            if history and is_on(history[-1][1]) and limits.max_on_s is not None:
+                assert self.now - history[-1][0] <= limits.max_on_s + TICK, entity
+
+    @invariant()
+    def a_move_to_the_safe_value_is_applied_at_once(self) -> None:
+        outputs = self.house.dispatcher.outputs
+        for entity in outputs.entities:
+            claim = outputs.in_force(entity)
+            default = self.house.all_entities[entity].safe_value
+            if claim is None or is_on(claim.value) == is_on(default):
+                assert is_on(self.pin(entity).value) == is_on(default), entity
+
+    @invariant()
+    def the_thermostat_reports_heating_exactly_while_the_relay_is_on(self) -> None:
+        if self.house.value("living_action") is not None:
+            assert (self.house.value("living_action") == "heating") == (self.pin("heater").value is True)
+
+    @invariant()
+    def the_siren_sounds_only_while_triggered_and_never_beyond_siren_time(self) -> None:
+        state = self.house.value("house_alarm")
+        if state == "triggered" and self.triggered_at is None:
+            self.triggered_at = self.now
+        elif state != "triggered":
+            self.triggered_at = None
+        if self.pin("siren").value is True:
+            assert state == "triggered"
+            assert self.triggered_at is not None and self.now - self.triggered_at <= SIREN_TIME + TICK
+
+    @invariant()
+    def no_output_leaves_its_safe_value_faster_than_its_envelope_allows(self) -> None:
+        for entity, limits in LIMITS.items():
+            history = self.pin(entity).history
+            if not history or not is_on(history[-1][1]):
+                continue
+            at = history[-1][0]
+            earlier = [t for t, _ in history[:-1]]
+            if earlier:
+                assert at - earlier[-1] >= limits.min_off_s - TICK, entity
+            if limits.max_switches_per_hour is not None:
+                assert len([t for t in earlier if t > at - 3600]) < limits.max_switches_per_hour, entity
+
+
+SafeHouse.TestCase.settings = settings.get_profile(os.environ.get("SAFETY_PROFILE", "ci"))
+test_safety_invariants = SafeHouse.TestCase
