@@ -81,7 +81,8 @@ class Gateway:
         """The latest commands rules issued, newest last (``gateway status``)."""
         self.forwarder: Forwarder | None = None
         self.dispatcher = Dispatcher(self.bus, self.events, actuators=actuators, forward=self._observe)
-        self.dispatcher.gate = EnvelopeGate(Envelope.from_drivers(self.drivers), self.dispatcher)
+        self.dispatcher.gate = EnvelopeGate(Envelope.from_drivers(
+            self.drivers, state_dir=self.config.gateway.state_dir, clock=self.events.clock), self.dispatcher)
         self.engine = build_engine(config, self.dispatcher)
         self.dispatcher.reactor = self.engine
         self.entities: dict[str, EntitySpec] = self._house_entities()
