@@ -14,10 +14,13 @@ from pydantic import ValidationError
 from drivers.actuators import Relay
 from drivers.base import DriverContext
 from drivers.envelope import DEFAULT_LIMITS, HOUR, Envelope, EnvelopeConfig, EnvelopeGate
+from gateway.app import Gateway
 from gateway.bus import Bus
 from gateway.clock import VirtualClock
+from gateway.config import load_config
 from gateway.dispatcher import Dispatcher
 from gateway.events import Event, EventFactory, Kind
+from tests.helpers import RecordingForwarder, write_config
 
 
 def env(**limits: Any) -> Envelope:
@@ -400,3 +403,33 @@ def test_from_drivers_persists_in_the_state_dir(tmp_path: Path) -> None:
     e = Envelope.from_drivers([relay()], state_dir=tmp_path, clock=clock)
     e.record("lamp", True, now=clock.monotonic())
     assert json.loads((tmp_path / "envelope.json").read_text())["outputs"]["lamp"]["since"] == clock.time()
+
+
+# -- in the gateway ----------------------------------------------------------------------------
+
+HEATER = """
+[gateway]
+id = "envelope"
+state_dir = "state"
+
+[[devices]]
+id = "heater"
+driver = "gpio.relay"
+pin = 22
+envelope = { min_off_s = 120 }
+"""
+
+
+def test_a_restarted_gateway_keeps_the_heater_off_for_its_minimum_off_time(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, HEATER, rules="version = 1\n"))
+    for attempt in range(2):  # the gateway crashes and comes straight back
+        pins = MockFactory()
+        gateway = Gateway(config, pin_factory=pins, forwarder=RecordingForwarder())
+        gateway.start()
+        try:
+            gateway.dispatcher.drain()
+            gateway.dispatcher.process(gateway.events.make(Kind.COMMAND, "heater", True, rule="thermostat"))
+            assert pins.pin(22).state is (attempt == 0)
+        finally:
+            gateway.shutdown()
+    assert (tmp_path / "state" / "envelope.json").exists()
