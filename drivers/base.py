@@ -219,7 +219,7 @@ class Actuator(Driver):
         """Drive every output to its declared safe state; must not raise if the hardware is gone."""
 
     def envelope(self) -> Mapping[str, EnvelopeConfig]:
-        """Safety limits per entity, enforced by the dispatcher's :class:`~drivers.envelope.EnvelopeGate`."""
+        """Safety limits per entity, enforced by the dispatcher's :class:`~gateway.authority.Authority`."""
         return {}
 
 

@@ -80,8 +80,9 @@ class Gateway:
         self.firings: deque[Event] = deque(maxlen=RECENT_FIRINGS)
         """The latest commands rules issued, newest last (``gateway status``)."""
         self.forwarder: Forwarder | None = None
+        envelope = Envelope.from_drivers(self.drivers, state_dir=config.gateway.state_dir, clock=self.events.clock)
         self.dispatcher, self.engine = build_core(
-            self.events, self.bus, actuators, envelope=Envelope.from_drivers(self.drivers), forward=self._observe,
+            self.events, self.bus, actuators, envelope=envelope, forward=self._observe,
             make_engine=lambda dispatcher: build_engine(config, dispatcher),
         )
         self.entities: dict[str, EntitySpec] = self._house_entities()

@@ -325,6 +325,7 @@ class Authority:
         except Exception:
             log.exception("actuator %s could not reach its safe state", out.entity)
         out.confirmed = out.default
+        self.envelope.record(out.entity, out.default, self.host.clock.monotonic())
         out.claims[DRIVER_FAILED] = Claim(DRIVER_FAILED, Level.SAFETY, out.default, next(self._seq), cause)
         self.host.emit(self.host.events.make(Kind.REJECTED, out.entity, value, rule=rule, cause=cause,
                                              detail=f"driver failed: {exc}"))
