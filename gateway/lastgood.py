@@ -211,14 +211,15 @@ def choose_outputs(
     except ConfigError as exc:
         config_problems = exc.problems
     except RecursionError:
-        config_problems = [f"{config_path}: nested too deeply to read"]
+        config_problems = [f"{config_path}: nested too deeply"]
     except Exception as exc:  # safe-state must never die on a config it cannot read
-        config_problems = [f"{config_path}: cannot be read: {exc}"]
+        config_problems = [f"{config_path}: {exc}"]
     else:
         return Outputs(tuple(output_devices(config)), f"using the outputs of {config_path}")
 
-    invalid = f"{config_path} is invalid ({_first(config_problems)})"
     data = _read_toml(config_path)
+    first = _first([problem.removeprefix(f"{config_path}: ") for problem in config_problems])
+    invalid = f"{config_path} is invalid ({first})" if data is not None else f"{config_path} cannot be read ({first})"
     devices: list[DeviceConfig] = []
     unusable = [f"{config_path}: cannot be read"]
     if data is not None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -181,6 +183,45 @@ def test_an_invalid_output_entry_falls_back_on_the_saved_copy_found_through_the_
     assert "using the last-known-good outputs" in caplog.text
 
 
+def test_a_device_with_an_unknown_driver_may_be_an_output_so_the_saved_copy_is_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    config_path = _good_config(tmp_path)
+    _save_last_good(config_path)
+    _break(config_path, 'id = "heater"\ndriver = "gpio.relay"', 'id = "heater"\ndriver = "gpio.rely"')
+    pins = _pins()
+    with caplog.at_level(logging.INFO):
+        assert safe_state(config_path, pin_factory=pins, env={}) == 0
+    assert _pins_at_safe_levels(pins) == SAFE_LEVELS
+    assert "did you mean 'gpio.relay'?" in caplog.text and "using the last-known-good outputs" in caplog.text
+
+
+def test_without_a_saved_copy_the_outputs_that_validate_are_still_driven_and_the_command_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    config_path = _good_config(tmp_path)
+    _break(config_path, "pin = 23\nsafe_state = false", "pin = 23\nsafe_state = \"maybe\"")
+    pins = _pins()
+    with caplog.at_level(logging.INFO):
+        assert safe_state(config_path, pin_factory=pins, env={}) == 1
+    assert (pins.pin("GPIO22").released, pins.pin("GPIO24").released) == (1.0, 1.0)
+    assert "driving only the 2 output(s)" in caplog.text
+    assert "devices[2] (heater): safe_state: Input should be a valid boolean" in caplog.text
+
+
+def test_a_saved_copy_of_an_unknown_format_version_is_not_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    config_path = _good_config(tmp_path)
+    saved = _save_last_good(config_path)
+    saved.write_text(saved.read_text().replace('"version": 1', '"version": 99'))
+    _break(config_path, 'id = "heater"', 'id = "heater')
+    pins = _pins()
+    assert safe_state(config_path, pin_factory=pins, env={}) == 1
+    assert "unknown format version 99" in caplog.text
+    assert "GPIO23" not in {pin.info.name for pin in pins.pins.values()}
+
+
 def test_the_saved_copy_is_looked_for_in_systemds_state_directory_when_the_config_names_none(
     tmp_path: Path,
 ) -> None:
@@ -201,8 +242,15 @@ def test_without_a_config_or_a_saved_copy_the_command_fails_and_says_why(tmp_pat
     assert "no output was driven to its safe state" in result.stdout
 
 
-def test_after_a_real_start_the_command_drives_the_saved_outputs_when_the_config_is_gone(tmp_path: Path) -> None:
-    directory = short_dir()
+@pytest.fixture
+def directory() -> Iterator[Path]:
+    """Short enough for the AF_UNIX sockets of a real ``gateway run``."""
+    path = short_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_after_a_real_start_the_command_drives_the_saved_outputs_when_the_config_is_gone(directory: Path) -> None:
     config_path = _good_config(directory)
     gateway = GatewayProcess.start(directory, config_path)
     try:
