@@ -237,7 +237,7 @@ def test_without_a_config_or_a_saved_copy_the_command_fails_and_says_why(tmp_pat
     result = run_cli("safe-state", "--config", str(tmp_path / "missing.toml"), "--state-dir", str(tmp_path / "state"),
                      env={"GPIOZERO_PIN_FACTORY": "mock"})
     assert result.returncode == 1
-    assert "missing.toml: no such file" in result.stdout
+    assert "missing.toml cannot be read (no such file)" in result.stdout
     assert f"no last-known-good outputs in {tmp_path / 'state'}" in result.stdout
     assert "no output was driven to its safe state" in result.stdout
 
