@@ -367,7 +367,11 @@ def drive_safe_states(
     problems: list[str] = []
     try:
         for device in devices:
-            driver = DRIVERS[device.driver](device)
+            try:
+                driver = DRIVERS[device.driver](device)
+            except Exception as exc:
+                problems.append(f"{device.id}: could not be built: {exc}")
+                continue
             if isinstance(driver, Actuator):
                 problems.extend(_drive_safe(driver, ctx))
     finally:
