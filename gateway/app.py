@@ -28,6 +28,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.core import build_core
 from gateway.events import Event, EventFactory, Kind
+from gateway.lastgood import save_outputs
 from rules.commands import Validator, command_validators
 from rules.discovery import TopicNames, bridge_entities, discovery_extras
 from rules.engine import build_engine
@@ -149,6 +150,7 @@ class Gateway:
         if add_health_source is not None:
             add_health_source("drivers", self.driver_health)
         self.supervisor.start_all()
+        save_outputs(self.config)  # for `gateway safe-state` when config.toml is broken later
         self.bus.post(self.events.make(Kind.SYSTEM, "gateway", "started"))
         log.info(
             "gateway %s started: %d of %d devices running, %d rules%s",

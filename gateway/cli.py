@@ -5,14 +5,16 @@
     gateway simulate   [--config PATH] --events FILE.jsonl             rules in virtual time, actions as JSON lines
     gateway traces     [--config PATH] [RULE] [--last N]               why each rule fired or did not
     gateway status     [--config PATH] [--socket PATH] [--json]         ask the running service
-    gateway safe-state [--config PATH]                                  every actuator to its safe state
+    gateway safe-state [--config PATH] [--state-dir DIR]                every actuator to its safe state
 
 Exit status: 0 success, 1 invalid config or rules (one line per problem on
 stderr), 2 usage error. ``run`` exits 0 after SIGTERM or Ctrl-C once every
 actuator is in its safe state; a second Ctrl-C forces an immediate exit;
 SIGHUP reloads the rule files. ``status`` exits 3 when the service is not
 running (as ``systemctl status`` does) and 1 when it does not answer.
-``safe-state`` exits 1 if any actuator could not be driven safe.
+``safe-state`` works from a broken config (the config's own outputs, else the
+copy of them the last successful start saved); it exits 1 if any actuator
+could not be driven safe, or if no description of the outputs exists.
 """
 
 from __future__ import annotations
@@ -90,8 +92,15 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
     status.set_defaults(handler=cmd_status)
 
-    safe = sub.add_parser("safe-state", help="drive every actuator to its safe state (systemd ExecStopPost=)")
+    safe = sub.add_parser(
+        "safe-state", help="drive every actuator to its safe state (systemd ExecStopPost=), even from a broken config",
+    )
     _config_option(safe)
+    safe.add_argument(
+        "--state-dir", type=Path,
+        help="where the last-known-good outputs are saved, used when the config is invalid "
+             "(default: the config's gateway.state_dir, else $STATE_DIRECTORY, else /var/lib/gateway)",
+    )
     safe.set_defaults(handler=cmd_safe_state)
     return parser
 
@@ -237,17 +246,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_safe_state(args: argparse.Namespace) -> int:
+    """Never stops at an invalid config: see :func:`gateway.service.safe_state`."""
     from gateway.logs import setup_logging
-    from gateway.service import drive_safe_states
+    from gateway.service import safe_state
 
     setup_logging("INFO")
-    config = _load(args.config)
-    if config is None:
-        return 1
-    problems = drive_safe_states(config)
-    for problem in problems:
-        log.error("%s", problem)
-    return 1 if problems else 0
+    return safe_state(args.config, state_dir=args.state_dir)
 
 
 if __name__ == "__main__":

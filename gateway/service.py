@@ -16,8 +16,10 @@ thread holds the lock inside the bus, and the lock is not re-entrant. The
 wake-up goes through ``signal.set_wakeup_fd``: the C-level handler writes a
 byte to a pipe, and a small thread turns that byte into ``bus.wake()``.
 
-:func:`drive_safe_states` is ``gateway safe-state`` (the unit's ``ExecStopPost=``):
-after a SIGKILL or a crash nothing else returns the outputs to safety.
+:func:`safe_state` is ``gateway safe-state`` (the unit's ``ExecStopPost=``):
+after a SIGKILL or a crash nothing else returns the outputs to safety. It needs
+only the outputs, so a broken config does not stop it: the config's own actuator
+entries, else the copy the last successful start saved (:mod:`gateway.lastgood`).
 """
 
 from __future__ import annotations
@@ -28,15 +30,15 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from drivers.base import Actuator, DriverContext
+from drivers.base import Actuator, DeviceConfig, DriverContext
+from drivers.registry import DRIVERS
 from gateway.clock import SystemClock
-from gateway.config import Config
 from gateway.control import SOCKET_NAME, ControlServer
 from gateway.events import EventFactory
 from gateway.guard import failures, guarded
@@ -313,18 +315,49 @@ class Service:
         }
 
 
+def safe_state(
+    config_path: Path,
+    *,
+    state_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    pin_factory: Factory | None = None,
+) -> int:
+    """``gateway safe-state``: every output to its safe state, even from a broken config; the exit status.
+
+    The outputs come from the config, or from the last-known-good copy the last successful start
+    saved (:func:`gateway.lastgood.choose_outputs` says which, in one log line). Exits 0 when every
+    output was driven safe, 1 when one could not be, or when no description of the outputs exists
+    (then nothing was driven, and the message says why).
+    """
+    from gateway.lastgood import NoOutputs, choose_outputs
+
+    try:
+        outputs = choose_outputs(config_path, state_dir=state_dir, env=env)
+    except NoOutputs as exc:
+        log.critical("safe-state: %s", exc)
+        return 1
+    if outputs.fallback:
+        log.warning("safe-state: %s", outputs.origin)
+    else:
+        log.info("safe-state: %s", outputs.origin)
+    problems = [*outputs.problems, *drive_safe_states(outputs.devices, pin_factory=pin_factory)]
+    for problem in problems:
+        log.error("safe-state: %s", problem)
+    return 1 if problems else 0
+
+
 def drive_safe_states(
-    config: Config,
+    devices: Iterable[DeviceConfig],
     *,
     pin_factory: Factory | None = None,
     open_serial: Callable[..., Any] | None = None,
 ) -> list[str]:
-    """Drive every actuator of ``config`` to its safe state and release it; the problems, if any.
+    """Drive every actuator among ``devices`` to its safe state and release it; the problems, if any.
 
     Used by ``gateway safe-state`` after the main process is gone (SIGKILL, a
-    crash): each actuator driver is built from the config, started on the real
-    hardware (gpiozero's default pin factory unless one is given), told its
-    safe value, and stopped. One actuator failing never stops the others.
+    crash): each actuator driver is built from its validated device table, started
+    on the real hardware (gpiozero's default pin factory unless one is given), told
+    its safe value, and stopped. One actuator failing never stops the others.
     """
     from gateway.app import _real_serial_opener
 
@@ -333,7 +366,12 @@ def drive_safe_states(
                         open_serial=open_serial or _real_serial_opener)
     problems: list[str] = []
     try:
-        for driver in config.drivers():
+        for device in devices:
+            try:
+                driver = DRIVERS[device.driver](device)
+            except Exception as exc:
+                problems.append(f"{device.id}: could not be built: {exc}")
+                continue
             if isinstance(driver, Actuator):
                 problems.extend(_drive_safe(driver, ctx))
     finally:
