@@ -139,7 +139,7 @@ def test_every_action_carries_rule_and_cause(tmp_path: Path) -> None:
     cause = h.set("hall_motion", True)
     command = next(e for e in h.actions() if e.kind is Kind.COMMAND)
     assert (command.rule, command.cause) == ("r", cause.id)
-    state = next(e for e in h.seen if e.kind is Kind.STATE and e.entity == "hall_light")
+    state = next(e for e in h.seen if e.kind is Kind.STATE and e.entity == "hall_light" and e.value is True)
     assert state.cause == command.id
 
 
