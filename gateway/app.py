@@ -29,7 +29,7 @@ from gateway.config import Config
 from gateway.core import build_core
 from gateway.events import Event, EventFactory, Kind
 from gateway.lastgood import save_outputs
-from rules.commands import Validator, command_validators
+from rules.commands import LOCKOUT_FILE, CodeGuard, Validator, command_validators
 from rules.discovery import TopicNames, bridge_entities, discovery_extras
 from rules.engine import build_engine
 from rules.loader import RulesError, load_ruleset
@@ -86,6 +86,8 @@ class Gateway:
             self.events, self.bus, actuators, envelope=envelope, forward=self._observe,
             make_engine=lambda dispatcher: build_engine(config, dispatcher),
         )
+        self.code_guard = CodeGuard(self.events.clock, config.gateway.state_dir / LOCKOUT_FILE)
+        """Alarm wrong codes and lockouts: kept across reloads (validators are rebuilt) and restarts."""
         self.entities: dict[str, EntitySpec] = self._house_entities()
         self.forwarder = forwarder if forwarder is not None else (self._mqtt_bridge() if mqtt else None)
         self._rng = random.Random(seed)
@@ -119,7 +121,7 @@ class Gateway:
     ) -> tuple[dict[str, Validator], list[tuple[str, str, dict[str, Any]]]]:
         """The hub commands and discovery configs of the rules' thermostats and alarms."""
         ruleset = self.engine.ruleset
-        return command_validators(ruleset, self.events.clock), discovery_extras(ruleset, topics)
+        return command_validators(ruleset, self.events.clock, self.code_guard), discovery_extras(ruleset, topics)
 
     def _announce_controllers(self) -> None:
         """After a reload: the rules' entities, hub commands and discovery as the new rule set has them."""

@@ -21,11 +21,22 @@ delay) -> ``triggered`` (siren on for at most ``siren_time``, then back to the
 armed mode). Every transition is a ``Kind.ALARM`` event (entity = alarm id,
 value = new state, ``detail`` = why, ``cause`` = the event that caused it).
 
+Swinger limit (EN 50131's "swinger shutdown"): a sensor whose activation has
+started ``max_triggers`` alarms (default 3: the entry delay or an instant
+trigger; an entry delay always ends in ``triggered`` unless disarmed, and disarm
+clears the count) is bypassed until the panel is disarmed, so a faulty contact
+cannot sound the siren all night. Reaching the limit is announced once by an
+``ALARM`` event (value = the unchanged state, ``detail`` =
+``"front_door bypassed: triggered 3 times since arming (swinger limit)"``).
+The counts are part of the snapshot: they survive a reload and a restart.
+
 Commands on the alarm's entity carry an action (``arm_away``, ``disarm``...).
 A rule (``type = "alarm"``) needs no code; a hub command's code is checked at
 the edge, before the command becomes an event, by
 :class:`rules.commands.AlarmCommandValidator` (salted scrypt hash, lockout after
-``max_failed_codes``), so no code ever reaches the bus, a log or a topic.
+``max_failed_codes``, doubling with each further lockout, kept across reloads
+and restarts by :class:`rules.commands.CodeGuard`), so no code ever reaches the
+bus, a log or a topic.
 """
 
 from __future__ import annotations
@@ -74,6 +85,8 @@ class AlarmController(Controller):
         super().__init__(host, config, fingerprint)
         self.state: str = "disarmed"
         self.target: str | None = None
+        self.triggers: dict[str, int] = {}
+        """Alarms each sensor started since arming (the swinger limit); disarm clears it."""
 
     @property
     def _timer_key(self) -> str:
@@ -94,7 +107,7 @@ class AlarmController(Controller):
                                          "disarm the alarm (with its code) to silence it")}
 
     def snapshot(self) -> dict[str, Any]:
-        return {"state": self.state, "target": self.target}
+        return {"state": self.state, "target": self.target, "triggers": dict(self.triggers)}
 
     def start(self, cause: str | None, restored: dict[str, Any] | None) -> None:
         if restored and restored.get("state") in m.AlarmState.__args__:  # type: ignore[attr-defined]
@@ -103,7 +116,10 @@ class AlarmController(Controller):
             self.target = str(target) if target in ARMED else None
             if self.state in ("arming", "pending", "triggered") and self.target is None:
                 self.state = "disarmed"
-            self._emit(self.state, "restored after restart", cause)
+            self.triggers = {} if self.state == "disarmed" else _trigger_counts(restored.get("triggers"))
+            bypassed = sorted(sensor for sensor in self.triggers if self._bypassed(sensor))
+            why = "restored after restart" + (f"; bypassed: {', '.join(bypassed)}" if bypassed else "")
+            self._emit(self.state, why, cause)
         else:
             self._emit("disarmed", "started", cause)
 
@@ -161,14 +177,36 @@ class AlarmController(Controller):
         sensor = event.entity
         instant = sensor in self.config.instant
         if self.state in ARMED and sensor in getattr(self.config.sensors, self.state):
+            if self._bypassed(sensor):
+                log.debug("alarm %s: %s active but bypassed (swinger limit)", self.id, sensor)
+                return
             self.target = self.state
             if instant or self.config.entry_delay <= 0:
                 self._trigger(f"{sensor} active while {self.state}", event.id)
             else:
                 self._emit("pending", f"{sensor} active while {self.state}: entry delay", event.id)
                 self._arm_timer("entry", self.config.entry_delay, event.id)
+            self._count_alarm(sensor, event.id)
         elif self.state == "pending" and instant and sensor in getattr(self.config.sensors, self.target or "", ()):
+            if self._bypassed(sensor):
+                log.debug("alarm %s: %s active but bypassed (swinger limit)", self.id, sensor)
+                return
             self._trigger(f"{sensor} active during the entry delay", event.id)
+            self._count_alarm(sensor, event.id)
+
+    def _bypassed(self, sensor: str) -> bool:
+        limit = self.config.max_triggers
+        return limit > 0 and self.triggers.get(sensor, 0) >= limit
+
+    def _count_alarm(self, sensor: str, cause: str | None) -> None:
+        """``sensor`` started an alarm: count it; at the limit, bypass it until disarm and say so once."""
+        count = self.triggers[sensor] = self.triggers.get(sensor, 0) + 1
+        if self._bypassed(sensor):
+            why = f"{sensor} bypassed: triggered {count} times since arming (swinger limit)"
+            log.warning("alarm %s: %s", self.id, why)
+            runtime = self.host.runtime
+            runtime.emit(runtime.events.make(Kind.ALARM, self.id, self.state, rule=self.id, cause=cause, detail=why))
+        self.host.changed()
 
     def command(self, event: Event) -> None:
         """An action from a rule or from the hub; the hub's code was checked at the edge (rules/commands.py)."""
@@ -182,6 +220,7 @@ class AlarmController(Controller):
             if was == "triggered":
                 self._siren(False, event.id, "disarmed")
             self.target = None
+            self.triggers = {}  # a new arming starts with every sensor in service
             self._emit("disarmed", f"disarmed (was {was})", event.id)
             return
         mode = action.replace("arm_", "armed_")
@@ -201,3 +240,11 @@ class AlarmController(Controller):
     def _reject(self, event: Event, why: str, action: str | None) -> None:
         runtime = self.host.runtime
         runtime.emit(runtime.events.make(Kind.REJECTED, self.id, action, rule=self.id, cause=event.id, detail=why))
+
+
+def _trigger_counts(raw: Any) -> dict[str, int]:
+    """The swinger counts of a snapshot; anything unreadable counts as none."""
+    if not isinstance(raw, dict):
+        return {}
+    return {str(sensor): count for sensor, count in raw.items()
+            if isinstance(count, int) and not isinstance(count, bool) and count > 0}

@@ -401,8 +401,14 @@ class Alarm(Model):
     sensors: AlarmSensors = AlarmSensors()
     instant: list[EntityId] = Field(default_factory=list)
     """Sensors that trigger at once, without the entry delay (windows, panic buttons)."""
+    max_triggers: int = Field(default=3, ge=0)
+    """Swinger limit: a sensor that started this many alarms since arming is bypassed until disarm (0 = no limit)."""
     max_failed_codes: int = Field(default=5, ge=1)
-    lockout: Duration = 60.0
+    """Wrong codes in a row (from the hub) that lock the panel out."""
+    lockout: Duration = Field(default=60.0, ge=0)
+    """The first lockout; each further one (without a correct code between) lasts twice as long as the last."""
+    max_lockout: Duration = Field(default=3600.0, ge=0)
+    """The cap on a doubled lockout (never shorter than ``lockout`` itself)."""
 
     @field_validator("code_hash")
     @classmethod

@@ -204,3 +204,132 @@ def test_mode_and_running_delay_survive_a_restart(tmp_path: Path, monkeypatch: p
     assert new.commands("siren") == []
     new.advance(1)
     assert new.engine.alarm_state("house") == "triggered"
+
+
+# -- swinger limit: a sensor that keeps setting the alarm off is bypassed until disarm -------------
+
+
+def alarm_by(h: House, sensor: str) -> None:
+    """One full alarm caused by ``sensor``: it opens, the panel triggers, the siren runs out (3 min)."""
+    h.set(sensor, False)
+    h.set(sensor, True)
+    if h.engine.alarm_state("house") == "pending":
+        h.advance(20)
+    assert h.engine.alarm_state("house") == "triggered"
+    h.advance(180)
+    assert h.engine.alarm_state("house") == "armed_away"
+
+
+def bypass_notices(h: House) -> list[str]:
+    return [str(e.detail) for e in h.seen if e.kind is Kind.ALARM and "bypassed" in str(e.detail)]
+
+
+def test_a_sensor_that_set_the_alarm_off_three_times_no_longer_triggers(tmp_path: Path) -> None:
+    h = armed_away(tmp_path)
+    for _ in range(3):
+        alarm_by(h, "water_leak")
+    sirens = len(h.commands("siren"))
+    h.set("water_leak", False)
+    h.set("water_leak", True)
+    assert h.engine.alarm_state("house") == "armed_away"
+    assert len(h.commands("siren")) == sirens
+
+
+def test_the_bypass_is_announced_once_with_the_reason(tmp_path: Path) -> None:
+    h = armed_away(tmp_path)
+    for _ in range(3):
+        alarm_by(h, "water_leak")
+    h.set("water_leak", False)
+    h.set("water_leak", True)
+    assert bypass_notices(h) == ["water_leak bypassed: triggered 3 times since arming (swinger limit)"]
+    notice = next(e for e in h.seen if e.kind is Kind.ALARM and "bypassed" in str(e.detail))
+    assert (notice.entity, notice.rule) == ("house", "house")
+
+
+def test_an_entry_delay_sensor_is_counted_and_bypassed_too(tmp_path: Path) -> None:
+    h = armed_away(tmp_path)
+    for _ in range(3):
+        alarm_by(h, "front_door")
+    h.set("front_door", False)
+    h.set("front_door", True)
+    assert h.engine.alarm_state("house") == "armed_away"
+    assert bypass_notices(h) == ["front_door bypassed: triggered 3 times since arming (swinger limit)"]
+
+
+def test_other_sensors_still_trigger_while_one_is_bypassed(tmp_path: Path) -> None:
+    h = armed_away(tmp_path)
+    for _ in range(3):
+        alarm_by(h, "water_leak")
+    h.set("hall_motion", True)
+    assert h.engine.alarm_state("house") == "pending"
+    h.advance(20)
+    assert h.engine.alarm_state("house") == "triggered"
+
+
+def test_the_count_is_per_sensor(tmp_path: Path) -> None:
+    h = armed_away(tmp_path)
+    alarm_by(h, "water_leak")
+    alarm_by(h, "front_door")
+    alarm_by(h, "water_leak")
+    alarm_by(h, "front_door")
+    assert bypass_notices(h) == []
+    alarm_by(h, "water_leak")  # the third for this one: it still sounds, then it is bypassed
+    assert bypass_notices(h) == ["water_leak bypassed: triggered 3 times since arming (swinger limit)"]
+    alarm_by(h, "front_door")
+
+
+def test_disarming_ends_the_bypass(tmp_path: Path) -> None:
+    h = armed_away(tmp_path)
+    for _ in range(3):
+        alarm_by(h, "water_leak")
+    h.command("house", code("disarm"))
+    h.command("house", code("arm_away"))
+    h.advance(30)
+    h.set("water_leak", False)
+    h.set("water_leak", True)
+    assert h.engine.alarm_state("house") == "triggered"
+
+
+def test_changing_the_armed_mode_without_disarming_keeps_the_bypass(tmp_path: Path) -> None:
+    h = armed_away(tmp_path)
+    for _ in range(3):
+        alarm_by(h, "water_leak")
+    h.command("house", code("arm_night"))
+    assert h.engine.alarm_state("house") == "armed_night"
+    h.set("water_leak", False)
+    h.set("water_leak", True)
+    assert h.engine.alarm_state("house") == "armed_night"
+
+
+def test_max_triggers_sets_the_limit_and_zero_means_no_limit(tmp_path: Path) -> None:
+    h = armed_away(tmp_path, ALARM.replace('siren = "siren"', 'siren = "siren"\nmax_triggers = 1'))
+    alarm_by(h, "water_leak")
+    h.set("water_leak", False)
+    h.set("water_leak", True)
+    assert h.engine.alarm_state("house") == "armed_away"
+    (tmp_path / "b").mkdir()
+    h = armed_away(tmp_path / "b", ALARM.replace('siren = "siren"', 'siren = "siren"\nmax_triggers = 0'))
+    for _ in range(10):
+        alarm_by(h, "water_leak")
+    assert bypass_notices(h) == []
+
+
+def test_the_trigger_count_and_the_bypass_survive_a_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rules.timers.boot_id", lambda: None)
+    h = armed_away(tmp_path, state_dir=tmp_path / "state")
+    for _ in range(3):
+        alarm_by(h, "water_leak")
+    alarm_by(h, "front_door")
+    alarm_by(h, "front_door")
+    h.engine.stop()
+    (tmp_path / "b").mkdir()
+    new = house(tmp_path / "b", ALARM, state_dir=tmp_path / "state", begin=False)
+    new.clock.set_wall(h.clock.time() + 5)
+    new.start()
+    assert new.engine.alarm_state("house") == "armed_away"
+    new.set("water_leak", True)
+    assert new.engine.alarm_state("house") == "armed_away"  # still bypassed
+    alarm_by(new, "front_door")  # its third: it sounds once more, then it is bypassed
+    new.set("front_door", False)
+    new.set("front_door", True)
+    assert new.engine.alarm_state("house") == "armed_away"
