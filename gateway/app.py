@@ -30,7 +30,7 @@ from gateway.core import build_core
 from gateway.events import Event, EventFactory, Kind
 from gateway.lastgood import save_outputs
 from rules.commands import LOCKOUT_FILE, CodeGuard, Validator, command_validators
-from rules.discovery import TopicNames, bridge_entities, discovery_extras
+from rules.discovery import TopicNames, bridge_entities, discovery_extras, hub_view
 from rules.engine import build_engine
 from rules.loader import RulesError, load_ruleset
 
@@ -111,10 +111,11 @@ class Gateway:
         return bridge
 
     def _house_entities(self) -> dict[str, EntitySpec]:
-        """The devices' entities and those the current rule set adds (virtuals, controllers' parts)."""
+        """The devices' entities and those the current rule set adds (virtuals, controllers' parts),
+        as the hub sees them (outputs a controller owns are read-only)."""
         entities = {spec.id: spec for driver in self.drivers for spec in driver.entities()}
         entities.update(bridge_entities(self.engine.ruleset))
-        return entities
+        return hub_view(entities, self.engine.ruleset)
 
     def _controller_registrations(
         self, topics: TopicNames

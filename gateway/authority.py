@@ -199,7 +199,7 @@ class Authority:
         if owner is not None and holder != owner.holder and event.value is not None:
             if holder != HUB or owner.override_s is None:
                 self._refuse(event, f"refused: {out.entity} is owned by {owner.what}"
-                             + (f"; {owner.refusal}" if owner.refusal else ""))
+                             + (f"; {owner.refusal}" if owner.refusal else ""))  # rules.ownership.refusal
                 return
             level = Level.OVERRIDE
             expires = self.host.clock.monotonic() + owner.override_s

@@ -255,6 +255,10 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     lines.append("devices:")
     for device in status.get("devices", []):
         lines.append(f"  {device['id']:<24} {device['driver']:<12} {device['health']}")
+    outputs = status.get("outputs") or {}
+    if outputs:
+        lines.append("outputs (the claim in force first, then those waiting):")
+        lines.extend(_output_line(entity, output) for entity, output in outputs.items())
     lines.append("entities (last value):")
     for entity in status.get("entities", []):
         value = entity["value"] if entity["available"] else "unavailable"
@@ -271,6 +275,14 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     if failures:
         lines.append("callback failures: " + ", ".join(f"{k} x{v}" for k, v in sorted(failures.items())))
     return "\n".join(lines)
+
+
+def _output_line(entity: str, output: dict[str, Any]) -> str:
+    claims = output.get("claims") or []
+    held = "; ".join(f"{c['holder']} ({c['level']}) {c['value']!r}" for c in claims)
+    held = held or f"no claim: default {output.get('default')!r}"
+    owner = f" [owned by {output['owner']}]" if output.get("owner") else ""
+    return f"  {entity:<24} {output.get('value')!r:<6} {held}{owner}"
 
 
 def _duration(seconds: float) -> str:

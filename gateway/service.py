@@ -301,6 +301,7 @@ class Service:
             "rules": len(gw.engine.rules),
             "engine": gw.engine.status(),
             "devices": devices,
+            "outputs": dispatcher.outputs.status(),
             "entities": entities,
             "firings": [
                 {"ts": e.ts, "rule": e.rule, "entity": e.entity, "value": e.value} for e in reversed(gw.firings)

@@ -49,6 +49,7 @@ from gateway.authority import Level, Owner
 from gateway.events import Event, Kind, Value
 from rules import model as m
 from rules.controllers import Controller, Host
+from rules.ownership import alarm_outputs
 from rules.timers import Pending
 
 log = logging.getLogger(__name__)
@@ -101,10 +102,7 @@ class AlarmController(Controller):
 
     def outputs(self) -> dict[str, Owner]:
         """The siren is the alarm's: the hub cannot silence it but by disarming, with the code."""
-        if self.config.siren is None:
-            return {}
-        return {self.config.siren: Owner(self.id, Level.ALARM, f"alarm {self.id}", None,
-                                         "disarm the alarm (with its code) to silence it")}
+        return alarm_outputs(self.config)
 
     def snapshot(self) -> dict[str, Any]:
         return {"state": self.state, "target": self.target, "triggers": dict(self.triggers)}

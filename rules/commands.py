@@ -37,12 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.authority import Owner
 from gateway.clock import Clock
 from gateway.events import Value
 from rules import model as m
 from rules.alarm import COMMANDS
 from rules.codes import verify_code
 from rules.loader import RuleSet
+from rules.ownership import output_owners, refusal
 from rules.timers import anchor, elapsed_since
 from rules.traces import read_json, write_json
 
@@ -55,7 +57,8 @@ _MAX_DOUBLINGS = 32  # 2**32 times any lockout is past any cap: no float overflo
 
 
 def command_validators(ruleset: RuleSet, clock: Clock, guard: CodeGuard | None = None) -> dict[str, Validator]:
-    """One validator per thermostat and alarm of ``ruleset``.
+    """One validator per thermostat and alarm of ``ruleset``, and a refusing one for each output
+    they own that the hub may not override.
 
     ``guard`` keeps the alarms' wrong codes and lockouts: pass the same one after every reload
     (the app owns one for the life of the process). Without it, a fresh in-memory guard on
@@ -69,7 +72,21 @@ def command_validators(ruleset: RuleSet, clock: Clock, guard: CodeGuard | None =
     for declared in ruleset.alarms:
         if isinstance(declared.item, m.Alarm):
             validators[declared.item.id] = AlarmCommandValidator(declared.item, guard)
+    for entity, owner in output_owners(ruleset).items():
+        if owner.override_s is None:
+            validators[entity] = owned_output_validator(entity, owner)
     return validators
+
+
+def owned_output_validator(entity: str, owner: Owner) -> Validator:
+    """A hub command to an output a controller owns (and does not let the hub override) is refused
+    at the edge, naming the owner; the arbiter would refuse it too (gateway/authority.py)."""
+    reason = refusal(entity, owner)
+
+    def refuse(raw: Any) -> Value:
+        raise ValueError(reason)
+
+    return refuse
 
 
 def thermostat_validator(config: m.Thermostat) -> Validator:

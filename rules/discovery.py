@@ -19,11 +19,14 @@ hence the ``value_json`` templates.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from drivers.base import Component, EntitySpec
 from rules import model as m
 from rules.loader import RuleSet
+from rules.ownership import output_owners
 
 _CONTROLLERS = frozenset({Component.CLIMATE, Component.ALARM_CONTROL_PANEL})
 _ACTIONS = "['heating', 'cooling', 'idle', 'off']"
@@ -38,6 +41,19 @@ class TopicNames(Protocol):
 def bridge_entities(ruleset: RuleSet) -> dict[str, EntitySpec]:
     """Virtual entities and controller sub-entities: plain switches and sensors for the bridge."""
     return {spec.id: spec for spec in ruleset.entities() if spec.component not in _CONTROLLERS}
+
+
+def hub_view(entities: Mapping[str, EntitySpec], ruleset: RuleSet) -> dict[str, EntitySpec]:
+    """The entities as the hub should see them: an output a controller owns and the hub may not
+    override (an alarm's siren, a thermostat's heater without ``override``) is announced read-only,
+    as a ``binary_sensor`` on the same state topic (Home Assistant's switch needs a command topic)."""
+    view = dict(entities)
+    for entity, owner in output_owners(ruleset).items():
+        spec = view.get(entity)
+        if spec is not None and owner.override_s is None:
+            device_class = "sound" if spec.component is Component.SIREN else "running"
+            view[entity] = replace(spec, component=Component.BINARY_SENSOR, device_class=device_class)
+    return view
 
 
 def discovery_extras(ruleset: RuleSet, topics: TopicNames) -> list[tuple[str, str, dict[str, Any]]]:

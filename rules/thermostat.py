@@ -49,13 +49,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from gateway.authority import Level, Owner
+from gateway.authority import Owner
 from gateway.events import Event, Kind, Value
 from gateway.values import is_on
 from rules import model as m
 from rules.conditions import number
 from rules.controllers import Controller, Host
 from rules.durations import format_duration
+from rules.ownership import thermostat_outputs
 from rules.schedule import Job, build_trigger
 from rules.timers import TimerHandle
 
@@ -106,9 +107,7 @@ class ThermostatController(Controller):
         return [entity for entity in (self.config.heater, self.config.cooler) if entity is not None]
 
     def outputs(self) -> dict[str, Owner]:
-        return {entity: Owner(self.id, Level.CONTROLLER, f"thermostat {self.id}", self.config.override,
-                              "change the thermostat's setpoint or mode instead")
-                for entity in self._output_ids()}
+        return thermostat_outputs(self.config)
 
     def jobs(self) -> list[tuple[int, Job]]:
         tz = self.host.tz

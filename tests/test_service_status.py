@@ -52,6 +52,13 @@ def test_status_shows_the_last_value_of_every_entity(running: GatewayProcess) ->
     assert values == {"hall_motion": False, "hall_light": False, "heater": False, "vent_damper": True}
 
 
+def test_status_says_which_claim_drives_each_output(running: GatewayProcess) -> None:
+    result = run_cli("status", "--socket", str(running.socket_path))
+    rows = {line.split()[0]: line for line in result.stdout.split("outputs (")[1].splitlines()[1:5]}
+    assert "light_off_when_still (rules) False" in rows["hall_light"], result.stdout
+    assert "no claim: default False" in rows["heater"], result.stdout
+
+
 def test_status_shows_recent_rule_firings(running: GatewayProcess) -> None:
     result = run_cli("status", "--socket", str(running.socket_path))
     assert "light_off_when_still: hall_light -> False" in result.stdout

@@ -1,0 +1,104 @@
+"""Outputs a controller owns, as the hub sees them over a real Mosquitto: read-only, and commands refused
+at the edge with the owner's name (gateway/authority.py, rules/ownership.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from gateway.app import Gateway
+from gateway.config import load_config
+from tests.conftest import Broker
+from tests.helpers import Subscriber, wait_until, write_config
+
+CONFIG = """
+[gateway]
+id = "owned"
+state_dir = "state"
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+
+[[devices]]
+id = "heater"
+driver = "gpio.relay"
+pin = 23
+
+[[devices]]
+id = "siren"
+driver = "gpio.relay"
+pin = 24
+component = "siren"
+
+[[devices]]
+id = "climate"
+driver = "serial.kv"
+port = "loop://"
+[devices.fields.t]
+entity = "temperature"
+unit = "°C"
+"""
+
+RULES = """
+version = 1
+[[thermostats]]
+id = "living"
+sensor = "temperature"
+heater = "heater"
+setpoint = 20
+
+[[alarms]]
+id = "house_alarm"
+siren = "siren"
+"""
+
+
+@pytest.fixture
+def house(tmp_path: Path, broker: Broker) -> Iterator[tuple[Gateway, MockFactory]]:
+    pins = MockFactory()
+    config = load_config(write_config(tmp_path, CONFIG.format(port=broker.port), rules=RULES))
+    gateway = Gateway(config, pin_factory=pins)
+    gateway.start()
+    yield gateway, pins
+    gateway.shutdown()
+
+
+def publish(broker: Broker, topic: str, payload: str) -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.publish(topic, payload, qos=1).wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
+
+
+def test_a_hub_command_to_the_thermostats_heater_is_refused_at_the_edge_naming_the_owner(
+    house: tuple[Gateway, MockFactory], broker: Broker
+) -> None:
+    _, pins = house
+    results = Subscriber(broker.host, broker.port, "gateway/owned/result/#")
+    try:
+        publish(broker, "gateway/owned/set/heater", "ON")
+        [answer] = wait_until(lambda: results.on("gateway/owned/result/heater"), what="a result")
+        assert answer["status"] == "rejected"
+        assert "owned by thermostat living" in answer["reason"]
+        assert pins.pin(23).state is False
+    finally:
+        results.close()
+
+
+def test_owned_outputs_are_announced_read_only(house: tuple[Gateway, MockFactory], broker: Broker) -> None:
+    hub = Subscriber(broker.host, broker.port, "homeassistant/#")
+    try:
+        heater = wait_until(lambda: hub.on("homeassistant/binary_sensor/owned/heater/config"), what="heater")
+        siren = wait_until(lambda: hub.on("homeassistant/binary_sensor/owned/siren/config"), what="siren")
+        assert "command_topic" not in heater[-1] and "command_topic" not in siren[-1]
+        assert siren[-1]["device_class"] == "sound"
+        assert not hub.on("homeassistant/switch/owned/heater/config")
+    finally:
+        hub.close()
