@@ -38,6 +38,7 @@ from gateway.clock import VirtualClock
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
 from gateway.events import Event, EventFactory, Kind, Value
+from gateway.mqtt.commands import Validator, validator_for
 from rules.commands import command_validators
 from rules.durations import Duration
 from rules.engine import RuleEngine
@@ -122,8 +123,11 @@ class World:
         self.engine = RuleEngine(ruleset, self.dispatcher, timezone=timezone, state_dir=state_dir)
         self.dispatcher.reactor = self.engine
         self.all_entities = {**self.entities, **{s.id: s for s in ruleset.entities()}}
-        self.validators = command_validators(ruleset, self.clock)
-        """What the MQTT bridge registers: scripted hub commands pass the same edge checks."""
+        self.validators: dict[str, Validator] = {
+            **{spec.id: validator_for(spec) for spec in self.entities.values() if spec.writable},
+            **command_validators(ruleset, self.clock),
+        }
+        """What the MQTT bridge uses: scripted hub commands pass the same edge checks (``"OFF"`` -> false)."""
 
     def start(self) -> None:
         self.engine.start()
