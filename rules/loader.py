@@ -106,8 +106,13 @@ def thermostat_entities(thermostat: m.Thermostat) -> list[EntitySpec]:
     with a heater, ``cool`` with a cooler, ``heat_cool`` with both) or a preset (``away``, ``home``).
     """
     tid = thermostat.id
-    modes = ("off",) + ("heat",) * bool(thermostat.heater) + ("cool",) * bool(thermostat.cooler) + (
-        ("heat_cool",) if thermostat.heater and thermostat.cooler else ())
+    modes = ["off"]
+    if thermostat.heater:
+        modes.append("heat")
+    if thermostat.cooler:
+        modes.append("cool")
+    if thermostat.heater and thermostat.cooler:
+        modes.append("heat_cool")
     return [
         EntitySpec(tid, Component.CLIMATE, unit="°C", safe_value="heat" if thermostat.heater else "cool",
                    minimum=thermostat.min_setpoint, maximum=thermostat.max_setpoint,

@@ -16,7 +16,7 @@ from gateway.values import parse_on_off
 from rules import model as m
 from rules.commands import thermostat_validator
 from rules.loader import RulesError, load_rules, thermostat_entities
-from tests.rules_kit import DEMO_ENTITIES, HEADER, ruleset
+from tests.rules_kit import DEMO_ENTITIES, HEADER, house, ruleset
 
 GOOD = """
 [[rules]]
@@ -362,3 +362,9 @@ def test_the_hub_and_the_rule_loader_agree_on_what_each_component_takes(
     else:
         assert accepts(spec, commanded) is None, f"the hub turned {value!r} into {commanded!r}"
         assert isinstance(value, str) and parse_on_off(value) is commanded, "only ON/OFF words change at the edge"
+
+
+def test_a_rule_stores_text_in_a_virtual_value(tmp_path: Path) -> None:
+    h = house(tmp_path, VIRTUALS + set_rule("scene", '"evening"'))
+    h.set("hall_motion", True)
+    assert h.value("scene") == "evening"
