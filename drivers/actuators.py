@@ -48,6 +48,7 @@ from drivers.envelope import EnvelopeConfig
 from drivers.gpio import PinName
 from drivers.timing import Handle, Periodic, every
 from gateway.events import Kind, Value
+from gateway.values import is_on
 
 if TYPE_CHECKING:
     from gpiozero import OutputDevice, PWMOutputDevice
@@ -83,12 +84,6 @@ class SirenConfig(_OutputConfig):
     off_s: float = Field(default=0.5, ge=0, le=60)
     """0: a continuous tone. Otherwise the output sounds ``on_s``, pauses ``off_s``, and repeats."""
     component: Literal["siren", "switch"] = "siren"
-
-
-def _as_bool(value: Value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in {"on", "true", "1"}
-    return bool(value)
 
 
 class _Output(Actuator):
@@ -151,7 +146,7 @@ class Relay(_Output):
 
     def apply(self, entity: str, value: Value) -> Value:
         with self._lock:
-            self._device_or_fail().value = _as_bool(value)
+            self._device_or_fail().value = is_on(value)
             return self.confirmed()
 
     def to_safe_state(self) -> None:
@@ -191,7 +186,7 @@ class PwmLight(_Output):
     def apply(self, entity: str, value: Value) -> Value:
         """``True``/``"on"``: the last brightness; ``False``/``"off"``: 0; a number: that brightness in %."""
         if isinstance(value, bool | str) or value is None:
-            percent = self._last_on if _as_bool(value) else 0.0
+            percent = self._last_on if is_on(value) else 0.0
         else:
             percent = min(100.0, max(0.0, float(value)))
         with self._lock:
@@ -244,7 +239,7 @@ class Siren(_Output):
     def apply(self, entity: str, value: Value) -> Value:
         with self._lock:
             device = self._device_or_fail()
-            if not _as_bool(value):
+            if not is_on(value):
                 self.to_safe_state()
             elif not self._active:
                 assert self._ctx is not None

@@ -42,6 +42,7 @@ from gateway.clock import Clock, VirtualClock
 from gateway.config import Config
 from gateway.core import build_core
 from gateway.events import Event, EventFactory, Kind, Value
+from gateway.mqtt.commands import Validator, validator_for
 from rules.commands import command_validators
 from rules.durations import Duration
 from rules.engine import RuleEngine
@@ -136,8 +137,11 @@ class World:
             make_engine=lambda dispatcher: RuleEngine(ruleset, dispatcher, timezone=timezone, state_dir=state_dir),
         )
         self.all_entities = {**self.entities, **{s.id: s for s in ruleset.entities()}}
-        self.validators = command_validators(ruleset, self.clock)
-        """What the MQTT bridge registers: scripted hub commands pass the same edge checks."""
+        self.validators: dict[str, Validator] = {
+            **{spec.id: validator_for(spec) for spec in self.entities.values() if spec.writable},
+            **command_validators(ruleset, self.clock),
+        }
+        """What the MQTT bridge uses: scripted hub commands pass the same edge checks (``"OFF"`` -> false)."""
 
     def start(self) -> None:
         """As on the board: each output reports its safe state first, then the rules start."""

@@ -19,11 +19,11 @@ import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import ValidationError
 
-from drivers.base import Component, EntitySpec
+from drivers.base import Component, EntitySpec, accepts
 from rules import model as m
 from rules.template import compile_template
 
@@ -88,7 +88,8 @@ class RuleSet:
             assert isinstance(thermostat, m.Thermostat)
             specs.extend(thermostat_entities(thermostat))
         for declared in self.alarms:
-            specs.append(EntitySpec(declared.item.id, Component.ALARM_CONTROL_PANEL, safe_value="disarmed"))
+            specs.append(EntitySpec(declared.item.id, Component.ALARM_CONTROL_PANEL, safe_value="disarmed",
+                                    options=get_args(m.AlarmCommand)))
         return specs
 
     def summary(self) -> str:
@@ -99,11 +100,23 @@ class RuleSet:
 
 
 def thermostat_entities(thermostat: m.Thermostat) -> list[EntitySpec]:
-    """``<id>`` (climate: mode, commands), ``<id>_setpoint``, ``<id>_preset``, ``<id>_action`` (read-only)."""
+    """``<id>`` (climate: mode, commands), ``<id>_setpoint``, ``<id>_preset``, ``<id>_action`` (read-only).
+
+    The climate entity takes a setpoint within the limits, a mode it has outputs for (``off``, ``heat``
+    with a heater, ``cool`` with a cooler, ``heat_cool`` with both) or a preset (``away``, ``home``).
+    """
     tid = thermostat.id
+    modes = ["off"]
+    if thermostat.heater:
+        modes.append("heat")
+    if thermostat.cooler:
+        modes.append("cool")
+    if thermostat.heater and thermostat.cooler:
+        modes.append("heat_cool")
     return [
         EntitySpec(tid, Component.CLIMATE, unit="°C", safe_value="heat" if thermostat.heater else "cool",
-                   minimum=thermostat.min_setpoint, maximum=thermostat.max_setpoint),
+                   minimum=thermostat.min_setpoint, maximum=thermostat.max_setpoint,
+                   options=(*modes, "away", "home")),
         EntitySpec(f"{tid}_setpoint", Component.SENSOR, unit="°C", device_class="temperature"),
         EntitySpec(f"{tid}_preset", Component.SENSOR),
         EntitySpec(f"{tid}_action", Component.SENSOR),
@@ -138,7 +151,8 @@ def load_rules(directory: Path, entities: Mapping[str, EntitySpec]) -> RuleSet:
     for entity_id in declared.keys() & known.keys():
         problems.append(f"{_owner_path(ruleset, entity_id)}: {entity_id}: id already used by a configured device")
     known.update(declared)
-    checker = _Checker(known, {d.item.id for d in ruleset.alarms}, {d.item.id for d in ruleset.thermostats})
+    checker = _Checker(known, {d.item.id for d in ruleset.alarms}, {d.item.id for d in ruleset.thermostats},
+                       {d.item.id for d in ruleset.virtuals})
     warnings: list[str] = []
     for loaded in ruleset.rules:
         checker.rule(loaded, problems, warnings)
@@ -281,10 +295,13 @@ _ACTUATOR = frozenset({Component.SWITCH, Component.LIGHT, Component.SIREN})
 class _Checker:
     """Cross-checks that need the whole house: entity ids, what may be commanded, alarms named."""
 
-    def __init__(self, entities: Mapping[str, EntitySpec], alarms: set[str], thermostats: set[str]) -> None:
+    def __init__(
+        self, entities: Mapping[str, EntitySpec], alarms: set[str], thermostats: set[str], virtuals: set[str]
+    ) -> None:
         self.entities = entities
         self.alarms = alarms
         self.thermostats = thermostats
+        self.virtuals = virtuals
 
     def _unknown(self, entity: str) -> str:
         close = difflib.get_close_matches(entity, self.entities, n=1)
@@ -324,6 +341,11 @@ class _Checker:
         spec = self.entities.get(action.entity)
         if spec is None:
             problems.append(f"{where}.entity: {self._unknown(action.entity)}")
+        elif action.entity in self.virtuals and not spec.writable:
+            # A virtual value (not a flag): a rule may store any scalar in it, but not switch it.
+            if not isinstance(action, m.SetAction):
+                problems.append(f"{where}.entity: {action.entity!r} is a virtual value, not a switch: "
+                                f"use type = \"set\"")
         elif not spec.writable:
             problems.append(f"{where}.entity: {action.entity!r} is a {spec.component}, it cannot be commanded")
         elif spec.component is Component.ALARM_CONTROL_PANEL:
@@ -332,6 +354,10 @@ class _Checker:
             problems.append(
                 f"{where}.type: {action.entity!r} is a thermostat: use type = \"set\" with a setpoint or mode"
             )
+        elif isinstance(action, m.SetAction) and (reason := accepts(spec, action.value)) is not None:
+            problems.append(f"{where}.value: {reason}")
+        elif not isinstance(action, m.SetAction) and (reason := accepts(spec, True)) is not None:
+            problems.append(f"{where}.entity: {reason}")
 
     def _payload(self, where: str, payload: str | dict[str, Any], problems: list[str]) -> None:
         templates = [("payload", payload)] if isinstance(payload, str) else [

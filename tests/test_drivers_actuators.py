@@ -11,7 +11,8 @@ from drivers.base import DriverError
 from drivers.mockpins import sim_pin_factory
 from drivers.timing import VirtualScheduler
 from gateway.clock import VirtualClock
-from gateway.events import Kind
+from gateway.events import Kind, Value
+from gateway.values import is_on
 from tests.drivers_kit import Recorder, make_context
 
 
@@ -101,3 +102,41 @@ def test_a_continuous_siren_stays_on(factory: Any) -> None:
     siren.to_safe_state()
     assert factory.pin(18).state == 0
     assert sched.pending() == 0
+
+
+# Values reach a driver typed (booleans; a brightness for a dimmable light), but whatever slips
+# through is read exactly as gateway.values.is_on reads it, so a driver and the envelope's safety
+# checks can never disagree about whether an output is on ("OFF" is off, -1 is off, "yes" is on).
+TOLD = ["OFF", "off", " Off ", "no", "false", "0", "ON", "yes", "true", "1", "banana", "", -1, 0, 0.5, 1, True, False,
+        None]
+
+
+@pytest.mark.parametrize("value", TOLD)
+def test_a_relay_is_on_exactly_when_the_gateway_reads_the_value_as_on(factory: Any, value: Value) -> None:
+    relay = build(Relay, "gpio.relay", safe_state=not is_on(value))
+    relay.start(make_context(Recorder(), factory=factory))
+    assert relay.apply("out", value) is is_on(value)
+    assert factory.pin(18).state == int(is_on(value))
+
+
+def test_a_relay_told_off_in_words_ends_off(factory: Any) -> None:
+    relay = build(Relay, "gpio.relay", safe_state=True)
+    relay.start(make_context(Recorder(), factory=factory))
+    assert relay.apply("out", "OFF") is False
+    assert factory.pin(18).state == 0
+
+
+@pytest.mark.parametrize("value", [v for v in TOLD if isinstance(v, str) or v is None])
+def test_a_siren_sounds_exactly_when_the_gateway_reads_the_word_as_on(factory: Any, value: Value) -> None:
+    siren = build(Siren, "gpio.siren", off_s=0)
+    siren.start(make_context(Recorder(), factory=factory, scheduler=VirtualScheduler(VirtualClock(mono=0))))
+    assert siren.apply("out", value) is is_on(value)
+    siren.stop()
+
+
+@pytest.mark.parametrize("value", [v for v in TOLD if isinstance(v, str | bool) or v is None])
+def test_a_light_told_a_word_lights_exactly_when_the_gateway_reads_it_as_on(factory: Any, value: Value) -> None:
+    light = build(PwmLight, "gpio.pwm_light")
+    light.start(make_context(Recorder(), factory=factory))
+    assert (light.apply("out", value) > 0) is is_on(value)
+    light.stop()

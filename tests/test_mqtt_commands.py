@@ -16,6 +16,7 @@ from pydantic import Field, TypeAdapter
 from drivers.base import Component, EntitySpec
 from gateway.events import Kind
 from gateway.mqtt.commands import CommandRejected, decode, validate, validator_for
+from gateway.values import OFF_WORDS, ON_WORDS, is_on
 from tests.conftest import Broker
 from tests.mqtt_support import ENTITIES, Harness, make_bridge, make_config, recorder, wait_until
 
@@ -57,12 +58,22 @@ def test_a_dimmable_light_takes_a_brightness_within_its_range_or_on_off() -> Non
             validate(dimmer, decode(bad, 1024))
 
 
-def test_a_numeric_setting_that_is_not_switchable_takes_only_numbers() -> None:
-    setpoint = validator_for(EntitySpec("valve", Component.SENSOR, safe_value=0.0, minimum=0, maximum=10))
-    assert validate(setpoint, decode(b" 2.5 ", 1024)) == 2.5
-    for bad in (b"true", b"ON", b"11"):
-        with pytest.raises(CommandRejected):
-            validate(setpoint, decode(bad, 1024))
+def test_a_sensor_takes_no_command_whatever_its_range() -> None:
+    sensor = validator_for(EntitySpec("valve", Component.SENSOR, safe_value=0.0, minimum=0, maximum=10))
+    for payload in (b" 2.5 ", b"true", b"ON"):
+        with pytest.raises(CommandRejected, match="'valve' is a sensor, it cannot be commanded"):
+            validate(sensor, decode(payload, 1024))
+
+
+@pytest.mark.parametrize("word", sorted(ON_WORDS | OFF_WORDS))
+def test_a_switch_reads_the_hubs_words_as_the_gateway_defines_them(word: str) -> None:
+    switch = validator_for(ENTITIES["heater"])
+    assert validate(switch, decode(word.upper().encode(), 1024)) is is_on(word)
+
+
+def test_a_switch_told_a_number_other_than_1_or_0_says_what_it_takes() -> None:
+    with pytest.raises(CommandRejected, match="'heater' is a switch: use true or false, not 50"):
+        validate(validator_for(ENTITIES["heater"]), decode(b"50", 1024))
 
 
 def test_a_payload_over_the_size_limit_is_rejected_unread() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -9,8 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rules.loader import RulesError, load_rules
-from tests.rules_kit import DEMO_ENTITIES, HEADER, ruleset
+from drivers.base import Component, EntitySpec, accepts
+from gateway.mqtt.commands import CommandRejected, decode, validate, validator_for
+from gateway.values import parse_on_off
+from rules import model as m
+from rules.commands import thermostat_validator
+from rules.loader import RulesError, load_rules, thermostat_entities
+from tests.rules_kit import DEMO_ENTITIES, HEADER, house, ruleset
 
 GOOD = """
 [[rules]]
@@ -211,3 +217,154 @@ def test_a_rule_may_not_share_its_id_with_a_controller(tmp_path: Path) -> None:
     text = GOOD.replace('id = "night_light"', 'id = "house"') + '[[alarms]]\nid = "house"\n'
     (line,) = problems(tmp_path, text)
     assert "rule house: id: also the id of a thermostat or alarm" in line
+
+
+# -- what each target takes -----------------------------------------------------------------
+
+DIMMABLE = {**DEMO_ENTITIES,
+            "hall_light": EntitySpec("hall_light", Component.LIGHT, unit="%", safe_value=0.0, minimum=0, maximum=100)}
+THERMOSTAT = '[[thermostats]]\nid = "living"\nsensor = "living_temperature"\nheater = "heater"\n' \
+             "min_setpoint = 10\nmax_setpoint = 25\n"
+
+
+def set_rule(entity: str, value: str) -> str:
+    """A rule whose one action is ``set entity = value`` (``value`` as TOML)."""
+    return GOOD.replace('type = "turn_on"\nentity = "hall_light"\nfor = "2m"',
+                        f'type = "set"\nentity = "{entity}"\nvalue = {value}')
+
+
+def test_a_switch_set_to_a_word_is_refused_with_the_located_reason(tmp_path: Path) -> None:
+    found = problems(tmp_path, set_rule("heater", '"OFF"'))
+    assert found == [
+        f"{tmp_path / 'rules.d' / 'test.toml'}: rule night_light: actions[0].value: "
+        "'heater' is a switch: use true or false, not \"OFF\""
+    ]
+
+
+def test_a_siren_takes_only_true_or_false(tmp_path: Path) -> None:
+    ruleset(tmp_path, set_rule("siren", "false"))
+    (line,) = problems(tmp_path, set_rule("siren", '"on"'))
+    assert line.endswith("actions[0].value: 'siren' is a siren: use true or false, not \"on\"")
+
+
+def test_a_dimmable_light_takes_a_brightness_within_its_limits(tmp_path: Path) -> None:
+    rules = ruleset(tmp_path, set_rule("hall_light", "50"), DIMMABLE)
+    assert rules.rules[0].rule.actions[0].value == 50
+    (line,) = problems_with(tmp_path, set_rule("hall_light", "150"), DIMMABLE)
+    assert line.endswith("actions[0].value: 'hall_light' is a dimmable light: "
+                         "use true, false or a brightness 0..100, not 150")
+
+
+def test_a_switch_set_to_a_number_is_refused(tmp_path: Path) -> None:
+    (line,) = problems(tmp_path, set_rule("heater", "50"))
+    assert line.endswith("actions[0].value: 'heater' is a switch: use true or false, not 50")
+
+
+def test_an_on_off_light_takes_no_brightness(tmp_path: Path) -> None:
+    (line,) = problems(tmp_path, set_rule("hall_light", "50"))
+    assert line.endswith("actions[0].value: 'hall_light' is an on/off light: use true or false, not 50")
+
+
+@pytest.mark.parametrize("value", ["22", "10", "25.0", '"heat"', '"off"', '"away"', '"home"', '"Heat"', '"21.5"'])
+def test_a_thermostat_takes_a_setpoint_within_its_limits_or_a_mode_or_preset(tmp_path: Path, value: str) -> None:
+    ruleset(tmp_path, THERMOSTAT + set_rule("living", value))
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ("26", "'living' is a thermostat: setpoint 26 is outside its limits 10..25"),
+    ('"cool"', "'living' is a thermostat: use a setpoint 10..25 or one of off, heat, away, home, not \"cool\""),
+    ("true", "'living' is a thermostat: use a setpoint 10..25 or one of off, heat, away, home, not true"),
+])
+def test_a_thermostat_refuses_a_setpoint_beyond_its_limits_and_modes_it_has_no_output_for(
+    tmp_path: Path, value: str, reason: str
+) -> None:
+    (line,) = problems(tmp_path, THERMOSTAT + set_rule("living", value))
+    assert line.endswith(f"actions[0].value: {reason}")
+
+
+@pytest.mark.parametrize("action", ["turn_on", "turn_off", "toggle"])
+def test_a_sensor_cannot_be_switched(tmp_path: Path, action: str) -> None:
+    text = GOOD.replace('type = "turn_on"\nentity = "hall_light"\nfor = "2m"',
+                        f'type = "{action}"\nentity = "front_door"')
+    (line,) = problems(tmp_path, text)
+    assert line.endswith("actions[0].entity: 'front_door' is a binary_sensor, it cannot be commanded")
+
+
+VIRTUALS = '[[virtuals]]\nid = "night_mode"\ninitial = false\n[[virtuals]]\nid = "scene"\ninitial = "day"\n'
+
+
+@pytest.mark.parametrize("value", ['"evening"', "3", "2.5", "true"])
+def test_a_virtual_value_takes_any_scalar(tmp_path: Path, value: str) -> None:
+    ruleset(tmp_path, VIRTUALS + set_rule("scene", value))
+
+
+def test_a_virtual_flag_is_a_switch_and_takes_true_or_false(tmp_path: Path) -> None:
+    ruleset(tmp_path, VIRTUALS + set_rule("night_mode", "true"))
+    (line,) = problems(tmp_path, VIRTUALS + set_rule("night_mode", '"OFF"'))
+    assert line.endswith("actions[0].value: 'night_mode' is a switch: use true or false, not \"OFF\"")
+
+
+def test_a_virtual_value_is_set_not_switched(tmp_path: Path) -> None:
+    text = VIRTUALS + GOOD.replace('entity = "hall_light"', 'entity = "scene"')
+    (line,) = problems(tmp_path, text)
+    assert line.endswith("actions[0].entity: 'scene' is a virtual value, not a switch: use type = \"set\"")
+
+
+def problems_with(tmp_path: Path, text: str, entities: dict[str, EntitySpec]) -> list[str]:
+    with pytest.raises(RulesError) as info:
+        ruleset(tmp_path, text, entities)
+    return info.value.problems
+
+
+# The hub and the rule loader agree: a value the loader takes, the hub takes as it is; a value the
+# loader refuses, the hub refuses too, or its edge turns it into one the component takes (ON -> true).
+AGREEMENT = [
+    # entity, value (a bare word or JSON on the wire; TOML in the rule file), the loader takes it
+    ("heater", True, True), ("heater", False, True), ("heater", "OFF", False), ("heater", "on", False),
+    ("heater", 50, False), ("heater", 2.5, False), ("heater", "banana", False),
+    ("siren", True, True), ("siren", False, True), ("siren", "ON", False), ("siren", 7, False),
+    ("hall_light", True, True), ("hall_light", False, True), ("hall_light", 50, False), ("hall_light", "off", False),
+    ("dimmer", True, True), ("dimmer", False, True), ("dimmer", 50, True), ("dimmer", 0, True),
+    ("dimmer", 100, True), ("dimmer", 100.5, False), ("dimmer", -1, False), ("dimmer", "OFF", False),
+    ("dimmer", "bright", False),
+    ("living", 22, True), ("living", 10, True), ("living", 25, True), ("living", 9.5, False), ("living", 26, False),
+    ("living", "heat", True), ("living", "off", True), ("living", "away", True), ("living", "home", True),
+    ("living", "cool", False), ("living", "warm", False), ("living", True, False),
+]
+
+
+@pytest.mark.parametrize(("entity", "value", "loader_takes"), AGREEMENT)
+def test_the_hub_and_the_rule_loader_agree_on_what_each_component_takes(
+    tmp_path: Path, entity: str, value: bool | float | str, loader_takes: bool
+) -> None:
+    entities = {**DEMO_ENTITIES, "dimmer": EntitySpec(
+        "dimmer", Component.LIGHT, unit="%", safe_value=0.0, minimum=0, maximum=100)}
+    toml = json.dumps(value)
+    try:
+        ruleset(tmp_path, THERMOSTAT + set_rule(entity, toml), entities)
+    except RulesError:
+        loaded = False
+    else:
+        loaded = True
+    assert loaded is loader_takes
+
+    thermostat = m.Thermostat.model_validate(tomllib.loads(THERMOSTAT)["thermostats"][0])
+    spec = {**entities, **{s.id: s for s in thermostat_entities(thermostat)}}[entity]
+    hub = thermostat_validator(thermostat) if entity == "living" else validator_for(spec)
+    wire = value.encode() if isinstance(value, str) else toml.encode()
+    try:
+        commanded = validate(hub, decode(wire, 1024))
+    except CommandRejected:
+        assert not loader_takes, f"the hub refuses {value!r}, which the loader takes"
+        return
+    if loader_takes:
+        assert commanded == value and isinstance(commanded, bool) == isinstance(value, bool)
+    else:
+        assert accepts(spec, commanded) is None, f"the hub turned {value!r} into {commanded!r}"
+        assert isinstance(value, str) and parse_on_off(value) is commanded, "only ON/OFF words change at the edge"
+
+
+def test_a_rule_stores_text_in_a_virtual_value(tmp_path: Path) -> None:
+    h = house(tmp_path, VIRTUALS + set_rule("scene", '"evening"'))
+    h.set("hall_motion", True)
+    assert h.value("scene") == "evening"

@@ -13,11 +13,14 @@ The outcome is a value to command, or :class:`CommandRejected` with a reason a
 person can read. Nothing else escapes: the fuzz tests hold this module to that.
 
 Built-in targets are the writable entities of the config (switches, lights,
-sirens): they take ``ON``/``OFF``, ``true``/``false``, ``1``/``0`` (any case),
-JSON booleans, and ``{"state": "ON"}`` (what Home Assistant sends to a siren).
-An entity with ``minimum``/``maximum`` or a numeric safe value takes a
-number within that range (and, if it is a switch, light or siren, also the
-on/off words: a dimmable light).
+sirens). What each takes is :func:`drivers.base.accepts`, the same rule the
+rules loader checks ``set`` actions with: a switch or siren a boolean, a
+dimmable light (one with ``minimum``/``maximum``) a boolean or a brightness
+within them. The hub's spellings become those typed values here, at the edge
+and nowhere else: ``ON``/``OFF``, ``true``/``false``, ``yes``/``no``, ``1``/``0``
+(any case, the words of :mod:`gateway.values`), JSON booleans, and
+``{"state": "ON"}`` (what Home Assistant sends to a siren) are booleans; on a
+dimmable light ``1``/``0`` are brightnesses, and numeric text is a number.
 
 Other code registers more targets (the thermostat's setpoint and mode, the
 alarm panel) with :meth:`gateway.mqtt.bridge.MqttBridge.register_command`::
@@ -40,20 +43,18 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from drivers.base import WRITABLE_COMPONENTS, Component, EntitySpec
+from drivers.base import Component, EntitySpec, accepts
 from gateway.events import Value
+from gateway.values import parse_on_off
 
 Validator = Callable[[Any], Value]
 """Decoded payload -> the command's value; raises ValueError or ValidationError to reject."""
 
 MAX_REASON = 200
-
-_TRUE = {"on", "true", "1", "yes"}
-_FALSE = {"off", "false", "0", "no"}
 
 
 CONTROLLERS = frozenset({Component.CLIMATE, Component.ALARM_CONTROL_PANEL})
@@ -69,44 +70,47 @@ class _StateObject(BaseModel):
     state: bool | str
 
 
-def _on_off(raw: Any) -> Any:
+_ON_OFF_HELP = 'expected ON or OFF (also true/false, 1/0, or {"state": "ON"})'
+
+
+def _dimmable(spec: EntitySpec) -> bool:
+    return spec.component is Component.LIGHT and (spec.minimum is not None or spec.maximum is not None)
+
+
+def _from_wire(spec: EntitySpec, raw: Any) -> Value:
+    """The hub's spelling of a value -> the typed value :func:`accepts` judges; ValueError for text
+    that is neither an on/off word nor (on a dimmable light) a number."""
+    dimmable = _dimmable(spec)
+    help_text = _ON_OFF_HELP + (" or a number" if dimmable else "")
     if isinstance(raw, dict):
         raw = _StateObject.model_validate(raw).state
     if isinstance(raw, bool):
         return raw
-    if isinstance(raw, int) and raw in (0, 1):
-        return bool(raw)
+    if isinstance(raw, int | float):
+        if not dimmable and isinstance(raw, int) and raw in (0, 1):
+            return bool(raw)  # a JSON 1/0 to a switch
+        return _number(spec, raw)
     if isinstance(raw, str):
-        word = raw.strip().lower()
-        if word in _TRUE:
-            return True
-        if word in _FALSE:
-            return False
-    raise ValueError("expected ON or OFF (also true/false, 1/0, or {\"state\": \"ON\"})")
+        text = raw.strip()
+        if dimmable:
+            try:
+                return _number(spec, float(text))
+            except ValueError:
+                pass
+        word = parse_on_off(text)
+        if word is not None:
+            return word
+        raise ValueError(help_text)
+    raise ValueError(help_text)
 
 
-OnOff = TypeAdapter(Annotated[bool, BeforeValidator(_on_off)])
-
-
-def _number(spec: EntitySpec) -> Validator:
-    bounded = TypeAdapter(
-        Annotated[float, Field(ge=spec.minimum, le=spec.maximum, allow_inf_nan=False)]
-    )
-    switchable = spec.component in WRITABLE_COMPONENTS - CONTROLLERS
-
-    def validate(raw: Any) -> Value:
-        if isinstance(raw, bool):
-            if switchable:
-                return raw
-            raise ValueError("expected a number, not a boolean")
-        if isinstance(raw, str):
-            raw = raw.strip()
-            if switchable and raw.lower() in _TRUE | _FALSE and not raw.isdigit():
-                return raw.lower() in _TRUE
-        value = bounded.validate_python(raw)
-        return int(value) if value.is_integer() and isinstance(spec.safe_value, int) else value
-
-    return validate
+def _number(spec: EntitySpec, number: float) -> Value:
+    """Whole numbers stay ``int`` where the entity's own values are (a safe value of 0), else ``float``."""
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    whole = isinstance(number, int) or number.is_integer()
+    safe = spec.safe_value
+    return int(number) if whole and isinstance(safe, int) and not isinstance(safe, bool) else float(number)
 
 
 def _unregistered(raw: Any) -> Value:
@@ -114,17 +118,20 @@ def _unregistered(raw: Any) -> Value:
 
 
 def validator_for(spec: EntitySpec) -> Validator:
-    """The built-in validator of a writable entity: on/off, or a number in range when the entity has
-    one (a dimmable light takes both: ``ON``/``OFF`` and a brightness; ``1``/``0`` are numbers there).
-    Controllers (climate, alarm panel) have no built-in one: their owner registers it."""
+    """The built-in validator of a writable entity: the hub's spelling made typed (:func:`_from_wire`),
+    then judged by :func:`drivers.base.accepts`. Controllers (climate, alarm panel) have no built-in
+    one: their owner registers it."""
     if spec.component in CONTROLLERS:
         return _unregistered
-    numeric = spec.minimum is not None or spec.maximum is not None or (
-        isinstance(spec.safe_value, int | float) and not isinstance(spec.safe_value, bool)
-    )
-    if numeric:
-        return _number(spec)
-    return OnOff.validate_python
+
+    def validate(raw: Any) -> Value:
+        value = _from_wire(spec, raw)
+        reason = accepts(spec, value)
+        if reason is not None:
+            raise ValueError(reason)
+        return value
+
+    return validate
 
 
 def decode(payload: bytes, max_bytes: int) -> Any:
