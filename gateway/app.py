@@ -136,8 +136,6 @@ class Gateway:
         with backoff while the others run on.
         """
         self.config.gateway.state_dir.mkdir(parents=True, exist_ok=True)
-        if self.forwarder is not None:
-            self.forwarder.start()
         self._prepare_hardware()
         self.supervisor = Supervisor(
             self.drivers, self._driver_context, self.events.clock,
@@ -148,6 +146,11 @@ class Gateway:
         if add_health_source is not None:
             add_health_source("drivers", self.driver_health)
         self.supervisor.start_all()
+        if self.forwarder is not None:
+            # Only now: a hub command (the broker's backlog comes at once) must queue behind the
+            # drivers' "safe state at start" reports, or such a report, processed after the
+            # command, would overwrite the state the command confirmed (state false, pin on).
+            self.forwarder.start()
         self.bus.post(self.events.make(Kind.SYSTEM, "gateway", "started"))
         log.info(
             "gateway %s started: %d of %d devices running, %d rules%s",

@@ -346,6 +346,11 @@ class MqttBridge:
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def started(self) -> bool:
+        """:meth:`start` was called: from then on hub commands may be posted onto the bus."""
+        return self._thread is not None
+
     def health(self) -> dict[str, Any]:
         """The figures published on ``<base>/health`` every ``health_interval`` (see docs/mqtt.md),
         plus each :meth:`add_health_source` under its name. Safe from any thread."""
