@@ -135,7 +135,11 @@ class Gateway:
         or later) has its outputs made safe, its entities marked unavailable, and is restarted
         with backoff while the others run on.
         """
-        self.config.gateway.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.config.gateway.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # local control never depends on storage: say it, and run on
+            log.error("cannot create the state directory %s (%s): rule timers and traces will not be saved "
+                      "and MQTT forwarding keeps events in memory only", self.config.gateway.state_dir, exc.strerror)
         self._prepare_hardware()
         self.supervisor = Supervisor(
             self.drivers, self._driver_context, self.events.clock,

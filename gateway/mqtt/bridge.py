@@ -196,6 +196,7 @@ class MqttBridge:
             max_events=config.outbox.max_events,
             max_packet_size=section.max_packet_size,
             mqtt5=self._mqtt5,
+            seq_floor=int(events.clock.time() * 1000),  # only a new outbox (a replaced or in-memory one) uses it
         )
         self._window = section.max_inflight
         self._bucket = TokenBucket(section.drain_rate, section.max_inflight)
@@ -393,9 +394,12 @@ class MqttBridge:
         plus each :meth:`add_health_source` under its name. Safe from any thread."""
         outbox = self.outbox
         oldest = outbox.oldest_ts()
+        trouble = outbox.trouble
         report: dict[str, Any] = {
             "uptime": round(time.monotonic() - self._started, 1),
             "connection": self._connection_state(),
+            "forwarding": "degraded" if trouble else "ok",
+            **({"forwarding_reason": trouble} if trouble else {}),
             "events_in": self.counters.events_in,
             "events_out": self.counters.events_out,
             "outbox": {
