@@ -2,7 +2,10 @@
 
 Start order matters for safety: actuators open in their safe state, the
 rules are loaded before any driver posts, and MQTT connects in the background
-so local rules work from the first second even with no broker.
+(started once the drivers have posted their safe states, so no hub command can
+come before them) so local rules work from the first second even with no broker.
+Nor do they depend on the state directory: one that cannot be written is logged
+and the MQTT outbox then runs in memory (docs/mqtt.md).
 
 Stop order: drivers stop first (actuators to their safe state, their last
 events queued), the dispatcher processes what is left, then the MQTT bridge

@@ -95,14 +95,16 @@ def test_a_corrupt_outbox_is_moved_aside_and_events_still_reach_the_broker(broke
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+@pytest.mark.parametrize("error", [sqlite3.OperationalError("database or disk is full"),
+                                   OSError(28, "No space left on device: the disk is full")])
 def test_a_full_disk_at_start_leaves_forwarding_degraded_and_the_rules_running(
-    broker: Broker, house: Path, mocker: MockerFixture
+    broker: Broker, house: Path, mocker: MockerFixture, error: Exception
 ) -> None:
     real_connect = sqlite3.connect
 
     def full_disk(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
         if str(database) != ":memory:":
-            raise sqlite3.OperationalError("database or disk is full")
+            raise error
         return real_connect(database, *args, **kwargs)
 
     mocker.patch("gateway.mqtt.outbox.sqlite3.connect", side_effect=full_disk)

@@ -221,7 +221,10 @@ class Outbox:
                       "permissions) and restart the gateway.", self.degraded, self.max_events)
         self._commits_since_checkpoint = 0
         self._last_checkpoint = monotonic()
-        self._checkpoint()
+        try:
+            self._checkpoint()
+        except sqlite3.Error as exc:  # the WAL stays for the next checkpoint; nothing is lost
+            log.warning("outbox: checkpoint at start failed: %s", exc)
 
     def _open_durable(self, path: Path, synchronous: Synchronous, seq_floor: int) -> sqlite3.Connection:
         """The outbox file, locked and loaded; an unreadable one replaced. :class:`_Unusable` if the
@@ -242,7 +245,7 @@ class Outbox:
                     raise
                 self.moved_aside = self._move_aside(path, exc)
                 return self._load(self._open(path, synchronous), seq_floor)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise _Unusable(f"cannot use the outbox {path}: {exc}") from None
 
     def _move_aside(self, path: Path, exc: sqlite3.Error) -> Path:
