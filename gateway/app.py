@@ -2,7 +2,10 @@
 
 Start order matters for safety: actuators open in their safe state, the
 rules are loaded before any driver posts, and MQTT connects in the background
-so local rules work from the first second even with no broker.
+(started once the drivers have posted their safe states, so no hub command can
+come before them) so local rules work from the first second even with no broker.
+Nor do they depend on the state directory: one that cannot be written is logged
+and the MQTT outbox then runs in memory (docs/mqtt.md).
 
 Stop order: drivers stop first (actuators to their safe state, their last
 events queued), the dispatcher processes what is left, then the MQTT bridge
@@ -140,9 +143,11 @@ class Gateway:
         or later) has its outputs made safe, its entities marked unavailable, and is restarted
         with backoff while the others run on.
         """
-        self.config.gateway.state_dir.mkdir(parents=True, exist_ok=True)
-        if self.forwarder is not None:
-            self.forwarder.start()
+        try:
+            self.config.gateway.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # local control never depends on storage: say it, and run on
+            log.error("cannot create the state directory %s (%s): rule timers and traces will not be saved "
+                      "and MQTT forwarding keeps events in memory only", self.config.gateway.state_dir, exc.strerror)
         self._prepare_hardware()
         self.supervisor = Supervisor(
             self.drivers, self._driver_context, self.events.clock,
@@ -154,6 +159,11 @@ class Gateway:
             add_health_source("drivers", self.driver_health)
         self.supervisor.start_all()
         save_outputs(self.config)  # for `gateway safe-state` when config.toml is broken later
+        if self.forwarder is not None:
+            # Only now: a hub command (the broker's backlog comes at once) must queue behind the
+            # drivers' "safe state at start" reports, or such a report, processed after the
+            # command, would overwrite the state the command confirmed (state false, pin on).
+            self.forwarder.start()
         self.bus.post(self.events.make(Kind.SYSTEM, "gateway", "started"))
         log.info(
             "gateway %s started: %d of %d devices running, %d rules%s",

@@ -245,6 +245,9 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
             + (f" (oldest {_duration(oldest)})" if oldest is not None else "")
             + f", {mqtt.get('outbox_dropped')} dropped; {mqtt.get('events_out')} events sent"
         )
+        if mqtt.get("forwarding", "ok") != "ok":
+            lines.append(f"forwarding: DEGRADED ({mqtt.get('forwarding_reason')}); "
+                         "events are not kept through a restart: local control is not affected")
     else:
         lines.append("broker: MQTT disabled")
     bus = status.get("bus") or {}

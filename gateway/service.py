@@ -229,6 +229,8 @@ class Service:
         if mqtt["enabled"]:
             parts.append(f"broker {mqtt['connection']}")
             parts.append(f"outbox {mqtt['outbox_depth']}")
+            if mqtt["forwarding"] != "ok":
+                parts.append("forwarding DEGRADED")
         else:
             parts.append("MQTT off")
         parts.append(f"bus {len(gw.bus)}")
@@ -245,6 +247,8 @@ class Service:
         return {
             "enabled": True,
             "connection": detail.get("connection", "unknown"),
+            "forwarding": detail.get("forwarding", "ok"),
+            "forwarding_reason": detail.get("forwarding_reason"),
             "outbox_depth": outbox.get("depth", "?"),
             "outbox_oldest_age": outbox.get("oldest_age"),
             "outbox_dropped": outbox.get("dropped", 0),

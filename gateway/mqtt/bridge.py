@@ -18,6 +18,14 @@ not acknowledged. Duplicates therefore come only from the in-flight window
 (at most ``max_inflight`` rows per outage or restart), and the hub drops them
 by ``id``.
 
+Commands the broker kept while the gateway was offline (its session is persistent, so the broker
+queues them) arrive first after a reconnection, before anything sent after it. After every
+connection that found its session, the bridge publishes a marker with a fresh token to a topic it is
+subscribed to (``<base>/set/_marker``); every command delivered before the marker comes back is
+from that backlog, and is applied only if it carries an MQTT 5 message expiry (the sender's own
+bound on its age: the broker never delivers an expired one). Others are refused with a reason on
+``result/<entity>``. See docs/mqtt.md, *Commands sent while the gateway was offline*.
+
 Ordering: outbox rows are sent strictly in ``seq`` order, so after an outage
 live events queue behind the backlog, which drains at ``drain_rate``. The
 retained ``state/<entity>`` topics are not queued behind it: they always
@@ -33,12 +41,14 @@ import logging
 import sys
 import threading
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -72,8 +82,30 @@ MAX_TRACKED_COMMANDS = 1000
 """Accepted hub commands remembered until their outcome (state or rejection) is published."""
 STOP_RESERVE = 0.4
 """Part of stop()'s timeout kept for the offline status, the disconnect and the thread join."""
+MARKER_TIMEOUT = 10.0
+"""Seconds after a reconnection within which the marker is expected back. A broker delivers the
+backlog in milliseconds; a marker that never returns (an ACL that forbids publishing it) must not
+make the gateway refuse the hub's commands for ever, so after this they are taken as live again."""
+MARKER_EXPIRY = 60
+"""MQTT 5 expiry of the marker: one that outlives its connection is not kept in the session for long."""
+STALE_LOGGED = 5
+"""Refused backlog commands logged one by one per reconnection; the rest are summed up."""
+STALE_REASON = (
+    "sent while the gateway was offline and kept by the broker; not applied, as it may be long out of date. "
+    "Send it again, or with an MQTT 5 message expiry interval if it may wait"
+)
 
 HealthSource = Callable[[], Mapping[str, Any]]
+
+
+@dataclass(slots=True)
+class _Backlog:
+    """The catch-up after a reconnection: commands arriving before ``token`` comes back were queued
+    by the broker while the gateway was offline. Touched on paho's network thread only."""
+
+    token: bytes
+    since: float
+    refused: int = 0
 
 
 def software_version() -> str:
@@ -126,6 +158,10 @@ class BridgeCounters:
     hub_births: int = 0
     """Home Assistant birth messages seen (each re-sends discovery and states)."""
     commands_retained_ignored: int = 0
+    commands_stale: int = 0
+    """Commands the broker kept while the gateway was offline, without a message expiry: refused."""
+    commands_backlog_applied: int = 0
+    """Commands from that backlog applied because they carried an MQTT 5 message expiry."""
     retained_refused: int = 0
     """Retained states or messages larger than the broker's maximum packet size, never sent."""
     """Retained messages on set topics, replayed by the broker at subscribe: never applied."""
@@ -160,6 +196,7 @@ class MqttBridge:
             max_events=config.outbox.max_events,
             max_packet_size=section.max_packet_size,
             mqtt5=self._mqtt5,
+            seq_floor=int(events.clock.time() * 1000),  # only a new outbox (a replaced or in-memory one) uses it
         )
         self._window = section.max_inflight
         self._bucket = TokenBucket(section.drain_rate, section.max_inflight)
@@ -188,6 +225,7 @@ class MqttBridge:
         self._resuming = False
         self._refused = False
         self._results: deque[tuple[str, bytes]] = deque()
+        self._backlog: _Backlog | None = None
         self._commands: dict[str, Validator] = {
             entity: validator_for(spec) for entity, spec in self.entities.items() if spec.writable
         }
@@ -346,14 +384,22 @@ class MqttBridge:
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def started(self) -> bool:
+        """:meth:`start` was called: from then on hub commands may be posted onto the bus."""
+        return self._thread is not None
+
     def health(self) -> dict[str, Any]:
         """The figures published on ``<base>/health`` every ``health_interval`` (see docs/mqtt.md),
         plus each :meth:`add_health_source` under its name. Safe from any thread."""
         outbox = self.outbox
         oldest = outbox.oldest_ts()
+        trouble = outbox.trouble
         report: dict[str, Any] = {
             "uptime": round(time.monotonic() - self._started, 1),
             "connection": self._connection_state(),
+            "forwarding": "degraded" if trouble else "ok",
+            **({"forwarding_reason": trouble} if trouble else {}),
             "events_in": self.counters.events_in,
             "events_out": self.counters.events_out,
             "outbox": {
@@ -367,6 +413,8 @@ class MqttBridge:
                 "accepted": self.counters.commands_accepted,
                 "rejected": self.counters.commands_rejected,
                 "retained_ignored": self.counters.commands_retained_ignored,
+                "stale_refused": self.counters.commands_stale,
+                "backlog_applied": self.counters.commands_backlog_applied,
             },
             "connects": self.counters.connects,
             "disconnects": self.counters.disconnects,
@@ -459,6 +507,7 @@ class MqttBridge:
         if self._discovery is not None:
             topics.append((self.topics.hub_status, 1))
         client.subscribe(topics)
+        self._expect_backlog(client, flags.session_present)
         self._republish(removals=True)
         self.counters.connects += 1
         log.info("connected to broker %s:%d (session present: %s)", section.host, section.port, flags.session_present)
@@ -529,13 +578,74 @@ class MqttBridge:
     # -- hub commands (network thread) ---------------------------------------------------------------
 
     def _on_command(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self.topics.marker:
+            self._on_marker(bytes(message.payload))
+            return
         entity = message.topic[len(self.topics.set_prefix):]
         if message.retain:
             self.counters.commands_retained_ignored += 1
             log.info("ignoring a retained command on %s: a command left on the broker is not replayed",
                      message.topic[:200])
             return
+        backlog = self._pending_backlog()
+        if backlog is not None:
+            expiry = getattr(getattr(message, "properties", None), "MessageExpiryInterval", None)
+            if expiry is None:
+                self._refuse_stale(backlog, entity, bytes(message.payload))
+                return
+            self.counters.commands_backlog_applied += 1
+            log.info("a command for %s kept by the broker while the gateway was offline is applied: "
+                     "it carries a message expiry (%d s left)", entity[:64], expiry)
         self.handle_command(entity, bytes(message.payload))
+
+    # -- the backlog of commands kept while offline (network thread) ----------------------------------
+
+    def _expect_backlog(self, client: mqtt.Client, session_present: bool) -> None:
+        """After a connection: without a kept session the broker has queued nothing for us; with one,
+        publish the marker that closes the backlog (it queues behind whatever the session holds)."""
+        if not session_present:
+            self._backlog = None
+            return
+        backlog = self._backlog = _Backlog(uuid.uuid4().hex.encode(), time.monotonic())
+        properties = None
+        if self._mqtt5:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = MARKER_EXPIRY
+        client.publish(self.topics.marker, backlog.token, qos=1, properties=properties)
+
+    def _pending_backlog(self) -> _Backlog | None:
+        """The catch-up in progress: this connection's marker has not come back (within
+        :data:`MARKER_TIMEOUT`), so a command arriving now was queued while the gateway was offline."""
+        backlog = self._backlog
+        if backlog is None:
+            return None
+        if time.monotonic() - backlog.since <= MARKER_TIMEOUT:
+            return backlog
+        log.warning("the broker did not return the gateway's marker on %s within %g s: hub commands are "
+                    "taken as live from now on (may the gateway publish there? see docs/mqtt.md)",
+                    self.topics.marker, MARKER_TIMEOUT)
+        self._end_backlog()
+        return None
+
+    def _on_marker(self, payload: bytes) -> None:
+        backlog = self._backlog
+        if backlog is not None and payload == backlog.token:
+            self._end_backlog()
+        # Otherwise an earlier connection's marker (it came back in this backlog) or not ours: ignored.
+
+    def _end_backlog(self) -> None:
+        backlog, self._backlog = self._backlog, None
+        if backlog is not None and backlog.refused:
+            log.warning("%d hub command(s) the broker kept while the gateway was offline were refused "
+                        "(no message expiry); each was answered on its result topic", backlog.refused)
+
+    def _refuse_stale(self, backlog: _Backlog, entity: str, payload: bytes) -> None:
+        backlog.refused += 1
+        self.counters.commands_stale += 1
+        if backlog.refused <= STALE_LOGGED:
+            log.warning("refused a command for %s that the broker kept while the gateway was offline: it may "
+                        "be long out of date and carries no message expiry", entity[:64])
+        self._reject(entity[:64], STALE_REASON, payload)
 
     def handle_command(self, entity: str, payload: bytes) -> Event | None:
         """Validate one hub command; post it as a COMMAND event, or answer why not. Never raises."""

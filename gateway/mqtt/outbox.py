@@ -42,6 +42,21 @@ another event. Gaps are possible (dropped rows; rows lost when
 the process dies before their commit; the unused reservation after a restart),
 repeats are not.
 
+Local control never depends on this file. At start:
+
+* an outbox SQLite cannot read (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``: a lost sector, a
+  half-written card) is moved aside to ``outbox.sqlite3.corrupt-<timestamp>`` (with its ``-wal``
+  and ``-shm``) and replaced by an empty one; its events are lost to forwarding, logged;
+* an outbox that cannot be opened or written at all (a read-only or missing state directory, a
+  full disk, an I/O error), or whose replacement fails, makes the outbox run **in memory**
+  (:attr:`Outbox.degraded` says why): forwarding is *degraded* — events are still published
+  while the broker is reachable and wait in memory (at most :data:`DEGRADED_MAX_EVENTS`) while
+  it is not, but a restart loses them. Logged as an ERROR; health and ``gateway status`` show it.
+
+Only :class:`OutboxInUse` (a second gateway on the same state directory) still stops the start.
+A new outbox (a replacement, or memory) numbers from the wall clock in milliseconds
+(``seq_floor``), so that seqs keep increasing for a hub that remembers the highest one.
+
 Bytes written are counted from SQLite's own checkpoint figures (WAL frames
 plus the pages copied back to the database file); file-system metadata and
 the flash translation layer are not included.
@@ -71,6 +86,8 @@ SEQ_RESERVE = 100_000
 """How far ahead of the newest seq the on-disk reservation runs (see the module docstring)."""
 CHECKPOINT_EVERY_COMMITS = 100
 CHECKPOINT_EVERY_SECONDS = 5.0
+DEGRADED_MAX_EVENTS = 10_000
+"""The bound of an outbox in memory (forwarding degraded): ~2 MB, whatever ``max_events`` says."""
 WAL_HEADER = 32
 WAL_FRAME_HEADER = 24
 
@@ -92,6 +109,16 @@ def _seq_of(row: tuple[int, str, bytes, int, float]) -> int:
 class OutboxInUse(MqttSetupError):
     """Another process has this outbox open: two gateways on one state directory would send
     the same events twice and fight over the sequence numbers."""
+
+
+class _Unusable(Exception):
+    """The outbox file cannot be used; ``str()`` says why, for a person."""
+
+
+def _corrupt(exc: sqlite3.Error) -> bool:
+    """SQLite cannot read the file as a database: replacing it is the only way on."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
 
 
 def _lock_exclusively(path: Path) -> int:
@@ -159,11 +186,8 @@ class Outbox:
         max_packet_size: int | None = None,
         mqtt5: bool = True,
         monotonic: Callable[[], float] = time.monotonic,
+        seq_floor: int = 0,
     ) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise MqttSetupError(f"cannot create the state directory {path.parent}: {exc.strerror}") from None
         self.path = path
         self.batch = batch_ms / 1000.0
         self.max_events = max_events
@@ -174,28 +198,92 @@ class Outbox:
         self._lock = threading.Lock()
         self._db_lock = threading.Lock()
         self._pending = _Pending()
-        self._lock_fd = _lock_exclusively(path)
         self._closed = False
         self._db_closed = False
-        self._failing = False
+        self._failing: str | None = None
+        self._lock_fd: int | None = None
+        self.degraded: str | None = None
+        """Why the outbox runs in memory only (forwarding degraded); None while it is on disk."""
+        self.moved_aside: Path | None = None
+        """Where an unreadable outbox file was moved at start (its events were not sent)."""
         try:
-            self._db = self._open(path, synchronous)
-        except sqlite3.Error as exc:
-            os.close(self._lock_fd)
-            raise MqttSetupError(f"cannot open the outbox {path}: {exc}") from None
-        self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
-        self._depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-        self._next_seq = self._last_seq() + 1
-        self._committed_seq = self._next_seq - 1
-        try:
-            self._reserve(self._next_seq - 1 + SEQ_RESERVE)
-            self._reserved = self._next_seq - 1 + SEQ_RESERVE
-        except sqlite3.Error as exc:
-            os.close(self._lock_fd)
-            raise MqttSetupError(f"cannot write the outbox {path}: {exc}") from None
+            self._db = self._open_durable(path, synchronous, seq_floor)
+        except _Unusable as exc:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+            self.degraded = str(exc)
+            self.max_events = min(max_events, DEGRADED_MAX_EVENTS)
+            self._db = self._open_memory(seq_floor)
+            log.error("forwarding DEGRADED: %s. Events are still published while the broker is reachable, but "
+                      "wait in memory only (at most %d) while it is not, and a restart loses them. Rules, "
+                      "heating and the alarm are not affected. Fix the state directory (free space, "
+                      "permissions) and restart the gateway.", self.degraded, self.max_events)
         self._commits_since_checkpoint = 0
         self._last_checkpoint = monotonic()
-        self._checkpoint()
+        try:
+            self._checkpoint()
+        except sqlite3.Error as exc:  # the WAL stays for the next checkpoint; nothing is lost
+            log.warning("outbox: checkpoint at start failed: %s", exc)
+
+    def _open_durable(self, path: Path, synchronous: Synchronous, seq_floor: int) -> sqlite3.Connection:
+        """The outbox file, locked and loaded; an unreadable one replaced. :class:`_Unusable` if the
+        file cannot serve (read-only, full, missing directory), :class:`OutboxInUse` if it is taken."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _Unusable(f"cannot create the state directory {path.parent}: {exc.strerror}") from None
+        try:
+            self._lock_fd = _lock_exclusively(path)
+        except OSError as exc:
+            raise _Unusable(f"cannot create the outbox's lock file {path}.lock: {exc.strerror}") from None
+        try:
+            try:
+                return self._load(self._open(path, synchronous), 0)
+            except sqlite3.DatabaseError as exc:
+                if not _corrupt(exc):
+                    raise
+                self.moved_aside = self._move_aside(path, exc)
+                return self._load(self._open(path, synchronous), seq_floor)
+        except (sqlite3.Error, OSError) as exc:
+            raise _Unusable(f"cannot use the outbox {path}: {exc}") from None
+
+    def _move_aside(self, path: Path, exc: sqlite3.Error) -> Path:
+        """Rename an unreadable outbox (and its WAL and shared-memory files, which belong to it) out of the way."""
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            for suffix in ("-wal", "-shm", ""):
+                source = Path(f"{path}{suffix}")
+                if source.exists():
+                    source.rename(f"{aside}{suffix}")
+        except OSError as error:
+            raise _Unusable(f"the outbox {path} is unreadable ({exc}) and cannot be moved aside: "
+                            f"{error.strerror}") from None
+        log.error("the outbox %s is unreadable (%s): moved aside to %s and replaced by an empty one; the events "
+                  "it held will not be sent", path, exc, aside)
+        return aside
+
+    def _open_memory(self, seq_floor: int) -> sqlite3.Connection:
+        """Forwarding degraded: the same queue, ordering and bound, in memory only."""
+        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        db.execute(_SCHEMA)
+        return self._load(db, seq_floor)
+
+    def _load(self, db: sqlite3.Connection, seq_floor: int) -> sqlite3.Connection:
+        """Read the depth and the seqs of an opened outbox and renew the reservation; closes ``db`` on error."""
+        try:
+            self._page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+            self._depth = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+            self._next_seq = max(int(row[0]) if row else 0, seq_floor) + 1
+            self._committed_seq = self._next_seq - 1
+            self._db = db
+            self._reserve(self._next_seq - 1 + SEQ_RESERVE)
+            self._reserved = self._next_seq - 1 + SEQ_RESERVE
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
 
     @staticmethod
     def _open(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
@@ -210,11 +298,6 @@ class Outbox:
             db.close()
             raise
         return db
-
-    def _last_seq(self) -> int:
-        """The highest seq ever given out or reserved (the reservation of the previous run included)."""
-        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-        return int(row[0]) if row else 0
 
     def _release_reservation(self) -> None:
         """On a clean close every seq given out is on disk (or delivered): numbering resumes right after
@@ -291,6 +374,11 @@ class Outbox:
             return self._next_seq - 1
 
     @property
+    def trouble(self) -> str | None:
+        """Why forwarding is degraded now: the outbox runs in memory, or its writes are failing; else None."""
+        return self.degraded or self._failing
+
+    @property
     def committed_seq(self) -> int:
         """The newest seq known to be on disk: everything up to it survives a process kill."""
         with self._lock:
@@ -325,7 +413,7 @@ class Outbox:
                 return 0
             self._reserved = max(self._reserved, reserve)
             if self._failing:
-                self._failing = False
+                self._failing = None
                 log.warning("the outbox writes to %s again", self.path)
             with self._lock:
                 self._depth += len(pending.rows) - delivered - refused - dropped
@@ -369,7 +457,7 @@ class Outbox:
             self.counters.dropped += excess
             self.counters.commit_failures += 1
         if not self._failing:
-            self._failing = True
+            self._failing = f"the outbox cannot write to {self.path} ({exc}): events wait in memory"
             log.error("the outbox cannot write to %s (%s): events are kept in memory and retried", self.path, exc)
 
     def _enforce_bound(self, growth: int) -> int:
@@ -442,4 +530,5 @@ class Outbox:
             self._checkpoint()
             self._db.close()
             self._db_closed = True
-            os.close(self._lock_fd)
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)

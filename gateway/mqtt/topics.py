@@ -111,6 +111,14 @@ class Topics:
         return f"{self.base}/set/"
 
     @property
+    def marker(self) -> str:
+        """Where the bridge sends itself a marker after a reconnection, to tell the commands the broker
+        kept while the gateway was offline from live ones (docs/mqtt.md, *Commands sent while the
+        gateway was offline*). Under ``set/``, so the subscription and the ACL that bring commands bring
+        it too; no entity id starts with ``_``, so it never names one."""
+        return f"{self.base}/set/_marker"
+
+    @property
     def hub_status(self) -> str:
         return f"{self.discovery_prefix}/status"
 
