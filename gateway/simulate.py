@@ -116,11 +116,12 @@ class World:
         *,
         timezone: str = "UTC",
         start: float = 1_767_225_600.0,
+        mono: float = 1000.0,
         state_dir: Path | None = None,
         on_event: Callable[[Event], None] | None = None,
         envelope: Envelope | None = None,
     ) -> None:
-        self.clock = VirtualClock(wall=start)
+        self.clock = VirtualClock(wall=start, mono=mono)
         self.events = EventFactory(self.clock, boot="sim")
         self.entities = dict(entities)
         actuators = {eid: EchoActuator(spec, self.clock) for eid, spec in entities.items()

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any, get_args
 from pydantic import ValidationError
 
 from drivers.base import Component, EntitySpec, accepts
+from gateway.authority import Owner
 from rules import model as m
+from rules.ownership import alarm_outputs, refusal, thermostat_outputs
 from rules.template import compile_template
 
 if TYPE_CHECKING:
@@ -152,7 +154,7 @@ def load_rules(directory: Path, entities: Mapping[str, EntitySpec]) -> RuleSet:
         problems.append(f"{_owner_path(ruleset, entity_id)}: {entity_id}: id already used by a configured device")
     known.update(declared)
     checker = _Checker(known, {d.item.id for d in ruleset.alarms}, {d.item.id for d in ruleset.thermostats},
-                       {d.item.id for d in ruleset.virtuals})
+                       {d.item.id for d in ruleset.virtuals}, _owners(ruleset, problems))
     warnings: list[str] = []
     for loaded in ruleset.rules:
         checker.rule(loaded, problems, warnings)
@@ -164,6 +166,26 @@ def load_rules(directory: Path, entities: Mapping[str, EntitySpec]) -> RuleSet:
         ruleset.rules, ruleset.virtuals, ruleset.thermostats, ruleset.alarms,
         tuple(warnings), ruleset.disabled, tuple(files),
     )
+
+
+def _owners(ruleset: RuleSet, problems: list[str]) -> dict[str, Owner]:
+    """The outputs the thermostats and alarms own; an output two of them claim is a problem."""
+    owners: dict[str, Owner] = {}
+    for declared in ruleset.thermostats + ruleset.alarms:
+        item = declared.item
+        if isinstance(item, m.Thermostat):
+            outputs, kind = thermostat_outputs(item), "thermostats"
+        elif isinstance(item, m.Alarm):
+            outputs, kind = alarm_outputs(item), "alarms"
+        else:
+            continue
+        for entity, owner in outputs.items():
+            if entity in owners:
+                problems.append(f"{declared.path}: {kind} {item.id}: {entity!r} is already owned by "
+                                f"{owners[entity].what}: an output obeys one controller")
+            else:
+                owners[entity] = owner
+    return owners
 
 
 def _owner_path(ruleset: RuleSet, entity_id: str) -> Path | str:
@@ -296,12 +318,14 @@ class _Checker:
     """Cross-checks that need the whole house: entity ids, what may be commanded, alarms named."""
 
     def __init__(
-        self, entities: Mapping[str, EntitySpec], alarms: set[str], thermostats: set[str], virtuals: set[str]
+        self, entities: Mapping[str, EntitySpec], alarms: set[str], thermostats: set[str], virtuals: set[str],
+        owners: Mapping[str, Owner],
     ) -> None:
         self.entities = entities
         self.alarms = alarms
         self.thermostats = thermostats
         self.virtuals = virtuals
+        self.owners = owners
 
     def _unknown(self, entity: str) -> str:
         close = difflib.get_close_matches(entity, self.entities, n=1)
@@ -336,11 +360,16 @@ class _Checker:
         if isinstance(action, m.PublishAction):
             self._payload(where, action.payload, problems)
             return
-        if not isinstance(action, m.ENTITY_ACTIONS):
-            return
+        if isinstance(action, m.ENTITY_ACTIONS):
+            self._entity_action(where, action, problems)
+
+    def _entity_action(self, where: str, action: Any, problems: list[str]) -> None:
         spec = self.entities.get(action.entity)
+        owner = self.owners.get(action.entity)
         if spec is None:
             problems.append(f"{where}.entity: {self._unknown(action.entity)}")
+        elif owner is not None:
+            problems.append(f"{where}.entity: {refusal(repr(action.entity), owner)}")
         elif action.entity in self.virtuals and not spec.writable:
             # A virtual value (not a flag): a rule may store any scalar in it, but not switch it.
             if not isinstance(action, m.SetAction):

@@ -8,9 +8,13 @@ owned output is announced to Home Assistant read-only).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gateway.authority import Level, Owner
 from rules import model as m
-from rules.loader import RuleSet
+
+if TYPE_CHECKING:
+    from rules.loader import RuleSet
 
 THERMOSTAT_ADVICE = "change the thermostat's setpoint or mode instead"
 ALARM_ADVICE = "disarm the alarm (with its code) to silence it"

@@ -9,10 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from drivers.envelope import Envelope, EnvelopeConfig
 from gateway.events import Kind
 from gateway.simulate import simulate
-from rules.loader import RuleSet, load_rules
+from rules.loader import RulesError, RuleSet, load_rules
 from tests.rules_config import house_config
 from tests.rules_kit import DEMO_ENTITIES, House, house
 
@@ -105,8 +107,7 @@ def test_a_hub_override_holds_the_heater_for_its_time_then_the_thermostat_decide
     assert h.value("living_action") == "idle"
 
 
-def test_a_rule_cannot_switch_an_output_a_controller_owns(tmp_path: Path) -> None:
-    rule = """
+HEAT_ON_DOOR = """
 [[rules]]
 id = "heat_on_door"
 [[rules.triggers]]
@@ -117,11 +118,27 @@ to = true
 type = "turn_on"
 entity = "heater"
 """
-    h = house(tmp_path, THERMO + rule)
+
+
+def test_a_rule_aimed_at_an_output_a_controller_owns_is_a_located_load_error(tmp_path: Path) -> None:
+    with pytest.raises(RulesError) as caught:
+        house(tmp_path, THERMO + HEAT_ON_DOOR)
+    [problem] = caught.value.problems
+    assert problem.endswith("test.toml: rule heat_on_door: actions[0].entity: 'heater' is owned by thermostat "
+                            "living; change the thermostat's setpoint or mode instead")
+
+
+def test_two_controllers_cannot_own_one_output(tmp_path: Path) -> None:
+    with pytest.raises(RulesError, match="'heater' is already owned by thermostat living"):
+        house(tmp_path, THERMO + THERMO.replace('id = "living"', 'id = "other"'))
+
+
+def test_a_claim_by_anyone_but_the_owner_is_refused_by_the_arbiter_too(tmp_path: Path) -> None:
+    h = house(tmp_path, THERMO)
     h.set("living_temperature", 30.0)
-    h.set("front_door", True)
+    h.dispatcher.process(h.events.make(Kind.COMMAND, "heater", True, rule="some_rule"))
     assert h.value("heater") is False
-    assert any("owned by thermostat living" in why for why in rejections(h, "heater"))
+    assert any("heater is owned by thermostat living" in why for why in rejections(h, "heater"))
 
 
 def test_the_siren_cannot_be_silenced_by_the_hub_while_the_alarm_is_triggered(tmp_path: Path) -> None:

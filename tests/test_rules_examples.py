@@ -37,13 +37,34 @@ def actions(lines: list[dict[str, object]], kind: str = "command") -> list[tuple
     return [(line["t"], line["rule"], line["entity"], line["value"]) for line in lines if line["kind"] == kind]
 
 
-def test_all_examples_pass_gateway_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_house_config(tmp_path, EXAMPLES)
+EXAMPLE_NAMES = sorted(path.stem for path in EXAMPLES.glob("*.toml"))
+
+
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_each_example_passes_gateway_check_on_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    shutil.copy(EXAMPLES / f"{name}.toml", rules)
+    path = write_house_config(tmp_path, rules)
     assert main(["check", "--config", str(path)]) == 0
     out = capsys.readouterr()
     assert out.err == "" and out.out.count("\n") == 1 and "OK" in out.out
-    ruleset, warnings = check_rules(house_config(tmp_path, EXAMPLES))
+    ruleset, warnings = check_rules(house_config(tmp_path, rules))
     assert ruleset is not None and warnings == []
+
+
+def test_rules_that_switch_a_controllers_output_cannot_join_that_controller(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The examples are alternatives: frost protection by rules and the thermostat would both drive the
+    heater, the leak siren and the alarm the siren. Together, `gateway check` says who owns what."""
+    path = write_house_config(tmp_path, EXAMPLES)
+    assert main(["check", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "rule frost_heater_on: actions[0].entity: 'heater' is owned by thermostat living_thermostat" in err
+    assert "rule leak_notify: actions[1].entity: 'siren' is owned by alarm house_alarm" in err
 
 
 def test_motion_light_at_night(tmp_path: Path) -> None:

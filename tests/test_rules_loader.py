@@ -320,8 +320,8 @@ def problems_with(tmp_path: Path, text: str, entities: dict[str, EntitySpec]) ->
 # loader refuses, the hub refuses too, or its edge turns it into one the component takes (ON -> true).
 AGREEMENT = [
     # entity, value (a bare word or JSON on the wire; TOML in the rule file), the loader takes it
-    ("heater", True, True), ("heater", False, True), ("heater", "OFF", False), ("heater", "on", False),
-    ("heater", 50, False), ("heater", 2.5, False), ("heater", "banana", False),
+    ("cooler", True, True), ("cooler", False, True), ("cooler", "OFF", False), ("cooler", "on", False),
+    ("cooler", 50, False), ("cooler", 2.5, False), ("cooler", "banana", False),
     ("siren", True, True), ("siren", False, True), ("siren", "ON", False), ("siren", 7, False),
     ("hall_light", True, True), ("hall_light", False, True), ("hall_light", 50, False), ("hall_light", "off", False),
     ("dimmer", True, True), ("dimmer", False, True), ("dimmer", 50, True), ("dimmer", 0, True),

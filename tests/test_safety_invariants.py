@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -32,21 +33,21 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from drivers.envelope import Envelope, EnvelopeConfig
-from gateway.events import Kind
+from gateway.events import Kind, Value
 from gateway.simulate import EchoActuator
 from gateway.values import is_on
 from rules.loader import RuleSet, load_rules
 from tests.rules_kit import DEMO_ENTITIES, HEADER, House
 
-settings.register_profile("ci", max_examples=40, stateful_step_count=40, deadline=None, derandomize=True,
+settings.register_profile("ci", max_examples=500, stateful_step_count=60, deadline=None, derandomize=True,
                           database=None)
 settings.register_profile("long", max_examples=2000, stateful_step_count=80, deadline=None)
 
 STALE_AFTER = 180.0
 SIREN_TIME = 180.0
 LIMITS = {
-    "heater": EnvelopeConfig(min_on_s=60, min_off_s=60, max_on_s=3600, max_switches_per_hour=12),
-    "siren": EnvelopeConfig(max_on_s=300),
+    "heater": EnvelopeConfig(min_off_s=60, max_on_s=600, max_switches_per_hour=3),
+    "siren": EnvelopeConfig(max_on_s=120),
 }
 RULES = HEADER + f"""
 [[thermostats]]
@@ -58,7 +59,7 @@ hysteresis = 0.5
 min_setpoint = 10
 max_setpoint = 25
 stale_after = "{STALE_AFTER:g}s"
-override = "10m"
+override = "15m"
 
 [[alarms]]
 id = "house_alarm"
@@ -95,31 +96,50 @@ _RULES_DIR = Path(tempfile.mkdtemp(prefix="safety-rules-"))
 (_RULES_DIR / "house.toml").write_text(RULES)
 RULESET: RuleSet = load_rules(_RULES_DIR, DEMO_ENTITIES)
 TICK = 1e-6
+WALL_START = 1_767_225_600.0
 
 
 class SafeHouse(RuleBasedStateMachine):
+    """Times are on one timeline across restarts (each process has its own monotonic clock)."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.house = self._build()
-        self.last_reading = -math.inf
+        self.state_dir = Path(tempfile.mkdtemp(prefix="safety-state-"))
+        self.past: dict[str, list[tuple[float, Value]]] = {entity: [] for entity in LIMITS}
+        """Switches of earlier processes, on the timeline."""
+        self.base = 0.0
+        self.house = self._build(WALL_START, 1000.0)
         self.stale_from = -math.inf
         """The instant the heater must be off by (unless overridden): silence or unavailability."""
         self.triggered_at: float | None = None
 
-    def _build(self) -> House:
-        envelope = Envelope(LIMITS, {"heater": False, "siren": False})
-        house = House(DEMO_ENTITIES, RULESET, envelope=envelope)
+    def _build(self, wall: float, mono: float) -> House:
+        """A gateway process; the monotonic clock goes on from the last one's (the same boot)."""
+        house = House(DEMO_ENTITIES, RULESET, start=wall, mono=mono, state_dir=self.state_dir)
+        house.dispatcher.outputs.envelope = Envelope(LIMITS, {"heater": False, "siren": False},
+                                                     state_file=self.state_dir / "envelope.json", clock=house.clock)
+        self.origin = house.clock.monotonic()
         house.start()
         return house
 
+    def teardown(self) -> None:
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
     @property
     def now(self) -> float:
-        return self.house.clock.monotonic()
+        return self.timeline(self.house.clock.monotonic())
+
+    def timeline(self, mono: float) -> float:
+        return self.base + mono - self.origin
 
     def pin(self, entity: str) -> EchoActuator:
         actuator = self.house.dispatcher.actuators[entity]
         assert isinstance(actuator, EchoActuator)
         return actuator
+
+    def history(self, entity: str) -> list[tuple[float, Value]]:
+        """Every switch of ``entity`` on the timeline, earlier processes included."""
+        return self.past[entity] + [(self.timeline(t), v) for t, v in self.pin(entity).history]
 
     @initialize(value=st.floats(5, 30))
     def first_reading(self, value: float) -> None:
@@ -130,7 +150,6 @@ class SafeHouse(RuleBasedStateMachine):
     @rule(value=st.floats(5, 30))
     def reading(self, value: float) -> None:
         self.house.set("living_temperature", round(value, 1))
-        self.last_reading = self.now
         self.stale_from = self.now + STALE_AFTER
 
     @rule()
@@ -138,7 +157,7 @@ class SafeHouse(RuleBasedStateMachine):
         self.house.post("living_temperature", False, Kind.AVAILABILITY)
         self.stale_from = min(self.stale_from, self.now)
 
-    @rule(seconds=st.sampled_from([1, 5, 30, 59, 60, 61, 119, 120, 179, 181, 300, 600, 1800, 3600]))
+    @rule(seconds=st.sampled_from([1, 5, 10, 20, 30, 59, 60, 61, 119, 120, 179, 181, 300, 600, 1800, 3600]))
     def time_passes(self, seconds: float) -> None:
         self.house.advance(seconds)
 
@@ -167,6 +186,19 @@ class SafeHouse(RuleBasedStateMachine):
         self.house.engine.replace(RULESET)
         self.house.dispatcher.drain()
 
+    @rule(graceful=st.booleans())
+    def restart(self, graceful: bool) -> None:
+        """A stop (state saved) or a crash (only what was already written survives); the outputs start safe."""
+        if graceful:
+            self.house.engine.stop()
+        now = self.now
+        for entity in LIMITS:
+            self.past[entity] = self.history(entity)
+            if self.pin(entity).value is not False:
+                self.past[entity].append((now, False))  # the new process drives it safe at start
+        self.base = now
+        self.house = self._build(self.house.clock.time(), self.house.clock.monotonic())
+
     # -- what must always hold -----------------------------------------------------------------------
 
     @invariant()
@@ -183,7 +215,7 @@ class SafeHouse(RuleBasedStateMachine):
     @invariant()
     def nothing_stays_on_beyond_its_maximum_on_time(self) -> None:
         for entity, limits in LIMITS.items():
-            history = self.pin(entity).history
+            history = self.history(entity)
             if history and is_on(history[-1][1]) and limits.max_on_s is not None:
                 assert self.now - history[-1][0] <= limits.max_on_s + TICK, entity
 
@@ -215,7 +247,7 @@ class SafeHouse(RuleBasedStateMachine):
     @invariant()
     def no_output_leaves_its_safe_value_faster_than_its_envelope_allows(self) -> None:
         for entity, limits in LIMITS.items():
-            history = self.pin(entity).history
+            history = self.history(entity)
             if not history or not is_on(history[-1][1]):
                 continue
             at = history[-1][0]
