@@ -15,7 +15,7 @@ Config examples::
     pin = 22
     active_high = false       # most relay boards switch on a low input
     safe_state = false
-    envelope = { min_on_s = 300, min_off_s = 300, max_on_s = 14400, max_switches_per_hour = 6,
+    envelope = { min_off_s = 300, max_on_s = 14400, max_switches_per_hour = 6,
                  interlock = "heat_cool", interlock_wait_s = 120 }
 
     [[devices]]

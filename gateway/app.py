@@ -287,6 +287,7 @@ class Gateway:
 
     def shutdown(self, timeout: float = 1.5) -> None:
         """Actuators to safe state, remaining events forwarded, ``offline`` published."""
+        self.dispatcher.outputs.stop()  # from now on no claim drives an output: they all go safe
         self._announce_safe_states()
         if self.supervisor is not None:
             self.supervisor.stop_all()  # actuators end safe; joins the drivers' timer threads

@@ -153,6 +153,12 @@ class Authority:
         self._owners: dict[str, Owner] = {}
         self._levels: dict[str, Level] = {}
         self._seq = itertools.count()
+        self._stopped = False
+
+    def stop(self) -> None:
+        """The gateway is shutting down: the outputs go safe and stay so; claims are still recorded (and
+        shown) but drive nothing any more, or a claim could switch an output on again on the way out."""
+        self._stopped = True
 
     def __contains__(self, entity: str) -> bool:
         return entity in self._outputs
@@ -223,6 +229,7 @@ class Authority:
         if event.id == out.last_state:
             return  # our own confirmation: already recorded
         out.confirmed = event.value
+        self.envelope.record(out.entity, event.value, self.host.clock.monotonic())  # e.g. a restarted driver: safe
         if out.claims.pop(DRIVER_FAILED, None) is not None:
             log.info("%s: driver running again: the claims in force drive it", out.entity)
         if out.desired() != out.confirmed:
@@ -237,6 +244,19 @@ class Authority:
     def in_force(self, entity: str) -> Claim | None:
         out = self._outputs.get(entity)
         return None if out is None else out.strongest()
+
+    def standing(self, entity: str, holder: str, level: Level = Level.RULES) -> str:
+        """How a new claim by ``holder`` at ``level`` will stand among the others (for rule traces):
+        ``in force``, ``in force over …`` or ``waiting below …``."""
+        out = self._outputs.get(entity)
+        if out is None:
+            return ""
+        others = sorted((c for c in out.claims.values() if c.holder != holder), key=lambda c: (c.level, -c.seq))
+        if not others:
+            return "in force"
+        if others[0].level < level:
+            return f"waiting below {others[0].describe()}"
+        return "in force over " + ", ".join(c.describe() for c in others)
 
     def confirmed(self, entity: str) -> Value:
         return self._outputs[entity].confirmed
@@ -274,6 +294,8 @@ class Authority:
         if out.retry is not None:
             out.retry.cancel()
             out.retry = None
+        if self._stopped:
+            return
         if DRIVER_FAILED in out.claims and out.claims[DRIVER_FAILED] is out.strongest():
             self._state(out, cause, rule, why)
             return

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.events import PUBLISH_ENTITY, Kind, Value
+from gateway.values import is_on
 from rules import model as m
 from rules.conditions import Check, compile_condition
 from rules.controllers import Runtime
@@ -156,24 +157,25 @@ class Runner:
         runtime = self.runtime
         if isinstance(action, m.SetAction):
             runtime.command(action.entity, action.value, rule=rule_id, cause=cause)
-            return f"set {action.entity} = {action.value!r}"
+            return f"set {action.entity} = {action.value!r}" + self._standing(action.entity, rule_id)
         if isinstance(action, m.TurnOnAction):
             runtime.command(action.entity, True, rule=rule_id, cause=cause)
+            standing = self._standing(action.entity, rule_id)
             if action.for_ is None:
-                return f"turn_on {action.entity}"
+                return f"turn_on {action.entity}{standing}"
             key = f"pulse:{rule_id}:{action.entity}"
             extended = self.timers.get(key) is not None
             self.timers.arm(key, rule_id, compiled.fingerprint, action.for_, {"entity": action.entity, "cause": cause},
                             self.pulse_fired(rule_id))
-            return f"turn_on {action.entity} for {action.for_:g}s" + (" (extended)" if extended else "")
+            return f"turn_on {action.entity} for {action.for_:g}s" + (" (extended)" if extended else "") + standing
         if isinstance(action, m.TurnOffAction):
             self.timers.cancel(f"pulse:{rule_id}:{action.entity}")
             runtime.command(action.entity, False, rule=rule_id, cause=cause)
-            return f"turn_off {action.entity}"
+            return f"turn_off {action.entity}" + self._standing(action.entity, rule_id)
         if isinstance(action, m.ToggleAction):
-            value = not bool(runtime.state.value(action.entity))
+            value = not is_on(runtime.state.value(action.entity))
             runtime.command(action.entity, value, rule=rule_id, cause=cause)
-            return f"toggle {action.entity} -> {value!r}"
+            return f"toggle {action.entity} -> {value!r}" + self._standing(action.entity, rule_id)
         if isinstance(action, m.PublishAction):
             payload = self.payload(compiled.templates[index], run.fields)
             message = json.dumps({"topic": action.topic, "payload": payload, "retain": action.retain})
@@ -184,6 +186,11 @@ class Runner:
             runtime.command(action.alarm, action.command, rule=rule_id, cause=cause)
             return f"alarm {action.alarm} {action.command}"
         raise TypeError(f"unknown action {action!r}")
+
+    def _standing(self, entity: str, rule_id: str) -> str:
+        """For the trace: whether the rule's claim on an output is in force or waits (gateway/authority.py)."""
+        outputs = self.runtime.outputs
+        return f" ({outputs.standing(entity, rule_id)})" if entity in outputs else ""
 
     def payload(self, template: Template | dict[str, Template | Value], fields: dict[str, Value]) -> str:
         """Fill a ``publish`` payload; ``{time}`` is formatted here, not for every rule run."""

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 
 from drivers.envelope import Envelope, EnvelopeConfig
+from gateway.app import Gateway
+from gateway.config import load_config
 from gateway.events import Kind
 from gateway.simulate import simulate
 from rules.loader import RulesError, RuleSet, load_rules
+from tests.helpers import RecordingForwarder, write_config
 from tests.rules_config import house_config
 from tests.rules_kit import DEMO_ENTITIES, House, house
 
@@ -187,6 +192,15 @@ def test_the_hub_turning_a_free_light_on_outlasts_a_motion_rules_timer(tmp_path:
     assert h.value("hall_light") is True
 
 
+def test_a_rules_trace_says_whether_its_claim_is_in_force_or_waits(tmp_path: Path) -> None:
+    h = house(tmp_path, ALARM.replace('"hall_motion"]', "]") + MOTION_LIGHT + ALARM_LIGHT)
+    h.command("house_alarm", "arm_away")
+    h.set("front_door", True)
+    h.set("hall_motion", True)
+    [motion] = h.engine.traces.get("hall_light_on_motion")
+    assert motion["actions"] == ["turn_on hall_light for 120s (in force over light_on_alarm (rules) True)"]
+
+
 # -- controllers act on the relay, not on their memory ---------------------------------------------------
 
 
@@ -211,6 +225,29 @@ def test_the_thermostat_reports_heating_only_while_the_relay_is_on(tmp_path: Pat
     h.advance(300)
     assert h.value("heater") is True
     assert h.value("living_action") == "heating"
+
+
+def test_a_switch_budget_defers_the_thermostat_and_the_heater_follows_when_allowed(tmp_path: Path) -> None:
+    h = house(tmp_path, THERMO, envelope=heater_envelope(max_switches_per_hour=2))
+    h.set("living_temperature", 18.0)  # switch 1: on
+    h.set("living_temperature", 21.0)  # switch 2: off (toward safe: always allowed)
+    h.set("living_temperature", 18.0)  # budget spent: deferred until switch 1 leaves the hour
+    assert h.value("heater") is False and h.value("living_action") == "idle"
+    assert any(why.startswith("deferred 3600 s") for why in rejections(h, "heater"))
+    readings_every_minute(h, 18.0, 60)
+    assert h.value("heater") is True and h.value("living_action") == "heating"
+
+
+def test_a_silent_sensor_switches_the_heater_off_at_once_despite_every_minimum_time(tmp_path: Path) -> None:
+    text = THERMO.replace('stale_after = "10m"', 'stale_after = "3m"\nmin_on = "2m"')
+    h = house(tmp_path, text, envelope=heater_envelope(min_on_s=120, min_off_s=120))
+    h.set("living_temperature", 15.0)
+    assert h.value("heater") is True
+    h.advance(10)
+    h.post("living_temperature", False, Kind.AVAILABILITY)  # the sensor unplugged 10 s later
+    assert h.value("heater") is False
+    assert h.value("living_action") == "fault"
+    assert rejections(h, "heater") == []
 
 
 def test_a_reload_that_moves_the_thermostat_to_another_heater_switches_the_old_one_off(tmp_path: Path) -> None:
@@ -272,3 +309,41 @@ def test_gateway_simulate_shows_the_deferrals_of_the_devices_envelopes(tmp_path:
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     deferred = [line for line in lines if line["kind"] == "rejected" and line["entity"] == "heater"]
     assert deferred and str(deferred[0]["detail"]).startswith("deferred 290 s: minimum off time 300 s")
+
+
+# -- shutdown -----------------------------------------------------------------------------------------------
+
+GATEWAY_CONFIG = """
+[gateway]
+id = "shutdown"
+state_dir = "state"
+
+[[devices]]
+id = "heater"
+driver = "gpio.relay"
+pin = 23
+envelope = { min_off_s = 0 }
+
+[[devices]]
+id = "climate"
+driver = "serial.kv"
+port = "loop://"
+[devices.fields.t]
+entity = "living_temperature"
+unit = "°C"
+"""
+
+
+def test_at_shutdown_no_claim_drives_an_output_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pins = MockFactory()
+    config = load_config(write_config(tmp_path, GATEWAY_CONFIG, rules="version = 1\n" + THERMO))
+    gateway = Gateway(config, pin_factory=pins, forwarder=RecordingForwarder())
+    gateway.start()
+    gateway.dispatcher.drain()
+    gateway.bus.post(gateway.events.reading("living_temperature", 15.0))
+    gateway.dispatcher.drain()
+    assert pins.pin(23).state is True
+    pins.pin(23).clear_states()
+    gateway.shutdown()
+    pins.pin(23).assert_states([True, False])  # off once, never on again
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -82,9 +82,13 @@ def test_a_hub_command_to_the_thermostats_heater_is_refused_at_the_edge_naming_t
 ) -> None:
     _, pins = house
     results = Subscriber(broker.host, broker.port, "gateway/owned/result/#")
+
+    def answered() -> list[object]:
+        publish(broker, "gateway/owned/set/heater", "ON")  # repeated until the bridge has subscribed
+        return results.on("gateway/owned/result/heater")
+
     try:
-        publish(broker, "gateway/owned/set/heater", "ON")
-        [answer] = wait_until(lambda: results.on("gateway/owned/result/heater"), what="a result")
+        answer = wait_until(answered, what="a result")[0]
         assert answer["status"] == "rejected"
         assert "owned by thermostat living" in answer["reason"]
         assert pins.pin(23).state is False
