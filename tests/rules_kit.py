@@ -25,6 +25,34 @@ DEMO_ENTITIES = {
 }
 HEADER = "version = 1\n"
 
+MOTION_LIGHT = """
+[[rules]]
+id = "hall_light_on_motion"
+[[rules.triggers]]
+type = "state"
+entity = "hall_motion"
+to = true
+[[rules.actions]]
+type = "turn_on"
+entity = "hall_light"
+for = "2m"
+"""
+"""The shipped house's motion light: on at motion, let go two minutes after the last one."""
+
+ALARM_LIGHT = """
+[[rules]]
+id = "light_on_alarm"
+[[rules.triggers]]
+type = "state"
+entity = "house_alarm"
+to = "triggered"
+[[rules.actions]]
+type = "turn_on"
+entity = "hall_light"
+for = "10m"
+"""
+"""The shipped house's alarm light: on for ten minutes when ``house_alarm`` triggers."""
+
 
 def ruleset(tmp_path: Path, text: str, entities: dict[str, EntitySpec] | None = None) -> RuleSet:
     directory = tmp_path / "rules.d"

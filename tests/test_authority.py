@@ -21,7 +21,7 @@ from gateway.simulate import simulate
 from rules.loader import RulesError, RuleSet, load_rules
 from tests.helpers import RecordingForwarder, write_config
 from tests.rules_config import house_config
-from tests.rules_kit import DEMO_ENTITIES, House, house
+from tests.rules_kit import ALARM_LIGHT, DEMO_ENTITIES, MOTION_LIGHT, House, house
 
 THERMO = """
 [[thermostats]]
@@ -45,33 +45,6 @@ siren_time = "3m"
 [alarms.sensors]
 armed_away = ["front_door", "hall_motion"]
 """
-
-MOTION_LIGHT = """
-[[rules]]
-id = "hall_light_on_motion"
-[[rules.triggers]]
-type = "state"
-entity = "hall_motion"
-to = true
-[[rules.actions]]
-type = "turn_on"
-entity = "hall_light"
-for = "2m"
-"""
-
-ALARM_LIGHT = """
-[[rules]]
-id = "light_on_alarm"
-[[rules.triggers]]
-type = "state"
-entity = "house_alarm"
-to = "triggered"
-[[rules.actions]]
-type = "turn_on"
-entity = "hall_light"
-for = "10m"
-"""
-
 
 def heater_envelope(**limits: Any) -> Envelope:
     return Envelope({"heater": EnvelopeConfig(**limits)}, {"heater": False})

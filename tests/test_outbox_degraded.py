@@ -11,6 +11,7 @@ for the full disk, which no test machine can be made to have.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -165,6 +166,7 @@ def _in_child_as_nobody(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     if pid == 0:  # the child: never returns into pytest
         try:
             os.close(read_end)
+            logging.getLogger().handlers.clear()  # pytest's capture streams are not the child's to write
             os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)

@@ -37,7 +37,7 @@ from gateway.events import Kind, Value
 from gateway.simulate import EchoActuator
 from gateway.values import is_on
 from rules.loader import RuleSet, load_rules
-from tests.rules_kit import DEMO_ENTITIES, HEADER, House
+from tests.rules_kit import ALARM_LIGHT, DEMO_ENTITIES, HEADER, MOTION_LIGHT, House
 
 settings.register_profile("ci", max_examples=500, stateful_step_count=60, deadline=None, derandomize=True,
                           database=None)
@@ -70,28 +70,7 @@ siren_time = "{SIREN_TIME:g}s"
 [alarms.sensors]
 armed_away = ["front_door"]
 
-[[rules]]
-id = "hall_light_on_motion"
-[[rules.triggers]]
-type = "state"
-entity = "hall_motion"
-to = true
-[[rules.actions]]
-type = "turn_on"
-entity = "hall_light"
-for = "2m"
-
-[[rules]]
-id = "light_on_alarm"
-[[rules.triggers]]
-type = "state"
-entity = "house_alarm"
-to = "triggered"
-[[rules.actions]]
-type = "turn_on"
-entity = "hall_light"
-for = "10m"
-"""
+""" + MOTION_LIGHT + ALARM_LIGHT
 _RULES_DIR = Path(tempfile.mkdtemp(prefix="safety-rules-"))
 (_RULES_DIR / "house.toml").write_text(RULES)
 RULESET: RuleSet = load_rules(_RULES_DIR, DEMO_ENTITIES)
