@@ -32,7 +32,7 @@ entity = "light"
 
 def house_config(
     directory: Path, *, mqtt_port: int = 1883, serial_port: str | None = None, gateway_id: str = "bench",
-    rules: str = GPIO_RULES, extra: str = "", light_active_low: bool = False,
+    rules: str = GPIO_RULES, extra: str = "", light_active_low: bool = False, light_envelope: str = "",
 ) -> Path:
     """A config with a motion input on pin 17, a light relay on pin 22, and optionally a serial sensor."""
     serial = ""
@@ -70,6 +70,7 @@ driver = "gpio.relay"
 pin = 22
 component = "light"
 active_high = {"false" if light_active_low else "true"}
+{f"envelope = {light_envelope}" if light_envelope else ""}
 {serial}""",
         rules,
     )
