@@ -41,7 +41,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivers.base import Actuator, Component, DeviceConfig, DriverContext, DriverError, EntitySpec, Simulator
 from drivers.envelope import EnvelopeConfig
@@ -68,7 +68,14 @@ class GpioRelayConfig(_OutputConfig):
     driver: Literal["gpio.relay"]
     safe_state: bool = False
     """Where the output goes at start, at stop and when the driver fails."""
+    default_state: bool | None = None
+    """Where it goes while no rule, controller or hub claims it (gateway/authority.py); unset: ``safe_state``."""
     component: Literal["switch", "light", "siren"] = "switch"
+
+    @model_validator(mode="after")
+    def _default_within_the_envelope(self) -> GpioRelayConfig:
+        _check_default(self.default_state, self.safe_state, self.envelope)
+        return self
 
 
 class PwmLightConfig(_OutputConfig):
@@ -76,6 +83,20 @@ class PwmLightConfig(_OutputConfig):
     frequency_hz: float = Field(default=200.0, gt=0, le=10_000)
     safe_brightness: float = Field(default=0.0, ge=0, le=100)
     """Brightness in % at start, stop and failure (a stair light might prefer 100)."""
+    default_brightness: float | None = Field(default=None, ge=0, le=100)
+    """Brightness in % while nothing claims the light; unset: ``safe_brightness``."""
+
+    @model_validator(mode="after")
+    def _default_within_the_envelope(self) -> PwmLightConfig:
+        _check_default(self.default_brightness, self.safe_brightness, self.envelope)
+        return self
+
+
+def _check_default(default: Value, safe: Value, envelope: EnvelopeConfig | None) -> None:
+    """An output whose default is away from safe would switch itself on again after its ``max_on_s``."""
+    if default is not None and is_on(default) != is_on(safe) and envelope is not None and envelope.max_on_s:
+        raise ValueError("a default away from the safe state cannot go with envelope.max_on_s: the output "
+                         "would switch itself on again as soon as the maximum on time ended it")
 
 
 class SirenConfig(_OutputConfig):
@@ -134,7 +155,7 @@ class Relay(_Output):
     def entities(self) -> Sequence[EntitySpec]:
         cfg = self.config
         return [EntitySpec(self.id, Component(cfg.component), device_class=cfg.device_class,
-                           safe_value=cfg.safe_state)]
+                           safe_value=cfg.safe_state, default=cfg.default_state)]
 
     def start(self, ctx: DriverContext) -> None:
         from gpiozero import OutputDevice
@@ -172,7 +193,7 @@ class PwmLight(_Output):
     def entities(self) -> Sequence[EntitySpec]:
         cfg = self.config
         return [EntitySpec(self.id, Component.LIGHT, unit="%", device_class=cfg.device_class,
-                           safe_value=cfg.safe_brightness, minimum=0, maximum=100)]
+                           safe_value=cfg.safe_brightness, default=cfg.default_brightness, minimum=0, maximum=100)]
 
     def start(self, ctx: DriverContext) -> None:
         from gpiozero import PWMOutputDevice

@@ -75,6 +75,8 @@ class EntitySpec:
     unit: str | None = None
     device_class: str | None = None
     safe_value: Value = None
+    default: Value = None
+    """An output's value while no claim holds it (gateway/authority.py); None: ``safe_value``."""
     minimum: float | None = None
     maximum: float | None = None
     report_interval: float | None = None

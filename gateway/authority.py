@@ -108,7 +108,10 @@ class _Cancellable(Protocol):
 class _Output:
     entity: str
     actuator: Actuator
+    safe: Value
+    """Where the output goes when its driver fails, at max_on_s, at shutdown."""
     default: Value
+    """Where it goes while no claim holds it: the safe value unless the device configures a default."""
     confirmed: Value
     claims: dict[str, Claim] = field(default_factory=dict)
     retry: _Cancellable | None = None
@@ -148,8 +151,8 @@ class Authority:
         self.failures = 0
         self._outputs: dict[str, _Output] = {}
         for entity, actuator in actuators.items():
-            safe = _safe_value(actuator, entity)
-            self._outputs[entity] = _Output(entity, actuator, safe, safe)
+            safe, default = _safe_and_default(actuator, entity)
+            self._outputs[entity] = _Output(entity, actuator, safe, default, safe)
         self._owners: dict[str, Owner] = {}
         self._levels: dict[str, Level] = {}
         self._seq = itertools.count()
@@ -280,6 +283,7 @@ class Authority:
             owner = self._owners.get(entity)
             report[entity] = {
                 "value": out.confirmed,
+                "safe": out.safe,
                 "default": out.default,
                 "owner": owner.what if owner is not None else None,
                 "claims": [{"holder": c.holder, "level": c.level.name.lower(), "value": c.value,
@@ -346,9 +350,9 @@ class Authority:
             out.actuator.to_safe_state()
         except Exception:
             log.exception("actuator %s could not reach its safe state", out.entity)
-        out.confirmed = out.default
-        self.envelope.record(out.entity, out.default, self.host.clock.monotonic())
-        out.claims[DRIVER_FAILED] = Claim(DRIVER_FAILED, Level.SAFETY, out.default, next(self._seq), cause)
+        out.confirmed = out.safe
+        self.envelope.record(out.entity, out.safe, self.host.clock.monotonic())
+        out.claims[DRIVER_FAILED] = Claim(DRIVER_FAILED, Level.SAFETY, out.safe, next(self._seq), cause)
         self.host.emit(self.host.events.make(Kind.REJECTED, out.entity, value, rule=rule, cause=cause,
                                              detail=f"driver failed: {exc}"))
         if self.on_driver_failure is not None:
@@ -375,7 +379,7 @@ class Authority:
     def _max_on_reached(self, out: _Output) -> None:
         """Every claim holding the output away from its safe value is relinquished; holders may claim again."""
         out.max_on = None
-        safe_on = is_on(out.default)
+        safe_on = is_on(out.safe)
         holders = [h for h, c in out.claims.items() if is_on(c.value) != safe_on]
         for holder in holders:
             del out.claims[holder]
@@ -408,11 +412,11 @@ def _holder_text(holder: str) -> str:
     return holder
 
 
-def _safe_value(actuator: Actuator, entity: str) -> Value:
+def _safe_and_default(actuator: Actuator, entity: str) -> tuple[Value, Value]:
     for spec in actuator.entities():
         if spec.id == entity:
-            return spec.safe_value
-    return None
+            return spec.safe_value, spec.safe_value if spec.default is None else spec.default
+    return None, None
 
 
 def outputs_of(actuators: Iterable[Actuator]) -> dict[str, Actuator]:

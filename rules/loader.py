@@ -370,6 +370,9 @@ class _Checker:
             problems.append(f"{where}.entity: {self._unknown(action.entity)}")
         elif owner is not None:
             problems.append(f"{where}.entity: {refusal(repr(action.entity), owner)}")
+        elif isinstance(action, m.ReleaseAction) and action.entity in self.virtuals:
+            problems.append(f"{where}.entity: {action.entity!r} is a virtual entity: only a device's output "
+                            f"is claimed and let go; use type = \"set\"")
         elif action.entity in self.virtuals and not spec.writable:
             # A virtual value (not a flag): a rule may store any scalar in it, but not switch it.
             if not isinstance(action, m.SetAction):

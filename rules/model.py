@@ -277,6 +277,13 @@ class TurnOffAction(Model):
     entity: EntityId
 
 
+class ReleaseAction(Model):
+    """Let go of this rule's claim on an output: it follows the next claim, or returns to its default."""
+
+    type: Literal["release"]
+    entity: EntityId
+
+
 class ToggleAction(Model):
     type: Literal["toggle"]
     entity: EntityId
@@ -307,10 +314,11 @@ class AlarmAction(Model):
 
 
 Action = Annotated[
-    SetAction | TurnOnAction | TurnOffAction | ToggleAction | DelayAction | PublishAction | AlarmAction,
+    SetAction | TurnOnAction | TurnOffAction | ToggleAction | ReleaseAction | DelayAction | PublishAction
+    | AlarmAction,
     Field(discriminator="type"),
 ]
-ENTITY_ACTIONS = (SetAction, TurnOnAction, TurnOffAction, ToggleAction)
+ENTITY_ACTIONS = (SetAction, TurnOnAction, TurnOffAction, ToggleAction, ReleaseAction)
 
 
 class Rule(Model):

@@ -172,6 +172,10 @@ class Runner:
             self.timers.cancel(f"pulse:{rule_id}:{action.entity}")
             runtime.command(action.entity, False, rule=rule_id, cause=cause)
             return f"turn_off {action.entity}" + self._standing(action.entity, rule_id)
+        if isinstance(action, m.ReleaseAction):
+            self.timers.cancel(f"pulse:{rule_id}:{action.entity}")
+            runtime.command(action.entity, None, rule=rule_id, cause=cause)
+            return f"release {action.entity}"
         if isinstance(action, m.ToggleAction):
             value = not is_on(runtime.state.value(action.entity))
             runtime.command(action.entity, value, rule=rule_id, cause=cause)

@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory
+from pydantic import ValidationError
 
+from drivers.actuators import Relay
+from drivers.base import Component, EntitySpec
 from drivers.envelope import Envelope, EnvelopeConfig
 from gateway.app import Gateway
 from gateway.config import load_config
@@ -320,3 +323,51 @@ def test_at_shutdown_no_claim_drives_an_output_again(tmp_path: Path, caplog: pyt
     gateway.shutdown()
     pins.pin(23).assert_states([True, False])  # off once, never on again
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+# -- the relinquish default ---------------------------------------------------------------------------------
+
+
+def test_an_output_with_a_configured_default_goes_there_when_no_claim_holds_it(tmp_path: Path) -> None:
+    entities = {**DEMO_ENTITIES, "pump": EntitySpec("pump", Component.SWITCH, safe_value=False, default=True)}
+    h = House(entities, load_rules(_rules_dir(tmp_path, PUMP_RULE), entities))
+    h.start()
+    assert h.value("pump") is True  # started safe (off), then its default: nobody claims it
+    h.set("front_door", True)  # the rule claims it off
+    assert h.value("pump") is False
+    h.advance(60)  # ... for a minute, then lets go (type = "release")
+    assert h.value("pump") is True
+    status = h.dispatcher.outputs.status()["pump"]
+    assert (status["safe"], status["default"], status["claims"]) == (False, True, [])
+
+
+def test_a_default_away_from_safe_cannot_go_with_a_maximum_on_time() -> None:
+    with pytest.raises(ValidationError, match=r"cannot go with envelope\.max_on_s"):
+        Relay.Config.model_validate({"id": "pump", "driver": "gpio.relay", "pin": 5, "default_state": True,
+                                     "envelope": {"max_on_s": 600}})
+
+
+PUMP_RULE = """
+[[rules]]
+id = "pump_off_while_the_door_is_open"
+[[rules.triggers]]
+type = "state"
+entity = "front_door"
+to = true
+[[rules.actions]]
+type = "turn_off"
+entity = "pump"
+[[rules.actions]]
+type = "delay"
+for = "1m"
+[[rules.actions]]
+type = "release"
+entity = "pump"
+"""
+
+
+def _rules_dir(tmp_path: Path, text: str) -> Path:
+    directory = tmp_path / "pump-rules"
+    directory.mkdir()
+    (directory / "pump.toml").write_text("version = 1\n" + text)
+    return directory
