@@ -9,6 +9,7 @@ import statistics
 import threading
 import time
 
+from core.clock import SystemClock
 from drivers.conditioning import Pipeline, Sample, Settle, Throttle, Window
 from drivers.protocols import (
     JsonLinesParser,
@@ -22,7 +23,6 @@ from drivers.protocols import (
     pms5003_frame,
 )
 from drivers.timing import ThreadScheduler, every
-from gateway.clock import SystemClock
 
 SAMPLES: list[tuple[str, type[Parser], bytes]] = [
     ("kv", KeyValueParser, b"t=21.45 h=48.2 p=1013.2\n"),

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 from bench.figures import Figure
-from drivers.base import Component, EntitySpec
+from core.clock import VirtualClock
+from core.entities import Component, EntitySpec
+from core.events import EventFactory
 from gateway.bus import Bus
-from gateway.clock import VirtualClock
 from gateway.dispatcher import Dispatcher
-from gateway.events import EventFactory
 from rules.engine import RuleEngine
 from rules.loader import load_rules
 

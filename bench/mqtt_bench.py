@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from gateway.events import Event
+from core.events import Event
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.topics import event_payload
 from tests.conftest import Broker, free_port
@@ -20,7 +20,7 @@ from tests.mqtt_support import make_bridge, make_config, recorder, wait_until
 
 def outbox_figures(directory: Path, batch: int, synchronous: str, count: int = 20_000) -> None:
     outbox = Outbox(directory / f"o-{batch}-{synchronous}.db", synchronous=synchronous)  # type: ignore[arg-type]
-    event = Event("boot-1", __import__("gateway.events", fromlist=["Kind"]).Kind.READING, "living_temp", 21.5,
+    event = Event("boot-1", __import__("core.events", fromlist=["Kind"]).Kind.READING, "living_temp", 21.5,
                   1_767_225_600.0, 0.0, unit="°C")
     started = time.perf_counter()
     for i in range(count):

@@ -43,12 +43,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from drivers.base import Actuator, Component, DeviceConfig, DriverContext, DriverError, EntitySpec, Simulator
+from core.entities import Component, EntitySpec
+from core.events import Kind, Value
+from core.values import is_on
+from drivers.base import Actuator, DeviceConfig, DriverContext, DriverError, Simulator
 from drivers.envelope import EnvelopeConfig
 from drivers.gpio import PinName
 from drivers.timing import Handle, Periodic, every
-from gateway.events import Kind, Value
-from gateway.values import is_on
 
 if TYPE_CHECKING:
     from gpiozero import OutputDevice, PWMOutputDevice

@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from drivers.base import Component, DeviceConfig, Driver, DriverContext, DriverError, EntitySpec, Simulator, SimWorld
+from core.entities import Component, EntitySpec
+from core.guard import guarded
+from drivers.base import DeviceConfig, Driver, DriverContext, DriverError, Simulator, SimWorld
 from drivers.channel import Channel
 from drivers.conditioning import NumericStep
 from drivers.simulation import ThreadTwin, twin_rng
 from drivers.timing import Periodic, every
-from gateway.guard import guarded
 
 if TYPE_CHECKING:
     from gpiozero import AnalogInputDevice

@@ -16,10 +16,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
+from core.events import Kind
 from drivers.base import DriverContext
 from drivers.conditioning import Health, Out, Pipeline, Raw, Sample, StepConfig, build_pipeline
 from drivers.timing import Handle
-from gateway.events import Kind
 
 
 class Channel:

@@ -14,7 +14,7 @@ The contract
 
 **A move to the safe value is never delayed or refused.** Only *leaving* the
 safe value is limited. "Toward safe" means ``is_on(value) == is_on(safe value)``
-(:func:`gateway.values.is_on`): for a heater whose safe state is off, every off
+(:func:`core.values.is_on`): for a heater whose safe state is off, every off
 command passes at once, whatever the minimum times, the switch budget or the
 interlocks say - a vanished sensor, a failed driver or a hub's "off" must never
 wait behind a limit that exists to spare the hardware.
@@ -83,9 +83,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, model_validator
 
-from gateway.clock import Clock, SystemClock
-from gateway.events import Value
-from gateway.values import is_on
+from core.clock import Clock, SystemClock
+from core.events import Value
+from core.values import is_on
 
 log = logging.getLogger(__name__)
 

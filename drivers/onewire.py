@@ -35,12 +35,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from drivers.base import Component, DeviceConfig, Driver, DriverContext, EntitySpec, Simulator, SimWorld
+from core.entities import Component, EntitySpec
+from core.guard import guarded
+from drivers.base import DeviceConfig, Driver, DriverContext, Simulator, SimWorld
 from drivers.channel import Channel
 from drivers.conditioning import NumericStep
 from drivers.simulation import ThermalModel, ThreadTwin, heater_on, twin_rng
 from drivers.timing import Periodic, ThreadScheduler, every
-from gateway.guard import guarded
 
 POWER_ON_MILLIDEGREES = 85_000
 

@@ -47,7 +47,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from drivers.base import Component, DeviceConfig, Driver, DriverContext, EntitySpec, Simulator, SimWorld
+from core.entities import Component, EntitySpec
+from drivers.base import DeviceConfig, Driver, DriverContext, Simulator, SimWorld
 from drivers.channel import Channel
 from drivers.conditioning import NumericStep
 from drivers.protocols import (

@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from core.guard import guarded
 from drivers.base import SerialOpener
 from drivers.protocols import Parser, Record
-from gateway.guard import guarded
 
 if TYPE_CHECKING:
     from serial import SerialBase

@@ -17,8 +17,8 @@ import tty
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from core.guard import guarded
 from drivers.base import Simulator, SimWorld
-from gateway.guard import guarded
 
 
 @dataclass(slots=True)

@@ -39,10 +39,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from core.clock import Clock
+from core.events import Event, EventFactory, Kind
 from drivers.base import Actuator, Driver, DriverContext
 from drivers.timing import Handle, Scheduler, ThreadScheduler
-from gateway.clock import Clock
-from gateway.events import Event, EventFactory, Kind
 
 log = logging.getLogger(__name__)
 

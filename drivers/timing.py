@@ -8,7 +8,7 @@ never spin: they ask a :class:`Scheduler` for a callback at a deadline.
   a condition until the earliest deadline (no polling). Started lazily, so a
   driver without timers costs no thread; :meth:`ThreadScheduler.close` joins it.
 * :class:`VirtualScheduler` runs them when a test calls :meth:`advance`,
-  moving a :class:`~gateway.clock.VirtualClock` to each deadline in turn.
+  moving a :class:`~core.clock.VirtualClock` to each deadline in turn.
 
 Fixed-rate polling without drift is :func:`every`: deadlines are
 ``start + k * period``, not "now + period", so the time a poll takes never
@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.clock import Clock, VirtualClock
-from gateway.guard import guarded
+from core.clock import Clock, VirtualClock
+from core.guard import guarded
 
 log = logging.getLogger(__name__)
 

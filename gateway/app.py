@@ -23,19 +23,19 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from drivers.base import Actuator, Driver, DriverContext, EntitySpec, SimWorld
+from core.clock import Clock, SystemClock
+from core.entities import EntitySpec
+from core.events import Event, EventFactory, Kind
+from drivers.base import Actuator, Driver, DriverContext, SimWorld
 from drivers.envelope import Envelope
 from drivers.supervision import Supervisor
 from gateway.bus import Bus
-from gateway.clock import Clock, SystemClock
 from gateway.config import Config
-from gateway.core import build_core
-from gateway.events import Event, EventFactory, Kind
+from gateway.core import build_core, build_engine, load_ruleset
 from gateway.lastgood import save_outputs
 from rules.commands import LOCKOUT_FILE, CodeGuard, Validator, command_validators
 from rules.discovery import TopicNames, bridge_entities, discovery_extras, hub_view
-from rules.engine import build_engine
-from rules.loader import RulesError, load_ruleset
+from rules.loader import RulesError
 
 if TYPE_CHECKING:
     from gpiozero import Factory

@@ -46,58 +46,17 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any, Protocol
 
+from core.claims import DRIVER_FAILED, HUB, Claim, Level, Owner, holder_text
+from core.clock import Clock
+from core.events import Event, EventFactory, Kind, Value
+from core.values import is_on
 from drivers.base import Actuator
 from drivers.envelope import Envelope
-from gateway.clock import Clock
-from gateway.events import Event, EventFactory, Kind, Value
-from gateway.values import is_on
 
 log = logging.getLogger(__name__)
 
-HUB = "hub"
-"""The holder name of commands from the home hub (events with no ``rule``)."""
-DRIVER_FAILED = "driver"
-"""The holder name of the safety claim made when a driver fails."""
-
-
-class Level(IntEnum):
-    """Claim priorities: a lower number wins (BACnet's convention)."""
-
-    SAFETY = 1
-    ALARM = 3
-    OVERRIDE = 5
-    CONTROLLER = 8
-    RULES = 10
-
-
-@dataclass(slots=True, frozen=True)
-class Owner:
-    """A controller that owns an output: its claims' level, and how long a hub override may last."""
-
-    holder: str
-    level: Level
-    what: str
-    """How a person names it: ``thermostat living_thermostat``."""
-    override_s: float | None = None
-    """None: hub commands to the output are refused. Seconds: they become override claims this long."""
-    refusal: str = ""
-    """What the hub should do instead, appended to a refusal (``disarm it with the code``)."""
-
-
-@dataclass(slots=True)
-class Claim:
-    holder: str
-    level: Level
-    value: Value
-    seq: int
-    cause: str | None
-    expires: float | None = None
-
-    def describe(self) -> str:
-        return f"{_holder_text(self.holder)} ({self.level.name.lower()}) {self.value!r}"
 
 
 class _Cancellable(Protocol):
@@ -185,13 +144,13 @@ class Authority:
             for holder in stale:
                 del out.claims[holder]
             if stale:
-                self._reconcile(out, None, None, f"no longer owned by {', '.join(map(_holder_text, stale))}")
+                self._reconcile(out, None, None, f"no longer owned by {', '.join(map(holder_text, stale))}")
 
     def release_holder(self, holder: str, why: str) -> None:
         """Relinquish every claim of ``holder`` (a rule or controller a reload removed or changed)."""
         for out in self._outputs.values():
             if out.claims.pop(holder, None) is not None:
-                self._reconcile(out, None, holder, f"{_holder_text(holder)} {why}: claim relinquished")
+                self._reconcile(out, None, holder, f"{holder_text(holder)} {why}: claim relinquished")
 
     def owner(self, entity: str) -> Owner | None:
         return self._owners.get(entity)
@@ -215,7 +174,7 @@ class Authority:
         if event.value is None:
             if out.claims.pop(holder, None) is None:
                 return
-            self._reconcile(out, event.id, event.rule, f"{_holder_text(holder)} let go")
+            self._reconcile(out, event.id, event.rule, f"{holder_text(holder)} let go")
             return
         out.claims[holder] = Claim(holder, level, event.value, next(self._seq), event.id, expires)
         if expires is not None:
@@ -383,7 +342,7 @@ class Authority:
         holders = [h for h, c in out.claims.items() if is_on(c.value) != safe_on]
         for holder in holders:
             del out.claims[holder]
-        names = ", ".join(map(_holder_text, holders)) or "nobody"
+        names = ", ".join(map(holder_text, holders)) or "nobody"
         self._reconcile(out, None, "envelope", f"maximum on time reached: released {names}")
 
     def _arm_expiry(self, out: _Output) -> None:
@@ -401,15 +360,7 @@ class Authority:
             del out.claims[holder]
         self._arm_expiry(out)
         if expired:
-            self._reconcile(out, None, None, f"{', '.join(map(_holder_text, expired))} override ended")
-
-
-def _holder_text(holder: str) -> str:
-    if holder == HUB:
-        return "the hub"
-    if holder == DRIVER_FAILED:
-        return "driver failure"
-    return holder
+            self._reconcile(out, None, None, f"{', '.join(map(holder_text, expired))} override ended")
 
 
 def _safe_and_default(actuator: Actuator, entity: str) -> tuple[Value, Value]:

@@ -25,7 +25,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from gateway.events import Event
+from core.events import Event
 
 log = logging.getLogger(__name__)
 

@@ -130,12 +130,12 @@ def _load(path: Path) -> Config | None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Problems (exit 1) and warnings (exit 0) go to stderr, one line each; the summary to stdout."""
-    from rules.loader import check_rules
+    from gateway.core import check_ruleset
 
     config = _load(args.config)
     if config is None:
         return 1
-    ruleset, lines = check_rules(config)
+    ruleset, lines = check_ruleset(config)
     for line in lines:
         print(line if ruleset is None else f"warning: {line}", file=sys.stderr)
     if ruleset is None:

@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from drivers.base import DeviceConfig, Driver, EntitySpec
+from core.entities import EntitySpec
+from drivers.base import DeviceConfig, Driver
 from drivers.registry import DRIVERS, unknown_driver_message
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.guard import guarded
+from core.guard import guarded
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,16 @@ actuators differ (real drivers, or echoes that confirm what they are told).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
+from core.events import Event, EventFactory
 from drivers.base import Actuator
 from drivers.envelope import Envelope
 from gateway.bus import Bus
+from gateway.config import Config
 from gateway.dispatcher import Dispatcher
-from gateway.events import Event, EventFactory
-from rules.engine import RuleEngine
+from rules.engine import RuleEngine, Runtime
+from rules.loader import RuleSet, check_rules, load_rules
 
 
 def build_core(
@@ -33,3 +36,26 @@ def build_core(
     engine = make_engine(dispatcher)
     dispatcher.reactor = engine
     return dispatcher, engine
+
+
+def load_ruleset(config: Config) -> RuleSet:
+    """The rule set of ``config`` (its ``rules.dir``, checked against its devices); :class:`RulesError` if bad."""
+    return load_rules(config.rules.dir, config.entities())
+
+
+def check_ruleset(config: Config) -> tuple[RuleSet | None, list[str]]:
+    """For ``gateway check``: the rule set and its warnings, or None and every problem (one line each)."""
+    return check_rules(config.rules.dir, config.entities())
+
+
+def build_engine(config: Config, runtime: Runtime, **options: Any) -> RuleEngine:
+    """The engine for ``config``: its rules, time zone and state directory (raises RulesError); it watches the
+    rule files when ``rules.watch`` is set."""
+    options.setdefault("timezone", config.gateway.timezone)
+    options.setdefault("state_dir", config.gateway.state_dir)
+    options.setdefault("unsynced_clock", config.rules.unsynced_clock)
+    options.setdefault("trace_size", config.rules.trace_size)
+    engine = RuleEngine(load_ruleset(config), runtime, **options)
+    if config.rules.watch:
+        engine.watch(config.rules.dir, lambda: load_ruleset(config))
+    return engine

@@ -3,7 +3,7 @@
 Producers (drivers, paho, the scheduler) post onto the :class:`~gateway.bus.Bus`;
 the dispatcher takes one event at a time and, for each:
 
-1. folds it into the :class:`~gateway.state.StateStore`,
+1. folds it into the :class:`~core.state.StateStore`,
 2. hands it to the forwarder (MQTT outbox),
 3. lets the rules react (:class:`Reactor`),
 4. hands a command for an output to the :class:`~gateway.authority.Authority`,
@@ -17,7 +17,7 @@ reported.
 
 Timers (``for`` durations, delays, pulses) live in a heap on the monotonic
 clock and run on this same thread, so rules never need locks. With a
-:class:`~gateway.clock.VirtualClock`, :meth:`Dispatcher.advance` runs the
+:class:`~core.clock.VirtualClock`, :meth:`Dispatcher.advance` runs the
 house in virtual time.
 """
 
@@ -31,13 +31,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from core.clock import Clock, VirtualClock
+from core.events import Event, EventFactory, Kind, Value
+from core.state import StateStore
 from drivers.base import Actuator
 from drivers.envelope import Envelope
 from gateway.authority import Authority
 from gateway.bus import Bus
-from gateway.clock import Clock, VirtualClock
-from gateway.events import Event, EventFactory, Kind, Value
-from gateway.state import StateStore
 
 log = logging.getLogger(__name__)
 

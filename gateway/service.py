@@ -36,12 +36,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from core.clock import SystemClock
+from core.events import EventFactory
+from core.guard import failures, guarded
 from drivers.base import Actuator, DeviceConfig, DriverContext
 from drivers.registry import DRIVERS
-from gateway.clock import SystemClock
 from gateway.control import SOCKET_NAME, ControlServer
-from gateway.events import EventFactory
-from gateway.guard import failures, guarded
 from gateway.sdnotify import Notifier, watchdog_interval
 
 if TYPE_CHECKING:

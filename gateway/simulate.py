@@ -35,18 +35,19 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from drivers.base import Actuator, DriverContext, EntitySpec
+from core.clock import Clock, VirtualClock
+from core.entities import EntitySpec
+from core.events import Event, EventFactory, Kind, Value
+from drivers.base import Actuator, DriverContext
 from drivers.envelope import Envelope
 from gateway.bus import Bus
-from gateway.clock import Clock, VirtualClock
 from gateway.config import Config
-from gateway.core import build_core
-from gateway.events import Event, EventFactory, Kind, Value
+from gateway.core import build_core, load_ruleset
 from gateway.mqtt.commands import Validator, validator_for
 from rules.commands import command_validators
 from rules.durations import Duration
 from rules.engine import RuleEngine
-from rules.loader import RulesError, RuleSet, load_ruleset
+from rules.loader import RulesError, RuleSet
 
 _ACTION_KINDS = frozenset({Kind.COMMAND, Kind.ALARM, Kind.SYSTEM, Kind.REJECTED, Kind.STATE})
 

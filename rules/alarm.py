@@ -45,8 +45,8 @@ import json
 import logging
 from typing import Any
 
-from gateway.authority import Level, Owner
-from gateway.events import Event, Kind, Value
+from core.claims import Level, Owner
+from core.events import Event, Kind, Value
 from rules import model as m
 from rules.controllers import Controller, Host
 from rules.ownership import alarm_outputs

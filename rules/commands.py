@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.authority import Owner
-from gateway.clock import Clock
-from gateway.events import Value
+from core.claims import Owner
+from core.clock import Clock
+from core.events import Value
 from rules import model as m
 from rules.alarm import COMMANDS
 from rules.codes import verify_code

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.events import Value
-from gateway.state import StateStore
+from core.events import Value
+from core.state import StateStore
 from rules import model as m
 
 

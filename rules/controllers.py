@@ -17,9 +17,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from gateway.authority import Authority, Level, Owner
-from gateway.events import Event, EventFactory, Value
-from gateway.state import StateStore
+from core.claims import Level, Outputs, Owner
+from core.events import Event, EventFactory, Value
+from core.state import StateStore
 from rules.schedule import Job
 from rules.timers import Pending, TimerHandle, TimerTable
 
@@ -29,7 +29,9 @@ class Runtime(Protocol):
 
     events: EventFactory
     state: StateStore
-    outputs: Authority
+
+    @property
+    def outputs(self) -> Outputs: ...
 
     def emit(self, event: Event) -> None: ...
 

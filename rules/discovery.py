@@ -5,7 +5,7 @@ with ``bridge.register_discovery(entity, component, config)``, and only their
 read-only sub-entities (``<id>_setpoint``, ``<id>_preset``, ``<id>_action``)
 and the virtual entities go in the bridge's entity map::
 
-    ruleset = load_ruleset(config)
+    ruleset = load_ruleset(config)             # gateway/core.py
     entities = {**config.entities(), **bridge_entities(ruleset)}
     bridge = MqttBridge(config, entities, bus.post, events)
     for entity, validator in command_validators(ruleset, clock).items():
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
-from drivers.base import Component, EntitySpec
+from core.entities import Component, EntitySpec
 from rules import model as m
 from rules.loader import RuleSet
 from rules.ownership import output_owners

@@ -8,11 +8,11 @@ of it runs on the dispatcher thread, so nothing here needs a lock.
 
 Wiring (what ``gateway/app.py`` does)::
 
-    engine = build_engine(config, dispatcher)   # or RuleEngine(load_ruleset(config), dispatcher, ...)
+    engine = build_engine(config, dispatcher)   # gateway/core.py; or RuleEngine(load_rules(dir, entities), ...)
     dispatcher.reactor = engine
     engine.start()          # restores timers and state, fires ``start`` triggers (via the bus)
     ...
-    engine.reload(config)   # any thread: validate, then swap atomically on the dispatcher thread
+    engine.reload(ruleset)  # any thread: a validated set, swapped atomically on the dispatcher thread
     engine.stop()           # saves timers, state and traces
 
 Every action is an event that carries the rule id and the id of the event that
@@ -29,28 +29,25 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from gateway.clock import VirtualClock
-from gateway.events import PUBLISH_ENTITY, Event, Kind, Value
+from core.clock import VirtualClock
+from core.events import PUBLISH_ENTITY, Event, Kind, Value
 from rules import model as m
 from rules.alarm import AlarmController
 from rules.conditions import CondContext, number, same
 from rules.controllers import Controller, Runtime
-from rules.loader import LoadedRule, RulesError, RuleSet, load_ruleset
+from rules.loader import LoadedRule, RulesError, RuleSet
 from rules.runs import CompiledRule, Run, Runner, compile_rule
 from rules.schedule import ApsSchedules, Job, Schedules, VirtualSchedules, build_trigger, clock_synchronised
 from rules.thermostat import ThermostatController
 from rules.timers import Pending, TimerTable, anchor, elapsed_since
 from rules.traces import TRACES_FILE, TraceStore, read_json, write_json
 
-if TYPE_CHECKING:
-    from gateway.config import Config
-
 log = logging.getLogger(__name__)
 
-__all__ = ["ENGINE_ENTITY", "PUBLISH_ENTITY", "ReloadReport", "RuleEngine", "Runtime", "build_engine"]
+__all__ = ["ENGINE_ENTITY", "PUBLISH_ENTITY", "ReloadReport", "RuleEngine", "Runtime"]
 
 ENGINE_ENTITY = "rules"
 """SYSTEM events the engine posts to itself: value ``started`` or ``reload``."""
@@ -270,9 +267,9 @@ class RuleEngine:
         else:
             self.handle(event)
 
-    def reload(self, config: Config) -> ReloadReport | None:
-        """Validate ``config``'s rules (raises RulesError, old rules stay) and swap them in on the dispatcher thread."""
-        ruleset = load_ruleset(config)
+    def reload(self, ruleset: RuleSet) -> ReloadReport | None:
+        """Swap a validated rule set in on the dispatcher thread (load it first: a :class:`RulesError` there
+        leaves the old rules in force). From any thread; returns the report only without a bus."""
         bus = getattr(self.runtime, "bus", None)
         if bus is None:
             return self.replace(ruleset)
@@ -280,29 +277,30 @@ class RuleEngine:
         bus.post(self.runtime.events.make(Kind.SYSTEM, ENGINE_ENTITY, "reload", detail=ruleset.summary()))
         return None
 
-    def watch(self, config: Config, interval: float = WATCH_INTERVAL) -> None:
-        """Reload when a rule file changes (checked every ``interval`` s on the dispatcher's timers).
+    def watch(self, directory: Path, load: Callable[[], RuleSet], interval: float = WATCH_INTERVAL) -> None:
+        """Reload with ``load()`` when a rule file in ``directory`` changes (checked every ``interval`` s on the
+        dispatcher's timers).
 
         Call before the dispatcher runs (polling begins when the engine starts) or on its thread.
         A broken set is reported once per change and the running rules stay.
         """
-        self._watched = rules_signature(config.rules.dir)
+        self._watched = rules_signature(directory)
 
         def poll() -> None:
             if self._stopped:
                 return
-            signature = rules_signature(config.rules.dir)
+            signature = rules_signature(directory)
             if signature != self._watched:
                 self._watched = signature
                 try:
-                    ruleset = load_ruleset(config)
+                    ruleset = load()
                 except RulesError as exc:
                     for problem in exc.problems:
                         log.error("rule files changed: %s", problem)
                     log.error("reload refused: %d problem(s); the previous %d rules stay in force",
                               len(exc.problems), len(self.compiled))
                 else:
-                    log.info("rule files changed in %s: reloading", config.rules.dir)
+                    log.info("rule files changed in %s: reloading", directory)
                     self.replace(ruleset)
             self.runtime.call_later(interval, poll)
 
@@ -733,15 +731,3 @@ def _range_text(trigger: m.NumericTrigger) -> str:
     if trigger.below is not None:
         parts.append(f"below {trigger.below:g}")
     return " and ".join(parts)
-
-
-def build_engine(config: Config, runtime: Runtime, **options: Any) -> RuleEngine:
-    """The engine for ``config``: its rules, time zone and state directory (raises RulesError)."""
-    options.setdefault("timezone", config.gateway.timezone)
-    options.setdefault("state_dir", config.gateway.state_dir)
-    options.setdefault("unsynced_clock", config.rules.unsynced_clock)
-    options.setdefault("trace_size", config.rules.trace_size)
-    engine = RuleEngine(load_ruleset(config), runtime, **options)
-    if config.rules.watch:
-        engine.watch(config)
-    return engine

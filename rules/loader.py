@@ -6,9 +6,10 @@ each as ``FILE: rule ID: field.path: message (got VALUE)``; one bad file means
 the old rules stay in force. Problems that do not stop a rule from working
 (a rule that can never fire) are warnings, kept in :attr:`RuleSet.warnings`.
 
-The app's entry points are :func:`load_ruleset` (``config`` in,
-:class:`RuleSet` out or :class:`RulesError`) and :func:`check_rules` for
-``gateway check``.
+The entry points are :func:`load_rules` (a directory and the configured
+entities in, :class:`RuleSet` out or :class:`RulesError`) and
+:func:`check_rules` for ``gateway check``; the application calls them with its
+config (:func:`gateway.core.load_ruleset`).
 """
 
 from __future__ import annotations
@@ -19,18 +20,15 @@ import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from drivers.base import Component, EntitySpec, accepts
-from gateway.authority import Owner
+from core.claims import Owner
+from core.entities import Component, EntitySpec, accepts
 from rules import model as m
 from rules.ownership import alarm_outputs, refusal, thermostat_outputs
 from rules.template import compile_template
-
-if TYPE_CHECKING:
-    from gateway.config import Config
 
 
 class RulesError(Exception):
@@ -125,15 +123,10 @@ def thermostat_entities(thermostat: m.Thermostat) -> list[EntitySpec]:
     ]
 
 
-def load_ruleset(config: Config) -> RuleSet:
-    """The rule set of ``config`` (its ``rules.dir``, checked against its devices); :class:`RulesError` if bad."""
-    return load_rules(config.rules.dir, config.entities())
-
-
-def check_rules(config: Config) -> tuple[RuleSet | None, list[str]]:
+def check_rules(directory: Path, entities: Mapping[str, EntitySpec]) -> tuple[RuleSet | None, list[str]]:
     """For ``gateway check``: the rule set and its warnings, or None and every problem (one line each)."""
     try:
-        ruleset = load_ruleset(config)
+        ruleset = load_rules(directory, entities)
     except RulesError as exc:
         return None, exc.problems
     return ruleset, list(ruleset.warnings)

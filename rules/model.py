@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.events import Value
+from core.events import Value
 from rules.codes import check_hash_format
 from rules.durations import Duration, TimeOfDay
 

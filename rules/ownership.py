@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.authority import Level, Owner
+from core.claims import Level, Owner
 from rules import model as m
 
 if TYPE_CHECKING:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.events import PUBLISH_ENTITY, Kind, Value
-from gateway.values import is_on
+from core.events import PUBLISH_ENTITY, Kind, Value
+from core.values import is_on
 from rules import model as m
 from rules.conditions import Check, compile_condition
 from rules.controllers import Runtime

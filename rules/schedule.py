@@ -20,7 +20,7 @@ the scheduler only once :func:`clock_synchronised` says so (policy ``wait``),
 and wakes it when the wall clock steps.
 
 :class:`VirtualSchedules` computes the same triggers against a
-:class:`~gateway.clock.VirtualClock`, for tests and ``gateway simulate``.
+:class:`~core.clock.VirtualClock`, for tests and ``gateway simulate``.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from gateway.events import Event, EventFactory, Kind
-from gateway.guard import guarded
+from core.events import Event, EventFactory, Kind
+from core.guard import guarded
 from rules import model as m
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ class TimerHost(Protocol):
 
 
 class VirtualSchedules:
-    """The same triggers on the dispatcher's own timers, for a :class:`~gateway.clock.VirtualClock`."""
+    """The same triggers on the dispatcher's own timers, for a :class:`~core.clock.VirtualClock`."""
 
     def __init__(self, host: TimerHost, timezone: ZoneInfo) -> None:
         self._host = host

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.events import Value
+from core.events import Value
 
 FIELDS = frozenset({"entity", "value", "unit", "previous", "rule", "cause", "time"})
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")

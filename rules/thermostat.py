@@ -49,9 +49,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from gateway.authority import Owner
-from gateway.events import Event, Kind, Value
-from gateway.values import is_on
+from core.claims import Owner
+from core.events import Event, Kind, Value
+from core.values import is_on
 from rules import model as m
 from rules.conditions import number
 from rules.controllers import Controller, Host

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.clock import Clock
+from core.clock import Clock
 
 
 class TimerHandle(Protocol):

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 import serial
 from gpiozero.pins.mock import MockFactory
 
+from core.clock import VirtualClock
+from core.events import Event, EventFactory, Kind
 from drivers.base import DriverContext
 from drivers.timing import VirtualScheduler
-from gateway.clock import VirtualClock
-from gateway.events import Event, EventFactory, Kind
 from tests.helpers import wait_until
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from gateway.clock import VirtualClock
-from gateway.events import Event, EventFactory
+from core.clock import VirtualClock
+from core.events import Event, EventFactory
 
 
 def virtual_events() -> tuple[VirtualClock, EventFactory]:

@@ -16,10 +16,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from drivers.base import Component, EntitySpec
-from gateway.clock import SystemClock
+from core.clock import SystemClock
+from core.entities import Component, EntitySpec
+from core.events import Event, EventFactory
 from gateway.config import Config
-from gateway.events import Event, EventFactory
 from gateway.mqtt.bridge import MqttBridge
 from tests.helpers import wait_until
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from drivers.base import Component, EntitySpec
+from core.entities import Component, EntitySpec
+from core.events import Event, Kind, Value
 from drivers.envelope import Envelope
-from gateway.events import Event, Kind, Value
 from gateway.simulate import World
 from rules.loader import RuleSet, load_rules
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
 
+from core.events import Kind
 from gateway.app import Gateway
 from gateway.config import load_config
-from gateway.events import Kind
 from tests.helpers import RecordingForwarder, write_config
 
 CONFIG = """

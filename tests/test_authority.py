@@ -14,12 +14,12 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from pydantic import ValidationError
 
+from core.entities import Component, EntitySpec
+from core.events import Kind
 from drivers.actuators import Relay
-from drivers.base import Component, EntitySpec
 from drivers.envelope import Envelope, EnvelopeConfig
 from gateway.app import Gateway
 from gateway.config import load_config
-from gateway.events import Kind
 from gateway.simulate import simulate
 from rules.loader import RulesError, RuleSet, load_rules
 from tests.helpers import RecordingForwarder, write_config

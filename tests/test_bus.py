@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from core.events import Kind
 from gateway.bus import Bus
-from gateway.events import Kind
 from tests.helpers import virtual_events
 
 

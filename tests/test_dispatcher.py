@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from drivers.base import Actuator, Component, DriverContext, EntitySpec
+from core.entities import Component, EntitySpec
+from core.events import Event, Kind, Value
+from drivers.base import Actuator, DriverContext
 from gateway.bus import Bus
 from gateway.dispatcher import MAX_CHAIN, Dispatcher
-from gateway.events import Event, Kind, Value
 from tests.helpers import virtual_events
 
 

@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
+from core.clock import VirtualClock
+from core.events import Kind, Value
+from core.values import is_on
 from drivers.actuators import PwmLight, Relay, Siren
 from drivers.base import DriverError
 from drivers.mockpins import sim_pin_factory
 from drivers.timing import VirtualScheduler
-from gateway.clock import VirtualClock
-from gateway.events import Kind, Value
-from gateway.values import is_on
 from tests.drivers_kit import Recorder, make_context
 
 
@@ -105,7 +105,7 @@ def test_a_continuous_siren_stays_on(factory: Any) -> None:
 
 
 # Values reach a driver typed (booleans; a brightness for a dimmable light), but whatever slips
-# through is read exactly as gateway.values.is_on reads it, so a driver and the envelope's safety
+# through is read exactly as core.values.is_on reads it, so a driver and the envelope's safety
 # checks can never disagree about whether an output is on ("OFF" is off, -1 is off, "yes" is on).
 TOLD = ["OFF", "off", " Off ", "no", "false", "0", "ON", "yes", "true", "1", "banana", "", -1, 0, 0.5, 1, True, False,
         None]

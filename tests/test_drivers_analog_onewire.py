@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from core.clock import SystemClock, VirtualClock
+from core.events import EventFactory, Kind
 from drivers.analog import AnalogInput, Mcp3208Input, McpEmulator
 from drivers.base import DriverContext
 from drivers.mockpins import sim_pin_factory
 from drivers.onewire import Ds18b20, ReadError, parse_w1_slave, write_w1_slave
 from drivers.timing import VirtualScheduler
-from gateway.clock import SystemClock, VirtualClock
-from gateway.events import EventFactory, Kind
 from tests.drivers_kit import Recorder, make_context
 
 SENSOR = "28-0316a2795aff"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from core.events import Kind
 from drivers.base import Actuator
 from drivers.registry import DRIVERS
 from gateway.app import Gateway
 from gateway.cli import main
 from gateway.config import load_config
-from gateway.events import Kind
 from tests.helpers import RecordingForwarder, wait_until, write_config
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "drivers.md"

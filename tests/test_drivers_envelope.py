@@ -11,15 +11,15 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from pydantic import ValidationError
 
+from core.clock import VirtualClock
+from core.events import Event, EventFactory, Kind
 from drivers.actuators import Relay
 from drivers.base import DriverContext
 from drivers.envelope import DEFAULT_LIMITS, HOUR, Envelope, EnvelopeConfig
 from gateway.app import Gateway
 from gateway.bus import Bus
-from gateway.clock import VirtualClock
 from gateway.config import load_config
 from gateway.dispatcher import Dispatcher
-from gateway.events import Event, EventFactory, Kind
 from tests.helpers import RecordingForwarder, write_config
 
 

@@ -8,12 +8,12 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from pydantic import ValidationError
 
+from core.clock import VirtualClock
+from core.events import Kind
 from drivers.actuators import Relay
 from drivers.base import DriverError
 from drivers.gpio import DigitalInput, MotionSensor
 from drivers.timing import VirtualScheduler
-from gateway.clock import VirtualClock
-from gateway.events import Kind
 from tests.drivers_kit import Recorder, make_context
 
 

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from core.clock import VirtualClock
+from core.events import Kind
 from drivers.protocols import MHZ19_READ, mhz19_response, nmea_sentence, pms5003_frame
 from drivers.registry import driver_class
 from drivers.serial_line import SerialSensor
 from drivers.timing import VirtualScheduler
-from gateway.clock import VirtualClock
-from gateway.events import Kind
 from tests.drivers_kit import Recorder, make_context, pty_pair
 
 

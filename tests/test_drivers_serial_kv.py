@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from core.events import Kind
 from drivers.serial_line import KeyValueSensor, parse_kv_line
-from gateway.events import Kind
 from tests.drivers_kit import Recorder, make_context, pty_pair
 
 

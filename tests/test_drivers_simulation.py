@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from core.clock import VirtualClock
+from core.events import Kind, Value
 from drivers.analog import AnalogInput
 from drivers.base import Driver, SimWorld
 from drivers.gpio import PulseSimulator
@@ -18,8 +20,6 @@ from drivers.registry import driver_class
 from drivers.serial_line import SerialSensor
 from drivers.simulation import PtyTwin, ThermalModel
 from drivers.timing import VirtualScheduler
-from gateway.clock import VirtualClock
-from gateway.events import Kind, Value
 from tests.drivers_kit import Recorder, make_context
 
 

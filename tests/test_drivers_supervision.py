@@ -7,12 +7,13 @@ from typing import Any
 
 from gpiozero.pins.mock import MockFactory
 
+from core.clock import VirtualClock
+from core.entities import EntitySpec
+from core.events import EventFactory, Kind
 from drivers.actuators import Relay
-from drivers.base import DeviceConfig, Driver, DriverContext, EntitySpec
+from drivers.base import DeviceConfig, Driver, DriverContext
 from drivers.supervision import Supervisor
 from drivers.timing import VirtualScheduler
-from gateway.clock import VirtualClock
-from gateway.events import EventFactory, Kind
 from tests.drivers_kit import Recorder
 
 
@@ -29,7 +30,7 @@ class Flaky(Driver):
         self.running = False
 
     def entities(self) -> Sequence[EntitySpec]:
-        from drivers.base import Component
+        from core.entities import Component
 
         return [EntitySpec(self.id, Component.SENSOR)]
 

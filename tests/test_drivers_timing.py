@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 
+from core.clock import SystemClock, VirtualClock
+from core.events import Kind
 from drivers.channel import Channel
 from drivers.timing import ThreadScheduler, VirtualScheduler, every
-from gateway.clock import SystemClock, VirtualClock
-from gateway.events import Kind
 from tests.drivers_kit import Recorder, make_context
 
 

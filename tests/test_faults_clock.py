@@ -27,12 +27,12 @@ import pytest
 import time_machine
 from gpiozero.pins.mock import MockFactory
 
+from core.clock import SystemClock
+from core.events import Event, EventFactory, Kind
 from gateway.app import Gateway
 from gateway.bus import Bus
-from gateway.clock import SystemClock
 from gateway.config import load_config
 from gateway.dispatcher import Dispatcher
-from gateway.events import Event, EventFactory, Kind
 from tests.faults_support import Tally
 from tests.helpers import wait_until, write_config
 

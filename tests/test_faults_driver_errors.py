@@ -18,12 +18,12 @@ from typing import ClassVar
 import pytest
 import serial
 
+from core.clock import SystemClock
+from core.events import Event, EventFactory, Kind
+from core.guard import failures
 from drivers.base import DriverContext
 from drivers.protocols import KeyValueParser, Parser, Record
 from drivers.serial_line import KeyValueSensor, SerialKvConfig
-from gateway.clock import SystemClock
-from gateway.events import Event, EventFactory, Kind
-from gateway.guard import failures
 from tests.faults_support import Tally
 from tests.helpers import wait_until
 

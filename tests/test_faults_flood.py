@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from core.clock import SystemClock
+from core.events import Event, EventFactory, Kind
 from gateway.bus import Bus
-from gateway.clock import SystemClock
 from gateway.dispatcher import Dispatcher
-from gateway.events import Event, EventFactory, Kind
 from tests.faults_support import Tally
 
 NORMAL_RATE = 100

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import serial
 
+from core.clock import SystemClock
+from core.events import Event, EventFactory, Kind
 from drivers.base import DriverContext
 from drivers.serial_line import KeyValueSensor, SerialKvConfig
-from gateway.clock import SystemClock
-from gateway.events import Event, EventFactory, Kind
 from tests.faults_support import Tally
 from tests.helpers import wait_until
 

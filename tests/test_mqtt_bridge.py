@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.events import Kind
+from core.events import Kind
 from tests.conftest import Broker, free_port
 from tests.mqtt_support import Harness, make_bridge, make_config, recorder, wait_until
 

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import Field, TypeAdapter
 
-from drivers.base import Component, EntitySpec
-from gateway.events import Kind
+from core.entities import Component, EntitySpec
+from core.events import Kind
+from core.values import OFF_WORDS, ON_WORDS, is_on
 from gateway.mqtt.commands import CommandRejected, decode, validate, validator_for
-from gateway.values import OFF_WORDS, ON_WORDS, is_on
 from tests.conftest import Broker
 from tests.mqtt_support import ENTITIES, Harness, make_bridge, make_config, recorder, wait_until
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.events import Event, EventFactory, Kind
+from core.events import Event, EventFactory, Kind
 from tests.conftest import Broker, free_port
 from tests.mqtt_support import (
     Message,

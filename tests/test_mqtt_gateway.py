@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
 
-from drivers.base import Component, EntitySpec
+from core.entities import Component, EntitySpec
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.mqtt.discovery import Discovery

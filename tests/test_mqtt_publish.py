@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway.events import PUBLISH_ENTITY, Kind
+from core.events import PUBLISH_ENTITY, Kind
 from tests.conftest import Broker
 from tests.mqtt_support import make_bridge, make_config, recorder, wait_until
 

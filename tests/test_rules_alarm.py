@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.events import Kind
+from core.events import Kind
 from rules.codes import hash_code, verify_code
 from tests.rules_kit import House, house
 

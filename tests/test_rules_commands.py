@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.clock import VirtualClock
 from gateway.app import Gateway
-from gateway.clock import VirtualClock
 from gateway.config import load_config
 from rules import model as m
 from rules.codes import hash_code

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.events import Kind
+from core.events import Kind
 from tests.rules_kit import house
 
 MOTION = '[[rules.triggers]]\ntype = "state"\nentity = "hall_motion"\nto = true\n'

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.events import Kind
-from rules.engine import STATE_FILE, build_engine
+from core.events import Kind
+from gateway.core import build_engine, load_ruleset
+from rules.engine import STATE_FILE
 from rules.loader import RulesError
 from rules.traces import format_traces, read_traces
 from tests.rules_config import house_config
@@ -78,7 +79,7 @@ def test_a_bad_rule_set_leaves_the_old_one_running(tmp_path: Path) -> None:
     assert h is not None
     (directory / "broken.toml").write_text(HEADER + '[[rules]]\nid = "x"\n')
     with pytest.raises(RulesError) as info:
-        h.engine.reload(config)
+        h.engine.reload(load_ruleset(config))
     assert "rule x: triggers: Field required" in info.value.problems[0]
     h.set("hall_motion", True)
     assert h.commands("hall_light") == [("hall_light", True)]
@@ -89,7 +90,7 @@ def test_reload_through_the_bus_swaps_on_the_dispatcher_thread(tmp_path: Path) -
     config = house_config(tmp_path, directory)
     h = house(tmp_path / "h", DOOR_HELD) if (tmp_path / "h").mkdir() is None else None
     assert h is not None
-    assert h.engine.reload(config) is None
+    assert h.engine.reload(load_ruleset(config)) is None
     assert [r.id for r in h.engine.rules] == ["door_left_open"]
     h.advance(0)
     assert [r.id for r in h.engine.rules] == ["motion_light"]
@@ -270,7 +271,7 @@ def test_a_changed_rule_file_is_reloaded(tmp_path: Path, caplog: pytest.LogCaptu
     config = house_config(tmp_path, directory)
     (tmp_path / "h").mkdir()
     h = house(tmp_path / "h", DOOR_HELD)
-    h.engine.watch(config, interval=5)
+    h.engine.watch(config.rules.dir, lambda: load_ruleset(config), interval=5)
     (directory / "more.toml").write_text(HEADER + MOTION_LIGHT)
     h.advance(5)
     assert [r.id for r in h.engine.rules] == ["door_left_open", "motion_light"]

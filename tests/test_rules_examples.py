@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from gateway.cli import main
 from gateway.config import Config
+from gateway.core import check_ruleset
 from gateway.simulate import simulate
-from rules.loader import check_rules
 from tests.rules_config import house_config, write_house_config
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "rules" / "examples"
@@ -51,7 +51,7 @@ def test_each_example_passes_gateway_check_on_its_own(
     assert main(["check", "--config", str(path)]) == 0
     out = capsys.readouterr()
     assert out.err == "" and out.out.count("\n") == 1 and "OK" in out.out
-    ruleset, warnings = check_rules(house_config(tmp_path, rules))
+    ruleset, warnings = check_ruleset(house_config(tmp_path, rules))
     assert ruleset is not None and warnings == []
 
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.base import Component, EntitySpec, accepts
+from core.entities import Component, EntitySpec, accepts
+from core.values import parse_on_off
 from gateway.mqtt.commands import CommandRejected, decode, validate, validator_for
-from gateway.values import parse_on_off
 from rules import model as m
 from rules.commands import thermostat_validator
 from rules.loader import RulesError, load_rules, thermostat_entities

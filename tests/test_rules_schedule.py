@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.clock import SystemClock
-from gateway.events import EventFactory, Kind
+from core.clock import SystemClock
+from core.events import EventFactory, Kind
 from rules import model as m
 from rules.schedule import ApsSchedules, Job, build_trigger
 from tests.rules_kit import house
@@ -115,7 +115,7 @@ def test_running_on_an_unsynchronised_clock_is_flagged_in_traces(tmp_path: Path)
 
 
 def test_config_chooses_the_clock_policy(tmp_path: Path) -> None:
-    from rules.engine import build_engine
+    from gateway.core import build_engine
     from tests.rules_config import house_config
 
     (tmp_path / "rules").mkdir()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.events import Kind
+from core.events import Kind
 from tests.rules_kit import House, house
 
 THERMO = """

@@ -32,10 +32,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from core.events import Kind, Value
+from core.values import is_on
 from drivers.envelope import Envelope, EnvelopeConfig
-from gateway.events import Kind, Value
 from gateway.simulate import EchoActuator
-from gateway.values import is_on
 from rules.loader import RuleSet, load_rules
 from tests.rules_kit import ALARM_LIGHT, DEMO_ENTITIES, HEADER, MOTION_LIGHT, House
 

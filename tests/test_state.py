@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.state import StateStore
+from core.state import StateStore
 from tests.helpers import virtual_events
 
 

@@ -52,10 +52,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from drivers.base import EntitySpec
+from core.entities import EntitySpec
+from core.events import PUBLISH_ENTITY, Event, EventFactory, Kind, Value
+from core.guard import guarded
 from gateway.config import Config
-from gateway.events import PUBLISH_ENTITY, Event, EventFactory, Kind, Value
-from gateway.guard import guarded
 from gateway.mqtt.commands import CommandRejected, Validator, decode, validate, validator_for
 from gateway.mqtt.connection import Jitter, connect_properties, is_mqtt5, make_client, set_nodelay
 from gateway.mqtt.discovery import Discovery, Extra

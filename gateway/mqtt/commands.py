@@ -18,7 +18,7 @@ rules loader checks ``set`` actions with: a switch or siren a boolean, a
 dimmable light (one with ``minimum``/``maximum``) a boolean or a brightness
 within them. The hub's spellings become those typed values here, at the edge
 and nowhere else: ``ON``/``OFF``, ``true``/``false``, ``yes``/``no``, ``1``/``0``
-(any case, the words of :mod:`gateway.values`), JSON booleans, and
+(any case, the words of :mod:`core.values`), JSON booleans, and
 ``{"state": "ON"}`` (what Home Assistant sends to a siren) are booleans; on a
 dimmable light ``1``/``0`` are brightnesses, and numeric text is a number.
 
@@ -47,9 +47,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from drivers.base import Component, EntitySpec, accepts
-from gateway.events import Value
-from gateway.values import parse_on_off
+from core.entities import Component, EntitySpec, accepts
+from core.events import Value
+from core.values import parse_on_off
 
 Validator = Callable[[Any], Value]
 """Decoded payload -> the command's value; raises ValueError or ValidationError to reject."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drivers.base import Component, EntitySpec
+from core.entities import Component, EntitySpec
 from gateway.mqtt.commands import CONTROLLERS
 from gateway.mqtt.topics import Topics, dumps
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.events import Event, Kind, Value
+from core.events import Event, Kind, Value
 
 CONTRACT_VERSION = 1
 """Bumped only when a topic or a field changes meaning; fields may be added within a version."""

@@ -10,7 +10,7 @@ so no corner of the code can treat ``"OFF"`` as truthy.
 
 from __future__ import annotations
 
-from gateway.events import Value
+from core.events import Value
 
 ON_WORDS = frozenset({"on", "true", "1", "yes"})
 OFF_WORDS = frozenset({"off", "false", "0", "no"})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gateway.events import Event, Kind, Value
+from core.events import Event, Kind, Value
 
 VALUE_KINDS = frozenset({Kind.READING, Kind.STATE})
 

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gateway.clock import Clock
+from core.clock import Clock
 
 Value = bool | int | float | str | None
 """What an entity's value may be: JSON scalars only, so every value maps to MQTT."""

@@ -18,7 +18,7 @@ from typing import ParamSpec, TypeVar
 P = ParamSpec("P")
 R = TypeVar("R")
 
-log = logging.getLogger("gateway.guard")
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 failures: Counter[str] = Counter()

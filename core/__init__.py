@@ -1,0 +1,9 @@
+"""The core: what every other package of the gateway builds on, and which imports none of them.
+
+``events`` (the event record), ``clock`` (wall and monotonic time, virtual in
+tests), ``guard`` (every foreign callback wrapped), ``state`` (the state
+store), ``values`` (what "on" means), ``entities`` (what each entity is and
+takes) and ``claims`` (the vocabulary of output authority). The layers, checked
+by import-linter in ``.ci/run``: ``gateway`` (the application) may use
+``drivers`` and ``rules``, which may use ``core``; ``core`` uses nothing of ours.
+"""
