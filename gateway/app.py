@@ -29,9 +29,9 @@ from core.events import Event, EventFactory, Kind
 from drivers.base import Actuator, Driver, DriverContext, SimWorld
 from drivers.envelope import Envelope
 from drivers.supervision import Supervisor
+from gateway.assembly import assemble, build_engine, load_ruleset
 from gateway.bus import Bus
 from gateway.config import Config
-from gateway.core import build_core, build_engine, load_ruleset
 from gateway.lastgood import save_outputs
 from rules.commands import LOCKOUT_FILE, CodeGuard, Validator, command_validators
 from rules.discovery import TopicNames, bridge_entities, discovery_extras, hub_view
@@ -85,7 +85,7 @@ class Gateway:
         """The latest commands rules issued, newest last (``gateway status``)."""
         self.forwarder: Forwarder | None = None
         envelope = Envelope.from_drivers(self.drivers, state_dir=config.gateway.state_dir, clock=self.events.clock)
-        self.dispatcher, self.engine = build_core(
+        self.dispatcher, self.engine = assemble(
             self.events, self.bus, actuators, envelope=envelope, forward=self._observe,
             make_engine=lambda dispatcher: build_engine(config, dispatcher),
         )

@@ -130,7 +130,7 @@ def _load(path: Path) -> Config | None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Problems (exit 1) and warnings (exit 0) go to stderr, one line each; the summary to stdout."""
-    from gateway.core import check_ruleset
+    from gateway.assembly import check_ruleset
 
     config = _load(args.config)
     if config is None:

@@ -17,7 +17,7 @@ the hub may command. Every action the rules take is printed as one JSON line:
 the output is deterministic: installers can keep it as the expected outcome of
 their rule files. Actuators are virtual (they confirm what they are told);
 nothing is opened and the state directory is not touched. The core is the live
-gateway's (:mod:`gateway.core`): claims, ownership and the devices' safety
+gateway's (:mod:`gateway.assembly`): claims, ownership and the devices' safety
 envelopes apply, so a deferral or a refusal shows here exactly as it would
 on the board.
 """
@@ -40,9 +40,9 @@ from core.entities import EntitySpec
 from core.events import Event, EventFactory, Kind, Value
 from drivers.base import Actuator, DriverContext
 from drivers.envelope import Envelope
+from gateway.assembly import assemble, load_ruleset
 from gateway.bus import Bus
 from gateway.config import Config
-from gateway.core import build_core, load_ruleset
 from gateway.mqtt.commands import Validator, validator_for
 from rules.commands import command_validators
 from rules.durations import Duration
@@ -134,7 +134,7 @@ class World:
             if on_event is not None:
                 on_event(event)
 
-        self.dispatcher, self.engine = build_core(
+        self.dispatcher, self.engine = assemble(
             self.events, Bus(), actuators, envelope=envelope or Envelope({}), forward=forward,
             make_engine=lambda dispatcher: RuleEngine(ruleset, dispatcher, timezone=timezone, state_dir=state_dir),
         )

@@ -5,7 +5,7 @@ with ``bridge.register_discovery(entity, component, config)``, and only their
 read-only sub-entities (``<id>_setpoint``, ``<id>_preset``, ``<id>_action``)
 and the virtual entities go in the bridge's entity map::
 
-    ruleset = load_ruleset(config)             # gateway/core.py
+    ruleset = load_ruleset(config)             # gateway/assembly.py
     entities = {**config.entities(), **bridge_entities(ruleset)}
     bridge = MqttBridge(config, entities, bus.post, events)
     for entity, validator in command_validators(ruleset, clock).items():

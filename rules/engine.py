@@ -8,7 +8,7 @@ of it runs on the dispatcher thread, so nothing here needs a lock.
 
 Wiring (what ``gateway/app.py`` does)::
 
-    engine = build_engine(config, dispatcher)   # gateway/core.py; or RuleEngine(load_rules(dir, entities), ...)
+    engine = build_engine(config, dispatcher)   # gateway/assembly.py; or RuleEngine(load_rules(dir, entities), ...)
     dispatcher.reactor = engine
     engine.start()          # restores timers and state, fires ``start`` triggers (via the bus)
     ...

@@ -9,7 +9,7 @@ the old rules stay in force. Problems that do not stop a rule from working
 The entry points are :func:`load_rules` (a directory and the configured
 entities in, :class:`RuleSet` out or :class:`RulesError`) and
 :func:`check_rules` for ``gateway check``; the application calls them with its
-config (:func:`gateway.core.load_ruleset`).
+config (:func:`gateway.assembly.load_ruleset`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.events import Kind
-from gateway.core import build_engine, load_ruleset
+from gateway.assembly import build_engine, load_ruleset
 from rules.engine import STATE_FILE
 from rules.loader import RulesError
 from rules.traces import format_traces, read_traces

@@ -115,7 +115,7 @@ def test_running_on_an_unsynchronised_clock_is_flagged_in_traces(tmp_path: Path)
 
 
 def test_config_chooses_the_clock_policy(tmp_path: Path) -> None:
-    from gateway.core import build_engine
+    from gateway.assembly import build_engine
     from tests.rules_config import house_config
 
     (tmp_path / "rules").mkdir()

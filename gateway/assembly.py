@@ -1,4 +1,4 @@
-"""The core every way of running the house shares: dispatcher, arbiter, envelope, rules, controllers.
+"""The house assembled: what every way of running it shares (dispatcher, arbiter, envelope, rules, controllers).
 
 ``gateway run`` (:mod:`gateway.app`) and ``gateway simulate`` and the tests'
 houses (:mod:`gateway.simulate`) build it here and nowhere else, so a dry run
@@ -21,7 +21,7 @@ from rules.engine import RuleEngine, Runtime
 from rules.loader import RuleSet, check_rules, load_rules
 
 
-def build_core(
+def assemble(
     events: EventFactory,
     bus: Bus,
     actuators: Mapping[str, Actuator],
