@@ -38,10 +38,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
+from typing_extensions import TypeVar
 
 from core.entities import Component, EntitySpec
 from core.events import Kind, Value
@@ -108,20 +109,21 @@ class SirenConfig(_OutputConfig):
     component: Literal["siren", "switch"] = "siren"
 
 
-class _Output(Actuator):
+OutputC_co = TypeVar("OutputC_co", bound=_OutputConfig, covariant=True)
+
+
+class _Output(Actuator[OutputC_co]):
     """Shared life cycle: open in the safe state, post it, close in the safe state."""
 
-    config: Any
-
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: OutputC_co) -> None:
         super().__init__(config)
-        self._device: Any = None
+        self._device: OutputDevice | None = None
         self._lock = threading.RLock()
 
     def envelope(self) -> Mapping[str, EnvelopeConfig]:
         return {self.id: self.config.envelope} if self.config.envelope is not None else {}
 
-    def _open(self, ctx: DriverContext, factory: Any, **kwargs: Any) -> None:
+    def _open(self, ctx: DriverContext, factory: Callable[..., OutputDevice], **kwargs: float) -> None:
         try:
             self._device = factory(self.config.pin, active_high=self.config.active_high,
                                    pin_factory=ctx.pin_factory, **kwargs)
@@ -133,7 +135,7 @@ class _Output(Actuator):
     def confirmed(self) -> Value:
         raise NotImplementedError
 
-    def _device_or_fail(self) -> Any:
+    def _device_or_fail(self) -> OutputDevice:
         if self._device is None:
             raise DriverError(f"{self.id} is not started")
         return self._device
@@ -146,12 +148,10 @@ class _Output(Actuator):
                 self._device = None
 
 
-class Relay(_Output):
+class Relay(_Output[GpioRelayConfig]):
     """A relay (or any on/off output) with a declared safe state."""
 
     Config: ClassVar[type[DeviceConfig]] = GpioRelayConfig
-    config: GpioRelayConfig
-    _device: OutputDevice | None
 
     def entities(self) -> Sequence[EntitySpec]:
         cfg = self.config
@@ -180,14 +180,13 @@ class Relay(_Output):
                     log.exception("%s: could not drive the safe state", self.id)
 
 
-class PwmLight(_Output):
+class PwmLight(_Output[PwmLightConfig]):
     """A dimmable light or LED strip on a PWM pin; its value is brightness in % (0 = off)."""
 
     Config: ClassVar[type[DeviceConfig]] = PwmLightConfig
-    config: PwmLightConfig
     _device: PWMOutputDevice | None
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: PwmLightConfig) -> None:
         super().__init__(config)
         self._last_on = 100.0
 
@@ -226,7 +225,7 @@ class PwmLight(_Output):
                     log.exception("%s: could not drive the safe state", self.id)
 
 
-class Siren(_Output):
+class Siren(_Output[SirenConfig]):
     """A buzzer or siren: while on, it sounds ``on_s`` and pauses ``off_s``, on the driver's timers.
 
     The confirmed state is whether the pattern runs (not the pin's level at
@@ -234,10 +233,8 @@ class Siren(_Output):
     """
 
     Config: ClassVar[type[DeviceConfig]] = SirenConfig
-    config: SirenConfig
-    _device: OutputDevice | None
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: SirenConfig) -> None:
         super().__init__(config)
         self._active = False
         self._pattern: Periodic | None = None

@@ -84,11 +84,10 @@ class Mcp3208Config(AnalogConfig):
     bits: ClassVar[int] = 12
 
 
-class AnalogInput(Driver):
+class AnalogInput(Driver[AnalogConfig]):
     Config: ClassVar[type[DeviceConfig]] = Mcp3008Config
-    config: AnalogConfig
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: AnalogConfig) -> None:
         super().__init__(config)
         self._device: AnalogInputDevice | None = None
         self._poll: Periodic | None = None

@@ -23,9 +23,10 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Generic
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeVar
 
 from core.clock import Clock
 from core.entities import EntitySpec
@@ -101,17 +102,31 @@ class DeviceConfig(BaseModel):
     """Human name shown by the hub; defaults to the id."""
 
 
-class Driver(ABC):
-    """A sensor or actuator driver. Subclasses set ``Config`` and implement the hooks."""
+C_co = TypeVar("C_co", bound=DeviceConfig, default=DeviceConfig, covariant=True)
+"""A driver's config model. Covariant, so ``Relay`` (a ``Driver[GpioRelayConfig]``) is a ``Driver``
+(``Driver[DeviceConfig]``, the default): lists and the registry hold any driver, still typed."""
+
+
+class Driver(ABC, Generic[C_co]):
+    """A sensor or actuator driver, typed by its config model: ``class Relay(Actuator[GpioRelayConfig])``.
+
+    Subclasses set ``Config`` (the model the registry and ``config.toml`` validation use; the same
+    class as ``C_co``) and implement the hooks.
+    """
 
     Config: ClassVar[type[DeviceConfig]]
 
-    def __init__(self, config: Any) -> None:
-        self.config = config
+    def __init__(self, config: C_co) -> None:
+        self._config = config
+
+    @property
+    def config(self) -> C_co:
+        """The validated device table; frozen, so read-only here too."""
+        return self._config
 
     @property
     def id(self) -> str:
-        return str(self.config.id)
+        return self._config.id
 
     @abstractmethod
     def entities(self) -> Sequence[EntitySpec]:
@@ -164,7 +179,7 @@ class SimWorld:
     """Configured filesystem path (1-wire ``base_path``) -> the fake tree a simulator writes."""
 
 
-class Actuator(Driver):
+class Actuator(Driver[C_co]):
     """A driver that can be commanded."""
 
     @abstractmethod

@@ -79,13 +79,16 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, model_validator
 
 from core.clock import Clock, SystemClock
 from core.events import Value
 from core.values import is_on
+
+if TYPE_CHECKING:
+    from drivers.base import Driver
 
 log = logging.getLogger(__name__)
 
@@ -210,19 +213,20 @@ class Envelope:
 
     @classmethod
     def from_drivers(
-        cls, drivers: Iterable[object], *, state_dir: Path | None = None, clock: Clock | None = None
+        cls, drivers: Iterable[Driver], *, state_dir: Path | None = None, clock: Clock | None = None
     ) -> Envelope:
-        """Every writable entity of every actuator, with :func:`with_defaults` of what it declares
-        (``Actuator.envelope()``) and its safe value; the history in ``<state_dir>/envelope.json``."""
+        """Every writable entity of every actuator among ``drivers``, with :func:`with_defaults` of what
+        it declares (``Actuator.envelope()``) and its safe value; the history in ``<state_dir>/envelope.json``."""
+        from drivers.base import Actuator  # drivers.base imports this module (EnvelopeConfig)
+
         limits: dict[str, EnvelopeConfig] = {}
         safe: dict[str, Value] = {}
         for driver in drivers:
-            declared = getattr(driver, "envelope", None)
-            if declared is None:
+            if not isinstance(driver, Actuator):
                 continue
-            own: Mapping[str, EnvelopeConfig] = declared()
-            for spec in driver.entities():  # type: ignore[attr-defined]
-                if not getattr(spec, "writable", True):
+            own = driver.envelope()
+            for spec in driver.entities():
+                if not spec.writable:
                     continue
                 limits[spec.id] = with_defaults(own.get(spec.id))
                 safe[spec.id] = spec.safe_value

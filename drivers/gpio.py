@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
+from typing_extensions import TypeVar
 
 from core.entities import Component, EntitySpec
 from core.guard import guarded
@@ -87,13 +88,21 @@ class GpioMotionConfig(_InputFields):
     """Motion stays on until the sensor has been quiet this long (a hold/clear time after the PIR's own)."""
 
 
-class DigitalInput(Driver):
-    """A two-state input; posts ``True``/``False`` readings on every (conditioned) change and once at start."""
+InputC_co = TypeVar(
+    "InputC_co", bound=GpioInputConfig | GpioMotionConfig, default=GpioInputConfig, covariant=True
+)
+
+
+class DigitalInput(Driver[InputC_co]):
+    """A two-state input; posts ``True``/``False`` readings on every (conditioned) change and once at start.
+
+    Generic over its model only so that :class:`MotionSensor` can be one with a motion model;
+    ``DigitalInput`` alone is ``DigitalInput[GpioInputConfig]``.
+    """
 
     Config: ClassVar[type[DeviceConfig]] = GpioInputConfig
-    config: GpioInputConfig | GpioMotionConfig
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: InputC_co) -> None:
         super().__init__(config)
         self._device: DigitalInputDevice | None = None
         self.channel: Channel | None = None
@@ -147,14 +156,14 @@ class DigitalInput(Driver):
         return cfg.pull if cfg.pull is not None else not cfg.active_high
 
 
-class MotionSensor(DigitalInput):
+class MotionSensor(DigitalInput[GpioMotionConfig]):
     """A PIR motion sensor: active while it sees motion, and ``clear_after_s`` longer."""
 
     Config: ClassVar[type[DeviceConfig]] = GpioMotionConfig
 
     def steps(self) -> list[StepConfig]:
         steps = super().steps()
-        clear = getattr(self.config, "clear_after_s", 0.0)
+        clear = self.config.clear_after_s
         return [*steps, HoldStep(step="hold", off_s=clear)] if clear else steps
 
     def simulator(self) -> Simulator | None:

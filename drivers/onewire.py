@@ -31,7 +31,7 @@ import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -87,11 +87,10 @@ def parse_w1_slave(text: str) -> float:
     return millidegrees / 1000
 
 
-class Ds18b20(Driver):
+class Ds18b20(Driver[Ds18b20Config]):
     Config: ClassVar[type[DeviceConfig]] = Ds18b20Config
-    config: Ds18b20Config
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Ds18b20Config) -> None:
         super().__init__(config)
         self.channel: Channel | None = None
         self._poll: Periodic | None = None

@@ -1,13 +1,19 @@
 """The closed catalogue from a config ``driver = "..."`` name to a driver class.
 
-New hardware is one module and one line in :data:`DRIVERS`. Hardware
-libraries are imported inside the driver modules' ``start``, so this package
-imports on any machine.
+New hardware is one module and one line in :data:`DRIVERS`: the class. Its name
+is the ``driver`` literal of the class's config model, so the name a device
+table gives always builds the class that model belongs to (the soundness of
+``DRIVERS[device.driver](device)`` rests on that). Hardware libraries are
+imported inside the driver modules' ``start``, so this package imports on any
+machine.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import get_args
 
 from drivers.actuators import PwmLight, Relay, Siren
 from drivers.analog import AnalogInput, Mcp3208Input
@@ -16,21 +22,41 @@ from drivers.gpio import DigitalInput, MotionSensor
 from drivers.onewire import Ds18b20
 from drivers.serial_line import JsonLinesSensor, KeyValueSensor, Mhz19Sensor, NmeaSensor, Pms5003Sensor
 
-DRIVERS: dict[str, type[Driver]] = {
-    "gpio.input": DigitalInput,
-    "gpio.motion": MotionSensor,
-    "gpio.relay": Relay,
-    "gpio.pwm_light": PwmLight,
-    "gpio.siren": Siren,
-    "serial.kv": KeyValueSensor,
-    "serial.json": JsonLinesSensor,
-    "serial.nmea": NmeaSensor,
-    "serial.pms5003": Pms5003Sensor,
-    "serial.mhz19": Mhz19Sensor,
-    "analog.mcp3008": AnalogInput,
-    "analog.mcp3208": Mcp3208Input,
-    "onewire.ds18b20": Ds18b20,
-}
+
+def catalogue(*classes: type[Driver]) -> Mapping[str, type[Driver]]:
+    """Each class under its config model's ``driver`` literal, in the order given; read-only.
+
+    Raises ``TypeError`` at import time for a model whose ``driver`` is not one string literal,
+    and ``ValueError`` for two classes claiming one name.
+    """
+    named: dict[str, type[Driver]] = {}
+    for cls in classes:
+        names = get_args(cls.Config.model_fields["driver"].annotation)
+        if len(names) != 1 or not isinstance(names[0], str):
+            raise TypeError(f"{cls.__name__}.Config must narrow driver to one Literal name, not {names!r}")
+        name = names[0]
+        if name in named:
+            raise ValueError(f"driver name {name!r} claimed by {named[name].__name__} and {cls.__name__}")
+        named[name] = cls
+    return MappingProxyType(named)
+
+
+DRIVERS: Mapping[str, type[Driver]] = catalogue(
+    DigitalInput,  # gpio.input
+    MotionSensor,  # gpio.motion
+    Relay,  # gpio.relay
+    PwmLight,  # gpio.pwm_light
+    Siren,  # gpio.siren
+    KeyValueSensor,  # serial.kv
+    JsonLinesSensor,  # serial.json
+    NmeaSensor,  # serial.nmea
+    Pms5003Sensor,  # serial.pms5003
+    Mhz19Sensor,  # serial.mhz19
+    AnalogInput,  # analog.mcp3008
+    Mcp3208Input,  # analog.mcp3208
+    Ds18b20,  # onewire.ds18b20
+)
+"""Every driver a ``config.toml`` may name; ``config.drivers()`` and the config's union of models come from here."""
 
 
 def driver_class(name: str) -> type[Driver]:

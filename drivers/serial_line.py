@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing_extensions import TypeVar
 
 from core.entities import Component, EntitySpec
 from drivers.base import DeviceConfig, Driver, DriverContext, Simulator, SimWorld
@@ -148,13 +149,15 @@ def parse_kv_line(line: str) -> dict[str, float]:
     return KeyValueParser().parse_line(line.strip().encode("utf-8", "replace"))
 
 
-class SerialSensor(Driver):
+SerialC_co = TypeVar("SerialC_co", bound=SerialConfig, default=SerialConfig, covariant=True)
+
+
+class SerialSensor(Driver[SerialC_co]):
     """The shared body of every serial sensor; subclasses pick the config (and so the parser)."""
 
     Config: ClassVar[type[DeviceConfig]] = SerialKvConfig
-    config: SerialConfig
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: SerialC_co) -> None:
         super().__init__(config)
         self.parser: Parser = self.config.parser_class()
         self.channels: dict[str, Channel] = {}
@@ -234,7 +237,7 @@ class SerialSensor(Driver):
             channel.close()
 
 
-class KeyValueSensor(SerialSensor):
+class KeyValueSensor(SerialSensor[SerialKvConfig]):
     """``t=21.4 h=48.2`` lines."""
 
     Config = SerialKvConfig
@@ -243,7 +246,7 @@ class KeyValueSensor(SerialSensor):
         return LineTwin(self.config, lambda values: " ".join(f"{k}={v:.2f}" for k, v in values.items()))
 
 
-class JsonLinesSensor(SerialSensor):
+class JsonLinesSensor(SerialSensor[SerialJsonConfig]):
     """One JSON object per line; ``fields`` keys are dotted paths (``"env.temp"``)."""
 
     Config = SerialJsonConfig
@@ -252,7 +255,7 @@ class JsonLinesSensor(SerialSensor):
         return LineTwin(self.config, _json_line)
 
 
-class NmeaSensor(SerialSensor):
+class NmeaSensor(SerialSensor[SerialNmeaConfig]):
     """A GPS receiver speaking NMEA 0183 (GGA and RMC read, checksums verified)."""
 
     Config = SerialNmeaConfig
@@ -261,7 +264,7 @@ class NmeaSensor(SerialSensor):
         return NmeaTwin(self.config)
 
 
-class Pms5003Sensor(SerialSensor):
+class Pms5003Sensor(SerialSensor[SerialPms5003Config]):
     """Plantower PMS5003 particulate sensor in its default active mode (a frame every second or so)."""
 
     Config = SerialPms5003Config
@@ -270,11 +273,10 @@ class Pms5003Sensor(SerialSensor):
         return Pms5003Twin(self.config)
 
 
-class Mhz19Sensor(SerialSensor):
+class Mhz19Sensor(SerialSensor[SerialMhz19Config]):
     """Winsen MH-Z19 CO2 sensor, polled with the read command every ``poll_s`` seconds."""
 
     Config = SerialMhz19Config
-    config: SerialMhz19Config
 
     def _start_polling(self, ctx: DriverContext) -> None:
         link = self.link

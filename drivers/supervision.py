@@ -91,8 +91,10 @@ class Supervisor:
         self._clock = clock
         self._post = post
         self._events = events
-        self._own_scheduler = ThreadScheduler(clock, name="driver-supervisor") if scheduler is None else None
-        self._scheduler: Scheduler = scheduler or self._own_scheduler  # type: ignore[assignment]
+        self._own_scheduler: ThreadScheduler | None = None
+        if scheduler is None:
+            scheduler = self._own_scheduler = ThreadScheduler(clock, name="driver-supervisor")
+        self._scheduler: Scheduler = scheduler
         self._backoff_min = backoff_min_s
         self._backoff_max = backoff_max_s
         self._stable = stable_s

@@ -19,16 +19,16 @@ import logging
 import os
 import random
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
 from core.clock import Clock, SystemClock
 from core.entities import EntitySpec
 from core.events import Event, EventFactory, Kind
-from drivers.base import Actuator, Driver, DriverContext, SimWorld
+from drivers.base import Actuator, Driver, DriverContext, SerialOpener, Simulator, SimWorld
 from drivers.envelope import Envelope
-from drivers.supervision import Supervisor
+from drivers.supervision import Status, Supervisor
 from gateway.assembly import assemble, build_engine, load_ruleset
 from gateway.bus import Bus
 from gateway.config import Config
@@ -39,6 +39,7 @@ from rules.loader import RulesError
 
 if TYPE_CHECKING:
     from gpiozero import Factory
+    from serial import SerialBase
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,55 @@ RECENT_FIRINGS = 20
 
 
 class Forwarder(Protocol):
+    """Where every processed event goes (the MQTT bridge; a stand-in in tests). All it must do."""
+
     def start(self) -> None: ...
 
     def forward(self, event: Event) -> None: ...
 
     def stop(self, timeout: float = 1.5) -> None: ...
+
+
+@runtime_checkable
+class HubLink(Forwarder, Protocol):
+    """A forwarder that speaks for the house to a hub (the MQTT bridge): after a rule reload it is told
+    the entities, the controllers' hub commands and their discovery as the new rule set has them."""
+
+    @property
+    def topics(self) -> TopicNames: ...
+
+    def update_registrations(
+        self,
+        entities: Mapping[str, EntitySpec],
+        commands: Mapping[str, Validator],
+        discovery: Iterable[tuple[str, str, Mapping[str, object]]],
+    ) -> None: ...
+
+
+HealthSource = Callable[[], Mapping[str, object]]
+"""Called on the forwarder's own thread to add a section to its health reports: thread-safe and quick."""
+
+
+@runtime_checkable
+class HealthReporting(Protocol):
+    """A forwarder that publishes health reports (the MQTT bridge, docs/mqtt.md): the gateway adds the
+    drivers' health to them, and ``gateway status`` shows them (:meth:`gateway.service.Service.mqtt_health`)."""
+
+    def health(self) -> Mapping[str, Any]:
+        """The latest report: a JSON document."""
+        ...
+
+    def add_health_source(self, name: str, source: HealthSource) -> None: ...
+
+
+class DeviceReport(TypedDict):
+    """One device in :meth:`Gateway.driver_health` (and so in the MQTT health report)."""
+
+    status: Status
+    failures: int
+    restarts: int
+    last_error: str | None
+    stats: dict[str, int]
 
 
 def simulation_state_dir(gateway_id: str) -> Path:
@@ -68,7 +113,7 @@ class Gateway:
         simulate: bool = False,
         clock: Clock | None = None,
         pin_factory: Factory | None = None,
-        open_serial: Callable[..., Any] | None = None,
+        open_serial: SerialOpener | None = None,
         forwarder: Forwarder | None = None,
         mqtt: bool = True,
         seed: int = 0,
@@ -97,7 +142,7 @@ class Gateway:
         self._pin_factory = pin_factory
         self._open_serial = open_serial
         self._world: SimWorld | None = None
-        self._simulators: list[Any] = []
+        self._simulators: list[Simulator] = []
         self.supervisor: Supervisor | None = None
 
     def _mqtt_bridge(self) -> Forwarder:
@@ -154,9 +199,8 @@ class Gateway:
             post=self.bus.post, events=self.events,
         )
         self.dispatcher.outputs.on_driver_failure = self.supervisor.report_failure
-        add_health_source = getattr(self.forwarder, "add_health_source", None)
-        if add_health_source is not None:
-            add_health_source("drivers", self.driver_health)
+        if isinstance(self.forwarder, HealthReporting):
+            self.forwarder.add_health_source("drivers", self.driver_health)
         self.supervisor.start_all()
         save_outputs(self.config)  # for `gateway safe-state` when config.toml is broken later
         if self.forwarder is not None:
@@ -171,7 +215,7 @@ class Gateway:
             " (simulated hardware)" if self.simulate else "",
         )
 
-    def driver_health(self) -> dict[str, Any]:
+    def driver_health(self) -> dict[str, DeviceReport]:
         """Per device: status, failures, restarts, last error and the driver's counters (thread-safe)."""
         if self.supervisor is None:
             return {}
@@ -217,8 +261,8 @@ class Gateway:
                 self._simulators.append(simulator)
 
     @staticmethod
-    def _simulated_serial_opener(ports: Mapping[str, str]) -> Callable[..., Any]:
-        def open_serial(url: str, **kwargs: Any) -> Any:
+    def _simulated_serial_opener(ports: Mapping[str, str]) -> SerialOpener:
+        def open_serial(url: str, **kwargs: Any) -> SerialBase:
             return _real_serial_opener(ports.get(url, url), **kwargs)
 
         return open_serial
@@ -323,7 +367,15 @@ def freeze_long_lived() -> None:
     gc.freeze()
 
 
-def _real_serial_opener(url: str, **kwargs: Any) -> Any:
+def _real_serial_opener(url: str, **kwargs: Any) -> SerialBase:
     import serial
 
     return serial.serial_for_url(url, **kwargs)
+
+
+if TYPE_CHECKING:
+    from gateway.mqtt.bridge import MqttBridge
+
+    def _the_bridge_is_a_hub_link_that_reports_health(bridge: MqttBridge) -> tuple[HubLink, HealthReporting]:
+        """mypy checks here that the MQTT bridge keeps satisfying both protocols."""
+        return bridge, bridge

@@ -46,7 +46,7 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol, TypedDict
 
 from core.claims import DRIVER_FAILED, HUB, Claim, Level, Owner, holder_text
 from core.clock import Clock
@@ -57,6 +57,26 @@ from drivers.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
+
+
+class ClaimStatus(TypedDict):
+    """One claim on an output in :meth:`Authority.status`."""
+
+    holder: str
+    level: str
+    """The claim's :class:`~core.claims.Level`, lower case (``"rules"``)."""
+    value: Value
+    in_force: bool
+
+
+class OutputStatus(TypedDict):
+    """One output in :meth:`Authority.status` (``gateway status``)."""
+
+    value: Value
+    safe: Value
+    default: Value
+    owner: str | None
+    claims: list[ClaimStatus]
 
 
 class _Cancellable(Protocol):
@@ -234,9 +254,9 @@ class Authority:
             text += "; waiting: " + ", ".join(c.describe() for c in ranked[1:])
         return text
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, OutputStatus]:
         """Per output: its confirmed value, the claim in force and those waiting (``gateway status``)."""
-        report: dict[str, Any] = {}
+        report: dict[str, OutputStatus] = {}
         for entity, out in self._outputs.items():
             ranked = sorted(out.claims.values(), key=lambda c: (c.level, -c.seq))
             owner = self._owners.get(entity)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from core.clock import SystemClock
 from core.events import EventFactory
 from core.guard import failures, guarded
-from drivers.base import Actuator, DeviceConfig, DriverContext
+from drivers.base import Actuator, DeviceConfig, DriverContext, SerialOpener
 from drivers.registry import DRIVERS
 from gateway.control import SOCKET_NAME, ControlServer
 from gateway.sdnotify import Notifier, watchdog_interval
@@ -238,11 +238,12 @@ class Service:
 
     def mqtt_health(self) -> dict[str, Any]:
         """The MQTT bridge's own figures (its ``health()``, see docs/mqtt.md), in brief."""
+        from gateway.app import HealthReporting  # gateway.app is loaded: self.gateway is one
+
         forwarder = self.gateway.forwarder
         if forwarder is None:
             return {"enabled": False}
-        health = getattr(forwarder, "health", None)
-        detail: dict[str, Any] = health() if callable(health) else {}
+        detail = forwarder.health() if isinstance(forwarder, HealthReporting) else {}
         outbox = detail.get("outbox") or {}
         return {
             "enabled": True,
@@ -281,10 +282,7 @@ class Service:
                 health = "running"
             else:
                 health = "stopped"
-            extra = getattr(driver, "health", None)
-            if callable(extra) and driver.id in running:
-                health = f"{health} {extra()}"
-            devices.append({"id": driver.id, "driver": str(driver.config.driver), "health": health})
+            devices.append({"id": driver.id, "driver": driver.config.driver, "health": health})
         entities = []
         known = list(gw.entities)  # configured first, then what the rules' controllers added (alarm, climate)
         known += [entity_id for entity_id, _ in dispatcher.state.items() if entity_id not in gw.entities]
@@ -355,7 +353,7 @@ def drive_safe_states(
     devices: Iterable[DeviceConfig],
     *,
     pin_factory: Factory | None = None,
-    open_serial: Callable[..., Any] | None = None,
+    open_serial: SerialOpener | None = None,
 ) -> list[str]:
     """Drive every actuator among ``devices`` to its safe state and release it; the problems, if any.
 

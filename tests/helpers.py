@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from core.clock import VirtualClock
+from core.entities import EntitySpec
 from core.events import Event, EventFactory
+from gateway.app import HealthSource
+from gateway.mqtt.topics import Topics
+from rules.commands import Validator
 
 
 def virtual_events() -> tuple[VirtualClock, EventFactory]:
@@ -75,11 +80,25 @@ class Subscriber:
         self.client.disconnect()
 
 
+@dataclass(slots=True, frozen=True)
+class Registrations:
+    """What a reload told the hub link (the arguments of ``update_registrations``)."""
+
+    entities: dict[str, EntitySpec]
+    commands: dict[str, Validator]
+    discovery: list[tuple[str, str, Mapping[str, object]]]
+
+
 class RecordingForwarder:
-    """Stands in for the MQTT bridge where a test is about the gateway, not the broker: keeps every event."""
+    """Stands in for the MQTT bridge where a test is about the gateway, not the broker: keeps every event,
+    every re-registration after a reload, and reports the health sources the gateway adds. It satisfies
+    the gateway's :class:`~gateway.app.HubLink` and :class:`~gateway.app.HealthReporting` as the bridge does."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self.topics = Topics("gateway/test")
+        self.registrations: list[Registrations] = []
+        self.health_sources: dict[str, HealthSource] = {}
 
     def start(self) -> None: ...
 
@@ -87,3 +106,17 @@ class RecordingForwarder:
         self.events.append(event)
 
     def stop(self, timeout: float = 1.5) -> None: ...
+
+    def update_registrations(
+        self,
+        entities: Mapping[str, EntitySpec],
+        commands: Mapping[str, Validator],
+        discovery: Iterable[tuple[str, str, Mapping[str, object]]],
+    ) -> None:
+        self.registrations.append(Registrations(dict(entities), dict(commands), list(discovery)))
+
+    def add_health_source(self, name: str, source: HealthSource) -> None:
+        self.health_sources[name] = source
+
+    def health(self) -> dict[str, Any]:
+        return {name: source() for name, source in self.health_sources.items()}

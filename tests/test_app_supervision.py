@@ -6,7 +6,7 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
 
-from core.events import Kind
+from core.events import Event, Kind
 from gateway.app import Gateway
 from gateway.config import load_config
 from tests.helpers import RecordingForwarder, write_config
@@ -42,3 +42,50 @@ def test_a_device_that_cannot_start_is_reported_and_the_others_run_on(tmp_path: 
         assert gateway.driver_health()["door"]["status"] in {"failed", "restarting"}
     finally:
         gateway.shutdown()
+
+
+def test_the_gateway_adds_the_drivers_health_to_a_forwarder_that_reports_health(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, CONFIG.format(pin=27), rules="version = 1\n"))
+    recorder = RecordingForwarder()
+    gateway = Gateway(config, pin_factory=MockFactory(), forwarder=recorder)
+    gateway.start()
+    try:
+        assert recorder.health()["drivers"] == gateway.driver_health()
+        assert set(gateway.driver_health()) == {"light", "door"}
+    finally:
+        gateway.shutdown()
+
+
+class ForwardOnly:
+    """All a forwarder must do: no hub link, no health reports."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def start(self) -> None: ...
+
+    def forward(self, event: Event) -> None:
+        self.events.append(event)
+
+    def stop(self, timeout: float = 1.5) -> None: ...
+
+
+def test_a_forwarder_that_only_forwards_is_enough_to_start_reload_and_stop(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, CONFIG.format(pin=27), rules="version = 1\n"))
+    forwarder = ForwardOnly()
+    gateway = Gateway(config, pin_factory=MockFactory(), forwarder=forwarder)
+    gateway.start()
+    try:
+        assert gateway.reload()
+        gateway.dispatcher.drain()
+        assert any(e.kind is Kind.STATE and e.entity == "light" for e in forwarder.events)
+    finally:
+        gateway.shutdown()
+
+
+def test_a_hub_link_is_told_the_rules_registrations_again_after_a_reload(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, CONFIG.format(pin=27), rules="version = 1\n"))
+    recorder = RecordingForwarder()
+    gateway = Gateway(config, pin_factory=MockFactory(), forwarder=recorder)
+    assert gateway.reload()
+    assert [set(r.entities) for r in recorder.registrations] == [{"light", "door"}]

@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 import threading
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import pytest
 
 from core.events import Kind
-from drivers.base import Actuator
-from drivers.registry import DRIVERS
+from drivers.actuators import Relay
+from drivers.base import Actuator, DeviceConfig
+from drivers.registry import DRIVERS, catalogue
 from gateway.app import Gateway
 from gateway.cli import main
 from gateway.config import load_config
@@ -104,3 +106,26 @@ def test_driver_config_mistakes_are_each_reported_where_they_are(
         f"{path}: devices[2] (air).fields: unknown field 'pm25'; did you mean 'pm2_5'? (this sensor reports: "
         "pm1_0_cf1, pm2_5_cf1, pm10_cf1, pm1_0, pm2_5, pm10, n0_3, n0_5, n1_0, n2_5, n5_0, n10)",
     ]
+
+
+def test_each_driver_is_listed_under_the_name_its_config_model_declares() -> None:
+    for name, cls in DRIVERS.items():
+        assert cls.Config.model_fields["driver"].annotation == Literal[name]
+
+
+def test_the_catalogue_refuses_two_drivers_claiming_one_name() -> None:
+    with pytest.raises(ValueError, match=r"'gpio\.relay' claimed by Relay and Relay"):
+        catalogue(Relay, Relay)
+
+
+def test_the_catalogue_refuses_a_driver_whose_model_names_no_driver() -> None:
+    class Vague(Relay):
+        Config: ClassVar[type[DeviceConfig]] = DeviceConfig
+
+    with pytest.raises(TypeError, match=r"Vague\.Config must narrow driver to one Literal name"):
+        catalogue(Vague)
+
+
+def test_the_catalogue_is_closed() -> None:
+    with pytest.raises(TypeError):
+        DRIVERS["gpio.lamp"] = Relay  # type: ignore[index]
