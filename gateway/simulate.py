@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.clock import Clock, VirtualClock
 from core.entities import EntitySpec
 from core.events import Event, EventFactory, Kind, Value
-from drivers.base import Actuator, DriverContext
+from drivers.base import Actuator, DeviceConfig, DriverContext
 from drivers.envelope import Envelope
 from gateway.assembly import assemble, load_ruleset
 from gateway.bus import Bus
@@ -57,7 +57,7 @@ class EchoActuator(Actuator):
     (``value``, and ``history``: each change with its monotonic time). For simulation only."""
 
     def __init__(self, spec: EntitySpec, clock: Clock | None = None) -> None:
-        super().__init__(spec)
+        super().__init__(DeviceConfig.model_construct(driver="simulate.echo", id=spec.id))  # id overridden below
         self.spec = spec
         self.clock = clock
         self.value: Value = spec.safe_value
