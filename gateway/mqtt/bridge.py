@@ -158,13 +158,13 @@ class BridgeCounters:
     hub_births: int = 0
     """Home Assistant birth messages seen (each re-sends discovery and states)."""
     commands_retained_ignored: int = 0
+    """Retained messages on set topics, replayed by the broker at subscribe: never applied."""
     commands_stale: int = 0
     """Commands the broker kept while the gateway was offline, without a message expiry: refused."""
     commands_backlog_applied: int = 0
     """Commands from that backlog applied because they carried an MQTT 5 message expiry."""
     retained_refused: int = 0
     """Retained states or messages larger than the broker's maximum packet size, never sent."""
-    """Retained messages on set topics, replayed by the broker at subscribe: never applied."""
     connect_attempts: int = 0
     connects: int = 0
     disconnects: int = 0
