@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import json
 import logging
 import sys
 import threading
@@ -53,7 +52,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from core.entities import EntitySpec
-from core.events import PUBLISH_ENTITY, Event, EventFactory, Kind, Value
+from core.events import Event, EventFactory, Kind, Value, publish_request
 from core.guard import guarded
 from gateway.config import Config
 from gateway.mqtt.commands import CommandRejected, Validator, decode, validate, validator_for
@@ -281,8 +280,7 @@ class MqttBridge:
     def forward(self, event: Event) -> None:
         """Queue ``event`` for ``event/<entity>`` and update the retained state; never waits on I/O."""
         self.counters.events_in += 1
-        if event.kind is Kind.SYSTEM and event.entity == PUBLISH_ENTITY:
-            self._publish_message(event)
+        self._publish_message(event)
         self.outbox.add(
             self.topics.event(event.entity),
             functools.partial(event_payload, event),
@@ -434,13 +432,15 @@ class MqttBridge:
         """A rule's ``publish`` action: ``payload`` on ``<base>/<topic>``, durable like every event
         (retained ones keep only the latest, as retained states do)."""
         try:
-            message = json.loads(str(event.value))
-            topic = f"{self.topics.base}/{message['topic']}"
-            payload = str(message.get("payload", "")).encode()
-        except (ValueError, KeyError, TypeError):
-            log.error("publish event %s is malformed: %.200r", event.id, event.value)
+            request = publish_request(event)
+        except ValueError as exc:
+            log.error("publish event %s is malformed (%s): %.200r", event.id, exc, event.value)
             return
-        if message.get("retain"):
+        if request is None:
+            return
+        topic = f"{self.topics.base}/{request.topic}"
+        payload = request.payload.encode()
+        if request.retain:
             self._retain(topic, payload)
         else:
             self.outbox.add(topic, lambda seq: payload, droppable=False, ts=event.ts)
