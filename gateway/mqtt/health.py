@@ -101,7 +101,10 @@ class HealthReporter:
         client.publish(self._topic, dumps(report), qos=1, retain=True)
 
     def report(self) -> dict[str, Any]:
-        """The figures of docs/mqtt.md, *Health*, plus each source under its name. Safe from any thread."""
+        """The figures of docs/mqtt.md, *Health*, plus each source under its name. Safe from any thread.
+
+        Typed ``Any`` on purpose: it is a JSON document whose readers (``gateway status``, tests)
+        index into its nested figures."""
         counters, outbox = self._counters, self._outbox
         oldest = outbox.oldest_ts()
         trouble = outbox.trouble
