@@ -2,7 +2,7 @@
 
 Every part of the bridge bumps its counters in one shared :class:`BridgeCounters`; the report reads
 them with the outbox's figures and whatever the application adds (:meth:`HealthReporter.add_source`,
-e.g. the drivers' health). The fields are documented in docs/mqtt.md, *Health*.
+e.g. the drivers' health). The fields are documented in docs/mqtt.md, ``<base>/health``.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class HealthReporter:
         client.publish(self._topic, dumps(report), qos=1, retain=True)
 
     def report(self) -> dict[str, Any]:
-        """The figures of docs/mqtt.md, *Health*, plus each source under its name. Safe from any thread.
+        """The figures of docs/mqtt.md, ``<base>/health``, plus each source under its name. Safe from any thread.
 
         Typed ``Any`` on purpose: it is a JSON document whose readers (``gateway status``, tests)
         index into its nested figures."""
