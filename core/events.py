@@ -12,6 +12,7 @@ is trusted data and pays no validation cost on the hot path.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from dataclasses import dataclass
 from enum import StrEnum
@@ -44,8 +45,9 @@ class Kind(StrEnum):
 
 
 PUBLISH_ENTITY = "publish"
-"""A ``Kind.SYSTEM`` event for this entity asks the MQTT bridge to publish a message: its value is
-JSON ``{"topic": "<below the base topic>", "payload": "<text>", "retain": bool}`` (rules' ``publish``)."""
+"""A ``Kind.SYSTEM`` event for this entity asks the MQTT bridge to publish a message: its value is a
+:class:`PublishRequest` as JSON text, ``{"topic": "<below the base topic>", "payload": "<text>", "retain": bool}``
+(rules' ``publish``), read back by :func:`publish_request`."""
 
 CRITICAL_KINDS: frozenset[Kind] = frozenset(
     {Kind.COMMAND, Kind.REJECTED, Kind.ALARM, Kind.AVAILABILITY, Kind.STATE, Kind.SYSTEM}
@@ -129,3 +131,53 @@ class EventFactory:
 
     def availability(self, entity: str, available: bool, reason: str | None = None) -> Event:
         return self.make(Kind.AVAILABILITY, entity, available, detail=reason)
+
+
+@dataclass(slots=True, frozen=True)
+class PublishRequest:
+    """A message a rule asks the MQTT side to publish: ``payload`` on ``<base>/<topic>``, retained or not.
+
+    An event's value is a JSON scalar, so the request rides the bus as the JSON text
+    :meth:`to_json` writes, in a ``Kind.SYSTEM`` event for :data:`PUBLISH_ENTITY`. That text is
+    read in one place, :func:`publish_request`, and checked there once: the bridge works on this
+    object, never on the text."""
+
+    topic: str
+    """Below the gateway's base topic, e.g. ``notify/leak`` (the rule file's pattern keeps it one topic)."""
+    payload: str = ""
+    retain: bool = False
+    """Retained: the broker keeps the latest for new subscribers (and the bridge only the latest in waiting)."""
+
+    def to_json(self) -> str:
+        """The event's value: ``{"topic": ..., "payload": ..., "retain": ...}``, keys in that order."""
+        return json.dumps({"topic": self.topic, "payload": self.payload, "retain": self.retain})
+
+    @classmethod
+    def from_json(cls, text: str) -> PublishRequest:
+        """The request :meth:`to_json` wrote; ``ValueError`` saying what is wrong for any other text."""
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        topic, payload, retain = data.get("topic"), data.get("payload", ""), data.get("retain", False)
+        if not isinstance(topic, str) or not topic:
+            raise ValueError("topic: expected a non-empty string")
+        if not isinstance(payload, str):
+            raise ValueError("payload: expected a string")
+        if not isinstance(retain, bool):
+            raise ValueError("retain: expected true or false")
+        return cls(topic, payload, retain)
+
+
+def publish_request(event: Event) -> PublishRequest | None:
+    """The message ``event`` asks to publish; None for every event that asks none.
+
+    The one reader of the wire form of :data:`PUBLISH_ENTITY` events: ``ValueError`` (with the
+    reason) for such an event whose value is not a :class:`PublishRequest`."""
+    if event.kind is not Kind.SYSTEM or event.entity != PUBLISH_ENTITY:
+        return None
+    if not isinstance(event.value, str):
+        raise ValueError("the value is not JSON text")
+    return PublishRequest.from_json(event.value)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.mqtt.bridge import TokenBucket
 from gateway.mqtt.connection import Jitter
 from gateway.mqtt.outbox import Outbox, OutboxInUse, publish_packet_size
+from gateway.mqtt.window import TokenBucket
 
 
 class FakeMonotonic:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
-from core.events import PUBLISH_ENTITY, Kind
+import pytest
+
+from core.clock import VirtualClock
+from core.events import PUBLISH_ENTITY, EventFactory, Kind, PublishRequest, publish_request
 from tests.conftest import Broker
 from tests.mqtt_support import make_bridge, make_config, recorder, wait_until
 
@@ -40,3 +44,42 @@ def test_a_state_too_large_for_the_broker_is_refused_and_the_link_stays_up(
         harness.bridge.stop()
     assert harness.bridge.counters.retained_refused == 1
     assert harness.bridge.counters.disconnects == 0
+
+
+def test_a_publish_request_travels_as_the_json_text_the_rules_have_always_emitted() -> None:
+    request = PublishRequest("notify/leak", "Water under the sink", retain=True)
+    wire = json.dumps({"topic": "notify/leak", "payload": "Water under the sink", "retain": True})
+    assert request.to_json() == wire
+    assert PublishRequest.from_json(wire) == request
+
+
+def test_a_publish_event_is_read_into_its_request_and_any_other_event_into_none() -> None:
+    events = EventFactory(VirtualClock())
+    wire = json.dumps({"topic": "notify/leak", "payload": "Water under the sink", "retain": False})
+    assert publish_request(events.make(Kind.SYSTEM, PUBLISH_ENTITY, wire)) == PublishRequest(
+        "notify/leak", "Water under the sink", retain=False)
+    assert publish_request(events.make(Kind.SYSTEM, "gateway", "started")) is None
+    assert publish_request(events.make(Kind.STATE, PUBLISH_ENTITY, wire)) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["not json", '["notify/leak"]', '{"payload": "no topic"}', '{"topic": ""}', '{"topic": 5}',
+     '{"topic": "a", "payload": {"x": 1}}', '{"topic": "a", "retain": "yes"}', "[" * 100_000, None, 3],
+)
+def test_a_malformed_publish_event_is_refused_with_a_reason(value: str | int | None) -> None:
+    event = EventFactory(VirtualClock()).make(Kind.SYSTEM, PUBLISH_ENTITY, value)
+    with pytest.raises(ValueError, match=r"."):
+        publish_request(event)
+
+
+def test_a_malformed_publish_event_is_logged_and_the_bridge_carries_on(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness = make_bridge(make_config("publish-bad", tmp_path / "state", broker.port))
+    bad = harness.events.make(Kind.SYSTEM, PUBLISH_ENTITY, '{"payload": "no topic"}', rule="leak_notify")
+    with caplog.at_level(logging.ERROR):
+        harness.bridge.forward(bad)
+    harness.bridge.stop()
+    assert any("malformed" in r.getMessage() and bad.id in r.getMessage() for r in caplog.records)
+    assert harness.bridge.counters.events_in == 1

@@ -115,7 +115,7 @@ def test_tls_with_a_client_certificate_delivers_events(secure: SecureBroker, tmp
 
 
 def _outage_message(caplog: pytest.LogCaptureFixture) -> str:
-    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.mqtt.bridge" and r.levelno >= logging.WARNING]
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.mqtt.link" and r.levelno >= logging.WARNING]
     return lines[0] if lines else ""
 
 

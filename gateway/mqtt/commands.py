@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import NoReturn
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -51,7 +51,7 @@ from core.entities import Component, EntitySpec, accepts
 from core.events import Value
 from core.values import parse_on_off
 
-Validator = Callable[[Any], Value]
+Validator = Callable[[object], Value]
 """Decoded payload -> the command's value; raises ValueError or ValidationError to reject."""
 
 MAX_REASON = 200
@@ -77,7 +77,7 @@ def _dimmable(spec: EntitySpec) -> bool:
     return spec.component is Component.LIGHT and (spec.minimum is not None or spec.maximum is not None)
 
 
-def _from_wire(spec: EntitySpec, raw: Any) -> Value:
+def _from_wire(spec: EntitySpec, raw: object) -> Value:
     """The hub's spelling of a value -> the typed value :func:`accepts` judges; ValueError for text
     that is neither an on/off word nor (on a dimmable light) a number."""
     dimmable = _dimmable(spec)
@@ -113,7 +113,7 @@ def _number(spec: EntitySpec, number: float) -> Value:
     return int(number) if whole and isinstance(safe, int) and not isinstance(safe, bool) else float(number)
 
 
-def _unregistered(raw: Any) -> Value:
+def _unregistered(raw: object) -> Value:
     raise ValueError("this controller takes no commands until its owner registers a validator")
 
 
@@ -124,7 +124,7 @@ def validator_for(spec: EntitySpec) -> Validator:
     if spec.component in CONTROLLERS:
         return _unregistered
 
-    def validate(raw: Any) -> Value:
+    def validate(raw: object) -> Value:
         value = _from_wire(spec, raw)
         reason = accepts(spec, value)
         if reason is not None:
@@ -134,7 +134,7 @@ def validator_for(spec: EntitySpec) -> Validator:
     return validate
 
 
-def decode(payload: bytes, max_bytes: int) -> Any:
+def decode(payload: bytes, max_bytes: int) -> object:
     """Bytes off the wire -> a JSON value or the bare text; :class:`CommandRejected` otherwise."""
     if len(payload) > max_bytes:
         raise CommandRejected(f"payload of {len(payload)} bytes is larger than the {max_bytes} allowed")
@@ -150,11 +150,11 @@ def decode(payload: bytes, max_bytes: int) -> Any:
         return text.strip()
 
 
-def _no_constant(name: str) -> Any:
+def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a number")
 
 
-def validate(validator: Validator, raw: Any) -> Value:
+def validate(validator: Validator, raw: object) -> Value:
     """Run a target's validator; any refusal becomes :class:`CommandRejected` with a short reason."""
     try:
         value = validator(raw)

@@ -103,10 +103,22 @@ def make_client(config: Config, topics: Topics) -> mqtt.Client:
     return client
 
 
+def properties_for(packet_type: int) -> Properties:
+    """Empty MQTT 5 properties for a packet (``PacketTypes.CONNECT``, ``.PUBLISH``): set them as attributes."""
+    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves this constructor unannotated
+
+
+def property_of(properties: Properties | None, name: str) -> int | None:
+    """An integer MQTT 5 property (``MaximumPacketSize``, ``MessageExpiryInterval``), None when absent:
+    paho sets only the properties a packet carried, and none at all under MQTT 3.1.1."""
+    value = getattr(properties, name, None)
+    return value if isinstance(value, int) else None
+
+
 def connect_properties(section: MqttSection) -> Properties | None:
     if not is_mqtt5(section):
         return None
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties = properties_for(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = section.session_expiry
     return properties
 

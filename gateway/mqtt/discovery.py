@@ -31,7 +31,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from core.entities import Component, EntitySpec
 from gateway.mqtt.commands import CONTROLLERS
@@ -50,14 +49,14 @@ class Extra:
     """A component registered by other code: its HA component name and its specific keys."""
 
     component: str
-    config: Mapping[str, Any]
+    config: Mapping[str, object]
 
 
 def human_name(entity: str) -> str:
     return entity.replace("_", " ").capitalize()
 
 
-def device_block(gateway_id: str, name: str | None, version: str) -> dict[str, Any]:
+def device_block(gateway_id: str, name: str | None, version: str) -> dict[str, object]:
     return {
         "identifiers": [f"{SOFTWARE}-{gateway_id}"],
         "name": name or gateway_id,
@@ -80,7 +79,7 @@ class Discovery:
     def config_topic(self, component: str, entity: str) -> str:
         return f"{self.topics.discovery_prefix}/{component}/{self.gateway_id}/{entity}/config"
 
-    def common(self, entity: str) -> dict[str, Any]:
+    def common(self, entity: str) -> dict[str, object]:
         return {
             "name": human_name(entity),
             "unique_id": f"{self.gateway_id}_{entity}",
@@ -92,7 +91,7 @@ class Discovery:
             "qos": 1,
         }
 
-    def entity_config(self, spec: EntitySpec) -> dict[str, Any]:
+    def entity_config(self, spec: EntitySpec) -> dict[str, object]:
         """The config of one configured entity (see the module docstring for the conventions)."""
         config = self.common(spec.id)
         config["state_topic"] = self.topics.state(spec.id)
@@ -116,7 +115,7 @@ class Discovery:
                 config.update(state_on="true", state_off="false")
         return config
 
-    def _brightness(self, spec: EntitySpec) -> dict[str, Any]:
+    def _brightness(self, spec: EntitySpec) -> dict[str, object]:
         """A dimmable light: brightness in the entity's own scale (0..maximum) on the same topics."""
         return {
             "brightness_command_topic": self.topics.command(spec.id),

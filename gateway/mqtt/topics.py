@@ -12,7 +12,6 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from core.events import Event, Kind, Value
 
@@ -31,14 +30,14 @@ def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def dumps(data: Any) -> bytes:
+def dumps(data: object) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def event_payload(event: Event, seq: int) -> bytes:
     """The ``event/<entity>`` payload: ``id``, ``seq``, ``entity``, ``kind``, ``value``, ``ts``, then
     ``unit``, ``rule``, ``cause``, ``detail`` when not null."""
-    data: dict[str, Any] = {
+    data: dict[str, Value] = {
         "id": event.id,
         "seq": seq,
         "entity": event.entity,
@@ -70,7 +69,7 @@ def result_payload(
     ``status`` is ``accepted`` (validated and queued), then ``done`` (the actuator
     confirmed ``value``) or ``failed`` (``reason``); or ``rejected`` at once (``reason``).
     ``command`` is the id of the command event (of the rejection event when rejected)."""
-    data: dict[str, Any] = {"entity": entity, "status": status, "ts": iso_utc(ts)}
+    data: dict[str, Value] = {"entity": entity, "status": status, "ts": iso_utc(ts)}
     if command_id is not None:
         data["command"] = command_id
     if value is not None:

@@ -1,0 +1,194 @@
+"""The connection's lifecycle: connect in the background, retry, say once why the broker is away,
+come up, close cleanly.
+
+paho supplies the exponential backoff and :class:`~gateway.mqtt.connection.Jitter` spreads a
+fleet's attempts. paho's callbacks run on its network thread, each through
+:func:`~core.guard.guarded` (an exception raised in one would kill the link); they only flip the
+connection state, log, and call the bridge back when a connection is accepted (:data:`CameUp`).
+*How* the client is built (protocol, session, last will, TLS, credentials) is
+:mod:`gateway.mqtt.connection`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from core.guard import guarded
+from gateway.config import Config
+from gateway.mqtt.connection import Jitter, connect_properties, is_mqtt5, make_client, property_of, set_nodelay
+from gateway.mqtt.health import BridgeCounters
+from gateway.mqtt.topics import OFFLINE, ONLINE, Topics
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import SocketLike
+
+log = logging.getLogger(__name__)
+
+CameUp = Callable[[mqtt.Client, bool, int | None], None]
+"""Called on the network thread after each accepted connection, once ``online`` is published and the
+routes are subscribed, before the link counts as connected: (client, session present, the broker's
+maximum packet size if it announced one)."""
+MessageCallback = Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]
+PublishCallback = Callable[[mqtt.Client, object, int, ReasonCode, Properties | None], None]
+
+
+class Link:
+    """One broker connection; :meth:`start` and :meth:`close` are called from the application's thread."""
+
+    def __init__(
+        self, config: Config, topics: Topics, counters: BridgeCounters, stopping: threading.Event, *,
+        came_up: CameUp, wake: Callable[[], None],
+    ) -> None:
+        self.client = make_client(config, topics)  # reads the password and TLS files: MqttSetupError now
+        self._section = config.mqtt
+        self._topics = topics
+        self._counters = counters
+        self._stopping = stopping
+        self._came_up = came_up
+        self._wake = wake
+        self._jitter = Jitter(self._section.reconnect_min, self._section.reconnect_max)
+        self._routes: list[str] = []
+        self._connected = False
+        self._outage_logged = False
+        """The current outage (or refusal) is logged: one line per outage, not one per attempt."""
+        self._refused = False
+        self._last_error: str | None = None
+        """paho's last ERR log line (a TLS alert, a reset): the reason the next disconnection gives."""
+        client = self.client
+        client.on_connect = guarded("mqtt on_connect")(self._on_connect)
+        client.on_connect_fail = guarded("mqtt on_connect_fail")(self._on_connect_fail)
+        client.on_disconnect = guarded("mqtt on_disconnect")(self._on_disconnect)
+        client.on_pre_connect = guarded("mqtt on_pre_connect")(self._on_pre_connect)
+        client.on_socket_open = guarded("mqtt on_socket_open")(self._on_socket_open)
+        client.on_log = guarded("mqtt on_log")(self._on_log)
+
+    def route(self, topic_filter: str, callback: MessageCallback, what: str) -> None:
+        """Messages on ``topic_filter`` go to ``callback``; subscribed (QoS 1) on every connection."""
+        self.client.message_callback_add(topic_filter, guarded(what)(callback))
+        self._routes.append(topic_filter)
+
+    def acks_to(self, callback: PublishCallback) -> None:
+        self.client.on_publish = guarded("mqtt on_publish")(callback)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def state(self) -> str:
+        """``connected``, ``refused`` (the broker said no), ``unreachable`` or ``connecting``: for health."""
+        if self._connected:
+            return "connected"
+        if self._refused:
+            return "refused"
+        return "unreachable" if self._outage_logged else "connecting"
+
+    def start(self) -> None:
+        """Begin connecting in the background; returns at once, whatever the network does."""
+        section = self._section
+        if is_mqtt5(section):
+            self.client.connect_async(section.host, section.port, section.keepalive, clean_start=False,
+                                      properties=connect_properties(section))
+        else:
+            self.client.connect_async(section.host, section.port, section.keepalive)
+        self.client.loop_start()
+
+    def cancel_backoff(self) -> None:
+        """Cut short a jitter wait (stopping)."""
+        self._jitter.cancel()
+
+    def close(self, *, offline_by: float, release_by: float) -> None:
+        """Publish ``offline`` (retained) if connected, waiting for its ack until ``offline_by``; disconnect;
+        end paho's thread, waiting until ``release_by`` (monotonic) only if the link was up."""
+        client = self.client
+        connected = self._connected
+        if connected:
+            info = client.publish(self._topics.status, OFFLINE, qos=1, retain=True)
+            remaining = offline_by - time.monotonic()
+            if remaining > 0:
+                info.wait_for_publish(remaining)
+        client.disconnect()
+        # paho's thread may sit in its backoff sleep (up to 1 s slices); it is a daemon and ends by
+        # itself once disconnected, so only a connected link is worth waiting for (a clean close).
+        stopper = threading.Thread(target=self._release, args=(client,), name="mqtt-loop-stop", daemon=True)
+        stopper.start()
+        stopper.join(max(0.0, release_by - time.monotonic()) if connected else 0.05)
+
+    def _release(self, client: mqtt.Client) -> None:
+        """End paho's thread, then drop its references to us: without the cycle, the client is freed
+        (and paho closes its wake-up socket pair) as soon as the bridge is, not at some later GC."""
+        client.loop_stop()
+        client.on_connect = client.on_connect_fail = client.on_disconnect = None
+        client.on_publish = client.on_pre_connect = client.on_socket_open = client.on_log = None
+        for topic_filter in self._routes:
+            client.message_callback_remove(topic_filter)
+
+    # -- paho callbacks (network thread) -----------------------------------------------------------
+
+    def _on_pre_connect(self, client: mqtt.Client, userdata: object) -> None:
+        self._jitter.before_attempt()
+        self._counters.connect_attempts += 1
+
+    def _on_log(self, client: mqtt.Client, userdata: object, level: int, text: str) -> None:
+        # paho reports why a socket failed (a TLS alert, a reset) only here, at ERR level.
+        if level == mqtt.MQTT_LOG_ERR:
+            self._last_error = text[:300]
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: object, sock: SocketLike) -> None:
+        set_nodelay(sock)
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        section = self._section
+        self._refused = reason.is_failure
+        if reason.is_failure:
+            if not self._outage_logged:
+                log.error("broker %s:%d refused the connection: %s", section.host, section.port, reason)
+                self._outage_logged = True
+            return
+        self._jitter.connected()
+        client.publish(self._topics.status, ONLINE, qos=1, retain=True)
+        client.subscribe([(topic_filter, 1) for topic_filter in self._routes])
+        self._came_up(client, flags.session_present, property_of(properties, "MaximumPacketSize"))
+        self._counters.connects += 1
+        log.info("connected to broker %s:%d (session present: %s)", section.host, section.port, flags.session_present)
+        self._outage_logged = False
+        self._connected = True
+        self._wake()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        # paho calls this inside its ``except OSError``: the reason (refused, TLS) is still at hand.
+        error = sys.exc_info()[1]
+        self._note_outage(f"unreachable ({error})" if error is not None else "unreachable")
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags, reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was_connected, self._connected = self._connected, False
+        if self._stopping.is_set():
+            return
+        if was_connected:
+            self._counters.disconnects += 1
+            self._note_outage(f"connection lost ({self._last_error or reason})")
+        else:
+            self._note_outage(f"closed the connection before accepting the login: client certificate or "
+                              f"credentials rejected? ({self._last_error or reason})")
+        self._last_error = None
+
+    def _note_outage(self, what: str) -> None:
+        if self._outage_logged or self._stopping.is_set():
+            return
+        self._outage_logged = True
+        log.warning("broker %s:%d %s: events wait in the outbox; retrying with backoff",
+                    self._section.host, self._section.port, what)

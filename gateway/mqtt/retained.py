@@ -1,0 +1,112 @@
+"""Retained topics: every entity's latest state and availability, and Home Assistant discovery.
+
+They are not queued behind the outbox: the latest value of a topic replaces the one still
+waiting, and goes out as soon as the broker is reachable. Everything ever retained is kept, to be
+published again after each connection and each birth of the hub (Home Assistant forgets what it
+had when it restarts); discovery goes first, with removals for entities no longer configured.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+
+import paho.mqtt.client as mqtt
+
+from core.entities import EntitySpec
+from core.events import Event, Kind, Value
+from gateway.mqtt.discovery import Discovery, Extra
+from gateway.mqtt.health import BridgeCounters
+from gateway.mqtt.topics import OFFLINE, ONLINE, Topics, state_payload
+
+log = logging.getLogger(__name__)
+
+
+class RetainedTopics:
+    """Fed on the dispatcher thread (states, availability, registrations) and on paho's network
+    thread (republishing on a connection or the hub's birth); sent on the publisher thread."""
+
+    def __init__(
+        self, topics: Topics, entities: Mapping[str, EntitySpec], discovery: Discovery | None,
+        counters: BridgeCounters, fits: Callable[[str, bytes], bool],
+    ) -> None:
+        self.topics = topics
+        self.entities = dict(entities)
+        self.discovery = discovery
+        self._extras: dict[str, Extra] = {}
+        self._counters = counters
+        self._fits = fits
+        self._lock = threading.Lock()
+        self._retained: dict[str, bytes] = {}
+        """Every retained topic's latest payload: republished after a connection or the hub's birth."""
+        self._dirty: dict[str, bytes] = {}
+        """What waits to be published, in publishing order."""
+        self._last_state: dict[str, tuple[Value, str | None]] = {}
+        self._available: dict[str, bool] = {}
+        for entity in self.entities:
+            self.set_available(entity, True)
+
+    def update_state(self, event: Event) -> None:
+        """A reading always refreshes the retained state (the hub's ``expire_after`` counts on it);
+        a confirmed actuator state is published when it changes."""
+        current = (event.value, event.unit)
+        if not self._available.get(event.entity, True):
+            self.set_available(event.entity, True)
+        if event.kind is Kind.STATE and self._last_state.get(event.entity) == current:
+            return
+        self._last_state[event.entity] = current
+        self.retain(self.topics.state(event.entity), state_payload(event.value))
+
+    def set_available(self, entity: str, available: bool) -> None:
+        self._available[entity] = available
+        self.retain(self.topics.availability(entity), (ONLINE if available else OFFLINE).encode())
+
+    def retain(self, topic: str, payload: bytes) -> None:
+        """Latest value wins. One that can never fit the broker's packet limit is refused here, or its
+        republishing would make the broker drop the link again and again."""
+        if not self._fits(topic, payload):
+            self._counters.retained_refused += 1
+            log.error("retained %s refused: %d bytes exceed the broker's maximum packet size", topic, len(payload))
+            return
+        with self._lock:
+            self._retained[topic] = payload
+            self._dirty[topic] = payload
+
+    def register(self, entity: str, extra: Extra) -> None:
+        """A component other code describes (a thermostat, an alarm panel); before start."""
+        self._extras[entity] = extra
+        if entity not in self._available:
+            self.set_available(entity, True)
+
+    def replace(self, entities: Mapping[str, EntitySpec], extras: Mapping[str, Extra]) -> None:
+        """After a rule reload: the entities and extras as they are now; the hub hears at once."""
+        with self._lock:
+            self.entities = dict(entities)
+            self._extras = dict(extras)
+        for entity in (*entities, *extras):
+            if entity not in self._available:
+                self.set_available(entity, True)
+        self.republish(removals=True)
+
+    def republish(self, *, removals: bool) -> None:
+        """Queue discovery (removals first), then every retained state and availability.
+
+        Added to what still waits, never replacing it: a removal queued while the link was down (a
+        reload) is remembered as sent in ``discovery.json`` already, so it exists only in ``_dirty``."""
+        announce: dict[str, bytes] = {}
+        if self.discovery is not None:
+            configs = self.discovery.configs(self.entities, self._extras)
+            if removals:
+                announce.update(self.discovery.removals(configs))
+            announce.update(configs)
+        with self._lock:
+            self._dirty = {**self._dirty, **announce, **self._retained}
+
+    def send(self, client: mqtt.Client) -> None:
+        """Publish what waits (publisher thread, while connected)."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, {}
+        for topic, payload in dirty.items():
+            client.publish(topic, payload, qos=1, retain=True)
+            self._counters.states_published += 1

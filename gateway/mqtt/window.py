@@ -1,0 +1,148 @@
+"""The publisher window: outbox rows handed to paho in ``seq`` order, a bounded number unacknowledged.
+
+One owner of retransmission: paho re-sends its unacknowledged QoS 1 messages after *every*
+reconnect, kept session or not (``_messages_reconnect_reset_out`` in paho's client.py). So within
+one process a row is handed to paho exactly once and paho owns its retry; the outbox never
+re-sends on reconnect. Across a restart paho's memory is gone, and the outbox re-sends every row
+that was not acknowledged. Duplicates therefore come only from the window (at most
+``max_inflight`` rows per outage or restart), and the hub drops them by ``id``.
+
+Ordering: rows go out strictly in ``seq`` order, so after an outage live events queue behind the
+backlog, which drains at ``drain_rate`` (a :class:`TokenBucket`, burst = the window); live events
+are not paced.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.mqtt.health import BridgeCounters
+from gateway.mqtt.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``: paces the outbox drain after an outage."""
+
+    __slots__ = ("_burst", "_monotonic", "_rate", "_stamp", "_tokens")
+
+    def __init__(self, rate: float, burst: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._burst = max(1.0, burst)
+        self._tokens = self._burst
+        self._monotonic = monotonic
+        self._stamp = monotonic()
+
+    def take(self, wanted: int) -> int:
+        now = self._monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        granted = min(wanted, int(self._tokens))
+        self._tokens -= granted
+        return max(0, granted)
+
+    def refund(self, count: int) -> None:
+        self._tokens = min(self._burst, self._tokens + count)
+
+    def wait(self) -> float:
+        """Seconds until the next whole token."""
+        return max(0.0, (1.0 - self._tokens) / self._rate)
+
+
+class PublishWindow:
+    """Used on the publisher thread, except :meth:`on_publish` (paho's network thread), which only
+    records the ack, and :meth:`reconnected` (network thread, before the link counts as up)."""
+
+    def __init__(
+        self, outbox: Outbox, counters: BridgeCounters, *, size: int, drain_rate: float, wake: Callable[[], None]
+    ) -> None:
+        self._outbox = outbox
+        self._counters = counters
+        self._size = size
+        self._bucket = TokenBucket(drain_rate, size)
+        self._wake = wake
+        self._acks: deque[tuple[int, ReasonCode]] = deque()
+        self._inflight: dict[int, int] = {}
+        """paho's message id -> the seq of the row it carries, until its PUBACK is taken."""
+        self._handed = 0
+        """The newest seq handed to paho."""
+        self._catch_up_to = 0
+        """The newest seq accepted when the link came up: rows up to it drain at ``drain_rate``."""
+        self._more = False
+        """The last hand-over used all it was granted: rows may be waiting for the bucket."""
+        self._resuming = False
+        """Just reconnected: paho re-sends its unacknowledged rows first; new rows wait for their acks."""
+
+    def on_publish(
+        self, client: mqtt.Client, userdata: object, mid: int, reason: ReasonCode, properties: Properties | None
+    ) -> None:
+        # Called under paho's message lock: only record, never publish or take our locks here.
+        self._acks.append((mid, reason))
+        self._wake()
+
+    def reconnected(self) -> None:
+        self._resuming = True
+        self._catch_up_to = self._outbox.last_seq
+
+    @property
+    def drained(self) -> bool:
+        """Nothing in flight and nothing left in the outbox."""
+        return not self._inflight and self._outbox.depth == 0
+
+    def wait(self) -> float | None:
+        """Seconds until the bucket grants the next row, if rows wait for it and the window has room."""
+        if self._more and len(self._inflight) < self._size:
+            return self._bucket.wait()
+        return None
+
+    def take_acks(self) -> None:
+        """Acknowledged rows leave the outbox (with its next commit)."""
+        while self._acks:
+            mid, reason = self._acks.popleft()
+            seq = self._inflight.pop(mid, None)
+            if seq is None:
+                continue
+            self._outbox.ack(seq)
+            if reason.is_failure:
+                self._counters.broker_refused += 1
+                log.error("broker refused event seq %d: %s (not retried)", seq, reason)
+            else:
+                self._counters.events_out += 1
+
+    def send(self, client: mqtt.Client) -> None:
+        """Hand paho the next rows, as many as the window (and, for a backlog, the bucket) allows."""
+        if self._resuming:
+            # paho re-sends its unacknowledged rows right after on_connect returns; a new row
+            # handed over before then could overtake them. So after a reconnect, new rows wait
+            # until the re-sent window is acknowledged (one round trip, only after an outage).
+            if self._inflight:
+                return
+            self._resuming = False
+        room = self._size - len(self._inflight)
+        if room <= 0:
+            return
+        # Only the backlog found at (re)connection is paced by drain_rate (an outage, a restart);
+        # live events go out as fast as the window allows.
+        paced = self._handed < self._catch_up_to
+        granted = self._bucket.take(room) if paced else room
+        rows = self._outbox.fetch(self._handed, granted)
+        if paced:
+            self._bucket.refund(granted - len(rows))
+        self._more = granted == 0 or len(rows) == granted
+        for row in rows:
+            self._handed = row.seq
+            if not self._outbox.fits(row.topic, row.payload):
+                log.error("event seq %d on %s is larger than the broker accepts: removed from the outbox",
+                          row.seq, row.topic)
+                self._outbox.refuse(row.seq)
+                continue
+            info = client.publish(row.topic, row.payload, qos=1)
+            self._inflight[info.mid] = row.seq
