@@ -403,6 +403,7 @@ def test_a_device_envelope_overrides_the_defaults_key_by_key() -> None:
     e.record("lamp", False, now=0.2)
     assert e.decide("lamp", True, now=0.2).allowed  # min_off_s = 0 said on purpose
     assert e.max_on_deadline("lamp") is None
+    assert DEFAULT_LIMITS.max_switches_per_hour is not None
     for second in range(1, DEFAULT_LIMITS.max_switches_per_hour - 1):  # 240 switches in all, ending off
         e.record("lamp", second % 2 == 1, now=second)
     assert e.decide("lamp", True, now=500).verdict == "defer"  # the default budget still holds

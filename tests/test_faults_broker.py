@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import Broker, free_port
 from tests.faults_support import Pty, Tally, start_gateway, stop_gateway
 from tests.helpers import wait_until, write_config
-from tests.mqtt_support import recorder
+from tests.mqtt_support import Message, recorder
 
 RATE = 1_000
 LINES = 4_000
@@ -72,8 +72,8 @@ def write_lines(master: int, first: int, last: int, rate: float, tally: Tally) -
             time.sleep(pause)
 
 
-def values(hub_messages: list[object]) -> list[int]:
-    return [int(m.json()["value"]) for m in hub_messages]  # type: ignore[attr-defined]
+def values(hub_messages: list[Message]) -> list[int]:
+    return [int(m.json()["value"]) for m in hub_messages]
 
 
 @pytest.mark.slow

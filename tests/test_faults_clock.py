@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import threading
 import time
 from pathlib import Path
@@ -55,7 +56,7 @@ class Arm:
         if event.kind is Kind.SYSTEM and event.value == "arm":
             self.armed_at = time.monotonic()
             for i, delay in enumerate(DELAYS):
-                self.dispatcher.call_later(delay, lambda i=i: self.fire(i))
+                self.dispatcher.call_later(delay, functools.partial(self.fire, i))
 
     def fire(self, i: int) -> None:
         self.fired[i] = time.monotonic() - self.armed_at

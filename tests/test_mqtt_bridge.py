@@ -147,7 +147,7 @@ def test_events_queued_while_the_broker_is_away_arrive_when_it_comes(private_bro
 def test_the_socket_has_nagle_turned_off(broker: Broker, gw: Harness) -> None:
     gw.bridge.start()
     wait_until(lambda: gw.bridge.connected, what="connection")
-    sock = gw.bridge._client.socket()  # type: ignore[union-attr]
+    sock = gw.bridge._client.socket()
     assert isinstance(sock, socket.socket)
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 

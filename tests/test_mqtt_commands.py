@@ -195,7 +195,7 @@ def test_a_retained_command_left_on_the_broker_is_not_replayed_on_start(broker: 
 def test_a_real_paho_message_with_any_topic_goes_through_the_guarded_callback(gw: Harness) -> None:
     message = mqtt.MQTTMessage(topic=f"{gw.base}/set/heater".encode())
     message.payload = b"\xff\xfe"
-    gw.bridge._on_command(gw.bridge._client, None, message)  # type: ignore[arg-type]
+    gw.bridge._on_command(gw.bridge._client, None, message)
     assert gw.posted[0].kind is Kind.REJECTED and "UTF-8" in (gw.posted[0].detail or "")
 
 

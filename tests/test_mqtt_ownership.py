@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from gpiozero.pins.mock import MockFactory
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.app import Gateway
 from gateway.config import load_config
@@ -69,7 +71,7 @@ def house(tmp_path: Path, broker: Broker) -> Iterator[tuple[Gateway, MockFactory
 
 
 def publish(broker: Broker, topic: str, payload: str) -> None:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
     client.connect(broker.host, broker.port)
     client.loop_start()
     client.publish(topic, payload, qos=1).wait_for_publish(5)
@@ -83,7 +85,7 @@ def test_a_hub_command_to_the_thermostats_heater_is_refused_at_the_edge_naming_t
     _, pins = house
     results = Subscriber(broker.host, broker.port, "gateway/owned/result/#")
 
-    def answered() -> list[object]:
+    def answered() -> list[Any]:  # JSON results
         publish(broker, "gateway/owned/set/heater", "ON")  # repeated until the bridge has subscribed
         return results.on("gateway/owned/result/heater")
 

@@ -106,7 +106,8 @@ def test_a_full_disk_at_start_leaves_forwarding_degraded_and_the_rules_running(
     def full_disk(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
         if str(database) != ":memory:":
             raise error
-        return real_connect(database, *args, **kwargs)
+        connection: sqlite3.Connection = real_connect(database, *args, **kwargs)
+        return connection
 
     mocker.patch("gateway.mqtt.outbox.sqlite3.connect", side_effect=full_disk)
     config = _config(house, "outbox-full", broker.port)

@@ -241,7 +241,7 @@ def test_a_correct_code_clears_the_saved_count(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr("rules.timers.boot_id", lambda: None)
     path = tmp_path / LOCKOUT_FILE
     clock = VirtualClock()
-    validate = AlarmCommandValidator(ALARM, CodeGuard(clock, path))
+    validate: Validator = AlarmCommandValidator(ALARM, CodeGuard(clock, path))
     wrong(validate, 4)
     assert accepted(validate)
     _, validate = restarted(path, clock, after=10)
