@@ -19,6 +19,7 @@ from paho.mqtt.properties import Properties
 from core.clock import SystemClock
 from core.entities import Component, EntitySpec
 from core.events import Event, EventFactory
+from gateway.app import Gateway
 from gateway.config import Config
 from gateway.mqtt.bridge import MqttBridge
 from tests.helpers import wait_until as wait_until  # noqa: PLC0414 (an explicit re-export, for mypy: the MQTT tests import it from here)
@@ -129,6 +130,12 @@ class Harness:
     @property
     def base(self) -> str:
         return self.bridge.topics.base
+
+
+def bridge_of(gateway: Gateway) -> MqttBridge:
+    """The gateway's MQTT bridge (its forwarder when MQTT is configured), for tests that read its counters."""
+    assert isinstance(gateway.forwarder, MqttBridge), gateway.forwarder
+    return gateway.forwarder
 
 
 def make_bridge(config: Config, entities: dict[str, EntitySpec] | None = None) -> Harness:

@@ -26,7 +26,14 @@ def test_the_reference_has_examples() -> None:
     assert len(BLOCKS) >= len(DRIVERS)
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[re.search(r'id = "(\w+)"', b).group(1) for b in BLOCKS])  # type: ignore[union-attr]
+def block_id(block: str) -> str:
+    """The device's id, to name the example's test."""
+    found = re.search(r'id = "(\w+)"', block)
+    assert found is not None, block
+    return found.group(1)
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[block_id(b) for b in BLOCKS])
 def test_every_example_in_the_reference_validates(block: str, tmp_path: Path) -> None:
     load_config(write_config(tmp_path, HEADER + block))
 

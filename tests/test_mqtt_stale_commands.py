@@ -23,7 +23,7 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from tests.conftest import Broker
 from tests.helpers import write_config
-from tests.mqtt_support import Recorder, recorder, wait_until
+from tests.mqtt_support import Recorder, bridge_of, recorder, wait_until
 
 SIREN_PIN = 17
 
@@ -122,7 +122,7 @@ def test_a_command_queued_while_the_gateway_was_down_is_refused_and_never_drives
                                  what="the queued command refused")
             wait_until(lambda: hub.on(f"{base}/state/siren"), what="the siren's state")
             pin_states = [s.state for s in pins.pin(SIREN_PIN).states]
-            health = gateway.forwarder.health()  # type: ignore[union-attr]
+            health = bridge_of(gateway).health()
         pins.reset()
     assert not any(pin_states), pin_states
     assert "offline" in refused[0]["reason"]

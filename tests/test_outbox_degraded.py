@@ -30,7 +30,7 @@ from gateway.config import Config, load_config
 from gateway.control import format_status
 from gateway.service import Service
 from tests.conftest import Broker
-from tests.mqtt_support import recorder, wait_until
+from tests.mqtt_support import bridge_of, recorder, wait_until
 from tests.service_support import service_config, short_dir
 
 MOTION_PIN = 17
@@ -86,7 +86,7 @@ def test_a_corrupt_outbox_is_moved_aside_and_events_still_reach_the_broker(broke
         with _running(Gateway(config, pin_factory=pins)) as gateway:
             followed = _light_follows_motion(gateway, pins)
             events = hub.wait_for("gateway/outbox-corrupt/event/hall_light")
-            health = gateway.forwarder.health()  # type: ignore[union-attr]
+            health = bridge_of(gateway).health()
         pins.reset()
     moved = list(state.glob("outbox.sqlite3.corrupt-*"))
     assert followed and events
@@ -116,7 +116,7 @@ def test_a_full_disk_at_start_leaves_forwarding_degraded_and_the_rules_running(
         with _running(Gateway(config, pin_factory=pins)) as gateway:
             followed = _light_follows_motion(gateway, pins)
             events = hub.wait_for("gateway/outbox-full/event/hall_light")
-            health = gateway.forwarder.health()  # type: ignore[union-attr]
+            health = bridge_of(gateway).health()
             status = _status_text(gateway)
         pins.reset()
     assert followed and events
@@ -141,7 +141,7 @@ def test_a_read_only_state_directory_leaves_forwarding_degraded_and_the_rules_ru
         pins = MockFactory()
         with _running(Gateway(config, pin_factory=pins)) as gateway:
             followed = _light_follows_motion(gateway, pins)
-            health = gateway.forwarder.health()  # type: ignore[union-attr]
+            health = bridge_of(gateway).health()
             status = _status_text(gateway)
         return {"followed": followed, "health": health, "status": status}
 

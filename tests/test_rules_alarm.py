@@ -33,8 +33,8 @@ def code(action: str, value: str = "1234") -> str:
     return json.dumps({"action": action.upper(), "code": value})
 
 
-def armed_away(tmp_path: Path, text: str = ALARM, **kwargs: object) -> House:
-    h = house(tmp_path, text, **kwargs)  # type: ignore[arg-type]
+def armed_away(tmp_path: Path, text: str = ALARM, state_dir: Path | None = None) -> House:
+    h = house(tmp_path, text, state_dir=state_dir)
     h.command("house", code("arm_away"))
     h.advance(30)
     assert h.engine.alarm_state("house") == "armed_away"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.events import Kind
-from tests.rules_kit import house
+from tests.rules_kit import House, house
 
 MOTION = '[[rules.triggers]]\ntype = "state"\nentity = "hall_motion"\nto = true\n'
 LIGHT_ON = '[[rules.actions]]\ntype = "turn_on"\nentity = "hall_light"\n'
@@ -18,11 +18,11 @@ def rule(conditions: str = "", actions: str = LIGHT_ON, extra: str = "", trigger
     return f'[[rules]]\nid = "r"\n{extra}\n{trigger}{conditions}\n{actions}'
 
 
-def fires(h: object, entity: str = "hall_motion") -> bool:
-    h.set(entity, False)  # type: ignore[attr-defined]
-    h.clear()  # type: ignore[attr-defined]
-    h.set(entity, True)  # type: ignore[attr-defined]
-    return bool(h.commands())  # type: ignore[attr-defined]
+def fires(h: House, entity: str = "hall_motion") -> bool:
+    h.set(entity, False)
+    h.clear()
+    h.set(entity, True)
+    return bool(h.commands())
 
 
 NIGHT = '[[rules.conditions]]\ntype = "time"\nafter = "22:00"\nbefore = "06:00"\n'

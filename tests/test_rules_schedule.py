@@ -12,16 +12,16 @@ from core.clock import SystemClock
 from core.events import Event, EventFactory, Kind
 from rules import model as m
 from rules.schedule import ApsSchedules, Job, build_trigger
-from tests.rules_kit import house
+from tests.rules_kit import House, house
 
 AT_0130 = '[[rules]]\nid = "r"\n[[rules.triggers]]\ntype = "schedule"\nat = "01:30"\n' \
           '[[rules.actions]]\ntype = "toggle"\nentity = "heater"\n'
 LONDON = "Europe/London"
 
 
-def fire_times(h: object) -> list[str]:
+def fire_times(h: House) -> list[str]:
     tz = ZoneInfo(LONDON)
-    return [dt.datetime.fromtimestamp(e.ts, tz).isoformat() for e in h.seen  # type: ignore[attr-defined]
+    return [dt.datetime.fromtimestamp(e.ts, tz).isoformat() for e in h.seen
             if e.kind is Kind.TIMER]
 
 
