@@ -20,6 +20,7 @@ from gateway.app import Gateway
 from gateway.bus import Bus
 from gateway.config import load_config
 from gateway.dispatcher import Dispatcher
+from tests import toml_kit as toml
 from tests.helpers import RecordingForwarder, write_config
 
 
@@ -418,17 +419,7 @@ def test_from_drivers_persists_in_the_state_dir(tmp_path: Path) -> None:
 
 # -- in the gateway ----------------------------------------------------------------------------
 
-HEATER = """
-[gateway]
-id = "envelope"
-state_dir = "state"
-
-[[devices]]
-id = "heater"
-driver = "gpio.relay"
-pin = 22
-envelope = { min_off_s = 120 }
-"""
+HEATER = toml.config(toml.gateway("envelope"), toml.relay("heater", 22, envelope={"min_off_s": 120}))
 
 
 def test_a_restarted_gateway_keeps_the_heater_off_for_its_minimum_off_time(tmp_path: Path) -> None:

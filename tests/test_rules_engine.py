@@ -12,33 +12,12 @@ from gateway.assembly import build_engine, load_ruleset
 from rules.engine import STATE_FILE
 from rules.loader import RulesError
 from rules.traces import format_traces, read_traces
+from tests import toml_kit as toml
 from tests.rules_config import house_config
 from tests.rules_kit import HEADER, House, house, ruleset
 
-DOOR_HELD = """
-[[rules]]
-id = "door_left_open"
-[[rules.triggers]]
-type = "state"
-entity = "front_door"
-to = true
-for = "5m"
-[[rules.actions]]
-type = "turn_on"
-entity = "siren"
-"""
-MOTION_LIGHT = """
-[[rules]]
-id = "motion_light"
-[[rules.triggers]]
-type = "state"
-entity = "hall_motion"
-to = true
-[[rules.actions]]
-type = "turn_on"
-entity = "hall_light"
-for = "2m"
-"""
+DOOR_HELD = toml.state_rule("door_left_open", "front_door", True, "turn_on", "siren", held_for="5m")
+MOTION_LIGHT = toml.state_rule("motion_light", "hall_motion", True, "turn_on", "hall_light", for_="2m")
 
 
 def write_rules(tmp_path: Path, text: str) -> Path:

@@ -16,20 +16,10 @@ from gateway.mqtt.commands import CommandRejected, decode, validate, validator_f
 from rules import model as m
 from rules.commands import thermostat_validator
 from rules.loader import RulesError, load_rules, thermostat_entities
+from tests import toml_kit as toml
 from tests.rules_kit import DEMO_ENTITIES, HEADER, house, ruleset
 
-GOOD = """
-[[rules]]
-id = "night_light"
-[[rules.triggers]]
-type = "state"
-entity = "hall_motion"
-to = true
-[[rules.actions]]
-type = "turn_on"
-entity = "hall_light"
-for = "2m"
-"""
+GOOD = toml.state_rule("night_light", "hall_motion", True, "turn_on", "hall_light", for_="2m")
 
 
 def problems(tmp_path: Path, text: str) -> list[str]:
