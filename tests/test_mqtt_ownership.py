@@ -14,37 +14,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.app import Gateway
 from gateway.config import load_config
+from tests import toml_kit as toml
 from tests.conftest import Broker
 from tests.helpers import Subscriber, wait_until, write_config
 
-CONFIG = """
-[gateway]
-id = "owned"
-state_dir = "state"
 
-[mqtt]
-host = "127.0.0.1"
-port = {port}
+def owned_config(port: int) -> str:
+    """Outputs a thermostat and an alarm will own, and the thermostat's sensor."""
+    return toml.config(toml.gateway("owned"), toml.mqtt(port), toml.relay("heater", 23),
+                       toml.relay("siren", 24, component="siren"), toml.serial_kv("climate", "temperature", unit="°C"))
 
-[[devices]]
-id = "heater"
-driver = "gpio.relay"
-pin = 23
-
-[[devices]]
-id = "siren"
-driver = "gpio.relay"
-pin = 24
-component = "siren"
-
-[[devices]]
-id = "climate"
-driver = "serial.kv"
-port = "loop://"
-[devices.fields.t]
-entity = "temperature"
-unit = "°C"
-"""
 
 RULES = """
 version = 1
@@ -63,7 +42,7 @@ siren = "siren"
 @pytest.fixture
 def house(tmp_path: Path, broker: Broker) -> Iterator[tuple[Gateway, MockFactory]]:
     pins = MockFactory()
-    config = load_config(write_config(tmp_path, CONFIG.format(port=broker.port), rules=RULES))
+    config = load_config(write_config(tmp_path, owned_config(broker.port), rules=RULES))
     gateway = Gateway(config, pin_factory=pins)
     gateway.start()
     yield gateway, pins

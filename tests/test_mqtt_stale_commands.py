@@ -21,28 +21,16 @@ from paho.mqtt.properties import Properties
 
 from gateway.app import Gateway
 from gateway.config import load_config
+from tests import toml_kit as toml
 from tests.conftest import Broker
 from tests.helpers import write_config
 from tests.mqtt_support import Recorder, bridge_of, recorder, wait_until
 
 SIREN_PIN = 17
 
-CONFIG = """
-[gateway]
-id = "{gateway_id}"
-state_dir = "state"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-reconnect_max = 1
-
-[[devices]]
-id = "siren"
-driver = "gpio.siren"
-pin = {pin}
-off_s = 0
-"""
+def siren_config(gateway_id: str, port: int, pin: int) -> str:
+    return toml.config(toml.gateway(gateway_id), toml.mqtt(port, reconnect_max=1),
+                       toml.device("siren", "gpio.siren", pin=pin, off_s=0))
 
 
 class SlowToOpenPins(MockFactory):  # type: ignore[misc]
@@ -60,7 +48,7 @@ class SlowToOpenPins(MockFactory):  # type: ignore[misc]
 
 
 def _gateway(tmp_path: Path, gateway_id: str, port: int, pins: MockFactory) -> Gateway:
-    text = CONFIG.format(gateway_id=gateway_id, port=port, pin=SIREN_PIN)
+    text = siren_config(gateway_id, port, SIREN_PIN)
     return Gateway(load_config(write_config(tmp_path, text)), pin_factory=pins)
 
 
