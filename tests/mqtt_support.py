@@ -108,6 +108,20 @@ def recorder(host: str, port: int, *topics: str, client_id: str = "",
         client.loop_stop()
 
 
+@contextmanager
+def running(gateway: Gateway) -> Iterator[Gateway]:
+    """A started gateway whose dispatcher runs on a thread of its own; stopped and shut down on exit."""
+    gateway.start()
+    runner = threading.Thread(target=gateway.run, daemon=True)
+    runner.start()
+    try:
+        yield gateway
+    finally:
+        gateway.request_stop()
+        runner.join(timeout=5)
+        gateway.shutdown()
+
+
 def make_config(gateway_id: str, state_dir: Path, port: int, **mqtt: Any) -> Config:
     outbox = mqtt.pop("outbox", {})
     return Config.model_validate(

@@ -33,6 +33,14 @@ ALARM_LIGHT = toml.state_rule("light_on_alarm", "house_alarm", "triggered", "tur
 """The shipped house's alarm light: on for ten minutes when ``house_alarm`` triggers."""
 
 
+def living_thermostat(**settings: toml.Setting) -> str:
+    """The demo house's thermostat (``living_temperature`` drives ``heater`` around 20 °C); ``settings`` add keys."""
+    return "\n" + toml.table("thermostats", {
+        "id": "living", "sensor": "living_temperature", "heater": "heater", "setpoint": 20, "hysteresis": 0.5,
+        "min_setpoint": 10, "max_setpoint": 25, **settings,
+    }, array=True)
+
+
 def ruleset(tmp_path: Path, text: str, entities: dict[str, EntitySpec] | None = None) -> RuleSet:
     directory = tmp_path / "rules.d"
     directory.mkdir(exist_ok=True)

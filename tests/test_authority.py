@@ -25,19 +25,9 @@ from rules.loader import RulesError, RuleSet, load_rules
 from tests import toml_kit as toml
 from tests.helpers import RecordingForwarder, write_config
 from tests.rules_config import house_config
-from tests.rules_kit import ALARM_LIGHT, DEMO_ENTITIES, MOTION_LIGHT, House, house
+from tests.rules_kit import ALARM_LIGHT, DEMO_ENTITIES, MOTION_LIGHT, House, house, living_thermostat
 
-THERMO = """
-[[thermostats]]
-id = "living"
-sensor = "living_temperature"
-heater = "heater"
-setpoint = 20
-hysteresis = 0.5
-min_setpoint = 10
-max_setpoint = 25
-stale_after = "10m"
-"""
+THERMO = living_thermostat(stale_after="10m")
 
 ALARM = """
 [[alarms]]

@@ -8,9 +8,7 @@ A real Mosquitto, the real application and gpiozero's mock pins.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from gateway.config import load_config
 from tests import toml_kit as toml
 from tests.conftest import Broker
 from tests.helpers import write_config
-from tests.mqtt_support import Recorder, bridge_of, recorder, wait_until
+from tests.mqtt_support import Recorder, bridge_of, recorder, running, wait_until
 
 SIREN_PIN = 17
 
@@ -52,19 +50,6 @@ def _gateway(tmp_path: Path, gateway_id: str, port: int, pins: MockFactory) -> G
     return Gateway(load_config(write_config(tmp_path, text)), pin_factory=pins)
 
 
-@contextmanager
-def _running(gateway: Gateway) -> Iterator[Gateway]:
-    gateway.start()
-    runner = threading.Thread(target=gateway.run, daemon=True)
-    runner.start()
-    try:
-        yield gateway
-    finally:
-        gateway.request_stop()
-        runner.join(timeout=5)
-        gateway.shutdown()
-
-
 def _results(hub: Recorder, base: str) -> list[dict[str, Any]]:
     return [m.json() for m in hub.on(f"{base}/result/siren")]
 
@@ -74,7 +59,7 @@ def _leave_a_persistent_session(tmp_path: Path, gateway_id: str, broker: Broker,
     the broker keeps its session and queues its commands from now on."""
     base = f"gateway/{gateway_id}"
     pins = MockFactory()
-    with _running(_gateway(tmp_path, gateway_id, broker.port, pins)):
+    with running(_gateway(tmp_path, gateway_id, broker.port, pins)):
         def subscribed() -> bool:
             # Not an entity: refused, nothing driven. A probe still in flight at the stop is kept by
             # the broker and refused in the next run's backlog, on result/probe, apart from the siren's.
@@ -105,7 +90,7 @@ def test_a_command_queued_while_the_gateway_was_down_is_refused_and_never_drives
         _leave_a_persistent_session(tmp_path, gateway_id, broker, hub)
         _queue_command(hub, f"{base}/set/siren", "ON")
         pins = MockFactory()
-        with _running(_gateway(tmp_path, gateway_id, broker.port, pins)) as gateway:
+        with running(_gateway(tmp_path, gateway_id, broker.port, pins)) as gateway:
             refused = wait_until(lambda: [r for r in _results(hub, base) if r["status"] == "rejected"],
                                  what="the queued command refused")
             wait_until(lambda: hub.on(f"{base}/state/siren"), what="the siren's state")
@@ -134,7 +119,7 @@ def test_a_queued_command_with_a_message_expiry_is_applied_and_the_state_topic_e
         bridge: Any = gateway.forwarder
         # Hold the pins until the bridge has posted the queued command, if it runs already.
         pins.ready = lambda: not bridge.started or len(gateway.bus) > 0
-        with _running(gateway):
+        with running(gateway):
             wait_until(lambda: [r for r in _results(hub, base) if r["status"] == "done"],
                        what="the queued command done")
             wait_until(lambda: len(gateway.bus) == 0 and bridge.outbox.depth == 0, what="everything forwarded")
@@ -157,7 +142,7 @@ def test_a_command_sent_once_the_gateway_is_back_is_applied(broker: Broker, tmp_
         _leave_a_persistent_session(tmp_path, gateway_id, broker, hub)
         _queue_command(hub, f"{base}/set/siren", "ON")
         pins = MockFactory()
-        with _running(_gateway(tmp_path, gateway_id, broker.port, pins)):
+        with running(_gateway(tmp_path, gateway_id, broker.port, pins)):
             wait_until(lambda: [r for r in _results(hub, base) if r["status"] == "rejected"],
                        what="the queued command refused")
             hub.publish(f"{base}/set/siren", "ON")
