@@ -68,7 +68,7 @@ def test_entry_delay_then_triggered_with_siren(tmp_path: Path) -> None:
     assert h.value("siren") is True
 
 
-def test_siren_time_limit(tmp_path: Path) -> None:
+def test_the_siren_stops_after_its_siren_time_and_the_alarm_goes_back_to_armed(tmp_path: Path) -> None:
     h = armed_away(tmp_path)
     h.set("front_door", True)
     h.advance(20 + 179)

@@ -101,7 +101,7 @@ def test_away_uses_frost_setpoint(tmp_path: Path) -> None:
     assert heater(h) is True
 
 
-def test_mode_off(tmp_path: Path) -> None:
+def test_a_thermostat_turned_off_stops_heating_and_refuses_modes_it_lacks(tmp_path: Path) -> None:
     h = house(tmp_path, THERMO)
     h.set("living_temperature", 12.0)
     h.command("living", "off")
