@@ -15,29 +15,32 @@ import os
 import subprocess
 import sys
 import tty
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
+Key = int | str
+"""What a fault test counts: a sequence number, an event id or a name."""
+
 
 @dataclass
 class Tally:
     name: str
-    sent: set[Hashable] = field(default_factory=set)
-    received: list[Hashable] = field(default_factory=list)
+    sent: set[Key] = field(default_factory=set)
+    received: list[Key] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def send(self, key: Hashable) -> None:
+    def send(self, key: Key) -> None:
         self.sent.add(key)
 
-    def receive(self, keys: Iterable[Hashable]) -> None:
+    def receive(self, keys: Iterable[Key]) -> None:
         self.received.extend(keys)
 
     @property
-    def lost(self) -> set[Hashable]:
+    def lost(self) -> set[Key]:
         return self.sent - set(self.received)
 
     @property

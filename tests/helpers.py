@@ -8,9 +8,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from core.clock import VirtualClock
 from core.entities import EntitySpec
@@ -19,13 +20,15 @@ from gateway.app import HealthSource
 from gateway.mqtt.topics import Topics
 from rules.commands import Validator
 
+T = TypeVar("T")
+
 
 def virtual_events() -> tuple[VirtualClock, EventFactory]:
     clock = VirtualClock()
     return clock, EventFactory(clock, boot="test")
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
     """Poll a real-world condition (a broker, a thread) with a deadline, never a fixed sleep;
     returns the predicate's first truthy result."""
     deadline = time.monotonic() + timeout
@@ -54,7 +57,7 @@ class Subscriber:
         self.messages: list[tuple[str, Any, bool]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message

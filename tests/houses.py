@@ -4,30 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests import toml_kit as toml
 from tests.helpers import write_config
 
-GPIO_RULES = """
-version = 1
-[[rules]]
-id = "light_on_motion"
-[[rules.triggers]]
-type = "state"
-entity = "motion"
-to = true
-[[rules.actions]]
-type = "turn_on"
-entity = "light"
-
-[[rules]]
-id = "light_off_when_still"
-[[rules.triggers]]
-type = "state"
-entity = "motion"
-to = false
-[[rules.actions]]
-type = "turn_off"
-entity = "light"
-"""
+GPIO_RULES = ("version = 1\n" + toml.state_rule("light_on_motion", "motion", True, "turn_on", "light")
+              + toml.state_rule("light_off_when_still", "motion", False, "turn_off", "light"))
 
 
 def house_config(
@@ -37,16 +18,7 @@ def house_config(
     """A config with a motion input on pin 17, a light relay on pin 22, and optionally a serial sensor."""
     serial = ""
     if serial_port is not None:
-        serial = f"""
-[[devices]]
-id = "climate"
-driver = "serial.kv"
-port = "{serial_port}"
-baudrate = 115200
-[devices.fields.t]
-entity = "temperature"
-unit = "°C"
-"""
+        serial = "\n" + toml.serial_kv("climate", "temperature", port=serial_port, baudrate=115200, unit="°C")
     return write_config(
         directory,
         f"""

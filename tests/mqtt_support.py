@@ -19,9 +19,10 @@ from paho.mqtt.properties import Properties
 from core.clock import SystemClock
 from core.entities import Component, EntitySpec
 from core.events import Event, EventFactory
+from gateway.app import Gateway
 from gateway.config import Config
 from gateway.mqtt.bridge import MqttBridge
-from tests.helpers import wait_until
+from tests.helpers import wait_until as wait_until  # noqa: PLC0414 (an explicit re-export, for mypy: the MQTT tests import it from here)
 
 ENTITIES = {
     "hall_light": EntitySpec("hall_light", Component.LIGHT, safe_value=False),
@@ -60,7 +61,8 @@ class Recorder:
             return [m for m in self.messages if m.topic.startswith(prefix)]
 
     def wait_for(self, topic: str, count: int = 1, timeout: float = 10.0) -> list[Message]:
-        return wait_until(lambda: len(self.on(topic)) >= count and self.on(topic), timeout, f"{count} on {topic}")
+        return wait_until(lambda: self.on(topic) if len(self.on(topic)) >= count else [],
+                          timeout, f"{count} on {topic}")
 
     def clear(self) -> None:
         with self.lock:
@@ -84,7 +86,7 @@ def recorder(host: str, port: int, *topics: str, client_id: str = "",
 
     def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with rec.lock:
-            rec.messages.append(Message(msg.topic, msg.payload, bool(msg.retain)))
+            rec.messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
 
     def on_connect(client: mqtt.Client, *args: Any) -> None:
         client.subscribe([(t, 1) for t in topics])
@@ -94,7 +96,7 @@ def recorder(host: str, port: int, *topics: str, client_id: str = "",
     client.on_subscribe = lambda *args: subscribed.set()
     properties = None
     if session:
-        properties = Properties(PacketTypes.CONNECT)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho's is unannotated
         properties.SessionExpiryInterval = 600
     client.connect(host, port, clean_start=not session, properties=properties)
     client.loop_start()
@@ -104,6 +106,20 @@ def recorder(host: str, port: int, *topics: str, client_id: str = "",
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+@contextmanager
+def running(gateway: Gateway) -> Iterator[Gateway]:
+    """A started gateway whose dispatcher runs on a thread of its own; stopped and shut down on exit."""
+    gateway.start()
+    runner = threading.Thread(target=gateway.run, daemon=True)
+    runner.start()
+    try:
+        yield gateway
+    finally:
+        gateway.request_stop()
+        runner.join(timeout=5)
+        gateway.shutdown()
 
 
 def make_config(gateway_id: str, state_dir: Path, port: int, **mqtt: Any) -> Config:
@@ -128,6 +144,12 @@ class Harness:
     @property
     def base(self) -> str:
         return self.bridge.topics.base
+
+
+def bridge_of(gateway: Gateway) -> MqttBridge:
+    """The gateway's MQTT bridge (its forwarder when MQTT is configured), for tests that read its counters."""
+    assert isinstance(gateway.forwarder, MqttBridge), gateway.forwarder
+    return gateway.forwarder
 
 
 def make_bridge(config: Config, entities: dict[str, EntitySpec] | None = None) -> Harness:

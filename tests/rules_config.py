@@ -5,51 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.config import Config, load_config
+from tests import toml_kit as toml
 
-DEVICES = """
-[[devices]]
-id = "hall_motion"
-driver = "gpio.motion"
-pin = 17
-
-[[devices]]
-id = "front_door"
-driver = "gpio.input"
-pin = 27
-device_class = "door"
-
-[[devices]]
-id = "water_leak"
-driver = "gpio.input"
-pin = 5
-device_class = "moisture"
-
-[[devices]]
-id = "living_room_climate"
-driver = "serial.kv"
-port = "loop://"
-[devices.fields.t]
-entity = "living_temperature"
-unit = "°C"
-device_class = "temperature"
-
-[[devices]]
-id = "hall_light"
-driver = "gpio.relay"
-pin = 22
-component = "light"
-
-[[devices]]
-id = "heater"
-driver = "gpio.relay"
-pin = 23
-
-[[devices]]
-id = "siren"
-driver = "gpio.relay"
-pin = 24
-component = "siren"
-"""
+DEVICES = "\n" + toml.config(
+    toml.motion("hall_motion", 17),
+    toml.device("front_door", "gpio.input", pin=27, device_class="door"),
+    toml.device("water_leak", "gpio.input", pin=5, device_class="moisture"),
+    toml.serial_kv("living_room_climate", "living_temperature", unit="°C", device_class="temperature"),
+    toml.relay("hall_light", 22, component="light"),
+    toml.relay("heater", 23),
+    toml.relay("siren", 24, component="siren"),
+)
 
 
 def write_house_config(directory: Path, rules_dir: Path, timezone: str = "Europe/London") -> Path:

@@ -12,6 +12,7 @@ from core.events import Event, Kind, Value
 from drivers.envelope import Envelope
 from gateway.simulate import World
 from rules.loader import RuleSet, load_rules
+from tests import toml_kit as toml
 
 DEMO_ENTITIES = {
     "hall_motion": EntitySpec("hall_motion", Component.BINARY_SENSOR, device_class="motion"),
@@ -25,33 +26,19 @@ DEMO_ENTITIES = {
 }
 HEADER = "version = 1\n"
 
-MOTION_LIGHT = """
-[[rules]]
-id = "hall_light_on_motion"
-[[rules.triggers]]
-type = "state"
-entity = "hall_motion"
-to = true
-[[rules.actions]]
-type = "turn_on"
-entity = "hall_light"
-for = "2m"
-"""
+MOTION_LIGHT = toml.state_rule("hall_light_on_motion", "hall_motion", True, "turn_on", "hall_light", for_="2m")
 """The shipped house's motion light: on at motion, let go two minutes after the last one."""
 
-ALARM_LIGHT = """
-[[rules]]
-id = "light_on_alarm"
-[[rules.triggers]]
-type = "state"
-entity = "house_alarm"
-to = "triggered"
-[[rules.actions]]
-type = "turn_on"
-entity = "hall_light"
-for = "10m"
-"""
+ALARM_LIGHT = toml.state_rule("light_on_alarm", "house_alarm", "triggered", "turn_on", "hall_light", for_="10m")
 """The shipped house's alarm light: on for ten minutes when ``house_alarm`` triggers."""
+
+
+def living_thermostat(**settings: toml.Setting) -> str:
+    """The demo house's thermostat (``living_temperature`` drives ``heater`` around 20 °C); ``settings`` add keys."""
+    return "\n" + toml.table("thermostats", {
+        "id": "living", "sensor": "living_temperature", "heater": "heater", "setpoint": 20, "hysteresis": 0.5,
+        "min_setpoint": 10, "max_setpoint": 25, **settings,
+    }, array=True)
 
 
 def ruleset(tmp_path: Path, text: str, entities: dict[str, EntitySpec] | None = None) -> RuleSet:

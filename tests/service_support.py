@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests import toml_kit as toml
 from tests.helpers import wait_until, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,29 +55,9 @@ pin = 24
 safe_state = true
 """
 
-RULES = """
-version = 1
-
-[[rules]]
-id = "light_off_when_still"
-[[rules.triggers]]
-type = "state"
-entity = "hall_motion"
-to = false
-[[rules.actions]]
-type = "turn_off"
-entity = "hall_light"
-
-[[rules]]
-id = "light_on_motion"
-[[rules.triggers]]
-type = "state"
-entity = "hall_motion"
-to = true
-[[rules.actions]]
-type = "turn_on"
-entity = "hall_light"
-"""
+RULES = ("version = 1\n"
+         + toml.state_rule("light_off_when_still", "hall_motion", False, "turn_off", "hall_light")
+         + toml.state_rule("light_on_motion", "hall_motion", True, "turn_on", "hall_light"))
 
 SAFE_LEVELS = {"GPIO22": 1.0, "GPIO23": 0.0, "GPIO24": 1.0}
 """The electrical level each relay pin of CONFIG must be left at (active-low light: off = high)."""

@@ -9,27 +9,17 @@ from gpiozero.pins.mock import MockFactory
 from core.events import Event, Kind
 from gateway.app import Gateway
 from gateway.config import load_config
+from tests import toml_kit as toml
 from tests.helpers import RecordingForwarder, write_config
 
-CONFIG = """
-[gateway]
-id = "sup"
-state_dir = "state"
 
-[[devices]]
-id = "light"
-driver = "gpio.relay"
-pin = 22
-
-[[devices]]
-id = "door"
-driver = "gpio.input"
-pin = "{pin}"
-"""
+def supervised_config(pin: str) -> str:
+    """A relay that starts, and an input on ``pin`` (one that may not exist)."""
+    return toml.config(toml.gateway("sup"), toml.relay("light", 22), toml.device("door", "gpio.input", pin=pin))
 
 
 def test_a_device_that_cannot_start_is_reported_and_the_others_run_on(tmp_path: Path) -> None:
-    config = load_config(write_config(tmp_path, CONFIG.format(pin="GPIO99"), rules="version = 1\n"))
+    config = load_config(write_config(tmp_path, supervised_config("GPIO99"), rules="version = 1\n"))
     recorder = RecordingForwarder()
     gateway = Gateway(config, pin_factory=MockFactory(), forwarder=recorder)
     gateway.start()
@@ -45,7 +35,7 @@ def test_a_device_that_cannot_start_is_reported_and_the_others_run_on(tmp_path: 
 
 
 def test_the_gateway_adds_the_drivers_health_to_a_forwarder_that_reports_health(tmp_path: Path) -> None:
-    config = load_config(write_config(tmp_path, CONFIG.format(pin=27), rules="version = 1\n"))
+    config = load_config(write_config(tmp_path, supervised_config("GPIO27"), rules="version = 1\n"))
     recorder = RecordingForwarder()
     gateway = Gateway(config, pin_factory=MockFactory(), forwarder=recorder)
     gateway.start()
@@ -71,7 +61,7 @@ class ForwardOnly:
 
 
 def test_a_forwarder_that_only_forwards_is_enough_to_start_reload_and_stop(tmp_path: Path) -> None:
-    config = load_config(write_config(tmp_path, CONFIG.format(pin=27), rules="version = 1\n"))
+    config = load_config(write_config(tmp_path, supervised_config("GPIO27"), rules="version = 1\n"))
     forwarder = ForwardOnly()
     gateway = Gateway(config, pin_factory=MockFactory(), forwarder=forwarder)
     gateway.start()
@@ -84,7 +74,7 @@ def test_a_forwarder_that_only_forwards_is_enough_to_start_reload_and_stop(tmp_p
 
 
 def test_a_hub_link_is_told_the_rules_registrations_again_after_a_reload(tmp_path: Path) -> None:
-    config = load_config(write_config(tmp_path, CONFIG.format(pin=27), rules="version = 1\n"))
+    config = load_config(write_config(tmp_path, supervised_config("GPIO27"), rules="version = 1\n"))
     recorder = RecordingForwarder()
     gateway = Gateway(config, pin_factory=MockFactory(), forwarder=recorder)
     assert gateway.reload()

@@ -22,21 +22,12 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.simulate import simulate
 from rules.loader import RulesError, RuleSet, load_rules
+from tests import toml_kit as toml
 from tests.helpers import RecordingForwarder, write_config
 from tests.rules_config import house_config
-from tests.rules_kit import ALARM_LIGHT, DEMO_ENTITIES, MOTION_LIGHT, House, house
+from tests.rules_kit import ALARM_LIGHT, DEMO_ENTITIES, MOTION_LIGHT, House, house, living_thermostat
 
-THERMO = """
-[[thermostats]]
-id = "living"
-sensor = "living_temperature"
-heater = "heater"
-setpoint = 20
-hysteresis = 0.5
-min_setpoint = 10
-max_setpoint = 25
-stale_after = "10m"
-"""
+THERMO = living_thermostat(stale_after="10m")
 
 ALARM = """
 [[alarms]]
@@ -289,25 +280,11 @@ def test_gateway_simulate_shows_the_deferrals_of_the_devices_envelopes(tmp_path:
 
 # -- shutdown -----------------------------------------------------------------------------------------------
 
-GATEWAY_CONFIG = """
-[gateway]
-id = "shutdown"
-state_dir = "state"
-
-[[devices]]
-id = "heater"
-driver = "gpio.relay"
-pin = 23
-envelope = { min_off_s = 0 }
-
-[[devices]]
-id = "climate"
-driver = "serial.kv"
-port = "loop://"
-[devices.fields.t]
-entity = "living_temperature"
-unit = "°C"
-"""
+GATEWAY_CONFIG = toml.config(
+    toml.gateway("shutdown"),
+    toml.relay("heater", 23, envelope={"min_off_s": 0}),
+    toml.serial_kv("climate", "living_temperature", unit="°C"),
+)
 
 
 def test_at_shutdown_no_claim_drives_an_output_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

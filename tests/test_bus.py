@@ -10,7 +10,7 @@ from tests.helpers import virtual_events
 
 
 def drain(bus: Bus) -> list[tuple[str, object]]:
-    out = []
+    out: list[tuple[str, object]] = []
     while (event := bus.get_nowait()) is not None:
         out.append((event.entity, event.value))
     return out

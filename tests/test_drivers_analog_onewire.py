@@ -11,10 +11,10 @@ from pydantic import ValidationError
 
 from core.clock import SystemClock, VirtualClock
 from core.events import EventFactory, Kind
-from drivers.analog import AnalogInput, Mcp3208Input, McpEmulator
+from drivers.analog import AnalogConfig, AnalogInput, Mcp3208Input, McpEmulator
 from drivers.base import DriverContext
 from drivers.mockpins import sim_pin_factory
-from drivers.onewire import Ds18b20, ReadError, parse_w1_slave, write_w1_slave
+from drivers.onewire import Ds18b20, Ds18b20Config, ReadError, parse_w1_slave, write_w1_slave
 from drivers.timing import VirtualScheduler
 from tests.drivers_kit import Recorder, make_context
 
@@ -30,7 +30,9 @@ def adc(cls: type[AnalogInput] = AnalogInput, **overrides: Any) -> AnalogInput:
     driver = "analog.mcp3208" if cls is Mcp3208Input else "analog.mcp3008"
     cfg = {"id": "level", "driver": driver, "channel": 3, "min_value": 0, "max_value": 100, "unit": "%",
            "poll_s": 1, **overrides}
-    return cls(cls.Config.model_validate(cfg))
+    config = cls.Config.model_validate(cfg)
+    assert isinstance(config, AnalogConfig)
+    return cls(config)
 
 
 @pytest.mark.parametrize(("cls", "bits"), [(AnalogInput, 10), (Mcp3208Input, 12)])
@@ -75,7 +77,7 @@ def test_adc_config_with_equal_ends_is_refused() -> None:
 
 def ds18b20(tmp_path: Path, **overrides: Any) -> Ds18b20:
     cfg = {"id": "flow", "driver": "onewire.ds18b20", "base_path": str(tmp_path), "poll_s": 10, **overrides}
-    return Ds18b20(Ds18b20.Config.model_validate(cfg))
+    return Ds18b20(Ds18b20Config.model_validate(cfg))
 
 
 def test_a_ds18b20_reading_becomes_degrees(tmp_path: Path, sched: VirtualScheduler) -> None:
@@ -140,7 +142,7 @@ def test_the_base_path_is_resolved_through_the_context(tmp_path: Path, sched: Vi
     rec = Recorder()
     ctx = make_context(rec, scheduler=sched)
     ctx.resolve_path = lambda p: str(tmp_path) if p == "/sys/bus/w1/devices" else p
-    driver = Ds18b20(Ds18b20.Config.model_validate({"id": "flow", "driver": "onewire.ds18b20"}))
+    driver = Ds18b20(Ds18b20Config.model_validate({"id": "flow", "driver": "onewire.ds18b20"}))
     driver.start(ctx)
     sched.advance(0)  # the first poll is due at start
     assert rec.values(entity="flow") == [21.0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ def bpipe(*steps: dict[str, Any]) -> Pipeline:
     return build_pipeline([adapter.validate_python(s) for s in steps])
 
 
-def run(p: Pipeline, timeline: list[tuple[float, Any]], until: float) -> list[tuple[float, Any]]:
+def run(p: Pipeline, timeline: Sequence[tuple[float, Any]], until: float) -> list[tuple[float, Any]]:
     """Feed (time, value) pairs and poll at every deadline up to ``until``; returns (at, value) out."""
     out: list[Out] = []
     for t, v in timeline:

@@ -13,13 +13,14 @@ from pydantic import ValidationError
 
 from core.clock import VirtualClock
 from core.events import Event, EventFactory, Kind
-from drivers.actuators import Relay
+from drivers.actuators import GpioRelayConfig, Relay
 from drivers.base import DriverContext
 from drivers.envelope import DEFAULT_LIMITS, HOUR, Envelope, EnvelopeConfig
 from gateway.app import Gateway
 from gateway.bus import Bus
 from gateway.config import load_config
 from gateway.dispatcher import Dispatcher
+from tests import toml_kit as toml
 from tests.helpers import RecordingForwarder, write_config
 
 
@@ -111,7 +112,7 @@ class House:
         self.events = EventFactory(self.clock, boot="t")
         self.seen: list[Event] = []
         cfg = {"id": "boiler", "driver": "gpio.relay", "pin": 22, "envelope": limits}
-        self.relay = Relay(Relay.Config.model_validate(cfg))
+        self.relay = Relay(GpioRelayConfig.model_validate(cfg))
         self.pins = MockFactory()
         self.relay.start(DriverContext(post=lambda e: None, events=self.events, pin_factory=self.pins))
         self.dispatcher = Dispatcher(Bus(), self.events, actuators={"boiler": self.relay}, forward=self.seen.append,
@@ -373,7 +374,7 @@ def test_a_history_that_cannot_be_written_is_a_warning_not_a_crash(
 
 
 def relay(**config: Any) -> Relay:
-    return Relay(Relay.Config.model_validate({"id": "lamp", "driver": "gpio.relay", "pin": 22, **config}))
+    return Relay(GpioRelayConfig.model_validate({"id": "lamp", "driver": "gpio.relay", "pin": 22, **config}))
 
 
 def test_a_relay_without_an_envelope_gets_the_default_limits() -> None:
@@ -403,6 +404,7 @@ def test_a_device_envelope_overrides_the_defaults_key_by_key() -> None:
     e.record("lamp", False, now=0.2)
     assert e.decide("lamp", True, now=0.2).allowed  # min_off_s = 0 said on purpose
     assert e.max_on_deadline("lamp") is None
+    assert DEFAULT_LIMITS.max_switches_per_hour is not None
     for second in range(1, DEFAULT_LIMITS.max_switches_per_hour - 1):  # 240 switches in all, ending off
         e.record("lamp", second % 2 == 1, now=second)
     assert e.decide("lamp", True, now=500).verdict == "defer"  # the default budget still holds
@@ -417,17 +419,7 @@ def test_from_drivers_persists_in_the_state_dir(tmp_path: Path) -> None:
 
 # -- in the gateway ----------------------------------------------------------------------------
 
-HEATER = """
-[gateway]
-id = "envelope"
-state_dir = "state"
-
-[[devices]]
-id = "heater"
-driver = "gpio.relay"
-pin = 22
-envelope = { min_off_s = 120 }
-"""
+HEATER = toml.config(toml.gateway("envelope"), toml.relay("heater", 22, envelope={"min_off_s": 120}))
 
 
 def test_a_restarted_gateway_keeps_the_heater_off_for_its_minimum_off_time(tmp_path: Path) -> None:

@@ -10,21 +10,21 @@ from pydantic import ValidationError
 
 from core.clock import VirtualClock
 from core.events import Kind
-from drivers.actuators import Relay
+from drivers.actuators import GpioRelayConfig, Relay
 from drivers.base import DriverError
-from drivers.gpio import DigitalInput, MotionSensor
+from drivers.gpio import DigitalInput, GpioInputConfig, GpioMotionConfig, MotionSensor
 from drivers.timing import VirtualScheduler
 from tests.drivers_kit import Recorder, make_context
 
 
 def contact(**overrides: Any) -> DigitalInput:
     cfg = {"id": "front_door", "driver": "gpio.input", "pin": 27, "pull_up": True, **overrides}
-    return DigitalInput(DigitalInput.Config.model_validate(cfg))
+    return DigitalInput(GpioInputConfig.model_validate(cfg))
 
 
 def relay(**overrides: Any) -> Relay:
     cfg = {"id": "heater", "driver": "gpio.relay", "pin": 22, **overrides}
-    return Relay(Relay.Config.model_validate(cfg))
+    return Relay(GpioRelayConfig.model_validate(cfg))
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_a_stopped_input_posts_nothing(factory: MockFactory, rec: Recorder) -> N
 
 
 def test_motion_is_active_high_by_default(factory: MockFactory, rec: Recorder) -> None:
-    driver = MotionSensor(MotionSensor.Config.model_validate({"id": "hall", "driver": "gpio.motion", "pin": 17}))
+    driver = MotionSensor(GpioMotionConfig.model_validate({"id": "hall", "driver": "gpio.motion", "pin": 17}))
     driver.start(make_context(rec, factory=factory))
     factory.pin(17).drive_high()
     assert rec.values(entity="hall") == [False, True]
@@ -149,7 +149,7 @@ def test_a_short_blip_is_dropped_whole(factory: MockFactory, rec: Recorder, sche
 
 def test_motion_clears_only_after_the_clear_time(factory: MockFactory, rec: Recorder, sched: VirtualScheduler) -> None:
     cfg = {"id": "hall", "driver": "gpio.motion", "pin": 17, "clear_after_s": 30}
-    driver = MotionSensor(MotionSensor.Config.model_validate(cfg))
+    driver = MotionSensor(GpioMotionConfig.model_validate(cfg))
     driver.start(make_context(rec, factory=factory, scheduler=sched))
     pin = factory.pin(17)
     pin.drive_high()

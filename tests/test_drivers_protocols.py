@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -141,7 +143,7 @@ VALID = {
     "pms5003": pms5003_frame(PMS_VALUES),
     "mhz19": mhz19_response(812, 24),
 }
-BINARY = {"nmea": NmeaParser, "pms5003": Pms5003Parser, "mhz19": Mhz19Parser}
+BINARY: dict[str, Callable[[], Parser]] = {"nmea": NmeaParser, "pms5003": Pms5003Parser, "mhz19": Mhz19Parser}
 
 
 @pytest.mark.parametrize("name", sorted(PARSERS))

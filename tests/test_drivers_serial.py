@@ -99,7 +99,11 @@ def test_a_co2_sensor_is_polled_on_a_fixed_rate_and_its_answers_read(pty: tuple[
         sched.advance(10)
         assert read_exactly(master, 9) == MHZ19_READ
         os.write(master, mhz19_response(ppm, 22))
-        rec.wait_for(lambda n=requests: len(rec.of(Kind.READING)) == n)
+
+        def answered(n: int = requests) -> bool:
+            return len(rec.of(Kind.READING)) == n
+
+        rec.wait_for(answered)
     assert rec.values(entity="co2") == [600.0, 650.0]
     driver.stop()
 
@@ -155,7 +159,11 @@ def test_start_and_stop_leak_no_threads_or_descriptors(pty: tuple[int, str]) -> 
         driver = make("serial.kv", path, {"t": {"entity": "t"}})
         driver.start(make_context(rec))
         os.write(master, b"t=1\n")
-        rec.wait_for(lambda r=rec: len(r.of(Kind.READING)) == 1)
+
+        def read(r: Recorder = rec) -> bool:
+            return len(r.of(Kind.READING)) == 1
+
+        rec.wait_for(read)
         driver.stop()
     assert open_fds() <= before_fds
     assert set(threading.enumerate()) <= before_threads

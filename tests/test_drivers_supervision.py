@@ -10,7 +10,7 @@ from gpiozero.pins.mock import MockFactory
 from core.clock import VirtualClock
 from core.entities import EntitySpec
 from core.events import EventFactory, Kind
-from drivers.actuators import Relay
+from drivers.actuators import GpioRelayConfig, Relay
 from drivers.base import DeviceConfig, Driver, DriverContext
 from drivers.supervision import Supervisor
 from drivers.timing import VirtualScheduler
@@ -114,7 +114,7 @@ def test_a_running_driver_that_reports_a_failure_is_restarted() -> None:
 
 
 def test_a_failed_actuator_goes_to_its_safe_state_at_once() -> None:
-    relay = Relay(Relay.Config.model_validate({"id": "heater", "driver": "gpio.relay", "pin": 22}))
+    relay = Relay(GpioRelayConfig.model_validate({"id": "heater", "driver": "gpio.relay", "pin": 22}))
     house = House(relay)
     house.supervisor.start_all()
     relay.apply("heater", True)

@@ -16,24 +16,14 @@ from gpiozero.pins.mock import MockFactory
 
 from gateway.app import Gateway
 from gateway.config import load_config
+from tests import toml_kit as toml
 from tests.conftest import Broker, free_port
 from tests.helpers import Subscriber, wait_until, write_config
 from tests.houses import house_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
-RULES = """
-version = 1
-[[rules]]
-id = "light_on_motion"
-[[rules.triggers]]
-type = "state"
-entity = "motion"
-to = true
-[[rules.actions]]
-type = "turn_on"
-entity = "light"
-"""
+RULES = "version = 1\n" + toml.state_rule("light_on_motion", "motion", True, "turn_on", "light")
 
 
 def house(directory: Path, port: int, serial_port: str = "loop://", gateway_id: str = "e2e") -> Path:

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from tests import toml_kit as toml
 from tests.conftest import Broker, free_port
 from tests.faults_support import Pty, Tally, start_gateway, stop_gateway
 from tests.helpers import wait_until, write_config
-from tests.mqtt_support import recorder
+from tests.mqtt_support import Message, recorder
 
 RATE = 1_000
 LINES = 4_000
@@ -33,30 +34,11 @@ broker acknowledged is on its disk; root: pytest's 0700 temp dirs are closed to 
 
 
 def stream_config(directory: Path, port: int, serial: str, gateway_id: str) -> Path:
-    return write_config(
-        directory,
-        f"""
-[gateway]
-id = "{gateway_id}"
-state_dir = "state"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-reconnect_min = 0.2
-reconnect_max = 1
-max_inflight = {WINDOW}
-discovery = false
-
-[[devices]]
-id = "climate"
-driver = "serial.kv"
-port = "{serial}"
-baudrate = 115200
-[devices.fields.t]
-entity = "temperature"
-""",
-    )
+    return write_config(directory, toml.config(
+        toml.gateway(gateway_id),
+        toml.mqtt(port, reconnect_min=0.2, reconnect_max=1, max_inflight=WINDOW, discovery=False),
+        toml.serial_kv("climate", "temperature", port=serial, baudrate=115200),
+    ))
 
 
 def write_lines(master: int, first: int, last: int, rate: float, tally: Tally) -> None:
@@ -72,8 +54,8 @@ def write_lines(master: int, first: int, last: int, rate: float, tally: Tally) -
             time.sleep(pause)
 
 
-def values(hub_messages: list[object]) -> list[int]:
-    return [int(m.json()["value"]) for m in hub_messages]  # type: ignore[attr-defined]
+def values(hub_messages: list[Message]) -> list[int]:
+    return [int(m.json()["value"]) for m in hub_messages]
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import threading
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from gateway.app import Gateway
 from gateway.bus import Bus
 from gateway.config import load_config
 from gateway.dispatcher import Dispatcher
+from tests import toml_kit as toml
 from tests.faults_support import Tally
 from tests.helpers import wait_until, write_config
 
@@ -55,7 +57,7 @@ class Arm:
         if event.kind is Kind.SYSTEM and event.value == "arm":
             self.armed_at = time.monotonic()
             for i, delay in enumerate(DELAYS):
-                self.dispatcher.call_later(delay, lambda i=i: self.fire(i))
+                self.dispatcher.call_later(delay, functools.partial(self.fire, i))
 
     def fire(self, i: int) -> None:
         self.fired[i] = time.monotonic() - self.armed_at
@@ -99,51 +101,12 @@ def test_timers_wait_on_the_monotonic_clock_through_wall_clock_steps_of_an_hour_
     assert max(lateness) <= SLACK, "a timer fired late"
 
 
-HOUSE = """
-[gateway]
-id = "clock-step"
-state_dir = "state"
+HOUSE = toml.config(toml.gateway("clock-step"), toml.motion("motion", 17), toml.relay("light", 22),
+                    toml.relay("fan", 23))
 
-[[devices]]
-id = "motion"
-driver = "gpio.motion"
-pin = 17
-
-[[devices]]
-id = "light"
-driver = "gpio.relay"
-pin = 22
-
-[[devices]]
-id = "fan"
-driver = "gpio.relay"
-pin = 23
-"""
-
-RULES = """
-version = 1
-[[rules]]
-id = "light_after_held_motion"
-[[rules.triggers]]
-type = "state"
-entity = "motion"
-to = true
-for = "1s"
-[[rules.actions]]
-type = "turn_on"
-entity = "light"
-
-[[rules]]
-id = "fan_pulse_on_motion"
-[[rules.triggers]]
-type = "state"
-entity = "motion"
-to = true
-[[rules.actions]]
-type = "turn_on"
-entity = "fan"
-for = "1.5s"
-"""
+RULES = ("version = 1\n"
+         + toml.state_rule("light_after_held_motion", "motion", True, "turn_on", "light", held_for="1s")
+         + toml.state_rule("fan_pulse_on_motion", "motion", True, "turn_on", "fan", for_="1.5s"))
 
 
 class NoForwarder:

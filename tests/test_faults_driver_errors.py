@@ -35,7 +35,7 @@ class EveryTenthFails(KeyValueParser):
         super().__init__()
         self.calls = 0
 
-    def parse_line(self, line: bytes) -> Record | None:
+    def parse_line(self, line: bytes) -> Record:
         self.calls += 1
         if self.calls % 10 == 0:
             raise RuntimeError(f"sensor library failed on line {self.calls}")
@@ -112,7 +112,11 @@ def test_malformed_lines_are_counted_and_every_good_line_arrives(pty: tuple[int,
             if i % 10:
                 tally.send(i)
             if i % 100 == 0:
-                wait_until(lambda i=i: len(values(posted)) + driver.malformed >= i - 5, timeout=5, what="the reader")
+
+                def caught_up(i: int = i) -> bool:
+                    return len(values(posted)) + driver.malformed >= i - 5
+
+                wait_until(caught_up, timeout=5, what="the reader")
         wait_until(lambda: len(values(posted)) >= len(tally.sent), timeout=10, what="every good line")
     finally:
         driver.stop()

@@ -21,6 +21,7 @@ from gpiozero.pins.mock import MockFactory
 
 from gateway.app import Gateway
 from gateway.config import load_config
+from gateway.mqtt.bridge import MqttBridge
 from tests.conftest import Broker
 from tests.faults_support import Pty, Tally
 from tests.helpers import wait_until
@@ -61,8 +62,9 @@ def test_an_oversized_event_mid_stream_is_refused_and_counted_and_the_stream_beh
             runner.join(5)
             gateway.shutdown()
             pty.close()
-    counters = bridge.outbox.counters  # type: ignore[union-attr]
-    bridge_counters = bridge.counters  # type: ignore[union-attr]
+    assert isinstance(bridge, MqttBridge)
+    counters = bridge.outbox.counters
+    bridge_counters = bridge.counters
     tally.extra.update(oversized_refused=counters.oversized, retained_refused=bridge_counters.retained_refused,
                        disconnects=bridge_counters.disconnects)
     tally.report()

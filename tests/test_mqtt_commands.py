@@ -18,7 +18,7 @@ from core.events import Kind
 from core.values import OFF_WORDS, ON_WORDS, is_on
 from gateway.mqtt.commands import CommandRejected, decode, validate, validator_for
 from tests.conftest import Broker
-from tests.mqtt_support import ENTITIES, Harness, make_bridge, make_config, recorder, wait_until
+from tests.mqtt_support import ENTITIES, Harness, Recorder, make_bridge, make_config, recorder, wait_until
 
 LIGHT = validator_for(ENTITIES["hall_light"])
 
@@ -155,9 +155,9 @@ def test_over_the_broker_a_command_is_answered_on_its_result_topic(broker: Broke
     assert "rejected" in statuses and "expected ON or OFF" in answers[-1].json()["reason"]
 
 
-def _subscribed(hub: object, topic: str, harness: Harness) -> bool:
+def _subscribed(hub: Recorder, topic: str, harness: Harness) -> bool:
     """Send a probe until the bridge has seen one (its subscription is asynchronous)."""
-    hub.publish(topic, "OFF")  # type: ignore[attr-defined]
+    hub.publish(topic, "OFF")
     return harness.bridge.counters.commands_accepted > 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core.entities import EntitySpec
 from gateway.mqtt.topics import Topics
 from tests.conftest import Broker
 from tests.mqtt_support import ENTITIES, Message, make_bridge, make_config, recorder, wait_until
@@ -18,9 +19,9 @@ def configs(messages: list[Message]) -> dict[str, dict[str, object]]:
 
 
 def start_and_collect(broker: Broker, tmp_path: Path, gateway_id: str, prefix: str,
-                      entities: dict[str, object] | None = None) -> dict[str, dict[str, object]]:
+                      entities: dict[str, EntitySpec] | None = None) -> dict[str, dict[str, object]]:
     harness = make_bridge(make_config(gateway_id, tmp_path / "state", broker.port, discovery_prefix=prefix),
-                          entities)  # type: ignore[arg-type]
+                          entities)
     with recorder(broker.host, broker.port, f"{prefix}/#") as hub:
         harness.bridge.start()
         wait_until(lambda: len(hub.matching(f"{prefix}/")) >= len(entities or ENTITIES), what="discovery")

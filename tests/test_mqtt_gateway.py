@@ -12,31 +12,20 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.mqtt.discovery import Discovery
 from gateway.mqtt.topics import Topics
+from tests import toml_kit as toml
 from tests.conftest import Broker
 from tests.helpers import write_config
 from tests.mqtt_support import recorder, wait_until
 
-CONFIG = """
-[gateway]
-id = "cmd-chain"
-state_dir = "state"
 
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-reconnect_max = 1
-
-[[devices]]
-id = "porch_light"
-driver = "gpio.relay"
-pin = 22
-component = "light"
-"""
+def chain_config(port: int) -> str:
+    return toml.config(toml.gateway("cmd-chain"), toml.mqtt(port, reconnect_max=1),
+                       toml.relay("porch_light", 22, component="light"))
 
 
 def test_a_hub_command_switches_the_relay_and_is_answered_and_echoed(broker: Broker, tmp_path: Path) -> None:
     pins = MockFactory()
-    gateway = Gateway(load_config(write_config(tmp_path, CONFIG.format(port=broker.port))), pin_factory=pins)
+    gateway = Gateway(load_config(write_config(tmp_path, chain_config(broker.port))), pin_factory=pins)
     base = "gateway/cmd-chain"
     with recorder(broker.host, broker.port, f"{base}/result/#", f"{base}/state/#") as hub:
         gateway.start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,14 @@ def payload(text: str) -> bytes:
     return text.encode()
 
 
+def numbered(i: int) -> Callable[[int], bytes]:
+    """The payload of the ``i``-th event, made once the outbox gives it its sequence number."""
+    return lambda seq: payload(f"{i}:{seq}")
+
+
 def add(outbox: Outbox, n: int, *, droppable: bool = True, start: int = 0) -> list[int | None]:
     return [
-        outbox.add("gw/event/x", lambda seq, i=i: payload(f"{i}:{seq}"), droppable=droppable, ts=1000.0 + i)
+        outbox.add("gw/event/x", numbered(i), droppable=droppable, ts=1000.0 + i)
         for i in range(start, start + n)
     ]
 
@@ -64,7 +70,7 @@ def test_a_seq_handed_out_before_its_commit_is_never_reused_after_a_crash(tmp_pa
     published = int(done.stdout)
     reopened = Outbox(tmp_path / "o.db")
     [seq] = add(reopened, 1)
-    assert seq > published
+    assert seq is not None and seq > published
     reopened.close()
 
 

@@ -5,44 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from gpiozero.pins.mock import MockFactory
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.app import Gateway
 from gateway.config import load_config
+from tests import toml_kit as toml
 from tests.conftest import Broker
 from tests.helpers import Subscriber, wait_until, write_config
 
-CONFIG = """
-[gateway]
-id = "owned"
-state_dir = "state"
 
-[mqtt]
-host = "127.0.0.1"
-port = {port}
+def owned_config(port: int) -> str:
+    """Outputs a thermostat and an alarm will own, and the thermostat's sensor."""
+    return toml.config(toml.gateway("owned"), toml.mqtt(port), toml.relay("heater", 23),
+                       toml.relay("siren", 24, component="siren"), toml.serial_kv("climate", "temperature", unit="°C"))
 
-[[devices]]
-id = "heater"
-driver = "gpio.relay"
-pin = 23
-
-[[devices]]
-id = "siren"
-driver = "gpio.relay"
-pin = 24
-component = "siren"
-
-[[devices]]
-id = "climate"
-driver = "serial.kv"
-port = "loop://"
-[devices.fields.t]
-entity = "temperature"
-unit = "°C"
-"""
 
 RULES = """
 version = 1
@@ -61,7 +42,7 @@ siren = "siren"
 @pytest.fixture
 def house(tmp_path: Path, broker: Broker) -> Iterator[tuple[Gateway, MockFactory]]:
     pins = MockFactory()
-    config = load_config(write_config(tmp_path, CONFIG.format(port=broker.port), rules=RULES))
+    config = load_config(write_config(tmp_path, owned_config(broker.port), rules=RULES))
     gateway = Gateway(config, pin_factory=pins)
     gateway.start()
     yield gateway, pins
@@ -69,7 +50,7 @@ def house(tmp_path: Path, broker: Broker) -> Iterator[tuple[Gateway, MockFactory
 
 
 def publish(broker: Broker, topic: str, payload: str) -> None:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
     client.connect(broker.host, broker.port)
     client.loop_start()
     client.publish(topic, payload, qos=1).wait_for_publish(5)
@@ -83,7 +64,7 @@ def test_a_hub_command_to_the_thermostats_heater_is_refused_at_the_edge_naming_t
     _, pins = house
     results = Subscriber(broker.host, broker.port, "gateway/owned/result/#")
 
-    def answered() -> list[object]:
+    def answered() -> list[Any]:  # JSON results
         publish(broker, "gateway/owned/set/heater", "ON")  # repeated until the bridge has subscribed
         return results.on("gateway/owned/result/heater")
 

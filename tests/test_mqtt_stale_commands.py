@@ -8,9 +8,7 @@ A real Mosquitto, the real application and gpiozero's mock pins.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +19,16 @@ from paho.mqtt.properties import Properties
 
 from gateway.app import Gateway
 from gateway.config import load_config
+from tests import toml_kit as toml
 from tests.conftest import Broker
 from tests.helpers import write_config
-from tests.mqtt_support import Recorder, recorder, wait_until
+from tests.mqtt_support import Recorder, bridge_of, recorder, running, wait_until
 
 SIREN_PIN = 17
 
-CONFIG = """
-[gateway]
-id = "{gateway_id}"
-state_dir = "state"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-reconnect_max = 1
-
-[[devices]]
-id = "siren"
-driver = "gpio.siren"
-pin = {pin}
-off_s = 0
-"""
+def siren_config(gateway_id: str, port: int, pin: int) -> str:
+    return toml.config(toml.gateway(gateway_id), toml.mqtt(port, reconnect_max=1),
+                       toml.device("siren", "gpio.siren", pin=pin, off_s=0))
 
 
 class SlowToOpenPins(MockFactory):  # type: ignore[misc]
@@ -60,21 +46,8 @@ class SlowToOpenPins(MockFactory):  # type: ignore[misc]
 
 
 def _gateway(tmp_path: Path, gateway_id: str, port: int, pins: MockFactory) -> Gateway:
-    text = CONFIG.format(gateway_id=gateway_id, port=port, pin=SIREN_PIN)
+    text = siren_config(gateway_id, port, SIREN_PIN)
     return Gateway(load_config(write_config(tmp_path, text)), pin_factory=pins)
-
-
-@contextmanager
-def _running(gateway: Gateway) -> Iterator[Gateway]:
-    gateway.start()
-    runner = threading.Thread(target=gateway.run, daemon=True)
-    runner.start()
-    try:
-        yield gateway
-    finally:
-        gateway.request_stop()
-        runner.join(timeout=5)
-        gateway.shutdown()
 
 
 def _results(hub: Recorder, base: str) -> list[dict[str, Any]]:
@@ -86,7 +59,7 @@ def _leave_a_persistent_session(tmp_path: Path, gateway_id: str, broker: Broker,
     the broker keeps its session and queues its commands from now on."""
     base = f"gateway/{gateway_id}"
     pins = MockFactory()
-    with _running(_gateway(tmp_path, gateway_id, broker.port, pins)):
+    with running(_gateway(tmp_path, gateway_id, broker.port, pins)):
         def subscribed() -> bool:
             # Not an entity: refused, nothing driven. A probe still in flight at the stop is kept by
             # the broker and refused in the next run's backlog, on result/probe, apart from the siren's.
@@ -117,12 +90,12 @@ def test_a_command_queued_while_the_gateway_was_down_is_refused_and_never_drives
         _leave_a_persistent_session(tmp_path, gateway_id, broker, hub)
         _queue_command(hub, f"{base}/set/siren", "ON")
         pins = MockFactory()
-        with _running(_gateway(tmp_path, gateway_id, broker.port, pins)) as gateway:
+        with running(_gateway(tmp_path, gateway_id, broker.port, pins)) as gateway:
             refused = wait_until(lambda: [r for r in _results(hub, base) if r["status"] == "rejected"],
                                  what="the queued command refused")
             wait_until(lambda: hub.on(f"{base}/state/siren"), what="the siren's state")
             pin_states = [s.state for s in pins.pin(SIREN_PIN).states]
-            health = gateway.forwarder.health()  # type: ignore[union-attr]
+            health = bridge_of(gateway).health()
         pins.reset()
     assert not any(pin_states), pin_states
     assert "offline" in refused[0]["reason"]
@@ -146,7 +119,7 @@ def test_a_queued_command_with_a_message_expiry_is_applied_and_the_state_topic_e
         bridge: Any = gateway.forwarder
         # Hold the pins until the bridge has posted the queued command, if it runs already.
         pins.ready = lambda: not bridge.started or len(gateway.bus) > 0
-        with _running(gateway):
+        with running(gateway):
             wait_until(lambda: [r for r in _results(hub, base) if r["status"] == "done"],
                        what="the queued command done")
             wait_until(lambda: len(gateway.bus) == 0 and bridge.outbox.depth == 0, what="everything forwarded")
@@ -169,7 +142,7 @@ def test_a_command_sent_once_the_gateway_is_back_is_applied(broker: Broker, tmp_
         _leave_a_persistent_session(tmp_path, gateway_id, broker, hub)
         _queue_command(hub, f"{base}/set/siren", "ON")
         pins = MockFactory()
-        with _running(_gateway(tmp_path, gateway_id, broker.port, pins)):
+        with running(_gateway(tmp_path, gateway_id, broker.port, pins)):
             wait_until(lambda: [r for r in _results(hub, base) if r["status"] == "rejected"],
                        what="the queued command refused")
             hub.publish(f"{base}/set/siren", "ON")

@@ -15,9 +15,7 @@ import logging
 import os
 import shutil
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from gateway.config import Config, load_config
 from gateway.control import format_status
 from gateway.service import Service
 from tests.conftest import Broker
-from tests.mqtt_support import recorder, wait_until
+from tests.mqtt_support import bridge_of, recorder, running, wait_until
 from tests.service_support import service_config, short_dir
 
 MOTION_PIN = 17
@@ -52,19 +50,6 @@ def _config(directory: Path, gateway_id: str, port: int) -> Config:
     return load_config(service_config(directory, gateway_id, port))
 
 
-@contextmanager
-def _running(gateway: Gateway) -> Iterator[Gateway]:
-    gateway.start()
-    runner = threading.Thread(target=gateway.run, daemon=True)
-    runner.start()
-    try:
-        yield gateway
-    finally:
-        gateway.request_stop()
-        runner.join(timeout=5)
-        gateway.shutdown()
-
-
 def _light_follows_motion(gateway: Gateway, pins: MockFactory) -> bool:
     """Motion → the rule ``light_on_motion`` switches the hall light on (its pin goes low)."""
     pins.pin(MOTION_PIN).drive_high()
@@ -83,10 +68,10 @@ def test_a_corrupt_outbox_is_moved_aside_and_events_still_reach_the_broker(broke
     (state / "outbox.sqlite3").write_bytes(GARBAGE)
     pins = MockFactory()
     with recorder(broker.host, broker.port, "gateway/outbox-corrupt/event/#") as hub:
-        with _running(Gateway(config, pin_factory=pins)) as gateway:
+        with running(Gateway(config, pin_factory=pins)) as gateway:
             followed = _light_follows_motion(gateway, pins)
             events = hub.wait_for("gateway/outbox-corrupt/event/hall_light")
-            health = gateway.forwarder.health()  # type: ignore[union-attr]
+            health = bridge_of(gateway).health()
         pins.reset()
     moved = list(state.glob("outbox.sqlite3.corrupt-*"))
     assert followed and events
@@ -106,16 +91,17 @@ def test_a_full_disk_at_start_leaves_forwarding_degraded_and_the_rules_running(
     def full_disk(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
         if str(database) != ":memory:":
             raise error
-        return real_connect(database, *args, **kwargs)
+        connection: sqlite3.Connection = real_connect(database, *args, **kwargs)
+        return connection
 
     mocker.patch("gateway.mqtt.outbox.sqlite3.connect", side_effect=full_disk)
     config = _config(house, "outbox-full", broker.port)
     pins = MockFactory()
     with recorder(broker.host, broker.port, "gateway/outbox-full/event/#") as hub:
-        with _running(Gateway(config, pin_factory=pins)) as gateway:
+        with running(Gateway(config, pin_factory=pins)) as gateway:
             followed = _light_follows_motion(gateway, pins)
             events = hub.wait_for("gateway/outbox-full/event/hall_light")
-            health = gateway.forwarder.health()  # type: ignore[union-attr]
+            health = bridge_of(gateway).health()
             status = _status_text(gateway)
         pins.reset()
     assert followed and events
@@ -138,9 +124,9 @@ def test_a_read_only_state_directory_leaves_forwarding_degraded_and_the_rules_ru
 
     def run_as_nobody() -> dict[str, Any]:
         pins = MockFactory()
-        with _running(Gateway(config, pin_factory=pins)) as gateway:
+        with running(Gateway(config, pin_factory=pins)) as gateway:
             followed = _light_follows_motion(gateway, pins)
-            health = gateway.forwarder.health()  # type: ignore[union-attr]
+            health = bridge_of(gateway).health()
             status = _status_text(gateway)
         return {"followed": followed, "health": health, "status": status}
 

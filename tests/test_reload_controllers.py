@@ -10,31 +10,17 @@ from gpiozero.pins.mock import MockFactory
 
 from gateway.app import Gateway
 from gateway.config import load_config
+from tests import toml_kit as toml
 from tests.conftest import Broker
 from tests.helpers import Subscriber, wait_until, write_config
+from tests.mqtt_support import bridge_of
 
-CONFIG = """
-[gateway]
-id = "reload-hub"
-state_dir = "state"
 
-[mqtt]
-host = "127.0.0.1"
-port = {port}
+def hub_config(port: int, **mqtt: toml.Setting) -> str:
+    """A heater and the sensor a thermostat would read, on the tests' broker."""
+    return toml.config(toml.gateway("reload-hub"), toml.mqtt(port, **mqtt), toml.relay("heater", 23),
+                       toml.serial_kv("climate", "temperature", unit="°C"))
 
-[[devices]]
-id = "heater"
-driver = "gpio.relay"
-pin = 23
-
-[[devices]]
-id = "climate"
-driver = "serial.kv"
-port = "loop://"
-[devices.fields.t]
-entity = "temperature"
-unit = "°C"
-"""
 
 THERMOSTAT = """
 version = 1
@@ -50,7 +36,7 @@ DISCOVERY = "homeassistant/climate/reload-hub/living/config"
 
 @pytest.fixture
 def gateway(tmp_path: Path, broker: Broker) -> Iterator[Gateway]:
-    config = load_config(write_config(tmp_path, CONFIG.format(port=broker.port), rules="version = 1\n"))
+    config = load_config(write_config(tmp_path, hub_config(broker.port), rules="version = 1\n"))
     gateway = Gateway(config, pin_factory=MockFactory())
     gateway.start()
     yield gateway
@@ -65,8 +51,7 @@ def test_a_thermostat_added_by_a_reload_is_discovered_and_commandable(
         (tmp_path / "rules.d" / "test.toml").write_text(THERMOSTAT)
         assert gateway.reload()
         wait_until(lambda: any(p for p in hub.on(DISCOVERY)), what="climate discovery")
-        assert gateway.forwarder is not None
-        assert gateway.forwarder.handle_command("living", b"21.5") is not None  # type: ignore[attr-defined]
+        assert bridge_of(gateway).handle_command("living", b"21.5") is not None
     finally:
         hub.close()
 
@@ -82,7 +67,7 @@ def test_a_thermostat_removed_by_a_reload_is_removed_from_the_hub(
         (tmp_path / "rules.d" / "test.toml").write_text("version = 1\n")
         assert gateway.reload()
         wait_until(lambda: hub.on(DISCOVERY)[-1:] == [""], what="empty retained config")
-        assert gateway.forwarder.handle_command("living", b"21.5") is None  # type: ignore[union-attr]
+        assert bridge_of(gateway).handle_command("living", b"21.5") is None
     finally:
         hub.close()
 
@@ -90,7 +75,7 @@ def test_a_thermostat_removed_by_a_reload_is_removed_from_the_hub(
 def test_a_removal_made_while_the_broker_is_away_reaches_the_hub_when_it_returns(
     tmp_path: Path, private_broker: Broker
 ) -> None:
-    body = CONFIG.format(port=private_broker.port).replace("[[devices]]", "reconnect_max = 1\n\n[[devices]]", 1)
+    body = hub_config(private_broker.port, reconnect_max=1)
     path = write_config(tmp_path, body, rules=THERMOSTAT)
     gateway = Gateway(load_config(path), pin_factory=MockFactory())
     gateway.start()

@@ -33,8 +33,8 @@ def code(action: str, value: str = "1234") -> str:
     return json.dumps({"action": action.upper(), "code": value})
 
 
-def armed_away(tmp_path: Path, text: str = ALARM, **kwargs: object) -> House:
-    h = house(tmp_path, text, **kwargs)  # type: ignore[arg-type]
+def armed_away(tmp_path: Path, text: str = ALARM, state_dir: Path | None = None) -> House:
+    h = house(tmp_path, text, state_dir=state_dir)
     h.command("house", code("arm_away"))
     h.advance(30)
     assert h.engine.alarm_state("house") == "armed_away"
@@ -68,7 +68,7 @@ def test_entry_delay_then_triggered_with_siren(tmp_path: Path) -> None:
     assert h.value("siren") is True
 
 
-def test_siren_time_limit(tmp_path: Path) -> None:
+def test_the_siren_stops_after_its_siren_time_and_the_alarm_goes_back_to_armed(tmp_path: Path) -> None:
     h = armed_away(tmp_path)
     h.set("front_door", True)
     h.advance(20 + 179)

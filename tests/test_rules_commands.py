@@ -34,12 +34,12 @@ WRONG = "open-sesame"
 
 
 @pytest.mark.parametrize(("raw", "value"), [(21, 21.0), ("21.5", 21.5), (" HEAT ", "heat"), ("away", "away")])
-def test_thermostat_accepts(raw: object, value: object) -> None:
+def test_a_thermostat_accepts_a_setpoint_as_number_or_text_and_a_mode_in_any_case(raw: object, value: object) -> None:
     assert thermostat_validator(THERMO)(raw) == value
 
 
 @pytest.mark.parametrize("raw", [30, "cool", True, None, float("nan"), {"x": 1}])
-def test_thermostat_rejects(raw: object) -> None:
+def test_a_thermostat_rejects_setpoints_out_of_range_unknown_modes_and_other_types(raw: object) -> None:
     with pytest.raises(ValueError):
         thermostat_validator(THERMO)(raw)
 
@@ -241,7 +241,7 @@ def test_a_correct_code_clears_the_saved_count(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr("rules.timers.boot_id", lambda: None)
     path = tmp_path / LOCKOUT_FILE
     clock = VirtualClock()
-    validate = AlarmCommandValidator(ALARM, CodeGuard(clock, path))
+    validate: Validator = AlarmCommandValidator(ALARM, CodeGuard(clock, path))
     wrong(validate, 4)
     assert accepted(validate)
     _, validate = restarted(path, clock, after=10)

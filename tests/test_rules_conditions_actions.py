@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.events import Kind
-from tests.rules_kit import house
+from tests.rules_kit import House, house
 
 MOTION = '[[rules.triggers]]\ntype = "state"\nentity = "hall_motion"\nto = true\n'
 LIGHT_ON = '[[rules.actions]]\ntype = "turn_on"\nentity = "hall_light"\n'
@@ -18,11 +18,11 @@ def rule(conditions: str = "", actions: str = LIGHT_ON, extra: str = "", trigger
     return f'[[rules]]\nid = "r"\n{extra}\n{trigger}{conditions}\n{actions}'
 
 
-def fires(h: object, entity: str = "hall_motion") -> bool:
-    h.set(entity, False)  # type: ignore[attr-defined]
-    h.clear()  # type: ignore[attr-defined]
-    h.set(entity, True)  # type: ignore[attr-defined]
-    return bool(h.commands())  # type: ignore[attr-defined]
+def fires(h: House, entity: str = "hall_motion") -> bool:
+    h.set(entity, False)
+    h.clear()
+    h.set(entity, True)
+    return bool(h.commands())
 
 
 NIGHT = '[[rules.conditions]]\ntype = "time"\nafter = "22:00"\nbefore = "06:00"\n'
@@ -42,7 +42,7 @@ def test_time_window_uses_the_configured_zone(tmp_path: Path) -> None:
     assert fires(h)
 
 
-def test_weekday_condition(tmp_path: Path) -> None:
+def test_a_weekday_condition_lets_a_rule_fire_only_on_its_days(tmp_path: Path) -> None:
     cond = '[[rules.conditions]]\ntype = "weekday"\ndays = ["sat", "sun"]\n'
     assert not fires(house(tmp_path, rule(cond), start="2026-01-05T12:00:00"))  # Monday
     assert fires(house(tmp_path, rule(cond), start="2026-01-10T12:00:00"))  # Saturday
@@ -70,7 +70,7 @@ def test_state_equals_and_in(tmp_path: Path) -> None:
     assert fires(h2)
 
 
-def test_numeric_condition(tmp_path: Path) -> None:
+def test_a_numeric_condition_lets_a_rule_fire_only_inside_its_range(tmp_path: Path) -> None:
     cond = '[[rules.conditions]]\ntype = "numeric"\nentity = "living_temperature"\nabove = 18\nbelow = 25\n'
     h = house(tmp_path, rule(cond))
     h.set("living_temperature", 17.0)
@@ -84,7 +84,7 @@ def test_unknown_value_fails_a_condition(tmp_path: Path) -> None:
     assert not fires(house(tmp_path, rule(cond)))
 
 
-def test_held_condition(tmp_path: Path) -> None:
+def test_a_held_condition_needs_the_state_to_have_lasted_its_time(tmp_path: Path) -> None:
     cond = '[[rules.conditions]]\ntype = "held"\nentity = "front_door"\nequals = true\nfor = "2m"\n'
     h = house(tmp_path, rule(cond))
     h.set("front_door", True)
@@ -94,7 +94,7 @@ def test_held_condition(tmp_path: Path) -> None:
     assert fires(h)
 
 
-def test_all_any_not(tmp_path: Path) -> None:
+def test_nested_any_and_not_conditions_let_a_rule_fire_when_one_branch_holds(tmp_path: Path) -> None:
     cond = """
 [[rules.conditions]]
 type = "any"
@@ -165,7 +165,7 @@ def test_retrigger_extends_turn_on_for(tmp_path: Path) -> None:
     assert h.commands("hall_light")[-1] == ("hall_light", None)
 
 
-def test_turn_off_and_toggle(tmp_path: Path) -> None:
+def test_a_toggle_action_flips_the_output(tmp_path: Path) -> None:
     actions = '[[rules.actions]]\ntype = "toggle"\nentity = "heater"\n'
     h = house(tmp_path, rule(actions=actions))
     h.set("hall_motion", True)
@@ -175,13 +175,13 @@ def test_turn_off_and_toggle(tmp_path: Path) -> None:
     assert h.value("heater") is False
 
 
-def test_set_value(tmp_path: Path) -> None:
+def test_a_set_action_gives_the_entity_its_value(tmp_path: Path) -> None:
     h = house(tmp_path, rule(actions='[[rules.actions]]\ntype = "set"\nentity = "heater"\nvalue = true\n'))
     h.set("hall_motion", True)
     assert h.value("heater") is True
 
 
-def test_delay_between_actions(tmp_path: Path) -> None:
+def test_a_delay_action_holds_back_the_next_action_for_its_time(tmp_path: Path) -> None:
     actions = LIGHT_ON + '[[rules.actions]]\ntype = "delay"\nfor = "30s"\n' + (
         '[[rules.actions]]\ntype = "turn_off"\nentity = "hall_light"\n')
     h = house(tmp_path, rule(actions=actions))
@@ -248,7 +248,7 @@ entity = "siren"
     assert h.commands("siren") == [("siren", True)]
 
 
-def test_cooldown(tmp_path: Path) -> None:
+def test_a_cooldown_ignores_triggers_until_it_has_passed(tmp_path: Path) -> None:
     h = house(tmp_path, rule(extra='cooldown = "1m"'))
     assert fires(h)
     assert not fires(h)

@@ -12,33 +12,12 @@ from gateway.assembly import build_engine, load_ruleset
 from rules.engine import STATE_FILE
 from rules.loader import RulesError
 from rules.traces import format_traces, read_traces
+from tests import toml_kit as toml
 from tests.rules_config import house_config
-from tests.rules_kit import HEADER, house, ruleset
+from tests.rules_kit import HEADER, House, house, ruleset
 
-DOOR_HELD = """
-[[rules]]
-id = "door_left_open"
-[[rules.triggers]]
-type = "state"
-entity = "front_door"
-to = true
-for = "5m"
-[[rules.actions]]
-type = "turn_on"
-entity = "siren"
-"""
-MOTION_LIGHT = """
-[[rules]]
-id = "motion_light"
-[[rules.triggers]]
-type = "state"
-entity = "hall_motion"
-to = true
-[[rules.actions]]
-type = "turn_on"
-entity = "hall_light"
-for = "2m"
-"""
+DOOR_HELD = toml.state_rule("door_left_open", "front_door", True, "turn_on", "siren", held_for="5m")
+MOTION_LIGHT = toml.state_rule("motion_light", "hall_motion", True, "turn_on", "hall_light", for_="2m")
 
 
 def write_rules(tmp_path: Path, text: str) -> Path:
@@ -75,8 +54,8 @@ def test_reload_reports_added_and_removed(tmp_path: Path, caplog: pytest.LogCapt
 def test_a_bad_rule_set_leaves_the_old_one_running(tmp_path: Path) -> None:
     directory = write_rules(tmp_path, MOTION_LIGHT)
     config = house_config(tmp_path, directory)
-    h = house(tmp_path / "h", MOTION_LIGHT) if (tmp_path / "h").mkdir() is None else None
-    assert h is not None
+    (tmp_path / "h").mkdir()
+    h = house(tmp_path / "h", MOTION_LIGHT)
     (directory / "broken.toml").write_text(HEADER + '[[rules]]\nid = "x"\n')
     with pytest.raises(RulesError) as info:
         h.engine.reload(load_ruleset(config))
@@ -88,8 +67,8 @@ def test_a_bad_rule_set_leaves_the_old_one_running(tmp_path: Path) -> None:
 def test_reload_through_the_bus_swaps_on_the_dispatcher_thread(tmp_path: Path) -> None:
     directory = write_rules(tmp_path, MOTION_LIGHT)
     config = house_config(tmp_path, directory)
-    h = house(tmp_path / "h", DOOR_HELD) if (tmp_path / "h").mkdir() is None else None
-    assert h is not None
+    (tmp_path / "h").mkdir()
+    h = house(tmp_path / "h", DOOR_HELD)
     assert h.engine.reload(load_ruleset(config)) is None
     assert [r.id for r in h.engine.rules] == ["door_left_open"]
     h.advance(0)
@@ -108,9 +87,10 @@ def many_rules(count: int) -> str:
 
 
 def test_an_event_costs_only_the_rules_that_watch_its_entity(tmp_path: Path) -> None:
-    small = house(tmp_path / "a", many_rules(10)) if (tmp_path / "a").mkdir() is None else None
-    large = house(tmp_path / "b", many_rules(1000)) if (tmp_path / "b").mkdir() is None else None
-    assert small is not None and large is not None
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    small = house(tmp_path / "a", many_rules(10))
+    large = house(tmp_path / "b", many_rules(1000))
     for h in (small, large):
         before = h.engine.evaluations
         for i in range(100):
@@ -121,10 +101,10 @@ def test_an_event_costs_only_the_rules_that_watch_its_entity(tmp_path: Path) -> 
 # -- timers and state across a restart ------------------------------------------------------
 
 
-def restart(tmp_path: Path, text: str, old: object, away: float) -> object:
+def restart(tmp_path: Path, text: str, old: House, away: float) -> House:
     """Stop ``old``, let ``away`` seconds pass (wall clock), start a new gateway on the same state dir."""
-    old.engine.stop()  # type: ignore[attr-defined]
-    wall = old.clock.time() + away  # type: ignore[attr-defined]
+    old.engine.stop()
+    wall = old.clock.time() + away
     (tmp_path / "next").mkdir(exist_ok=True)
     new = house(tmp_path / "next", text, state_dir=tmp_path / "state", begin=False)
     new.clock.set_wall(wall)

@@ -76,14 +76,14 @@ def test_motion_light_at_night(tmp_path: Path) -> None:
     ]  # the motion at 21:59 did nothing
 
 
-def test_frost_protection(tmp_path: Path) -> None:
+def test_the_frost_protection_example_heats_when_it_freezes_and_publishes_a_notice(tmp_path: Path) -> None:
     lines = run(only(tmp_path, "frost_protection"), EXAMPLES / "frost_protection.events.jsonl")
     assert actions(lines) == [(600.0, "frost_heater_on", "heater", True), (2400.0, "frost_heater_off", "heater", False)]
     (notice,) = [json.loads(str(line["value"])) for line in lines if line["entity"] == "publish"]
     assert notice["topic"] == "notify/frost" and notice["payload"].startswith("Frost protection: 4.9 °C")
 
 
-def test_thermostat_schedule(tmp_path: Path) -> None:
+def test_the_thermostat_schedule_example_raises_the_setpoint_on_time_and_refuses_bad_commands(tmp_path: Path) -> None:
     lines = run(only(tmp_path, "thermostat_schedule"), EXAMPLES / "thermostat_schedule.events.jsonl")
     heater = [(t, value) for t, _, entity, value in actions(lines) if entity == "heater"]
     assert heater == [(0.0, False), (1800.0, True), (2100.0, False)]  # 06:30 schedule; min_on holds to 06:35
@@ -108,7 +108,7 @@ def test_alarm_with_siren(tmp_path: Path) -> None:
     ]
 
 
-def test_leak_notification(tmp_path: Path) -> None:
+def test_the_leak_example_notifies_sounds_the_siren_and_reminds_while_still_wet(tmp_path: Path) -> None:
     lines = run(only(tmp_path, "leak_notify"), EXAMPLES / "leak_notify.events.jsonl")
     published = [(line["t"], line["rule"], json.loads(str(line["value"]))) for line in lines
                  if line["entity"] == "publish"]

@@ -16,20 +16,10 @@ from gateway.mqtt.commands import CommandRejected, decode, validate, validator_f
 from rules import model as m
 from rules.commands import thermostat_validator
 from rules.loader import RulesError, load_rules, thermostat_entities
+from tests import toml_kit as toml
 from tests.rules_kit import DEMO_ENTITIES, HEADER, house, ruleset
 
-GOOD = """
-[[rules]]
-id = "night_light"
-[[rules.triggers]]
-type = "state"
-entity = "hall_motion"
-to = true
-[[rules.actions]]
-type = "turn_on"
-entity = "hall_light"
-for = "2m"
-"""
+GOOD = toml.state_rule("night_light", "hall_motion", True, "turn_on", "hall_light", for_="2m")
 
 
 def problems(tmp_path: Path, text: str) -> list[str]:
@@ -41,7 +31,8 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 def test_a_good_file_loads(tmp_path: Path) -> None:
     rules = ruleset(tmp_path, GOOD)
     assert [r.rule.id for r in rules] == ["night_light"]
-    assert rules.rules[0].rule.actions[0].for_ == 120
+    action = rules.rules[0].rule.actions[0]
+    assert isinstance(action, m.TurnOnAction) and action.for_ == 120
 
 
 def test_error_names_file_rule_field_and_what_was_found(tmp_path: Path) -> None:
@@ -249,7 +240,8 @@ def test_a_siren_takes_only_true_or_false(tmp_path: Path) -> None:
 
 def test_a_dimmable_light_takes_a_brightness_within_its_limits(tmp_path: Path) -> None:
     rules = ruleset(tmp_path, set_rule("hall_light", "50"), DIMMABLE)
-    assert rules.rules[0].rule.actions[0].value == 50
+    action = rules.rules[0].rule.actions[0]
+    assert isinstance(action, m.SetAction) and action.value == 50
     (line,) = problems_with(tmp_path, set_rule("hall_light", "150"), DIMMABLE)
     assert line.endswith("actions[0].value: 'hall_light' is a dimmable light: "
                          "use true, false or a brightness 0..100, not 150")

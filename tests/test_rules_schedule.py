@@ -9,19 +9,19 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from core.clock import SystemClock
-from core.events import EventFactory, Kind
+from core.events import Event, EventFactory, Kind
 from rules import model as m
 from rules.schedule import ApsSchedules, Job, build_trigger
-from tests.rules_kit import house
+from tests.rules_kit import House, house
 
 AT_0130 = '[[rules]]\nid = "r"\n[[rules.triggers]]\ntype = "schedule"\nat = "01:30"\n' \
           '[[rules.actions]]\ntype = "toggle"\nentity = "heater"\n'
 LONDON = "Europe/London"
 
 
-def fire_times(h: object) -> list[str]:
+def fire_times(h: House) -> list[str]:
     tz = ZoneInfo(LONDON)
-    return [dt.datetime.fromtimestamp(e.ts, tz).isoformat() for e in h.seen  # type: ignore[attr-defined]
+    return [dt.datetime.fromtimestamp(e.ts, tz).isoformat() for e in h.seen
             if e.kind is Kind.TIMER]
 
 
@@ -52,7 +52,7 @@ def test_cron_in_the_repeated_hour_fires_only_the_first_time() -> None:
 
 
 def test_apscheduler_jobs_are_set_on_purpose() -> None:
-    posted = []
+    posted: list[Event] = []
     schedules = ApsSchedules(posted.append, EventFactory(SystemClock(), boot="t"), ZoneInfo(LONDON))
     trigger = build_trigger(m.ScheduleTrigger(type="schedule", at="06:30", misfire_grace="10m"), ZoneInfo(LONDON))
     schedules.replace([Job("schedule.r.0", trigger, 600.0)])

@@ -5,20 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.events import Kind
-from tests.rules_kit import House, house
+from tests.rules_kit import House, house, living_thermostat
 
-THERMO = """
-[[thermostats]]
-id = "living"
-sensor = "living_temperature"
-heater = "heater"
-setpoint = 20
-hysteresis = 0.5
-min_setpoint = 10
-max_setpoint = 25
-frost_setpoint = 7
-stale_after = "10m"
-"""
+THERMO = living_thermostat(frost_setpoint=7, stale_after="10m")
 
 
 def heater(h: House) -> object:
@@ -112,7 +101,7 @@ def test_away_uses_frost_setpoint(tmp_path: Path) -> None:
     assert heater(h) is True
 
 
-def test_mode_off(tmp_path: Path) -> None:
+def test_a_thermostat_turned_off_stops_heating_and_refuses_modes_it_lacks(tmp_path: Path) -> None:
     h = house(tmp_path, THERMO)
     h.set("living_temperature", 12.0)
     h.command("living", "off")

@@ -93,7 +93,7 @@ def test_numeric_hysteresis_stops_flapping(tmp_path: Path) -> None:
     assert len(h.commands()) == 2
 
 
-def test_numeric_held_for(tmp_path: Path) -> None:
+def test_a_numeric_trigger_with_for_fires_once_the_value_has_stayed_in_range_that_long(tmp_path: Path) -> None:
     h = house(tmp_path, rule('type = "numeric"\nentity = "living_temperature"\nabove = 30\nfor = "10m"'))
     h.set("living_temperature", 20.0)
     h.set("living_temperature", 31.0)
@@ -105,7 +105,7 @@ def test_numeric_held_for(tmp_path: Path) -> None:
     assert h.commands() == [("hall_light", True)]
 
 
-def test_unavailable_trigger(tmp_path: Path) -> None:
+def test_an_unavailable_trigger_fires_once_when_its_entity_goes_unavailable(tmp_path: Path) -> None:
     h = house(tmp_path, rule('type = "unavailable"\nentity = "living_temperature"'))
     h.set("living_temperature", 20.0)
     h.post("living_temperature", False, Kind.AVAILABILITY)
@@ -142,7 +142,7 @@ def test_start_trigger_fires_once_at_start(tmp_path: Path) -> None:
     assert h.commands() == [("hall_light", True)]
 
 
-def test_schedule_daily_at(tmp_path: Path) -> None:
+def test_a_daily_schedule_fires_at_its_time_every_day(tmp_path: Path) -> None:
     h = house(tmp_path, rule('type = "schedule"\nat = "06:30"'), start="2026-01-05T06:00:00")
     h.advance(29 * 60)
     assert h.commands() == []

@@ -37,7 +37,7 @@ from core.values import is_on
 from drivers.envelope import Envelope, EnvelopeConfig
 from gateway.simulate import EchoActuator
 from rules.loader import RuleSet, load_rules
-from tests.rules_kit import ALARM_LIGHT, DEMO_ENTITIES, HEADER, MOTION_LIGHT, House
+from tests.rules_kit import ALARM_LIGHT, DEMO_ENTITIES, HEADER, MOTION_LIGHT, House, living_thermostat
 
 settings.register_profile("ci", max_examples=500, stateful_step_count=60, deadline=None, derandomize=True,
                           database=None)
@@ -49,18 +49,7 @@ LIMITS = {
     "heater": EnvelopeConfig(min_off_s=60, max_on_s=600, max_switches_per_hour=3),
     "siren": EnvelopeConfig(max_on_s=120),
 }
-RULES = HEADER + f"""
-[[thermostats]]
-id = "living"
-sensor = "living_temperature"
-heater = "heater"
-setpoint = 20
-hysteresis = 0.5
-min_setpoint = 10
-max_setpoint = 25
-stale_after = "{STALE_AFTER:g}s"
-override = "15m"
-
+RULES = HEADER + living_thermostat(stale_after=f"{STALE_AFTER:g}s", override="15m") + f"""
 [[alarms]]
 id = "house_alarm"
 exit_delay = "0s"
