@@ -23,12 +23,11 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
-from core.entities import Component, EntitySpec
+from core.entities import CONTROLLER_COMPONENTS, Component, EntitySpec
 from rules import model as m
 from rules.loader import RuleSet
 from rules.ownership import output_owners
 
-_CONTROLLERS = frozenset({Component.CLIMATE, Component.ALARM_CONTROL_PANEL})
 _ACTIONS = "['heating', 'cooling', 'idle', 'off']"
 
 
@@ -40,7 +39,7 @@ class TopicNames(Protocol):
 
 def bridge_entities(ruleset: RuleSet) -> dict[str, EntitySpec]:
     """Virtual entities and controller sub-entities: plain switches and sensors for the bridge."""
-    return {spec.id: spec for spec in ruleset.entities() if spec.component not in _CONTROLLERS}
+    return {spec.id: spec for spec in ruleset.entities() if spec.component not in CONTROLLER_COMPONENTS}
 
 
 def hub_view(entities: Mapping[str, EntitySpec], ruleset: RuleSet) -> dict[str, EntitySpec]:
