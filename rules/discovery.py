@@ -67,11 +67,8 @@ def discovery_extras(ruleset: RuleSet, topics: TopicNames) -> list[tuple[str, st
 
 
 def climate_config(t: m.Thermostat, topics: TopicNames) -> dict[str, Any]:
-    modes = ["off"] + (["heat"] if t.heater else []) + (["cool"] if t.cooler else [])
-    if t.heater and t.cooler:
-        modes.append("heat_cool")
     return {
-        "modes": modes,
+        "modes": list(t.modes()),
         "mode_state_topic": topics.state(t.id),
         "mode_state_template": "{{ value_json }}",
         "mode_command_topic": topics.command(t.id),

@@ -106,17 +106,10 @@ def thermostat_entities(thermostat: m.Thermostat) -> list[EntitySpec]:
     with a heater, ``cool`` with a cooler, ``heat_cool`` with both) or a preset (``away``, ``home``).
     """
     tid = thermostat.id
-    modes = ["off"]
-    if thermostat.heater:
-        modes.append("heat")
-    if thermostat.cooler:
-        modes.append("cool")
-    if thermostat.heater and thermostat.cooler:
-        modes.append("heat_cool")
     return [
         EntitySpec(tid, Component.CLIMATE, unit="°C", safe_value="heat" if thermostat.heater else "cool",
                    minimum=thermostat.min_setpoint, maximum=thermostat.max_setpoint,
-                   options=(*modes, "away", "home")),
+                   options=(*thermostat.modes(), *m.THERMOSTAT_PRESETS)),
         EntitySpec(f"{tid}_setpoint", Component.SENSOR, unit="°C", device_class="temperature"),
         EntitySpec(f"{tid}_preset", Component.SENSOR),
         EntitySpec(f"{tid}_action", Component.SENSOR),
