@@ -43,7 +43,6 @@ TOPIC = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"
 EntityId = Annotated[str, Field(pattern=ENTITY_ID, max_length=64)]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-AlarmMode = Literal["disarmed", "armed_home", "armed_away", "armed_night"]
 AlarmState = Literal["disarmed", "arming", "armed_home", "armed_away", "armed_night", "pending", "triggered"]
 AlarmCommand = Literal["arm_home", "arm_away", "arm_night", "disarm"]
 THERMOSTAT_PRESETS = ("away", "home")
@@ -424,7 +423,7 @@ class AlarmSensors(Model):
 class Alarm(Model):
     id: EntityId
     code_hash: str | None = None
-    """From ``gateway hash-code`` (scrypt with a salt); None = no code needed."""
+    """From ``python -m rules.codes`` (scrypt with a salt); None = no code needed."""
     code_arm_required: bool = True
     exit_delay: Duration = 30.0
     entry_delay: Duration = 30.0
