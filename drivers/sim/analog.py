@@ -15,6 +15,13 @@ from drivers.base import SimWorld
 from drivers.sim.base import ThreadTwin, twin_rng
 
 
+class _Bit:
+    """A mock pin that reads as a bit (``False``/``True``), whatever level a PWM pin holds."""
+
+    def _get_state(self) -> bool:
+        return bool(super()._get_state())  # type: ignore[misc]
+
+
 class McpEmulator:
     """The MCP3xxx end of a software SPI conversation on gpiozero mock pins.
 
@@ -32,10 +39,14 @@ class McpEmulator:
 
         clock, mosi, miso, select = SPI_PINS[spi_device]
         pwm = issubclass(factory.pin_class, MockPWMPin)
-        clock_class = type("ClockPin", (MockSPIClockPin, MockPWMPin), {}) if pwm else MockSPIClockPin
-        select_class = type("SelectPin", (MockSPISelectPin, MockPWMPin), {}) if pwm else MockSPISelectPin
+        # On PWM-capable mock pins (the simulator's) a level is a float; the lines the chip reads
+        # carry bits, so gpiozero's own MockSPIDevice.on_clock can read them.
+        clock_class = type("ClockPin", (_Bit, MockSPIClockPin, MockPWMPin), {}) if pwm else MockSPIClockPin
+        select_class = type("SelectPin", (_Bit, MockSPISelectPin, MockPWMPin), {}) if pwm else MockSPISelectPin
+        mosi_class = type("MosiPin", (_Bit, factory.pin_class), {}) if pwm else None
         factory.pin(clock, pin_class=clock_class)
         factory.pin(select, pin_class=select_class)
+        factory.pin(mosi, pin_class=mosi_class)
         emulator = self
 
         class Chip(MockSPIDevice):  # type: ignore[misc]
@@ -56,16 +67,6 @@ class McpEmulator:
             def on_start(self) -> None:
                 super().on_start()
                 self.state = "idle"
-
-            def on_clock(self) -> None:
-                # gpiozero's version, with PWM pins' float levels read as bits
-                if bool(self.select_pin.state) != self.select_high or not bool(self.clock_pin.state):
-                    return
-                self.rx_bit += 1
-                self.rx_buf.append(int(bool(self.mosi_pin.state)))
-                bit = self.tx_buf.pop(0) if self.tx_buf else 0
-                self.miso_pin.drive_high() if bit else self.miso_pin.drive_low()
-                self.on_bit()
 
             def on_bit(self) -> None:
                 if self.state == "idle" and self.rx_buf[-1]:
