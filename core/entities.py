@@ -35,6 +35,11 @@ WRITABLE_COMPONENTS = frozenset(
     {Component.SWITCH, Component.LIGHT, Component.SIREN, Component.CLIMATE, Component.ALARM_CONTROL_PANEL}
 )
 
+CONTROLLER_COMPONENTS = frozenset({Component.CLIMATE, Component.ALARM_CONTROL_PANEL})
+"""Components that only their owner, a controller of the rules (thermostat, alarm), can describe:
+the hub's command validator has no built-in validator for them (the owner registers one), and
+discovery announces them from the config their owner registers rather than from the spec alone."""
+
 
 @dataclass(slots=True, frozen=True)
 class EntitySpec:

@@ -7,8 +7,8 @@ gpiozero's ``MCP3008``/``MCP3208`` read the chip; the pins come from
 conditioning steps (smoothing, deadband, throttle with heartbeat...). A read
 that fails makes the entity unavailable until a read succeeds.
 
-On mock pins (tests, ``--simulate``) :class:`McpEmulator` plays the chip's side
-of the SPI conversation on the same pins, so the real gpiozero code runs.
+On mock pins (tests, ``--simulate``) :class:`drivers.sim.analog.McpEmulator` plays the
+chip's side of the SPI conversation on the same pins, so the real gpiozero code runs.
 
 Config example::
 
@@ -26,18 +26,16 @@ Config example::
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from core.entities import Component, EntitySpec
 from core.guard import guarded
-from drivers.base import DeviceConfig, Driver, DriverContext, DriverError, Simulator, SimWorld
+from drivers.base import DeviceConfig, Driver, DriverContext, DriverError, Simulator
 from drivers.channel import Channel
 from drivers.conditioning import NumericStep
-from drivers.simulation import ThreadTwin, twin_rng
 from drivers.timing import Periodic, every
 
 if TYPE_CHECKING:
@@ -149,123 +147,10 @@ class AnalogInput(Driver[AnalogConfig]):
             self._device = None
 
     def simulator(self) -> Simulator | None:
+        from drivers.sim.analog import AnalogTwin
+
         return AnalogTwin(self.config)
 
 
 class Mcp3208Input(AnalogInput):
     Config = Mcp3208Config
-
-
-# -- the chip's side, on mock pins -----------------------------------------------------------------
-
-
-class McpEmulator:
-    """The MCP3xxx end of a software SPI conversation on gpiozero mock pins.
-
-    ``voltages[channel]`` is what the chip sees (0 to ``vref``). Create it before the
-    driver starts: it must own the clock and select pins' mock classes.
-    """
-
-    def __init__(self, factory: Any, spi_device: int = 0, bits: int = 10, vref: float = 3.3) -> None:
-        from gpiozero.pins.mock import (
-            MockPWMPin,
-            MockSPIClockPin,
-            MockSPIDevice,
-            MockSPISelectPin,
-        )
-
-        clock, mosi, miso, select = SPI_PINS[spi_device]
-        pwm = issubclass(factory.pin_class, MockPWMPin)
-        clock_class = type("ClockPin", (MockSPIClockPin, MockPWMPin), {}) if pwm else MockSPIClockPin
-        select_class = type("SelectPin", (MockSPISelectPin, MockPWMPin), {}) if pwm else MockSPISelectPin
-        factory.pin(clock, pin_class=clock_class)
-        factory.pin(select, pin_class=select_class)
-        emulator = self
-
-        class Chip(MockSPIDevice):  # type: ignore[misc]
-            def __init__(self) -> None:
-                self.clock_pin = factory.pin(clock, pin_class=clock_class)
-                self.mosi_pin = factory.pin(mosi)
-                self.miso_pin = factory.pin(miso)
-                self.select_pin = factory.pin(select, pin_class=select_class)
-                self.clock_polarity = self.clock_phase = self.lsb_first = self.select_high = False
-                self.bits_per_word = 8
-                self.rx_bit = 0
-                self.rx_buf: list[int] = []
-                self.tx_buf: list[int] = []
-                self.state = "idle"
-                self.clock_pin.spi_devices.append(self)
-                self.select_pin.spi_device = self
-
-            def on_start(self) -> None:
-                super().on_start()
-                self.state = "idle"
-
-            def on_clock(self) -> None:
-                # gpiozero's version, with PWM pins' float levels read as bits
-                if bool(self.select_pin.state) != self.select_high or not bool(self.clock_pin.state):
-                    return
-                self.rx_bit += 1
-                self.rx_buf.append(int(bool(self.mosi_pin.state)))
-                bit = self.tx_buf.pop(0) if self.tx_buf else 0
-                self.miso_pin.drive_high() if bit else self.miso_pin.drive_low()
-                self.on_bit()
-
-            def on_bit(self) -> None:
-                if self.state == "idle" and self.rx_buf[-1]:
-                    self.state, self.rx_buf = "mode", []
-                elif self.state == "mode":
-                    self.state, self.rx_buf = ("single" if self.rx_buf[-1] else "diff"), []
-                elif self.state in ("single", "diff") and len(self.rx_buf) == 3:
-                    self.tx_word(emulator.code(self.rx_word(), self.state == "diff"), bits + 2)
-                    self.state = "result"
-
-        self.vref = vref
-        self.bits = bits
-        self.voltages = [0.0] * 8
-        self._lock = threading.Lock()
-        self._chip = Chip()
-
-    def code(self, channel: int, differential: bool) -> int:
-        with self._lock:
-            volts = self.voltages[channel] - (self.voltages[channel ^ 1] if differential else 0.0)
-        volts = min(max(volts, 0.0), self.vref)
-        full_scale: int = 2**self.bits - 1
-        return round(volts / self.vref * full_scale)
-
-    def set(self, channel: int, volts: float) -> None:
-        with self._lock:
-            self.voltages[channel] = volts
-
-    def close(self) -> None:
-        self._chip.close()
-
-
-class AnalogTwin(ThreadTwin):
-    """A slowly wandering voltage on the configured channel (a level, a light sensor)."""
-
-    def __init__(self, config: AnalogConfig, interval: float = 2.0) -> None:
-        super().__init__(config.id)
-        self._config = config
-        self._interval = interval
-        self.emulator: McpEmulator | None = None
-
-    def start(self, world: SimWorld) -> None:
-        cfg = self._config
-        emulator = self.emulator = McpEmulator(world.pin_factory, cfg.spi_device, cfg.bits)
-        rng = twin_rng(world)
-        level = 0.5
-
-        def run() -> None:
-            nonlocal level
-            while not self._stop.wait(self._interval):
-                level = min(1.0, max(0.0, level + rng.gauss(0, 0.02)))
-                emulator.set(cfg.channel, level * emulator.vref)
-
-        emulator.set(cfg.channel, level * emulator.vref)
-        self._spawn(run)
-
-    def release(self) -> None:
-        if self.emulator is not None:
-            self.emulator.close()
-            self.emulator = None

@@ -26,17 +26,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
 from typing_extensions import TypeVar
 
 from core.entities import Component, EntitySpec
 from core.guard import guarded
-from drivers.base import DeviceConfig, Driver, DriverContext, DriverError, Simulator, SimWorld
+from drivers.base import DeviceConfig, Driver, DriverContext, DriverError, Simulator
 from drivers.channel import Channel
 from drivers.conditioning import BinaryStep, HoldStep, StepConfig
-from drivers.simulation import ThreadTwin, twin_rng
 
 if TYPE_CHECKING:
     from gpiozero import DigitalInputDevice
@@ -145,6 +144,8 @@ class DigitalInput(Driver[InputC_co]):
             self._device = None
 
     def simulator(self) -> Simulator | None:
+        from drivers.sim.gpio import PulseSimulator
+
         return PulseSimulator(self.config.pin, self._rests_high(), mean_interval=90.0, mean_hold=20.0)
 
     def stats(self) -> dict[str, int]:
@@ -167,30 +168,6 @@ class MotionSensor(DigitalInput[GpioMotionConfig]):
         return [*steps, HoldStep(step="hold", off_s=clear)] if clear else steps
 
     def simulator(self) -> Simulator | None:
+        from drivers.sim.gpio import PulseSimulator
+
         return PulseSimulator(self.config.pin, self._rests_high(), mean_interval=30.0, mean_hold=5.0)
-
-
-class PulseSimulator(ThreadTwin):
-    """Drives a mock input pin away from its idle level now and then (exponential gaps, seeded)."""
-
-    def __init__(self, pin: PinName, rests_high: bool, *, mean_interval: float, mean_hold: float) -> None:
-        super().__init__(f"pin {pin}")
-        self._pin_name = pin
-        self._rests_high = rests_high
-        self._mean_interval = mean_interval
-        self._mean_hold = mean_hold
-
-    def start(self, world: SimWorld) -> None:
-        pin: Any = world.pin_factory.pin(self._pin_name)
-        rng = twin_rng(world)
-
-        idle, busy = (pin.drive_high, pin.drive_low) if self._rests_high else (pin.drive_low, pin.drive_high)
-
-        def run() -> None:
-            while not self._stop.wait(rng.expovariate(1 / self._mean_interval)):
-                busy()
-                if self._stop.wait(rng.expovariate(1 / self._mean_hold)):
-                    break
-                idle()
-
-        self._spawn(run)

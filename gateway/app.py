@@ -32,9 +32,10 @@ from drivers.supervision import Status, Supervisor
 from gateway.assembly import assemble, build_engine, load_ruleset
 from gateway.bus import Bus
 from gateway.config import Config
+from gateway.controller_discovery import TopicNames, discovery_extras
 from gateway.lastgood import save_outputs
 from rules.commands import LOCKOUT_FILE, CodeGuard, Validator, command_validators
-from rules.discovery import TopicNames, bridge_entities, discovery_extras, hub_view
+from rules.discovery import bridge_entities, hub_view
 from rules.loader import RulesError
 
 if TYPE_CHECKING:

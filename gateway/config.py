@@ -11,9 +11,8 @@ config file, so a checked-out repository runs as it is.
 
 from __future__ import annotations
 
-import difflib
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.entities import EntitySpec
+from core.errors import located_errors, unknown_tag_message
 from drivers.base import DeviceConfig, Driver
 from drivers.registry import DRIVERS, unknown_driver_message
 
@@ -210,56 +210,15 @@ def _resolve_paths(config: Config, path: Path) -> Config:
     return config.model_copy(update={"gateway": gateway, "rules": rules, "source": path})
 
 
-def format_errors(path: Path | str, exc: ValidationError, data: Any = None) -> Iterable[str]:
-    """One line per error: ``FILE: dotted.key[index] (id): message (got VALUE)``, each once."""
-    seen: set[str] = set()
-    for error in exc.errors(include_url=False):
-        where = _location(error["loc"], data)
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "union_tag_invalid":
-            ctx = error.get("ctx", {})
-            key = str(ctx.get("discriminator", "'driver'")).strip("'")
-            where = f"{where}.{key}"
-            if key == "driver":
-                message = unknown_driver_message(str(ctx.get("tag")))
-            else:  # another tagged union, e.g. a conditioning step
-                message = unknown_tag_message(key, str(ctx.get("tag")), str(ctx.get("expected_tags", "")))
-        got = ""
-        if error["type"] not in {"missing", "extra_forbidden"} and "input" in error:
-            shown = repr(error["input"])
-            if len(shown) <= 60 and not isinstance(error["input"], dict | list):
-                got = f" (got {shown})"
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        line = f"{path}: {where}: {message}{got}" if where else f"{path}: {message}{got}"
-        if line not in seen:
-            seen.add(line)
-            yield line
+def format_errors(path: Path | str, exc: ValidationError, data: Any = None) -> list[str]:
+    """One line per error: ``FILE: dotted.key[index] (id): message (got VALUE)``, each once
+    (:func:`core.errors.located_errors`; an unknown driver lists the known ones)."""
+    return located_errors(path, exc, data, tags=_TAGS, unknown_tag=_unknown_tag)
 
 
-def unknown_tag_message(key: str, tag: str, expected: str) -> str:
-    """``unknown step 'debounse'; did you mean 'debounce'? (allowed here: ...)``"""
-    choices = [t.strip().strip("'") for t in expected.split(",") if t.strip()]
-    close = difflib.get_close_matches(tag, choices, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {key} {tag!r}{hint} (allowed here: {', '.join(choices)})"
+_TAGS = ("driver", "step")
+"""The discriminators of config.toml's tagged unions: a device's driver, a conditioning step's kind."""
 
 
-def _location(loc: tuple[int | str, ...], data: Any) -> str:
-    parts: list[str] = []
-    node = data
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-            node = node[item] if isinstance(node, list) and item < len(node) else None
-            if isinstance(node, dict) and isinstance(node.get("id"), str):
-                parts.append(f" ({node['id']})")
-        elif not isinstance(node, dict) and parts:
-            break  # past the value the installer wrote: pydantic's union member names
-        elif isinstance(node, dict) and item not in node and item in DRIVERS:
-            continue  # pydantic's union tag, not a key the installer wrote
-        else:
-            parts.append(f".{item}" if parts else str(item))
-            node = node.get(item) if isinstance(node, dict) else None
-    return "".join(parts)
-
+def _unknown_tag(key: str, tag: str, allowed: list[str]) -> str:
+    return unknown_driver_message(tag) if key == "driver" else unknown_tag_message(key, tag, allowed)

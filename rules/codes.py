@@ -1,8 +1,8 @@
 """Alarm codes, stored only as a salted scrypt hash.
 
 The stored form is ``scrypt$N$r$p$SALT$HASH`` (salt and hash in hex). Make one
-with ``python -m rules.codes`` (or ``gateway hash-code``). Codes are compared
-in constant time and never logged.
+with ``python -m rules.codes``. Codes are compared in constant time and never
+logged.
 """
 
 from __future__ import annotations

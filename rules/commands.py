@@ -90,14 +90,12 @@ def owned_output_validator(entity: str, owner: Owner) -> Validator:
 
 
 def thermostat_validator(config: m.Thermostat) -> Validator:
-    modes = {"off"} | ({"heat"} if config.heater else set()) | ({"cool"} if config.cooler else set())
-    if config.heater and config.cooler:
-        modes.add("heat_cool")
+    modes = config.modes()
 
     def validate(raw: Any) -> Value:
         if isinstance(raw, str):
             text = raw.strip().lower()
-            if text in modes or text in ("away", "home"):
+            if text in modes or text in m.THERMOSTAT_PRESETS:
                 return text
             if text == "none":  # Home Assistant's "no preset"
                 return "home"

@@ -14,7 +14,6 @@ config (:func:`gateway.assembly.load_ruleset`).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,6 +23,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
+from core import errors as core_errors
 from core.claims import Owner
 from core.entities import Component, EntitySpec, accepts
 from rules import model as m
@@ -106,17 +106,10 @@ def thermostat_entities(thermostat: m.Thermostat) -> list[EntitySpec]:
     with a heater, ``cool`` with a cooler, ``heat_cool`` with both) or a preset (``away``, ``home``).
     """
     tid = thermostat.id
-    modes = ["off"]
-    if thermostat.heater:
-        modes.append("heat")
-    if thermostat.cooler:
-        modes.append("cool")
-    if thermostat.heater and thermostat.cooler:
-        modes.append("heat_cool")
     return [
         EntitySpec(tid, Component.CLIMATE, unit="°C", safe_value="heat" if thermostat.heater else "cool",
                    minimum=thermostat.min_setpoint, maximum=thermostat.max_setpoint,
-                   options=(*modes, "away", "home")),
+                   options=(*thermostat.modes(), *m.THERMOSTAT_PRESETS)),
         EntitySpec(f"{tid}_setpoint", Component.SENSOR, unit="°C", device_class="temperature"),
         EntitySpec(f"{tid}_preset", Component.SENSOR),
         EntitySpec(f"{tid}_action", Component.SENSOR),
@@ -250,58 +243,19 @@ def _load_file(path: Path, problems: list[str]) -> m.RuleFile | None:  # noqa: P
 
 
 def located_errors(path: Path | str, data: Any, exc: ValidationError) -> list[str]:
-    """One line per pydantic error: ``FILE: rule ID: field.path: message (got VALUE)``, each once."""
-    out: list[str] = []
-    for error in exc.errors(include_url=False):
-        prefix, where = _locate(error["loc"], data)
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif error["type"] == "union_tag_invalid":
-            ctx = error.get("ctx", {})
-            message = f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
-            where = f"{where}.type" if where else "type"
-        elif error["type"] == "union_tag_not_found":
-            message = "missing 'type'"
-        got = ""
-        shown = error.get("input")
-        if error["type"] not in {"missing", "extra_forbidden", "union_tag_not_found", "value_error"} and not isinstance(
-            shown, dict | list
-        ):
-            text = repr(shown)
-            got = f" (got {text if len(text) <= 60 else text[:57] + '...'})"
-        body = f"{where}: {message}{got}" if where else f"{message}{got}"
-        line = f"{path}: {prefix}{body}"
-        if line not in out:
-            out.append(line)
-    return out
+    """One line per pydantic error: ``FILE: rule ID: field.path: message (got VALUE)``, each once
+    (:func:`core.errors.located_errors`)."""
+    return core_errors.located_errors(path, exc, data, tags=("type",), named=_NAMED, unknown_tag=_unknown_type)
 
 
-def _locate(loc: tuple[int | str, ...], data: Any) -> tuple[str, str]:
-    """``("rule ID: " or "thermostats ID: ", "field.path[2].x")``, dropping pydantic's union tags."""
-    prefix = ""
-    items = list(loc)
-    node = data
-    if len(items) >= 2 and items[0] in {"rules", "thermostats", "alarms", "virtuals"} and isinstance(items[1], int):
-        table = node.get(items[0]) if isinstance(node, dict) else None
-        node = table[items[1]] if isinstance(table, list) and items[1] < len(table) else None
-        ident = node.get("id") if isinstance(node, dict) else None
-        kind = "rule" if items[0] == "rules" else str(items[0])
-        prefix = f"{kind} {ident}: " if isinstance(ident, str) else f"{items[0]}[{items[1]}]: "
-        items = items[2:]
-    parts: list[str] = []
-    for item in items:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-            node = node[item] if isinstance(node, list) and item < len(node) else None
-        elif isinstance(node, dict) and item not in node and node.get("type") == item:
-            continue
-        elif not isinstance(node, dict) and parts:
-            break
-        else:
-            parts.append(f".{item}" if parts else str(item))
-            node = node.get(item) if isinstance(node, dict) else None
-    return prefix, "".join(parts)
+_NAMED = {"rules": "rule", "thermostats": "thermostats", "alarms": "alarms", "virtuals": "virtuals"}
+"""The tables whose entries a problem names in front: ``rule night_light: ...``, ``thermostats living: ...``."""
+
+
+def _unknown_type(key: str, tag: str, allowed: list[str]) -> str:
+    """``unknown type 'turnon'; did you mean 'turn_on'? (expected one of 'set', 'turn_on', ...)``"""
+    expected = ", ".join(repr(t) for t in allowed)
+    return f"unknown {key} {tag!r}{core_errors.did_you_mean(tag, allowed)} (expected one of {expected})"
 
 
 _ACTUATOR = frozenset({Component.SWITCH, Component.LIGHT, Component.SIREN})
@@ -321,9 +275,7 @@ class _Checker:
         self.owners = owners
 
     def _unknown(self, entity: str) -> str:
-        close = difflib.get_close_matches(entity, self.entities, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"unknown entity {entity!r}{hint}"
+        return f"unknown entity {entity!r}{core_errors.did_you_mean(entity, self.entities)}"
 
     def rule(self, loaded: LoadedRule, problems: list[str], warnings: list[str]) -> None:
         rule = loaded.rule

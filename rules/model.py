@@ -43,9 +43,10 @@ TOPIC = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"
 EntityId = Annotated[str, Field(pattern=ENTITY_ID, max_length=64)]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-AlarmMode = Literal["disarmed", "armed_home", "armed_away", "armed_night"]
 AlarmState = Literal["disarmed", "arming", "armed_home", "armed_away", "armed_night", "pending", "triggered"]
 AlarmCommand = Literal["arm_home", "arm_away", "arm_night", "disarm"]
+THERMOSTAT_PRESETS = ("away", "home")
+"""A thermostat's presets: ``away`` holds the frost setpoint, ``home`` follows the setpoint and schedule."""
 
 
 class Model(BaseModel):
@@ -375,6 +376,28 @@ class Thermostat(Model):
     refused (the outputs belong to the thermostat: change its setpoint or mode instead)."""
     schedule: list[ScheduleEntry] = Field(default_factory=list)
 
+    def modes(self) -> tuple[str, ...]:
+        """The modes this thermostat has outputs for: ``off`` always, ``heat`` with a heater, ``cool``
+        with a cooler, ``heat_cool`` with both (in that order, Home Assistant's).
+
+        The one statement of it: the controller (what a command may switch to, what a restored mode
+        may be), the hub's command validator, the climate entity's options and its discovery all ask.
+        """
+        modes = ["off"]
+        if self.heater:
+            modes.append("heat")
+        if self.cooler:
+            modes.append("cool")
+        if self.heater and self.cooler:
+            modes.append("heat_cool")
+        return tuple(modes)
+
+    def default_mode(self) -> str:
+        """The mode it starts in (and falls back to when a reload takes its mode away): all it can do."""
+        if self.heater and self.cooler:
+            return "heat_cool"
+        return "heat" if self.heater else "cool"
+
     @model_validator(mode="after")
     def _consistent(self) -> Thermostat:
         if self.heater is None and self.cooler is None:
@@ -400,7 +423,7 @@ class AlarmSensors(Model):
 class Alarm(Model):
     id: EntityId
     code_hash: str | None = None
-    """From ``gateway hash-code`` (scrypt with a salt); None = no code needed."""
+    """From ``python -m rules.codes`` (scrypt with a salt); None = no code needed."""
     code_arm_required: bool = True
     exit_delay: Duration = 30.0
     entry_delay: Duration = 30.0

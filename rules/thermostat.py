@@ -68,7 +68,7 @@ class ThermostatController(Controller):
 
     def __init__(self, host: Host, config: m.Thermostat, fingerprint: str) -> None:
         super().__init__(host, config, fingerprint)
-        self.mode = self._default_mode()
+        self.mode = self.config.default_mode()
         self.preset = "home"
         self.manual: float | None = None
         self.manual_until: float | None = None
@@ -81,21 +81,6 @@ class ThermostatController(Controller):
         self._cause: str | None = None
         """The event behind the latest decision: a switch deferred by a minimum time still names it."""
         self._wait: TimerHandle | None = None
-
-    def _default_mode(self) -> str:
-        if self.config.heater and self.config.cooler:
-            return "heat_cool"
-        return "heat" if self.config.heater else "cool"
-
-    def _modes(self) -> set[str]:
-        modes = {"off"}
-        if self.config.heater:
-            modes.add("heat")
-        if self.config.cooler:
-            modes.add("cool")
-        if self.config.heater and self.config.cooler:
-            modes.add("heat_cool")
-        return modes
 
     def owned(self) -> set[str]:
         return {self.id}
@@ -119,9 +104,9 @@ class ThermostatController(Controller):
 
     def start(self, cause: str | None, restored: dict[str, Any] | None) -> None:
         if restored:
-            if restored.get("mode") in self._modes():
+            if restored.get("mode") in self.config.modes():
                 self.mode = str(restored["mode"])
-            if restored.get("preset") in ("home", "away"):
+            if restored.get("preset") in m.THERMOSTAT_PRESETS:
                 self.preset = str(restored["preset"])
             manual = number(restored.get("manual"))
             until = number(restored.get("manual_until"))
@@ -133,8 +118,8 @@ class ThermostatController(Controller):
 
     def reconfigure(self, config: Any, fingerprint: str) -> None:
         super().reconfigure(config, fingerprint)
-        if self.mode not in self._modes():
-            self.mode = self._default_mode()
+        if self.mode not in self.config.modes():
+            self.mode = self.config.default_mode()
         self._control(None, "configuration reloaded")
 
     def stop(self) -> None:
@@ -224,12 +209,12 @@ class ThermostatController(Controller):
         self._control(event.id, f"setpoint {setpoint:g} by {event.rule or 'the hub'}")
 
     def _command_text(self, event: Event, text: str) -> None:
-        if text in ("away", "home"):
+        if text in m.THERMOSTAT_PRESETS:
             self.preset = text
-        elif text in self._modes():
+        elif text in self.config.modes():
             self.mode = text
         else:
-            self._reject(event, f"unknown mode {text!r}: expected {sorted(self._modes())} or away/home")
+            self._reject(event, f"unknown mode {text!r}: expected {sorted(self.config.modes())} or away/home")
             return
         self.host.changed()
         self._control(event.id, f"{text} by {event.rule or 'the hub'}")

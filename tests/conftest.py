@@ -1,4 +1,9 @@
-"""Shared fixtures: a private Mosquitto per test session, mock pins, a virtual clock."""
+"""Shared fixtures: a real Mosquitto on a loopback port, one per session (``broker``) or one of the
+test's own to stop, kill or reconfigure (``private_broker``).
+
+Mock pins and virtual time are not fixtures: tests build them where they need them
+(``drivers.mockpins.sim_pin_factory()``, ``core.clock.VirtualClock``; see tests/drivers_kit.py
+and tests/rules_kit.py)."""
 
 from __future__ import annotations
 

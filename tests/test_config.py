@@ -55,6 +55,24 @@ def test_a_misspelt_driver_gets_a_did_you_mean(tmp_path: Path) -> None:
     assert "devices[0] (hall_light).driver: unknown driver 'gpio.realy'; did you mean 'gpio.relay'?" in found[0]
 
 
+def test_a_device_without_a_driver_is_told_which_key_is_missing(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL.replace('driver = "gpio.relay"\n', ""))
+    assert found == [f"{tmp_path / 'config.toml'}: devices[0] (hall_light): missing 'driver'"]
+
+
+def test_a_mistake_inside_a_conditioning_step_is_located_at_the_key_the_installer_wrote(tmp_path: Path) -> None:
+    body = MINIMAL + '[[devices]]\nid = "door"\ndriver = "gpio.input"\npin = 5\n' \
+        '[[devices.conditioning]]\nstep = "debounce"\ndebounse_ms = 20\n'
+    found = problems(tmp_path, body)
+    assert f"{tmp_path / 'config.toml'}: devices[1] (door).conditioning[0].debounse_ms: unknown key" in found
+
+
+def test_a_value_the_message_already_quotes_is_not_repeated(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL.replace('id = "test-gw"', 'id = "test-gw"\ntimezone = "Mars/Olympus"'))
+    assert found == [f"{tmp_path / 'config.toml'}: gateway.timezone: unknown time zone 'Mars/Olympus' "
+                     "(use an IANA name such as 'Europe/London')"]
+
+
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     body = MINIMAL.replace("pin = 22", "pin = 22\nsafe_state = 'maybe'") + "[mqtt]\nport = 0\n"
     found = problems(tmp_path, body)

@@ -11,10 +11,12 @@ from pydantic import ValidationError
 
 from core.clock import SystemClock, VirtualClock
 from core.events import EventFactory, Kind
-from drivers.analog import AnalogConfig, AnalogInput, Mcp3208Input, McpEmulator
+from drivers.analog import AnalogConfig, AnalogInput, Mcp3208Input
 from drivers.base import DriverContext
 from drivers.mockpins import sim_pin_factory
-from drivers.onewire import Ds18b20, Ds18b20Config, ReadError, parse_w1_slave, write_w1_slave
+from drivers.onewire import Ds18b20, Ds18b20Config, ReadError, parse_w1_slave
+from drivers.sim.analog import McpEmulator
+from drivers.sim.onewire import write_w1_slave
 from drivers.timing import VirtualScheduler
 from tests.drivers_kit import Recorder, make_context
 

@@ -13,12 +13,12 @@ from core.clock import VirtualClock
 from core.events import Kind, Value
 from drivers.analog import AnalogInput
 from drivers.base import Driver, SimWorld
-from drivers.gpio import PulseSimulator
 from drivers.mockpins import sim_pin_factory
 from drivers.onewire import Ds18b20
 from drivers.registry import driver_class
 from drivers.serial_line import SerialSensor
-from drivers.simulation import PtyTwin, ThermalModel
+from drivers.sim.base import PtyTwin, ThermalModel
+from drivers.sim.gpio import PulseSimulator
 from drivers.timing import VirtualScheduler
 from tests.drivers_kit import Recorder, make_context
 
@@ -185,3 +185,17 @@ def test_a_door_twin_opens_and_closes_the_contact_now_and_then() -> None:
     finally:
         twin.stop()
         door.stop()
+
+
+def test_every_driver_that_has_a_twin_finds_it_in_the_sim_package_and_keeps_none_of_its_own() -> None:
+    import importlib
+    import inspect
+
+    from drivers.base import Simulator
+    from drivers.registry import DRIVERS
+
+    for name, cls in sorted(DRIVERS.items()):
+        module = importlib.import_module(cls.__module__)
+        own = [n for n, member in vars(module).items()
+               if inspect.isclass(member) and issubclass(member, Simulator) and member.__module__ == module.__name__]
+        assert own == [], f"{name}: simulators in the production module {module.__name__}: {own}"

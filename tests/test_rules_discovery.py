@@ -1,12 +1,14 @@
-"""Discovery configs for the rules' thermostats and alarms (shape only: the bridge publishes them)."""
+"""What the hub sees of the rules: the plain entities a rule set adds, and its controllers' Home Assistant
+configs (shape only: the bridge publishes them)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.controller_discovery import discovery_extras
 from gateway.mqtt.topics import Topics
 from rules.codes import hash_code
-from rules.discovery import bridge_entities, discovery_extras
+from rules.discovery import bridge_entities
 from tests.rules_kit import ruleset
 
 TEXT = f"""

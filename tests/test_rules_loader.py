@@ -49,6 +49,18 @@ def test_unknown_type_lists_the_known_ones(tmp_path: Path) -> None:
     assert "'turn_on'" in line
 
 
+def test_a_misspelt_type_gets_a_did_you_mean(tmp_path: Path) -> None:
+    (line,) = problems(tmp_path, GOOD.replace('type = "turn_on"', 'type = "turnon"'))
+    assert "rule night_light: actions[0].type: unknown type 'turnon'; did you mean 'turn_on'?" in line
+
+
+def test_a_value_the_validator_does_not_quote_is_shown_after_got(tmp_path: Path) -> None:
+    text = GOOD.replace('type = "state"\nentity = "hall_motion"\nto = true', 'type = "schedule"\ncron = "not a cron"')
+    (line,) = problems(tmp_path, text)
+    assert line.startswith(f"{tmp_path / 'rules.d' / 'test.toml'}: rule night_light: triggers[0].cron: not a cron")
+    assert line.endswith("(got 'not a cron')")
+
+
 def test_unknown_key_is_an_error(tmp_path: Path) -> None:
     (line,) = problems(tmp_path, GOOD.replace('to = true', 'to = true\ncolour = "red"'))
     assert line.endswith("rule night_light: triggers[0].colour: unknown key")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from core.events import Kind
+from rules import model as m
 from tests.rules_kit import House, house, living_thermostat
 
 THERMO = living_thermostat(frost_setpoint=7, stale_after="10m")
@@ -202,3 +205,16 @@ def test_a_hub_setpoint_past_its_schedule_point_is_not_restored(tmp_path: Path, 
     (tmp_path / "c").mkdir()
     early = house(tmp_path / "c", SCHEDULE, start="2026-01-05T21:30:00", state_dir=tmp_path / "state")
     assert early.value("living_setpoint") == 23  # back before 22:00: the hub's setpoint still holds
+
+
+@pytest.mark.parametrize(("outputs", "modes", "default"), [
+    ({"heater": "heater"}, ("off", "heat"), "heat"),
+    ({"cooler": "fan"}, ("off", "cool"), "cool"),
+    ({"heater": "heater", "cooler": "fan"}, ("off", "heat", "cool", "heat_cool"), "heat_cool"),
+])
+def test_a_thermostat_has_the_modes_its_outputs_allow_and_starts_in_the_widest(
+    outputs: dict[str, str], modes: tuple[str, ...], default: str
+) -> None:
+    thermostat = m.Thermostat(id="living", sensor="living_temperature", **outputs)
+    assert thermostat.modes() == modes
+    assert thermostat.default_mode() == default

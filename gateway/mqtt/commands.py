@@ -47,7 +47,7 @@ from typing import NoReturn
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from core.entities import Component, EntitySpec, accepts
+from core.entities import CONTROLLER_COMPONENTS, Component, EntitySpec, accepts
 from core.events import Value
 from core.values import parse_on_off
 
@@ -57,7 +57,7 @@ Validator = Callable[[object], Value]
 MAX_REASON = 200
 
 
-CONTROLLERS = frozenset({Component.CLIMATE, Component.ALARM_CONTROL_PANEL})
+CONTROLLERS = CONTROLLER_COMPONENTS
 """Components whose commands and discovery only their owner (the rules package) can describe."""
 
 

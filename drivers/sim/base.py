@@ -1,4 +1,4 @@
-"""Pieces the simulated twins share: a thermal model and a pseudo-terminal serial device.
+"""Pieces the simulated twins share: a thermal model, a twin's thread, a pseudo-terminal serial device.
 
 Twins are seeded from ``world.rng`` and deterministic for a given seed and
 sequence of heater commands. A twin never replaces a driver: it writes bytes
@@ -104,7 +104,6 @@ class PtyTwin(ThreadTwin):
         self.port = port
         self.interval = interval
         self._fds: tuple[int, int] | None = None
-        self.sent = 0
         self.rng = random.Random(0)
 
     def produce(self, world: SimWorld, dt: float) -> bytes:
@@ -139,7 +138,6 @@ class PtyTwin(ThreadTwin):
         if data:
             try:
                 os.write(master, data)
-                self.sent += 1
             except OSError:
                 self._stop.set()
 
