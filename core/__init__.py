@@ -3,7 +3,8 @@
 ``events`` (the event record), ``clock`` (wall and monotonic time, virtual in
 tests), ``guard`` (every foreign callback wrapped), ``state`` (the state
 store), ``values`` (what "on" means), ``entities`` (what each entity is and
-takes) and ``claims`` (the vocabulary of output authority). The layers, checked
+takes), ``claims`` (the vocabulary of output authority) and ``errors`` (how a
+validation error reads to an installer). The layers, checked
 by import-linter in ``.ci/run``: ``gateway`` (the application) may use
 ``drivers`` and ``rules``, which may use ``core``; ``core`` uses nothing of ours.
 """

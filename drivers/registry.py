@@ -10,11 +10,11 @@ machine.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import get_args
 
+from core.errors import did_you_mean
 from drivers.actuators import PwmLight, Relay, Siren
 from drivers.analog import AnalogInput, Mcp3208Input
 from drivers.base import Driver
@@ -67,6 +67,4 @@ def driver_class(name: str) -> type[Driver]:
 
 
 def unknown_driver_message(name: str) -> str:
-    close = difflib.get_close_matches(name, DRIVERS, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown driver {name!r}{hint} (known: {', '.join(sorted(DRIVERS))})"
+    return f"unknown driver {name!r}{did_you_mean(name, DRIVERS)} (known: {', '.join(sorted(DRIVERS))})"

@@ -38,7 +38,6 @@ Config examples::
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
@@ -46,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from typing_extensions import TypeVar
 
 from core.entities import Component, EntitySpec
+from core.errors import did_you_mean
 from drivers.base import DeviceConfig, Driver, DriverContext, Simulator
 from drivers.channel import Channel
 from drivers.conditioning import NumericStep
@@ -103,9 +103,8 @@ class SerialConfig(DeviceConfig):
             return fields
         for name in fields:
             if name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"unknown field {name!r}{hint} (this sensor reports: {', '.join(known)})")
+                raise ValueError(f"unknown field {name!r}{did_you_mean(name, known)} "
+                                 f"(this sensor reports: {', '.join(known)})")
         return fields
 
 

@@ -176,11 +176,8 @@ class Gateway:
     def _announce_controllers(self) -> None:
         """After a reload: the rules' entities, hub commands and discovery as the new rule set has them."""
         self.entities = self._house_entities()
-        update = getattr(self.forwarder, "update_registrations", None)
-        topics = getattr(self.forwarder, "topics", None)
-        if update is None or topics is None:
-            return
-        update(self.entities, *self._controller_registrations(topics))
+        if isinstance(self.forwarder, HubLink):
+            self.forwarder.update_registrations(self.entities, *self._controller_registrations(self.forwarder.topics))
 
     def start(self) -> None:
         """Open everything; returns once drivers run and rules are loaded (READY).

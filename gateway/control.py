@@ -253,7 +253,9 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     bus = status.get("bus") or {}
     lines.append(
         f"bus: {bus.get('queued')} queued, {bus.get('coalesced')} coalesced, {bus.get('dropped')} dropped; "
-        f"dispatcher: {bus.get('processed')} events, {bus.get('errors')} errors"
+        f"dispatcher: {bus.get('processed')} events, {bus.get('errors')} errors; "
+        f"commands: {bus.get('commands', 0)} ({bus.get('deferred', 0)} deferred, {bus.get('refused', 0)} refused "
+        f"by the envelope, {bus.get('apply_failures', 0)} failed in a driver)"
     )
     lines.append("devices:")
     for device in status.get("devices", []):

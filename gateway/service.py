@@ -312,6 +312,10 @@ class Service:
             "bus": {
                 "queued": len(gw.bus), "coalesced": gw.bus.counters.coalesced, "dropped": gw.bus.counters.dropped,
                 "processed": dispatcher.counters.processed, "errors": dispatcher.counters.errors,
+                "commands": dispatcher.counters.commands, "rejected": dispatcher.counters.rejected,
+                "timers_fired": dispatcher.counters.timers_fired, "chains_cut": dispatcher.counters.chains_cut,
+                "deferred": dispatcher.outputs.envelope.deferred, "refused": dispatcher.outputs.envelope.refused,
+                "apply_failures": dispatcher.outputs.failures,
             },
             "failures": dict(failures),
             "watchdog": self.watchdog,

@@ -57,10 +57,6 @@ Validator = Callable[[object], Value]
 MAX_REASON = 200
 
 
-CONTROLLERS = CONTROLLER_COMPONENTS
-"""Components whose commands and discovery only their owner (the rules package) can describe."""
-
-
 class CommandRejected(Exception):
     """A hub command that will not be applied; ``str()`` is the reason sent back to the hub."""
 
@@ -121,7 +117,7 @@ def validator_for(spec: EntitySpec) -> Validator:
     """The built-in validator of a writable entity: the hub's spelling made typed (:func:`_from_wire`),
     then judged by :func:`drivers.base.accepts`. Controllers (climate, alarm panel) have no built-in
     one: their owner registers it."""
-    if spec.component in CONTROLLERS:
+    if spec.component in CONTROLLER_COMPONENTS:
         return _unregistered
 
     def validate(raw: object) -> Value:

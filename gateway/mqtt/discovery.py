@@ -32,8 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.entities import Component, EntitySpec
-from gateway.mqtt.commands import CONTROLLERS
+from core.entities import CONTROLLER_COMPONENTS, Component, EntitySpec
 from gateway.mqtt.topics import Topics, dumps
 
 log = logging.getLogger(__name__)
@@ -128,7 +127,7 @@ class Discovery:
         """Config topic -> retained payload, for every entity and registered extra."""
         out: dict[str, bytes] = {}
         for spec in entities.values():
-            if spec.component in CONTROLLERS:
+            if spec.component in CONTROLLER_COMPONENTS:
                 continue  # only its owner knows its topics: see register_discovery
             out[self.config_topic(str(spec.component), spec.id)] = dumps(self.entity_config(spec))
         for entity, extra in extras.items():

@@ -15,9 +15,6 @@ from datetime import UTC, datetime
 
 from core.events import Event, Kind, Value
 
-CONTRACT_VERSION = 1
-"""Bumped only when a topic or a field changes meaning; fields may be added within a version."""
-
 STATE_KINDS = frozenset({Kind.READING, Kind.STATE})
 """Kinds that update the retained ``state/<entity>`` topic."""
 
