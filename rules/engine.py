@@ -42,7 +42,7 @@ from rules.loader import LoadedRule, RulesError, RuleSet
 from rules.runs import CompiledRule, Run, Runner, compile_rule
 from rules.schedule import ApsSchedules, Job, Schedules, VirtualSchedules, build_trigger, clock_synchronised
 from rules.thermostat import ThermostatController
-from rules.timers import Pending, TimerTable, anchor, elapsed_since
+from rules.timers import Pending, TimerKey, TimerTable, anchor, elapsed_since
 from rules.traces import TRACES_FILE, TraceStore, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -423,11 +423,11 @@ class RuleEngine:
                 log.warning("dropping unreadable saved timer %r: %s", item, exc)
 
     def _restore_timer(self, item: dict[str, Any], away: float) -> None:
-        key, owner = str(item["key"]), str(item["owner"])
+        key, owner = TimerKey.parse(str(item["key"])), str(item["owner"])
         remaining = float(item["remaining"]) - away
         entry = Pending(key, owner, str(item["fingerprint"]), 0.0, dict(item.get("data") or {}))
         controller = self.controllers.get(owner)
-        if controller is not None and key.startswith("alarm:"):
+        if controller is not None and key.kind == "alarm":
             controller.restore_timer(entry, remaining)
             return
         compiled = self.compiled.get(owner)
@@ -439,11 +439,10 @@ class RuleEngine:
                         compiled.rule.restart_grace)
             self._note(compiled, f"timer {key} dropped after restart: missed by {-remaining:.0f}s")
             return
-        kind = key.split(":", 1)[0]
+        kind = key.kind
         delay = max(0.0, remaining)
-        if kind == "hold":
-            index = int(key.rsplit(":", 1)[1])
-            self.timers.arm(key, owner, entry.fingerprint, delay, entry.data, self._hold_fired(owner, index))
+        if kind == "hold" and key.index is not None:
+            self.timers.arm(key, owner, entry.fingerprint, delay, entry.data, self._hold_fired(owner, key.index))
         elif kind == "pulse":
             self.timers.arm(key, owner, entry.fingerprint, delay, entry.data, self.runner.pulse_fired(owner))
         elif kind == "run":
@@ -513,7 +512,7 @@ class RuleEngine:
             elif isinstance(trigger, m.NumericTrigger):
                 self._numeric_trigger(compiled, i, trigger, event)
             elif isinstance(trigger, m.UnavailableTrigger):
-                self.timers.cancel(f"hold:{compiled.id}:{i}")
+                self.timers.cancel(TimerKey.hold(compiled.id, i))
 
     def _state_trigger(self, compiled: CompiledRule, i: int, trigger: m.StateTrigger, event: Event,
                        previous: Any) -> None:
@@ -527,10 +526,10 @@ class RuleEngine:
             return
         if matches_to and matches_from:
             if trigger.to is None:  # "unchanged for": every change starts the wait again
-                self.timers.cancel(f"hold:{compiled.id}:{i}")
+                self.timers.cancel(TimerKey.hold(compiled.id, i))
             self._hold(compiled, i, trigger.for_, event, shown_previous)
         elif not matches_to:
-            self.timers.cancel(f"hold:{compiled.id}:{i}")
+            self.timers.cancel(TimerKey.hold(compiled.id, i))
 
     def _numeric_trigger(self, compiled: CompiledRule, i: int, trigger: m.NumericTrigger, event: Event) -> None:
         value = number(event.value)
@@ -553,7 +552,7 @@ class RuleEngine:
                 self._hold(compiled, i, trigger.for_, event, None)
         elif was and cleared:
             state[i] = False
-            self.timers.cancel(f"hold:{compiled.id}:{i}")
+            self.timers.cancel(TimerKey.hold(compiled.id, i))
 
     def _availability(self, event: Event) -> None:  # noqa: PLR0912
         entity = event.entity
@@ -569,7 +568,7 @@ class RuleEngine:
                 self._last[entity] = UNSET
             for compiled, i, trigger in watchers:
                 if isinstance(trigger, m.UnavailableTrigger):
-                    self.timers.cancel(f"hold:{compiled.id}:{i}")
+                    self.timers.cancel(TimerKey.hold(compiled.id, i))
             return
         if was_unavailable:
             return
@@ -577,7 +576,7 @@ class RuleEngine:
         for compiled, i, trigger in watchers:
             self.evaluations += 1
             if isinstance(trigger, m.StateTrigger | m.NumericTrigger):
-                self.timers.cancel(f"hold:{compiled.id}:{i}")
+                self.timers.cancel(TimerKey.hold(compiled.id, i))
                 if isinstance(trigger, m.NumericTrigger):
                     compiled.runtime.inside.pop(i, None)
             elif isinstance(trigger, m.UnavailableTrigger):
@@ -623,7 +622,7 @@ class RuleEngine:
     # -- holding ``for`` -------------------------------------------------------------------
 
     def _hold(self, compiled: CompiledRule, i: int, seconds: float, event: Event, previous: Value) -> None:
-        key = f"hold:{compiled.id}:{i}"
+        key = TimerKey.hold(compiled.id, i)
         if self.timers.get(key) is not None:
             return  # already holding since an earlier event: the duration counts from there
         data = {"cause": event.id, "fields": self._fields(compiled, event, previous)}

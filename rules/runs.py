@@ -27,7 +27,7 @@ from rules.conditions import Check, compile_condition
 from rules.controllers import Runtime
 from rules.loader import LoadedRule
 from rules.template import Template, compile_template
-from rules.timers import Pending, TimerTable
+from rules.timers import Pending, TimerKey, TimerTable
 from rules.traces import TraceStore, iso
 
 
@@ -110,7 +110,7 @@ class Runner:
                     runtime.queue.append((text, cause, fields))
                     trace["result"] = "queued"
                 return
-            self.timers.cancel(f"run:{compiled.id}")
+            self.timers.cancel(TimerKey.run(compiled.id))
             runtime.run.trace.setdefault("notes", []).append("cancelled: the rule was triggered again (restart)")
             runtime.run = None
             trace["notes"] = ["restarted: the earlier run was cancelled"]
@@ -140,7 +140,7 @@ class Runner:
             run.index += 1
             if isinstance(action, m.DelayAction):
                 data = {"cause": run.cause, "fields": run.fields, "index": run.index}
-                self.timers.arm(f"run:{compiled.id}", compiled.id, compiled.fingerprint, action.for_, data,
+                self.timers.arm(TimerKey.run(compiled.id), compiled.id, compiled.fingerprint, action.for_, data,
                                 self.resume(compiled.id, run))
                 run.trace["actions"].append(f"delay {action.for_:g}s")
                 return
@@ -163,17 +163,17 @@ class Runner:
             standing = self._standing(action.entity, rule_id)
             if action.for_ is None:
                 return f"turn_on {action.entity}{standing}"
-            key = f"pulse:{rule_id}:{action.entity}"
+            key = TimerKey.pulse(rule_id, action.entity)
             extended = self.timers.get(key) is not None
             self.timers.arm(key, rule_id, compiled.fingerprint, action.for_, {"entity": action.entity, "cause": cause},
                             self.pulse_fired(rule_id))
             return f"turn_on {action.entity} for {action.for_:g}s" + (" (extended)" if extended else "") + standing
         if isinstance(action, m.TurnOffAction):
-            self.timers.cancel(f"pulse:{rule_id}:{action.entity}")
+            self.timers.cancel(TimerKey.pulse(rule_id, action.entity))
             runtime.command(action.entity, False, rule=rule_id, cause=cause)
             return f"turn_off {action.entity}" + self._standing(action.entity, rule_id)
         if isinstance(action, m.ReleaseAction):
-            self.timers.cancel(f"pulse:{rule_id}:{action.entity}")
+            self.timers.cancel(TimerKey.pulse(rule_id, action.entity))
             runtime.command(action.entity, None, rule=rule_id, cause=cause)
             return f"release {action.entity}"
         if isinstance(action, m.ToggleAction):
