@@ -447,7 +447,7 @@ class RuleEngine:
             self.timers.arm(key, owner, entry.fingerprint, delay, entry.data, self.runner.pulse_fired(owner))
         elif kind == "run":
             trace = self.runner.trace(compiled, "resumed after restart", entry.data.get("cause"))
-            trace["result"] = "ran"
+            trace.result = "ran"
             run = Run(entry.data.get("cause"), dict(entry.data.get("fields") or {}), int(entry.data["index"]), trace)
             self.traces.add(trace)
             compiled.runtime.run = run
@@ -665,8 +665,8 @@ class RuleEngine:
 
     def _note(self, compiled: CompiledRule, note: str) -> None:
         trace = self.runner.trace(compiled, "-", None)
-        trace["result"] = "note"
-        trace["notes"] = [note]
+        trace.result = "note"
+        trace.notes = [note]
         self.traces.add(trace)
         self._traced()
 
@@ -677,18 +677,18 @@ class RuleEngine:
         self._traced()
         now = self.runtime.events.clock.monotonic()
         if rule.cooldown and runtime.last_run is not None and now - runtime.last_run < rule.cooldown:
-            trace["result"] = "cooldown"
+            trace.result = "cooldown"
             return
         ctx = CondContext(self.runtime.state, now, self.local_now(), self.alarm_state)
         if ctx.local is not None and not self._synced and compiled.conditions:
-            trace["notes"] = ["wall clock not synchronised (policy 'run'): conditions used it as it is"]
+            trace.notes = ["wall clock not synchronised (policy 'run'): conditions used it as it is"]
         for check in compiled.conditions:
             ok = check(ctx)
-            trace["conditions"].append([check.text, ok])
+            trace.conditions.append((check.text, ok))
             if not ok:
-                trace["result"] = "conditions failed"
+                trace.result = "conditions failed"
                 if ctx.local is None and check.text.startswith(("time", "all", "any", "not")):
-                    trace["notes"] = ["wall clock not synchronised: time conditions are false"]
+                    trace.notes = ["wall clock not synchronised: time conditions are false"]
                 return
         self.runner.admit(compiled, text, cause, fields, trace)
 

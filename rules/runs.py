@@ -28,7 +28,7 @@ from rules.controllers import Runtime
 from rules.loader import LoadedRule
 from rules.template import Template, compile_template
 from rules.timers import Pending, TimerKey, TimerTable
-from rules.traces import TraceStore, iso
+from rules.traces import Trace, TraceStore, iso
 
 
 @dataclass(slots=True)
@@ -36,7 +36,7 @@ class Run:
     cause: str | None
     fields: dict[str, Value]
     index: int
-    trace: dict[str, Any]
+    trace: Trace
 
 
 @dataclass(slots=True)
@@ -90,35 +90,33 @@ class Runner:
         self.tz = tz
         self.lookup = lookup
 
-    def trace(self, compiled: CompiledRule, trigger: str, cause: Any) -> dict[str, Any]:
-        ts = self.runtime.events.clock.time()
-        return {"ts": ts, "rule": compiled.id, "trigger": trigger,
-                "cause": cause, "result": "", "conditions": [], "actions": []}
+    def trace(self, compiled: CompiledRule, trigger: str, cause: str | None) -> Trace:
+        return Trace(self.runtime.events.clock.time(), compiled.id, trigger, cause)
 
     def admit(self, compiled: CompiledRule, text: str, cause: str | None, fields: dict[str, Value],
-              trace: dict[str, Any]) -> None:
+              trace: Trace) -> None:
         """Apply the rule's ``mode`` to a trigger whose conditions held, then run it (or not)."""
         rule, runtime = compiled.rule, compiled.runtime
         if runtime.run is not None:
             if rule.mode == "single":
-                trace["result"] = "skipped: still running"
+                trace.result = "skipped: still running"
                 return
             if rule.mode == "queued":
                 if len(runtime.queue) >= rule.max_queued:
-                    trace["result"] = "queue full"
+                    trace.result = "queue full"
                 else:
                     runtime.queue.append((text, cause, fields))
-                    trace["result"] = "queued"
+                    trace.result = "queued"
                 return
             self.timers.cancel(TimerKey.run(compiled.id))
-            runtime.run.trace.setdefault("notes", []).append("cancelled: the rule was triggered again (restart)")
+            runtime.run.trace.notes.append("cancelled: the rule was triggered again (restart)")
             runtime.run = None
-            trace["notes"] = ["restarted: the earlier run was cancelled"]
+            trace.notes = ["restarted: the earlier run was cancelled"]
         runtime.last_run = self.runtime.events.clock.monotonic()
         self.start(compiled, Run(cause, fields, 0, trace))
 
     def start(self, compiled: CompiledRule, run: Run) -> None:
-        run.trace["result"] = "ran"
+        run.trace.result = "ran"
         compiled.runtime.run = run
         compiled.runtime.runs += 1
         self.proceed(compiled, run)
@@ -142,9 +140,9 @@ class Runner:
                 data = {"cause": run.cause, "fields": run.fields, "index": run.index}
                 self.timers.arm(TimerKey.run(compiled.id), compiled.id, compiled.fingerprint, action.for_, data,
                                 self.resume(compiled.id, run))
-                run.trace["actions"].append(f"delay {action.for_:g}s")
+                run.trace.actions.append(f"delay {action.for_:g}s")
                 return
-            run.trace["actions"].append(self.act(compiled, index, action, run))
+            run.trace.actions.append(self.act(compiled, index, action, run))
         compiled.runtime.run = None
         if compiled.runtime.queue:
             text, cause, fields = compiled.runtime.queue.popleft()
@@ -217,7 +215,7 @@ class Runner:
             if compiled is not None:
                 text = f"end of turn_on {entity} 'for'"
                 trace = self.traces.add(self.trace(compiled, text, entry.data.get("cause")))
-                trace["result"] = "ran"
-                trace["actions"].append(f"let go of {entity}")
+                trace.result = "ran"
+                trace.actions.append(f"let go of {entity}")
 
         return fire

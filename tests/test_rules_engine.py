@@ -373,3 +373,28 @@ def test_traces_are_written_at_most_once_a_minute(tmp_path: Path) -> None:
     assert not (tmp_path / "state" / TRACES_FILE).exists()
     h.advance(60)
     assert read_traces(tmp_path / "state")["motion_light"][0]["result"] == "ran"
+
+
+def test_the_traces_file_keeps_its_format(tmp_path: Path) -> None:
+    """rules-traces.json is read by ``gateway traces`` and by people: one JSON object per evaluation."""
+    h = house(tmp_path, MOTION_LIGHT, state_dir=tmp_path / "state")
+    cause = h.set("hall_motion", True)
+    h.engine.stop()
+    [trace] = read_traces(tmp_path / "state")["motion_light"]
+    assert trace == {
+        "ts": 1_767_225_600.0, "rule": "motion_light", "trigger": "state hall_motion None -> True",
+        "cause": cause.id, "result": "ran", "conditions": [], "actions": ["turn_on hall_light for 120s (in force)"],
+        "time": "2026-01-01T00:00:00+00:00",
+    }
+
+
+def test_traces_written_by_the_previous_version_are_read_back_unchanged(tmp_path: Path) -> None:
+    old = {"ts": 1_767_225_000.0, "rule": "motion_light", "trigger": "state hall_motion False -> True",
+           "cause": "old-7", "result": "conditions failed", "conditions": [["time after 22:00:00", False]],
+           "actions": [], "notes": ["wall clock not synchronised: time conditions are false"],
+           "time": "2025-12-31T23:50:00+00:00"}
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "rules-traces.json").write_text(json.dumps({"motion_light": [old]}))
+    h = house(tmp_path, MOTION_LIGHT, state_dir=tmp_path / "state")
+    h.engine.stop()
+    assert read_traces(tmp_path / "state")["motion_light"][0] == old
