@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import assert_never
 
 from core.events import PUBLISH_ENTITY, Kind, Value
 from core.values import is_on
@@ -77,6 +77,11 @@ def compile_rule(loaded: LoadedRule) -> CompiledRule:
                 }
     conditions = [compile_condition(c) for c in loaded.rule.conditions]
     return CompiledRule(loaded.rule, loaded.path, loaded.fingerprint, conditions, templates)
+
+
+Immediate = (m.SetAction | m.TurnOnAction | m.TurnOffAction | m.ReleaseAction | m.ToggleAction | m.PublishAction
+             | m.AlarmAction)
+"""Every action but ``delay`` (which :meth:`Runner.proceed` handles: it parks the run)."""
 
 
 class Runner:
@@ -149,45 +154,52 @@ class Runner:
             trace = self.traces.add(self.trace(compiled, f"{text} (from the queue)", cause))
             self.start(compiled, Run(cause, fields, 0, trace))
 
-    def act(self, compiled: CompiledRule, index: int, action: Any, run: Run) -> str:  # noqa: PLR0911
-        """Do one action; returns its line for the trace."""
+    def act(self, compiled: CompiledRule, index: int, action: Immediate, run: Run) -> str:  # noqa: PLR0911
+        """Do one action; returns its line for the trace. A new action type fails mypy here until it is handled."""
         rule_id, cause = compiled.id, run.cause
         runtime = self.runtime
-        if isinstance(action, m.SetAction):
-            runtime.command(action.entity, action.value, rule=rule_id, cause=cause)
-            return f"set {action.entity} = {action.value!r}" + self._standing(action.entity, rule_id)
-        if isinstance(action, m.TurnOnAction):
-            runtime.command(action.entity, True, rule=rule_id, cause=cause)
-            standing = self._standing(action.entity, rule_id)
-            if action.for_ is None:
-                return f"turn_on {action.entity}{standing}"
-            key = TimerKey.pulse(rule_id, action.entity)
-            extended = self.timers.get(key) is not None
-            self.timers.arm(key, rule_id, compiled.fingerprint, action.for_, {"entity": action.entity, "cause": cause},
-                            self.pulse_fired(rule_id))
-            return f"turn_on {action.entity} for {action.for_:g}s" + (" (extended)" if extended else "") + standing
-        if isinstance(action, m.TurnOffAction):
-            self.timers.cancel(TimerKey.pulse(rule_id, action.entity))
-            runtime.command(action.entity, False, rule=rule_id, cause=cause)
-            return f"turn_off {action.entity}" + self._standing(action.entity, rule_id)
-        if isinstance(action, m.ReleaseAction):
-            self.timers.cancel(TimerKey.pulse(rule_id, action.entity))
-            runtime.command(action.entity, None, rule=rule_id, cause=cause)
-            return f"release {action.entity}"
-        if isinstance(action, m.ToggleAction):
-            value = not is_on(runtime.state.value(action.entity))
-            runtime.command(action.entity, value, rule=rule_id, cause=cause)
-            return f"toggle {action.entity} -> {value!r}" + self._standing(action.entity, rule_id)
-        if isinstance(action, m.PublishAction):
-            payload = self.payload(compiled.templates[index], run.fields)
-            message = json.dumps({"topic": action.topic, "payload": payload, "retain": action.retain})
-            runtime.emit(runtime.events.make(Kind.SYSTEM, PUBLISH_ENTITY, message, rule=rule_id, cause=cause,
-                                             detail=action.topic))
-            return f"publish {action.topic}: {payload}"
-        if isinstance(action, m.AlarmAction):
-            runtime.command(action.alarm, action.command, rule=rule_id, cause=cause)
-            return f"alarm {action.alarm} {action.command}"
-        raise TypeError(f"unknown action {action!r}")
+        match action:
+            case m.SetAction(entity=entity, value=value):
+                runtime.command(entity, value, rule=rule_id, cause=cause)
+                return f"set {entity} = {value!r}" + self._standing(entity, rule_id)
+            case m.TurnOnAction():
+                return self._turn_on(compiled, action, cause)
+            case m.TurnOffAction(entity=entity):
+                self.timers.cancel(TimerKey.pulse(rule_id, entity))
+                runtime.command(entity, False, rule=rule_id, cause=cause)
+                return f"turn_off {entity}" + self._standing(entity, rule_id)
+            case m.ReleaseAction(entity=entity):
+                self.timers.cancel(TimerKey.pulse(rule_id, entity))
+                runtime.command(entity, None, rule=rule_id, cause=cause)
+                return f"release {entity}"
+            case m.ToggleAction(entity=entity):
+                toggled = not is_on(runtime.state.value(entity))
+                runtime.command(entity, toggled, rule=rule_id, cause=cause)
+                return f"toggle {entity} -> {toggled!r}" + self._standing(entity, rule_id)
+            case m.PublishAction(topic=topic, retain=retain):
+                payload = self.payload(compiled.templates[index], run.fields)
+                message = json.dumps({"topic": topic, "payload": payload, "retain": retain})
+                runtime.emit(runtime.events.make(Kind.SYSTEM, PUBLISH_ENTITY, message, rule=rule_id, cause=cause,
+                                                 detail=topic))
+                return f"publish {topic}: {payload}"
+            case m.AlarmAction(alarm=alarm, command=command):
+                runtime.command(alarm, command, rule=rule_id, cause=cause)
+                return f"alarm {alarm} {command}"
+            case _:
+                assert_never(action)
+
+    def _turn_on(self, compiled: CompiledRule, action: m.TurnOnAction, cause: str | None) -> str:
+        """``turn_on``; with ``for``, a pulse that a re-trigger extends and whose end lets go of the output."""
+        rule_id, entity = compiled.id, action.entity
+        self.runtime.command(entity, True, rule=rule_id, cause=cause)
+        standing = self._standing(entity, rule_id)
+        if action.for_ is None:
+            return f"turn_on {entity}{standing}"
+        key = TimerKey.pulse(rule_id, entity)
+        extended = self.timers.get(key) is not None
+        self.timers.arm(key, rule_id, compiled.fingerprint, action.for_, {"entity": entity, "cause": cause},
+                        self.pulse_fired(rule_id))
+        return f"turn_on {entity} for {action.for_:g}s" + (" (extended)" if extended else "") + standing
 
     def _standing(self, entity: str, rule_id: str) -> str:
         """For the trace: whether the rule's claim on an output is in force or waits (gateway/authority.py)."""
