@@ -12,7 +12,6 @@ rule id and the cause, and is written into the evaluation's trace.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections import deque
 from collections.abc import Callable
@@ -23,12 +22,13 @@ from typing import assert_never
 from core.events import PUBLISH_ENTITY, Kind, Value
 from core.values import is_on
 from rules import model as m
-from rules.conditions import Check, compile_condition
+from rules.conditions import Check, CondContext, compile_condition
 from rules.controllers import Runtime
 from rules.loader import LoadedRule
 from rules.template import Template, compile_template
 from rules.timers import Pending, TimerKey, TimerTable
 from rules.traces import Trace, TraceStore, iso
+from rules.wallclock import WallClock
 
 
 @dataclass(slots=True)
@@ -85,18 +85,56 @@ Immediate = (m.SetAction | m.TurnOnAction | m.TurnOffAction | m.ReleaseAction | 
 
 
 class Runner:
-    """Runs the actions of rules whose conditions held; owns modes, delays and pulses."""
+    """Decides whether a fired rule runs (cooldown, conditions, ``mode``) and runs its actions; owns delays and
+    pulses. Every evaluation is written into a :class:`~rules.traces.Trace`."""
 
-    def __init__(self, runtime: Runtime, timers: TimerTable, traces: TraceStore, tz: dt.tzinfo,
-                 lookup: Callable[[str], CompiledRule | None]) -> None:
+    def __init__(self, runtime: Runtime, timers: TimerTable, traces: TraceStore, wall: WallClock,
+                 lookup: Callable[[str], CompiledRule | None], *, alarm_state: Callable[[str], str | None],
+                 traced: Callable[[], None]) -> None:
         self.runtime = runtime
         self.timers = timers
         self.traces = traces
-        self.tz = tz
+        self.wall = wall
+        self.tz = wall.tz
         self.lookup = lookup
+        """The rule in force by id (a reload replaces them: timers look their rule up when they fire)."""
+        self.alarm_state = alarm_state
+        self.traced = traced
+        """Called when a trigger's evaluation was traced (the engine writes the traces file soon)."""
 
     def trace(self, compiled: CompiledRule, trigger: str, cause: str | None) -> Trace:
         return Trace(self.runtime.events.clock.time(), compiled.id, trigger, cause)
+
+    def note(self, compiled: CompiledRule, note: str) -> None:
+        """A trace that is not an evaluation: a ``for`` that ended, a timer dropped after a restart."""
+        trace = self.trace(compiled, "-", None)
+        trace.result = "note"
+        trace.notes = [note]
+        self.traces.add(trace)
+        self.traced()
+
+    def fire(self, compiled: CompiledRule, text: str, cause: str | None, fields: dict[str, Value]) -> None:
+        """A trigger of ``compiled`` fired (``text`` says how): cooldown, then conditions, then :meth:`admit`."""
+        rule, runtime = compiled.rule, compiled.runtime
+        trace = self.trace(compiled, text, cause)
+        self.traces.add(trace)
+        self.traced()
+        now = self.runtime.events.clock.monotonic()
+        if rule.cooldown and runtime.last_run is not None and now - runtime.last_run < rule.cooldown:
+            trace.result = "cooldown"
+            return
+        ctx = CondContext(self.runtime.state, now, self.wall.local_now(), self.alarm_state)
+        if ctx.local is not None and not self.wall.synced and compiled.conditions:
+            trace.notes = ["wall clock not synchronised (policy 'run'): conditions used it as it is"]
+        for check in compiled.conditions:
+            ok = check(ctx)
+            trace.conditions.append((check.text, ok))
+            if not ok:
+                trace.result = "conditions failed"
+                if ctx.local is None and check.text.startswith(("time", "all", "any", "not")):
+                    trace.notes = ["wall clock not synchronised: time conditions are false"]
+                return
+        self.admit(compiled, text, cause, fields, trace)
 
     def admit(self, compiled: CompiledRule, text: str, cause: str | None, fields: dict[str, Value],
               trace: Trace) -> None:

@@ -15,10 +15,10 @@ documented in docs/rules.md: resume, fire late within the grace, or drop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, TypedDict, get_args
 
 from core.clock import Clock
 
@@ -92,6 +92,25 @@ class Scheduler(Protocol):
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle: ...
 
 
+class SavedTimer(TypedDict):
+    """A timer in the state file (:meth:`TimerTable.snapshot`)."""
+
+    key: str
+    """:class:`TimerKey`'s string form."""
+    owner: str
+    fingerprint: str
+    remaining: float
+    data: dict[str, Any]
+
+
+class Anchor(TypedDict):
+    """When a snapshot was taken, on both clocks (:func:`anchor`)."""
+
+    wall: float
+    mono: float
+    boot: str | None
+
+
 @dataclass(slots=True)
 class Pending:
     key: TimerKey
@@ -148,7 +167,7 @@ class TimerTable:
     def get(self, key: TimerKey | str) -> Pending | None:
         return self.entries.get(_key(key))
 
-    def snapshot(self) -> list[dict[str, Any]]:
+    def snapshot(self) -> list[SavedTimer]:
         now = self.clock.monotonic()
         return [
             {"key": str(e.key), "owner": e.owner, "fingerprint": e.fingerprint,
@@ -171,12 +190,12 @@ def boot_id() -> str | None:
         return None
 
 
-def anchor(clock: Clock) -> dict[str, Any]:
+def anchor(clock: Clock) -> Anchor:
     """What a snapshot needs to measure, later, how long the gateway was away."""
     return {"wall": clock.time(), "mono": clock.monotonic(), "boot": boot_id()}
 
 
-def elapsed_since(saved: dict[str, Any], clock: Clock) -> float:
+def elapsed_since(saved: Mapping[str, Any], clock: Clock) -> float:
     """Seconds since ``saved`` (from :func:`anchor`): monotonic on the same boot, else wall clock, never negative."""
     try:
         if saved.get("boot") is not None and saved.get("boot") == boot_id():
