@@ -13,25 +13,40 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from core.claims import Level, Outputs, Owner
 from core.events import Event, EventFactory, Value
 from core.state import StateStore
+from rules import model as m
 from rules.schedule import Job
 from rules.timers import Pending, TimerHandle, TimerTable
 
 
+class Poster(Protocol):
+    """The bus as seen from any thread: ``post`` an event for the dispatcher to process in order."""
+
+    def post(self, event: Event) -> None: ...
+
+
 class Runtime(Protocol):
-    """What the engine and controllers need of the dispatcher."""
+    """What the engine and controllers need of the dispatcher (:class:`gateway.dispatcher.Dispatcher`)."""
 
     events: EventFactory
     state: StateStore
 
     @property
     def outputs(self) -> Outputs: ...
+
+    @property
+    def bus(self) -> Poster:
+        """Where the engine posts what must run on the dispatcher thread: its start, a reload, the schedules."""
+
+    @property
+    def chains_cut_by_rule(self) -> Mapping[str, int]:
+        """Rule chains cut at the dispatcher's depth limit, by rule id (for :meth:`RuleEngine.status`)."""
 
     def emit(self, event: Event) -> None: ...
 
@@ -50,18 +65,22 @@ class Host(Protocol):
     def changed(self) -> None: ...
 
 
+ControllerConfig = m.Thermostat | m.Alarm
+"""What a rule file declares for a controller."""
+
+
 class Controller(ABC):
     level: Level = Level.CONTROLLER
     """The priority of this controller's claims on the outputs it owns (gateway/authority.py)."""
 
-    def __init__(self, host: Host, config: Any, fingerprint: str) -> None:
+    def __init__(self, host: Host, config: ControllerConfig, fingerprint: str) -> None:
         self.host = host
         self.config = config
         self.fingerprint = fingerprint
 
     @property
     def id(self) -> str:
-        return str(self.config.id)
+        return self.config.id
 
     @abstractmethod
     def owned(self) -> set[str]:
@@ -96,7 +115,7 @@ class Controller(ABC):
     @abstractmethod
     def snapshot(self) -> dict[str, Any]: ...
 
-    def reconfigure(self, config: Any, fingerprint: str) -> None:
+    def reconfigure(self, config: ControllerConfig, fingerprint: str) -> None:
         self.config = config
         self.fingerprint = fingerprint
 

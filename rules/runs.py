@@ -12,23 +12,23 @@ rule id and the cause, and is written into the evaluation's trace.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import assert_never
 
-from core.events import PUBLISH_ENTITY, Kind, Value
+from core.events import PUBLISH_ENTITY, Kind, PublishRequest, Value
 from core.values import is_on
 from rules import model as m
-from rules.conditions import Check, compile_condition
+from rules.conditions import Check, CondContext, compile_condition
 from rules.controllers import Runtime
 from rules.loader import LoadedRule
 from rules.template import Template, compile_template
-from rules.timers import Pending, TimerTable
-from rules.traces import TraceStore, iso
+from rules.timers import Pending, TimerKey, TimerTable
+from rules.traces import Trace, TraceStore, iso
+from rules.wallclock import WallClock
 
 
 @dataclass(slots=True)
@@ -36,7 +36,7 @@ class Run:
     cause: str | None
     fields: dict[str, Value]
     index: int
-    trace: dict[str, Any]
+    trace: Trace
 
 
 @dataclass(slots=True)
@@ -79,46 +79,87 @@ def compile_rule(loaded: LoadedRule) -> CompiledRule:
     return CompiledRule(loaded.rule, loaded.path, loaded.fingerprint, conditions, templates)
 
 
-class Runner:
-    """Runs the actions of rules whose conditions held; owns modes, delays and pulses."""
+Immediate = (m.SetAction | m.TurnOnAction | m.TurnOffAction | m.ReleaseAction | m.ToggleAction | m.PublishAction
+             | m.AlarmAction)
+"""Every action but ``delay`` (which :meth:`Runner.proceed` handles: it parks the run)."""
 
-    def __init__(self, runtime: Runtime, timers: TimerTable, traces: TraceStore, tz: dt.tzinfo,
-                 lookup: Callable[[str], CompiledRule | None]) -> None:
+
+class Runner:
+    """Decides whether a fired rule runs (cooldown, conditions, ``mode``) and runs its actions; owns delays and
+    pulses. Every evaluation is written into a :class:`~rules.traces.Trace`."""
+
+    def __init__(self, runtime: Runtime, timers: TimerTable, traces: TraceStore, wall: WallClock,
+                 lookup: Callable[[str], CompiledRule | None], *, alarm_state: Callable[[str], str | None],
+                 traced: Callable[[], None]) -> None:
         self.runtime = runtime
         self.timers = timers
         self.traces = traces
-        self.tz = tz
+        self.wall = wall
+        self.tz = wall.tz
         self.lookup = lookup
+        """The rule in force by id (a reload replaces them: timers look their rule up when they fire)."""
+        self.alarm_state = alarm_state
+        self.traced = traced
+        """Called when a trigger's evaluation was traced (the engine writes the traces file soon)."""
 
-    def trace(self, compiled: CompiledRule, trigger: str, cause: Any) -> dict[str, Any]:
-        ts = self.runtime.events.clock.time()
-        return {"ts": ts, "rule": compiled.id, "trigger": trigger,
-                "cause": cause, "result": "", "conditions": [], "actions": []}
+    def trace(self, compiled: CompiledRule, trigger: str, cause: str | None) -> Trace:
+        return Trace(self.runtime.events.clock.time(), compiled.id, trigger, cause)
+
+    def note(self, compiled: CompiledRule, note: str) -> None:
+        """A trace that is not an evaluation: a ``for`` that ended, a timer dropped after a restart."""
+        trace = self.trace(compiled, "-", None)
+        trace.result = "note"
+        trace.notes = [note]
+        self.traces.add(trace)
+        self.traced()
+
+    def fire(self, compiled: CompiledRule, text: str, cause: str | None, fields: dict[str, Value]) -> None:
+        """A trigger of ``compiled`` fired (``text`` says how): cooldown, then conditions, then :meth:`admit`."""
+        rule, runtime = compiled.rule, compiled.runtime
+        trace = self.trace(compiled, text, cause)
+        self.traces.add(trace)
+        self.traced()
+        now = self.runtime.events.clock.monotonic()
+        if rule.cooldown and runtime.last_run is not None and now - runtime.last_run < rule.cooldown:
+            trace.result = "cooldown"
+            return
+        ctx = CondContext(self.runtime.state, now, self.wall.local_now(), self.alarm_state)
+        if ctx.local is not None and not self.wall.synced and compiled.conditions:
+            trace.notes = ["wall clock not synchronised (policy 'run'): conditions used it as it is"]
+        for check in compiled.conditions:
+            ok = check(ctx)
+            trace.conditions.append((check.text, ok))
+            if not ok:
+                trace.result = "conditions failed"
+                if ctx.local is None and check.text.startswith(("time", "all", "any", "not")):
+                    trace.notes = ["wall clock not synchronised: time conditions are false"]
+                return
+        self.admit(compiled, text, cause, fields, trace)
 
     def admit(self, compiled: CompiledRule, text: str, cause: str | None, fields: dict[str, Value],
-              trace: dict[str, Any]) -> None:
+              trace: Trace) -> None:
         """Apply the rule's ``mode`` to a trigger whose conditions held, then run it (or not)."""
         rule, runtime = compiled.rule, compiled.runtime
         if runtime.run is not None:
             if rule.mode == "single":
-                trace["result"] = "skipped: still running"
+                trace.result = "skipped: still running"
                 return
             if rule.mode == "queued":
                 if len(runtime.queue) >= rule.max_queued:
-                    trace["result"] = "queue full"
+                    trace.result = "queue full"
                 else:
                     runtime.queue.append((text, cause, fields))
-                    trace["result"] = "queued"
+                    trace.result = "queued"
                 return
-            self.timers.cancel(f"run:{compiled.id}")
-            runtime.run.trace.setdefault("notes", []).append("cancelled: the rule was triggered again (restart)")
+            self.timers.cancel(TimerKey.run(compiled.id))
+            runtime.run.trace.notes.append("cancelled: the rule was triggered again (restart)")
             runtime.run = None
-            trace["notes"] = ["restarted: the earlier run was cancelled"]
+            trace.notes = ["restarted: the earlier run was cancelled"]
         runtime.last_run = self.runtime.events.clock.monotonic()
         self.start(compiled, Run(cause, fields, 0, trace))
 
     def start(self, compiled: CompiledRule, run: Run) -> None:
-        run.trace["result"] = "ran"
+        run.trace.result = "ran"
         compiled.runtime.run = run
         compiled.runtime.runs += 1
         self.proceed(compiled, run)
@@ -140,56 +181,63 @@ class Runner:
             run.index += 1
             if isinstance(action, m.DelayAction):
                 data = {"cause": run.cause, "fields": run.fields, "index": run.index}
-                self.timers.arm(f"run:{compiled.id}", compiled.id, compiled.fingerprint, action.for_, data,
+                self.timers.arm(TimerKey.run(compiled.id), compiled.id, compiled.fingerprint, action.for_, data,
                                 self.resume(compiled.id, run))
-                run.trace["actions"].append(f"delay {action.for_:g}s")
+                run.trace.actions.append(f"delay {action.for_:g}s")
                 return
-            run.trace["actions"].append(self.act(compiled, index, action, run))
+            run.trace.actions.append(self.act(compiled, index, action, run))
         compiled.runtime.run = None
         if compiled.runtime.queue:
             text, cause, fields = compiled.runtime.queue.popleft()
             trace = self.traces.add(self.trace(compiled, f"{text} (from the queue)", cause))
             self.start(compiled, Run(cause, fields, 0, trace))
 
-    def act(self, compiled: CompiledRule, index: int, action: Any, run: Run) -> str:  # noqa: PLR0911
-        """Do one action; returns its line for the trace."""
+    def act(self, compiled: CompiledRule, index: int, action: Immediate, run: Run) -> str:  # noqa: PLR0911
+        """Do one action; returns its line for the trace. A new action type fails mypy here until it is handled."""
         rule_id, cause = compiled.id, run.cause
         runtime = self.runtime
-        if isinstance(action, m.SetAction):
-            runtime.command(action.entity, action.value, rule=rule_id, cause=cause)
-            return f"set {action.entity} = {action.value!r}" + self._standing(action.entity, rule_id)
-        if isinstance(action, m.TurnOnAction):
-            runtime.command(action.entity, True, rule=rule_id, cause=cause)
-            standing = self._standing(action.entity, rule_id)
-            if action.for_ is None:
-                return f"turn_on {action.entity}{standing}"
-            key = f"pulse:{rule_id}:{action.entity}"
-            extended = self.timers.get(key) is not None
-            self.timers.arm(key, rule_id, compiled.fingerprint, action.for_, {"entity": action.entity, "cause": cause},
-                            self.pulse_fired(rule_id))
-            return f"turn_on {action.entity} for {action.for_:g}s" + (" (extended)" if extended else "") + standing
-        if isinstance(action, m.TurnOffAction):
-            self.timers.cancel(f"pulse:{rule_id}:{action.entity}")
-            runtime.command(action.entity, False, rule=rule_id, cause=cause)
-            return f"turn_off {action.entity}" + self._standing(action.entity, rule_id)
-        if isinstance(action, m.ReleaseAction):
-            self.timers.cancel(f"pulse:{rule_id}:{action.entity}")
-            runtime.command(action.entity, None, rule=rule_id, cause=cause)
-            return f"release {action.entity}"
-        if isinstance(action, m.ToggleAction):
-            value = not is_on(runtime.state.value(action.entity))
-            runtime.command(action.entity, value, rule=rule_id, cause=cause)
-            return f"toggle {action.entity} -> {value!r}" + self._standing(action.entity, rule_id)
-        if isinstance(action, m.PublishAction):
-            payload = self.payload(compiled.templates[index], run.fields)
-            message = json.dumps({"topic": action.topic, "payload": payload, "retain": action.retain})
-            runtime.emit(runtime.events.make(Kind.SYSTEM, PUBLISH_ENTITY, message, rule=rule_id, cause=cause,
-                                             detail=action.topic))
-            return f"publish {action.topic}: {payload}"
-        if isinstance(action, m.AlarmAction):
-            runtime.command(action.alarm, action.command, rule=rule_id, cause=cause)
-            return f"alarm {action.alarm} {action.command}"
-        raise TypeError(f"unknown action {action!r}")
+        match action:
+            case m.SetAction(entity=entity, value=value):
+                runtime.command(entity, value, rule=rule_id, cause=cause)
+                return f"set {entity} = {value!r}" + self._standing(entity, rule_id)
+            case m.TurnOnAction():
+                return self._turn_on(compiled, action, cause)
+            case m.TurnOffAction(entity=entity):
+                self.timers.cancel(TimerKey.pulse(rule_id, entity))
+                runtime.command(entity, False, rule=rule_id, cause=cause)
+                return f"turn_off {entity}" + self._standing(entity, rule_id)
+            case m.ReleaseAction(entity=entity):
+                self.timers.cancel(TimerKey.pulse(rule_id, entity))
+                runtime.command(entity, None, rule=rule_id, cause=cause)
+                return f"release {entity}"
+            case m.ToggleAction(entity=entity):
+                toggled = not is_on(runtime.state.value(entity))
+                runtime.command(entity, toggled, rule=rule_id, cause=cause)
+                return f"toggle {entity} -> {toggled!r}" + self._standing(entity, rule_id)
+            case m.PublishAction(topic=topic, retain=retain):
+                payload = self.payload(compiled.templates[index], run.fields)
+                message = PublishRequest(topic, payload, retain).to_json()
+                runtime.emit(runtime.events.make(Kind.SYSTEM, PUBLISH_ENTITY, message, rule=rule_id, cause=cause,
+                                                 detail=topic))
+                return f"publish {topic}: {payload}"
+            case m.AlarmAction(alarm=alarm, command=command):
+                runtime.command(alarm, command, rule=rule_id, cause=cause)
+                return f"alarm {alarm} {command}"
+            case _:
+                assert_never(action)
+
+    def _turn_on(self, compiled: CompiledRule, action: m.TurnOnAction, cause: str | None) -> str:
+        """``turn_on``; with ``for``, a pulse that a re-trigger extends and whose end lets go of the output."""
+        rule_id, entity = compiled.id, action.entity
+        self.runtime.command(entity, True, rule=rule_id, cause=cause)
+        standing = self._standing(entity, rule_id)
+        if action.for_ is None:
+            return f"turn_on {entity}{standing}"
+        key = TimerKey.pulse(rule_id, entity)
+        extended = self.timers.get(key) is not None
+        self.timers.arm(key, rule_id, compiled.fingerprint, action.for_, {"entity": entity, "cause": cause},
+                        self.pulse_fired(rule_id))
+        return f"turn_on {entity} for {action.for_:g}s" + (" (extended)" if extended else "") + standing
 
     def _standing(self, entity: str, rule_id: str) -> str:
         """For the trace: whether the rule's claim on an output is in force or waits (gateway/authority.py)."""
@@ -217,7 +265,7 @@ class Runner:
             if compiled is not None:
                 text = f"end of turn_on {entity} 'for'"
                 trace = self.traces.add(self.trace(compiled, text, entry.data.get("cause")))
-                trace["result"] = "ran"
-                trace["actions"].append(f"let go of {entity}")
+                trace.result = "ran"
+                trace.actions.append(f"let go of {entity}")
 
         return fire

@@ -1,17 +1,18 @@
 """Traces: the last evaluations of every rule, to answer "why did the siren go off at 3 am".
 
-Each evaluation is one JSON-able dict::
+Each evaluation is one :class:`Trace`; in ``rules-traces.json`` and for
+``gateway traces`` it is this JSON object (:meth:`Trace.to_json`)::
 
     {"ts": 1767225600.0, "time": "2026-01-01T00:00:00+00:00", "rule": "night_light",
      "trigger": "state hall_motion -> True", "cause": "ab12-7", "result": "ran",
      "conditions": [["time after 22:00:00 before 06:00:00", true]],
      "actions": ["turn_on hall_light for 120s"]}
 
-``result`` is one of ``ran``, ``conditions failed``, ``cooldown``, ``skipped:
-still running``, ``queued``, ``queue full``, ``restarted``. The engine keeps the
-last ``size`` per rule in memory and in ``<state_dir>/rules-traces.json``, so
-they survive a restart; :func:`read_traces` and :func:`format_traces` are what
-``gateway traces`` prints.
+(``notes`` only when there are some). ``result`` is one of ``ran``,
+``conditions failed``, ``cooldown``, ``skipped: still running``, ``queued``,
+``queue full``, ``note``. The engine keeps the last ``size`` per rule in memory
+and in ``<state_dir>/rules-traces.json``, so they survive a restart;
+:func:`read_traces` and :func:`format_traces` are what ``gateway traces`` prints.
 """
 
 from __future__ import annotations
@@ -22,52 +23,126 @@ import logging
 import os
 import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, NotRequired, TypedDict
 
 log = logging.getLogger(__name__)
 
 TRACES_FILE = "rules-traces.json"
 
 
+class TraceJSON(TypedDict):
+    """A trace as ``rules-traces.json`` holds it and ``gateway traces`` reads it."""
+
+    ts: float
+    rule: str
+    trigger: str
+    cause: str | None
+    result: str
+    conditions: list[list[str | bool]]
+    """``[text, passed]`` per condition examined."""
+    actions: list[str]
+    notes: NotRequired[list[str]]
+    time: NotRequired[str]
+    """The local time of ``ts``, added when the trace is written (see :meth:`TraceStore.all`)."""
+
+
+@dataclass(slots=True)
+class Trace:
+    """One evaluation of a rule: what triggered it, the conditions examined, what ran, and why not."""
+
+    ts: float
+    rule: str
+    trigger: str
+    cause: str | None
+    result: str = ""
+    conditions: list[tuple[str, bool]] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    time: str | None = None
+
+    def to_json(self) -> TraceJSON:
+        data: TraceJSON = {
+            "ts": self.ts, "rule": self.rule, "trigger": self.trigger, "cause": self.cause, "result": self.result,
+            "conditions": [[text, ok] for text, ok in self.conditions], "actions": list(self.actions),
+        }
+        if self.notes:
+            data["notes"] = list(self.notes)
+        if self.time is not None:
+            data["time"] = self.time
+        return data
+
+    @classmethod
+    def from_json(cls, rule: str, data: Mapping[str, object]) -> Trace:
+        """A trace read back from the file (written by this or an earlier version); ValueError if unreadable."""
+        ts, cause, time = data.get("ts", 0.0), data.get("cause"), data.get("time")
+        if not isinstance(ts, int | float) or isinstance(ts, bool):
+            raise ValueError(f"no time stamp in trace {data!r}")
+        return cls(
+            ts=float(ts), rule=rule, trigger=str(data.get("trigger", "")),
+            cause=None if cause is None else str(cause), result=str(data.get("result", "")),
+            conditions=[(str(item[0]), bool(item[1])) for item in _list(data.get("conditions"))
+                        if isinstance(item, list) and len(item) == 2],
+            actions=[str(action) for action in _list(data.get("actions"))],
+            notes=[str(note) for note in _list(data.get("notes"))],
+            time=None if time is None else str(time),
+        )
+
+
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
 class TraceStore:
+    """The last ``size`` traces of each rule."""
+
     __slots__ = ("_by_rule", "size")
 
     def __init__(self, size: int = 20) -> None:
         self.size = size
-        self._by_rule: dict[str, deque[dict[str, Any]]] = {}
+        self._by_rule: dict[str, deque[Trace]] = {}
 
-    def add(self, trace: dict[str, Any]) -> dict[str, Any]:
-        rule = str(trace["rule"])
-        queue = self._by_rule.get(rule)
+    def add(self, trace: Trace) -> Trace:
+        queue = self._by_rule.get(trace.rule)
         if queue is None:
-            queue = self._by_rule[rule] = deque(maxlen=self.size)
+            queue = self._by_rule[trace.rule] = deque(maxlen=self.size)
         queue.append(trace)
         return trace
 
-    def get(self, rule: str) -> list[dict[str, Any]]:
+    def of(self, rule: str) -> list[Trace]:
+        """The rule's traces, oldest first."""
         return list(self._by_rule.get(rule, ()))
 
-    def all(self, tz: dt.tzinfo | None = None) -> dict[str, list[dict[str, Any]]]:
-        """Every trace; with ``tz``, each gets its human ``time`` now (formatting a date at every
-        rule run cost 8 % of the engine's time: it is done when traces are written, at most once a minute)."""
+    def get(self, rule: str) -> list[TraceJSON]:
+        """The rule's traces as ``gateway traces`` reads them (:class:`TraceJSON`), oldest first."""
+        return [trace.to_json() for trace in self._by_rule.get(rule, ())]
+
+    def all(self, tz: dt.tzinfo | None = None) -> dict[str, list[TraceJSON]]:
+        """Every trace, as the file holds them; with ``tz``, each gets its human ``time`` now (formatting a date
+        at every rule run cost 8 % of the engine's time: it is done when traces are written, at most once a
+        minute)."""
         if tz is not None:
             for queue in self._by_rule.values():
                 for trace in queue:
-                    if "time" not in trace:
-                        trace["time"] = iso(trace["ts"], tz)
-        return {rule: list(queue) for rule, queue in self._by_rule.items()}
+                    if trace.time is None:
+                        trace.time = iso(trace.ts, tz)
+        return {rule: [trace.to_json() for trace in queue] for rule, queue in self._by_rule.items()}
 
-    def load(self, data: dict[str, Any]) -> None:
+    def load(self, data: Mapping[str, object]) -> None:
+        """Traces read back from the file; what cannot be read is left out."""
         for rule, traces in data.items():
             if isinstance(traces, list):
                 for trace in traces[-self.size :]:
                     if isinstance(trace, dict):
-                        self.add({**trace, "rule": rule})
+                        try:
+                            self.add(Trace.from_json(rule, trace))
+                        except ValueError as exc:
+                            log.warning("ignoring an unreadable trace of rule %s: %s", rule, exc)
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: object) -> None:
     """Atomically: a reader (or a power cut) sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -78,7 +153,7 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path) -> object:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -88,16 +163,17 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def read_traces(state_dir: Path) -> dict[str, list[dict[str, Any]]]:
+def read_traces(state_dir: Path) -> dict[str, list[TraceJSON]]:
+    """The traces file as it is (entries are not checked: :func:`format_traces` reads them leniently)."""
     data = read_json(Path(state_dir) / TRACES_FILE)
     return data if isinstance(data, dict) else {}
 
 
-def format_traces(traces: dict[str, list[dict[str, Any]]], rule: str | None = None, last: int | None = None) -> str:
+def format_traces(traces: Mapping[str, list[TraceJSON]], rule: str | None = None, last: int | None = None) -> str:
     """Human text, newest last: one block per evaluation."""
     lines: list[str] = []
     for rule_id in sorted(traces) if rule is None else [rule]:
-        items: Iterable[dict[str, Any]] = traces.get(rule_id, [])
+        items: Iterable[TraceJSON] = traces.get(rule_id, [])
         items = list(items)[-last:] if last else items
         for trace in items:
             lines.append(f"{trace.get('time', '?')}  {rule_id}: {trace.get('result', '?')}")

@@ -50,7 +50,7 @@ def test_a_weekday_condition_lets_a_rule_fire_only_on_its_days(tmp_path: Path) -
 
 def test_time_conditions_wait_for_a_synchronised_clock(tmp_path: Path) -> None:
     h = house(tmp_path, rule(NIGHT), start="2026-01-05T23:30:00", begin=False)
-    h.engine._clock_check = lambda: False  # a board without RTC, before NTP
+    h.engine.wall.check = lambda: False  # a board without RTC, before NTP
     h.start()
     assert not fires(h)
     trace = h.engine.traces.get("r")[-1]

@@ -11,6 +11,7 @@ from core.events import Kind
 from gateway.assembly import build_engine, load_ruleset
 from rules.engine import STATE_FILE
 from rules.loader import RulesError
+from rules.timers import TimerKey
 from rules.traces import format_traces, read_traces
 from tests import toml_kit as toml
 from tests.rules_config import house_config
@@ -69,7 +70,7 @@ def test_reload_through_the_bus_swaps_on_the_dispatcher_thread(tmp_path: Path) -
     config = house_config(tmp_path, directory)
     (tmp_path / "h").mkdir()
     h = house(tmp_path / "h", DOOR_HELD)
-    assert h.engine.reload(load_ruleset(config)) is None
+    h.engine.reload(load_ruleset(config))
     assert [r.id for r in h.engine.rules] == ["door_left_open"]
     h.advance(0)
     assert [r.id for r in h.engine.rules] == ["motion_light"]
@@ -215,6 +216,76 @@ def test_state_file_is_written_soon_after_a_change(tmp_path: Path) -> None:
     assert saved["timers"][0]["remaining"] == pytest.approx(297, abs=1)
 
 
+DELAYED_OFF = """
+[[rules]]
+id = "later"
+[[rules.triggers]]
+type = "state"
+entity = "hall_motion"
+to = true
+[[rules.actions]]
+type = "turn_on"
+entity = "heater"
+[[rules.actions]]
+type = "delay"
+for = "10m"
+[[rules.actions]]
+type = "turn_off"
+entity = "heater"
+"""
+
+
+def test_a_state_file_written_by_the_previous_version_restores_its_timers(tmp_path: Path) -> None:
+    """The keys of the state file are a format installed gateways already wrote: a ``for``, a pulse and a
+    delay saved as ``hold:<rule>:<n>``, ``pulse:<rule>:<entity>`` and ``run:<rule>`` still come back."""
+    text = DOOR_HELD + MOTION_LIGHT + DELAYED_OFF
+    fingerprints = {loaded.rule.id: loaded.fingerprint for loaded in ruleset(tmp_path, text).rules}
+    wall = 1_767_225_600.0
+    saved = {
+        "version": 1,
+        "anchor": {"wall": wall - 10, "mono": 5000.0, "boot": None},
+        "timers": [
+            {"key": "hold:door_left_open:0", "owner": "door_left_open",
+             "fingerprint": fingerprints["door_left_open"], "remaining": 60.0,
+             "data": {"cause": "old-1", "fields": {"entity": "front_door", "value": True, "previous": False,
+                                                   "rule": "door_left_open", "cause": "old-1", "ts": wall - 200}}},
+            {"key": "pulse:motion_light:hall_light", "owner": "motion_light",
+             "fingerprint": fingerprints["motion_light"], "remaining": 40.0,
+             "data": {"entity": "hall_light", "cause": "old-2"}},
+            {"key": "run:later", "owner": "later", "fingerprint": fingerprints["later"], "remaining": 70.0,
+             "data": {"cause": "old-3", "fields": {}, "index": 2}},
+        ],
+        "virtuals": {},
+        "controllers": {},
+    }
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / STATE_FILE).write_text(json.dumps(saved))
+    (tmp_path / "next").mkdir()
+    new = house(tmp_path / "next", text, state_dir=tmp_path / "state", begin=False)
+    new.clock.set_wall(wall)
+    new.start()
+    new.set("front_door", True)
+    new.advance(30)
+    assert [(e.entity, e.value, e.cause) for e in new.actions() if e.kind is Kind.COMMAND] == [
+        ("hall_light", None, "old-2")]
+    new.advance(30)
+    assert new.commands("siren") == [("siren", True)] and new.commands("heater") == [("heater", False)]
+    new.advance(3)
+    assert json.loads((tmp_path / "state" / STATE_FILE).read_text())["timers"] == []
+
+
+@pytest.mark.parametrize("text", ["hold:door_left_open:0", "run:later", "pulse:motion_light:hall_light",
+                                  "alarm:house_alarm"])
+def test_a_timer_key_reads_back_what_it_writes(text: str) -> None:
+    assert str(TimerKey.parse(text)) == text
+
+
+@pytest.mark.parametrize("text", ["", "hold", "hold:door_left_open", "hold:door_left_open:x", "nap:r", "pulse:r"])
+def test_a_timer_key_that_is_not_one_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a timer key"):
+        TimerKey.parse(text)
+
+
 # -- traces -----------------------------------------------------------------------------------
 
 
@@ -282,3 +353,28 @@ def test_traces_are_written_at_most_once_a_minute(tmp_path: Path) -> None:
     assert not (tmp_path / "state" / TRACES_FILE).exists()
     h.advance(60)
     assert read_traces(tmp_path / "state")["motion_light"][0]["result"] == "ran"
+
+
+def test_the_traces_file_keeps_its_format(tmp_path: Path) -> None:
+    """rules-traces.json is read by ``gateway traces`` and by people: one JSON object per evaluation."""
+    h = house(tmp_path, MOTION_LIGHT, state_dir=tmp_path / "state")
+    cause = h.set("hall_motion", True)
+    h.engine.stop()
+    [trace] = read_traces(tmp_path / "state")["motion_light"]
+    assert trace == {
+        "ts": 1_767_225_600.0, "rule": "motion_light", "trigger": "state hall_motion None -> True",
+        "cause": cause.id, "result": "ran", "conditions": [], "actions": ["turn_on hall_light for 120s (in force)"],
+        "time": "2026-01-01T00:00:00+00:00",
+    }
+
+
+def test_traces_written_by_the_previous_version_are_read_back_unchanged(tmp_path: Path) -> None:
+    old = {"ts": 1_767_225_000.0, "rule": "motion_light", "trigger": "state hall_motion False -> True",
+           "cause": "old-7", "result": "conditions failed", "conditions": [["time after 22:00:00", False]],
+           "actions": [], "notes": ["wall clock not synchronised: time conditions are false"],
+           "time": "2025-12-31T23:50:00+00:00"}
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "rules-traces.json").write_text(json.dumps({"motion_light": [old]}))
+    h = house(tmp_path, MOTION_LIGHT, state_dir=tmp_path / "state")
+    h.engine.stop()
+    assert read_traces(tmp_path / "state")["motion_light"][0] == old

@@ -70,20 +70,20 @@ def test_apscheduler_jobs_are_set_on_purpose() -> None:
 def test_schedules_wait_for_a_synchronised_clock(tmp_path: Path) -> None:
     h = house(tmp_path, AT_0130, start="2026-01-05T01:00:00", begin=False)
     synced = [False]
-    h.engine._clock_check = lambda: synced[0]
+    h.engine.wall.check = lambda: synced[0]
     h.start()
     h.advance(3600)
     assert fire_times(h) == []
     synced[0] = True
-    h.engine._poll_clock()
+    h.engine.wall.poll()
     h.advance(86400)
     assert len(fire_times(h)) == 1
 
 
 def test_unsynchronised_clock_can_be_allowed_by_policy(tmp_path: Path) -> None:
     h = house(tmp_path, AT_0130, start="2026-01-05T01:00:00", begin=False)
-    h.engine._clock_check = lambda: False
-    h.engine.unsynced_clock = "run"
+    h.engine.wall.check = lambda: False
+    h.engine.wall.policy = "run"
     h.start()
     h.advance(3600)
     assert len(fire_times(h)) == 1
@@ -92,7 +92,7 @@ def test_unsynchronised_clock_can_be_allowed_by_policy(tmp_path: Path) -> None:
 def test_a_wall_clock_step_recomputes_schedules(tmp_path: Path) -> None:
     h = house(tmp_path, AT_0130, start="2026-01-05T00:00:00")
     h.clock.set_wall(h.clock.time() + 3600)  # NTP steps the clock to 01:00
-    h.engine._poll_clock()
+    h.engine.wall.poll()
     h.advance(30 * 60)
     assert len(fire_times(h)) == 1
 
@@ -107,8 +107,8 @@ def test_running_on_an_unsynchronised_clock_is_flagged_in_traces(tmp_path: Path)
     weekday = '[[rules.conditions]]\ntype = "weekday"\ndays = ["mon"]\n'
     text = AT_0130.replace("[[rules.actions]]", weekday + "[[rules.actions]]")
     h = house(tmp_path, text, start="2026-01-05T01:00:00", begin=False)
-    h.engine._clock_check = lambda: False
-    h.engine.unsynced_clock = "run"
+    h.engine.wall.check = lambda: False
+    h.engine.wall.policy = "run"
     h.start()
     h.advance(3600)
     assert "not synchronised" in h.engine.traces.get("r")[-1]["notes"][0]
