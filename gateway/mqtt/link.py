@@ -116,11 +116,12 @@ class Link:
             if remaining > 0:
                 info.wait_for_publish(remaining)
         client.disconnect()
-        # paho's thread may sit in its backoff sleep (up to 1 s slices); it is a daemon and ends by
-        # itself once disconnected, so only a connected link is worth waiting for (a clean close).
+        # paho's thread may sit in its backoff sleep, or be reconnecting right now (the broker came back
+        # during the stop): wait for it within the stop's budget either way, or it may connect again and
+        # run on after the gateway is gone. It is a daemon, so the budget still bounds the stop.
         stopper = threading.Thread(target=self._release, args=(client,), name="mqtt-loop-stop", daemon=True)
         stopper.start()
-        stopper.join(max(0.0, release_by - time.monotonic()) if connected else 0.05)
+        stopper.join(max(0.05, release_by - time.monotonic()))
 
     def _release(self, client: mqtt.Client) -> None:
         """End paho's thread, then drop its references to us: without the cycle, the client is freed
