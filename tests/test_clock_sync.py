@@ -174,10 +174,8 @@ def probe_under(launcher: Path) -> dict[str, object]:
 def test_the_kernel_check_works_under_the_units_filter_and_agrees_with_the_unconfined_answer(tmp_path: Path) -> None:
     outside = read_kernel_ntp()
     inside = probe_under(syscall_filter.write_launcher(tmp_path / "seccomp.py"))
-    assert inside["source"] == "kernel"
+    assert inside["source"] == "kernel"  # the read went through: not refused, no fallback
     assert inside["synced"] is outside.synchronised
-    assert inside["kernel"] == {"maxerror_us": inside["kernel"]["maxerror_us"],  # type: ignore[index]
-                                "synchronised": outside.synchronised}
 
 
 @needs_filter
