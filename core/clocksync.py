@@ -154,7 +154,8 @@ def clock_sync_status(
     except OSError as exc:
         refused = f"adjtimex refused ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
         if exc.errno == errno.EPERM:
-            refused += ": the sandbox blocks it (allow adjtimex clock_adjtime in SystemCallFilter=, docs/service.md)"
+            refused += (": the sandbox blocks it (the unit needs ProtectClock=no and"
+                        " SystemCallFilter=adjtimex clock_adjtime, docs/service.md)")
     else:
         unsync = "set" if reading.status & STA_UNSYNC else "clear"
         detail = f"kernel maxerror {reading.maxerror_us / 1e6:g} s (STA_UNSYNC {unsync})"
