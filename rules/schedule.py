@@ -25,12 +25,10 @@ and wakes it when the wall clock steps.
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -38,27 +36,19 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
+from core import clocksync
 from core.events import Event, EventFactory, Kind
 from core.guard import guarded
 from rules import model as m
 
 log = logging.getLogger(__name__)
 
-TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
-_TIME_ERROR = 5
+TIMESYNC_FLAG = clocksync.TIMESYNC_FLAG
 
 
 def clock_synchronised() -> bool:
-    """True when systemd-timesyncd says so, or the kernel's NTP state is not ``TIME_ERROR``."""
-    if TIMESYNC_FLAG.exists():
-        return True
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        timex = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
-        state = libc.adjtimex(timex)
-    except (OSError, AttributeError):
-        return False
-    return bool(state >= 0 and state != _TIME_ERROR)
+    """The engine's default check: :func:`core.clocksync.clock_sync_status` (timesyncd, the kernel, timedated)."""
+    return clocksync.clock_sync_status(flag=TIMESYNC_FLAG).synced
 
 
 class OncePerLocalTime(BaseTrigger):  # type: ignore[misc]

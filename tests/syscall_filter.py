@@ -1,10 +1,15 @@
 """Emulate the unit's system-call confinement for a child process, without systemd.
 
-``SystemCallFilter=@system-service``, ``SystemCallFilter=~@privileged @resources``,
-``SystemCallErrorNumber=EPERM``, ``SystemCallArchitectures=native`` and
-``NoNewPrivileges=yes``: the groups are read from ``systemd-analyze syscall-filter``,
-the numbers from the kernel headers, and the filter is a plain seccomp BPF program
-installed by a small launcher before it execs the real command. x86-64 only.
+The allowed set is read from the unit itself (``systemd/gateway.service``, or any unit
+text given): its ``SystemCallFilter=`` lines in order (the first, an allow list, starts
+the set; ``~`` lines remove, later plain lines add back, as systemd does), minus the
+groups that options such as ``ProtectClock=yes`` deny with seccomp filters of their
+own (stacked filters: a call must pass all of them, so a later ``SystemCallFilter=``
+cannot re-allow what they deny). ``SystemCallErrorNumber=EPERM``,
+``SystemCallArchitectures=native`` and ``NoNewPrivileges=yes`` as in the unit. The
+groups come from ``systemd-analyze syscall-filter``, the numbers from the kernel
+headers, and the filter is a plain seccomp BPF program installed by a small launcher
+before it execs the real command. x86-64 only.
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ import subprocess
 from pathlib import Path
 
 UNISTD = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+UNIT = Path(__file__).resolve().parent.parent / "systemd" / "gateway.service"
+
+IMPLIED_DENIALS = {"ProtectClock": "@clock", "ProtectKernelModules": "@module", "PrivateDevices": "@raw-io"}
+"""Options that install a seccomp filter of their own, and the group it refuses (systemd's execute.c)."""
 
 LAUNCHER = """
 import ctypes, os, struct, sys
@@ -67,13 +76,34 @@ def _expand(name: str, groups: dict[str, list[str]]) -> set[str]:
     return set().union(*(_expand(member, groups) for member in groups.get(name, [])))
 
 
-def allowed_numbers() -> list[int]:
+def allowed_names(unit_text: str) -> set[str]:
+    """The system calls the unit lets through, by name."""
     groups = _groups()
-    names = _expand("@system-service", groups) - _expand("@privileged", groups) - _expand("@resources", groups)
+    names: set[str] | None = None
+    for line in unit_text.splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "SystemCallFilter":
+            deny = value.startswith("~")
+            listed = set().union(*(_expand(item, groups) for item in value.lstrip("~").split()))
+            if names is None:
+                assert not deny, "only an allow-list filter (the first SystemCallFilter= without ~) is emulated"
+                names = set()
+            names = names - listed if deny else names | listed
+    assert names is not None, "the unit has no SystemCallFilter="
+    for line in unit_text.splitlines():  # implied filters apply whatever their place in the file
+        key, _, value = line.strip().partition("=")
+        if key in IMPLIED_DENIALS and value.strip() in {"yes", "true", "on", "1"}:
+            names -= _expand(IMPLIED_DENIALS[key], groups)
+    return names
+
+
+def allowed_numbers(unit_text: str | None = None) -> list[int]:
+    names = allowed_names(UNIT.read_text() if unit_text is None else unit_text)
     numbers = dict(re.findall(r"#define __NR_(\w+) (\d+)", UNISTD.read_text()))
     return sorted(int(numbers[name]) for name in names if name in numbers)
 
 
-def write_launcher(path: Path) -> Path:
-    path.write_text(LAUNCHER.format(allowed=allowed_numbers()))
+def write_launcher(path: Path, unit_text: str | None = None) -> Path:
+    """A launcher script: ``python LAUNCHER prog args…`` runs ``python prog args…`` under the unit's filter."""
+    path.write_text(LAUNCHER.format(allowed=allowed_numbers(unit_text)))
     return path
