@@ -11,6 +11,7 @@ refused with the reason.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import socket
 import tomllib
@@ -138,7 +139,8 @@ def test_a_link_to_a_rule_file_outside_the_directory_is_refused(tmp_path: Path) 
     (tmp_path / "elsewhere.toml").write_text(HEADER + GOOD)
     (directory / "house.toml").symlink_to(tmp_path / "elsewhere.toml")
     (line,) = problems_in(directory)
-    assert line == (f"{directory / 'house.toml'}: a link out of the rules directory (to {tmp_path / 'elsewhere.toml'}): "
+    target = tmp_path / "elsewhere.toml"
+    assert line == (f"{directory / 'house.toml'}: a link out of the rules directory (to {target}): "
                     "copy the file into the directory instead")
 
 
@@ -310,3 +312,150 @@ def test_a_config_linked_to_dev_zero_is_refused_not_read_forever(tmp_path: Path)
     (line,) = info.value.problems
     assert line.startswith(f"{path}: ")
 
+
+
+# -- alarm code hashes that could never be verified ------------------------------------------
+
+def stored(n: int, r: int = 8, p: int = 1, salt: bytes = b"s" * 16, digest: bytes = b"d" * 32) -> str:
+    return f"scrypt${n}${r}${p}${salt.hex()}${digest.hex()}"
+
+
+def alarm_problems(tmp_path: Path, code_hash: str) -> list[str]:
+    return problems_in(rules_dir(tmp_path, house=HEADER + f'[[alarms]]\nid = "house"\ncode_hash = "{code_hash}"\n'))
+
+
+def test_a_code_hash_whose_scrypt_memory_exceeds_what_can_be_verified_is_refused_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    (line,) = alarm_problems(tmp_path, stored(2**15))
+    assert "alarms house: code_hash: scrypt N = 32768, r = 8, p = 1 would need 32.0 MiB to check a code" in line
+    assert "no code could ever be verified" in line
+    with pytest.raises(ValueError, match="memory limit exceeded"):  # what every arm and disarm did
+        hashlib.scrypt(b"1234", salt=b"s" * 16, n=2**15, r=8, p=1, maxmem=codes.MAX_MEMORY)
+
+
+def test_a_code_hash_with_n_not_a_power_of_two_is_refused_with_the_reason(tmp_path: Path) -> None:
+    (line,) = alarm_problems(tmp_path, stored(1000))
+    assert "code_hash: scrypt N = 1000 is not a power of two" in line
+
+
+def test_a_code_hash_with_n_too_large_for_its_r_is_refused(tmp_path: Path) -> None:
+    (line,) = alarm_problems(tmp_path, stored(2**16, r=1))
+    assert "code_hash: scrypt N = 65536 is too large for r = 1" in line
+
+
+def test_a_code_hash_too_costly_to_check_on_the_board_is_refused(tmp_path: Path) -> None:
+    (line,) = alarm_problems(tmp_path, stored(2**14, r=8, p=16))
+    assert "would make every code check take too long on the board" in line
+
+
+def test_a_code_hash_too_short_to_tell_codes_apart_is_refused(tmp_path: Path) -> None:
+    (line,) = alarm_problems(tmp_path, stored(2**10, digest=b"d"))
+    assert "the hash is 1 bytes; 16 to 64 are needed" in line
+
+
+def test_the_hash_the_tool_prints_is_accepted_and_verifies() -> None:
+    assert codes.check_hash_format(codes.hash_code("1234"))[:3] == (2**14, 8, 1)
+    assert codes.verify_code("1234", LIGHT_HASH) and not codes.verify_code("4321", LIGHT_HASH)
+
+
+@pytest.mark.parametrize(("n", "r", "p"), [
+    (n, r, p) for n, r, p in itertools.product([2**k for k in (1, 8, 12, 14, 15, 16, 17)], (1, 2, 8, 16, 32), (1, 2))
+])
+def test_every_accepted_code_hash_verifies_and_one_refused_for_memory_could_not(n: int, r: int, p: int) -> None:
+    try:
+        codes.check_hash_format(stored(n, r, p))
+    except ValueError as exc:
+        if "MiB" in str(exc) or "too large for r" in str(exc):
+            with pytest.raises(ValueError):
+                hashlib.scrypt(b"1234", salt=b"s" * 16, n=n, r=r, p=p, dklen=32, maxmem=codes.MAX_MEMORY)
+    else:
+        codes.verify_code("1234", stored(n, r, p))  # does not raise
+
+
+# -- risky settings ---------------------------------------------------------------------------
+
+PUBLISH = GOOD.replace('type = "turn_on"\nentity = "hall_light"\nfor = "2m"',
+                       'type = "publish"\ntopic = "TOPIC"\npayload = "on"')
+
+
+@pytest.mark.parametrize("topic", ["set/hall_light", "set/_marker", "status", "health", "availability/hall_light",
+                                   "state/hall_light", "result/hall_light", "event/hall_motion", "set"])
+def test_a_rule_may_not_publish_on_the_gateways_own_topics(tmp_path: Path, topic: str) -> None:
+    (line,) = problems_in(rules_dir(tmp_path, house=HEADER + PUBLISH.replace("TOPIC", topic)))
+    first = topic.split("/", maxsplit=1)[0]
+    assert f"rule night_light: actions[0].topic: '{topic}' is under the gateway's own '{first}' topic" in line
+
+
+def test_a_publish_on_set_says_it_would_command_the_gateway(tmp_path: Path) -> None:
+    (line,) = problems_in(rules_dir(tmp_path, house=HEADER + PUBLISH.replace("TOPIC", "set/heater")))
+    assert "it would command the gateway itself" in line
+
+
+@pytest.mark.parametrize("topic", ["notify/leak", "settings/x", "statuses", "events/log"])
+def test_a_rule_may_publish_beside_the_gateways_own_topics(tmp_path: Path, topic: str) -> None:
+    assert len(load_rules(rules_dir(tmp_path, house=HEADER + PUBLISH.replace("TOPIC", topic)), DEMO_ENTITIES)) == 1
+
+
+def test_the_reserved_topics_are_every_first_level_of_the_gateways_own_tree() -> None:
+    topics = Topics("base")
+    own = [topics.status, topics.health, topics.set_filter, topics.marker, topics.event("e"), topics.state("e"),
+           topics.availability("e"), topics.command("e"), topics.result("e")]
+    assert {topic.split("/")[1] for topic in own} == m.RESERVED_TOPICS
+
+
+@pytest.mark.parametrize(("setting", "value"), [("hysteresis", "inf"), ("setpoint", "nan"), ("hysteresis", "nan")])
+def test_a_thermostat_number_may_not_be_infinite_or_nan(tmp_path: Path, setting: str, value: str) -> None:
+    text = f'[[thermostats]]\nid = "living"\nsensor = "living_temperature"\nheater = "heater"\n{setting} = {value}\n'
+    (line,) = problems_in(rules_dir(tmp_path, house=HEADER + text))
+    assert f"thermostats living: {setting}: Input should be a finite number" in line
+
+
+CONFIG = '[gateway]\nid = "robust"\n'
+
+
+def config_problems(tmp_path: Path, body: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path, CONFIG + body))
+    return info.value.problems
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_an_infinite_or_nan_health_interval_is_refused(tmp_path: Path, value: str) -> None:
+    (line,) = config_problems(tmp_path, f"[mqtt]\nhealth_interval = {value}\n")
+    assert line.startswith(f"{tmp_path / 'config.toml'}: mqtt.health_interval: Input should be a finite number")
+
+
+@pytest.mark.parametrize(("section", "key"), [("mqtt", "reconnect_min"), ("mqtt", "reconnect_max"),
+                                              ("mqtt", "drain_rate"), ("outbox", "batch_ms")])
+def test_no_float_of_config_toml_may_be_infinite_or_nan(tmp_path: Path, section: str, key: str) -> None:
+    for value in ("inf", "nan"):
+        (line,) = config_problems(tmp_path, f"[{section}]\n{key} = {value}\n")
+        assert f"{section}.{key}: Input should be a finite number" in line
+
+
+def test_reconnect_min_above_reconnect_max_is_refused(tmp_path: Path) -> None:
+    (line,) = config_problems(tmp_path, "[mqtt]\nreconnect_min = 120\nreconnect_max = 60\n")
+    assert line == (f"{tmp_path / 'config.toml'}: mqtt: reconnect_min (120 s) is above reconnect_max (60 s): "
+                    "the backoff grows from the first to the second")
+
+
+def test_a_file_in_the_way_of_the_state_dir_is_reported_for_check(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("not a directory")
+    config = load_config(write_config(tmp_path, CONFIG + 'state_dir = "state"\n'))
+    assert state_dir_problems(config) == [
+        f"{tmp_path / 'config.toml'}: gateway.state_dir: {tmp_path / 'state'} is a file, not a directory: "
+        "move it away or choose another state_dir"
+    ]
+
+
+def test_a_file_in_the_way_of_a_parent_of_the_state_dir_is_reported_for_check(tmp_path: Path) -> None:
+    (tmp_path / "var").write_text("not a directory")
+    config = load_config(write_config(tmp_path, CONFIG + 'state_dir = "var/lib/gateway"\n'))
+    (line,) = state_dir_problems(config)
+    assert f"{tmp_path / 'var/lib/gateway'} cannot be created: {tmp_path / 'var'} is a file, not a directory" in line
+
+
+def test_a_state_dir_that_does_not_exist_yet_is_fine(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, CONFIG + 'state_dir = "state/gateway"\n'))
+    assert state_dir_problems(config) == []
