@@ -14,6 +14,8 @@ import hashlib
 import itertools
 import os
 import socket
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -459,3 +461,29 @@ def test_a_file_in_the_way_of_a_parent_of_the_state_dir_is_reported_for_check(tm
 def test_a_state_dir_that_does_not_exist_yet_is_fine(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path, CONFIG + 'state_dir = "state/gateway"\n'))
     assert state_dir_problems(config) == []
+
+
+# -- the command an installer runs ------------------------------------------------------------
+
+def run_check(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", "check", "--config", str(config)], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent, check=False)
+
+
+def test_gateway_check_reports_a_fifo_among_the_rule_files_and_returns(tmp_path: Path) -> None:
+    config = write_config(tmp_path, CONFIG, rules=HEADER + GOOD.replace('for = "2m"', 'for = "2 minutes"'))
+    os.mkfifo(tmp_path / "rules.d" / "pipe.toml")
+    result = run_check(config)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{tmp_path / 'rules.d' / 'pipe.toml'}: not a regular file (a FIFO): remove it",
+        f"{tmp_path / 'rules.d' / 'test.toml'}: rule night_light: actions[0].for: expected a duration such as "
+        "'30s', '5m' or '1h30m' (got '2 minutes')",
+    ]
+
+
+def test_gateway_check_reports_a_deeply_nested_config_without_a_traceback(tmp_path: Path) -> None:
+    config = write_config(tmp_path, CONFIG + "[mqtt]\nhost = " + "[" * 5000 + "]" * 5000 + "\n")
+    result = run_check(config)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "nested too deeply" in result.stderr
