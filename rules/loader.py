@@ -6,6 +6,13 @@ each as ``FILE: rule ID: field.path: message (got VALUE)``; one bad file means
 the old rules stay in force. Problems that do not stop a rule from working
 (a rule that can never fire) are warnings, kept in :attr:`RuleSet.warnings`.
 
+Each rule, virtual, thermostat and alarm is validated on its own, so a
+mistake in one hides no problem of another: every entry that validates is
+still checked against the house. Only regular files inside the directory are
+read (a FIFO would hang the reader), at most :data:`MAX_FILE_BYTES` each, and
+nothing nested deeper than :data:`MAX_NESTING`: any input gives located
+problems, never a traceback or a hang.
+
 The entry points are :func:`load_rules` (a directory and the configured
 entities in, :class:`RuleSet` out or :class:`RulesError`) and
 :func:`check_rules` for ``gateway check``; the application calls them with its
