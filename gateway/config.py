@@ -20,7 +20,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.entities import EntitySpec
-from core.errors import located_errors, unknown_tag_message
+from core.errors import (
+    MAX_NESTING,
+    FileRefused,
+    located_errors,
+    nesting,
+    read_installer_file,
+    too_deep,
+    unknown_tag_message,
+)
 from drivers.base import DeviceConfig, Driver
 from drivers.registry import DRIVERS, unknown_driver_message
 
@@ -33,8 +41,15 @@ class ConfigError(Exception):
         self.problems = list(problems)
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A config.toml is a few KiB; no more than this is read."""
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A table of config.toml. No float in it may be infinite or NaN: ``health_interval = inf`` would
+    never publish health, ``reconnect_max = nan`` compares false with everything."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class GatewaySection(Section):
@@ -103,6 +118,13 @@ class MqttSection(Section):
     def _one_password_source(self) -> MqttSection:
         if self.password_file is not None and self.password_env is not None:
             raise ValueError("set password_file or password_env, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _reconnect_range(self) -> MqttSection:
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError(f"reconnect_min ({self.reconnect_min:g} s) is above reconnect_max "
+                             f"({self.reconnect_max:g} s): the backoff grows from the first to the second")
         return self
 
 
@@ -183,24 +205,51 @@ def load_config(path: Path | str) -> Config:
     """Read and validate ``path``; raise :class:`ConfigError` naming the file and every bad key."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+        data = tomllib.loads(read_installer_file(path, MAX_CONFIG_BYTES))
+    except FileRefused as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: {too_deep()}"]) from None
     return parse_config(data, path)
 
 
 def parse_config(data: dict[str, Any], path: Path) -> Config:
+    """Validate parsed TOML; :class:`ConfigError` with every problem, located (deep nesting included)."""
+    if nesting(data) > MAX_NESTING:
+        raise ConfigError([f"{path}: {too_deep()}"])
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(list(format_errors(path, exc, data))) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: {too_deep()}"]) from None
     return _resolve_paths(config, path)
+
+
+def state_dir_problems(config: Config) -> list[str]:
+    """For ``gateway check``: ``gateway.state_dir`` when it can never be a directory (a file is in the way).
+
+    ``run`` keeps running without its state directory (local control never depends on storage), so
+    this is not a validation error; but the outbox, timers, traces and the last-good copy are then
+    lost, and ``check`` says so before. A directory that does not exist yet is fine (``run`` creates
+    it); permissions depend on the user the service runs as, which ``check --hardware`` looks at.
+    """
+    state_dir = config.gateway.state_dir
+    source = config.source or "config"
+    for candidate in (state_dir, *state_dir.parents):
+        try:
+            if candidate.is_dir():
+                return []
+            if candidate.exists() or candidate.is_symlink():
+                kind = "a dangling link" if not candidate.exists() else "a file"
+                where = "" if candidate == state_dir else f"cannot be created: {candidate} "
+                return [f"{source}: gateway.state_dir: {state_dir} {where}is {kind}, not a directory: "
+                        f"move it away or choose another state_dir"]
+        except OSError as exc:
+            return [f"{source}: gateway.state_dir: {state_dir} cannot be examined: {exc.strerror or exc}"]
+    return []
 
 
 def _resolve_paths(config: Config, path: Path) -> Config:

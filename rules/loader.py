@@ -6,6 +6,13 @@ each as ``FILE: rule ID: field.path: message (got VALUE)``; one bad file means
 the old rules stay in force. Problems that do not stop a rule from working
 (a rule that can never fire) are warnings, kept in :attr:`RuleSet.warnings`.
 
+Each rule, virtual, thermostat and alarm is validated on its own, so a
+mistake in one hides no problem of another: every entry that validates is
+still checked against the house. Only regular files inside the directory are
+read (a FIFO would hang the reader), at most :data:`MAX_FILE_BYTES` each, and
+nothing nested deeper than :data:`MAX_NESTING`: any input gives located
+problems, never a traceback or a hang.
+
 The entry points are :func:`load_rules` (a directory and the configured
 entities in, :class:`RuleSet` out or :class:`RulesError`) and
 :func:`check_rules` for ``gateway check``; the application calls them with its
@@ -37,6 +44,16 @@ class RulesError(Exception):
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = list(problems)
+
+
+MAX_FILE_BYTES = 1 << 20
+"""A rule file is a few KiB; no more than this is read (a link to ``/dev/zero`` must not eat the memory)."""
+
+MAX_NESTING = core_errors.MAX_NESTING
+
+_ITEMS: dict[str, type[m.Model]] = {"rules": m.Rule, "virtuals": m.Virtual, "thermostats": m.Thermostat,
+                                    "alarms": m.Alarm}
+"""The arrays of tables of a rule file; each entry is validated on its own, so one mistake hides no other."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -131,16 +148,20 @@ def load_rules(directory: Path, entities: Mapping[str, EntitySpec]) -> RuleSet:
     if not directory.is_dir():
         raise RulesError([f"{directory}: rules directory does not exist"])
     problems: list[str] = []
-    files = sorted(directory.glob("*.toml"))
-    parsed = [(path, rule_file) for path in files if (rule_file := _load_file(path, problems)) is not None]
+    try:
+        files = sorted(directory.glob("*.toml"))
+    except OSError as exc:
+        raise RulesError([f"{directory}: cannot list the rules directory: {exc.strerror or exc}"]) from None
+    parsed = [rule_file for path in files if (rule_file := _load_file(path, directory, problems)) is not None]
     ruleset = _assemble(parsed, problems)
     known = dict(entities)
     declared = {spec.id: spec for spec in ruleset.entities()}
     for entity_id in declared.keys() & known.keys():
         problems.append(f"{_owner_path(ruleset, entity_id)}: {entity_id}: id already used by a configured device")
     known.update(declared)
+    broken = frozenset().union(*(rule_file.broken for rule_file in parsed)) - known.keys()
     checker = _Checker(known, {d.item.id for d in ruleset.alarms}, {d.item.id for d in ruleset.thermostats},
-                       {d.item.id for d in ruleset.virtuals}, _owners(ruleset, problems))
+                       {d.item.id for d in ruleset.virtuals}, _owners(ruleset, problems), broken=broken)
     warnings: list[str] = []
     for loaded in ruleset.rules:
         checker.rule(loaded, problems, warnings)
@@ -185,13 +206,27 @@ def _fingerprint(item: m.Model) -> str:
     return hashlib.sha256(item.model_dump_json(by_alias=True).encode()).hexdigest()[:16]
 
 
-def _assemble(parsed: list[tuple[Path, m.RuleFile]], problems: list[str]) -> RuleSet:
+@dataclass(slots=True)
+class _Parsed:
+    """What one rule file gave: the entries that validated, and the ids of the entities it meant to declare
+    but that did not validate (a rule naming one is not told again that it is unknown)."""
+
+    path: Path
+    rules: list[m.Rule] = field(default_factory=list)
+    virtuals: list[m.Virtual] = field(default_factory=list)
+    thermostats: list[m.Thermostat] = field(default_factory=list)
+    alarms: list[m.Alarm] = field(default_factory=list)
+    broken: set[str] = field(default_factory=set)
+
+
+def _assemble(parsed: list[_Parsed], problems: list[str]) -> RuleSet:
     rules: list[LoadedRule] = []
     disabled: list[str] = []
     decls: dict[str, list[Declared]] = {"virtuals": [], "thermostats": [], "alarms": []}
     seen_rules: dict[str, Path] = {}
     seen_entities: dict[str, Path] = {}
-    for path, rule_file in parsed:
+    for rule_file in parsed:
+        path = rule_file.path
         for rule in rule_file.rules:
             if rule.id in seen_rules:
                 problems.append(f"{path}: rule {rule.id}: id: duplicate id (also in {seen_rules[rule.id]})")
@@ -217,35 +252,83 @@ def _assemble(parsed: list[tuple[Path, m.RuleFile]], problems: list[str]) -> Rul
                    disabled=tuple(disabled))
 
 
-def _load_file(path: Path, problems: list[str]) -> m.RuleFile | None:  # noqa: PLR0911
+def _load_file(path: Path, directory: Path, problems: list[str]) -> _Parsed | None:
+    """Read, parse and validate one file; its problems go to ``problems``. None when nothing in it is usable."""
+    text = _read(path, directory, problems)
+    if text is None:
+        return None
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        problems.append(f"{path}: cannot read: {exc.strerror or exc}")
-        return None
-    except UnicodeDecodeError:
-        problems.append(f"{path}: not UTF-8 text")
-        return None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         problems.append(f"{path}: not valid TOML: {exc}")
         return None
     except RecursionError:
-        problems.append(f"{path}: not valid TOML: nested too deeply")
+        problems.append(f"{path}: {core_errors.too_deep()}")
         return None
+    if core_errors.nesting(data) > MAX_NESTING:
+        problems.append(f"{path}: {core_errors.too_deep()}")
+        return None
+    parsed = _Parsed(path)
+    header = dict(data)
+    for key, model in _ITEMS.items():
+        entries = header.pop(key, [])
+        if not isinstance(entries, list):
+            problems.append(f"{path}: {key}: expected an array of tables ([[{key}]])"
+                            f"{core_errors.got(entries)}")
+            continue
+        for i, entry in enumerate(entries):
+            _validate_entry(parsed, key, model, i, entry, data=data, problems=problems)
     try:
-        return m.RuleFile.model_validate(data)
+        m.RuleFile.model_validate(header)
     except ValidationError as exc:
         problems.extend(located_errors(path, data, exc))
+    return parsed
+
+
+def _validate_entry(parsed: _Parsed, key: str, model: type[m.Model], index: int, entry: Any, *,
+                    data: Any, problems: list[str]) -> None:
+    try:
+        item = model.model_validate(entry)
+    except ValidationError as exc:
+        problems.extend(located_errors(parsed.path, data, exc, at=(key, index)))
+        ident = entry.get("id") if isinstance(entry, dict) else None
+        if isinstance(ident, str) and key != "rules":
+            parsed.broken.add(ident)
+            if key == "thermostats":
+                parsed.broken.update(f"{ident}_{suffix}" for suffix in ("setpoint", "preset", "action"))
+        return
+    getattr(parsed, key).append(item)
+
+
+def _read(path: Path, directory: Path, problems: list[str]) -> str | None:
+    """The text of ``path`` if it is a regular file inside ``directory`` (after links) of at most
+    :data:`MAX_FILE_BYTES` (:func:`core.errors.read_installer_file`); else None and a located problem."""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # a dangling link; Python 3.11's resolve() on a loop of links
+        problems.append(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}")
         return None
-    except RecursionError:
-        problems.append(f"{path}: nested too deeply")
+    if path.is_symlink() and not target.is_relative_to(directory.resolve()):
+        problems.append(f"{path}: a link out of the rules directory (to {target}): "
+                        "copy the file into the directory instead")
+        return None
+    try:
+        return core_errors.read_installer_file(target, MAX_FILE_BYTES)
+    except core_errors.FileRefused as exc:
+        reason = str(exc)
+        if reason.startswith("not a regular file"):
+            reason += ": remove it"
+        elif reason.startswith("too large"):
+            reason += "; a rule file is a few KiB"
+        problems.append(f"{path}: {reason}")
         return None
 
 
-def located_errors(path: Path | str, data: Any, exc: ValidationError) -> list[str]:
+def located_errors(path: Path | str, data: Any, exc: ValidationError, *, at: tuple[int | str, ...] = ()) -> list[str]:
     """One line per pydantic error: ``FILE: rule ID: field.path: message (got VALUE)``, each once
-    (:func:`core.errors.located_errors`)."""
-    return core_errors.located_errors(path, exc, data, tags=("type",), named=_NAMED, unknown_tag=_unknown_type)
+    (:func:`core.errors.located_errors`); ``at`` is where the validated part sits in ``data``."""
+    return core_errors.located_errors(path, exc, data, tags=("type",), named=_NAMED, unknown_tag=_unknown_type,
+                                      at=at)
 
 
 _NAMED = {"rules": "rule", "thermostats": "thermostats", "alarms": "alarms", "virtuals": "virtuals"}
@@ -266,13 +349,19 @@ class _Checker:
 
     def __init__(
         self, entities: Mapping[str, EntitySpec], alarms: set[str], thermostats: set[str], virtuals: set[str],
-        owners: Mapping[str, Owner],
+        owners: Mapping[str, Owner], *, broken: frozenset[str] = frozenset(),
     ) -> None:
         self.entities = entities
         self.alarms = alarms
         self.thermostats = thermostats
         self.virtuals = virtuals
         self.owners = owners
+        self.broken = broken
+        """Ids of declarations that did not validate: their own problem is reported, not every use."""
+
+    def _missing(self, entity: str) -> bool:
+        """Unknown, and not the id of a declaration whose own problem is already reported."""
+        return entity not in self.entities and entity not in self.broken
 
     def _unknown(self, entity: str) -> str:
         return f"unknown entity {entity!r}{core_errors.did_you_mean(entity, self.entities)}"
@@ -282,15 +371,16 @@ class _Checker:
         prefix = f"{loaded.path}: rule {rule.id}: "
         for i, trigger in enumerate(rule.triggers):
             entity = getattr(trigger, "entity", None)
-            if entity is not None and entity not in self.entities:
+            if entity is not None and self._missing(entity):
                 problems.append(f"{prefix}triggers[{i}].entity: {self._unknown(entity)}")
             if isinstance(trigger, m.StateTrigger) and trigger.to is not None and trigger.to == trigger.from_:
                 warnings.append(f"{prefix}triggers[{i}]: 'from' equals 'to': this trigger can never fire")
         for where, condition in _conditions_with_paths(rule.conditions, "conditions"):
             entity = getattr(condition, "entity", None)
-            if entity is not None and entity not in self.entities:
+            if entity is not None and self._missing(entity):
                 problems.append(f"{prefix}{where}.entity: {self._unknown(entity)}")
-            if isinstance(condition, m.AlarmCondition) and condition.alarm not in self.alarms:
+            if (isinstance(condition, m.AlarmCondition) and condition.alarm not in self.alarms
+                    and condition.alarm not in self.broken):
                 problems.append(f"{prefix}{where}.alarm: no alarm {condition.alarm!r} is declared in [[alarms]]")
         for i, action in enumerate(rule.actions):
             self._action(f"{prefix}actions[{i}]", action, problems)
@@ -299,7 +389,7 @@ class _Checker:
 
     def _action(self, where: str, action: Any, problems: list[str]) -> None:
         if isinstance(action, m.AlarmAction):
-            if action.alarm not in self.alarms:
+            if action.alarm not in self.alarms and action.alarm not in self.broken:
                 problems.append(f"{where}.alarm: no alarm {action.alarm!r} is declared in [[alarms]]")
             return
         if isinstance(action, m.PublishAction):
@@ -311,6 +401,8 @@ class _Checker:
     def _entity_action(self, where: str, action: Any, problems: list[str]) -> None:
         spec = self.entities.get(action.entity)
         owner = self.owners.get(action.entity)
+        if spec is None and action.entity in self.broken:
+            return
         if spec is None:
             problems.append(f"{where}.entity: {self._unknown(action.entity)}")
         elif owner is not None:
@@ -347,7 +439,7 @@ class _Checker:
                 problems.append(f"{where}.{path}: {exc}")
                 continue
             for entity in template.entities():
-                if entity not in self.entities:
+                if self._missing(entity):
                     problems.append(f"{where}.{path}: {self._unknown(entity)}")
 
     def controller(self, declared: Declared, problems: list[str]) -> None:
@@ -355,9 +447,9 @@ class _Checker:
         if isinstance(item, m.Thermostat):
             prefix = f"{declared.path}: thermostats {item.id}: "
             sensor = self.entities.get(item.sensor)
-            if sensor is None:
+            if sensor is None and self._missing(item.sensor):
                 problems.append(f"{prefix}sensor: {self._unknown(item.sensor)}")
-            elif sensor.component is not Component.SENSOR:
+            elif sensor is not None and sensor.component is not Component.SENSOR:
                 problems.append(f"{prefix}sensor: {item.sensor!r} is a {sensor.component}, expected a sensor")
             for name in ("heater", "cooler"):
                 self._actuator(prefix + name, getattr(item, name), problems)
@@ -366,10 +458,10 @@ class _Checker:
             self._actuator(prefix + "siren", item.siren, problems)
             for mode in ("armed_home", "armed_away", "armed_night"):
                 for i, entity in enumerate(getattr(item.sensors, mode)):
-                    if entity not in self.entities:
+                    if self._missing(entity):
                         problems.append(f"{prefix}sensors.{mode}[{i}]: {self._unknown(entity)}")
             for i, entity in enumerate(item.instant):
-                if entity not in self.entities:
+                if self._missing(entity):
                     problems.append(f"{prefix}instant[{i}]: {self._unknown(entity)}")
 
     def _actuator(self, where: str, entity: str | None, problems: list[str]) -> None:
@@ -377,7 +469,8 @@ class _Checker:
             return
         spec = self.entities.get(entity)
         if spec is None:
-            problems.append(f"{where}: {self._unknown(entity)}")
+            if self._missing(entity):
+                problems.append(f"{where}: {self._unknown(entity)}")
         elif spec.component not in _ACTUATOR:
             problems.append(f"{where}: {entity!r} is a {spec.component}, expected a switch, light or siren")
 

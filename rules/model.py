@@ -40,6 +40,10 @@ RULE_ID = r"^[a-z0-9][a-z0-9_-]*$"
 ENTITY_ID = r"^[a-z][a-z0-9_]*$"
 TOPIC = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"
 
+RESERVED_TOPICS = frozenset({"set", "status", "health", "availability", "state", "event", "result"})
+"""First levels under the base topic that belong to the gateway's own contract (docs/mqtt.md): a rule
+publishing there would command the gateway itself (``set/…``) or forge what the hub trusts."""
+
 EntityId = Annotated[str, Field(pattern=ENTITY_ID, max_length=64)]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -50,7 +54,9 @@ THERMOSTAT_PRESETS = ("away", "home")
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, allow_inf_nan=False)
+    """No number may be infinite or NaN (TOML allows ``inf`` and ``nan``): ``hysteresis = inf`` would keep a
+    heater on, ``above = nan`` would never fire."""
 
 
 def _above_below(above: float | None, below: float | None, *, required: bool) -> None:
@@ -304,6 +310,17 @@ class PublishAction(Model):
     topic: str = Field(pattern=TOPIC, max_length=200)
     payload: str | dict[str, Value] = ""
     retain: bool = False
+
+    @field_validator("topic")
+    @classmethod
+    def _not_the_gateways_own(cls, value: str) -> str:
+        first = value.split("/", 1)[0]
+        if first in RESERVED_TOPICS:
+            reason = ("it would command the gateway itself" if first == "set"
+                      else "the hub would take the message for the gateway's own")
+            raise ValueError(f"{value!r} is under the gateway's own {first!r} topic: {reason}; "
+                             "use another topic, such as 'notify/...'")
+        return value
 
 
 class AlarmAction(Model):
