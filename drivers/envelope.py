@@ -100,7 +100,7 @@ STATE_FILE = "envelope.json"
 class EnvelopeConfig(BaseModel):
     """``envelope = { min_off_s = 300, max_on_s = 7200, max_switches_per_hour = 6 }``"""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     min_on_s: float = Field(default=0.0, ge=0, le=86_400)
     """An output whose safe value is on stays on at least this long before it may go off."""

@@ -67,7 +67,7 @@ from drivers.timing import Periodic, every
 
 
 class FieldConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     entity: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
     unit: str | None = None

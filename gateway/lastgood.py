@@ -43,9 +43,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from core.errors import FileRefused, read_installer_file
 from drivers.base import Actuator, DeviceConfig
 from drivers.registry import DRIVERS, unknown_driver_message
-from gateway.config import Config, ConfigError, format_errors, load_config
+from gateway.config import MAX_CONFIG_BYTES, Config, ConfigError, format_errors, load_config
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +257,8 @@ def _first(problems: Sequence[str]) -> str:
 
 def _read_toml(path: Path) -> dict[str, Any] | None:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except Exception:  # unreadable, not UTF-8, not TOML, nested too deeply: load_config said which
+        return tomllib.loads(read_installer_file(path, MAX_CONFIG_BYTES))
+    except Exception:  # a FIFO, unreadable, not UTF-8, not TOML, nested too deeply: load_config said which
         return None
 
 
@@ -267,8 +268,8 @@ _STATE_DIR_LINE = re.compile(r"""^[ \t]*state_dir[ \t]*=[ \t]*(?:"([^"\n]+)"|'([
 def _state_dir_line(config_path: Path) -> str | None:
     """``state_dir = "..."`` read from a config that is not valid TOML."""
     try:
-        match = _STATE_DIR_LINE.search(config_path.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
+        match = _STATE_DIR_LINE.search(read_installer_file(config_path, MAX_CONFIG_BYTES))
+    except (OSError, FileRefused):
         return None
     return (match.group(1) or match.group(2)) if match else None
 

@@ -487,3 +487,15 @@ def test_gateway_check_reports_a_deeply_nested_config_without_a_traceback(tmp_pa
     result = run_check(config)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "nested too deeply" in result.stderr
+
+
+@pytest.mark.parametrize("setting", ["stale_after = inf", "offset = nan"])
+def test_a_device_setting_of_inf_or_nan_is_refused(tmp_path: Path, setting: str) -> None:
+    """A sensor never stale (``stale_after = inf``) would hold a dead reading for ever; a NaN offset
+    would make every reading NaN."""
+    path = tmp_path / "config.toml"
+    path.write_text('[gateway]\nid = "x"\n[[devices]]\nid = "water"\ndriver = "onewire.ds18b20"\n'
+                    f'sensor = "28-0316a2795aff"\n{setting}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "devices[0]" in str(caught.value) and setting.split()[0] in str(caught.value)
