@@ -498,4 +498,4 @@ def test_a_device_setting_of_inf_or_nan_is_refused(tmp_path: Path, setting: str)
                     f'sensor = "28-0316a2795aff"\n{setting}\n')
     with pytest.raises(ConfigError) as caught:
         load_config(path)
-    assert "devices[0]" in str(caught.value) and setting.split()[0] in str(caught.value)
+    assert "devices[0]" in str(caught.value) and setting.split(maxsplit=1)[0] in str(caught.value)
