@@ -1,16 +1,26 @@
-"""scripts/install into a scratch root (--root): the tree it lays out, a second run, an edited config, --dry-run.
+"""The scripts that put the gateway on a machine.
+
+scripts/install into a scratch root (--root): the tree it lays out, a second run, an edited config, --dry-run.
 
 Users, groups, packages and systemctl belong to the running system, so under --root the script only prints them;
 the virtual environment is only planned there too (a venv is not relocatable), which keeps these tests at about a
 second each. The real-system path (root, apt, useradd, systemctl) is not run here.
+
+scripts/demo with a stand-in venv whose `gateway` only records its arguments: the Mosquitto the demo started
+stops with it (Ctrl-C or not), and --fresh removes the simulated house's state directory first.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -170,3 +180,134 @@ def test_the_installed_unit_passes_systemd_analyze_verify_without_any_output(tmp
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
     )
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+# -- scripts/demo: the Mosquitto it started stops with it; --fresh forgets the simulated house's state ----------
+
+FAKE_GATEWAY = """#!{python}
+# Stands in for `gateway run --simulate`: records its arguments and whether a broker listens on
+# localhost:1883, and stops on Ctrl-C or SIGTERM (exit 0, as the gateway does), or at once when
+# FAKE_GATEWAY_EXIT is set.
+import os, signal, socket, sys, time
+from pathlib import Path
+out = Path(os.environ["FAKE_GATEWAY_OUT"])
+signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+(out / "argv").write_text("\\n".join(sys.argv[1:]))
+with socket.socket() as probe:
+    (out / "broker").write_text("open" if probe.connect_ex(("127.0.0.1", 1883)) == 0 else "closed")
+(out / "up").touch()
+if os.environ.get("FAKE_GATEWAY_EXIT"):
+    sys.exit(0)
+time.sleep(60)
+sys.exit(3)
+"""
+
+# The demo's broker is on the fixed port 1883: each demo runs in its own network namespace, so a broker
+# already running on this machine (another test run, a developer's) neither hides nor meets it.
+PRIVATE_NETWORK = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+
+
+def _private_network_available() -> bool:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    probe = subprocess.run([*PRIVATE_NETWORK, "true"], capture_output=True, timeout=30, check=False)
+    return probe.returncode == 0
+
+
+needs_private_network = pytest.mark.skipif(
+    not _private_network_available(), reason="needs unshare --net (root) and ip to give the demo its own port 1883"
+)
+DEMO = [*PRIVATE_NETWORK, "bash", str(ROOT / "scripts" / "demo")]
+
+
+@pytest.fixture
+def demo_env(tmp_path: Path) -> dict[str, str]:
+    """A stand-in venv for scripts/demo (already installed, so it installs nothing) and a private state home."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    gateway = venv / "bin" / "gateway"
+    gateway.write_text(FAKE_GATEWAY.format(python=sys.executable))
+    for script in (python, gateway):
+        script.chmod(0o755)
+    (venv / ".installed-test").touch()
+    (tmp_path / "out").mkdir()
+    return {
+        **os.environ,
+        "GATEWAY_VENV": str(venv),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "FAKE_GATEWAY_OUT": str(tmp_path / "out"),
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def _demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DEMO, *args],
+        env={**env, "FAKE_GATEWAY_EXIT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _assert_its_broker_is_gone(output: str) -> None:
+    match = re.search(r"started Mosquitto for the demo \(pid (\d+)", output)
+    assert match, output
+    assert f"stopped the Mosquitto the demo started (pid {match.group(1)})" in output
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(match.group(1)), 0)
+
+
+@needs_private_network
+def test_ctrl_c_stops_the_demo_and_the_mosquitto_it_started(demo_env: dict[str, str], tmp_path: Path) -> None:
+    demo = subprocess.Popen(
+        DEMO,
+        env=demo_env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "out" / "up").exists():
+            assert demo.poll() is None and time.monotonic() < deadline, "the demo never started the gateway"
+            time.sleep(0.05)
+        os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C at the terminal does: the whole process group
+        output, _ = demo.communicate(timeout=30)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    assert demo.returncode == 0, output
+    assert (tmp_path / "out" / "broker").read_text() == "open"
+    _assert_its_broker_is_gone(output)
+
+
+@needs_private_network
+def test_the_demo_stops_its_mosquitto_when_the_gateway_exits_by_itself(demo_env: dict[str, str]) -> None:
+    result = _demo(demo_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    _assert_its_broker_is_gone(result.stdout)
+
+
+@needs_private_network
+def test_fresh_removes_the_simulated_houses_state_before_it_starts(demo_env: dict[str, str], tmp_path: Path) -> None:
+    state = tmp_path / "state" / "edge-gateway" / "house-01-simulate"
+    state.mkdir(parents=True)
+    (state / "alarm.json").write_text('{"state": "armed_away"}')
+    assert _demo(demo_env).returncode == 0
+    assert (state / "alarm.json").exists(), "without --fresh the state is kept"
+    result = _demo(demo_env, "--fresh", "--no-mqtt")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not state.exists()
+    assert (tmp_path / "out" / "argv").read_text().split("\n") == [
+        "run",
+        "--simulate",
+        "--config",
+        "config.toml",
+        "--no-mqtt",
+    ]
