@@ -145,7 +145,8 @@ def test_the_broker_is_installed_only_when_asked_for(tmp_path: Path) -> None:
         return next(line for line in out.splitlines() if line.startswith("== packages:"))
 
     assert "mosquitto" not in packages()
-    assert packages("--with-broker").split(":")[1].split() == ["python3-venv", "python3-lgpio", "mosquitto"]
+    with_broker = packages("--with-broker").split(":")[1].split()
+    assert with_broker == ["python3-venv", "python3-lgpio", "python3-gpiozero", "mosquitto"]
 
 
 def test_the_service_user_gets_exactly_the_groups_the_unit_runs_with(tmp_path: Path) -> None:
