@@ -73,6 +73,7 @@ def test_an_install_into_a_scratch_root_lays_out_the_unit_the_config_the_rules_a
     assert (root / "opt/gateway/src/pyproject.toml").read_text() == (ROOT / "pyproject.toml").read_text()
     assert not (root / "opt/gateway/src/.venv").exists()
     assert str((root / "usr/local/bin/gateway").readlink()) == VENV_BINARY
+    assert (root / "var/lib/gateway").is_dir()
 
 
 def test_under_a_scratch_root_the_venv_is_planned_with_the_system_site_packages_and_not_built(
