@@ -154,3 +154,12 @@ def test_the_gateway_runs_under_the_units_system_call_filter(broker: Broker, wor
     finally:
         gateway.close()
     assert "Traceback" not in gateway.log()
+
+
+def test_the_service_runs_in_the_group_of_every_device_node_it_may_open() -> None:
+    """gpiochip/gpiomem: gpio; serial: dialout; /dev/spidev*: spi; /dev/i2c-*: i2c (Raspberry Pi OS, all 0660)."""
+    lines = UNIT.read_text().splitlines()
+    groups = next(line.split("=", 1)[1].split() for line in lines if line.startswith("SupplementaryGroups="))
+    assert sorted(groups) == ["dialout", "gpio", "i2c", "spi"]
+    allowed = {line.split("=", 1)[1] for line in lines if line.startswith("DeviceAllow=")}
+    assert {"char-spi rw", "char-i2c rw", "char-gpiochip rw"} <= allowed
