@@ -265,17 +265,21 @@ four in this order (gpiozero's preference: lgpio works on every Pi, the Pi 5 inc
 
 AUTO_ORDER = ("lgpio", "rpigpio", "pigpio", "native")
 
-NO_FACTORY_FIX = ("install python3-lgpio (`sudo apt install python3-lgpio`, and create the venv with "
-                  "--system-site-packages so it sees it), or run with --simulate")
+NO_FACTORY_FIX = ("install python3-lgpio (and create the venv with --system-site-packages so it sees it), "
+                  "or run with --simulate")
 
 
 class NoPinFactory(ImportError):
-    """No gpiozero pin factory could be built; the message says why for each one tried, and the fix."""
+    """No gpiozero pin factory could be built: ``str()`` is one line with the fix and, in brackets,
+    why each factory tried did not load (``tried``: name -> reason)."""
 
-    def __init__(self, tried: dict[str, str]) -> None:
+    def __init__(self, name: str, tried: dict[str, str]) -> None:
+        self.name = name
         self.tried = tried
-        reasons = "; ".join(f"{name}: {reason}" for name, reason in tried.items())
-        super().__init__(f"no GPIO pin factory ({reasons}): {NO_FACTORY_FIX}")
+        self.reasons = "; ".join(f"{factory}: {reason}" for factory, reason in tried.items())
+        """``lgpio: ModuleNotFoundError: No module named 'lgpio'; ...``"""
+        self.fix = NO_FACTORY_FIX if name in ("auto", "lgpio") else f'set pin_factory = "auto" and {NO_FACTORY_FIX}'
+        super().__init__(f"no GPIO pin factory: {self.fix} (tried {self.reasons})")
 
 
 def load_pin_factory(name: FactoryName | str = "auto") -> tuple[Factory, str]:
@@ -300,4 +304,4 @@ def load_pin_factory(name: FactoryName | str = "auto") -> tuple[Factory, str]:
             tried[candidate] = reason
             continue
         return factory, candidate
-    raise NoPinFactory(tried)
+    raise NoPinFactory(name, tried)
