@@ -106,9 +106,10 @@ def board_pin(bcm: int) -> int:
     return next(board for board, number in HEADER.items() if number == bcm)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Bus:
-    """A hardware bus whose pins the kernel takes once the bus is enabled."""
+    """A hardware bus whose pins the kernel takes once the bus is enabled (one object per bus: compared
+    and hashed by identity)."""
 
     name: str
     pins: dict[int, str]

@@ -176,7 +176,6 @@ def _pin_factory(config: Config, machine: Machine, devices: Sequence[Device], re
 class BootConfig:
     """What ``config.txt`` and ``cmdline.txt`` enable (all ``[section]`` filters read as if they apply)."""
 
-    found: bool = False
     spi: bool = False
     i2c: bool = False
     uart: bool = False
@@ -186,9 +185,7 @@ class BootConfig:
 
     @classmethod
     def read(cls, machine: Machine) -> BootConfig:
-        text = _first_text(machine, "/boot/firmware/config.txt", "/boot/config.txt")
-        if text is None:
-            return cls()
+        text = _first_text(machine, "/boot/firmware/config.txt", "/boot/config.txt") or ""
         params: dict[str, str] = {}
         onewire: int | None = None
         for raw in text.splitlines():
@@ -207,7 +204,7 @@ class BootConfig:
             if word.startswith("console=") and f"/dev/{word[8:].split(',')[0]}" in UART_PORTS:
                 console = word
         on = ("on", "true", "yes", "1", "")
-        return cls(True, params.get("spi") in on, params.get("i2c_arm", params.get("i2c")) in on,
+        return cls(params.get("spi") in on, params.get("i2c_arm", params.get("i2c")) in on,
                    params.get("enable_uart") == "1", onewire, console)
 
 
