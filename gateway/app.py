@@ -90,6 +90,18 @@ class HealthReporting(Protocol):
     def add_health_source(self, name: str, source: HealthSource) -> None: ...
 
 
+class HardwareUnavailable(SystemExit):
+    """The hardware ``run`` needs cannot be opened at all (no GPIO pin factory loads).
+
+    A ``SystemExit`` with status 1: the reason is already logged as one ERROR line with its fix, and
+    the service stops cleanly (outputs safe, ``offline`` published) without a traceback.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(1)
+        self.reason = reason
+
+
 class DeviceReport(TypedDict):
     """One device in :meth:`Gateway.driver_health` (and so in the MQTT health report)."""
 
@@ -224,7 +236,15 @@ class Gateway:
         }
 
     def _prepare_hardware(self) -> None:
-        """Choose the pins and serial opener; in ``--simulate``, start the simulated world first."""
+        """Choose the pins and serial opener; in ``--simulate``, start the simulated world first.
+
+        On a real run the ``[gateway] pin_factory`` is built here, once, if any device needs GPIO or
+        SPI. When none loads the gateway does not start: one ERROR line with the fix, then
+        :class:`HardwareUnavailable` (exit status 1) — rather than drivers failing and being
+        restarted for ever with the house's outputs unavailable.
+        """
+        if not self.simulate and self._pin_factory is None:
+            self._pin_factory = self._real_pin_factory()
         if self.simulate and self._pin_factory is None:
             from drivers.mockpins import sim_pin_factory
             from gateway.simpins import ReleasedLevelPin
@@ -234,6 +254,24 @@ class Gateway:
             self._world = SimWorld(self._pin_factory, self._rng, self.dispatcher.state.value)
             self._start_simulators(self._world)
             self._open_serial = self._open_serial or self._simulated_serial_opener(self._world.serial_ports)
+
+    def _real_pin_factory(self) -> Factory | None:
+        from drivers.board import NoPinFactory, load_pin_factory, uses
+
+        needing = [driver.id for driver in self.drivers if uses(driver.config).needs_pin_factory]
+        if not needing:
+            return None
+        try:
+            factory, name = load_pin_factory(self.config.gateway.pin_factory)
+        except NoPinFactory as exc:
+            log.error("%s; %d device(s) need GPIO (%s): the gateway does not start",
+                      exc, len(needing), ", ".join(needing))
+            raise HardwareUnavailable(str(exc)) from None
+        if name == "native":
+            log.warning("GPIO pin factory: native (no PWM, no Pi 5): install python3-lgpio for the lgpio factory")
+        else:
+            log.info("GPIO pin factory: %s", name)
+        return factory
 
     def _driver_context(self, driver: Driver) -> DriverContext:
         """A context of the driver's own, so one driver's timers never wait on another's."""

@@ -1,7 +1,7 @@
 """The ``gateway`` command.
 
     gateway run        [--config PATH] [--simulate] [--state-dir DIR]   run the gateway
-    gateway check      [--config PATH]                                  validate config and rules
+    gateway check      [--config PATH] [--hardware]                     validate config and rules (and this board)
     gateway simulate   [--config PATH] --events FILE.jsonl             rules in virtual time, actions as JSON lines
     gateway traces     [--config PATH] [RULE] [--last N]               why each rule fired or did not
     gateway status     [--config PATH] [--socket PATH] [--json]         ask the running service
@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate the config and the rule files, then exit")
     _config_option(check)
+    check.add_argument(
+        "--hardware", action="store_true",
+        help="on the device: also check what `run` will open (pin factory, ports, buses, 1-wire, groups, "
+             "state dir, broker, clock), one line per finding with its fix",
+    )
     check.set_defaults(handler=cmd_check)
 
     sim = sub.add_parser("simulate", help="run the rules in virtual time on a scripted list of events")
@@ -129,7 +134,10 @@ def _load(path: Path) -> Config | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Problems (exit 1) and warnings (exit 0) go to stderr, one line each; the summary to stdout."""
+    """Problems (exit 1) and warnings (exit 0) go to stderr, one line each; the summary to stdout.
+
+    With ``--hardware`` the doctor's findings follow on stdout (:mod:`gateway.doctor`), also after
+    bad rule files; exit 1 if the files or the board have a problem."""
     from gateway.assembly import check_ruleset
 
     config = _load(args.config)
@@ -138,13 +146,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     ruleset, lines = check_ruleset(config)
     for line in lines:
         print(line if ruleset is None else f"warning: {line}", file=sys.stderr)
-    if ruleset is None:
-        return 1
-    print(
-        f"{args.config}: OK: gateway {config.gateway.id}, {len(config.devices)} devices, "
-        f"{len(config.entities())} entities; {ruleset.summary()} from {config.rules.dir}"
-    )
-    return 0
+    if ruleset is not None:
+        print(
+            f"{args.config}: OK: gateway {config.gateway.id}, {len(config.devices)} devices, "
+            f"{len(config.entities())} entities; {ruleset.summary()} from {config.rules.dir}"
+        )
+    hardware_ok = _check_hardware(config) if args.hardware else True
+    return 0 if ruleset is not None and hardware_ok else 1
+
+
+def _check_hardware(config: Config) -> bool:
+    from gateway.doctor import examine
+
+    report = examine(config)
+    for finding in report.findings:
+        print(finding)
+    print(report.summary())
+    return not report.problems
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from core.entities import EntitySpec
 from core.errors import (
@@ -30,6 +39,7 @@ from core.errors import (
     unknown_tag_message,
 )
 from drivers.base import DeviceConfig, Driver
+from drivers.board import FactoryName, bcm_number, conflicts
 from drivers.registry import DRIVERS, unknown_driver_message
 
 
@@ -59,6 +69,10 @@ class GatewaySection(Section):
     timezone: str = "UTC"
     state_dir: Path = Path("/var/lib/gateway")
     """Outbox, timers and traces live here; the systemd unit's StateDirectory."""
+    pin_factory: FactoryName = "auto"
+    """The gpiozero pin factory ``run`` builds once for every GPIO and SPI device: ``auto`` tries lgpio,
+    rpigpio, pigpio, native in turn; ``mock`` runs on gpiozero's mock pins (a bench without a board).
+    None loads: ``run`` refuses to start and says what to install (docs/drivers.md)."""
 
     @field_validator("timezone")
     @classmethod
@@ -185,6 +199,30 @@ class Config(BaseModel):
                 seen[spec.id] = driver.id
         return self
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _wired_as_the_board_allows(cls, data: Any, handler: ModelWrapValidatorHandler[Config]) -> Config:
+        """Each device's pins valid for the Pi header, none claimed twice or by a bus a device needs
+        (SPI0, UART0), no serial port or SPI chip select twice (:func:`drivers.board.conflicts`).
+
+        A wrap validator, so that a bad pin is reported together with every other mistake of the file:
+        when the rest fails, the pins the installer wrote are still checked (on the raw table)."""
+        try:
+            config = handler(data)
+        except ValidationError as exc:
+            extra = _raw_pin_errors(data)
+            if not extra:
+                raise
+            known = [InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"], ctx=e.get("ctx", {}))
+                     for e in exc.errors()]
+            raise ValidationError.from_exception_data(exc.title, [*known, *extra]) from None
+        found = conflicts(config.devices)
+        if found:
+            raise ValidationError.from_exception_data(cls.__name__, [
+                _wiring_error(c.index, c.key, c.value, c.message) for c in found
+            ])
+        return config
+
     @property
     def base_topic(self) -> str:
         return self.mqtt.base_topic or f"gateway/{self.gateway.id}"
@@ -199,6 +237,27 @@ class Config(BaseModel):
 
     def entities(self) -> dict[str, EntitySpec]:
         return {spec.id: spec for driver in self.drivers() for spec in driver.entities()}
+
+
+def _wiring_error(index: int, key: str, value: object, message: str) -> InitErrorDetails:
+    return InitErrorDetails(type=PydanticCustomError("wiring", message.replace("{", "{{").replace("}", "}}")),
+                            loc=("devices", index, key), input=value)
+
+
+def _raw_pin_errors(data: Any) -> list[InitErrorDetails]:
+    """Bad pins of a device table that did not validate: each ``pin`` an int or a string gpiozero refuses."""
+    devices = data.get("devices") if isinstance(data, dict) else None
+    out: list[InitErrorDetails] = []
+    for index, device in enumerate(devices if isinstance(devices, list) else []):
+        if not isinstance(device, dict):
+            continue
+        for key, value in device.items():
+            if (key == "pin" or key.endswith("_pin")) and isinstance(value, int | str):
+                try:
+                    bcm_number(value)
+                except ValueError as exc:
+                    out.append(_wiring_error(index, key, value, str(exc)))
+    return out
 
 
 def load_config(path: Path | str) -> Config:

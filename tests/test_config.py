@@ -121,3 +121,84 @@ def test_run_with_a_broken_config_exits_1_without_a_traceback(tmp_path: Path) ->
     result = run_cli("run", "--config", str(path))
     assert result.returncode == 1
     assert "gateway.id" in result.stderr and "Traceback" not in result.stderr
+
+
+# The wiring: pins valid for the Pi header, none claimed twice or by a bus a device needs.
+
+MCP3008 = '[[devices]]\nid = "pot"\ndriver = "analog.mcp3008"\nchannel = 0\n'
+
+
+def relay(ident: str, pin: object) -> str:
+    shown = f'"{pin}"' if isinstance(pin, str) else str(pin)
+    return f'[[devices]]\nid = "{ident}"\ndriver = "gpio.relay"\npin = {shown}\n'
+
+
+def serial(ident: str, port: str) -> str:
+    return (f'[[devices]]\nid = "{ident}"\ndriver = "serial.kv"\nport = "{port}"\n'
+            f'fields.t = {{ entity = "{ident}_t" }}\n')
+
+
+@pytest.mark.parametrize("pin", [99, -3, "seventeen", "BOARD6", "GPIO28", "gpio17"])
+def test_a_pin_the_pi_header_does_not_have_is_refused_at_its_key(tmp_path: Path, pin: object) -> None:
+    found = problems(tmp_path, MINIMAL.replace("pin = 22", f"pin = {pin!r}".replace("'", '"')))
+    assert len(found) == 1
+    assert found[0].startswith(f"{tmp_path / 'config.toml'}: devices[0] (hall_light).pin: ")
+    assert "BCM number" in found[0]
+
+
+@pytest.mark.parametrize("pin", [17, "17", "GPIO17", "BCM17", "BOARD11", "J8:11", "WPI0"])
+def test_every_spelling_gpiozero_accepts_for_a_pin_is_accepted(tmp_path: Path, pin: object) -> None:
+    shown = f'"{pin}"' if isinstance(pin, str) else str(pin)
+    load_config(write_config(tmp_path, MINIMAL.replace("pin = 22", f"pin = {shown}")))
+
+
+def test_a_bad_pin_is_reported_together_with_the_other_mistakes_of_the_file(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL.replace("pin = 22", "pin = 99") + "[mqtt]\nport = 0\n")
+    assert any("mqtt.port:" in p for p in found)
+    assert any("devices[0] (hall_light).pin: 99 is not a GPIO pin" in p for p in found)
+
+
+def test_two_devices_on_one_pin_are_refused_at_the_second_naming_the_first(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL + relay("fan", 5) + relay("heater", "BOARD15"))
+    assert found == [f"{tmp_path / 'config.toml'}: devices[2] (heater).pin: GPIO22 is already used by "
+                     "devices[0] (hall_light) (got 'BOARD15')"]
+
+
+def test_a_relay_on_an_spi_pin_beside_an_mcp3008_is_refused(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL + MCP3008 + relay("fan", 10))
+    assert found == [f"{tmp_path / 'config.toml'}: devices[2] (fan).pin: GPIO10 is SPI0's MOSI pin, which "
+                     "devices[1] (pot) needs (SPI0 takes GPIO 7, 8, 9, 10, 11): choose another pin"]
+
+
+def test_an_spi_pin_is_free_for_gpio_when_no_device_uses_spi(tmp_path: Path) -> None:
+    load_config(write_config(tmp_path, MINIMAL + relay("fan", 10)))
+
+
+def test_an_input_on_the_uart_pins_beside_a_serial_device_on_serial0_is_refused(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL + serial("air", "/dev/serial0") + relay("door", "GPIO15"))
+    assert len(found) == 1
+    assert "devices[2] (door).pin: GPIO15 is UART0's RXD pin, which devices[1] (air) needs" in found[0]
+
+
+def test_the_uart_pins_are_free_when_the_serial_device_is_on_usb(tmp_path: Path) -> None:
+    load_config(write_config(tmp_path, MINIMAL + serial("air", "/dev/ttyUSB0") + relay("door", 15)))
+
+
+def test_one_serial_port_for_two_devices_is_refused(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL + serial("a", "/dev/ttyUSB0") + serial("b", "/dev/ttyUSB0"))
+    assert found == [f"{tmp_path / 'config.toml'}: devices[2] (b).port: '/dev/ttyUSB0' is already used by "
+                     "devices[1] (a): one serial port serves one device"]
+
+
+def test_two_adcs_on_one_chip_select_are_refused(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL + MCP3008 + MCP3008.replace('"pot"', '"pot2"'))
+    assert len(found) == 1
+    assert "devices[2] (pot2).spi_device: SPI0 chip select CE0 is already used by devices[1] (pot)" in found[0]
+
+
+def test_pin_factory_accepts_gpiozeros_names_and_refuses_others(tmp_path: Path) -> None:
+    with_lgpio = MINIMAL.replace('id = "test-gw"', 'id = "test-gw"\npin_factory = "lgpio"')
+    config = load_config(write_config(tmp_path, with_lgpio))
+    assert config.gateway.pin_factory == "lgpio"
+    found = problems(tmp_path, MINIMAL.replace('id = "test-gw"', 'id = "test-gw"\npin_factory = "wiringpi"'))
+    assert len(found) == 1 and "gateway.pin_factory:" in found[0]
