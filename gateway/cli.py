@@ -139,20 +139,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     With ``--hardware`` the doctor's findings follow on stdout (:mod:`gateway.doctor`), also after
     bad rule files; exit 1 if the files or the board have a problem."""
     from gateway.assembly import check_ruleset
+    from gateway.config import state_dir_problems
 
     config = _load(args.config)
     if config is None:
         return 1
     ruleset, lines = check_ruleset(config)
-    for line in lines:
-        print(line if ruleset is None else f"warning: {line}", file=sys.stderr)
+    state_dir = state_dir_problems(config)
+    for line in [*state_dir, *lines] if ruleset is None else state_dir:
+        print(line, file=sys.stderr)
     if ruleset is not None:
+        for line in lines:
+            print(f"warning: {line}", file=sys.stderr)
+    if ruleset is not None and not state_dir:
         print(
             f"{args.config}: OK: gateway {config.gateway.id}, {len(config.devices)} devices, "
             f"{len(config.entities())} entities; {ruleset.summary()} from {config.rules.dir}"
         )
     hardware_ok = _check_hardware(config) if args.hardware else True
-    return 0 if ruleset is not None and hardware_ok else 1
+    return 0 if ruleset is not None and not state_dir and hardware_ok else 1
 
 
 def _check_hardware(config: Config) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gpiozero import DigitalOutputDevice
 from gpiozero.pins.mock import MockFactory
 
 from core.events import Event, Kind
@@ -19,9 +20,11 @@ def supervised_config(pin: str) -> str:
 
 
 def test_a_device_that_cannot_start_is_reported_and_the_others_run_on(tmp_path: Path) -> None:
-    config = load_config(write_config(tmp_path, supervised_config("GPIO99"), rules="version = 1\n"))
+    config = load_config(write_config(tmp_path, supervised_config("GPIO27"), rules="version = 1\n"))
     recorder = RecordingForwarder()
-    gateway = Gateway(config, pin_factory=MockFactory(), forwarder=recorder)
+    pins = MockFactory()
+    squatter = DigitalOutputDevice(27, pin_factory=pins)  # GPIO27 is taken: the door cannot open it
+    gateway = Gateway(config, pin_factory=pins, forwarder=recorder)
     gateway.start()
     try:
         gateway.dispatcher.drain()
@@ -32,6 +35,7 @@ def test_a_device_that_cannot_start_is_reported_and_the_others_run_on(tmp_path: 
         assert gateway.driver_health()["door"]["status"] in {"failed", "restarting"}
     finally:
         gateway.shutdown()
+        squatter.close()
 
 
 def test_the_gateway_adds_the_drivers_health_to_a_forwarder_that_reports_health(tmp_path: Path) -> None:

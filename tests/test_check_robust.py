@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.cli import main
 from gateway.config import ConfigError, load_config, state_dir_problems
 from gateway.mqtt.topics import Topics
 from rules import codes
@@ -499,3 +500,12 @@ def test_a_device_setting_of_inf_or_nan_is_refused(tmp_path: Path, setting: str)
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert "devices[0]" in str(caught.value) and setting.split(maxsplit=1)[0] in str(caught.value)
+
+
+def test_gateway_check_fails_when_a_file_is_in_the_way_of_the_state_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "state").write_text("not a directory")
+    path = write_config(tmp_path, CONFIG + 'state_dir = "state"\n', rules="version = 1\n")
+    assert main(["check", "--config", str(path)]) == 1
+    assert "gateway.state_dir" in capsys.readouterr().err

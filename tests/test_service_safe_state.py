@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from gpiozero import DigitalOutputDevice
 from gpiozero.pins.mock import MockFactory
 
 from gateway.app import Gateway
@@ -54,10 +55,12 @@ def test_sensors_are_not_touched(tmp_path: Path) -> None:
 
 def test_an_actuator_that_cannot_be_opened_does_not_stop_the_others(tmp_path: Path) -> None:
     body = CONFIG.format(gateway_id="svc-safe", port=1883) + (
-        '\n[[devices]]\nid = "broken"\ndriver = "gpio.relay"\npin = "GPIO99"\n'
+        '\n[[devices]]\nid = "broken"\ndriver = "gpio.relay"\npin = "GPIO26"\n'
     )
     pins = _pins()
+    squatter = DigitalOutputDevice(26, pin_factory=pins)  # GPIO26 is taken: the relay cannot open it
     problems = drive_safe_states(load_config(write_config(tmp_path, body)).devices, pin_factory=pins)
+    squatter.close()
     assert len(problems) == 1 and problems[0].startswith("broken: could not reach its safe state")
     assert pins.pin("GPIO23").released == 0.0
 
