@@ -48,7 +48,7 @@ class LogOnce:
         with self._lock:
             self.count += 1
             first = self.count == 1
-        self.log.log(level if first else logging.DEBUG, msg, *args)
+        self.log.log(level if first else logging.DEBUG, msg, *args, stacklevel=2)
         return first
 
     def ended(self, level: int, msg: str, *args: object) -> int:
@@ -57,5 +57,5 @@ class LogOnce:
         with self._lock:
             count, self.count = self.count, 0
         if count:
-            self.log.log(level, msg, *args, count)
+            self.log.log(level, msg, *args, count, stacklevel=2)
         return count
