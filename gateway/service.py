@@ -302,6 +302,7 @@ class Service:
             "simulate": gw.simulate,
             "rules": len(gw.engine.rules),
             "engine": gw.engine.status(),
+            "reload": None if gw.houselog.last_reload is None else gw.houselog.last_reload.report(),
             "devices": devices,
             "outputs": dispatcher.outputs.status(),
             "entities": entities,
