@@ -7,6 +7,8 @@ unit, linear scaling and its own conditioning steps. A malformed line or a
 frame with a bad checksum is counted (``driver.counters``), never a reading,
 never a crash. A port that vanishes makes every entity unavailable until
 readings flow again; so does a sensor silent for longer than ``stale_after``.
+Lines may end with CR, LF or CRLF. While its port is away the device shows
+``waiting for port`` in ``gateway status`` and in the health report.
 
 Config examples::
 
@@ -166,6 +168,14 @@ class SerialSensor(Driver[SerialC_co]):
 
     def entities(self) -> Sequence[EntitySpec]:
         return [self._spec(name, f) for name, f in self.config.fields.items()]
+
+    @property
+    def waiting_for_port(self) -> bool:
+        """Started, but its port is not open now (not plugged in, or failed and being retried):
+        ``gateway status`` says ``waiting for port`` rather than ``running``
+        (:class:`drivers.supervision.WaitsForPort`)."""
+        link = self.link
+        return link is not None and not link.connected
 
     def stats(self) -> dict[str, int]:
         c = self.parser.counters

@@ -5,11 +5,21 @@ The port is opened through ``ctx.open_serial`` (``serial.serial_for_url``), so
 survives re-enumeration as ``ttyUSB1``), ``loop://`` and ``socket://`` all work.
 
 The reader blocks in ``read`` (no polling) and hands every chunk to the
-driver's :class:`~drivers.protocols.Parser`. When the port fails (USB unplugged:
-pyserial raises at once) or cannot be opened, ``on_lost(reason)`` is called once
-per outage, the port is closed (no leaked descriptors), and opening is retried
-after ``retry_min_s``, doubling up to ``retry_max_s``. ``stop`` cancels the
-blocking read and joins the thread.
+driver's :class:`~drivers.protocols.Parser`. Text protocols get their lines
+whatever the device ends them with: CR, LF or CRLF (a CR alone becomes a line
+end; the empty line a CRLF then leaves is skipped by the parser). Binary
+frames are passed as they came.
+
+When the port fails (USB unplugged: pyserial raises at once) or cannot be
+opened, the outage begins: ``on_lost(reason)`` is called once, one ERROR line
+says so, the port is closed (no leaked descriptors), and opening is retried
+after ``retry_min_s``, doubling up to ``retry_max_s``. A port that opens and
+fails at once (a flaky adapter, a port another program holds) is part of the
+same outage: it does not reset the backoff, and its repeats are logged at
+DEBUG only (:class:`core.logonce.LogOnce`). The outage ends, with one INFO line
+and the count of failed attempts, when the port delivers data again; the
+backoff starts over from ``retry_min_s`` only once the port has delivered data
+for ``stable_s``. ``stop`` cancels the blocking read and joins the thread.
 """
 
 from __future__ import annotations
@@ -22,9 +32,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from core.clock import Clock, SystemClock
 from core.guard import guarded
+from core.logonce import LogOnce
 from drivers.base import SerialOpener
-from drivers.protocols import Parser, Record
+from drivers.protocols import LineParser, Parser, Record
 
 if TYPE_CHECKING:
     from serial import SerialBase
@@ -33,6 +45,9 @@ log = logging.getLogger(__name__)
 
 COMPLAINT_INTERVAL = 60.0
 """Seconds between log lines about malformed input from one port (the counters keep the rest)."""
+
+STABLE_S = 30.0
+"""Seconds a reopened port must deliver data before a new failure starts the backoff over."""
 
 
 class SerialLink:
@@ -49,7 +64,13 @@ class SerialLink:
         on_fatal: Callable[[str], None] | None = None,
         retry_min_s: float = 1.0,
         retry_max_s: float = 60.0,
+        stable_s: float = STABLE_S,
+        clock: Clock | None = None,
+        wait: Callable[[float], bool] | None = None,
     ) -> None:
+        """``clock`` (its ``monotonic``) measures how long the port delivered data; ``wait(seconds)`` waits
+        between attempts and returns True to stop (default: real time, ended by :meth:`stop`). Tests
+        inject both to run an outage of minutes in virtual time."""
         self.name = name
         self.url = url
         self.baudrate = baudrate
@@ -60,7 +81,13 @@ class SerialLink:
         self._on_fatal = on_fatal
         self._retry_min = retry_min_s
         self._retry_max = retry_max_s
+        self._stable = stable_s
+        self._clock: Clock = clock or SystemClock()
         self._stop = threading.Event()
+        self._wait = wait or self._stop.wait
+        self._lines = isinstance(parser, LineParser)
+        self._outage = LogOnce(log)
+        self._delivering_since: float | None = None
         self._lock = threading.Lock()
         self._port: SerialBase | None = None
         self._thread: threading.Thread | None = None
@@ -68,6 +95,7 @@ class SerialLink:
         self._complained_at = 0
         self.opens = 0
         self.failures = 0
+        """Failed attempts: a port that could not be opened or failed after opening."""
 
     @property
     def connected(self) -> bool:
@@ -79,7 +107,7 @@ class SerialLink:
         A port that is not there yet is not an error: ``on_lost`` says so and the reader keeps trying.
         """
         self._stop.clear()
-        port = self._open(lost_reported=False)
+        port = self._open()
         self._thread = threading.Thread(target=self._guarded_run, args=(port,), name=f"serial-{self.name}", daemon=True)
         self._thread.start()
 
@@ -123,40 +151,41 @@ class SerialLink:
 
     def _run(self, port: SerialBase | None) -> None:
         delay = self._retry_min
-        lost_reported = port is None
         while not self._stop.is_set():
             if port is None:
-                port = self._open(lost_reported)
-            if port is None:
-                lost_reported = True
-            else:
-                lost_reported = False
-                delay = self._retry_min
+                port = self._open()
+            if port is not None:
+                self._delivering_since = None
                 reason = self._read(port)
                 port = None
                 if reason is None:
                     return
-                self.failures += 1
-                log.error("%s: serial port %s failed: %s; retrying", self.name, self.url, reason)
-                self._on_lost(reason)
-                lost_reported = True
-            if self._stop.wait(delay):
+                since = self._delivering_since
+                if since is not None and self._clock.monotonic() - since >= self._stable:
+                    delay = self._retry_min  # it worked for a while: a new outage starts over
+                self._lost(f"serial port {self.url} failed: {reason}", delay)
+            if self._wait(delay) or self._stop.is_set():
                 return
             delay = min(delay * 2, self._retry_max)
 
-    def _open(self, lost_reported: bool) -> SerialBase | None:
+    def _open(self) -> SerialBase | None:
         try:
             port = self._open_serial(self.url, baudrate=self.baudrate, timeout=None)
         except Exception as exc:
-            if not lost_reported:
-                log.error("%s: cannot open serial port %s: %s", self.name, self.url, exc)
-                self._on_lost(f"cannot open {self.url}: {exc}")
+            self._lost(f"cannot open serial port {self.url}: {exc}", self._retry_min)
             return None
         with self._lock:
             self._port = port
         self.opens += 1
         self.parser.reset()
         return port
+
+    def _lost(self, reason: str, delay: float) -> None:
+        """One failed attempt: the first of an outage is an ERROR and ``on_lost``; the others DEBUG."""
+        self.failures += 1
+        if self._outage.holds(logging.ERROR, "%s: %s; retrying in %g s, backing off up to every %g s",
+                              self.name, reason, delay, self._retry_max):
+            self._on_lost(reason)
 
     def _read(self, port: Any) -> str | None:
         """Read until the port fails (returns why) or we are stopped (returns None)."""
@@ -165,6 +194,10 @@ class SerialLink:
             while not self._stop.is_set():
                 data = port.read(max(1, port.in_waiting))
                 if data:
+                    if self._delivering_since is None:
+                        self._delivering_since = self._clock.monotonic()
+                        self._outage.ended(logging.INFO, "%s: serial port %s delivers data again after %d "
+                                           "failed attempts", self.name, self.url)
                     handle(data)
             return None
         except Exception as exc:  # pyserial raises SerialException, OSError or TypeError on a lost port
@@ -176,6 +209,8 @@ class SerialLink:
                 port.close()
 
     def _handle(self, data: bytes) -> None:
+        if self._lines:
+            data = data.replace(b"\r", b"\n")
         records = self.parser.feed(data)
         if records:
             self._on_records(records)

@@ -19,6 +19,12 @@ life cycle of every driver:
 Health events: ``Kind.SYSTEM``, ``entity`` = the device id, ``value`` one of
 ``"running"``, ``"failed"``, ``"stopped"``, ``detail`` the reason.
 
+A driver that started but whose hardware is not there yet (a serial port not
+plugged in: the driver keeps trying on its own, :class:`WaitsForPort`) is
+reported by :meth:`Supervisor.health` as ``"waiting for port"``, not
+``"running"``: it is not a failure (nothing is restarted), but it is not
+working either, and ``gateway status`` must not count it as running.
+
 Wiring (``gateway/app.py``)::
 
     supervisor = Supervisor(drivers, lambda d: DriverContext(post=bus.post, events=events, ...),
@@ -37,7 +43,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 from core.clock import Clock
 from core.events import Event, EventFactory, Kind
@@ -46,7 +52,17 @@ from drivers.timing import Handle, Scheduler, ThreadScheduler
 
 log = logging.getLogger(__name__)
 
-Status = Literal["new", "running", "failed", "restarting", "stopped"]
+Status = Literal["new", "running", "waiting for port", "failed", "restarting", "stopped"]
+
+
+@runtime_checkable
+class WaitsForPort(Protocol):
+    """A driver whose port may be absent while it runs (``drivers.serial_line.SerialSensor``)."""
+
+    @property
+    def waiting_for_port(self) -> bool:
+        """Started, but its port is not open now; it reopens it by itself."""
+        ...
 
 
 @dataclass(slots=True)
@@ -124,7 +140,8 @@ class Supervisor:
 
     def health(self) -> list[DriverHealth]:
         with self._lock:
-            return [replace(slot.health, stats=self._stats(slot.driver)) for slot in self._slots.values()]
+            return [replace(slot.health, status=self._status(slot), stats=self._stats(slot.driver))
+                    for slot in self._slots.values()]
 
     def report_failure(self, driver_id: str, reason: str) -> None:
         """Safe from any thread: the driver is made safe and restarted on the supervisor's thread."""
@@ -191,7 +208,7 @@ class Supervisor:
             health.restarts += 1
             health.status = "restarting"
             self._start(slot)
-            if self._running(health):
+            if self._running(health) and self._status(slot) == "running":
                 for spec in slot.driver.entities():
                     if self._events is not None:
                         self._emit(self._events.availability(spec.id, True, "driver restarted"))
@@ -203,6 +220,14 @@ class Supervisor:
         except Exception:
             log.exception("device %s could not report its counters", driver.id)
             return {}
+
+    @staticmethod
+    def _status(slot: _Slot) -> Status:
+        """The life-cycle status, except that a running driver waiting for its port says so."""
+        status = slot.health.status
+        if status == "running" and isinstance(slot.driver, WaitsForPort) and slot.driver.waiting_for_port:
+            return "waiting for port"
+        return status
 
     @staticmethod
     def _running(health: DriverHealth) -> bool:

@@ -33,10 +33,12 @@ from gateway.assembly import assemble, build_engine, load_ruleset
 from gateway.bus import Bus
 from gateway.config import Config
 from gateway.controller_discovery import TopicNames, discovery_extras
+from gateway.houselog import HouseLog
 from gateway.lastgood import save_outputs
 from rules.commands import LOCKOUT_FILE, CodeGuard, Validator, command_validators
 from rules.discovery import bridge_entities, hub_view
 from rules.loader import RulesError
+from rules.watcher import refusal_event
 
 if TYPE_CHECKING:
     from gpiozero import Factory
@@ -151,6 +153,8 @@ class Gateway:
         """Alarm wrong codes and lockouts: kept across reloads (validators are rebuilt) and restarts."""
         self.entities: dict[str, EntitySpec] = self._house_entities()
         self.forwarder = forwarder if forwarder is not None else (self._mqtt_bridge() if mqtt else None)
+        self.houselog = HouseLog(lambda: self.entities, self.forwarder.add_health_source
+                                 if isinstance(self.forwarder, HealthReporting) else None)
         self._rng = random.Random(seed)
         self._pin_factory = pin_factory
         self._open_serial = open_serial
@@ -304,9 +308,10 @@ class Gateway:
         return open_serial
 
     def _observe(self, event: Event) -> None:
-        """Every processed event, on the dispatcher thread: note rule firings, then forward."""
+        """Every processed event, on the dispatcher thread: note rule firings, tell the house log, then forward."""
         if event.rule is not None and event.kind is Kind.COMMAND:
             self.firings.append(event)
+        self.houselog.observe(event)
         if self.forwarder is not None:
             self.forwarder.forward(event)
 
@@ -344,7 +349,8 @@ class Gateway:
 
         All or nothing: the new set replaces the running one only if every file is
         valid, keeping the timers of unchanged rules; otherwise every problem is
-        logged and the old rules run on.
+        logged, a ``reload_refused`` event carries them (MQTT, ``gateway status``)
+        and the old rules run on.
         """
         try:
             ruleset = load_ruleset(self.config)
@@ -353,6 +359,7 @@ class Gateway:
                 log.error("reload: %s", problem)
             log.error("reload refused: %d problem(s); the previous %d rules stay in force",
                       len(exc.problems), len(self.engine.rules))
+            self.bus.post(refusal_event(self.events, exc.problems))  # to the hub, the house log, `status`
             return False
         self.engine.replace(ruleset)
         self._announce_controllers()

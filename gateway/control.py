@@ -236,6 +236,7 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
         f"gateway {status.get('gateway')} (pid {status.get('pid')}), up {_duration(status.get('uptime', 0))}"
         + (", simulated hardware" if status.get("simulate") else ""),
         f"rules: {status.get('rules')} loaded" + _engine_line(status.get("engine") or {}),
+        *_reload_lines(status.get("reload"), now),
     ]
     mqtt = status.get("mqtt") or {}
     if mqtt.get("enabled"):
@@ -280,6 +281,24 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     if failures:
         lines.append("callback failures: " + ", ".join(f"{k} x{v}" for k, v in sorted(failures.items())))
     return "\n".join(lines)
+
+
+def _reload_lines(reload: dict[str, Any] | None, now: float) -> list[str]:
+    """``last reload: REFUSED at 14:02:11 (3m ago): 2 problems; the rules in force stay`` and the problems;
+    nothing before the first reload."""
+    if not reload:
+        return []
+    at = reload.get("at") or now
+    when = f"at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(at))} ({_duration(now - at)} ago)"
+    if reload.get("result") == "ok":
+        return [f"last reload: ok {when}" + (f": {reload['summary']}" if reload.get("summary") else "")]
+    count = int(reload.get("count") or 0)
+    problems = list(reload.get("problems") or [])
+    lines = [f"last reload: REFUSED {when}: {count} problem{'' if count == 1 else 's'}; the rules in force stay"]
+    lines += [f"  {problem}" for problem in problems]
+    if count > len(problems):
+        lines.append(f"  ... and {count - len(problems)} more (see the gateway's log)")
+    return lines
 
 
 def _output_line(entity: str, output: dict[str, Any]) -> str:

@@ -4,6 +4,10 @@ Under systemd (``JOURNAL_STREAM`` set) each line starts with the sd-daemon
 priority prefix (``<3>`` error ... ``<7>`` debug) and carries no timestamp:
 journald adds its own and ``journalctl -p warning`` filters by level. At a
 terminal, lines carry a short local time and the level name instead.
+
+At INFO the log is the house's story (``house:`` lines, :mod:`gateway.houselog`)
+plus what the gateway itself does; libraries' chatter (APScheduler's jobs,
+paho's reconnects) appears only at DEBUG.
 """
 
 from __future__ import annotations
@@ -44,3 +48,8 @@ def setup_logging(level: str = "INFO", journal: bool | None = None) -> None:
     root.setLevel(level.upper())
     # paho logs every reconnect attempt at its own level; our bridge reports outages once.
     logging.getLogger("paho").setLevel(logging.WARNING)
+    # APScheduler says "Added job ...", "Scheduler started" and "Job ... executed" at INFO at every start,
+    # reload and run: library chatter, shown only when the gateway itself logs at DEBUG. Its warnings
+    # (a missed run) stay.
+    chatty = logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+    logging.getLogger("apscheduler").setLevel(chatty)

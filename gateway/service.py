@@ -273,13 +273,13 @@ class Service:
         gw = self.gateway
         dispatcher = gw.dispatcher
         now_mono = gw.events.clock.monotonic()
-        running = {driver.id for driver in gw.running}
+        statuses = {device: report["status"] for device, report in gw.driver_health().items()}
         devices = []
         for driver in gw.drivers:
             if driver.id in gw.failed:
                 health = f"FAILED: {gw.failed[driver.id]}"
-            elif driver.id in running:
-                health = "running"
+            elif statuses.get(driver.id) in ("running", "waiting for port"):
+                health = statuses[driver.id]
             else:
                 health = "stopped"
             devices.append({"id": driver.id, "driver": driver.config.driver, "health": health})
@@ -302,6 +302,7 @@ class Service:
             "simulate": gw.simulate,
             "rules": len(gw.engine.rules),
             "engine": gw.engine.status(),
+            "reload": None if gw.houselog.last_reload is None else gw.houselog.last_reload.report(),
             "devices": devices,
             "outputs": dispatcher.outputs.status(),
             "entities": entities,

@@ -8,6 +8,10 @@ None (time conditions are false, a thermostat follows its plain setpoint);
 against the monotonic one (more than :data:`CLOCK_STEP` s between two polls)
 makes the scheduler recompute its next runs. The engine calls :meth:`poll`
 at start and then every ``rules.engine.CLOCK_POLL`` seconds.
+
+An unsynchronised clock is logged once (WARNING), not at every poll, and once
+more when it becomes synchronised, with the number of checks it took
+(:class:`core.logonce.LogOnce`); the checks in between are at DEBUG.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from core.clock import Clock
+from core.logonce import LogOnce
 from rules.schedule import Schedules
 
 log = logging.getLogger("rules.engine")  # the installer's log has always said this under the engine's name
@@ -42,6 +47,8 @@ class WallClock:
         self.schedules = schedules
         self.synced = False
         self._offset: float | None = None
+        self._unsynced = LogOnce(log)
+        """Said once when the clock is found unsynchronised, and once more when it becomes synchronised."""
 
     def local_now(self) -> dt.datetime | None:
         """Local wall time, or None while the clock is not trusted (policy ``wait``)."""
@@ -53,10 +60,12 @@ class WallClock:
         """Check synchronisation (until it holds), start the schedules when allowed, and notice a step."""
         if not self.synced:
             self.synced = bool(self.check())
-            if self.synced:
+            if not self.synced:
+                waits = "schedules and time conditions wait" if self.policy == "wait" else "schedules run on it"
+                self._unsynced.holds(logging.WARNING, "wall clock not synchronised yet: %s", waits)
+            elif not self._unsynced.ended(logging.INFO, "wall clock synchronised after %d checks: "
+                                                        "schedules and time conditions active"):
                 log.info("wall clock synchronised: schedules and time conditions active")
-            elif self.policy == "wait":
-                log.warning("wall clock not synchronised yet: schedules and time conditions wait")
         if (self.synced or self.policy == "run") and not self.schedules.running:
             self.schedules.start()
         offset = self.clock.time() - self.clock.monotonic()
