@@ -41,6 +41,10 @@ MessageCallback = Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]
 PublishCallback = Callable[[mqtt.Client, object, int, ReasonCode, Properties | None], None]
 
 
+JOIN_MARGIN = 0.05
+"""Seconds of the stop's budget kept for what follows the join (the caller returns within its timeout)."""
+
+
 class Link:
     """One broker connection; :meth:`start` and :meth:`close` are called from the application's thread."""
 
@@ -121,7 +125,7 @@ class Link:
         # run on after the gateway is gone. It is a daemon, so the budget still bounds the stop.
         stopper = threading.Thread(target=self._release, args=(client,), name="mqtt-loop-stop", daemon=True)
         stopper.start()
-        stopper.join(max(0.05, release_by - time.monotonic()))
+        stopper.join(max(0.0, release_by - time.monotonic() - JOIN_MARGIN))
 
     def _release(self, client: mqtt.Client) -> None:
         """End paho's thread, then drop its references to us: without the cycle, the client is freed
