@@ -233,7 +233,7 @@ class RuleEngine:
             for controller in fresh:
                 controller.start(None, None)
             self._start_new_virtuals()
-        log.info("%s", report)
+        log.debug("%s", report)  # the house log says it once, at INFO (gateway/houselog.py)
         self.changed()
         # Visible to the hub, and it makes the dispatcher process what this swap emitted
         # (safe states of removed controllers) even when called from an idle hook.
