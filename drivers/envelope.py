@@ -321,7 +321,7 @@ class Envelope:
         try:
             saved = _Saved.model_validate_json(path.read_bytes())
         except FileNotFoundError:
-            log.warning("no switch history in %s (a first start?): the envelope's limits count from now", path)
+            log.info("no switch history in %s (a first start?): the envelope's limits count from now", path)
             return
         except (OSError, ValidationError) as exc:
             log.warning("no switch history: %s is unreadable (%s); the envelope's limits count from now",
