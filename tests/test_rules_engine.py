@@ -46,7 +46,7 @@ def test_reload_keeps_timers_of_unchanged_rules(tmp_path: Path) -> None:
 
 def test_reload_reports_added_and_removed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     h = house(tmp_path, DOOR_HELD)
-    with caplog.at_level("INFO", logger="rules.engine"):
+    with caplog.at_level("DEBUG", logger="rules.engine"):  # at INFO, the house log says it (gateway/houselog.py)
         report = h.engine.replace(ruleset(tmp_path, MOTION_LIGHT))
     assert (report.added, report.removed) == (["motion_light"], ["door_left_open"])
     assert "1 added ['motion_light']" in caplog.text and "1 removed ['door_left_open']" in caplog.text
