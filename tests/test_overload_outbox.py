@@ -118,3 +118,32 @@ def test_status_shows_what_the_outbox_shed_by_kind_in_one_line_only_when_somethi
     assert [line for line in text.splitlines() if "shed" in line] == [
         "outbox shed (never sent): 400 reading, 3 timer"
     ]
+
+
+def test_a_reading_kept_as_the_newest_is_coalesced_once_a_newer_one_of_its_entity_arrives(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", max_events=100, reserve=1000)
+    outbox.add("gw/event/a", text("a-old"), kind="reading", ts=0.0)
+    for i in range(150):
+        outbox.add("gw/event/light", text(f"c{i}"), kind="command", ts=0.0)
+    outbox.commit()  # over max_events: nothing to coalesce yet, a-old is its entity's newest
+    outbox.add("gw/event/a", text("a-new"), kind="reading", ts=0.0)
+    outbox.commit()
+    payloads = [row.payload for row in outbox.fetch(0, 1000)]
+    assert b"a-old" not in payloads and payloads[-1] == b"a-new"
+    assert outbox.counters.shed_by_kind == {"reading": 1}
+
+
+def test_while_the_disk_refuses_writes_the_rows_in_memory_are_shed_by_the_same_table(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", max_events=100, reserve=1000)
+    pages = outbox._db.execute("PRAGMA page_count").fetchone()[0]
+    outbox._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own 'disk full'
+    outbox.add("gw/event/alarm", text("arming"), kind="alarm", ts=0.0)
+    for i in range(300):
+        outbox.add("gw/event/temp", text(f"r{i}"), kind="reading", ts=0.0)
+        outbox.add("gw/event/light", text(f"c{i}"), kind="command", ts=0.0)
+    assert outbox.commit() == 0
+    payloads = [row.payload for row in outbox.fetch(0, 1000)]
+    assert payloads[0] == b"arming"
+    assert [p for p in payloads if p.startswith(b"c")] == [f"c{i}".encode() for i in range(300)]
+    assert [p for p in payloads if p.startswith(b"r")] == [b"r299"]
+    assert outbox.counters.shed_by_kind == {"reading": 299}
