@@ -144,7 +144,10 @@ class MqttSection(Section):
 
 class OutboxSection(Section):
     max_events: int = Field(default=200_000, ge=100)
-    """Above this the oldest readings are dropped (counted); commands and states are kept longest."""
+    """Above this readings are shed (superseded ones first), and timer and system events (counted by kind)."""
+    reserve: int = Field(default=100_000, ge=0)
+    """Room above ``max_events`` that only transitions may use (alarm, availability, rejected, command,
+    state, publish): they are shed only past ``max_events + reserve``. See docs/mqtt.md."""
     batch_ms: float = Field(default=20.0, ge=0, le=1000)
     """Commit window: events accepted within it share one SQLite transaction (SD-card wear)."""
     synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"

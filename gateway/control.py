@@ -246,6 +246,10 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
             + (f" (oldest {_duration(oldest)})" if oldest is not None else "")
             + f", {mqtt.get('outbox_dropped')} dropped; {mqtt.get('events_out')} events sent"
         )
+        shed = mqtt.get("outbox_shed_by_kind") or {}
+        if shed:
+            lines.append("outbox shed (never sent): "
+                         + ", ".join(f"{count} {kind}" for kind, count in sorted(shed.items(), key=lambda kv: -kv[1])))
         if mqtt.get("forwarding", "ok") != "ok":
             lines.append(f"forwarding: DEGRADED ({mqtt.get('forwarding_reason')}); "
                          "events are not kept through a restart: local control is not affected")

@@ -78,6 +78,7 @@ class MqttBridge:
             batch_ms=config.outbox.batch_ms,
             synchronous=config.outbox.synchronous,
             max_events=config.outbox.max_events,
+            reserve=config.outbox.reserve,
             max_packet_size=section.max_packet_size,
             mqtt5=is_mqtt5(section),
             seq_floor=int(events.clock.time() * 1000),  # only a new outbox (a replaced or in-memory one) uses it
@@ -129,7 +130,7 @@ class MqttBridge:
         self.outbox.add(
             self.topics.event(event.entity),
             functools.partial(event_payload, event),
-            droppable=event.kind is Kind.READING,
+            kind=event.kind.value,
             ts=event.ts,
         )
         if event.kind in STATE_KINDS:
@@ -229,7 +230,7 @@ class MqttBridge:
         if request.retain:
             self.retained.retain(topic, payload)
         else:
-            self.outbox.add(topic, lambda seq: payload, droppable=False, ts=event.ts)
+            self.outbox.add(topic, lambda seq: payload, kind="publish", ts=event.ts)
 
     def _came_up(self, client: mqtt.Client, session_present: bool, broker_packet_limit: int | None) -> None:
         """A connection was accepted (network thread): the parts catch up before the link counts as up."""

@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 
 INFLIGHT_HEADROOM = 100
 """paho's own window is the outbox window plus room for states, results and discovery."""
+MAX_QUEUED = 20_000
+"""The bound of paho's outgoing queue (in flight and waiting), ~6 MB of small messages. paho's default
+is no bound at all. Outbox rows never come near it (the publish window hands paho ``max_inflight``
+at a time, and a row paho refuses stays in the outbox); it caps what is published outside the
+outbox (retained states, command results, discovery) when the link cannot keep up."""
 
 
 class CredentialsError(MqttSetupError):
@@ -95,6 +100,7 @@ def make_client(config: Config, topics: Topics) -> mqtt.Client:
     )
     client.will_set(topics.status, OFFLINE, qos=1, retain=True)
     client.max_inflight_messages_set(section.max_inflight + INFLIGHT_HEADROOM)
+    client.max_queued_messages_set(max(MAX_QUEUED, section.max_inflight + INFLIGHT_HEADROOM))
     client.reconnect_delay_set(max(1, round(section.reconnect_min)), max(1, round(section.reconnect_max)))
     if section.tls is not None:
         client.tls_set_context(tls_context(section.tls))

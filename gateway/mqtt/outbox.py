@@ -23,10 +23,15 @@ Settings and their reasons:
 * ``synchronous``: ``NORMAL`` (default) keeps every committed row through a
   process kill (WAL); power loss may lose the last commits. ``FULL`` fsyncs
   every commit. ``OFF`` is for tests.
-* ``max_events``: the bound. Overflow policy: the oldest *readings* go first
-  (a newer reading of the same sensor makes them stale); only if there are no
-  readings left, the oldest events of any kind. Every row dropped is counted
-  in ``counters.dropped``.
+* ``max_events`` and ``reserve``: the bounds, applied by kind (Kura's store-and-forward keeps a
+  priority reserve the same way). Above ``max_events`` readings are coalesced: those a
+  newer reading of the same entity supersedes go (oldest first), then the events of no lasting
+  value (timers, system). Transitions (alarm, availability, rejected, command, state, a rule's
+  ``publish``) and the newest reading of each entity are kept until ``max_events + reserve``, the
+  hard limit; past it the oldest of those readings go, then the oldest command, state and publish
+  rows, and alarm, availability and rejected rows last of all. Every row shed is counted in
+  ``counters.dropped`` and, by kind, in ``counters.shed_by_kind``. Shedding deletes rows and
+  never reorders them, so what is delivered stays in order per entity; the hub sees a gap in ``seq``.
 * ``max_packet_size``: an event whose PUBLISH packet would exceed it is
   refused at :meth:`add` (``counters.oversized``) and never queued: one
   oversized publish makes a broker drop the connection again and again.
@@ -88,6 +93,25 @@ CHECKPOINT_EVERY_COMMITS = 100
 CHECKPOINT_EVERY_SECONDS = 5.0
 DEGRADED_MAX_EVENTS = 10_000
 """The bound of an outbox in memory (forwarding degraded): ~2 MB, whatever ``max_events`` says."""
+DEGRADED_RESERVE = 10_000
+"""The reserve of an outbox in memory, whatever ``reserve`` says."""
+
+KIND_CODES: dict[str, int] = {
+    "other": 0, "reading": 1, "timer": 2, "system": 3, "publish": 4, "command": 5, "state": 6,
+    "rejected": 7, "availability": 8, "alarm": 9,
+}
+"""The kind of a row, stored in its ``droppable`` column (so an outbox written before the lanes reads
+the same: its 1 was a reading, its 0 a row to keep)."""
+KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
+SHED_ORDER: tuple[tuple[tuple[int, ...], bool], ...] = (
+    ((KIND_CODES["timer"], KIND_CODES["system"], KIND_CODES["other"]), False),
+    ((KIND_CODES["reading"],), True),
+    ((KIND_CODES["publish"], KIND_CODES["command"], KIND_CODES["state"]), True),
+    ((KIND_CODES["rejected"], KIND_CODES["availability"], KIND_CODES["alarm"]), True),
+)
+"""The lanes after superseded readings, shed in this order, oldest first within a lane; ``True``: only
+past the hard limit (``max_events + reserve``). Readings left then are the newest of their entity."""
+READING = KIND_CODES["reading"]
 WAL_HEADER = 32
 WAL_FRAME_HEADER = 24
 
@@ -162,6 +186,20 @@ class OutboxCounters:
     """Transactions SQLite refused (disk full, I/O error); their events stay in memory and are retried."""
     closed_drops: int = 0
     """Events offered after :meth:`Outbox.close` (shutdown races), not queued."""
+    shed_by_kind: dict[str, int] = field(default_factory=dict)
+    """``dropped`` by the kind of event (``reading``, ``command``, ...); replaced, never changed in place,
+    so a reader on another thread always sees a whole one."""
+
+    def count_shed(self, shed: dict[int, int]) -> None:
+        """Add rows shed, by kind code (see :data:`KIND_CODES`)."""
+        if not shed:
+            return
+        merged = dict(self.shed_by_kind)
+        for code, count in shed.items():
+            name = KIND_NAMES.get(code, "other")
+            merged[name] = merged.get(name, 0) + count
+        self.dropped += sum(shed.values())
+        self.shed_by_kind = merged
 
 
 @dataclass(slots=True)
@@ -183,6 +221,7 @@ class Outbox:
         batch_ms: float = 20.0,
         synchronous: Synchronous = "NORMAL",
         max_events: int = 200_000,
+        reserve: int = 100_000,
         max_packet_size: int | None = None,
         mqtt5: bool = True,
         monotonic: Callable[[], float] = time.monotonic,
@@ -191,6 +230,11 @@ class Outbox:
         self.path = path
         self.batch = batch_ms / 1000.0
         self.max_events = max_events
+        self.reserve = reserve
+        self._floors: dict[int, int] = {}
+        """Per lane (index in :data:`SHED_ORDER`; -1: superseded readings): no sheddable row below this seq."""
+        self._newest_reading: dict[str, int] = {}
+        """topic -> the seq of its newest reading: the one coalescing keeps."""
         self.max_packet_size = max_packet_size
         self.mqtt5 = mqtt5
         self.counters = OutboxCounters()
@@ -214,6 +258,7 @@ class Outbox:
                 self._lock_fd = None
             self.degraded = str(exc)
             self.max_events = min(max_events, DEGRADED_MAX_EVENTS)
+            self.reserve = min(reserve, DEGRADED_RESERVE)
             self._db = self._open_memory(seq_floor)
             log.error("forwarding DEGRADED: %s. Events are still published while the broker is reachable, but "
                       "wait in memory only (at most %d) while it is not, and a restart loses them. Rules, "
@@ -277,6 +322,8 @@ class Outbox:
             row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
             self._next_seq = max(int(row[0]) if row else 0, seq_floor) + 1
             self._committed_seq = self._next_seq - 1
+            self._newest_reading = {str(topic): int(seq) for topic, seq in db.execute(
+                "SELECT topic, MAX(seq) FROM outbox WHERE droppable = ? GROUP BY topic", (READING,))}
             self._db = db
             self._reserve(self._next_seq - 1 + SEQ_RESERVE)
             self._reserved = self._next_seq - 1 + SEQ_RESERVE
@@ -319,8 +366,13 @@ class Outbox:
 
     # -- any thread ------------------------------------------------------------------------
 
-    def add(self, topic: str, make_payload: Callable[[int], bytes], *, droppable: bool, ts: float) -> int | None:
-        """Give the event the next seq and queue it for the next commit; None if refused."""
+    def add(self, topic: str, make_payload: Callable[[int], bytes], *, ts: float, kind: str | None = None,
+            droppable: bool = False) -> int | None:
+        """Give the event the next seq and queue it for the next commit; None if refused.
+
+        ``kind`` (a :data:`KIND_CODES` name, e.g. an event's ``Kind`` value) decides what is shed first when
+        the bound is reached; without it, ``droppable`` rows count as readings and the others as ``other``."""
+        code = KIND_CODES.get(kind, 0) if kind is not None else READING if droppable else 0
         with self._lock:
             if self._closed:
                 self.counters.closed_drops += 1
@@ -335,7 +387,9 @@ class Outbox:
                               self.counters.oversized)
                 return None
             self._next_seq = seq + 1
-            self._pending.rows.append((seq, topic, payload, int(droppable), ts))
+            self._pending.rows.append((seq, topic, payload, code, ts))
+            if code == READING:
+                self._newest_reading[topic] = seq
             if self._pending.since is None:
                 self._pending.since = self._monotonic()
             self.counters.accepted += 1
@@ -407,7 +461,7 @@ class Outbox:
             if not pending.rows and not pending.acks and not pending.refused:
                 return 0
             try:
-                delivered, refused, dropped = self._write(pending, reserve)
+                delivered, refused, shed = self._write(pending, reserve)
             except sqlite3.Error as exc:
                 self._restore(pending, exc)
                 return 0
@@ -416,12 +470,12 @@ class Outbox:
                 self._failing = None
                 log.warning("the outbox writes to %s again", self.path)
             with self._lock:
-                self._depth += len(pending.rows) - delivered - refused - dropped
+                self._depth += len(pending.rows) - delivered - refused - sum(shed.values())
                 if pending.rows:
                     self._committed_seq = pending.rows[-1][0]
                 self.counters.committed += len(pending.rows)
                 self.counters.delivered += delivered
-                self.counters.dropped += dropped
+                self.counters.count_shed(shed)
                 self.counters.commits += 1
             self._commits_since_checkpoint += 1
             if (self._commits_since_checkpoint >= CHECKPOINT_EVERY_COMMITS
@@ -429,8 +483,9 @@ class Outbox:
                 self._checkpoint()
             return len(pending.rows)
 
-    def _write(self, pending: _Pending, reserve: int) -> tuple[int, int, int]:
+    def _write(self, pending: _Pending, reserve: int) -> tuple[int, int, dict[int, int]]:
         db = self._db
+        floors = dict(self._floors)
         db.execute("BEGIN")
         try:
             db.executemany("INSERT INTO outbox (seq, topic, payload, droppable, ts) VALUES (?, ?, ?, ?, ?)",
@@ -438,44 +493,109 @@ class Outbox:
             self._reserve(reserve)
             delivered = db.executemany("DELETE FROM outbox WHERE seq = ?", pending.acks).rowcount
             refused = db.executemany("DELETE FROM outbox WHERE seq = ?", pending.refused).rowcount
-            dropped = self._enforce_bound(len(pending.rows) - delivered - refused)
+            shed = self._enforce_bound(len(pending.rows) - delivered - refused)
             db.execute("COMMIT")
         except BaseException:
+            self._floors = floors
             db.execute("ROLLBACK")
             raise
-        return delivered, refused, dropped
+        return delivered, refused, shed
 
     def _restore(self, pending: _Pending, exc: sqlite3.Error) -> None:
         """A failed commit (disk full, I/O error): keep the batch in memory, in order, for the next
-        attempt, bounded by ``max_events`` (the oldest go first, counted as dropped)."""
+        attempt, bounded as the file is (:meth:`_enforce_bound`'s policy, on the rows in memory)."""
         with self._lock:
             current = self._pending
-            rows = pending.rows + current.rows
-            excess = max(0, len(rows) - self.max_events)
-            self._pending = _Pending(rows[excess:], pending.acks + current.acks,
+            rows, shed = self._shed_in_memory(pending.rows + current.rows)
+            self._pending = _Pending(rows, pending.acks + current.acks,
                                      pending.refused + current.refused, pending.since or current.since)
-            self.counters.dropped += excess
+            self.counters.count_shed(shed)
             self.counters.commit_failures += 1
         if not self._failing:
             self._failing = f"the outbox cannot write to {self.path} ({exc}): events wait in memory"
             log.error("the outbox cannot write to %s (%s): events are kept in memory and retried", self.path, exc)
 
-    def _enforce_bound(self, growth: int) -> int:
-        excess = self._depth + growth - self.max_events
-        if excess <= 0:
-            return 0
-        dropped = self._db.execute(
-            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE droppable = 1 ORDER BY seq LIMIT ?)",
-            (excess,),
-        ).rowcount
-        if dropped < excess:
-            dropped += self._db.execute(
-                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (excess - dropped,)
-            ).rowcount
-        if self.counters.dropped == 0:
-            log.error("outbox full (%d events): dropping the oldest readings; see outbox.dropped in health",
-                      self.max_events)
-        return dropped
+    def _enforce_bound(self, growth: int) -> dict[int, int]:
+        """Shed rows by kind until the outbox is within its bounds (module docstring); rows shed by kind code."""
+        depth = self._depth + growth
+        shed: dict[int, int] = {}
+        if depth <= self.max_events:
+            return shed
+        with self._lock:
+            newest = set(self._newest_reading.values())
+        # 1. readings superseded by a newer reading of the same entity, oldest first
+        # Each scan starts at its floor: below it no row of its kind is left to shed, so a long queue of
+        # transitions held in the reserve is not read again on every commit (measured: 4,000 rows/s
+        # drained instead of 11,000 when each commit scanned the whole table).
+        superseded: list[tuple[int]] = []
+        excess = depth - self.max_events
+        top = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0])
+        floor, kept = self._floors.get(-1, 0), False
+        cursor = self._db.execute("SELECT seq FROM outbox WHERE seq > ? AND droppable = ? ORDER BY seq",
+                                  (floor, READING))
+        for (seq,) in cursor:
+            if len(superseded) >= excess:
+                break
+            if seq in newest:
+                kept = True
+            else:
+                superseded.append((seq,))
+                floor = floor if kept else seq
+        else:
+            floor = floor if kept else top
+        cursor.close()
+        self._floors[-1] = floor
+        if superseded:
+            count = self._db.executemany("DELETE FROM outbox WHERE seq = ?", superseded).rowcount
+            shed[READING] = count
+            depth -= count
+        # 2. the lanes, lowest first: the first down to max_events, the others only down to the hard limit
+        for index, (lane, hard) in enumerate(SHED_ORDER):
+            bound = self.max_events + self.reserve if hard else self.max_events
+            if depth <= bound:
+                continue
+            marks = ",".join("?" * len(lane))
+            wanted = depth - bound
+            deleted = self._db.execute(
+                f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE seq > ? AND droppable IN ({marks}) "  # noqa: S608 - marks only
+                "ORDER BY seq LIMIT ?) RETURNING seq, droppable",
+                (self._floors.get(index, 0), *lane, wanted)).fetchall()
+            for _, code in deleted:
+                shed[code] = shed.get(code, 0) + 1
+            depth -= len(deleted)
+            self._floors[index] = max(seq for seq, _ in deleted) if len(deleted) == wanted else top
+        if shed and self.counters.dropped == 0:
+            log.error("outbox full (%d events, reserve %d): shedding readings first; see outbox.shed_by_kind "
+                      "in health", self.max_events, self.reserve)
+        return shed
+
+    def _shed_in_memory(
+        self, rows: list[tuple[int, str, bytes, int, float]]
+    ) -> tuple[list[tuple[int, str, bytes, int, float]], dict[int, int]]:
+        """:meth:`_enforce_bound` for rows waiting in memory (commits failing): the same order, in Python."""
+        shed: dict[int, int] = {}
+        if len(rows) <= self.max_events:
+            return rows, shed
+        newest = {topic: seq for seq, topic, _, code, _ in rows if code == READING}
+        gone: set[int] = set()
+        excess = len(rows) - self.max_events
+        for seq, topic, _, code, _ in rows:
+            if len(gone) >= excess:
+                break
+            if code == READING and newest[topic] != seq:
+                gone.add(seq)
+                shed[READING] = shed.get(READING, 0) + 1
+        depth = len(rows) - len(gone)
+        for lane, hard in SHED_ORDER:
+            bound = self.max_events + self.reserve if hard else self.max_events
+            for seq, _, _, code, _ in rows:
+                if depth <= bound:
+                    break
+                if code in lane and seq not in gone:
+                    gone.add(seq)
+                    shed[code] = shed.get(code, 0) + 1
+                    depth -= 1
+        return [row for row in rows if row[0] not in gone], shed
 
     def _checkpoint(self) -> None:
         _, frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()

@@ -145,4 +145,10 @@ class PublishWindow:
                 self._outbox.refuse(row.seq)
                 continue
             info = client.publish(row.topic, row.payload, qos=1)
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                # paho's queue is full (connection.MAX_QUEUED): the row stays in the outbox and is
+                # handed again, in order, when an ack wakes the publisher (no busy wait).
+                self._handed = row.seq - 1
+                self._more = False
+                break
             self._inflight[info.mid] = row.seq
