@@ -253,6 +253,7 @@ class Service:
             "outbox_depth": outbox.get("depth", "?"),
             "outbox_oldest_age": outbox.get("oldest_age"),
             "outbox_dropped": outbox.get("dropped", 0),
+            "outbox_shed_by_kind": outbox.get("shed_by_kind", {}),
             "events_out": detail.get("events_out"),
         }
 
