@@ -70,9 +70,10 @@ def test_the_limiter_answers_the_first_refusal_of_a_burst_and_only_counts_the_re
     clock = VirtualClock()
     limiter = CommandLimiter(2.0, 3, clock.monotonic, known=lambda entity: entity == "light")
     assert [limiter.admit("light") for _ in range(6)] == ["ok", "ok", "ok", "refuse", "silent", "silent"]
-    clock.advance(0.5)  # one token back: the burst is over
-    assert limiter.admit("light") == "ok"
-    assert limiter.admit("light") == "refuse"  # a new burst, a new answer
+    clock.advance(0.5)  # one token back, the flood goes on: the same burst
+    assert [limiter.admit("light") for _ in range(2)] == ["ok", "silent"]
+    clock.advance(1.5)  # the bucket filled up again: the burst is over
+    assert [limiter.admit("light") for _ in range(4)] == ["ok", "ok", "ok", "refuse"]  # a new burst, a new answer
 
 
 def test_the_total_rate_limits_a_flood_spread_over_many_names() -> None:
@@ -193,8 +194,8 @@ def test_a_flood_of_hub_commands_is_rate_limited_answered_once_per_burst_and_bou
     section = MqttSection.model_validate({})
     assert accepted <= section.command_burst + section.command_rate * (elapsed + 1)
     limited = [a for a in answers if a["status"] == "rejected"]
-    assert limited and all(a["reason"].startswith("rate limit") for a in limited)
-    assert len(limited) <= accepted + 1  # at most one answer per burst, never one per refused message
+    assert all(a["reason"].startswith("rate limit") for a in limited)
+    assert 1 <= len(limited) <= 3  # one answer per burst (a short pause may end one), never one per message
     assert shed["commands_rate_limited"] == count - accepted
     assert peak_tracked <= MAX_TRACKED_COMMANDS
     assert growth < 30, f"RSS grew {growth:.1f} MB"

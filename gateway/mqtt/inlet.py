@@ -63,9 +63,14 @@ class TokenBucket:
         self.tokens = burst
         self.stamp = now
 
-    def take(self, now: float) -> bool:
+    def refill(self, now: float) -> bool:
+        """Add what ``now`` earned; whether the bucket is full (no excess for ``burst / rate`` s)."""
         self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
         self.stamp = now
+        return self.tokens >= self.burst
+
+    def take(self, now: float) -> bool:
+        self.refill(now)
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return True
@@ -76,8 +81,10 @@ class CommandLimiter:
     """Per-entity and total token buckets for hub commands (paho's network thread only).
 
     :meth:`admit` says ``"ok"``, ``"refuse"`` (the first refusal of a burst: answer it) or
-    ``"silent"`` (later refusals of the same burst: count them, answer nothing). A burst ends with
-    the next command its bucket admits. Memory is bounded: one bucket per entity the hub may command,
+    ``"silent"`` (later refusals of the same burst: count them, answer nothing). A burst ends when
+    its bucket has filled up again, i.e. the excess stopped for ``burst / rate`` seconds: a sustained
+    flood is answered once, however long it lasts (the commands admitted within it are answered as
+    usual, at most at the rate). Memory is bounded: one bucket per entity the hub may command,
     one shared by every other name (a flood of made-up topics cannot grow the table)."""
 
     def __init__(self, rate: float, burst: int, monotonic: Callable[[], float], *,
@@ -97,13 +104,15 @@ class CommandLimiter:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket(self._rate, self._burst, now)
+        if bucket.refill(now):
+            self._limited.discard(key)
+        if self._total.refill(now):
+            self._limited.discard("*")
         if not bucket.take(now):
             return self._refused(key)
         if not self._total.take(now):
             bucket.tokens = min(bucket.burst, bucket.tokens + 1.0)  # not spent: the total refused it
             return self._refused("*")
-        self._limited.discard(key)
-        self._limited.discard("*")
         return "ok"
 
     def describe(self, entity: str) -> str:
