@@ -127,6 +127,12 @@ class MqttSection(Section):
     """Seconds between retained ``<base>/health`` publications."""
     command_max_bytes: int = Field(default=1024, ge=16, le=65_536)
     """Hub command payloads longer than this are rejected unread."""
+    command_rate: float = Field(default=10.0, gt=0, le=10_000)
+    """Hub commands per second accepted for one entity (token bucket); the gateway as a whole takes
+    :data:`~gateway.mqtt.inlet.TOTAL_FACTOR` times this. Beyond it a command is refused with
+    ``rejected: rate limit``, answered once per burst (docs/mqtt.md, *Floods*)."""
+    command_burst: int = Field(default=20, ge=1, le=100_000)
+    """Hub commands one entity may receive at once before :attr:`command_rate` applies (the bucket's depth)."""
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttSection:

@@ -54,6 +54,16 @@ class BridgeCounters:
     """Commands from that backlog applied because they carried an MQTT 5 message expiry."""
     retained_refused: int = 0
     """Retained states or messages larger than the broker's maximum packet size, never sent."""
+    commands_rate_limited: int = 0
+    """Hub commands over the rate limit (per entity or in total): refused, one answer per burst."""
+    commands_busy: int = 0
+    """Hub commands refused because :data:`~gateway.mqtt.inlet.MAX_TRACKED_COMMANDS` still await their outcome."""
+    commands_unresolved: int = 0
+    """Accepted commands answered ``failed`` after waiting :data:`~gateway.mqtt.inlet.TRACK_TIMEOUT` for an outcome."""
+    results_shed: int = 0
+    """Results (``accepted`` first) dropped because :data:`~gateway.mqtt.inlet.MAX_RESULTS` waited to be sent."""
+    births_coalesced: int = 0
+    """Hub births within a second of a re-announcement: folded into the next one, not each republished."""
     connect_attempts: int = 0
     connects: int = 0
     disconnects: int = 0
@@ -128,6 +138,13 @@ class HealthReporter:
                 "retained_ignored": counters.commands_retained_ignored,
                 "stale_refused": counters.commands_stale,
                 "backlog_applied": counters.commands_backlog_applied,
+            },
+            "shed": {  # what floods cost, by kind (docs/mqtt.md, Floods)
+                "commands_rate_limited": counters.commands_rate_limited,
+                "commands_busy": counters.commands_busy,
+                "commands_unresolved": counters.commands_unresolved,
+                "results_shed": counters.results_shed,
+                "births_coalesced": counters.births_coalesced,
             },
             "connects": counters.connects,
             "disconnects": counters.disconnects,

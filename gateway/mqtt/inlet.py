@@ -6,6 +6,15 @@ broker's backlog refused (:mod:`gateway.mqtt.backlog`). What becomes of it is pu
 ``result/<entity>``: ``accepted`` or ``rejected`` at once, then ``done`` or ``failed`` when the
 dispatcher's answer (a state or a rejection caused by the command) comes back through
 :meth:`CommandInlet.outcome`.
+
+Under a flood (a broken hub, an attacker on the network) everything here is bounded
+(docs/mqtt.md, *Floods*): commands are rate-limited per entity and in total before anything else
+is done with them (:class:`CommandLimiter`), and the excess is answered ``rejected: rate limit``
+once per burst, not once per message; the commands awaiting their outcome are capped (a command
+beyond the cap is refused ``busy``, never one already accepted forgotten); the results waiting for
+the publisher are capped too. Every accepted command gets exactly one final answer: ``done``,
+``failed``, or ``done`` with nothing to change when the dispatcher went past it without a state or
+rejection of its own (a thermostat told ``heat`` while already heating).
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
@@ -27,7 +37,101 @@ from gateway.mqtt.topics import Topics, result_payload
 log = logging.getLogger(__name__)
 
 MAX_TRACKED_COMMANDS = 1000
-"""Accepted hub commands remembered until their outcome (state or rejection) is published."""
+"""Accepted hub commands remembered until their outcome (state or rejection) is published. When it is
+reached a new command is refused (``busy``): forgetting an accepted one would leave it unanswered."""
+TRACK_TIMEOUT = 60.0
+"""Seconds an accepted command waits for its outcome before it is answered ``failed`` (a command the
+bus had to drop, a dispatcher that hangs): the hub is never left waiting for ever."""
+MAX_RESULTS = 2000
+"""Results waiting for the publisher. Beyond it the oldest ``accepted`` is shed first (a final answer
+follows it), then the oldest of any kind; each is counted in ``shed.results_shed``."""
+TOTAL_FACTOR = 5
+"""The gateway's total command rate and burst are this many times one entity's (``command_rate``,
+``command_burst``): a scene switching a few lights at once passes, a flood over many entities does not."""
+RATE_LIMIT_REASON = "rate limit"
+BUSY_REASON = "busy"
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved; one token per command."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def refill(self, now: float) -> bool:
+        """Add what ``now`` earned; whether the bucket is full (no excess for ``burst / rate`` s)."""
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = now
+        return self.tokens >= self.burst
+
+    def take(self, now: float) -> bool:
+        self.refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class CommandLimiter:
+    """Per-entity and total token buckets for hub commands (paho's network thread only).
+
+    :meth:`admit` says ``"ok"``, ``"refuse"`` (the first refusal of a burst: answer it) or
+    ``"silent"`` (later refusals of the same burst: count them, answer nothing). A burst ends when
+    its bucket has filled up again, i.e. the excess stopped for ``burst / rate`` seconds: a sustained
+    flood is answered once, however long it lasts (the commands admitted within it are answered as
+    usual, at most at the rate). Memory is bounded: one bucket per entity the hub may command,
+    one shared by every other name (a flood of made-up topics cannot grow the table)."""
+
+    def __init__(self, rate: float, burst: int, monotonic: Callable[[], float], *,
+                 known: Callable[[str], bool]) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._monotonic = monotonic
+        self._known = known
+        self._total = TokenBucket(rate * TOTAL_FACTOR, burst * TOTAL_FACTOR, monotonic())
+        self._buckets: dict[str, TokenBucket] = {}
+        self._limited: set[str] = set()
+        """Keys (an entity, ``""`` for unknown names, ``"*"`` for the total) in a refused burst."""
+
+    def admit(self, entity: str) -> str:
+        now = self._monotonic()
+        key = entity if self._known(entity) else ""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self._rate, self._burst, now)
+        if bucket.refill(now):
+            self._limited.discard(key)
+        if self._total.refill(now):
+            self._limited.discard("*")
+        if not bucket.take(now):
+            return self._refused(key)
+        if not self._total.take(now):
+            bucket.tokens = min(bucket.burst, bucket.tokens + 1.0)  # not spent: the total refused it
+            return self._refused("*")
+        return "ok"
+
+    def describe(self, entity: str) -> str:
+        return (f"{RATE_LIMIT_REASON}: more than {self._rate:g} commands/s for one entity (burst "
+                f"{self._burst}) or {self._rate * TOTAL_FACTOR:g}/s in all; until the rate falls, "
+                f"further commands are refused without an answer")
+
+    def _refused(self, key: str) -> str:
+        if key in self._limited:
+            return "silent"
+        self._limited.add(key)
+        return "refuse"
+
+
+@dataclass(slots=True)
+class _Tracked:
+    entity: str
+    value: Value
+    since: float
 
 
 def built_in_validators(entities: Mapping[str, EntitySpec]) -> dict[str, Validator]:
@@ -41,6 +145,7 @@ class CommandInlet:
     def __init__(
         self, topics: Topics, entities: Mapping[str, EntitySpec], backlog: OfflineBacklog, counters: BridgeCounters,
         *, max_bytes: int, post: Callable[[Event], None], events: EventFactory, wake: Callable[[], None],
+        rate: float = 10.0, burst: int = 20,
     ) -> None:
         self._topics = topics
         self.backlog = backlog
@@ -50,10 +155,26 @@ class CommandInlet:
         self._events = events
         self._wake = wake
         self._validators = built_in_validators(entities)
-        self._awaiting: OrderedDict[str, str] = OrderedDict()
-        """Accepted command's event id -> its entity, until its outcome."""
+        self._awaiting: OrderedDict[str, _Tracked] = OrderedDict()
+        """Accepted command's event id -> what it asked, until its outcome; in the order accepted,
+        which is the order the dispatcher takes them (commands are never reordered on the bus)."""
         self._awaiting_lock = threading.Lock()
-        self._results: deque[tuple[str, bytes]] = deque()
+        self._results: deque[tuple[str, bytes, bool]] = deque()
+        """(topic, payload, final) waiting for the publisher; at most :data:`MAX_RESULTS`."""
+        self._results_lock = threading.Lock()
+        self.limiter = CommandLimiter(rate, burst, events.clock.monotonic, known=self._knows)
+
+    @property
+    def tracked(self) -> int:
+        """Accepted commands still waiting for their outcome."""
+        return len(self._awaiting)
+
+    @property
+    def results_waiting(self) -> int:
+        return len(self._results)
+
+    def _knows(self, entity: str) -> bool:
+        return entity in self._validators
 
     def register(self, entity: str, validator: Validator) -> None:
         self._validators[entity] = validator
@@ -73,6 +194,14 @@ class CommandInlet:
             log.info("ignoring a retained command on %s: a command left on the broker is not replayed",
                      message.topic[:200])
             return
+        verdict = self.limiter.admit(entity)
+        if verdict != "ok":
+            self._counters.commands_rate_limited += 1
+            if verdict == "refuse":
+                log.warning("hub commands for %s over the rate limit: refusing them until the rate falls "
+                            "(one answer per burst)", entity[:64])
+                self._reject(entity[:64], self.limiter.describe(entity), bytes(message.payload))
+            return
         if not self.backlog.admits(entity, message):
             self._reject(entity[:64], STALE_REASON, bytes(message.payload))
             return
@@ -88,33 +217,73 @@ class CommandInlet:
         except CommandRejected as exc:
             self._reject(entity[:64], str(exc), payload)
             return None
+        self._expire()
         command = self._events.make(Kind.COMMAND, entity, value, detail="hub")
         with self._awaiting_lock:
-            self._awaiting[command.id] = entity
-            while len(self._awaiting) > MAX_TRACKED_COMMANDS:
-                self._awaiting.popitem(last=False)
+            full = len(self._awaiting) >= MAX_TRACKED_COMMANDS
+            if not full:
+                self._awaiting[command.id] = _Tracked(entity, value, self._events.clock.monotonic())
+        if full:
+            self._counters.commands_busy += 1
+            self._reject(entity[:64], f"{BUSY_REASON}: {MAX_TRACKED_COMMANDS} commands still wait for their "
+                                      f"outcome; send it again later", payload)
+            return None
         self._counters.commands_accepted += 1
         self._result(entity, "accepted", command.id, value=value)
         self._post(command)
         return command
 
     def outcome(self, event: Event) -> None:
-        """A state or rejection the dispatcher forwarded: ``done`` or ``failed`` if a hub command caused it."""
+        """A state or rejection the dispatcher forwarded: ``done`` or ``failed`` if a hub command caused it.
+
+        The dispatcher takes hub commands in the order they were accepted and finishes each one (all
+        it causes) before the next, so an outcome for a command also closes every command accepted
+        before it that is still waiting: the dispatcher went past them and nothing came of them, as
+        when a thermostat is told ``heat`` while already heating. Those are answered ``done`` with
+        the value they asked for."""
+        passed: list[tuple[str, _Tracked]] = []
         with self._awaiting_lock:
-            entity = self._awaiting.pop(event.cause or "", None)
-        if entity is None:
-            return
+            if event.cause not in self._awaiting:
+                return
+            while True:  # the dict is in the order accepted: everything before the cause was passed
+                command_id, tracked = self._awaiting.popitem(last=False)
+                if command_id == event.cause:
+                    break
+                passed.append((command_id, tracked))
+        for command_id, earlier in passed:
+            self._result(earlier.entity, "done", command_id, value=earlier.value, reason="nothing to change")
         if event.kind is Kind.STATE:
-            self._result(entity, "done", event.cause, value=event.value)
+            self._result(tracked.entity, "done", event.cause, value=event.value)
         else:
             self._counters.commands_rejected += 1
-            self._result(entity, "failed", event.cause, reason=event.detail or "not applied")
+            self._result(tracked.entity, "failed", event.cause, reason=event.detail or "not applied")
+        self._expire()
 
     def send_results(self, client: mqtt.Client) -> None:
         """Publish the results that wait (publisher thread, while connected)."""
-        while self._results:
-            topic, payload = self._results.popleft()
+        self._expire()
+        while True:
+            with self._results_lock:
+                if not self._results:
+                    return
+                topic, payload, _ = self._results.popleft()
             client.publish(topic, payload, qos=1)
+
+    def _expire(self) -> None:
+        """Answer ``failed`` the commands that waited :data:`TRACK_TIMEOUT` for an outcome (any thread)."""
+        limit = self._events.clock.monotonic() - TRACK_TIMEOUT
+        expired: list[tuple[str, _Tracked]] = []
+        with self._awaiting_lock:
+            while self._awaiting:
+                command_id = next(iter(self._awaiting))
+                if self._awaiting[command_id].since > limit:
+                    break
+                expired.append(self._awaiting.popitem(last=False))
+        for command_id, tracked in expired:
+            self._counters.commands_unresolved += 1
+            self._counters.commands_rejected += 1
+            self._result(tracked.entity, "failed", command_id,
+                         reason=f"no outcome within {TRACK_TIMEOUT:g} s: the gateway is overloaded")
 
     def _reject(self, entity: str, reason: str, payload: bytes) -> None:
         """The refusal carries the reason and the payload's size, never the payload itself:
@@ -129,5 +298,18 @@ class CommandInlet:
     def _result(self, entity: str, status: str, command_id: str | None, *, value: Value = None,
                 reason: str | None = None) -> None:
         payload = result_payload(entity, status, command_id, self._events.clock.time(), value=value, reason=reason)
-        self._results.append((self._topics.result(entity), payload))
+        with self._results_lock:
+            self._results.append((self._topics.result(entity), payload, status != "accepted"))
+            if len(self._results) > MAX_RESULTS:
+                self._shed_result()
         self._wake()
+
+    def _shed_result(self) -> None:
+        """The oldest ``accepted`` goes first (its final answer follows), else the oldest result."""
+        for index, (_, _, final) in enumerate(self._results):
+            if not final:
+                del self._results[index]
+                break
+        else:
+            self._results.popleft()
+        self._counters.results_shed += 1

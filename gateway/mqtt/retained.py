@@ -4,12 +4,18 @@ They are not queued behind the outbox: the latest value of a topic replaces the 
 waiting, and goes out as soon as the broker is reachable. Everything ever retained is kept, to be
 published again after each connection and each birth of the hub (Home Assistant forgets what it
 had when it restarts); discovery goes first, with removals for entities no longer configured.
+
+A hub's births are coalesced: the first one is answered at once, those within
+:data:`BIRTH_INTERVAL` of a re-announcement only mark one more as due when the interval is over
+(counted in ``shed.births_coalesced``). A flood of births (a hub in a restart loop, an attacker)
+therefore costs at most one re-announcement a second, and memory for one copy of each topic.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 
 import paho.mqtt.client as mqtt
@@ -22,6 +28,9 @@ from gateway.mqtt.topics import OFFLINE, ONLINE, Topics, state_payload
 
 log = logging.getLogger(__name__)
 
+BIRTH_INTERVAL = 1.0
+"""Seconds: at most one re-announcement for the hub's births in each."""
+
 
 class RetainedTopics:
     """Fed on the dispatcher thread (states, availability, registrations) and on paho's network
@@ -29,7 +38,8 @@ class RetainedTopics:
 
     def __init__(
         self, topics: Topics, entities: Mapping[str, EntitySpec], discovery: Discovery | None,
-        counters: BridgeCounters, fits: Callable[[str, bytes], bool],
+        counters: BridgeCounters, fits: Callable[[str, bytes], bool], *,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topics = topics
         self.entities = dict(entities)
@@ -44,8 +54,17 @@ class RetainedTopics:
         """What waits to be published, in publishing order."""
         self._last_state: dict[str, tuple[Value, str | None]] = {}
         self._available: dict[str, bool] = {}
+        self._monotonic = monotonic
+        self._next_birth = float("-inf")
+        """Monotonic time before which a hub birth is folded into a pending re-announcement."""
+        self._birth_pending = False
         for entity in self.entities:
             self.set_available(entity, True)
+
+    @property
+    def waiting(self) -> bool:
+        """Something waits to be published, or a coalesced re-announcement is still due."""
+        return bool(self._dirty) or self._birth_pending
 
     def update_state(self, event: Event) -> None:
         """A reading always refreshes the retained state (the hub's ``expire_after`` counts on it);
@@ -93,7 +112,19 @@ class RetainedTopics:
         """Queue discovery (removals first), then every retained state and availability.
 
         Added to what still waits, never replacing it: a removal queued while the link was down (a
-        reload) is remembered as sent in ``discovery.json`` already, so it exists only in ``_dirty``."""
+        reload) is remembered as sent in ``discovery.json`` already, so it exists only in ``_dirty``.
+
+        Without ``removals`` (a hub's birth) it is coalesced: at most one per :data:`BIRTH_INTERVAL`;
+        one asked for sooner is done by :meth:`send` once the interval is over."""
+        if not removals:
+            now = self._monotonic()
+            with self._lock:
+                if now < self._next_birth:
+                    self._birth_pending = True
+                    self._counters.births_coalesced += 1
+                    return
+                self._next_birth = now + BIRTH_INTERVAL
+                self._birth_pending = False
         announce: dict[str, bytes] = {}
         if self.discovery is not None:
             configs = self.discovery.configs(self.entities, self._extras)
@@ -104,7 +135,10 @@ class RetainedTopics:
             self._dirty = {**self._dirty, **announce, **self._retained}
 
     def send(self, client: mqtt.Client) -> None:
-        """Publish what waits (publisher thread, while connected)."""
+        """Publish what waits (publisher thread, while connected), with a coalesced birth's
+        re-announcement once its interval is over."""
+        if self._birth_pending and self._monotonic() >= self._next_birth:
+            self.republish(removals=False)
         with self._lock:
             dirty, self._dirty = self._dirty, {}
         for topic, payload in dirty.items():
