@@ -77,6 +77,8 @@ class ThermostatController(Controller):
         self.fault: str | None = None
         self.switched: dict[str, float] = {}
         self._published: dict[str, Value] = {}
+        self._last_cause: str | None = None
+        """The cause of the latest state this thermostat published (so a no-op command is still answered)."""
         self._stale: TimerHandle | None = None
         self._cause: str | None = None
         """The event behind the latest decision: a switch deferred by a minimum time still names it."""
@@ -207,6 +209,7 @@ class ThermostatController(Controller):
         self.manual_until = self._next_point()
         self.host.changed()
         self._control(event.id, f"setpoint {setpoint:g} by {event.rule or 'the hub'}")
+        self._acknowledge(event)
 
     def _command_text(self, event: Event, text: str) -> None:
         if text in m.THERMOSTAT_PRESETS:
@@ -218,6 +221,15 @@ class ThermostatController(Controller):
             return
         self.host.changed()
         self._control(event.id, f"{text} by {event.rule or 'the hub'}")
+        self._acknowledge(event)
+
+    def _acknowledge(self, event: Event) -> None:
+        """Every accepted command ends in a ``state`` it caused, even when nothing changed (``heat`` while
+        already heating): the hub's answer on ``result/<id>`` is ``done``, not a wait that ends in ``failed``."""
+        if self._last_cause != event.id:
+            runtime = self.host.runtime
+            runtime.emit(runtime.events.make(Kind.STATE, self.id, self.mode, rule=self.id, cause=event.id,
+                                             detail="unchanged"))
 
     def _reject(self, event: Event, why: str) -> None:
         runtime = self.host.runtime
@@ -333,5 +345,6 @@ class ThermostatController(Controller):
             if entity in self._published and self._published[entity] == value:
                 continue
             self._published[entity] = value
+            self._last_cause = cause
             detail = self.fault if entity.endswith("_action") and self.fault else why
             runtime.emit(runtime.events.make(Kind.STATE, entity, value, rule=self.id, cause=cause, detail=detail))

@@ -218,3 +218,10 @@ def test_a_thermostat_has_the_modes_its_outputs_allow_and_starts_in_the_widest(
     thermostat = m.Thermostat(id="living", sensor="living_temperature", **outputs)
     assert thermostat.modes() == modes
     assert thermostat.default_mode() == default
+
+
+def test_a_hub_command_that_changes_nothing_is_still_answered_by_a_state_it_caused(tmp_path: Path) -> None:
+    h = house(tmp_path, THERMO)
+    h.set("living_temperature", 21.0)
+    command = h.command("living", "heat")  # already heating mode: nothing changes
+    assert any(e.kind is Kind.STATE and e.cause == command.id for e in h.seen)

@@ -95,6 +95,7 @@ class MqttBridge:
         self.inlet = CommandInlet(
             self.topics, entities, OfflineBacklog(self.topics, self.counters, mqtt5=is_mqtt5(section)),
             self.counters, max_bytes=section.command_max_bytes, post=post, events=events, wake=self._wake,
+            rate=section.command_rate, burst=section.command_burst,
         )
         self.window = PublishWindow(self.outbox, self.counters, size=section.max_inflight,
                                     drain_rate=section.drain_rate, wake=self._wake)
