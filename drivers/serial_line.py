@@ -211,19 +211,21 @@ class SerialSensor(Driver[SerialC_co]):
         return [f"flooding: {link.rate} lines/s, expected ≤ {self.expected_rate:g}"]
 
     def stats(self) -> dict[str, int]:
+        """The parser's and the port's counters; once the device has flooded, the flood's figures too
+        (``lines_per_s``, ``expected_lines_per_s``, ``flooding`` 0/1, ``coalesced_lines``)."""
         c = self.parser.counters
         link = self.link
-        return {
-            "lines_per_s": link.rate if link is not None else 0,
-            "expected_lines_per_s": math.ceil(self.expected_rate),
-            "flooding": int(link is not None and link.flooding),
-            "coalesced_lines": link.coalesced if link is not None else 0,
+        stats = {
             "records": c.records, "malformed": c.malformed, "bad_checksum": c.bad_checksum,
             "discarded_bytes": c.discarded_bytes,
             "port_opens": link.opens if link is not None else 0,
             "port_failures": link.failures if link is not None else 0,
             "dropped": sum(ch.pipeline.dropped for ch in self.channels.values()),
         }
+        if link is not None and (link.flooding or link.coalesced):
+            stats |= {"lines_per_s": link.rate, "expected_lines_per_s": math.ceil(self.expected_rate),
+                      "flooding": int(link.flooding), "coalesced_lines": link.coalesced}
+        return stats
 
     def _spec(self, name: str, f: FieldConfig) -> EntitySpec:
         info = (self.config.parser_class.known_fields or {}).get(name, FieldInfo())
