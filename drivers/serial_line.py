@@ -77,8 +77,9 @@ from drivers.timing import Periodic, every
 FLOOD_FACTOR = 20
 """How far beyond its declared rate a device may send before it counts as flooding."""
 
-DEFAULT_MAX_LINES_PER_S = 100
-"""Without a ``report_interval``: more lines a second than a 10 Hz GPS sends is a flood."""
+DEFAULT_MAX_LINES_PER_S = 2_000
+"""Without a ``report_interval``: more short lines a second than a 115200-baud line carries is a flood
+(a stream of 1,000 readings a second is a legitimate, delivered-whole use)."""
 
 
 class FieldConfig(BaseModel):

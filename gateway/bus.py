@@ -58,8 +58,10 @@ class BusCounters:
             self.coalesced_by_kind[kind] = self.coalesced_by_kind.get(kind, 0) + 1
 
 
-PER_ENTITY = 8
-"""Readings of one entity queued before the newer ones are coalesced (see the module docstring)."""
+PER_ENTITY = 256
+"""Readings of one entity queued before the newer ones are coalesced (see the module docstring): one cycle of
+the dispatcher (:meth:`gateway.dispatcher.Dispatcher.drain_some` takes 256), so a stream the dispatcher keeps
+up with (a 1,000 lines/s serial device) is never coalesced, and a flood's newest value is one cycle old."""
 
 
 class Bus:
