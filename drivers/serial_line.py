@@ -10,6 +10,12 @@ readings flow again; so does a sensor silent for longer than ``stale_after``.
 Lines may end with CR, LF or CRLF. While its port is away the device shows
 ``waiting for port`` in ``gateway status`` and in the health report.
 
+A device sending far beyond its declared rate (more than ``max_lines_per_s``;
+by default :data:`FLOOD_FACTOR` lines per ``report_interval``, at least
+:data:`FLOOD_FACTOR` a second, or :data:`DEFAULT_MAX_LINES_PER_S` when no
+interval is declared) is read at the port's pace, its readings coalesced to
+the newest per read, and flagged in health: ``flooding: N lines/s, expected ≤ M``.
+
 Config examples::
 
     [[devices]]
@@ -40,6 +46,7 @@ Config examples::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
@@ -67,6 +74,13 @@ from drivers.protocols import (
 from drivers.serial_link import SerialLink
 from drivers.timing import Periodic, every
 
+FLOOD_FACTOR = 20
+"""How far beyond its declared rate a device may send before it counts as flooding."""
+
+DEFAULT_MAX_LINES_PER_S = 2_000
+"""Without a ``report_interval``: more short lines a second than a 115200-baud line carries is a flood
+(a stream of 1,000 readings a second is a legitimate, delivered-whole use)."""
+
 
 class FieldConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -90,6 +104,9 @@ class SerialConfig(DeviceConfig):
     """How often the device sends, in seconds, when known (the hub marks it stale after that)."""
     stale_after: float | None = Field(default=None, gt=0)
     """Entities become unavailable when nothing was received for this many seconds."""
+    max_lines_per_s: float | None = Field(default=None, gt=0)
+    """Lines (or frames) a second beyond which the device is flagged as flooding; default from
+    ``report_interval`` (see the module docstring)."""
     retry_min_s: float = Field(default=1.0, gt=0, le=60)
     retry_max_s: float = Field(default=60.0, gt=0, le=3600)
     sim_heater: str | None = "heater"
@@ -177,16 +194,39 @@ class SerialSensor(Driver[SerialC_co]):
         link = self.link
         return link is not None and not link.connected
 
+    @property
+    def expected_rate(self) -> float:
+        """Lines (or frames) a second beyond which this device floods."""
+        cfg = self.config
+        if cfg.max_lines_per_s is not None:
+            return cfg.max_lines_per_s
+        if cfg.report_interval is None:
+            return DEFAULT_MAX_LINES_PER_S
+        return math.ceil(FLOOD_FACTOR * max(1.0, 1.0 / cfg.report_interval))
+
+    def health_notes(self) -> list[str]:
+        """What health shows besides the status (:class:`drivers.supervision.HasHealthNotes`)."""
+        link = self.link
+        if link is None or not link.flooding:
+            return []
+        return [f"flooding: {link.rate} lines/s, expected ≤ {self.expected_rate:g}"]
+
     def stats(self) -> dict[str, int]:
+        """The parser's and the port's counters; once the device has flooded, the flood's figures too
+        (``lines_per_s``, ``expected_lines_per_s``, ``flooding`` 0/1, ``coalesced_lines``)."""
         c = self.parser.counters
         link = self.link
-        return {
+        stats = {
             "records": c.records, "malformed": c.malformed, "bad_checksum": c.bad_checksum,
             "discarded_bytes": c.discarded_bytes,
             "port_opens": link.opens if link is not None else 0,
             "port_failures": link.failures if link is not None else 0,
             "dropped": sum(ch.pipeline.dropped for ch in self.channels.values()),
         }
+        if link is not None and (link.flooding or link.coalesced):
+            stats |= {"lines_per_s": link.rate, "expected_lines_per_s": math.ceil(self.expected_rate),
+                      "flooding": int(link.flooding), "coalesced_lines": link.coalesced}
+        return stats
 
     def _spec(self, name: str, f: FieldConfig) -> EntitySpec:
         info = (self.config.parser_class.known_fields or {}).get(name, FieldInfo())
@@ -208,7 +248,7 @@ class SerialSensor(Driver[SerialC_co]):
         self.link = SerialLink(
             self.id, cfg.port, baudrate=cfg.baudrate, open_serial=ctx.open_serial, parser=self.parser,
             on_records=self._records, on_lost=self._lost, on_fatal=ctx.fail,
-            retry_min_s=cfg.retry_min_s, retry_max_s=cfg.retry_max_s,
+            retry_min_s=cfg.retry_min_s, retry_max_s=cfg.retry_max_s, max_rate=self.expected_rate,
         )
         self.link.start()
         self._start_polling(ctx)

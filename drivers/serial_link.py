@@ -20,6 +20,14 @@ DEBUG only (:class:`core.logonce.LogOnce`). The outage ends, with one INFO line
 and the count of failed attempts, when the port delivers data again; the
 backoff starts over from ``retry_min_s`` only once the port has delivered data
 for ``stable_s``. ``stop`` cancels the blocking read and joins the thread.
+
+A device that floods (sends more than ``max_rate`` lines or frames a second,
+measured over one-second windows) is read at the port's pace all the same and
+every line is parsed (the counters stay exact), but each chunk read is
+coalesced to one record holding the newest value of each field: the bus sees a
+few events per read rather than one per line (``coalesced``). ``rate`` and
+``flooding`` say so for health; the flood is logged once when it starts
+(WARNING) and once when it ends (:class:`core.logonce.LogOnce`).
 """
 
 from __future__ import annotations
@@ -46,6 +54,9 @@ log = logging.getLogger(__name__)
 COMPLAINT_INTERVAL = 60.0
 """Seconds between log lines about malformed input from one port (the counters keep the rest)."""
 
+FLOOD_WINDOW_S = 1.0
+"""The window over which the line rate is measured."""
+
 STABLE_S = 30.0
 """Seconds a reopened port must deliver data before a new failure starts the backoff over."""
 
@@ -67,6 +78,7 @@ class SerialLink:
         stable_s: float = STABLE_S,
         clock: Clock | None = None,
         wait: Callable[[float], bool] | None = None,
+        max_rate: float | None = None,
     ) -> None:
         """``clock`` (its ``monotonic``) measures how long the port delivered data; ``wait(seconds)`` waits
         between attempts and returns True to stop (default: real time, ended by :meth:`stop`). Tests
@@ -93,6 +105,15 @@ class SerialLink:
         self._thread: threading.Thread | None = None
         self._last_complaint = -math.inf
         self._complained_at = 0
+        self.max_rate = max_rate
+        """Lines (or frames) a second beyond which the device floods; None: never flagged."""
+        self._flood = LogOnce(log)
+        self._window_start: float | None = None
+        self._window_frames = 0
+        self._rate = 0
+        self._flooding = False
+        self.coalesced = 0
+        """Records merged into a newer one of the same read while flooding (parsed, counted, not posted)."""
         self.opens = 0
         self.failures = 0
         """Failed attempts: a port that could not be opened or failed after opening."""
@@ -100,6 +121,18 @@ class SerialLink:
     @property
     def connected(self) -> bool:
         return self._port is not None
+
+    @property
+    def rate(self) -> int:
+        """Lines (or frames) a second over the last full window; 0 once the device has been quiet a window."""
+        start = self._window_start
+        if start is None or self._clock.monotonic() - start >= 2 * FLOOD_WINDOW_S:
+            return 0
+        return self._rate
+
+    @property
+    def flooding(self) -> bool:
+        return self._flooding and self.rate > 0
 
     def start(self) -> None:
         """Open the port now (so nothing sent after ``start`` is missed) and start the reader.
@@ -208,13 +241,41 @@ class SerialLink:
             with contextlib.suppress(Exception):
                 port.close()
 
+    def _meter(self, frames: int) -> None:
+        """Measure the line rate per window; flag (and log once) a flood, and its end."""
+        now = self._clock.monotonic()
+        start = self._window_start
+        if start is None or now - start >= 2 * FLOOD_WINDOW_S:  # first data, or after a quiet spell
+            self._window_start, self._window_frames = now, frames
+            return
+        elapsed = now - start
+        if elapsed < FLOOD_WINDOW_S:
+            return
+        self._rate = round((frames - self._window_frames) / elapsed)
+        self._window_start, self._window_frames = now, frames
+        if self.max_rate is not None and self._rate > self.max_rate:
+            self._flooding = True
+            self._flood.holds(logging.WARNING, "%s: flooding: %d lines/s, expected ≤ %g; every line is parsed, "
+                              "its readings coalesced to the newest", self.name, self._rate, self.max_rate)
+        elif self._flooding:
+            self._flooding = False
+            self._flood.ended(logging.INFO, "%s: no longer flooding (%d lines/s) after %d windows over the rate",
+                              self.name, self._rate)
+
     def _handle(self, data: bytes) -> None:
         if self._lines:
             data = data.replace(b"\r", b"\n")
         records = self.parser.feed(data)
+        counters = self.parser.counters
+        self._meter(counters.records + counters.malformed + counters.bad_checksum)
+        if self._flooding and len(records) > 1:
+            newest: Record = {}
+            for record in records:
+                newest.update(record)
+            self.coalesced += len(records) - 1
+            records = [newest]
         if records:
             self._on_records(records)
-        counters = self.parser.counters
         bad = counters.malformed + counters.bad_checksum
         if bad > self._complained_at:
             now = time.monotonic()

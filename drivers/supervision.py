@@ -25,6 +25,10 @@ reported by :meth:`Supervisor.health` as ``"waiting for port"``, not
 ``"running"``: it is not a failure (nothing is restarted), but it is not
 working either, and ``gateway status`` must not count it as running.
 
+A driver may add notes to its health (:class:`HasHealthNotes`), e.g. a serial
+device sending far beyond its declared rate: ``flooding: 27000 lines/s,
+expected ≤ 20``. A note does not change the status: the driver runs.
+
 Wiring (``gateway/app.py``)::
 
     supervisor = Supervisor(drivers, lambda d: DriverContext(post=bus.post, events=events, ...),
@@ -65,6 +69,13 @@ class WaitsForPort(Protocol):
         ...
 
 
+@runtime_checkable
+class HasHealthNotes(Protocol):
+    """A driver with something to say in health besides its status (``drivers.serial_line.SerialSensor``)."""
+
+    def health_notes(self) -> list[str]: ...
+
+
 @dataclass(slots=True)
 class DriverHealth:
     id: str
@@ -78,6 +89,8 @@ class DriverHealth:
     next_restart_at: float | None = None
     stats: dict[str, int] = field(default_factory=dict)
     """The driver's own counters (:meth:`drivers.base.Driver.stats`) at the time of :meth:`Supervisor.health`."""
+    notes: list[str] = field(default_factory=list)
+    """What the driver says besides its status (:class:`HasHealthNotes`), e.g. ``flooding: N lines/s, expected ≤ M``."""
 
 
 @dataclass(slots=True)
@@ -140,7 +153,8 @@ class Supervisor:
 
     def health(self) -> list[DriverHealth]:
         with self._lock:
-            return [replace(slot.health, status=self._status(slot), stats=self._stats(slot.driver))
+            return [replace(slot.health, status=self._status(slot), stats=self._stats(slot.driver),
+                            notes=self._notes(slot.driver))
                     for slot in self._slots.values()]
 
     def report_failure(self, driver_id: str, reason: str) -> None:
@@ -220,6 +234,16 @@ class Supervisor:
         except Exception:
             log.exception("device %s could not report its counters", driver.id)
             return {}
+
+    @staticmethod
+    def _notes(driver: Driver) -> list[str]:
+        if not isinstance(driver, HasHealthNotes):
+            return []
+        try:
+            return list(driver.health_notes())
+        except Exception:
+            log.exception("device %s could not report its health notes", driver.id)
+            return []
 
     @staticmethod
     def _status(slot: _Slot) -> Status:

@@ -5,17 +5,26 @@ dispatcher is the only consumer. The bus must not let a chattering contact or
 a serial device spewing lines eat the memory of a 512 MB board, and it must
 never lose a change that matters. The overflow policy:
 
-* While the queue holds fewer than ``capacity`` events, every event is queued.
-* When it is full, a *reading* is coalesced: it waits in a side table that keeps
+* While the queue holds fewer than ``capacity`` events, and fewer than
+  ``per_entity`` readings of the event's entity, every event is queued.
+* When it is full, or the entity already has ``per_entity`` readings queued (one
+  chattering sensor or a serial device spewing lines), a *reading* is coalesced: it waits in a side table that keeps
   only the newest reading per entity, and each reading it replaces is counted
   in ``coalesced``. The newest value of every entity therefore always arrives,
-  and memory is bounded by ``capacity`` plus the number of entities.
+  and memory is bounded by ``capacity`` plus the number of entities. The quota
+  keeps the newest value of a flooding entity at most ``per_entity`` of its own
+  readings behind (about one dispatcher cycle), instead of behind a queue of
+  ``capacity`` stale readings; a burst within the quota arrives whole, so
+  edge-triggered rules still see every crossing of a normal device.
 * Readings of an entity that already has one waiting in the side table go
   there too, so readings of one entity are never reordered.
 * Critical events (commands, confirmed states, alarm, availability, system)
   are never dropped or coalesced; they are queued past ``capacity`` up to
   ``hard_limit``. Beyond that (a runaway producer, not a house) they are
   dropped and counted in ``dropped`` and the drop is logged once per burst.
+
+What was shed is counted by kind (``coalesced_by_kind``, ``dropped_by_kind``)
+for health and ``gateway status``.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.events import Event
 
@@ -36,15 +45,38 @@ class BusCounters:
     coalesced: int = 0
     dropped: int = 0
     high_water: int = 0
+    coalesced_by_kind: dict[str, int] = field(default_factory=dict)
+    dropped_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def shed(self, kind: str, *, dropped: bool) -> None:
+        """Count one event coalesced away (or dropped), in total and by its kind."""
+        if dropped:
+            self.dropped += 1
+            self.dropped_by_kind[kind] = self.dropped_by_kind.get(kind, 0) + 1
+        else:
+            self.coalesced += 1
+            self.coalesced_by_kind[kind] = self.coalesced_by_kind.get(kind, 0) + 1
+
+
+PER_ENTITY = 256
+"""Readings of one entity queued before the newer ones are coalesced (see the module docstring): one cycle of
+the dispatcher (:meth:`gateway.dispatcher.Dispatcher.drain_some` takes 256), so a stream the dispatcher keeps
+up with (a 1,000 lines/s serial device) is never coalesced, and a flood's newest value is one cycle old."""
 
 
 class Bus:
-    __slots__ = ("_cond", "_hard_limit", "_overflow", "_queue", "_wake", "capacity", "counters")
+    __slots__ = ("_cond", "_hard_limit", "_overflow", "_queue", "_queued", "_wake", "capacity", "counters",
+                 "per_entity")
 
-    def __init__(self, capacity: int = 10_000, hard_limit: int | None = None) -> None:
+    def __init__(self, capacity: int = 10_000, hard_limit: int | None = None, per_entity: int = PER_ENTITY) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if per_entity < 1:
+            raise ValueError("per_entity must be at least 1")
         self.capacity = capacity
+        self.per_entity = per_entity
+        self._queued: dict[str, int] = {}
+        """Non-critical events queued, per entity (the quota's count)."""
         self._hard_limit = hard_limit if hard_limit is not None else capacity * 2
         self._queue: deque[Event] = deque()
         self._overflow: dict[str, Event] = {}
@@ -56,23 +88,26 @@ class Bus:
         """Queue an event; never blocks, safe from any thread."""
         with self._cond:
             self.counters.posted += 1
+            entity = event.entity
             if not event.critical and (
-                len(self._queue) >= self.capacity or event.entity in self._overflow
+                len(self._queue) >= self.capacity or entity in self._overflow
+                or self._queued.get(entity, 0) >= self.per_entity
             ):
-                if event.entity in self._overflow:
-                    self.counters.coalesced += 1
-                self._overflow[event.entity] = event
-            elif event.entity in self._overflow:
+                replaced = self._overflow.get(entity)
+                if replaced is not None:
+                    self.counters.shed(str(replaced.kind), dropped=False)
+                self._overflow[entity] = event
+            elif entity in self._overflow:
                 # A critical event must not overtake an older reading of its entity.
-                self._queue.append(self._overflow.pop(event.entity))
-                self._queue.append(event)
+                self._append(self._overflow.pop(entity))
+                self._append(event)
             elif len(self._queue) >= self._hard_limit:
                 if self.counters.dropped == 0 or len(self._queue) == self._hard_limit:
                     log.error("bus over its hard limit (%d): dropping %s", self._hard_limit, event.kind)
-                self.counters.dropped += 1
+                self.counters.shed(str(event.kind), dropped=True)
                 return
             else:
-                self._queue.append(event)
+                self._append(event)
                 self.counters.high_water = max(self.counters.high_water, len(self._queue))
             self._cond.notify()
 
@@ -102,11 +137,23 @@ class Bus:
         if self._overflow and len(self._queue) < self.capacity:
             self._refill()
         if self._queue:
-            return self._queue.popleft()
+            event = self._queue.popleft()
+            if not event.critical:
+                left = self._queued[event.entity] - 1
+                if left:
+                    self._queued[event.entity] = left
+                else:
+                    del self._queued[event.entity]
+            return event
         return None
+
+    def _append(self, event: Event) -> None:
+        self._queue.append(event)
+        if not event.critical:
+            self._queued[event.entity] = self._queued.get(event.entity, 0) + 1
 
     def _refill(self) -> None:
         """Move coalesced readings back into the queue, oldest first, as room allows."""
         room = self.capacity - len(self._queue)
         for entity in list(self._overflow)[:room]:
-            self._queue.append(self._overflow.pop(entity))
+            self._append(self._overflow.pop(entity))

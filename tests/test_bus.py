@@ -82,3 +82,52 @@ def test_wake_releases_a_waiting_get_with_nothing() -> None:
     bus = Bus()
     threading.Timer(0.01, bus.wake).start()
     assert bus.get(timeout=5) is None
+
+
+def test_a_flooding_entity_never_has_more_than_its_quota_of_readings_ahead_of_its_newest() -> None:
+    _, events = virtual_events()
+    bus = Bus(capacity=10_000, per_entity=4)
+    for i in range(1_000):
+        bus.post(events.reading("chatter", i))
+    values = [v for _, v in drain(bus)]
+    assert values[-1] == 999
+    assert len(values) <= 4 + 1
+    assert bus.counters.coalesced >= 1_000 - 5
+
+
+def test_a_burst_within_the_quota_is_delivered_whole() -> None:
+    _, events = virtual_events()
+    bus = Bus(capacity=100, per_entity=8)
+    for i in range(8):
+        bus.post(events.reading("t", i))
+    assert drain(bus) == [("t", i) for i in range(8)]
+
+
+def test_other_entities_keep_every_reading_while_one_entity_floods() -> None:
+    _, events = virtual_events()
+    bus = Bus(capacity=10_000, per_entity=4)
+    for i in range(500):
+        bus.post(events.reading("chatter", i))
+        if i % 100 == 0:
+            bus.post(events.reading("quiet", i))
+    out = drain(bus)
+    assert [v for e, v in out if e == "quiet"] == [0, 100, 200, 300, 400]
+    assert [v for e, v in out if e == "chatter"][-1] == 499
+
+
+def test_coalesced_readings_are_counted_by_kind() -> None:
+    _, events = virtual_events()
+    bus = Bus(capacity=10_000, per_entity=2)
+    for i in range(10):
+        bus.post(events.reading("chatter", i))
+    assert bus.counters.coalesced_by_kind == {"reading": bus.counters.coalesced}
+
+
+def test_readings_of_many_entities_keep_the_memory_bound() -> None:
+    _, events = virtual_events()
+    bus = Bus(capacity=50, per_entity=4)
+    for i in range(20_000):
+        bus.post(events.reading(f"e{i % 500}", i))
+    assert len(bus) <= 50 + 500
+    newest = {e: v for e, v in drain(bus)}
+    assert newest == {f"e{k}": 19_500 + k for k in range(500)}
