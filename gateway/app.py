@@ -112,6 +112,8 @@ class DeviceReport(TypedDict):
     restarts: int
     last_error: str | None
     stats: dict[str, int]
+    notes: list[str]
+    """What the driver says besides its status, e.g. ``flooding: 27000 lines/s, expected ≤ 20``."""
 
 
 def simulation_state_dir(gateway_id: str) -> Path:
@@ -235,7 +237,7 @@ class Gateway:
             return {}
         return {
             h.id: {"status": h.status, "failures": h.total_failures, "restarts": h.restarts,
-                   "last_error": h.last_error, "stats": h.stats}
+                   "last_error": h.last_error, "stats": h.stats, "notes": list(h.notes)}
             for h in self.supervisor.health()
         }
 

@@ -274,7 +274,8 @@ class Service:
         gw = self.gateway
         dispatcher = gw.dispatcher
         now_mono = gw.events.clock.monotonic()
-        statuses = {device: report["status"] for device, report in gw.driver_health().items()}
+        reports = gw.driver_health()
+        statuses = {device: report["status"] for device, report in reports.items()}
         devices = []
         for driver in gw.drivers:
             if driver.id in gw.failed:
@@ -283,6 +284,9 @@ class Service:
                 health = statuses[driver.id]
             else:
                 health = "stopped"
+            notes = reports[driver.id]["notes"] if driver.id in reports else []
+            if notes:
+                health = f"{health} ({'; '.join(notes)})"
             devices.append({"id": driver.id, "driver": driver.config.driver, "health": health})
         entities = []
         known = list(gw.entities)  # configured first, then what the rules' controllers added (alarm, climate)
@@ -313,6 +317,8 @@ class Service:
             "mqtt": self.mqtt_health(),
             "bus": {
                 "queued": len(gw.bus), "coalesced": gw.bus.counters.coalesced, "dropped": gw.bus.counters.dropped,
+                "coalesced_by_kind": dict(gw.bus.counters.coalesced_by_kind),
+                "dropped_by_kind": dict(gw.bus.counters.dropped_by_kind),
                 "processed": dispatcher.counters.processed, "errors": dispatcher.counters.errors,
                 "commands": dispatcher.counters.commands, "rejected": dispatcher.counters.rejected,
                 "timers_fired": dispatcher.counters.timers_fired, "chains_cut": dispatcher.counters.chains_cut,
