@@ -27,7 +27,7 @@ Goals (issue 17): peak RSS ≤ 64 MB under every flood; back to idle + 5 MB with
 minute (a few seconds with ``--quick``); unrelated p99 ≤ 50 ms; every alarm event kept.
 
     PYTHONPATH=. .venv/bin/python -m bench --only 8 [--quick]
-    PYTHONPATH=. .venv/bin/python -m bench.floods hub HOST PORT TOPIC PAYLOADS SECONDS   # a flooder alone
+    PYTHONPATH=. .venv/bin/python -m bench.floods hub HOST PORT TOPIC PAYLOADS SECONDS [COUNT]   # a flooder alone
 """
 
 from __future__ import annotations
@@ -42,12 +42,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.figures import Figure, percentile
 from bench.proc import ROOT, Pty, start_gateway, stop
@@ -145,8 +146,9 @@ class Watch:
 
     def __post_init__(self) -> None:
         subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"floods-{os.getpid()}-{id(self)}")
-        self.client.reconnect_delay_set(0.1, 0.5)  # back before the gateway after an outage (its minimum is 1 s)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"floods-{os.getpid()}-{id(self)}")
+        # Back before the gateway after an outage (its minimum is 1 s); paho takes floats, its stubs say int.
+        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         topics = [(f"{BASE}/state/outdoor_temp", 1), (f"{BASE}/event/{ALARM}", 1), (f"{BASE}/health", 1)]
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topics)
         self.client.on_subscribe = lambda *a: subscribed.set()
@@ -200,16 +202,17 @@ def flooder(argv: list[str]) -> subprocess.Popen[bytes]:
                             stdout=subprocess.PIPE, pass_fds=fds)
 
 
-def run_hub(host: str, port: int, topic: str, payloads: list[str], seconds: float) -> int:
-    """Publish ``payloads`` in turn on ``topic`` at QoS 0 as fast as paho manages for ``seconds``; the count."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"flooder-{os.getpid()}")
+def run_hub(host: str, port: int, topic: str, payloads: list[str], seconds: float, count: int = 0) -> int:
+    """Publish ``payloads`` in turn on ``topic`` at QoS 0 as fast as paho manages for ``seconds`` (or until
+    ``count`` are sent, when not 0); the count."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"flooder-{os.getpid()}")
     client.max_queued_messages_set(10_000)
     client.connect(host, port)
     client.loop_start()
     sent = 0
     end = time.monotonic() + seconds
     encoded = [p.encode() for p in payloads]
-    while time.monotonic() < end:
+    while time.monotonic() < end and not 0 < count <= sent:
         for _ in range(100):
             if client.publish(topic, encoded[sent % len(encoded)], qos=0).rc == mqtt.MQTT_ERR_SUCCESS:
                 sent += 1
@@ -243,9 +246,10 @@ def run_serial(fd: int, seconds: float, rate: float) -> int:
 
 
 def flooder_main(argv: list[str]) -> int:
-    """``hub HOST PORT TOPIC PAYLOADS SECONDS`` | ``serial FD SECONDS RATE``: flood, then print the count."""
+    """``hub HOST PORT TOPIC PAYLOADS SECONDS [COUNT]`` | ``serial FD SECONDS RATE``: flood, then print the count."""
     if argv[0] == "hub":
-        sent = run_hub(argv[1], int(argv[2]), argv[3], argv[4].split(","), float(argv[5]))
+        sent = run_hub(argv[1], int(argv[2]), argv[3], argv[4].split(","), float(argv[5]),
+                       int(argv[6]) if len(argv) > 6 else 0)
     elif argv[0] == "serial":
         sent = run_serial(int(argv[1]), float(argv[2]), float(argv[3]))
     else:
@@ -270,6 +274,8 @@ class Result:
     shed: dict[str, float] = field(default_factory=dict)
     alive: bool = True
     note: str = ""
+    checks: dict[str, Any] = field(default_factory=dict)
+    """What the caller's ``check`` found while the gateway still ran after the flood (the CI test's questions)."""
 
 
 def gateway_config(directory: Path, broker_port: int, sensor: str, outdoor: str, flood: Flood) -> Path:
@@ -311,7 +317,18 @@ def probing(master: int, seconds: float, arm_at: float) -> Iterator[dict[int, fl
         thread.join(5)
 
 
-def run_flood(flood: Flood, directory: Path, seconds: float, after: float) -> Result:
+Check = Callable[[Path, int], dict[str, Any]]
+"""Called with (config path, broker port) after the flood and the wait, while the gateway still runs."""
+
+
+def run_flood(
+    flood: Flood, directory: Path, seconds: float, after: float, check: Check | None = None,
+    grace: float | None = None, count: int = 0,
+) -> Result:
+    """Start a broker and a gateway, idle, flood for ``seconds``, wait ``after`` s (then up to ``grace``,
+    default ``after``, for the alarm's events), and measure; the broker and the gateway are stopped whatever
+    happens. ``count`` (not 0) caps the hub floods' messages, so that a shortened flood does the same work
+    on a busy machine as on an idle one."""
     directory.mkdir(parents=True)
     result = Result(flood)
     broker = Broker(port=free_port(), directory=directory / "mosquitto")
@@ -333,9 +350,9 @@ def run_flood(flood: Flood, directory: Path, seconds: float, after: float) -> Re
         if flood.broker_down:
             broker.stop()
         args = {
-            "a": ["hub", "127.0.0.1", str(broker.port), f"{BASE}/set/light", "ON,OFF", str(seconds)],
+            "a": ["hub", "127.0.0.1", str(broker.port), f"{BASE}/set/light", "ON,OFF", str(seconds), str(count)],
             "b": ["serial", str(sensor.master), str(seconds), "0"],
-            "c": ["hub", "127.0.0.1", str(broker.port), "homeassistant/status", "online", str(seconds)],
+            "c": ["hub", "127.0.0.1", str(broker.port), "homeassistant/status", "online", str(seconds), str(count)],
             "d": ["serial", str(sensor.master), str(seconds), "1000"],
         }[flood.key]
         flooding = flooder(args)
@@ -344,7 +361,7 @@ def run_flood(flood: Flood, directory: Path, seconds: float, after: float) -> Re
             while flooding.poll() is None:
                 peak_rss = max(peak_rss, status_kb(pid, "VmRSS"))
                 time.sleep(0.1)
-        out, _ = flooding.communicate(10)
+        out, _ = flooding.communicate(timeout=10)
         result.sent = int(out.strip() or 0)
         if flood.broker_down:
             broker.start()
@@ -354,8 +371,8 @@ def run_flood(flood: Flood, directory: Path, seconds: float, after: float) -> Re
         result.after_mb = mb(status_kb(pid, "VmRSS"))
         result.peak_mb = mb(max(status_kb(pid, "VmHWM"), peak_rss))
         # "Kept" means delivered at all: late alarm events still count, up to a grace after the wait.
-        grace = time.monotonic() + after
-        while time.monotonic() < grace and not {"arming", "armed_away"} <= set(watch.snapshot()[1]):
+        until = time.monotonic() + (after if grace is None else grace)
+        while time.monotonic() < until and not {"arming", "armed_away"} <= set(watch.snapshot()[1]):
             time.sleep(0.1)
         arrived, result.alarm_states, health = watch.snapshot()
         result.shed = shed(health)
@@ -364,6 +381,8 @@ def run_flood(flood: Flood, directory: Path, seconds: float, after: float) -> Re
         result.alive = process.poll() is None
         if not result.alive:
             result.note = f"gateway exited {process.returncode}"
+        elif check is not None:
+            result.checks = check(config, broker.port)
     finally:
         watch.close()
         stop(process)
