@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "5": ("bench.idle", "steady RSS and idle CPU"),
     "6": ("bench.startup", "start to ready"),
     "7": ("bench.backlog", "100,000-event outbox backlog: restart and drain"),
+    "8": ("bench.floods", "floods (issue 17): peak RSS, recovery, unrelated latency, alarms kept, shed"),
 }
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1,0 +1,455 @@
+"""Benchmark 8: the floods of issue 17, against a real gateway process.
+
+Each flood runs against a fresh ``gateway run`` (mock pins, real ptys, a private
+Mosquitto on loopback; see :mod:`bench.proc`), so the peak RSS (``VmHWM``) is that
+flood's own:
+
+* **a, hub commands**: a paho publisher in a process of its own sends
+  ``<base>/set/light`` ON/OFF (QoS 0) as fast as it can;
+* **b, serial**: a process writes ``t=<n>`` lines into the sensor's pty as fast as the
+  pty takes them;
+* **c, births**: a paho publisher sends ``homeassistant/status`` = ``online`` as fast as it can;
+* **d, broker down**: the broker is stopped, ``outbox.max_events`` is small, a rule toggles
+  the light on every temperature reading (fed at 1,000 lines/s), and the alarm is armed
+  during the outage; then the broker comes back and the alarm's events are counted.
+
+During every flood an *unrelated* serial sensor (``outdoor_temp``, on a pty of its own)
+gets a new value every 50 ms; the latency is from the write to its retained
+``state/outdoor_temp`` at a subscriber in this process (the flooders run in other
+processes, so they do not share this one's GIL). Values that never arrive are
+counted, and the p99 is then not met. The alarm is armed (by a rule on
+``outdoor_temp``, exit delay 1 s) in the middle of each flood; ``arming`` and
+``armed_away`` must both reach ``event/house_alarm``. What was shed is read from the
+retained ``<base>/health`` (every second here): every counter whose name says
+dropped, shed, coalesced, rejected or refused, whatever the tree calls it.
+
+Goals (issue 17): peak RSS ≤ 64 MB under every flood; back to idle + 5 MB within a
+minute (a few seconds with ``--quick``); unrelated p99 ≤ 50 ms; every alarm event kept.
+
+    PYTHONPATH=. .venv/bin/python -m bench --only 8 [--quick]
+    PYTHONPATH=. .venv/bin/python -m bench.floods hub HOST PORT TOPIC PAYLOADS SECONDS [COUNT]   # a flooder alone
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.figures import Figure, percentile
+from bench.proc import ROOT, Pty, start_gateway, stop
+from tests import toml_kit as toml
+from tests.conftest import Broker, free_port
+from tests.helpers import wait_until
+from tests.houses import house_config
+
+BENCH = "8 floods"
+BASE = "gateway/bench"
+ALARM = "house_alarm"
+ARM_VALUE = 100_000
+PROBE_EVERY = 0.05
+PEAK_GOAL_MB = 64.0
+BACK_GOAL_MB = 5.0
+P99_GOAL_MS = 50.0
+SHED_KEY = re.compile(r"drop|shed|coalesc|reject|refus|limit|overflow|evict", re.IGNORECASE)
+
+ARM_RULE = f"""
+[[rules]]
+id = "arm_on_outdoor"
+[[rules.triggers]]
+type = "numeric"
+entity = "outdoor_temp"
+above = {ARM_VALUE - 1}
+[[rules.actions]]
+type = "alarm"
+alarm = "{ALARM}"
+command = "arm_away"
+
+[[alarms]]
+id = "{ALARM}"
+exit_delay = "1s"
+entry_delay = "30s"
+[alarms.sensors]
+armed_away = ["motion"]
+"""
+TOGGLE_RULE = """
+[[rules]]
+id = "toggle_on_reading"
+[[rules.triggers]]
+type = "state"
+entity = "temperature"
+[[rules.actions]]
+type = "toggle"
+entity = "light"
+"""
+
+
+@dataclass
+class Flood:
+    key: str
+    title: str
+    rules: str = "version = 1\n" + ARM_RULE
+    outbox: str = ""
+    broker_down: bool = False
+
+
+FLOODS = (
+    Flood("a", "hub commands, as fast as paho publishes"),
+    Flood("b", "serial lines, as fast as the pty takes them"),
+    Flood("c", "homeassistant/status online births"),
+    Flood("d", "broker down, outbox.max_events=100, toggle on every reading, alarm armed",
+          rules="version = 1\n" + ARM_RULE + TOGGLE_RULE, outbox="\n[outbox]\nmax_events = 100\n", broker_down=True),
+)
+
+
+# -- the process being flooded ---------------------------------------------------------------------------------
+
+def status_kb(pid: int, key: str) -> int:
+    """A ``VmRSS``/``VmHWM`` line of /proc/PID/status, in kB (0 once the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def mb(kb: int) -> float:
+    return kb / 1024
+
+
+@dataclass
+class Watch:
+    """A subscriber in this process: arrival stamps of the probe's values, alarm states, the latest health."""
+
+    port: int
+    probe_arrived: dict[int, float] = field(default_factory=dict)
+    alarm_states: list[str] = field(default_factory=list)
+    health: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"floods-{os.getpid()}-{id(self)}")
+        # Back before the gateway after an outage (its minimum is 1 s); paho takes floats, its stubs say int.
+        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
+        topics = [(f"{BASE}/state/outdoor_temp", 1), (f"{BASE}/event/{ALARM}", 1), (f"{BASE}/health", 1)]
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topics)
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise RuntimeError("the watcher could not subscribe")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.perf_counter()
+        try:
+            data = json.loads(msg.payload)
+        except ValueError:
+            return
+        with self._lock:
+            if msg.topic.endswith("/state/outdoor_temp") and isinstance(data, int | float):
+                self.probe_arrived.setdefault(int(data), now)
+            elif msg.topic.endswith(f"/event/{ALARM}") and isinstance(data, dict):
+                self.alarm_states.append(str(data.get("value")))
+            elif msg.topic.endswith("/health") and isinstance(data, dict):
+                self.health = data
+
+    def snapshot(self) -> tuple[dict[int, float], list[str], dict[str, Any]]:
+        with self._lock:
+            return dict(self.probe_arrived), list(self.alarm_states), dict(self.health)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def shed(health: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Every non-zero counter in a health report whose name says something was shed; keys may not exist."""
+    found: dict[str, float] = {}
+    for key, value in health.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            found.update(shed(value, name + "."))
+        elif isinstance(value, int | float) and not isinstance(value, bool) and value and SHED_KEY.search(name):
+            found[name] = float(value)
+    return found
+
+
+# -- the flooders (processes of their own) ---------------------------------------------------------------------
+
+def flooder(argv: list[str]) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    fds = tuple(int(a) for a in argv[1:2]) if argv[0] == "serial" else ()
+    return subprocess.Popen([sys.executable, "-m", "bench.floods", *argv], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, pass_fds=fds)
+
+
+def run_hub(host: str, port: int, topic: str, payloads: list[str], seconds: float, count: int = 0) -> int:
+    """Publish ``payloads`` in turn on ``topic`` at QoS 0 as fast as paho manages for ``seconds`` (or until
+    ``count`` are sent, when not 0); the count."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"flooder-{os.getpid()}")
+    client.max_queued_messages_set(10_000)
+    client.connect(host, port)
+    client.loop_start()
+    sent = 0
+    end = time.monotonic() + seconds
+    encoded = [p.encode() for p in payloads]
+    while time.monotonic() < end and not 0 < count <= sent:
+        for _ in range(100):
+            if client.publish(topic, encoded[sent % len(encoded)], qos=0).rc == mqtt.MQTT_ERR_SUCCESS:
+                sent += 1
+    client.loop_stop()
+    client.disconnect()
+    return sent
+
+
+def run_serial(fd: int, seconds: float, rate: float) -> int:
+    """Write ``t=<n>`` lines into a pty master: as fast as it takes them (``rate`` 0) or paced; the count."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    sent = 0
+    started = time.monotonic()
+    end = started + seconds
+    pending = b""
+    while (now := time.monotonic()) < end:
+        if not pending:
+            count = 200 if rate <= 0 else max(0, int((now - started) * rate) - sent)
+            if count == 0:
+                time.sleep(0.001)
+                continue
+            pending = b"".join(b"t=%d\n" % (sent + i + 1) for i in range(count))
+            sent += count
+        try:
+            written = os.write(fd, pending)
+            pending = pending[written:]
+        except BlockingIOError:
+            time.sleep(0.0005)
+    return sent - pending.count(b"\n")
+
+
+def flooder_main(argv: list[str]) -> int:
+    """``hub HOST PORT TOPIC PAYLOADS SECONDS [COUNT]`` | ``serial FD SECONDS RATE``: flood, then print the count."""
+    if argv[0] == "hub":
+        sent = run_hub(argv[1], int(argv[2]), argv[3], argv[4].split(","), float(argv[5]),
+                       int(argv[6]) if len(argv) > 6 else 0)
+    elif argv[0] == "serial":
+        sent = run_serial(int(argv[1]), float(argv[2]), float(argv[3]))
+    else:
+        print(flooder_main.__doc__, file=sys.stderr)
+        return 2
+    print(sent, flush=True)
+    return 0
+
+
+# -- one flood ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    flood: Flood
+    sent: int = 0
+    idle_mb: float = 0.0
+    peak_mb: float = 0.0
+    after_mb: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    probes: int = 0
+    alarm_states: list[str] = field(default_factory=list)
+    shed: dict[str, float] = field(default_factory=dict)
+    alive: bool = True
+    note: str = ""
+    checks: dict[str, Any] = field(default_factory=dict)
+    """What the caller's ``check`` found while the gateway still ran after the flood (the CI test's questions)."""
+
+
+def gateway_config(directory: Path, broker_port: int, sensor: str, outdoor: str, flood: Flood) -> Path:
+    extra = ("health_interval = 1.0\n" + flood.outbox + "\n"
+             + toml.serial_kv("outdoor", "outdoor_temp", port=outdoor, baudrate=115200))
+    config = house_config(directory, mqtt_port=broker_port, serial_port=sensor, rules=flood.rules, extra=extra)
+    # Since [gateway] pin_factory exists, GPIOZERO_PIN_FACTORY alone no longer gives the process mock pins.
+    text = config.read_text()
+    if "pin_factory" not in text:
+        config.write_text(text.replace('state_dir = "state"', 'state_dir = "state"\npin_factory = "mock"', 1))
+    return config
+
+
+@contextlib.contextmanager
+def probing(master: int, seconds: float, arm_at: float) -> Iterator[dict[int, float]]:
+    """Write a new ``outdoor_temp`` every ``PROBE_EVERY`` s in a thread, and the arming value at ``arm_at``."""
+    sent: dict[int, float] = {}
+    stop_flag = threading.Event()
+
+    def run() -> None:
+        started = time.monotonic()
+        n, armed = 0, False
+        while not stop_flag.is_set() and time.monotonic() - started < seconds:
+            if not armed and time.monotonic() - started >= arm_at:
+                os.write(master, b"t=%d\n" % ARM_VALUE)
+                armed = True
+            else:
+                n += 1
+                os.write(master, b"t=%d\n" % n)
+                sent[n] = time.perf_counter()
+            stop_flag.wait(PROBE_EVERY)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield sent
+    finally:
+        stop_flag.set()
+        thread.join(5)
+
+
+Check = Callable[[Path, int], dict[str, Any]]
+"""Called with (config path, broker port) after the flood and the wait, while the gateway still runs."""
+
+
+def run_flood(
+    flood: Flood, directory: Path, seconds: float, after: float, check: Check | None = None,
+    grace: float | None = None, count: int = 0,
+) -> Result:
+    """Start a broker and a gateway, idle, flood for ``seconds``, wait ``after`` s (then up to ``grace``,
+    default ``after``, for the alarm's events), and measure; the broker and the gateway are stopped whatever
+    happens. ``count`` (not 0) caps the hub floods' messages, so that a shortened flood does the same work
+    on a busy machine as on an idle one."""
+    directory.mkdir(parents=True)
+    result = Result(flood)
+    broker = Broker(port=free_port(), directory=directory / "mosquitto")
+    broker.start()
+    sensor, outdoor = Pty(), Pty()
+    config = gateway_config(directory, broker.port, sensor.path, outdoor.path, flood)
+    log = directory / "gateway.log"
+    process = start_gateway(config, log)
+    watch = Watch(broker.port)
+    try:
+        wait_until(lambda: b" started: " in log.read_bytes() or process.poll() is not None, 30, "gateway start")
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited: {log.read_text()[-2000:]}")
+        os.write(outdoor.master, b"t=0\n")  # the probe entity's first value (a first value counts as a change)
+        wait_until(lambda: 0 in watch.snapshot()[0], 20, "the probe entity's first state")
+        time.sleep(2.0)
+        pid = process.pid
+        result.idle_mb = mb(status_kb(pid, "VmRSS"))
+        if flood.broker_down:
+            broker.stop()
+        args = {
+            "a": ["hub", "127.0.0.1", str(broker.port), f"{BASE}/set/light", "ON,OFF", str(seconds), str(count)],
+            "b": ["serial", str(sensor.master), str(seconds), "0"],
+            "c": ["hub", "127.0.0.1", str(broker.port), "homeassistant/status", "online", str(seconds), str(count)],
+            "d": ["serial", str(sensor.master), str(seconds), "1000"],
+        }[flood.key]
+        flooding = flooder(args)
+        peak_rss = 0
+        with probing(outdoor.master, seconds, arm_at=seconds / 2) as probe_sent:
+            while flooding.poll() is None:
+                peak_rss = max(peak_rss, status_kb(pid, "VmRSS"))
+                time.sleep(0.1)
+        out, _ = flooding.communicate(timeout=10)
+        result.sent = int(out.strip() or 0)
+        if flood.broker_down:
+            broker.start()
+        # What the flood left behind: late probes still count (against the goal), up to the end of the wait.
+        flood_end = time.perf_counter()
+        time.sleep(after)
+        result.after_mb = mb(status_kb(pid, "VmRSS"))
+        result.peak_mb = mb(max(status_kb(pid, "VmHWM"), peak_rss))
+        # "Kept" means delivered at all: late alarm events still count, up to a grace after the wait.
+        until = time.monotonic() + (after if grace is None else grace)
+        while time.monotonic() < until and not {"arming", "armed_away"} <= set(watch.snapshot()[1]):
+            time.sleep(0.1)
+        arrived, result.alarm_states, health = watch.snapshot()
+        result.shed = shed(health)
+        result.probes = len(probe_sent)
+        result.latencies_ms = [(arrived.get(n, flood_end + after) - t) * 1e3 for n, t in probe_sent.items()]
+        result.alive = process.poll() is None
+        if not result.alive:
+            result.note = f"gateway exited {process.returncode}"
+        elif check is not None:
+            result.checks = check(config, broker.port)
+    finally:
+        watch.close()
+        stop(process)
+        sensor.close()
+        outdoor.close()
+        broker.stop()
+    return result
+
+
+def figures_for(result: Result, after: float) -> list[Figure]:
+    flood = result.flood
+    name = f"{flood.key}: {flood.title}"
+    peak_ok = result.peak_mb <= PEAK_GOAL_MB
+    back_ok = result.after_mb <= result.idle_mb + BACK_GOAL_MB
+    sent = f"{result.sent:,} {'lines' if flood.key in 'bd' else 'messages'} sent"
+    out = [
+        Figure(BENCH, f"{name}: peak RSS", result.peak_mb, "MB", f"≤ {PEAK_GOAL_MB:g} MB", peak_ok,
+               f"{sent}; idle {result.idle_mb:.1f} MB" + (f"; {result.note}" if result.note else "")),
+        Figure(BENCH, f"{flood.key}: RSS {after:g} s after", result.after_mb, "MB",
+               f"≤ idle + {BACK_GOAL_MB:g} MB", back_ok, f"idle {result.idle_mb:.1f} MB"),
+    ]
+    if flood.broker_down:
+        out.append(Figure(BENCH, f"{flood.key}: unrelated state p99", None, "",
+                          note="broker down: no state reaches MQTT during this flood"))
+    elif result.latencies_ms:
+        late = sum(1 for x in result.latencies_ms if x > P99_GOAL_MS)
+        p99 = percentile(result.latencies_ms, 99)
+        out.append(Figure(BENCH, f"{flood.key}: unrelated state p99", p99, "ms", f"≤ {P99_GOAL_MS:g} ms",
+                          p99 <= P99_GOAL_MS, f"{result.probes} probes, {late} over {P99_GOAL_MS:g} ms "
+                          f"(p50 {percentile(result.latencies_ms, 50):.1f} ms; never arrived = wait's end)"))
+    kept = [s for s in ("arming", "armed_away") if s in result.alarm_states]
+    out.append(Figure(BENCH, f"{flood.key}: alarm events kept", len(kept), "of 2", "all", len(kept) == 2,
+                      "seen: " + (", ".join(result.alarm_states) or "none")))
+    shed_note = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(result.shed.items())) or "nothing counted"
+    out.append(Figure(BENCH, f"{flood.key}: shed by kind (health)", sum(result.shed.values()), "",
+                      note=shed_note))
+    return out
+
+
+def measure(quick: bool, only: str = "abcd") -> list[Figure]:
+    seconds = 3.0 if quick else 10.0
+    after = 4.0 if quick else 60.0
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for flood in FLOODS:
+            if flood.key not in only:
+                continue
+            print(f"   flood {flood.key}: {flood.title}", file=sys.stderr, flush=True)
+            try:
+                figures += figures_for(run_flood(flood, Path(tmp) / flood.key, seconds, after), after)
+            except Exception as exc:  # one flood's failure must not hide the others' figures
+                figures.append(Figure(BENCH, f"{flood.key}: {flood.title}", None, "",
+                                      note=f"failed: {type(exc).__name__}: {exc}"))
+    return figures
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("hub", "serial"):
+        return flooder_main(argv)
+    from bench.run import table
+
+    quick = "--quick" in argv
+    only = next((a for a in argv if not a.startswith("-")), "abcd")
+    print(table(measure(quick, only)))
+    return 0
+
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
