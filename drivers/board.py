@@ -23,6 +23,7 @@ One place for the board knowledge that ``gateway check`` (statically, from
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -284,7 +285,8 @@ class NoPinFactory(ImportError):
 
 
 def load_pin_factory(name: FactoryName | str = "auto") -> tuple[Factory, str]:
-    """Build the pin factory ``name`` (``auto``: the first of :data:`AUTO_ORDER` that loads).
+    """Build the pin factory ``name`` (``auto``: the one ``GPIOZERO_PIN_FACTORY`` names if set, else the first
+    of :data:`AUTO_ORDER` that loads).
 
     Returns the factory and the name of the one built. Each failure is logged at DEBUG and none
     reaches the log as gpiozero's ``PinFactoryFallback`` warnings (we never call gpiozero's own
@@ -292,6 +294,10 @@ def load_pin_factory(name: FactoryName | str = "auto") -> tuple[Factory, str]:
     """
     import importlib
 
+    if name == "auto":
+        chosen = os.environ.get("GPIOZERO_PIN_FACTORY", "").strip().lower()
+        if chosen in FACTORIES:  # gpiozero's own switch (e.g. ``mock`` for a whole process) keeps working
+            name = chosen
     tried: dict[str, str] = {}
     for candidate in AUTO_ORDER if name == "auto" else (name,):
         module_name, cls_name = FACTORIES[candidate].split(":")

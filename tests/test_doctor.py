@@ -265,3 +265,12 @@ def test_run_needs_no_pin_factory_when_no_device_uses_gpio(tmp_path: Path, monke
         assert [d.id for d in gateway.running] == ["air"]
     finally:
         gateway.shutdown()
+
+
+def test_auto_honours_gpiozeros_own_environment_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from drivers.board import load_pin_factory
+
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    factory, name = load_pin_factory("auto")
+    assert name == "mock"
+    factory.close()

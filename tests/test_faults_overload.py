@@ -62,7 +62,7 @@ def after_the_flood(config: Path, broker_port: int) -> dict[str, Any]:
     def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         answer = str(json.loads(msg.payload).get("status"))
         answers.append(answer)
-        if answer in ("done", "failed", "rejected"):
+        if answer in ("done", "deferred", "failed", "rejected"):
             done.set()
 
     subscribed = threading.Event()
@@ -109,7 +109,9 @@ def test_the_gateway_survives_a_flood_and_still_answers_status_and_a_hub_command
     result = flooded(flood, workdir)
     assert result.alive, result.note
     assert result.checks["status_rc"] == 0, result.checks["status_out"]
-    assert "done" in result.checks["answers"], result.checks
+    # After a flood of switching, the light's envelope may defer the command (its switch budget is spent):
+    # an honest "deferred, applied at …" is an answer; "failed" or silence is not.
+    assert {"done", "deferred"} & set(result.checks["answers"]), result.checks
 
 
 @pytest.mark.parametrize("flood", ALL)
@@ -119,10 +121,8 @@ def test_memory_stays_below_the_units_memory_max_during_a_flood(flood: Flood, wo
 
 
 @pytest.mark.parametrize("flood", [
-    pytest.param(HUB_COMMANDS, id="a", marks=pytest.mark.xfail(
-        strict=True, reason="no inbound rate limit on hub commands (token bucket per entity and in total)")),
-    pytest.param(BIRTHS, id="c", marks=pytest.mark.xfail(
-        strict=True, reason="homeassistant/status births not coalesced: each one re-publishes every retained topic")),
+    pytest.param(HUB_COMMANDS, id="a"),
+    pytest.param(BIRTHS, id="c"),
     pytest.param(BROKER_DOWN, id="d"),
 ])
 def test_memory_stays_within_the_issues_goal_during_a_flood(flood: Flood, workdir: Path) -> None:
@@ -136,8 +136,7 @@ def test_memory_stays_within_the_issues_goal_during_a_flood(flood: Flood, workdi
     pytest.param(HUB_COMMANDS, id="a"),
     pytest.param(SERIAL, id="b"),
     pytest.param(BIRTHS, id="c"),
-    pytest.param(BROKER_DOWN, id="d", marks=pytest.mark.xfail(
-        strict=True, reason="the outbox drops alarm transitions to keep readings: no priority lane or reserve")),
+    pytest.param(BROKER_DOWN, id="d"),
 ])
 def test_every_alarm_event_reaches_the_hub_after_a_flood(flood: Flood, workdir: Path) -> None:
     result = flooded(flood, workdir)

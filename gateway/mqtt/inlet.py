@@ -156,6 +156,9 @@ class CommandInlet:
         self._wake = wake
         self._validators = built_in_validators(entities)
         self._awaiting: OrderedDict[str, _Tracked] = OrderedDict()
+        self._deferred: OrderedDict[str, _Tracked] = OrderedDict()
+        """Commands the safety envelope deferred: answered ``deferred`` and waiting for the state the
+        arbiter applies them with (same cause), out of the accepted-order sweep of :attr:`_awaiting`."""
         """Accepted command's event id -> what it asked, until its outcome; in the order accepted,
         which is the order the dispatcher takes them (commands are never reordered on the bus)."""
         self._awaiting_lock = threading.Lock()
@@ -243,6 +246,10 @@ class CommandInlet:
         the value they asked for."""
         passed: list[tuple[str, _Tracked]] = []
         with self._awaiting_lock:
+            deferred = self._deferred.pop(event.cause, None) if event.cause is not None else None
+            if deferred is not None:
+                self._final(deferred, event)
+                return
             if event.cause not in self._awaiting:
                 return
             while True:  # the dict is in the order accepted: everything before the cause was passed
@@ -252,12 +259,23 @@ class CommandInlet:
                 passed.append((command_id, tracked))
         for command_id, earlier in passed:
             self._result(earlier.entity, "done", command_id, value=earlier.value, reason="nothing to change")
+        if event.kind is Kind.REJECTED and (event.detail or "").startswith("deferred"):
+            with self._awaiting_lock:
+                self._deferred[event.cause or ""] = tracked
+                while len(self._deferred) > MAX_TRACKED_COMMANDS:
+                    self._deferred.popitem(last=False)
+            self._result(tracked.entity, "deferred", event.cause, reason=event.detail)
+        else:
+            self._final(tracked, event)
+        self._expire()
+
+    def _final(self, tracked: _Tracked, event: Event) -> None:
+        """``done`` for a state the command caused, ``failed`` for a refusal."""
         if event.kind is Kind.STATE:
             self._result(tracked.entity, "done", event.cause, value=event.value)
         else:
             self._counters.commands_rejected += 1
             self._result(tracked.entity, "failed", event.cause, reason=event.detail or "not applied")
-        self._expire()
 
     def send_results(self, client: mqtt.Client) -> None:
         """Publish the results that wait (publisher thread, while connected)."""
