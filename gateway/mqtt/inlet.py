@@ -156,11 +156,11 @@ class CommandInlet:
         self._wake = wake
         self._validators = built_in_validators(entities)
         self._awaiting: OrderedDict[str, _Tracked] = OrderedDict()
+        """Accepted command's event id -> what it asked, until its outcome; in the order accepted,
+        which is the order the dispatcher takes them (commands are never reordered on the bus)."""
         self._deferred: OrderedDict[str, _Tracked] = OrderedDict()
         """Commands the safety envelope deferred: answered ``deferred`` and waiting for the state the
         arbiter applies them with (same cause), out of the accepted-order sweep of :attr:`_awaiting`."""
-        """Accepted command's event id -> what it asked, until its outcome; in the order accepted,
-        which is the order the dispatcher takes them (commands are never reordered on the bus)."""
         self._awaiting_lock = threading.Lock()
         self._results: deque[tuple[str, bytes, bool]] = deque()
         """(topic, payload, final) waiting for the publisher; at most :data:`MAX_RESULTS`."""
