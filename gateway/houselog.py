@@ -210,6 +210,8 @@ class HouseLog:
         if outcome == "done":
             result = "done" if event.entity == command.entity else f"done ({event.entity} {_said(event.value)})"
             log.info("%s: %s", asked, result)
+        elif (event.detail or "").startswith("deferred"):
+            log.info("%s: %s", asked, event.detail)  # the safety envelope holds it: news, not a fault
         else:
             log.warning("%s: %s", asked, event.detail or "refused")
 

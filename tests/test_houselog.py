@@ -107,3 +107,16 @@ def test_the_siren_cut_at_its_maximum_on_time_is_a_fail_safe_line(
     story(caplog_house)
     h.advance(300)
     assert story(caplog_house) == ["siren: off (fail-safe: maximum on time reached: released house_alarm)"]
+
+
+def test_a_hub_command_the_envelope_defers_is_news_not_a_warning(
+    tmp_path: Path, caplog_house: pytest.LogCaptureFixture,
+) -> None:
+    envelope = Envelope({"hall_light": EnvelopeConfig(min_off_s=60)}, {"hall_light": False})
+    h, _ = the_house(tmp_path, "", envelope=envelope)
+    h.command("hall_light", True)
+    h.command("hall_light", False)
+    caplog_house.clear()
+    h.command("hall_light", True)  # within min_off_s: deferred
+    [record] = [r for r in caplog_house.records if r.name == "house"]
+    assert record.levelno == logging.INFO and "deferred" in record.getMessage()
