@@ -38,6 +38,11 @@ class Owner:
     refusal: str = ""
     """What the hub should do instead, appended to a refusal (``disarm it with the code``)."""
 
+    def refuses(self, entity: str) -> str:
+        """The reason a claim on ``entity`` by anyone but this owner is refused (load time, the hub's edge,
+        the arbiter: one wording)."""
+        return f"{entity} is owned by {self.what}" + (f"; {self.refusal}" if self.refusal else "")
+
 
 HUB = "hub"
 """The holder name of commands from the home hub (events with no ``rule``)."""

@@ -30,6 +30,7 @@ from drivers.base import Actuator, Driver, DriverContext, SerialOpener, Simulato
 from drivers.envelope import Envelope
 from drivers.supervision import Status, Supervisor
 from gateway.assembly import assemble, build_engine, load_ruleset
+from gateway.authority import outputs_of
 from gateway.bus import Bus
 from gateway.config import Config
 from gateway.controller_discovery import TopicNames, discovery_extras
@@ -140,9 +141,7 @@ class Gateway:
         self.events = EventFactory(clock or SystemClock())
         self.bus = Bus(config.bus.capacity)
         self.drivers: list[Driver] = config.drivers()
-        actuators = {
-            spec.id: driver for driver in self.drivers if isinstance(driver, Actuator) for spec in driver.entities()
-        }
+        actuators = outputs_of(driver for driver in self.drivers if isinstance(driver, Actuator))
         self.firings: deque[Event] = deque(maxlen=RECENT_FIRINGS)
         """The latest commands rules issued, newest last (``gateway status``)."""
         self.forwarder: Forwarder | None = None

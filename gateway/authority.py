@@ -79,6 +79,10 @@ class OutputStatus(TypedDict):
     claims: list[ClaimStatus]
 
 
+def _rank(claim: Claim) -> tuple[Level, int]:
+    return claim.level, -claim.seq
+
+
 class _Cancellable(Protocol):
     def cancel(self) -> None: ...
 
@@ -100,8 +104,12 @@ class _Output:
     last_state: str | None = None
     """The id of the latest STATE event the authority emitted for this output."""
 
+    def ranked(self) -> list[Claim]:
+        """The claims, strongest first: by level, then the newest within a level."""
+        return sorted(self.claims.values(), key=_rank)
+
     def strongest(self) -> Claim | None:
-        return min(self.claims.values(), key=lambda c: (c.level, -c.seq), default=None)
+        return min(self.claims.values(), key=_rank, default=None)
 
     def desired(self) -> Value:
         claim = self.strongest()
@@ -172,9 +180,6 @@ class Authority:
             if out.claims.pop(holder, None) is not None:
                 self._reconcile(out, None, holder, f"{holder_text(holder)} {why}: claim relinquished")
 
-    def owner(self, entity: str) -> Owner | None:
-        return self._owners.get(entity)
-
     # -- events from the dispatcher -----------------------------------------------------------
 
     def command(self, event: Event) -> None:
@@ -186,8 +191,7 @@ class Authority:
         expires: float | None = None
         if owner is not None and holder != owner.holder and event.value is not None:
             if holder != HUB or owner.override_s is None:
-                self._refuse(event, f"refused: {out.entity} is owned by {owner.what}"
-                             + (f"; {owner.refusal}" if owner.refusal else ""))  # rules.ownership.refusal
+                self._refuse(event, f"refused: {owner.refuses(out.entity)}")
                 return
             level = Level.OVERRIDE
             expires = self.host.clock.monotonic() + owner.override_s
@@ -233,7 +237,7 @@ class Authority:
         out = self._outputs.get(entity)
         if out is None:
             return ""
-        others = sorted((c for c in out.claims.values() if c.holder != holder), key=lambda c: (c.level, -c.seq))
+        others = [c for c in out.ranked() if c.holder != holder]
         if not others:
             return "in force"
         if others[0].level < level:
@@ -246,7 +250,7 @@ class Authority:
     def describe(self, entity: str) -> str:
         """``rule r (rules) True; waiting: hub (rules) False`` — who drives the output and who waits."""
         out = self._outputs[entity]
-        ranked = sorted(out.claims.values(), key=lambda c: (c.level, -c.seq))
+        ranked = out.ranked()
         if not ranked:
             return f"no claim: default {out.default!r}"
         text = ranked[0].describe()
@@ -258,7 +262,7 @@ class Authority:
         """Per output: its confirmed value, the claim in force and those waiting (``gateway status``)."""
         report: dict[str, OutputStatus] = {}
         for entity, out in self._outputs.items():
-            ranked = sorted(out.claims.values(), key=lambda c: (c.level, -c.seq))
+            ranked = out.ranked()
             owner = self._owners.get(entity)
             report[entity] = {
                 "value": out.confirmed,

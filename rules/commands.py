@@ -44,7 +44,7 @@ from rules import model as m
 from rules.alarm import COMMANDS
 from rules.codes import verify_code
 from rules.loader import RuleSet
-from rules.ownership import output_owners, refusal
+from rules.ownership import output_owners
 from rules.timers import anchor, elapsed_since
 from rules.traces import read_json, write_json
 
@@ -81,7 +81,7 @@ def command_validators(ruleset: RuleSet, clock: Clock, guard: CodeGuard | None =
 def owned_output_validator(entity: str, owner: Owner) -> Validator:
     """A hub command to an output a controller owns (and does not let the hub override) is refused
     at the edge, naming the owner; the arbiter would refuse it too (gateway/authority.py)."""
-    reason = refusal(entity, owner)
+    reason = owner.refuses(entity)
 
     def refuse(raw: Any) -> Value:
         raise ValueError(reason)

@@ -34,7 +34,7 @@ from core import errors as core_errors
 from core.claims import Owner
 from core.entities import Component, EntitySpec, accepts
 from rules import model as m
-from rules.ownership import alarm_outputs, refusal, thermostat_outputs
+from rules.ownership import alarm_outputs, thermostat_outputs
 from rules.template import compile_template
 
 
@@ -406,7 +406,7 @@ class _Checker:
         if spec is None:
             problems.append(f"{where}.entity: {self._unknown(action.entity)}")
         elif owner is not None:
-            problems.append(f"{where}.entity: {refusal(repr(action.entity), owner)}")
+            problems.append(f"{where}.entity: {owner.refuses(repr(action.entity))}")
         elif isinstance(action, m.ReleaseAction) and action.entity in self.virtuals:
             problems.append(f"{where}.entity: {action.entity!r} is a virtual entity: only a device's output "
                             f"is claimed and let go; use type = \"set\"")

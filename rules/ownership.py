@@ -43,7 +43,3 @@ def output_owners(ruleset: RuleSet) -> dict[str, Owner]:
             owners.update(alarm_outputs(declared.item))
     return owners
 
-
-def refusal(entity: str, owner: Owner) -> str:
-    """The reason a claim on ``entity`` by anyone but its owner is refused."""
-    return f"{entity} is owned by {owner.what}; {owner.refusal}"
