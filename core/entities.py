@@ -29,10 +29,18 @@ class Component(StrEnum):
     """A thermostat (rules/thermostat.py): commands are a setpoint number or a mode name."""
     ALARM_CONTROL_PANEL = "alarm_control_panel"
     """An alarm (rules/alarm.py): commands are arm/disarm actions, with a code from the hub."""
+    EVENT = "event"
+    """Something that happens and has no lasting state (a button's press, double press, long press):
+    its value is the event type (one of ``options``) for a moment, then ``None`` again."""
+    FAN = "fan"
+    """A PWM fan: commands are true/false or a percentage within ``minimum``..``maximum``."""
+    NUMBER = "number"
+    """A settable number (a servo's angle): commands are a number within ``minimum``..``maximum``."""
 
 
 WRITABLE_COMPONENTS = frozenset(
-    {Component.SWITCH, Component.LIGHT, Component.SIREN, Component.CLIMATE, Component.ALARM_CONTROL_PANEL}
+    {Component.SWITCH, Component.LIGHT, Component.SIREN, Component.CLIMATE, Component.ALARM_CONTROL_PANEL,
+     Component.FAN, Component.NUMBER}
 )
 
 CONTROLLER_COMPONENTS = frozenset({Component.CLIMATE, Component.ALARM_CONTROL_PANEL})
@@ -63,11 +71,18 @@ class EntitySpec:
     """Seconds between readings at most, when known: the hub's ``expire_after``."""
     options: tuple[str, ...] = ()
     """The words a controller takes as commands (lower case): a thermostat's modes and presets
-    (``"heat"``, ``"off"``, ``"away"``...), an alarm panel's actions. Empty for everything else."""
+    (``"heat"``, ``"off"``, ``"away"``...), an alarm panel's actions; an ``event`` entity's event
+    types (``"press"``, ``"double_press"``, ``"long_press"``). Empty for everything else."""
+    state_class: str | None = None
+    """Home Assistant's ``state_class`` of a sensor with a unit; None: ``measurement``. A meter's
+    running total is ``total_increasing`` (the energy dashboard counts only those)."""
+    correctable: bool = False
+    """A sensor the hub may set to a number within ``minimum``..``maximum`` (a pulse meter's total,
+    corrected to the meter's own reading); the owning driver applies it (``Driver.correct``)."""
 
     @property
     def writable(self) -> bool:
-        return self.component in WRITABLE_COMPONENTS
+        return self.component in WRITABLE_COMPONENTS or self.correctable
 
 
 def accepts(spec: EntitySpec, value: Value) -> str | None:
@@ -85,14 +100,17 @@ def accepts(spec: EntitySpec, value: Value) -> str | None:
       or text that reads as one, which the thermostat accepts), or one of its
       ``options`` (mode or preset; any case);
     * alarm control panel: one of its ``options`` (``arm_away``...);
-    * sensor, binary sensor: nothing: they cannot be commanded.
+    * fan: ``true`` or ``false``, or a percentage within ``minimum``..``maximum``;
+    * number (a servo's angle): a number within ``minimum``..``maximum``;
+    * a ``correctable`` sensor (a pulse meter's total): a number within ``minimum``..``maximum``;
+    * sensor, binary sensor, event: nothing: they cannot be commanded.
 
     Words are never booleans here: ``"OFF"`` for a switch is refused, so no rule
     can say "off" and have a safety check read the non-empty string as on.
     The reason starts with the entity, e.g. ``'heater' is a switch: use true or
     false, not "OFF"``.
     """
-    judge = _TAKES.get(spec.component)
+    judge = _number if spec.correctable else _TAKES.get(spec.component)
     if judge is None:
         return f"{spec.id!r} is a {spec.component}, it cannot be commanded"
     return judge(spec, value)
@@ -113,6 +131,23 @@ def _light(spec: EntitySpec, value: Value) -> str | None:
         return None
     low, high = _bounds(spec)
     return f"{spec.id!r} is a dimmable light: use true, false or a brightness {low}..{high}, not {_shown(value)}"
+
+
+def _fan(spec: EntitySpec, value: Value) -> str | None:
+    if isinstance(value, bool) or _number_within(value, spec) is None:
+        return None
+    low, high = _bounds(spec)
+    return f"{spec.id!r} is a fan: use true, false or a percentage {low}..{high}, not {_shown(value)}"
+
+
+def _number(spec: EntitySpec, value: Value) -> str | None:
+    wrong = _number_within(value, spec)
+    if wrong is None:
+        return None
+    low, high = _bounds(spec)
+    if wrong == "outside":
+        return f"{spec.id!r} takes a number {low}..{high}: {_shown(value)} is outside"
+    return f"{spec.id!r} takes a number {low}..{high}, not {_shown(value)}"
 
 
 def _thermostat(spec: EntitySpec, value: Value) -> str | None:
@@ -140,6 +175,8 @@ _TAKES: dict[Component, Callable[[EntitySpec, Value], str | None]] = {
     Component.LIGHT: _light,
     Component.CLIMATE: _thermostat,
     Component.ALARM_CONTROL_PANEL: _alarm,
+    Component.FAN: _fan,
+    Component.NUMBER: _number,
 }
 """What each writable component takes; a component not here (a sensor) takes nothing."""
 

@@ -23,6 +23,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Generic
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,6 +61,8 @@ class DriverContext:
     passes ``lambda p: world.files.get(p, p)`` so drivers read the simulators' fake trees."""
     fail: Callable[[str], None] = lambda reason: log.error("driver failure (no supervisor): %s", reason)
     """A driver calls this (from any thread) when it can no longer work; the supervisor restarts it."""
+    state_dir: Path | None = None
+    """Where a driver keeps what must survive a restart (a pulse meter's total); None: nowhere (tests)."""
     scheduler: Scheduler | None = None
     """Timers (conditioning, staleness, polling). None: a :class:`ThreadScheduler` is made on first use."""
     _own_scheduler: ThreadScheduler | None = None
@@ -144,6 +147,12 @@ class Driver(ABC, Generic[C_co]):
     def simulator(self) -> Simulator | None:
         """The simulated world behind this device in ``--simulate``, or None if it needs none."""
         return None
+
+    def correct(self, entity: str, value: Value) -> Value:
+        """Set a ``correctable`` sensor (``EntitySpec.correctable``) to ``value``, already validated,
+        and return what it now reads (a pulse meter's total set to the meter's own reading). Called
+        on the dispatcher thread; only drivers that declare a correctable entity override it."""
+        raise DriverError(f"{self.id}: {entity} cannot be corrected")
 
     def stats(self) -> dict[str, int]:
         """Counters for health: what was dropped, refused or retried (malformed frames, CRC errors...)."""

@@ -150,6 +150,8 @@ class Gateway:
             self.events, self.bus, actuators, envelope=envelope, forward=self._observe,
             make_engine=lambda dispatcher: build_engine(config, dispatcher),
         )
+        self.dispatcher.corrections.update(
+            {spec.id: driver.correct for driver in self.drivers for spec in driver.entities() if spec.correctable})
         self.code_guard = CodeGuard(self.events.clock, config.gateway.state_dir / LOCKOUT_FILE)
         """Alarm wrong codes and lockouts: kept across reloads (validators are rebuilt) and restarts."""
         self.entities: dict[str, EntitySpec] = self._house_entities()
@@ -288,6 +290,7 @@ class Gateway:
             simulate=self.simulate,
             rng=self._rng,
             resolve_path=self._simulated_path,
+            state_dir=self.config.gateway.state_dir,
         )
 
     def _simulated_path(self, path: str) -> str:

@@ -103,6 +103,9 @@ class Dispatcher:
         self.counters = DispatchCounters()
         self.chains_cut_by_rule: Counter[str] = Counter()
         """Chains cut at :data:`MAX_CHAIN`, by the rule (or controller) of the event that was cut."""
+        self.corrections: dict[str, Callable[[str, Value], Value]] = {}
+        """Entity -> its driver's ``correct``: a COMMAND for a correctable sensor (a pulse meter's total
+        set to the meter's reading) is applied there and confirmed as a STATE, never claimed."""
         self.on_idle: list[Callable[[], None]] = []
         """Called at least every ``tick`` seconds from the loop (the systemd watchdog hangs here)."""
         self._timers: list[Timer] = []
@@ -165,8 +168,19 @@ class Dispatcher:
             self.counters.commands += 1
             if event.entity in self.outputs:
                 self.outputs.command(event)
+            elif event.entity in self.corrections:
+                self._correct(event)
         elif kind is Kind.REJECTED and event.entity in self.outputs:
             self.counters.rejected += 1
+
+    def _correct(self, event: Event) -> None:
+        try:
+            value = self.corrections[event.entity](event.entity, event.value)
+        except Exception as exc:
+            log.warning("correction of %s to %r refused: %s", event.entity, event.value, exc)
+            self.emit(self.events.make(Kind.REJECTED, event.entity, event.value, cause=event.id, detail=str(exc)))
+            return
+        self.emit(self.events.make(Kind.STATE, event.entity, value, cause=event.id, detail="corrected"))
 
     def run_due_timers(self) -> None:
         now = self.clock.monotonic()

@@ -70,12 +70,31 @@ _ON_OFF_HELP = 'expected ON or OFF (also true/false, 1/0, or {"state": "ON"})'
 
 
 def _dimmable(spec: EntitySpec) -> bool:
-    return spec.component is Component.LIGHT and (spec.minimum is not None or spec.maximum is not None)
+    """A light with a brightness, or a fan with a percentage: on/off words and numbers both."""
+    return spec.component in (Component.LIGHT, Component.FAN) and (spec.minimum is not None or spec.maximum is not None)
+
+
+def _numeric_only(spec: EntitySpec) -> bool:
+    """A number (a servo's angle) or a correctable sensor (a pulse meter's total): numbers, no words."""
+    return spec.component is Component.NUMBER or spec.correctable
+
+
+def _number_from_wire(spec: EntitySpec, raw: object) -> Value:
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return _number(spec, raw)
+    if isinstance(raw, str):
+        try:
+            return _number(spec, float(raw.strip()))
+        except ValueError:
+            pass
+    raise ValueError("expected a number")
 
 
 def _from_wire(spec: EntitySpec, raw: object) -> Value:
     """The hub's spelling of a value -> the typed value :func:`accepts` judges; ValueError for text
-    that is neither an on/off word nor (on a dimmable light) a number."""
+    that is neither an on/off word nor (on a dimmable light or a fan) a number."""
+    if _numeric_only(spec):
+        return _number_from_wire(spec, raw)
     dimmable = _dimmable(spec)
     help_text = _ON_OFF_HELP + (" or a number" if dimmable else "")
     if isinstance(raw, dict):

@@ -41,6 +41,9 @@ EXPIRE_INTERVALS = 3
 """A sensor is shown unavailable after missing this many of its reporting intervals."""
 SOFTWARE = "edge-gateway"
 ON_OFF = "{{ 'ON' if value_json else 'OFF' }}"
+EVENT_TYPE = "{% if value_json %}{\"event_type\":\"{{ value_json }}\"}{% endif %}"
+"""An ``event`` entity's state is the event type for a moment, then null: HA ignores the empty payload
+that null renders to, and ignores a retained payload replayed after a reconnection."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -101,9 +104,15 @@ class Discovery:
         if spec.component is Component.SENSOR:
             if spec.unit is not None:
                 config["unit_of_measurement"] = spec.unit
-                config["state_class"] = "measurement"
+                config["state_class"] = spec.state_class or "measurement"
         elif spec.component is Component.BINARY_SENSOR:
             config.update(payload_on="true", payload_off="false")
+        elif spec.component is Component.EVENT:
+            config.update(event_types=list(spec.options), value_template=EVENT_TYPE)
+        elif spec.component is Component.FAN:
+            config.update(self._fan(spec))
+        elif spec.component is Component.NUMBER:
+            config.update(self._number(spec))
         else:
             config.update(command_topic=self.topics.command(spec.id), payload_on="ON", payload_off="OFF")
             if spec.component is Component.LIGHT:
@@ -112,6 +121,36 @@ class Discovery:
                     config.update(self._brightness(spec))
             else:
                 config.update(state_on="true", state_off="false")
+        return config
+
+    def _fan(self, spec: EntitySpec) -> dict[str, object]:
+        """A PWM fan: on/off and a percentage (1..maximum), all on the entity's one set and state topics."""
+        return {
+            "command_topic": self.topics.command(spec.id),
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "state_value_template": ON_OFF,
+            "percentage_command_topic": self.topics.command(spec.id),
+            "percentage_state_topic": self.topics.state(spec.id),
+            "percentage_value_template": "{{ value_json | int }}",
+            "speed_range_min": 1,
+            "speed_range_max": int(spec.maximum or 100),
+        }
+
+    def _number(self, spec: EntitySpec) -> dict[str, object]:
+        """A settable number (a servo's angle) within its limits; a detached servo (null) shows unknown."""
+        config: dict[str, object] = {
+            "command_topic": self.topics.command(spec.id),
+            "value_template": "{{ value_json if value_json is not none else 'None' }}",
+            "mode": "slider",
+            "step": 1,
+        }
+        if spec.minimum is not None:
+            config["min"] = spec.minimum
+        if spec.maximum is not None:
+            config["max"] = spec.maximum
+        if spec.unit is not None:
+            config["unit_of_measurement"] = spec.unit
         return config
 
     def _brightness(self, spec: EntitySpec) -> dict[str, object]:
