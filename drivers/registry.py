@@ -18,6 +18,8 @@ from core.errors import did_you_mean
 from drivers.actuators import PwmLight, Relay, Siren
 from drivers.analog import AnalogInput, Mcp3208Input
 from drivers.base import Driver
+from drivers.button import Button
+from drivers.fan import Fan, Servo
 from drivers.gpio import DigitalInput, MotionSensor
 from drivers.onewire import Ds18b20
 from drivers.pulse import PulseMeter
@@ -57,6 +59,9 @@ DRIVERS: Mapping[str, type[Driver]] = catalogue(
     Mcp3208Input,  # analog.mcp3208
     Ds18b20,  # onewire.ds18b20
     PulseMeter,  # gpio.pulse_meter
+    Button,  # gpio.button
+    Fan,  # gpio.fan
+    Servo,  # gpio.servo
 )
 """Every driver a ``config.toml`` may name; ``config.drivers()`` and the config's union of models come from here."""
 
