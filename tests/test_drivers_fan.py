@@ -92,5 +92,5 @@ def test_a_servo_without_a_safe_angle_detaches_when_safe() -> None:
 
 
 def test_a_safe_angle_outside_the_limits_is_refused() -> None:
-    with pytest.raises(ValidationError, match="safe_angle must be within the limits 0..90"):
+    with pytest.raises(ValidationError, match=r"safe_angle must be within the limits 0\.\.90"):
         servo(limits=[0, 90], safe_angle=120)
