@@ -1,4 +1,4 @@
-"""Driver figures: parser throughput, and how late the driver timer thread fires.
+"""Driver figures: parser throughput, how late the driver timer thread fires, a pulse meter's cost.
 
     PYTHONPATH=. python bench/drivers_bench.py
 """
@@ -78,7 +78,40 @@ def timer_lateness(period: float = 0.01, count: int = 300) -> None:
           f"{late[-1] * 1000:.2f} ms")
 
 
+def pulse_meter(count: int = 20_000) -> None:
+    """CPU per pulse of ``gpio.pulse_meter``: its own edge handler, and the whole path from a mock pin's
+    edge through gpiozero's callbacks; then what 100 pulses/s costs of one core."""
+    from gpiozero.pins.mock import MockFactory
+
+    from core.events import EventFactory
+    from drivers.base import DriverContext
+    from drivers.pulse import PulseMeter, PulseMeterConfig
+
+    config = PulseMeterConfig.model_validate({"id": "bench_meter", "driver": "gpio.pulse_meter", "pin": 19,
+                                              "meter": "energy", "pulses_per_unit": 1000, "debounce_ms": 0})
+    factory = MockFactory()
+    meter = PulseMeter(config)
+    ctx = DriverContext(post=lambda event: None, events=EventFactory(SystemClock()), pin_factory=factory)
+    meter.start(ctx)
+    pin = factory.pin(19)
+    pin.drive_high()
+    start = time.process_time()
+    for _ in range(count):
+        meter.pulse()
+    handler = (time.process_time() - start) / count
+    start = time.process_time()
+    for _ in range(count):
+        pin.drive_low()
+        pin.drive_high()
+    path = (time.process_time() - start) / count
+    meter.stop()
+    ctx.close()
+    print(f"pulse    handler {handler * 1e6:.1f} µs/pulse; mock pin edge -> count {path * 1e6:.1f} µs/pulse; "
+          f"at 100 pulses/s {path * 100 * 100:.2f} % of one core (+ one report every 10 s)")
+
+
 if __name__ == "__main__":
     parsers()
     pipeline()
     timer_lateness()
+    pulse_meter()
