@@ -88,3 +88,23 @@ def test_without_double_press_a_press_is_sent_at_release() -> None:
 def test_the_button_is_an_event_entity_with_the_three_event_types() -> None:
     spec = Bench().button.entities()[0]
     assert (spec.component, spec.options) == ("event", ("press", "double_press", "long_press"))
+
+
+def test_a_rule_fires_on_every_double_press_of_the_button(tmp_path: Any) -> None:
+    from tests import toml_kit as toml
+    from tests.rules_kit import DEMO_ENTITIES, House, local, ruleset
+
+    bench = Bench()
+    entities = {**DEMO_ENTITIES, "hall_button": bench.button.entities()[0]}
+    rules = ruleset(tmp_path, toml.state_rule("toggle", "hall_button", "double_press", "turn_on", "hall_light"),
+                    entities)
+    world = House(entities, rules, timezone="UTC", start=local("2026-01-01T12:00"))
+    world.start()
+    for _ in range(2):
+        bench.press(then_s=0.1)
+        bench.press(then_s=1.0)
+        for event in bench.rec.of(Kind.STATE, "hall_button"):
+            world.post(event.entity, event.value, event.kind)
+        bench.rec.clear()
+        world.post("hall_light", False, Kind.STATE)
+    assert world.commands("hall_light") == [("hall_light", True), ("hall_light", True)]
