@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -50,6 +48,7 @@ from pydantic import Field, model_validator
 
 from core.entities import Component, EntitySpec
 from core.events import Value
+from core.files import write_atomically
 from core.guard import guarded
 from drivers.base import DeviceConfig, Driver, DriverContext, DriverError, Simulator
 from drivers.gpio import PinName
@@ -311,25 +310,3 @@ class PulseMeter(Driver[PulseMeterConfig]):
         return PulseSimulator(self.config.pin, rests_high=self.config.pull_up, mean_interval=1.0, mean_hold=0.06)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one, even across a power cut.
-
-    The same steps as ``gateway/lastgood.py`` (which drivers may not import): a temporary file in the
-    same directory, fsync, rename, fsync of the directory.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

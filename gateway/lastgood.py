@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.errors import FileRefused, read_installer_file
+from core.files import write_atomically
 from drivers.base import Actuator, DeviceConfig
 from drivers.registry import DRIVERS, unknown_driver_message
 from gateway.config import MAX_CONFIG_BYTES, Config, ConfigError, format_errors, load_config
@@ -103,7 +103,7 @@ def save_outputs(config: Config, *, now: Callable[[], datetime] = lambda: dateti
         return False
     record["saved_at"] = now().strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
-        _write_atomically(path, json.dumps(record, indent=1) + "\n")
+        write_atomically(path, json.dumps(record, indent=1) + "\n")
     except OSError as exc:
         log.error("could not save the last-known-good outputs to %s (gateway safe-state needs them when "
                   "the config is broken): %s", path, exc)
@@ -120,24 +120,6 @@ def _unchanged(path: Path, record: Mapping[str, Any]) -> bool:
     return isinstance(saved, dict) and {k: v for k, v in saved.items() if k != "saved_at"} == record
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one, even across a power cut."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)  # the rename itself survives a power cut
-    finally:
-        os.close(directory)
 
 
 # -- reading (gateway safe-state) ---------------------------------------------------------------------

@@ -20,13 +20,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import sys
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, NotRequired, TypedDict
+
+from core.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +145,7 @@ class TraceStore:
 
 def write_json(path: Path, data: object) -> None:
     """Atomically: a reader (or a power cut) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(data, handle, separators=(",", ":"), default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data, separators=(",", ":"), default=str))
 
 
 def read_json(path: Path) -> object:
