@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class BusRegistry:
             if bus.users or bus.path in self._attached or self._buses.get(bus.path) is not bus:
                 return
             del self._buses[bus.path]
-        with _quiet():
+        with suppress(OSError):
             bus.handle.close()
 
     def attach(self, name: str, handle: SMBusLike, settle: Callable[[float], None] = lambda _s: None) -> I2cBus:
@@ -148,14 +148,6 @@ class BusRegistry:
         with self._lock:
             self._attached.discard(name)
             self._buses.pop(name, None)
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    try:
-        yield
-    except OSError:
-        pass
 
 
 BUSES = BusRegistry()

@@ -19,6 +19,7 @@ from drivers.actuators import PwmLight, Relay, Siren
 from drivers.analog import AnalogInput, Mcp3208Input
 from drivers.base import Driver
 from drivers.gpio import DigitalInput, MotionSensor
+from drivers.i2c_sensors import Ads1115, Bh1750, Bme280, Bmp280, Sht3x, Sht4x
 from drivers.onewire import Ds18b20
 from drivers.serial_line import JsonLinesSensor, KeyValueSensor, Mhz19Sensor, NmeaSensor, Pms5003Sensor
 
@@ -55,6 +56,12 @@ DRIVERS: Mapping[str, type[Driver]] = catalogue(
     AnalogInput,  # analog.mcp3008
     Mcp3208Input,  # analog.mcp3208
     Ds18b20,  # onewire.ds18b20
+    Bme280,  # i2c.bme280
+    Bmp280,  # i2c.bmp280
+    Sht3x,  # i2c.sht3x
+    Sht4x,  # i2c.sht4x
+    Bh1750,  # i2c.bh1750
+    Ads1115,  # i2c.ads1115
 )
 """Every driver a ``config.toml`` may name; ``config.drivers()`` and the config's union of models come from here."""
 
