@@ -119,6 +119,10 @@ class FakeI2cBus:
                              force: bool | None = None) -> None:
         self._chip(i2c_addr, "w").write(register, list(data))
 
+    def write_quick(self, i2c_addr: int, force: bool | None = None) -> None:
+        """The address alone, no data (``i2cdetect``'s probe): acknowledged by any chip there."""
+        self._chip(i2c_addr, "w")
+
     def i2c_rdwr(self, *i2c_msgs: i2c_msg) -> None:
         for msg in i2c_msgs:
             if msg.flags & I2C_M_RD:
