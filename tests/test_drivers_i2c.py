@@ -386,3 +386,24 @@ def test_the_twin_puts_its_chip_on_a_fake_bus_the_driver_opens_through_the_conte
     finally:
         twin.stop()
     assert "/dev/i2c-1" in world.files and BUSES.attached(world.files["/dev/i2c-1"]) is None
+
+
+# -- Home Assistant --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("driver", "entity", "device_class", "unit"), [
+    ("i2c.bme280", "room_temperature", "temperature", "°C"),
+    ("i2c.bme280", "room_humidity", "humidity", "%"),
+    ("i2c.bme280", "room_pressure", "pressure", "hPa"),
+    ("i2c.sht4x", "room_humidity", "humidity", "%"),
+    ("i2c.bh1750", "room", "illuminance", "lx"),
+])
+def test_each_i2c_entity_is_announced_with_its_device_class_unit_and_state_class(
+        tmp_path: Path, driver: str, entity: str, device_class: str, unit: str) -> None:
+    from gateway.mqtt.discovery import Discovery
+    from gateway.mqtt.topics import Topics
+
+    discovery = Discovery(Topics("gateway/gw"), "gw", None, "1", tmp_path / "memory.json")
+    [spec] = [s for s in build(driver).entities() if s.id == entity]
+    config = discovery.entity_config(spec)
+    assert (config["device_class"], config["unit_of_measurement"], config["state_class"]) == (
+        device_class, unit, "measurement")
