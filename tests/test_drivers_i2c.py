@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from core.clock import VirtualClock
@@ -124,6 +126,26 @@ def test_a_sensirion_word_with_a_wrong_crc_is_refused() -> None:
     with pytest.raises(CrcError):
         sensirion_words([0xBE, 0xEF, 0x93, 0x00, 0x00, crc8(b"\x00\x00")], 2)
     assert sensirion_words([0xBE, 0xEF, 0x92, 0x00, 0x00, crc8(b"\x00\x00")], 2) == [0xBEEF, 0]
+
+
+@settings(max_examples=200)
+@given(st.binary(min_size=6, max_size=6))
+def test_any_six_bytes_from_a_sensirion_chip_give_two_words_or_a_crc_error(data: bytes) -> None:
+    try:
+        words = sensirion_words(list(data), 2)
+    except CrcError:
+        return
+    assert all(0 <= w <= 0xFFFF for w in words)
+
+
+@settings(max_examples=200)
+@given(st.integers(0, 0xFFFFF), st.integers(0, 0xFFFFF), st.integers(0, 0xFFFF))
+def test_any_raw_bosch_reading_compensates_to_numbers_humidity_within_0_to_100(adc_t: int, adc_p: int,
+                                                                                adc_h: int) -> None:
+    cal = bosch.Calibration(27504, 26435, -1000, 36477, -10685, 3024, 2855, 140, -7, 15500, -14600, 6000,
+                            H1=75, H2=362, H3=0, H4=313, H5=50, H6=30)
+    out = bosch.compensate(adc_t, adc_p, adc_h, cal)
+    assert out.humidity is not None and 0 <= out.humidity <= 100
 
 
 def test_sensirion_conversions_span_the_datasheets_ranges() -> None:
