@@ -65,12 +65,13 @@ class I2cConfig(DeviceConfig):
     WIRING: ClassVar[str] = ""
     """How the installer picks among :data:`ADDRESSES` (an address pin, a solder jumper)."""
 
-    @model_validator(mode="after")
-    def _an_address_the_chip_has(self) -> I2cConfig:
-        if self.ADDRESSES and self.address not in self.ADDRESSES:
-            have = " or ".join(f"0x{a:02X}" for a in self.ADDRESSES)
-            raise ValueError(f"address 0x{self.address:02X} is not one this chip answers on: {have} ({self.WIRING})")
-        return self
+    @field_validator("address", mode="after")
+    @classmethod
+    def _an_address_the_chip_has(cls, address: int) -> int:
+        if cls.ADDRESSES and address not in cls.ADDRESSES:
+            have = " or ".join(f"0x{a:02X}" for a in cls.ADDRESSES)
+            raise ValueError(f"0x{address:02X} is not an address this chip answers on: {have} ({cls.WIRING})")
+        return address
 
 
 class ClimateConfig(I2cConfig):

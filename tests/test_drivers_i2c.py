@@ -363,7 +363,7 @@ def chip(ident: str, driver: str, extra: str = "") -> str:
 
 
 def test_an_address_the_chip_cannot_have_is_refused_with_the_ones_it_can() -> None:
-    with pytest.raises(ValidationError, match=r"0x76 or 0x77 \(SDO to GND"):
+    with pytest.raises(ValidationError, match=r"0x44 is not an address this chip answers on: 0x76 or 0x77 \(SDO"):
         build("i2c.bme280", address=0x44)
 
 
