@@ -27,11 +27,12 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from drivers.analog import AnalogConfig
 from drivers.base import DeviceConfig
+from drivers.i2c_sensors import I2cConfig
 from drivers.onewire import Ds18b20Config
 from drivers.serial_line import SerialConfig
 
@@ -152,6 +153,8 @@ class Uses:
     """SPI0's chip select (0: CE0, 1: CE1) for an SPI device."""
     serial_port: str | None = None
     onewire_base: str | None = None
+    i2c_address: tuple[int, int] | None = None
+    """(bus number, 7-bit address) of an I2C chip."""
 
     @property
     def needs_pin_factory(self) -> bool:
@@ -169,6 +172,8 @@ def uses(device: DeviceConfig) -> Uses:
         return Uses(pins, (SPI0,), spi_select=device.spi_device)
     if isinstance(device, SerialConfig):
         return Uses(pins, (UART0,) if device.port in UART_PORTS else (), serial_port=device.port)
+    if isinstance(device, I2cConfig):
+        return Uses(pins, (I2C1,) if device.bus == 1 else (), i2c_address=(device.bus, device.address))
     if isinstance(device, Ds18b20Config):
         return Uses(pins, onewire_base=device.base_path)
     return Uses(pins)
@@ -192,8 +197,8 @@ def conflicts(devices: Sequence[DeviceConfig]) -> list[Conflict]:
     """Every wiring problem of the device table at once, in table order.
 
     A pin gpiozero would refuse; a pin two devices claim; a GPIO pin of a bus that a configured
-    device needs (SPI0 for an MCP3008, UART0 for a serial device on ``/dev/serial0``); one SPI
-    chip select or one serial port used twice.
+    device needs (SPI0 for an MCP3008, UART0 for a serial device on ``/dev/serial0``, I2C1 for an I2C
+    chip on bus 1); one SPI chip select, one serial port or one I2C bus+address used twice.
     """
     used = [uses(device) for device in devices]
     buses: dict[int, tuple[Bus, int]] = {}
@@ -207,6 +212,11 @@ def conflicts(devices: Sequence[DeviceConfig]) -> list[Conflict]:
                                    "give each chip its own (spi_device = 0 or 1)")
     out += _shared(devices, [(u.serial_port, "port") for u in used],
                    lambda port, who: f"{port!r} is already used by {who}: one serial port serves one device")
+    out += [replace(c, value=c.value[1]) for c in _shared(  # type: ignore[index]
+        devices, [(u.i2c_address, "address") for u in used],
+        lambda at, who: f"I2C bus {at[0]} address 0x{at[1]:02X} is already used by {who}: two chips on "
+                        "one address answer together; move one with its address pin or jumper, or put "
+                        "it on another bus")]
     return sorted(out, key=lambda c: c.index)
 
 

@@ -21,6 +21,7 @@ from drivers.base import Driver
 from drivers.button import Button
 from drivers.fan import Fan, Servo
 from drivers.gpio import DigitalInput, MotionSensor
+from drivers.i2c_sensors import Ads1115, Bh1750, Bme280, Bmp280, Sht3x, Sht4x
 from drivers.onewire import Ds18b20
 from drivers.pulse import PulseMeter
 from drivers.serial_line import JsonLinesSensor, KeyValueSensor, Mhz19Sensor, NmeaSensor, Pms5003Sensor
@@ -62,6 +63,12 @@ DRIVERS: Mapping[str, type[Driver]] = catalogue(
     Button,  # gpio.button
     Fan,  # gpio.fan
     Servo,  # gpio.servo
+    Bme280,  # i2c.bme280
+    Bmp280,  # i2c.bmp280
+    Sht3x,  # i2c.sht3x
+    Sht4x,  # i2c.sht4x
+    Bh1750,  # i2c.bh1750
+    Ads1115,  # i2c.ads1115
 )
 """Every driver a ``config.toml`` may name; ``config.drivers()`` and the config's union of models come from here."""
 

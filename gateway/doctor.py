@@ -76,6 +76,16 @@ def _tcp_connect(host: str, port: int, timeout: float) -> None:
         pass
 
 
+def _probe_i2c(path: str, address: int) -> None:
+    """Is a chip at ``address`` on the bus at ``path``? A quick write (address, no data: what ``i2cdetect``
+    does): a chip acknowledges, an empty address raises ``OSError`` (Remote I/O error). Never starts a
+    measurement or changes a register."""
+    from smbus2 import SMBus
+
+    with SMBus(path) as bus:
+        bus.write_quick(address)
+
+
 def _default_clock_check() -> bool:
     from rules.schedule import clock_synchronised
 
@@ -92,6 +102,8 @@ class Machine:
     connect: Callable[[str, int, float], None] = _tcp_connect
     clock_synchronised: Callable[[], bool] = _default_clock_check
     euid: Callable[[], int] = os.geteuid
+    probe_i2c: Callable[[str, int], None] = _probe_i2c
+    """``probe_i2c(device node, address)``: returns if a chip acknowledges, raises ``OSError`` if not."""
     user: str | None = None
     """Whose groups to check; None: :data:`SERVICE_USER` when run as root, else the current user."""
 
@@ -136,6 +148,7 @@ def examine(config: Config, machine: Machine | None = None) -> Report:
     _serial_ports(machine, boot, devices, report)
     _buses(machine, devices, report)
     _onewire(machine, devices, report)
+    _i2c_chips(machine, devices, report)
     _groups(machine, devices, report)
     _state_dir(config.gateway.state_dir, report)
     _broker(config, machine, report)
@@ -327,6 +340,32 @@ def _onewire(machine: Machine, devices: Sequence[Device], report: Report) -> Non
             report.problem(f"{who}: {len(present)} DS18B20 sensors on the bus, and no `sensor` names one", fix)
         else:
             report.ok(f"{who}: 1-wire sensor {wanted or present[0]} present")
+
+
+def _i2c_chips(machine: Machine, devices: Sequence[Device], report: Report) -> None:
+    """Each I2C chip probed at its address (when its bus's node exists: a missing bus 1 is reported above)."""
+    for index, device, use in devices:
+        if use.i2c_address is None:
+            continue
+        bus, address = use.i2c_address
+        node = machine.path(f"/dev/i2c-{bus}")
+        who = f"{_name(index, device)}: 0x{address:02X} on /dev/i2c-{bus}"
+        if not node.exists():
+            if bus != 1:
+                report.problem(f"{who}: /dev/i2c-{bus} is missing",
+                               "enable the overlay that makes this bus, or set bus = 1 (the header's GPIO2/GPIO3)")
+            continue
+        try:
+            machine.probe_i2c(str(node), address)
+        except PermissionError:
+            continue  # the group check says what to do
+        except OSError as exc:
+            wiring = getattr(type(device), "WIRING", "")
+            report.problem(f"{who}: no chip answers ({exc.strerror or exc})",
+                           f"check 3.3 V, GND, SDA (GPIO2, pin 3), SCL (GPIO3, pin 5) and the pull-ups; "
+                           f"`i2cdetect -y {bus}` lists the addresses that answer; correct `address` ({wiring})")
+            continue
+        report.ok(f"{who}: a chip answers")
 
 
 def _groups(machine: Machine, devices: Sequence[Device], report: Report) -> None:
