@@ -142,6 +142,11 @@ class MqttBridge:
             self.inlet.outcome(event)
         self._wake()
 
+    def settle(self, event: Event) -> None:
+        """The dispatcher finished ``event`` and all it caused: a hub command that changed nothing is
+        answered ``done`` now (dispatcher thread; wired to :attr:`Dispatcher.settled`)."""
+        self.inlet.settle(event)
+
     def stop(self, timeout: float = 1.5) -> None:
         """Flush what the timeout allows, publish ``offline`` (retained), disconnect. Returns within ``timeout``."""
         deadline = time.monotonic() + timeout
