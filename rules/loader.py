@@ -398,8 +398,8 @@ class _Checker:
         on_off = spec.component is Component.BINARY_SENSOR
         words = spec.options if spec.component is Component.SENSOR else ()
         if isinstance(test, m.NumericTrigger | m.NumericCondition) and (on_off or words):
-            kind = "on/off" if on_off else "text"
-            problems.append(f"{where}.type: {spec.id!r} is an {kind} entity, never a number: use type = \"state\"")
+            kind = "an on/off" if on_off else "a text"
+            problems.append(f"{where}.type: {spec.id!r} is {kind} entity, never a number: use type = \"state\"")
             return
         compared: list[tuple[str, Any]] = []
         if isinstance(test, m.StateTrigger):

@@ -199,7 +199,7 @@ entity = "hall_light"
     assert ruleset is None
     text = "\n".join(problems)
     assert "rule typo: triggers[0].entity: unknown entity 'hall_buton'; did you mean 'hall_button'?" in text
-    assert "rule wrong_types: triggers[0].type: 'hall_button' is an text entity, never a number" in text
+    assert "rule wrong_types: triggers[0].type: 'hall_button' is a text entity, never a number" in text
     assert "rule wrong_types: conditions[0].equals: 'plug' is on/off" in text
     assert "rule wrong_types: conditions[1].equals: 'triple' is not a value of 'hall_button'" in text
 
@@ -317,3 +317,13 @@ class _Message:
     def __init__(self, topic: str, payload: bytes) -> None:
         self.topic = topic
         self.payload = payload
+
+
+def test_the_documented_example_is_a_valid_config() -> None:
+    text = Path(__file__).parent.parent.joinpath("docs", "rules.md").read_text()
+    section = text[text.index("## Entities from MQTT"):]
+    block = section[section.index("```toml") + len("```toml"):section.index("```", section.index("```toml") + 7)]
+    import tomllib
+
+    entities = [MqttEntityConfig.model_validate(table) for table in tomllib.loads(block)["mqtt_entities"]]
+    assert [e.id for e in entities] == ["hall_button", "plug", "plug_power"]
