@@ -156,6 +156,9 @@ class Gateway:
         """Alarm wrong codes and lockouts: kept across reloads (validators are rebuilt) and restarts."""
         self.entities: dict[str, EntitySpec] = self._house_entities()
         self.forwarder = forwarder if forwarder is not None else (self._mqtt_bridge() if mqtt else None)
+        settle = getattr(self.forwarder, "settle", None)
+        if callable(settle):  # the bridge answers a hub command that changed nothing once it is processed
+            self.dispatcher.settled.append(settle)
         self.houselog = HouseLog(lambda: self.entities, self.forwarder.add_health_source
                                  if isinstance(self.forwarder, HealthReporting) else None)
         self._rng = random.Random(seed)

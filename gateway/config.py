@@ -41,6 +41,7 @@ from core.errors import (
 from drivers.base import DeviceConfig, Driver
 from drivers.board import FactoryName, bcm_number, conflicts
 from drivers.registry import DRIVERS, unknown_driver_message
+from gateway.mqtt.foreign import MqttEntityConfig
 
 
 class ConfigError(Exception):
@@ -194,6 +195,8 @@ class Config(BaseModel):
     rules: RulesSection = RulesSection()
     bus: BusSection = BusSection()
     devices: list[DeviceUnion] = Field(default_factory=list)
+    mqtt_entities: list[MqttEntityConfig] = Field(default_factory=list, max_length=500)
+    """Values other devices publish on MQTT, heard as readings (gateway/mqtt/foreign.py, docs/rules.md)."""
     source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -206,6 +209,11 @@ class Config(BaseModel):
                         f"entity id {spec.id!r} of device {driver.id!r} is already used by device {seen[spec.id]!r}"
                     )
                 seen[spec.id] = driver.id
+        for index, foreign in enumerate(self.mqtt_entities):
+            if foreign.id in seen:
+                raise ValueError(f"mqtt_entities[{index}].id: {foreign.id!r} is already used by "
+                                 f"{seen[foreign.id]!r}")
+            seen[foreign.id] = f"mqtt_entities[{index}]"
         return self
 
     @model_validator(mode="wrap")
@@ -245,6 +253,11 @@ class Config(BaseModel):
         return [DRIVERS[device.driver](device) for device in self.devices]
 
     def entities(self) -> dict[str, EntitySpec]:
+        """Every entity rules may name: the devices' and the ``[[mqtt_entities]]``."""
+        return {**self.device_entities(), **{foreign.id: foreign.spec() for foreign in self.mqtt_entities}}
+
+    def device_entities(self) -> dict[str, EntitySpec]:
+        """The devices' entities: the gateway's own, announced to the hub."""
         return {spec.id: spec for driver in self.drivers() for spec in driver.entities()}
 
 

@@ -108,6 +108,9 @@ class Dispatcher:
         set to the meter's reading) is applied there and confirmed as a STATE, never claimed."""
         self.on_idle: list[Callable[[], None]] = []
         """Called at least every ``tick`` seconds from the loop (the systemd watchdog hangs here)."""
+        self.settled: list[Callable[[Event], None]] = []
+        """Called with each bus event once it and everything it caused were processed (the MQTT
+        inlet answers a hub command that changed nothing here: ``done``, never silence)."""
         self._timers: list[Timer] = []
         self._timer_seq = itertools.count()
         self._pending: deque[tuple[Event, int]] = deque()
@@ -155,6 +158,12 @@ class Dispatcher:
                 self.counters.errors += 1
                 log.exception("processing %s %s failed", current.kind, current.entity)
         self._depth = 0
+        for hook in self.settled:
+            try:
+                hook(event)
+            except Exception:
+                self.counters.errors += 1
+                log.exception("settling %s %s failed", event.kind, event.entity)
 
     def _process_one(self, event: Event) -> None:
         self.counters.processed += 1

@@ -290,6 +290,7 @@ class Service:
             devices.append({"id": driver.id, "driver": driver.config.driver, "health": health})
         entities = []
         known = list(gw.entities)  # configured first, then what the rules' controllers added (alarm, climate)
+        known += [foreign.id for foreign in gw.config.mqtt_entities if foreign.id not in gw.entities]  # heard on MQTT
         known += [entity_id for entity_id, _ in dispatcher.state.items() if entity_id not in gw.entities]
         for entity_id in known:
             state = dispatcher.state.get(entity_id)

@@ -375,10 +375,12 @@ class _Checker:
                 problems.append(f"{prefix}triggers[{i}].entity: {self._unknown(entity)}")
             if isinstance(trigger, m.StateTrigger) and trigger.to is not None and trigger.to == trigger.from_:
                 warnings.append(f"{prefix}triggers[{i}]: 'from' equals 'to': this trigger can never fire")
+            self._typed(f"{prefix}triggers[{i}]", trigger, problems)
         for where, condition in _conditions_with_paths(rule.conditions, "conditions"):
             entity = getattr(condition, "entity", None)
             if entity is not None and self._missing(entity):
                 problems.append(f"{prefix}{where}.entity: {self._unknown(entity)}")
+            self._typed(f"{prefix}{where}", condition, problems)
             if (isinstance(condition, m.AlarmCondition) and condition.alarm not in self.alarms
                     and condition.alarm not in self.broken):
                 problems.append(f"{prefix}{where}.alarm: no alarm {condition.alarm!r} is declared in [[alarms]]")
@@ -386,6 +388,32 @@ class _Checker:
             self._action(f"{prefix}actions[{i}]", action, problems)
         if _contradicted(rule):
             warnings.append(f"{prefix}conditions: they contradict every trigger's 'to': this rule can never run")
+
+    def _typed(self, where: str, test: Any, problems: list[str]) -> None:
+        """A comparison with a value its entity can never have: a number of an on/off entity, a word
+        not among a text entity's declared ``values`` (``[[mqtt_entities]]``), true/false of a number."""
+        spec = self.entities.get(getattr(test, "entity", None) or "")
+        if spec is None:
+            return
+        on_off = spec.component is Component.BINARY_SENSOR
+        words = spec.options if spec.component is Component.SENSOR else ()
+        if isinstance(test, m.NumericTrigger | m.NumericCondition) and (on_off or words):
+            kind = "an on/off" if on_off else "a text"
+            problems.append(f"{where}.type: {spec.id!r} is {kind} entity, never a number: use type = \"state\"")
+            return
+        compared: list[tuple[str, Any]] = []
+        if isinstance(test, m.StateTrigger):
+            compared = [("to", test.to), ("from", test.from_)]
+        elif isinstance(test, m.StateCondition):
+            compared = [("equals", test.equals)] + [(f"in[{n}]", v) for n, v in enumerate(test.in_ or [])]
+        for key, value in compared:
+            if value is None:
+                continue
+            if on_off and not isinstance(value, bool):
+                problems.append(f"{where}.{key}: {spec.id!r} is on/off: compare it with true or false, not {value!r}")
+            elif words and value not in words:
+                problems.append(f"{where}.{key}: {value!r} is not a value of {spec.id!r} "
+                                f"(one of {', '.join(repr(w) for w in words)})")
 
     def _action(self, where: str, action: Any, problems: list[str]) -> None:
         if isinstance(action, m.AlarmAction):

@@ -43,6 +43,7 @@ from gateway.mqtt.backlog import OfflineBacklog
 from gateway.mqtt.commands import Validator
 from gateway.mqtt.connection import is_mqtt5
 from gateway.mqtt.discovery import Discovery, Extra
+from gateway.mqtt.foreign import ForeignEntities
 from gateway.mqtt.health import BridgeCounters, HealthReporter, HealthSource, software_version
 from gateway.mqtt.inlet import CommandInlet
 from gateway.mqtt.link import Link
@@ -106,11 +107,17 @@ class MqttBridge:
             self.outbox.close()
             raise
         self.link.route(self.topics.set_filter, self.inlet.on_message, "mqtt command")
+        self.foreign = ForeignEntities(config.mqtt_entities, post, events)
+        """``[[mqtt_entities]]``: other devices' topics heard as readings (gateway/mqtt/foreign.py)."""
+        for topic in self.foreign.topics:
+            self.link.route(topic, self.foreign.on_message, "mqtt entity")
         if discovery is not None:
             self.link.route(self.topics.hub_status, self._on_hub_status, "mqtt hub status")
         self.link.acks_to(self.window.on_publish)
         self.reporter = HealthReporter(self.counters, self.outbox, events.clock, interval=section.health_interval,
                                        topic=self.topics.health, connection=self.link.state)
+        if self.foreign.topics:
+            self.reporter.add_source("mqtt_entities", self.foreign.status)
         self._publisher = Publisher(self.outbox, self.window, retained=self.retained, inlet=self.inlet,
                                     reporter=self.reporter, link=self.link, stopping=self._stopping, wakeup=wakeup)
 
@@ -141,6 +148,11 @@ class MqttBridge:
         if event.cause is not None and event.kind in (Kind.STATE, Kind.REJECTED):
             self.inlet.outcome(event)
         self._wake()
+
+    def settle(self, event: Event) -> None:
+        """The dispatcher finished ``event`` and all it caused: a hub command that changed nothing is
+        answered ``done`` now (dispatcher thread; wired to :attr:`Dispatcher.settled`)."""
+        self.inlet.settle(event)
 
     def stop(self, timeout: float = 1.5) -> None:
         """Flush what the timeout allows, publish ``offline`` (retained), disconnect. Returns within ``timeout``."""

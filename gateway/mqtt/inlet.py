@@ -43,13 +43,29 @@ TRACK_TIMEOUT = 60.0
 """Seconds an accepted command waits for its outcome before it is answered ``failed`` (a command the
 bus had to drop, a dispatcher that hangs): the hub is never left waiting for ever."""
 MAX_RESULTS = 2000
-"""Results waiting for the publisher. Beyond it the oldest ``accepted`` is shed first (a final answer
-follows it), then the oldest of any kind; each is counted in ``shed.results_shed``."""
+"""Results waiting for the publisher. Beyond it the oldest ``accepted`` is shed (a final answer follows
+it); final answers are kept up to :data:`MAX_FINAL_RESULTS`. Each shed result is counted in
+``shed.results_shed``."""
+MAX_FINAL_RESULTS = MAX_RESULTS + 2 * MAX_TRACKED_COMMANDS
+"""Final answers waiting for the publisher. The tracked tables bound them (each tracked command has
+one, the rate limiter bounds refusals), so this cap is only reached while the broker is away for
+long: the oldest is then shed, and its command is older than anything the hub still waits for."""
 TOTAL_FACTOR = 5
 """The gateway's total command rate and burst are this many times one entity's (``command_rate``,
 ``command_burst``): a scene switching a few lights at once passes, a flood over many entities does not."""
 RATE_LIMIT_REASON = "rate limit"
 BUSY_REASON = "busy"
+NOT_TRACKED_REASON = "not tracked"
+SUPERSEDED_REASON = "superseded"
+MAX_REASON = 200
+
+
+def unchanged_reason(value: Value) -> str:
+    """The ``reason`` of a ``done`` for a command that changed nothing."""
+    if value is None:
+        return "nothing to change: no claim to release"
+    shown = ("on" if value else "off") if isinstance(value, bool) else value
+    return f"nothing to change: already {shown}"
 
 
 class TokenBucket:
@@ -247,6 +263,10 @@ class CommandInlet:
         passed: list[tuple[str, _Tracked]] = []
         with self._awaiting_lock:
             deferred = self._deferred.pop(event.cause, None) if event.cause is not None else None
+            superseded = [] if deferred is not None else self._superseded_by(event)
+        for command_id, earlier in superseded:
+            self._supersede(command_id, earlier, event)
+        with self._awaiting_lock:
             if deferred is not None:
                 self._final(deferred, event)
                 return
@@ -258,16 +278,67 @@ class CommandInlet:
                     break
                 passed.append((command_id, tracked))
         for command_id, earlier in passed:
-            self._result(earlier.entity, "done", command_id, value=earlier.value, reason="nothing to change")
+            self._unchanged(command_id, earlier)
         if event.kind is Kind.REJECTED and (event.detail or "").startswith("deferred"):
+            evicted: list[tuple[str, _Tracked]] = []
             with self._awaiting_lock:
                 self._deferred[event.cause or ""] = tracked
                 while len(self._deferred) > MAX_TRACKED_COMMANDS:
-                    self._deferred.popitem(last=False)
+                    evicted.append(self._deferred.popitem(last=False))
             self._result(tracked.entity, "deferred", event.cause, reason=event.detail)
+            for command_id, oldest in evicted:
+                self._counters.commands_unresolved += 1
+                self._counters.commands_rejected += 1
+                self._result(oldest.entity, "failed", command_id, reason=f"{NOT_TRACKED_REASON}: more than "
+                             f"{MAX_TRACKED_COMMANDS} deferred commands wait; send it again later")
         else:
             self._final(tracked, event)
         self._expire()
+
+    def settle(self, event: Event) -> None:
+        """The dispatcher finished ``event`` and everything it caused (dispatcher thread).
+
+        A hub command still waiting then changed nothing: the thermostat was already in that mode, a
+        claim to release was not held. It is answered ``done`` with ``already …`` at once (and so is
+        every command accepted before it that is still waiting: the dispatcher took them first)."""
+        if event.kind is not Kind.COMMAND:
+            return
+        passed: list[tuple[str, _Tracked]] = []
+        with self._awaiting_lock:
+            if event.id not in self._awaiting:
+                return
+            while self._awaiting:
+                command_id, tracked = self._awaiting.popitem(last=False)
+                passed.append((command_id, tracked))
+                if command_id == event.id:
+                    break
+        for command_id, tracked in passed:
+            self._unchanged(command_id, tracked)
+
+    def _unchanged(self, command_id: str, tracked: _Tracked) -> None:
+        self._result(tracked.entity, "done", command_id, value=tracked.value, reason=unchanged_reason(tracked.value))
+
+    def _superseded_by(self, event: Event) -> list[tuple[str, _Tracked]]:
+        """Deferred commands for ``event``'s entity that ``event`` overtook (call with the lock held).
+
+        The arbiter re-decides an output on every change and cancels the retry of a deferral
+        each time, so a state or a new deferral with another cause means the deferred command
+        will never be applied as such."""
+        if event.kind is Kind.REJECTED and not (event.detail or "").startswith("deferred"):
+            return []
+        overtaken = [command_id for command_id, tracked in self._deferred.items()
+                     if tracked.entity == event.entity and command_id != event.cause]
+        return [(command_id, self._deferred.pop(command_id)) for command_id in overtaken]
+
+    def _supersede(self, command_id: str, tracked: _Tracked, event: Event) -> None:
+        if event.kind is Kind.STATE and event.value == tracked.value:
+            self._result(tracked.entity, "done", command_id, value=event.value,
+                         reason="applied with a later decision")
+            return
+        self._counters.commands_rejected += 1
+        self._result(tracked.entity, "failed", command_id,
+                     reason=f"{SUPERSEDED_REASON} before it could be applied: {event.detail or 'another decision'}"
+                     [:MAX_REASON])
 
     def _final(self, tracked: _Tracked, event: Event) -> None:
         """``done`` for a state the command caused, ``failed`` for a refusal."""
@@ -319,15 +390,17 @@ class CommandInlet:
         with self._results_lock:
             self._results.append((self._topics.result(entity), payload, status != "accepted"))
             if len(self._results) > MAX_RESULTS:
-                self._shed_result()
+                self._shed_result(len(self._results) > MAX_FINAL_RESULTS)
         self._wake()
 
-    def _shed_result(self) -> None:
-        """The oldest ``accepted`` goes first (its final answer follows), else the oldest result."""
+    def _shed_result(self, over_hard_cap: bool) -> None:
+        """The oldest ``accepted`` goes (its final answer follows); a final answer only above the hard cap."""
         for index, (_, _, final) in enumerate(self._results):
             if not final:
                 del self._results[index]
                 break
         else:
+            if not over_hard_cap:
+                return
             self._results.popleft()
         self._counters.results_shed += 1
