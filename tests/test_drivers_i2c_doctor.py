@@ -37,7 +37,7 @@ def about(report: Report, level: str) -> list[str]:
 
 
 def test_a_chip_that_answers_at_its_address_is_well(tmp_path: Path, listening: int) -> None:
-    bus, probed = FakeI2cBus(), []
+    bus, probed = FakeI2cBus(), list[str]()
     bus.chips[0x76] = Bme280Chip()
     root = fake_board(tmp_path, {"/dev/i2c-1": ""})
     report = examine(config(tmp_path, BME280), machine(root, listening, bus, probed))
