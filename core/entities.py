@@ -64,6 +64,9 @@ class EntitySpec:
     options: tuple[str, ...] = ()
     """The words a controller takes as commands (lower case): a thermostat's modes and presets
     (``"heat"``, ``"off"``, ``"away"``...), an alarm panel's actions. Empty for everything else."""
+    state_class: str | None = None
+    """A sensor's Home Assistant state class: ``total_increasing`` for a meter's counter (the energy
+    dashboard needs it), ``total``; None: ``measurement`` for a sensor with a unit."""
 
     @property
     def writable(self) -> bool:

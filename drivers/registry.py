@@ -19,6 +19,7 @@ from drivers.actuators import PwmLight, Relay, Siren
 from drivers.analog import AnalogInput, Mcp3208Input
 from drivers.base import Driver
 from drivers.gpio import DigitalInput, MotionSensor
+from drivers.modbus import ModbusLine
 from drivers.onewire import Ds18b20
 from drivers.serial_line import JsonLinesSensor, KeyValueSensor, Mhz19Sensor, NmeaSensor, Pms5003Sensor
 
@@ -55,6 +56,7 @@ DRIVERS: Mapping[str, type[Driver]] = catalogue(
     AnalogInput,  # analog.mcp3008
     Mcp3208Input,  # analog.mcp3208
     Ds18b20,  # onewire.ds18b20
+    ModbusLine,  # modbus.rtu
 )
 """Every driver a ``config.toml`` may name; ``config.drivers()`` and the config's union of models come from here."""
 

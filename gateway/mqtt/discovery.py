@@ -101,7 +101,7 @@ class Discovery:
         if spec.component is Component.SENSOR:
             if spec.unit is not None:
                 config["unit_of_measurement"] = spec.unit
-                config["state_class"] = "measurement"
+                config["state_class"] = spec.state_class or "measurement"
         elif spec.component is Component.BINARY_SENSOR:
             config.update(payload_on="true", payload_off="false")
         else:
