@@ -414,7 +414,7 @@ class ModbusLine(Actuator[ModbusLineConfig]):
         notes = []
         for s in self._slaves:
             if s.online is False:
-                notes.append(f"{s.config.label}: no answer ({s.failures} failed polls), retried every {s.delay:g} s")
+                notes.append(f"{s.config.label}: no answer ({s.failures} failed attempts), retried every {s.delay:g} s")
         return notes
 
     @property
@@ -455,11 +455,13 @@ class ModbusLine(Actuator[ModbusLineConfig]):
         now = self._ctx.clock.monotonic()
         if failed is None:
             self._answered(slave)
+        if slave.online:
             period = slave.config.poll_s
             k = max(1, math.floor((now - slave.next_at) / period) + 1)  # fixed rate; missed polls skipped
             self._schedule(slave, slave.next_at + k * period)
         else:
-            self._silent(slave, failed)
+            if failed is not None:
+                self._silent(slave, failed)
             self._schedule(slave, now + slave.delay)
 
     def _answered(self, slave: _Slave) -> None:
@@ -467,7 +469,7 @@ class ModbusLine(Actuator[ModbusLineConfig]):
         slave.online = True
         slave.delay = slave.config.poll_s
         if was is False:
-            slave.outage.ended(logging.INFO, "%s: %s answers again after %d failed polls",
+            slave.outage.ended(logging.INFO, "%s: %s answers again after %d failed attempts",
                                self.id, slave.config.label)
             slave.failures = 0
             self._assert_safe(slave, f"{slave.config.label} answers again: safe state")
@@ -493,17 +495,16 @@ class ModbusLine(Actuator[ModbusLineConfig]):
 
     def _assert_safe(self, slave: _Slave, detail: str) -> None:
         """Write each output of ``slave`` to its safe value and post that state (the authority then drives
-        it where the claims in force want); a slave that does not answer gets its outputs unavailable."""
+        it where the claims in force want); a slave that does not take the write is in an outage: its
+        entities go unavailable and its next answer to a poll brings this here again."""
         ctx = self._ctx
         assert ctx is not None
         for out in slave.config.outputs:
             try:
                 self._write(slave, out, out.safe_state)
-            except ModbusError as exc:
-                log.warning("%s: %s: cannot write the safe state of %s: %s", self.id, slave.config.label,
-                            out.entity, exc)
-                ctx.post(ctx.events.availability(out.entity, False, str(exc)))
-                continue
+            except ModbusError as exc:  # part of the slave's outage: logged once with it, retried by its polls
+                self._silent(slave, f"cannot write the safe state of {out.entity}: {exc}")
+                return
             ctx.post(ctx.events.make(Kind.STATE, out.entity, out.safe_state, detail=detail))
 
     # -- transactions (the one bus owner) ---------------------------------------------------------

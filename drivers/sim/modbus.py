@@ -73,6 +73,8 @@ class RtuSlave:
         self.silent: set[int] = set()
         self.garbled: set[int] = set()
         self.requests = 0
+        self.asked: dict[int, int] = {}
+        """Requests with a good CRC, per slave id (answered or not)."""
         self.bad_requests = 0
         """Requests dropped for a bad CRC or an impossible length."""
         self.writes: list[tuple[int, int, list[int]]] = []
@@ -137,6 +139,7 @@ class RtuSlave:
             return b""
         self.requests += 1
         unit, function = frame[0], frame[1]
+        self.asked[unit] = self.asked.get(unit, 0) + 1
         memory = self.units.get(unit)
         if memory is None or unit in self.silent:
             return b""
