@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -259,11 +258,9 @@ def test_a_write_to_a_slave_known_to_be_silent_fails_at_once(slave: RtuSlave) ->
     line, _, sched = started(slave.open())
     sched.advance(0)
     asked = slave.asked[10]
-    began = time.monotonic()
-    with pytest.raises(DriverError, match="slave 10 on .* does not answer"):
+    with pytest.raises(DriverError, match=r"slave 10 on .* does not answer"):
         line.apply("boost", True)
-    assert time.monotonic() - began < 0.05
-    assert slave.asked[10] == asked
+    assert slave.asked[10] == asked  # no request went out: no timeout for the dispatcher to wait out
     line.stop()
 
 
