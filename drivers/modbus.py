@@ -57,13 +57,21 @@ Config example::
     slave = 10
     name = "heat pump"
     poll_s = 30
-    registers = [
-      { entity = "heatpump_flow", address = 100, type = "int16", scale = 0.1, unit = "°C",
-        device_class = "temperature" },
-      { entity = "heatpump_hours", address = 110, type = "uint32", word_order = "little", unit = "h",
-        state_class = "total_increasing" },
-    ]
     outputs = [{ entity = "heatpump_boost", address = 200, safe_state = false }]
+
+    [[devices.slaves.registers]]
+    entity = "heatpump_flow"
+    address = 100
+    type = "int16"
+    scale = 0.1
+    unit = "°C"
+
+    [[devices.slaves.registers]]
+    entity = "heatpump_hours"
+    address = 110
+    type = "uint32"
+    word_order = "little"
+    state_class = "total_increasing"
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ when the test advances virtual time; only the transactions themselves take real 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -299,3 +300,25 @@ def test_a_port_that_cannot_be_opened_makes_every_slave_unavailable(tmp_path: Pa
     assert rec.values(Kind.AVAILABILITY, "flow") == [False]
     assert line.waiting_for_port
     line.stop()
+
+
+def test_the_simulated_twin_answers_every_configured_register_with_plausible_values() -> None:
+    from gpiozero.pins.mock import MockFactory
+
+    from drivers.base import SimWorld
+    from drivers.sim.modbus import ModbusTwin
+
+    config = line_config("/dev/ttyUSB7", SLAVES)
+    twin = ModbusTwin(config)
+    world = SimWorld(MockFactory(), random.Random(1), lambda entity: None)
+    twin.start(world)
+    try:
+        line, rec, sched = started(world.serial_ports["/dev/ttyUSB7"])
+        sched.advance(0)
+        assert 220 < float(rec.values(entity="house_voltage")[0]) < 240  # type: ignore[arg-type]
+        assert 1200 < float(rec.values(entity="house_energy")[0]) < 1300  # type: ignore[arg-type]
+        assert rec.values(entity="flow") != []
+        assert rec.of(Kind.STATE, "boost")[0].value is False
+        line.stop()
+    finally:
+        twin.stop()
