@@ -29,10 +29,14 @@ class Component(StrEnum):
     """A thermostat (rules/thermostat.py): commands are a setpoint number or a mode name."""
     ALARM_CONTROL_PANEL = "alarm_control_panel"
     """An alarm (rules/alarm.py): commands are arm/disarm actions, with a code from the hub."""
+    NUMBER = "number"
+    """A numeric setpoint (a Modbus register a heat pump reads as its flow temperature): commands are a
+    number within ``minimum``..``maximum``."""
 
 
 WRITABLE_COMPONENTS = frozenset(
-    {Component.SWITCH, Component.LIGHT, Component.SIREN, Component.CLIMATE, Component.ALARM_CONTROL_PANEL}
+    {Component.SWITCH, Component.LIGHT, Component.SIREN, Component.CLIMATE, Component.ALARM_CONTROL_PANEL,
+     Component.NUMBER}
 )
 
 CONTROLLER_COMPONENTS = frozenset({Component.CLIMATE, Component.ALARM_CONTROL_PANEL})
@@ -88,6 +92,7 @@ def accepts(spec: EntitySpec, value: Value) -> str | None:
       or text that reads as one, which the thermostat accepts), or one of its
       ``options`` (mode or preset; any case);
     * alarm control panel: one of its ``options`` (``arm_away``...);
+    * number: a number within ``minimum``..``maximum`` (never a boolean);
     * sensor, binary sensor: nothing: they cannot be commanded.
 
     Words are never booleans here: ``"OFF"`` for a switch is refused, so no rule
@@ -131,6 +136,16 @@ def _thermostat(spec: EntitySpec, value: Value) -> str | None:
             f"not {_shown(value)}")
 
 
+def _setpoint(spec: EntitySpec, value: Value) -> str | None:
+    wrong = _number_within(value, spec)
+    if wrong is None:
+        return None
+    low, high = _bounds(spec)
+    if wrong == "outside":
+        return f"{spec.id!r} is a number: {_shown(value)} is outside its limits {low}..{high}"
+    return f"{spec.id!r} is a number: use a number {low}..{high}, not {_shown(value)}"
+
+
 def _alarm(spec: EntitySpec, value: Value) -> str | None:
     if isinstance(value, str) and value.strip().lower() in spec.options:
         return None
@@ -143,6 +158,7 @@ _TAKES: dict[Component, Callable[[EntitySpec, Value], str | None]] = {
     Component.LIGHT: _light,
     Component.CLIMATE: _thermostat,
     Component.ALARM_CONTROL_PANEL: _alarm,
+    Component.NUMBER: _setpoint,
 }
 """What each writable component takes; a component not here (a sensor) takes nothing."""
 

@@ -195,8 +195,83 @@ class ModbusOutputConfig(BaseModel):
                 raise ValueError(f"{name} {getattr(self, name)} does not fit a {self.type} register") from None
         return self
 
+    @property
+    def safe(self) -> Value:
+        return self.safe_state
+
     def raw(self, on: bool) -> list[int]:
         return encode(self.on_value if on else self.off_value, self.type, self.word_order)
+
+    def registers_for(self, value: Value) -> list[int]:
+        return self.raw(is_on(value))
+
+    def confirm(self, value: Value) -> Value:
+        return is_on(value)
+
+    def spec(self) -> EntitySpec:
+        return EntitySpec(self.entity, Component(self.component), device_class=self.device_class,
+                          safe_value=self.safe_state, default=self.default_state)
+
+
+class ModbusSetpointConfig(BaseModel):
+    """A writable holding register that takes a number (a heat pump's flow temperature, an inverter's
+    export limit): ``raw = (value - offset) / scale``, within ``minimum``..``maximum``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    entity: str = Field(pattern=ENTITY_ID, max_length=64)
+    address: int = Field(ge=0, le=0xFFFF)
+    type: RegisterType = "int16"
+    word_order: WordOrder = "big"
+    scale: float = 1.0
+    offset: float = 0.0
+    minimum: float
+    maximum: float
+    safe_value: float
+    """Required: the value written at start, at stop, when the driver fails and when the slave returns."""
+    default_value: float | None = None
+    """The value while nothing claims it; unset: ``safe_value``."""
+    unit: str | None = None
+    device_class: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModbusSetpointConfig:
+        _fits(self.address, self.type)
+        if self.scale == 0:
+            raise ValueError("scale 0 would write every value as the same register")
+        if self.minimum > self.maximum:
+            raise ValueError(f"minimum {self.minimum:g} is above maximum {self.maximum:g}")
+        for name in ("safe_value", "default_value"):
+            value = getattr(self, name)
+            if value is not None and not self.minimum <= value <= self.maximum:
+                raise ValueError(f"{name} {value:g} is outside minimum..maximum ({self.minimum:g}..{self.maximum:g})")
+        for bound in (self.minimum, self.maximum):
+            try:
+                self.registers_for(bound)
+            except ValueError:
+                raise ValueError(f"{bound:g} does not fit a {self.type} register at scale {self.scale:g}") from None
+        return self
+
+    @property
+    def safe(self) -> Value:
+        return self.safe_value
+
+    def registers_for(self, value: Value) -> list[int]:
+        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else self.safe_value
+        return encode((number - self.offset) / self.scale, self.type, self.word_order)
+
+    def confirm(self, value: Value) -> Value:
+        """What the register now holds, in the entity's unit (an int16 at scale 0.5 holds 45.5, not 45.7)."""
+        number = decode(self.registers_for(value), self.type, self.word_order) * self.scale + self.offset
+        return round(number, 6)
+
+    def spec(self) -> EntitySpec:
+        return EntitySpec(self.entity, Component.NUMBER, unit=self.unit, device_class=self.device_class,
+                          safe_value=self.safe_value, default=self.default_value, minimum=self.minimum,
+                          maximum=self.maximum)
+
+
+Writable = ModbusOutputConfig | ModbusSetpointConfig
 
 
 class ModbusSlaveConfig(BaseModel):
@@ -212,6 +287,7 @@ class ModbusSlaveConfig(BaseModel):
     """With a preset: the entities are ``<prefix>_voltage``, ``<prefix>_energy``..."""
     registers: list[ModbusRegisterConfig] = Field(default_factory=list)
     outputs: list[ModbusOutputConfig] = Field(default_factory=list)
+    setpoints: list[ModbusSetpointConfig] = Field(default_factory=list)
     poll_s: float = Field(default=10.0, ge=0.1, le=86_400)
     max_gap: int = Field(default=0, ge=0, le=124)
     """Unmapped registers one request may read over to join two groups (0: only consecutive ones)."""
@@ -221,8 +297,8 @@ class ModbusSlaveConfig(BaseModel):
         if (self.preset is None) != (self.prefix is None):
             raise ValueError("a preset needs a prefix for its entities (prefix = \"house\" gives house_voltage...), "
                              "and a prefix is only for a preset")
-        if not self.all_registers() and not self.outputs:
-            raise ValueError("a slave needs registers, outputs or a preset")
+        if not self.all_registers() and not self.writables():
+            raise ValueError("a slave needs registers, outputs, setpoints or a preset")
         problems = [f"{a.key} ({a.function} {a.address}..{a.address + a.words - 1}) overlaps {b.key} "
                     f"({b.function} {b.address}..{b.address + b.words - 1})"
                     for a, b in overlaps(self.spans()) + overlaps(self.output_spans())]
@@ -244,7 +320,10 @@ class ModbusSlaveConfig(BaseModel):
         return [Span(r.function, r.address, WORDS[r.type], r.entity) for r in self.all_registers()]
 
     def output_spans(self) -> list[Span]:
-        return [Span("holding", o.address, WORDS[o.type], o.entity) for o in self.outputs]
+        return [Span("holding", o.address, WORDS[o.type], o.entity) for o in self.writables()]
+
+    def writables(self) -> list[Writable]:
+        return [*self.outputs, *self.setpoints]
 
     @property
     def label(self) -> str:
@@ -279,7 +358,7 @@ class ModbusLineConfig(DeviceConfig):
                 problems.append(f"slaves[{index}] has id {slave.slave}, like slaves[{first}]: two devices with "
                                 "one id on one line answer together and garble each other; give each its own")
             ids.setdefault(slave.slave, index)
-            for entity in [r.entity for r in slave.all_registers()] + [o.entity for o in slave.outputs]:
+            for entity in [r.entity for r in slave.all_registers()] + [o.entity for o in slave.writables()]:
                 if entity in entities:
                     problems.append(f"slaves[{index}]: entity {entity!r} is already defined by "
                                     f"slaves[{entities[entity]}]")
@@ -325,7 +404,7 @@ class ModbusLine(Actuator[ModbusLineConfig]):
         self._client: OpenedClient | None = None
         self._ctx: DriverContext | None = None
         self._slaves: list[_Slave] = []
-        self._outputs: dict[str, tuple[_Slave, ModbusOutputConfig]] = {}
+        self._outputs: dict[str, tuple[_Slave, Writable]] = {}
         self.channels: dict[str, Channel] = {}
         self._stopped = threading.Event()
         self._last_end = 0.0
@@ -341,12 +420,11 @@ class ModbusLine(Actuator[ModbusLineConfig]):
             for r in slave.all_registers():
                 specs.append(EntitySpec(r.entity, Component.SENSOR, unit=r.unit, device_class=r.device_class,
                                         report_interval=slave.poll_s, state_class=r.state_class))
-            for o in slave.outputs:
-                specs.append(EntitySpec(o.entity, Component(o.component), device_class=o.device_class,
-                                        safe_value=o.safe_state, default=o.default_state))
+            specs += [o.spec() for o in slave.writables()]
         return specs
 
     def envelope(self) -> Mapping[str, EnvelopeConfig]:
+        """On/off outputs' declared envelopes (setpoints get the default limits every writable entity has)."""
         return {o.entity: o.envelope for s in self.config.slaves for o in s.outputs if o.envelope is not None}
 
     def start(self, ctx: DriverContext) -> None:
@@ -368,26 +446,25 @@ class ModbusLine(Actuator[ModbusLineConfig]):
             self._slaves.append(slave)
             for r in registers.values():
                 self.channels[r.entity] = Channel(ctx, r.entity, unit=r.unit)
-            for o in sc.outputs:
+            for o in sc.writables():
                 self._outputs[o.entity] = (slave, o)
         for slave in self._slaves:
-            if slave.config.outputs:
+            if slave.config.writables():
                 self._assert_safe(slave, "safe state at start")
             self._schedule(slave, now)
 
     def apply(self, entity: str, value: Value) -> Value:
         """Write the output's register; the slave's echo is the confirmation. Raises :class:`ModbusError`."""
         slave, out = self._outputs[entity]
-        on = is_on(value)
         if slave.online is False:
             raise ModbusError(f"{slave.config.label} on {self.config.port} does not answer")
-        self._write(slave, out, on)
-        return on
+        self._write(slave, out, value)
+        return out.confirm(value)
 
     def to_safe_state(self) -> None:
         for slave, out in self._outputs.values():
             try:
-                self._write(slave, out, out.safe_state)
+                self._write(slave, out, out.safe)
             except Exception as exc:
                 log.error("%s: %s: could not write the safe state of %s: %s", self.id, slave.config.label,
                           out.entity, exc)
@@ -498,7 +575,7 @@ class ModbusLine(Actuator[ModbusLineConfig]):
     def _post_outputs_unavailable(self, slave: _Slave, reason: str) -> None:
         ctx = self._ctx
         assert ctx is not None
-        for out in slave.config.outputs:
+        for out in slave.config.writables():
             ctx.post(ctx.events.availability(out.entity, False, reason))
 
     def _assert_safe(self, slave: _Slave, detail: str) -> None:
@@ -507,13 +584,13 @@ class ModbusLine(Actuator[ModbusLineConfig]):
         entities go unavailable and its next answer to a poll brings this here again."""
         ctx = self._ctx
         assert ctx is not None
-        for out in slave.config.outputs:
+        for out in slave.config.writables():
             try:
-                self._write(slave, out, out.safe_state)
+                self._write(slave, out, out.safe)
             except ModbusError as exc:  # part of the slave's outage: logged once with it, retried by its polls
                 self._silent(slave, f"cannot write the safe state of {out.entity}: {exc}")
                 return
-            ctx.post(ctx.events.make(Kind.STATE, out.entity, out.safe_state, detail=detail))
+            ctx.post(ctx.events.make(Kind.STATE, out.entity, out.confirm(out.safe), detail=detail))
 
     # -- transactions (the one bus owner) ---------------------------------------------------------
 
@@ -528,8 +605,8 @@ class ModbusLine(Actuator[ModbusLineConfig]):
             raise ModbusError(f"short answer: {len(registers)} of {block.count} registers")
         return registers
 
-    def _write(self, slave: _Slave, out: ModbusOutputConfig, on: bool) -> None:
-        registers = out.raw(on)
+    def _write(self, slave: _Slave, out: Writable, value: Value) -> None:
+        registers = out.registers_for(value)
 
         def write(client: OpenedClient) -> Any:
             if len(registers) == 1:

@@ -322,3 +322,37 @@ def test_the_simulated_twin_answers_every_configured_register_with_plausible_val
         line.stop()
     finally:
         twin.stop()
+
+
+SETPOINT: dict[str, Any] = {"entity": "flow_setpoint", "address": 201, "type": "int16", "scale": 0.5,
+                            "minimum": 20, "maximum": 55, "safe_value": 35, "unit": "°C"}
+
+
+def test_a_setpoint_starts_at_its_safe_value_and_confirms_what_the_register_can_hold(slave: RtuSlave) -> None:
+    line, rec, _ = started(slave.open(), [{"slave": 10, "setpoints": [SETPOINT]}])
+    assert rec.of(Kind.STATE, "flow_setpoint")[0].value == 35.0
+    assert slave.units[10].holding[201] == 70
+    assert line.apply("flow_setpoint", 45.7) == 45.5  # an int16 at scale 0.5 holds 91, i.e. 45.5
+    assert slave.units[10].holding[201] == 91
+    line.stop()
+    assert slave.units[10].holding[201] == 70
+
+
+def test_a_setpoint_whose_safe_value_is_outside_its_limits_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"safe_value 60 is outside minimum\.\.maximum \(20\.\.55\)"):
+        line_config("/dev/null", [{"slave": 10, "setpoints": [SETPOINT | {"safe_value": 60}]}])
+
+
+def test_the_hub_and_the_rules_may_set_a_setpoint_only_to_a_number_within_its_limits(tmp_path: Path) -> None:
+    from core.entities import accepts
+    from gateway.mqtt.commands import validator_for
+
+    spec = ModbusLine(line_config("/dev/null", [{"slave": 10, "setpoints": [SETPOINT]}])).entities()[0]
+    assert spec.component is Component.NUMBER
+    assert accepts(spec, 40.5) is None
+    assert accepts(spec, 60) == "'flow_setpoint' is a number: 60 is outside its limits 20..55"
+    assert accepts(spec, True) == "'flow_setpoint' is a number: use a number 20..55, not true"
+    assert validator_for(spec)("47.5") == 47.5
+    config = Discovery(Topics("gateway/mb"), "mb", None, "1", tmp_path / "memory.json").entity_config(spec)
+    assert (config["command_topic"], config["min"], config["max"], config["unit_of_measurement"]) == (
+        "gateway/mb/set/flow_setpoint", 20, 55, "°C")

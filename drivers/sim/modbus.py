@@ -218,8 +218,8 @@ class ModbusTwin(ThreadTwin):
                 typical = reg.sim_value if reg.sim_value is not None else 20.0
                 self._moving.append(_Moving(slave.slave, reg.function, reg.address, reg.type, reg.word_order,
                                             reg.scale, reg.offset, typical, reg.state_class == "total_increasing"))
-            for out in slave.outputs:
-                memory.put("holding", out.address, out.raw(out.safe_state))
+            for out in slave.writables():
+                memory.put("holding", out.address, out.registers_for(out.safe))
         self.slave = RtuSlave(units)
         self._write_all()
         world.serial_ports[self.config.port] = self.slave.open()

@@ -73,10 +73,15 @@ def _dimmable(spec: EntitySpec) -> bool:
     return spec.component is Component.LIGHT and (spec.minimum is not None or spec.maximum is not None)
 
 
+def _numeric(spec: EntitySpec) -> bool:
+    """Takes a number from the hub: a dimmable light (or on/off words too) or a number entity."""
+    return _dimmable(spec) or spec.component is Component.NUMBER
+
+
 def _from_wire(spec: EntitySpec, raw: object) -> Value:
     """The hub's spelling of a value -> the typed value :func:`accepts` judges; ValueError for text
     that is neither an on/off word nor (on a dimmable light) a number."""
-    dimmable = _dimmable(spec)
+    dimmable = _numeric(spec)
     help_text = _ON_OFF_HELP + (" or a number" if dimmable else "")
     if isinstance(raw, dict):
         raw = _StateObject.model_validate(raw).state

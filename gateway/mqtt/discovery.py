@@ -104,6 +104,9 @@ class Discovery:
                 config["state_class"] = spec.state_class or "measurement"
         elif spec.component is Component.BINARY_SENSOR:
             config.update(payload_on="true", payload_off="false")
+        elif spec.component is Component.NUMBER:
+            config.update(command_topic=self.topics.command(spec.id), min=spec.minimum, max=spec.maximum,
+                          mode="box", **({"unit_of_measurement": spec.unit} if spec.unit is not None else {}))
         else:
             config.update(command_topic=self.topics.command(spec.id), payload_on="ON", payload_off="OFF")
             if spec.component is Component.LIGHT:
