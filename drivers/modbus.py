@@ -28,6 +28,9 @@ How the line is driven:
   its outputs are driven to their safe value and that state is posted, so the
   actuator authority drives them to whatever the claims in force want
   (a heat pump that lost power forgot the setpoint it had).
+* **Setpoints** are writable holding registers that take a number within
+  ``minimum``..``maximum`` (a ``number`` entity), with a required ``safe_value``
+  written at the same moments as an output's safe state.
 * **Outputs** are writable holding registers (a relay coil mapped to a
   register, a heat pump's enable flag): on/off, each with a declared
   ``safe_state``, written at start, at stop and when the driver fails, and
@@ -437,7 +440,7 @@ class ModbusLine(Actuator[ModbusLineConfig]):
         self._stopped.clear()
         self._client = OpenedClient(cfg.port, ctx.open_serial, on_packet=self._packet, baudrate=cfg.baudrate,
                                     parity=cfg.parity, stopbits=cfg.stopbits, bytesize=cfg.bytesize,
-                                    timeout=cfg.timeout_s, name=self.id)
+                                    timeout=cfg.timeout_s, name=self.id, framing=not ctx.simulate)
         now = ctx.clock.monotonic()
         self._slaves = []
         for sc in cfg.slaves:

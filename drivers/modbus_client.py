@@ -33,9 +33,12 @@ class OpenedClient(ModbusSerialClient):
     """A :class:`ModbusSerialClient` whose port comes from ``open_serial``; ``open_error`` says why it did not."""
 
     def __init__(self, port: str, open_serial: SerialOpener, *, on_packet: Callable[[bool, bytes], bytes],
-                 **kwargs: Any) -> None:
+                 framing: bool = True, **kwargs: Any) -> None:
+        """``framing=False`` (``--simulate``): open without the line's parity and stop bits. The twin is a
+        pseudo-terminal, which frames no bits, and Linux refuses even parity on one (EINVAL)."""
         super().__init__(port, trace_packet=on_packet, retries=0, **kwargs)
         self._open_serial = open_serial
+        self._framing = framing
         self.open_error: str | None = None
 
     def connect(self) -> bool:
@@ -43,9 +46,10 @@ class OpenedClient(ModbusSerialClient):
             return True
         params = self.comm_params
         try:
+            framing = {"bytesize": params.bytesize, "parity": params.parity, "stopbits": params.stopbits}
             self.socket = self._open_serial(  # type: ignore[assignment]
-                params.host, baudrate=params.baudrate, bytesize=params.bytesize, parity=params.parity,
-                stopbits=params.stopbits, timeout=params.timeout_connect, write_timeout=params.timeout_connect,
+                params.host, baudrate=params.baudrate, timeout=params.timeout_connect,
+                write_timeout=params.timeout_connect, **(framing if self._framing else {}),
             )
             assert self.socket is not None
             self.socket.inter_byte_timeout = self.inter_byte_timeout
