@@ -413,7 +413,8 @@ class ModbusLine(Actuator[ModbusLineConfig]):
         self._last_end = 0.0
         self._port = LogOnce(log)
         self.counters: dict[str, int] = dict.fromkeys(
-            ("transactions", "timeouts", "crc_errors", "exceptions", "writes", "write_failures", "port_failures"), 0)
+            ("transactions", "timeouts", "crc_errors", "exceptions", "writes", "write_failures", "port_failures",
+             "invalid_values"), 0)
 
     # -- the contract -----------------------------------------------------------------------------
 
@@ -540,6 +541,8 @@ class ModbusLine(Actuator[ModbusLineConfig]):
                 value = reg.value(block.registers_of(span, registers))
                 if math.isfinite(value):
                     self.channels[span.key].feed(round(value, 6))
+                else:  # a float32 NaN: some meters' "no value yet" after power-up
+                    self.counters["invalid_values"] += 1
         now = self._ctx.clock.monotonic()
         if failed is None:
             self._answered(slave)

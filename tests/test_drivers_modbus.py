@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from core.clock import VirtualClock
@@ -356,3 +358,25 @@ def test_the_hub_and_the_rules_may_set_a_setpoint_only_to_a_number_within_its_li
     config = Discovery(Topics("gateway/mb"), "mb", None, "1", tmp_path / "memory.json").entity_config(spec)
     assert (config["command_topic"], config["min"], config["max"], config["unit_of_measurement"]) == (
         "gateway/mb/set/flow_setpoint", 20, 55, "°C")
+
+
+@given(st.sampled_from(["int16", "uint16", "int32", "uint32"]), st.sampled_from(["big", "little"]),
+       st.integers(-(2**31), 2**32 - 1))
+@settings(max_examples=200)
+def test_an_integer_that_fits_its_register_type_reads_back_as_written(kind: Any, order: Any, value: int) -> None:
+    try:
+        registers = encode(value, kind, order)
+    except ValueError:
+        return  # does not fit this type: refused, never wrapped
+    assert all(0 <= r <= 0xFFFF for r in registers)
+    assert decode(registers, kind, order) == value
+
+
+def test_a_nan_from_a_meter_is_counted_and_never_a_reading(slave: RtuSlave) -> None:
+    slave.units[1].put("input", 0x00, [0x7FC0, 0x0000])  # float32 NaN
+    line, rec, sched = started(slave.open(), [{"slave": 1, "preset": "sdm120", "prefix": "house"}])
+    sched.advance(0)
+    assert rec.values(entity="house_voltage") == []
+    assert rec.values(entity="house_current") == [2.25]
+    assert line.stats()["invalid_values"] == 1
+    line.stop()
