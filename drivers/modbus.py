@@ -53,7 +53,7 @@ Config example::
     slave = 1
     name = "house meter"
     preset = "sdm120"
-    prefix = "house"            # house_voltage, house_power, house_energy ...
+    prefix = "mains"            # mains_voltage, mains_power, mains_energy ...
     poll_s = 10
 
     [[devices.slaves]]
