@@ -22,6 +22,7 @@ from drivers.button import Button
 from drivers.fan import Fan, Servo
 from drivers.gpio import DigitalInput, MotionSensor
 from drivers.i2c_sensors import Ads1115, Bh1750, Bme280, Bmp280, Sht3x, Sht4x
+from drivers.modbus import ModbusLine
 from drivers.onewire import Ds18b20
 from drivers.pulse import PulseMeter
 from drivers.serial_line import JsonLinesSensor, KeyValueSensor, Mhz19Sensor, NmeaSensor, Pms5003Sensor
@@ -69,6 +70,7 @@ DRIVERS: Mapping[str, type[Driver]] = catalogue(
     Sht4x,  # i2c.sht4x
     Bh1750,  # i2c.bh1750
     Ads1115,  # i2c.ads1115
+    ModbusLine,  # modbus.rtu
 )
 """Every driver a ``config.toml`` may name; ``config.drivers()`` and the config's union of models come from here."""
 
