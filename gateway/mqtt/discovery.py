@@ -112,6 +112,10 @@ class Discovery:
                     config.update(self._brightness(spec))
             else:
                 config.update(state_on="true", state_off="false")
+            if spec.component is Component.SIREN:
+                # HA sends {"state": "ON", "duration": 5}: a claim that lets go after that time
+                # (gateway/mqtt/commands.py); the relay has no volume and no tones.
+                config.update(support_duration=True, support_volume_set=False)
         return config
 
     def _brightness(self, spec: EntitySpec) -> dict[str, object]:
