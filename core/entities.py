@@ -64,6 +64,14 @@ class EntitySpec:
     options: tuple[str, ...] = ()
     """The words a controller takes as commands (lower case): a thermostat's modes and presets
     (``"heat"``, ``"off"``, ``"away"``...), an alarm panel's actions. Empty for everything else."""
+    category: str | None = None
+    """The hub's ``entity_category``: ``"diagnostic"`` for an entity that repeats what another shows
+    (a thermostat's action) or reports on the gateway itself; None for the house's own entities."""
+    icon: str | None = None
+    """The hub's icon (``mdi:radiator``), for entities without a device class to draw one from."""
+    statistics: bool = True
+    """A sensor with a unit is a measurement whose long-term statistics the hub keeps; False for a
+    value that is set rather than measured (a setpoint)."""
 
     @property
     def writable(self) -> bool:
