@@ -125,7 +125,7 @@ def thermostat_entities(thermostat: m.Thermostat) -> list[EntitySpec]:
     tid = thermostat.id
     return [
         EntitySpec(tid, Component.CLIMATE, unit="°C", safe_value="heat" if thermostat.heater else "cool",
-                   minimum=thermostat.min_setpoint, maximum=thermostat.max_setpoint,
+                   minimum=thermostat.lowest_setpoint, maximum=thermostat.max_setpoint,
                    options=(*thermostat.modes(), *m.THERMOSTAT_PRESETS)),
         # what the climate entity shows too: diagnostics for the hub; a setpoint is set, not measured
         EntitySpec(f"{tid}_setpoint", Component.SENSOR, unit="°C", device_class="temperature",
