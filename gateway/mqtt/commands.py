@@ -190,8 +190,13 @@ def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a number")
 
 
-def validate(validator: Validator, raw: object) -> Value | Held:
+def validate(validator: Validator, raw: object) -> Value:
     """Run a target's validator; any refusal becomes :class:`CommandRejected` with a short reason."""
+    return validate_command(validator, raw)[0]
+
+
+def validate_command(validator: Validator, raw: object) -> tuple[Value, float | None]:
+    """:func:`validate`, with how long the command holds (a siren's ``duration``; None: until released)."""
     try:
         outcome = validator(raw)
     except ValidationError as exc:
@@ -203,7 +208,7 @@ def validate(validator: Validator, raw: object) -> Value | Held:
         raise CommandRejected("the validator returned a value that is not a JSON scalar")
     if isinstance(value, float) and not math.isfinite(value):
         raise CommandRejected("not a finite number")
-    return outcome
+    return split_held(outcome)
 
 
 def _reason(exc: ValidationError) -> str:

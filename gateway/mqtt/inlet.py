@@ -30,7 +30,7 @@ import paho.mqtt.client as mqtt
 from core.entities import EntitySpec
 from core.events import Event, EventFactory, Kind, Value
 from gateway.mqtt.backlog import STALE_REASON, OfflineBacklog
-from gateway.mqtt.commands import CommandRejected, Validator, decode, split_held, validate, validator_for
+from gateway.mqtt.commands import CommandRejected, Validator, decode, validate_command, validator_for
 from gateway.mqtt.health import BridgeCounters
 from gateway.mqtt.topics import Topics, result_payload
 
@@ -216,7 +216,7 @@ class CommandInlet:
         try:
             if validator is None:
                 raise CommandRejected(f"{entity[:64]!r} is not an entity the hub may command")
-            value, hold_s = split_held(validate(validator, decode(payload, self._max_bytes)))
+            value, hold_s = validate_command(validator, decode(payload, self._max_bytes))
         except CommandRejected as exc:
             self._reject(entity[:64], str(exc), payload)
             return None
