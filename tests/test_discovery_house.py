@@ -47,7 +47,9 @@ def test_the_away_preset_is_within_the_climates_range_and_the_hub_may_set_it(
 ) -> None:
     climate = config_of(house, "climate", "living_thermostat")
     assert climate["min_temp"] == 7  # frost_setpoint 7 below min_setpoint 10: the range reaches down to it
-    gateway = Gateway(load_config(ROOT / "config.toml"), simulate=True, mqtt=False)
+    config = load_config(ROOT / "config.toml")
+    config = config.model_copy(update={"gateway": config.gateway.model_copy(update={"state_dir": tmp_path})})
+    gateway = Gateway(config, simulate=True, mqtt=False)
     validator = command_validators(gateway.engine.ruleset, gateway.events.clock)["living_thermostat"]
     assert validate(validator, 7) == 7.0
 
