@@ -79,6 +79,14 @@ class EntitySpec:
     correctable: bool = False
     """A sensor the hub may set to a number within ``minimum``..``maximum`` (a pulse meter's total,
     corrected to the meter's own reading); the owning driver applies it (``Driver.correct``)."""
+    category: str | None = None
+    """The hub's ``entity_category``: ``"diagnostic"`` for an entity that repeats what another shows
+    (a thermostat's action) or reports on the gateway itself; None for the house's own entities."""
+    icon: str | None = None
+    """The hub's icon (``mdi:radiator``), for entities without a device class to draw one from."""
+    statistics: bool = True
+    """A sensor with a unit is a measurement whose long-term statistics the hub keeps; False for a
+    value that is set rather than measured (a setpoint)."""
 
     @property
     def writable(self) -> bool:

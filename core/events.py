@@ -77,6 +77,9 @@ class Event:
     rule: str | None = None
     cause: str | None = None
     detail: str | None = None
+    hold_s: float | None = None
+    """A ``COMMAND``'s claim lets go by itself after this many seconds (a hub ``siren.turn_on`` with a
+    ``duration``); None: it holds until released. Not part of the event's MQTT payload."""
 
     @property
     def critical(self) -> bool:
@@ -112,6 +115,7 @@ class EventFactory:
         rule: str | None = None,
         cause: str | None = None,
         detail: str | None = None,
+        hold_s: float | None = None,
     ) -> Event:
         return Event(
             id=f"{self._boot}-{next(self._counter)}",
@@ -124,6 +128,7 @@ class EventFactory:
             rule=rule,
             cause=cause,
             detail=detail,
+            hold_s=hold_s,
         )
 
     def reading(self, entity: str, value: Value, unit: str | None = None) -> Event:

@@ -103,6 +103,13 @@ class DeviceConfig(BaseModel):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
     name: str | None = None
     """Human name shown by the hub; defaults to the id."""
+    manufacturer: str | None = Field(default=None, max_length=100)
+    """Who made the device, for the hub's device page (Home Assistant's device registry)."""
+    model: str | None = Field(default=None, max_length=100)
+    """The device's model for the hub; defaults to the driver's name (``gpio.relay``)."""
+    serial_number: str | None = Field(default=None, max_length=100)
+    icon: str | None = Field(default=None, pattern=r"^[a-z]+:[a-z0-9-]+$", max_length=64)
+    """The hub's icon (``mdi:radiator``) for this device's entities that have no device class."""
 
 
 C_co = TypeVar("C_co", bound=DeviceConfig, default=DeviceConfig, covariant=True)

@@ -22,7 +22,8 @@ The levels (docs/rules.md, "Who drives an output")::
 alarm's ``siren``) is not a free switch. A hub command to it is refused with a
 reason naming the owner, unless the owner allows an ``override`` (thermostats
 may: ``override = "1h"``), in which case it becomes an override claim that
-expires by itself. Silencing a siren takes a disarm, with the code. A rule
+expires by itself. Silencing a siren takes a disarm, with the code. A hub command may also carry its
+own end (``Event.hold_s``: Home Assistant's siren ``duration``): its claim lets go by itself then. A rule
 cannot claim an owned output either. When a reload takes an output away from a
 controller (or removes a rule), that writer's claims are relinquished.
 
@@ -195,14 +196,16 @@ class Authority:
                 return
             level = Level.OVERRIDE
             expires = self.host.clock.monotonic() + owner.override_s
+        if event.hold_s is not None and event.value is not None:  # a hub siren's duration: a claim with an end
+            held_until = self.host.clock.monotonic() + event.hold_s
+            expires = held_until if expires is None else min(expires, held_until)
         if event.value is None:
             if out.claims.pop(holder, None) is None:
                 return
             self._reconcile(out, event.id, event.rule, f"{holder_text(holder)} let go")
             return
         out.claims[holder] = Claim(holder, level, event.value, next(self._seq), event.id, expires)
-        if expires is not None:
-            self._arm_expiry(out)
+        self._arm_expiry(out)  # also when this claim replaced a timed one: its old deadline must not end it
         self._reconcile(out, event.id, event.rule, None)
 
     def _refuse(self, event: Event, why: str) -> None:
@@ -372,6 +375,7 @@ class Authority:
     def _arm_expiry(self, out: _Output) -> None:
         if out.expiry is not None:
             out.expiry.cancel()
+            out.expiry = None
         deadlines = [c.expires for c in out.claims.values() if c.expires is not None]
         if deadlines:
             out.expiry = self.host.call_at(min(deadlines), lambda: self._expire(out))
@@ -384,7 +388,8 @@ class Authority:
             del out.claims[holder]
         self._arm_expiry(out)
         if expired:
-            self._reconcile(out, None, None, f"{', '.join(map(holder_text, expired))} override ended")
+            names = ", ".join(map(holder_text, expired))
+            self._reconcile(out, None, None, f"{names}: time is up (override or duration ended)")
 
 
 def _safe_and_default(actuator: Actuator, entity: str) -> tuple[Value, Value]:

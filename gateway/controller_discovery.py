@@ -40,6 +40,7 @@ def discovery_extras(ruleset: RuleSet, topics: TopicNames) -> list[tuple[str, st
     for declared in ruleset.thermostats:
         if isinstance(declared.item, m.Thermostat):
             extras.append((declared.item.id, Component.CLIMATE.value, climate_config(declared.item, topics)))
+            extras.extend(thermostat_controls(declared.item, topics))
     for declared in ruleset.alarms:
         if isinstance(declared.item, m.Alarm):
             extras.append((declared.item.id, Component.ALARM_CONTROL_PANEL.value, alarm_config(declared.item, topics)))
@@ -62,11 +63,42 @@ def climate_config(t: m.Thermostat, topics: TopicNames) -> dict[str, Any]:
         "preset_mode_state_topic": topics.state(f"{t.id}_preset"),
         "preset_mode_value_template": "{{ 'none' if value_json == 'home' else value_json }}",
         "preset_mode_command_topic": topics.command(t.id),
-        "min_temp": t.min_setpoint,
+        "min_temp": t.lowest_setpoint,  # reaches the away preset's frost_setpoint (docs/home-assistant.md)
         "max_temp": t.max_setpoint,
         "temp_step": 0.5,
         "temperature_unit": "C",
     }
+
+
+def thermostat_controls(t: m.Thermostat, topics: TopicNames) -> list[tuple[str, str, dict[str, Any]]]:
+    """The thermostat's setpoint as a ``number`` and its mode as a ``select``, for dashboards and automations
+    (``number.set_value``, ``select.select_option``); both command the thermostat itself, through the same
+    validator as the climate entity."""
+    number = {
+        "name": f"{m_name(t.id)} target",
+        "command_topic": topics.command(t.id),
+        "state_topic": topics.state(f"{t.id}_setpoint"),
+        "value_template": "{{ value_json }}",
+        "min": t.lowest_setpoint,
+        "max": t.max_setpoint,
+        "step": 0.5,
+        "mode": "box",
+        "unit_of_measurement": "°C",
+        "device_class": "temperature",
+    }
+    select = {
+        "name": f"{m_name(t.id)} mode",
+        "command_topic": topics.command(t.id),
+        "state_topic": topics.state(t.id),
+        "value_template": "{{ value_json }}",
+        "options": list(t.modes()),
+        "icon": "mdi:thermostat",
+    }
+    return [(f"{t.id}_target", "number", number), (f"{t.id}_mode", "select", select)]
+
+
+def m_name(entity: str) -> str:
+    return entity.replace("_", " ").capitalize()
 
 
 def alarm_config(a: m.Alarm, topics: TopicNames) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from drivers.envelope import Envelope
 from gateway.assembly import assemble, load_ruleset
 from gateway.bus import Bus
 from gateway.config import Config
-from gateway.mqtt.commands import Validator, validator_for
+from gateway.mqtt.commands import Validator, split_held, validator_for
 from rules.commands import command_validators
 from rules.durations import Duration
 from rules.engine import RuleEngine
@@ -174,11 +174,11 @@ class World:
             with contextlib.suppress(ValueError):
                 raw = json.loads(raw)
         try:
-            value = self.validators[entity](raw)
+            value, hold_s = split_held(self.validators[entity](raw))
         except ValueError as exc:
             reason = str(exc).splitlines()[0]
             return self.events.make(Kind.REJECTED, entity, None, detail=f"hub command rejected: {reason}")
-        return self.events.make(Kind.COMMAND, entity, value, detail="hub")
+        return self.events.make(Kind.COMMAND, entity, value, detail="hub", hold_s=hold_s)
 
     def advance(self, seconds: float) -> None:
         self.dispatcher.advance(seconds)

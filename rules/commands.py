@@ -5,7 +5,7 @@ before it becomes an event (``bridge.register_command(entity, validator)``,
 see :mod:`gateway.mqtt.commands`). :func:`command_validators` gives one
 validator per thermostat and alarm of a rule set:
 
-* thermostat ``<id>``: a number (or numeric text) within ``min_setpoint`` ..
+* thermostat ``<id>``: a number (or numeric text) within ``min_setpoint`` (or ``frost_setpoint`` if lower) ..
   ``max_setpoint``, a mode (``heat``, ``cool``, ``heat_cool``, ``off`` as the
   thermostat has outputs for), or the preset ``away`` / ``home``;
 * alarm ``<id>``: ``arm_home``, ``arm_away``, ``arm_night``, ``disarm`` (any
@@ -105,8 +105,8 @@ def thermostat_validator(config: m.Thermostat) -> Validator:
                 raise ValueError(f"expected a setpoint, one of {sorted(modes)} or away/home") from None
         if isinstance(raw, bool) or not isinstance(raw, int | float) or raw != raw:  # noqa: PLR0124 - NaN
             raise ValueError("expected a setpoint number")
-        if not config.min_setpoint <= raw <= config.max_setpoint:
-            raise ValueError(f"setpoint {raw:g} outside {config.min_setpoint:g}..{config.max_setpoint:g}")
+        if not config.lowest_setpoint <= raw <= config.max_setpoint:
+            raise ValueError(f"setpoint {raw:g} outside {config.lowest_setpoint:g}..{config.max_setpoint:g}")
         return float(raw)
 
     return validate

@@ -125,11 +125,13 @@ def thermostat_entities(thermostat: m.Thermostat) -> list[EntitySpec]:
     tid = thermostat.id
     return [
         EntitySpec(tid, Component.CLIMATE, unit="°C", safe_value="heat" if thermostat.heater else "cool",
-                   minimum=thermostat.min_setpoint, maximum=thermostat.max_setpoint,
+                   minimum=thermostat.lowest_setpoint, maximum=thermostat.max_setpoint,
                    options=(*thermostat.modes(), *m.THERMOSTAT_PRESETS)),
-        EntitySpec(f"{tid}_setpoint", Component.SENSOR, unit="°C", device_class="temperature"),
-        EntitySpec(f"{tid}_preset", Component.SENSOR),
-        EntitySpec(f"{tid}_action", Component.SENSOR),
+        # what the climate entity shows too: diagnostics for the hub; a setpoint is set, not measured
+        EntitySpec(f"{tid}_setpoint", Component.SENSOR, unit="°C", device_class="temperature",
+                   category="diagnostic", statistics=False),
+        EntitySpec(f"{tid}_preset", Component.SENSOR, category="diagnostic", icon="mdi:home-export-outline"),
+        EntitySpec(f"{tid}_action", Component.SENSOR, category="diagnostic", icon="mdi:radiator"),
     ]
 
 

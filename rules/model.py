@@ -393,6 +393,15 @@ class Thermostat(Model):
     refused (the outputs belong to the thermostat: change its setpoint or mode instead)."""
     schedule: list[ScheduleEntry] = Field(default_factory=list)
 
+    @property
+    def lowest_setpoint(self) -> float:
+        """The lowest target the hub may set: ``min_setpoint``, or ``frost_setpoint`` where it is lower.
+
+        The ``away`` preset targets ``frost_setpoint``, and a hub shows the target of the preset in
+        force: a range that stopped above it (Home Assistant's ``min_temp``) would show a value its own
+        controls cannot set. A setpoint at frost protection is safe by the installer's own choice."""
+        return min(self.min_setpoint, self.frost_setpoint)
+
     def modes(self) -> tuple[str, ...]:
         """The modes this thermostat has outputs for: ``off`` always, ``heat`` with a heater, ``cool``
         with a cooler, ``heat_cool`` with both (in that order, Home Assistant's).

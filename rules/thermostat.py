@@ -113,7 +113,7 @@ class ThermostatController(Controller):
             manual = number(restored.get("manual"))
             until = number(restored.get("manual_until"))
             expired = until is not None and self.host.runtime.events.clock.time() >= until
-            if manual is not None and self.config.min_setpoint <= manual <= self.config.max_setpoint and not expired:
+            if manual is not None and self.config.lowest_setpoint <= manual <= self.config.max_setpoint and not expired:
                 self.manual, self.manual_until = manual, until
         self._arm_stale()
         self._control(cause, "started")
@@ -201,7 +201,7 @@ class ThermostatController(Controller):
         if setpoint is None:
             self._reject(event, "expected a setpoint number, a mode or away/home")
             return
-        low, high = self.config.min_setpoint, self.config.max_setpoint
+        low, high = self.config.lowest_setpoint, self.config.max_setpoint
         if not low <= setpoint <= high:
             self._reject(event, f"setpoint {setpoint:g} outside the limits {low:g}..{high:g}")
             return

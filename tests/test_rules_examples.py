@@ -91,7 +91,7 @@ def test_the_thermostat_schedule_example_raises_the_setpoint_on_time_and_refuses
     assert setpoints == [(0.0, 17.0), (1800.0, 21.0)]
     (rejected,) = [line for line in lines if line["kind"] == "rejected"]
     assert (rejected["t"], rejected["entity"]) == (2700.0, "living_thermostat")
-    assert rejected["detail"] == "hub command rejected: setpoint 30 outside 10..25"
+    assert rejected["detail"] == "hub command rejected: setpoint 30 outside 7..25"  # down to frost_setpoint
     fault = [line for line in lines if line["entity"] == "living_thermostat_action" and line["value"] == "fault"]
     assert fault and fault[0]["detail"] == "sensor living_temperature silent for 15m"
 

@@ -227,7 +227,7 @@ def test_a_rule_may_not_share_its_id_with_a_controller(tmp_path: Path) -> None:
 DIMMABLE = {**DEMO_ENTITIES,
             "hall_light": EntitySpec("hall_light", Component.LIGHT, unit="%", safe_value=0.0, minimum=0, maximum=100)}
 THERMOSTAT = '[[thermostats]]\nid = "living"\nsensor = "living_temperature"\nheater = "heater"\n' \
-             "min_setpoint = 10\nmax_setpoint = 25\n"
+             "min_setpoint = 10\nmax_setpoint = 25\nfrost_setpoint = 10\n"  # limits 10..25 (frost below: lower)
 
 
 def set_rule(entity: str, value: str) -> str:

@@ -84,8 +84,17 @@ def test_setpoint_from_the_hub_within_limits(tmp_path: Path) -> None:
     assert heater(h) is True and h.value("living_setpoint") == 22
     h.command("living", 30)
     rejected = [e for e in h.seen if e.kind is Kind.REJECTED]
-    assert rejected and rejected[-1].detail == "hub command rejected: setpoint 30 outside 10..25"
+    assert rejected and rejected[-1].detail == "hub command rejected: setpoint 30 outside 7..25"  # frost 7
     assert h.value("living_setpoint") == 22
+
+
+def test_the_hub_may_set_the_away_presets_frost_setpoint_below_min_setpoint(tmp_path: Path) -> None:
+    """Home Assistant's range (min_temp) reaches the away preset's target, so the hub may set it too."""
+    h = house(tmp_path, THERMO)  # min_setpoint 10, frost_setpoint 7 (the default)
+    h.command("living", 7)
+    assert h.value("living_setpoint") == 7
+    h.command("living", 6.5)
+    assert h.value("living_setpoint") == 7
 
 
 def test_setpoint_as_text_from_mqtt(tmp_path: Path) -> None:

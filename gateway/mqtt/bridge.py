@@ -42,7 +42,7 @@ from gateway.config import Config
 from gateway.mqtt.backlog import OfflineBacklog
 from gateway.mqtt.commands import Validator
 from gateway.mqtt.connection import is_mqtt5
-from gateway.mqtt.discovery import Discovery, Extra
+from gateway.mqtt.discovery import Discovery, Extra, hub_devices
 from gateway.mqtt.foreign import ForeignEntities
 from gateway.mqtt.health import BridgeCounters, HealthReporter, HealthSource, software_version
 from gateway.mqtt.inlet import CommandInlet
@@ -89,7 +89,7 @@ class MqttBridge:
         self._wake = wakeup.set
         discovery = (
             Discovery(self.topics, config.gateway.id, config.gateway.name, software_version(),
-                      config.gateway.state_dir / "discovery.json")
+                      config.gateway.state_dir / "discovery.json", devices=hub_devices(config.drivers()))
             if section.discovery else None
         )
         self.retained = RetainedTopics(self.topics, entities, discovery, self.counters, self.outbox.fits)

@@ -22,6 +22,13 @@ and nowhere else: ``ON``/``OFF``, ``true``/``false``, ``yes``/``no``, ``1``/``0`
 ``{"state": "ON"}`` (what Home Assistant sends to a siren) are booleans; on a
 dimmable light ``1``/``0`` are brightnesses, and numeric text is a number.
 
+A siren also takes Home Assistant's ``duration`` (``{"state": "ON", "duration": 5}``, seconds,
+more than 0 and at most :data:`MAX_HOLD_S`): the validator answers :class:`Held`, and the
+command's claim lets go by itself after that time (``Event.hold_s``, ended by the arbiter,
+gateway/authority.py). The siren's own limits still apply: its envelope's ``max_on_s`` ends
+any claim sooner. Volume and tones are not offered (discovery says so): a payload with them is
+refused.
+
 Other code registers more targets (the thermostat's setpoint and mode, the
 alarm panel) with :meth:`gateway.mqtt.bridge.MqttBridge.register_command`::
 
@@ -43,16 +50,30 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NoReturn
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.entities import CONTROLLER_COMPONENTS, Component, EntitySpec, accepts
 from core.events import Value
 from core.values import parse_on_off
 
-Validator = Callable[[object], Value]
-"""Decoded payload -> the command's value; raises ValueError or ValidationError to reject."""
+MAX_HOLD_S = 86400.0
+"""The longest ``duration`` a hub command may ask for (a day); the output's envelope may end it sooner."""
+
+
+@dataclass(slots=True, frozen=True)
+class Held:
+    """A command value held only for ``seconds`` (a siren's ``duration``): the claim then lets go."""
+
+    value: Value
+    seconds: float
+
+
+Validator = Callable[[object], "Value | Held"]
+"""Decoded payload -> the command's value (or a :class:`Held` one); raises ValueError or ValidationError
+to reject."""
 
 MAX_REASON = 200
 
@@ -64,6 +85,12 @@ class CommandRejected(Exception):
 class _StateObject(BaseModel):
     model_config = ConfigDict(extra="forbid")
     state: bool | str
+
+
+class _SirenObject(_StateObject):
+    """Home Assistant's siren command: ``{"state": "ON", "duration": 5}`` (no volume, no tone: not offered)."""
+
+    duration: float | None = Field(default=None, gt=0, le=MAX_HOLD_S, allow_inf_nan=False)
 
 
 _ON_OFF_HELP = 'expected ON or OFF (also true/false, 1/0, or {"state": "ON"})'
@@ -139,14 +166,27 @@ def validator_for(spec: EntitySpec) -> Validator:
     if spec.component in CONTROLLER_COMPONENTS:
         return _unregistered
 
-    def validate(raw: object) -> Value:
+    def validate(raw: object) -> Value | Held:
+        duration: float | None = None
+        if spec.component is Component.SIREN and isinstance(raw, dict):
+            siren = _SirenObject.model_validate(raw)
+            raw, duration = siren.state, siren.duration
         value = _from_wire(spec, raw)
         reason = accepts(spec, value)
         if reason is not None:
             raise ValueError(reason)
-        return value
+        if duration is not None and value is True:
+            return Held(value, duration)
+        return value  # a duration with OFF means nothing: off is off
 
     return validate
+
+
+def split_held(outcome: Value | Held) -> tuple[Value, float | None]:
+    """A validator's answer as ``(value, hold seconds or None)``, what a ``COMMAND`` event carries."""
+    if isinstance(outcome, Held):
+        return outcome.value, outcome.seconds
+    return outcome, None
 
 
 def decode(payload: bytes, max_bytes: int) -> object:
@@ -171,17 +211,23 @@ def _no_constant(name: str) -> NoReturn:
 
 def validate(validator: Validator, raw: object) -> Value:
     """Run a target's validator; any refusal becomes :class:`CommandRejected` with a short reason."""
+    return validate_command(validator, raw)[0]
+
+
+def validate_command(validator: Validator, raw: object) -> tuple[Value, float | None]:
+    """:func:`validate`, with how long the command holds (a siren's ``duration``; None: until released)."""
     try:
-        value = validator(raw)
+        outcome = validator(raw)
     except ValidationError as exc:
         raise CommandRejected(_reason(exc)) from None
     except (ValueError, TypeError) as exc:
         raise CommandRejected(str(exc)[:MAX_REASON] or "invalid value") from None
+    value = outcome.value if isinstance(outcome, Held) else outcome
     if value is not None and not isinstance(value, bool | int | float | str):
         raise CommandRejected("the validator returned a value that is not a JSON scalar")
     if isinstance(value, float) and not math.isfinite(value):
         raise CommandRejected("not a finite number")
-    return value
+    return split_held(outcome)
 
 
 def _reason(exc: ValidationError) -> str:

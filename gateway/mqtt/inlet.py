@@ -30,7 +30,7 @@ import paho.mqtt.client as mqtt
 from core.entities import EntitySpec
 from core.events import Event, EventFactory, Kind, Value
 from gateway.mqtt.backlog import STALE_REASON, OfflineBacklog
-from gateway.mqtt.commands import CommandRejected, Validator, decode, validate, validator_for
+from gateway.mqtt.commands import CommandRejected, Validator, decode, validate_command, validator_for
 from gateway.mqtt.health import BridgeCounters
 from gateway.mqtt.topics import Topics, result_payload
 
@@ -232,12 +232,12 @@ class CommandInlet:
         try:
             if validator is None:
                 raise CommandRejected(f"{entity[:64]!r} is not an entity the hub may command")
-            value = validate(validator, decode(payload, self._max_bytes))
+            value, hold_s = validate_command(validator, decode(payload, self._max_bytes))
         except CommandRejected as exc:
             self._reject(entity[:64], str(exc), payload)
             return None
         self._expire()
-        command = self._events.make(Kind.COMMAND, entity, value, detail="hub")
+        command = self._events.make(Kind.COMMAND, entity, value, detail="hub", hold_s=hold_s)
         with self._awaiting_lock:
             full = len(self._awaiting) >= MAX_TRACKED_COMMANDS
             if not full:

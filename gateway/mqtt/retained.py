@@ -108,6 +108,14 @@ class RetainedTopics:
                 self.set_available(entity, True)
         self.republish(removals=True)
 
+    def discovery_configs(self) -> dict[str, bytes]:
+        """Config topic -> payload of what is announced now (empty without discovery); any thread."""
+        if self.discovery is None:
+            return {}
+        with self._lock:
+            entities, extras = dict(self.entities), dict(self._extras)
+        return self.discovery.configs(entities, extras)
+
     def republish(self, *, removals: bool) -> None:
         """Queue discovery (removals first), then every retained state and availability.
 
