@@ -254,9 +254,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     freeze_long_lived()  # the config, rules and drivers just built stay for the life of the process
     socket_path = args.socket or control_socket_path(config.gateway.state_dir if args.simulate else None)
+    service = Service(gateway, socket_path=socket_path)
+    web = None
+    if config.web.enabled:
+        from gateway.web import start_web
+
+        web = start_web(config, gateway, service.snapshot)
     try:
-        return Service(gateway, socket_path=socket_path).run()
+        return service.run()
     finally:
+        if web is not None:
+            web.stop()
         if args.pin_dump is not None:
             _dump_pins(gateway, args.pin_dump)
 
