@@ -182,7 +182,7 @@ class HistorySection(Section):
     """Events older than this are pruned (in the background)."""
     max_mb: float = Field(default=64.0, ge=1, le=16_384)
     """The file's bound: beyond it the oldest events go first, whatever the window."""
-    flush_s: float = Field(default=10.0, ge=0.1, le=3600)
+    flush_s: float = Field(default=60.0, ge=0.1, le=3600)
     """Events are committed together once per this many seconds (SD-card wear; a power cut loses at most these)."""
 
 

@@ -12,10 +12,11 @@ How it is fed, and why it cannot slow the house::
 
 :meth:`History.record` is called on the dispatcher thread for every processed event; it only
 appends to a bounded queue and never blocks. The writer thread commits what has queued once per
-``flush_s`` (default 10 s: one transaction, a few pages, instead of one per event: the SD card's
-wear), and prunes in the background every ``prune_s``: rows older than the window go, then the
-oldest rows beyond ``max_mb``. The file survives restarts (WAL, ``synchronous=NORMAL``: a power
-cut loses at most the last batch).
+``flush_s`` (default 60 s: one transaction, a few pages, instead of one per event: the SD card's
+wear; docs/web.md has the bytes per hour), and prunes in the background every ``prune_s``: rows
+older than the window go, then the oldest rows beyond ``max_mb``. The file survives restarts (WAL,
+``synchronous=NORMAL``: a power cut loses at most the last batch: the history is for people; delivery
+to the hub is the outbox's job).
 
 Config (``config.toml``)::
 
@@ -23,7 +24,7 @@ Config (``config.toml``)::
     enabled = true
     window = "7d"
     max_mb = 64
-    flush_s = 10
+    flush_s = 60
 """
 
 from __future__ import annotations
@@ -59,16 +60,21 @@ CREATE TABLE IF NOT EXISTS events (
     unit TEXT,
     rule TEXT,
     cause TEXT,
-    detail TEXT
+    detail TEXT,
+    because TEXT
 );
-CREATE INDEX IF NOT EXISTS events_entity_ts ON events (entity, ts);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
-CREATE INDEX IF NOT EXISTS events_id ON events (id);
 """
+# One index only, on time, which grows at its end like the table: a batch then dirties a few pages, not
+# one per entity and per random id (three indexes wrote 3x the bytes per hour). The cause of an event is
+# written with it (``because``), looked up in the writer's memory of recent events, so no query joins.
+
+RECENT_CAUSES = 4096
+"""Events the writer remembers to describe the cause of the events after them."""
 
 
-_SELECT = ("SELECT e.id, e.ts, e.kind, e.entity, e.value, e.unit, e.rule, e.cause, e.detail, "
-           "c.entity, c.value, c.kind FROM events e LEFT JOIN events c ON c.id = e.cause WHERE ")
+_SELECT = ("SELECT e.id, e.ts, e.kind, e.entity, e.value, e.unit, e.rule, e.cause, e.detail, e.because "
+           "FROM events e WHERE ")
 
 
 @dataclass(slots=True, frozen=True)
@@ -102,7 +108,7 @@ class History:
         *,
         window_s: float = 7 * 86_400.0,
         max_bytes: int = 64 << 20,
-        flush_s: float = 10.0,
+        flush_s: float = 60.0,
         prune_s: float = 600.0,
         queue_size: int = 20_000,
         wall: Callable[[], float] = time.time,
@@ -122,6 +128,8 @@ class History:
         self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
         self._last_prune = 0.0
+        self._recent: dict[str, str] = {}
+        """Event id -> ``entity=value (kind)``, for the newest :data:`RECENT_CAUSES` events (the writer's)."""
 
     # -- the dispatcher's side ---------------------------------------------------------------
 
@@ -180,12 +188,18 @@ class History:
                 batch.append(self._queue.get_nowait())
         if not batch or self._db is None:
             return 0
-        rows = [(e.id, e.ts, str(e.kind), e.entity, json.dumps(e.value), e.unit, e.rule, e.cause, e.detail)
-                for e in batch]
+        rows = []
+        for e in batch:
+            because = self._recent.get(e.cause) if e.cause is not None else None
+            rows.append((e.id, e.ts, str(e.kind), e.entity, json.dumps(e.value), e.unit, e.rule, e.cause, e.detail,
+                         because))
+            self._recent[e.id] = f"{e.entity}={_text(e.value)} ({e.kind})"
+        while len(self._recent) > RECENT_CAUSES:
+            del self._recent[next(iter(self._recent))]
         try:
             with self._transaction() as db:
-                db.executemany("INSERT INTO events (id, ts, kind, entity, value, unit, rule, cause, detail) "
-                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                db.executemany("INSERT INTO events (id, ts, kind, entity, value, unit, rule, cause, detail, because) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         except sqlite3.Error as exc:
             self.dropped += len(rows)
             log.warning("event history: %d events not written: %s", len(rows), exc)
@@ -248,7 +262,8 @@ def query(
     limit: int | None = None,
 ) -> list[Row]:
     """Rows from the history at ``path``, oldest first (the newest ``limit`` when given); each with the
-    event its ``cause`` names. Opens the file read-only: any process may ask while the gateway writes."""
+    event its ``cause`` names (when the writer still remembered it). Opens the file read-only: any
+    process may ask while the gateway writes."""
     if not path.exists():
         return []
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
@@ -274,9 +289,8 @@ def query(
         db.close()
     rows = []
     for r in reversed(found):
-        because = None if r[9] is None else f"{r[9]}={_text(json.loads(r[10]))} ({r[11]})"
         rows.append(Row(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] is not None else None,
-                        r[5], r[6], r[7], r[8], because))
+                        r[5], r[6], r[7], r[8], r[9]))
     return rows
 
 

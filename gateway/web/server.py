@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import secrets
+import socket
 import ssl
 import threading
 import time
@@ -165,17 +166,24 @@ class WebServer:
         return int(self.httpd.server_address[1])
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=guarded("web server")(self.httpd.serve_forever), name="web",
-                                        daemon=True)
+        self._thread = threading.Thread(target=guarded("web server")(self._serve), name="web", daemon=True)
         self._thread.start()
         log.info("web page on %s:%d", *self.httpd.server_address[:2])
 
+    def _serve(self) -> None:
+        """Accept connections until :meth:`stop`. Not ``serve_forever``: it polls twice a second, and an
+        idle page must cost no wake-up; here the thread sleeps in ``accept`` until a client comes."""
+        self.httpd.timeout = None
+        while not self._stopping.is_set():
+            self.httpd.handle_request()
+
     def stop(self) -> None:
         self._stopping.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        with contextlib.suppress(OSError):
+            self.httpd.socket.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread at once on Linux
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+        self.httpd.server_close()
 
     # -- authentication ----------------------------------------------------------------------
 
