@@ -96,6 +96,7 @@ def test_a_pin_change_reaches_the_live_stream(tmp_path: Path) -> None:
             if line.startswith("data: "):
                 seen.append(json.loads(line[6:]))
         assert {"entity": "motion", "value": True} in [{"entity": e["entity"], "value": e["value"]} for e in seen]
+        response.close()
         conn.close()
 
 

@@ -75,7 +75,8 @@ def fetch(url: str, *, password: str | None = None, data: bytes | None = None,
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read().decode(), dict(response.headers)
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(), dict(exc.headers)
+        with exc:  # it holds the connection
+            return exc.code, exc.read().decode(), dict(exc.headers)
 
 
 def shipped_house_day(state_dir: Path, end: float | None = None) -> tuple[Path, list[Event]]:

@@ -58,7 +58,7 @@ class LiveFeed:
     the dispatcher's time."""
 
     def __init__(self) -> None:
-        self._clients: list[queue.Queue[Event]] = []
+        self._clients: list[queue.Queue[Event | None]] = []
         self._lock = threading.Lock()
         self.dropped = 0
 
@@ -71,15 +71,22 @@ class LiveFeed:
             except queue.Full:
                 self.dropped += 1
 
-    def subscribe(self) -> queue.Queue[Event]:
-        client: queue.Queue[Event] = queue.Queue(maxsize=CLIENT_QUEUE)
+    def subscribe(self) -> queue.Queue[Event | None]:
+        """A client's queue of events; ``None`` in it means the server is stopping."""
+        client: queue.Queue[Event | None] = queue.Queue(maxsize=CLIENT_QUEUE)
         with self._lock:
             self._clients = [*self._clients, client]  # copy on write: publish iterates without the lock
         return client
 
-    def unsubscribe(self, client: queue.Queue[Event]) -> None:
+    def unsubscribe(self, client: queue.Queue[Event | None]) -> None:
         with self._lock:
             self._clients = [c for c in self._clients if c is not client]
+
+    def close(self) -> None:
+        """End every live stream now (the server stops)."""
+        for client in self._clients:
+            with contextlib.suppress(queue.Full):
+                client.put_nowait(None)
 
     @property
     def clients(self) -> int:
@@ -179,6 +186,7 @@ class WebServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.sources.live.close()
         with contextlib.suppress(OSError):
             self.httpd.socket.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread at once on Linux
         if self._thread is not None:
@@ -229,6 +237,8 @@ class _Handler(BaseHTTPRequestHandler):
     web: WebServer
     _new_cookie: str | None = None
     """A session opened by this request, sent back as the cookie."""
+    timeout = 30.0
+    """Seconds a connection may stall reading or writing (a slow or vanished client)."""
     server_version = "gateway"
     sys_version = ""
     protocol_version = "HTTP/1.1"
@@ -353,6 +363,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b": keepalive\n\n")
                     self.wfile.flush()
                     continue
+                if event is None:
+                    return
                 data = json.dumps({"entity": event.entity, "kind": str(event.kind), "value": event.value,
                                    "unit": event.unit, "ts": event.ts})
                 self.wfile.write(f"data: {data}\n\n".encode())
