@@ -81,6 +81,55 @@ def test_commands_are_refused_when_the_page_is_read_only(tmp_path: Path) -> None
         assert site.pins.pin(22).state == 0
 
 
+def _session(site_url: str) -> tuple[str, str]:
+    """(cookie, CSRF token) of a logged-in page."""
+    _, body, headers = fetch(site_url + "/", password=PASSWORD)
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', body)
+    assert csrf is not None
+    return headers["Set-Cookie"].split(";")[0], csrf.group(1)
+
+
+def test_a_command_from_the_page_goes_the_hubs_way_and_switches_the_output(tmp_path: Path) -> None:
+    with running_site(tmp_path, commands=True, mqtt=True) as site:
+        cookie, csrf = _session(site.url)
+        status, body, _ = fetch(site.url + "/command", cookie=cookie,
+                                data=f"csrf={csrf}&entity=light&value=ON".encode())  # the hub's spelling
+        assert (status, body) == (200, "accepted")
+        wait_until(lambda: site.pins.pin(22).state == 1, what="the light relay on")
+
+
+def test_a_command_the_hub_could_not_send_is_refused_by_the_same_validator(tmp_path: Path) -> None:
+    with running_site(tmp_path, commands=True, mqtt=True) as site:
+        cookie, csrf = _session(site.url)
+        for entity, value in (("light", "maybe"), ("motion", "true")):
+            status, body, _ = fetch(site.url + "/command", cookie=cookie,
+                                    data=f"csrf={csrf}&entity={entity}&value={value}".encode())
+            assert status == 200 and body.startswith("refused")
+        assert site.pins.pin(22).state == 0
+
+
+def test_page_commands_meet_the_hubs_rate_limit(tmp_path: Path) -> None:
+    with running_site(tmp_path, commands=True, mqtt=True) as site:
+        cookie, csrf = _session(site.url)
+        answers = [fetch(site.url + "/command", cookie=cookie,
+                         data=f"csrf={csrf}&entity=light&value={'ON' if n % 2 else 'OFF'}".encode())[1]
+                   for n in range(40)]
+        assert "accepted" in answers and any(a.startswith("refused: rate limit") for a in answers)
+
+
+def test_stopping_the_page_ends_a_live_stream_at_once(tmp_path: Path) -> None:
+    with running_site(tmp_path) as site:
+        cookie = fetch(site.url + "/", password=PASSWORD)[2]["Set-Cookie"].split(";")[0]
+        conn = http.client.HTTPConnection("127.0.0.1", site.web.port, timeout=5)
+        conn.request("GET", "/live", headers={"Cookie": cookie})
+        response = conn.getresponse()
+        wait_until(lambda: site.web.sources.live.clients == 1, what="the stream subscribed")
+        site.web.stop()
+        assert response.read() == b"retry: 3000\n\n"  # then the end of the stream, not a 5 s timeout
+        response.close()
+        conn.close()
+
+
 def test_a_pin_change_reaches_the_live_stream(tmp_path: Path) -> None:
     with running_site(tmp_path) as site:
         cookie = fetch(site.url + "/", password=PASSWORD)[2]["Set-Cookie"].split(";")[0]
