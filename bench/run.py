@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "6": ("bench.startup", "start to ready"),
     "7": ("bench.backlog", "100,000-event outbox backlog: restart and drain"),
     "8": ("bench.floods", "floods (issue 17): peak RSS, recovery, unrelated latency, alarms kept, shed"),
+    "9": ("bench.web", "the web page (idle, one client) and the event history (bytes per hour)"),
 }
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -34,6 +34,7 @@ from gateway.authority import outputs_of
 from gateway.bus import Bus
 from gateway.config import Config
 from gateway.controller_discovery import TopicNames, discovery_extras
+from gateway.history import HISTORY_FILE, History
 from gateway.houselog import HouseLog
 from gateway.lastgood import save_outputs
 from rules.commands import LOCKOUT_FILE, CodeGuard, Validator, command_validators
@@ -161,6 +162,14 @@ class Gateway:
             self.dispatcher.settled.append(settle)
         self.houselog = HouseLog(lambda: self.entities, self.forwarder.add_health_source
                                  if isinstance(self.forwarder, HealthReporting) else None)
+        self.history: History | None = None
+        if config.history.enabled:
+            h = config.history
+            self.history = History(config.gateway.state_dir / HISTORY_FILE, window_s=h.window_days * 86_400,
+                                   max_bytes=int(h.max_mb * (1 << 20)), flush_s=h.flush_s)
+        self.taps: list[Callable[[Event], None]] = [self.history.record] if self.history is not None else []
+        """Called with every processed event on the dispatcher thread; each must only enqueue, never block
+        (the history, the web page's live stream)."""
         self._rng = random.Random(seed)
         self._pin_factory = pin_factory
         self._open_serial = open_serial
@@ -213,6 +222,8 @@ class Gateway:
         except OSError as exc:  # local control never depends on storage: say it, and run on
             log.error("cannot create the state directory %s (%s): rule timers and traces will not be saved "
                       "and MQTT forwarding keeps events in memory only", self.config.gateway.state_dir, exc.strerror)
+        if self.history is not None:
+            self.history.start()
         self._prepare_hardware()
         self.supervisor = Supervisor(
             self.drivers, self._driver_context, self.events.clock,
@@ -319,6 +330,8 @@ class Gateway:
         if event.rule is not None and event.kind is Kind.COMMAND:
             self.firings.append(event)
         self.houselog.observe(event)
+        for tap in self.taps:
+            tap(event)
         if self.forwarder is not None:
             self.forwarder.forward(event)
 
@@ -392,6 +405,8 @@ class Gateway:
         self.engine.stop()  # saves pending timers, restored state and traces
         if self.forwarder is not None:
             self.forwarder.stop(timeout)
+        if self.history is not None:
+            self.history.stop()
         log.info("gateway %s stopped; actuators in their safe state", self.config.gateway.id)
 
     def _announce_safe_states(self) -> None:

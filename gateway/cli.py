@@ -5,6 +5,7 @@
     gateway simulate   [--config PATH] --events FILE.jsonl             rules in virtual time, actions as JSON lines
     gateway traces     [--config PATH] [RULE] [--last N]               why each rule fired or did not
     gateway status     [--config PATH] [--socket PATH] [--json]         ask the running service
+    gateway history    [--config PATH] [--entity E] [--since 2h] [--json] what happened, and why
     gateway safe-state [--config PATH] [--state-dir DIR]                every actuator to its safe state
 
 Exit status: 0 success, 1 invalid config or rules (one line per problem on
@@ -96,6 +97,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
     status.set_defaults(handler=cmd_status)
+
+    history = sub.add_parser("history", help="what happened (from the event history), with causes")
+    _config_option(history)
+    history.add_argument("--entity", "-e", action="append", default=[], metavar="E",
+                         help="only this entity (repeat for more)")
+    history.add_argument("--since", default="24h", help="how far back: 90s, 30m, 2h, 1d (default 24h)")
+    history.add_argument("--last", type=int, metavar="N", help="only the last N events")
+    history.add_argument("--json", action="store_true", help="one JSON object per line")
+    history.add_argument("--simulate", action="store_true", help="read the history of `gateway run --simulate`")
+    history.add_argument("--state-dir", type=Path, help="override gateway.state_dir")
+    history.set_defaults(handler=cmd_history)
 
     safe = sub.add_parser(
         "safe-state", help="drive every actuator to its safe state (systemd ExecStopPost=), even from a broken config",
@@ -189,6 +201,33 @@ def cmd_traces(args: argparse.Namespace) -> int:
     return print_traces(state_dir, args.rule, args.last)
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    """Exit 0 with the events (none is not an error: say so on stderr), 1 for a bad config or ``--since``."""
+    import time
+    from zoneinfo import ZoneInfo
+
+    from gateway.history import HISTORY_FILE, format_rows, parse_since, query
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    try:
+        since = time.time() - parse_since(args.since)
+    except ValueError as exc:
+        print(f"gateway history: --since: {exc}", file=sys.stderr)
+        return 1
+    path = _with_state_dir(config, args).gateway.state_dir / HISTORY_FILE
+    rows = query(path, since=since, entities=args.entity, limit=args.last)
+    if not rows:
+        print(f"gateway history: no events since {args.since} ago in {path}", file=sys.stderr)
+        return 0
+    if args.json:
+        print("\n".join(json.dumps(row.to_json()) for row in rows))
+    else:
+        print(format_rows(rows, ZoneInfo(config.gateway.timezone)))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import Gateway, freeze_long_lived
     from gateway.logs import setup_logging
@@ -215,9 +254,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     freeze_long_lived()  # the config, rules and drivers just built stay for the life of the process
     socket_path = args.socket or control_socket_path(config.gateway.state_dir if args.simulate else None)
+    service = Service(gateway, socket_path=socket_path)
+    web = None
+    if config.web.enabled:
+        from gateway.web import start_web
+
+        web = start_web(config, gateway, service.snapshot)
     try:
-        return Service(gateway, socket_path=socket_path).run()
+        return service.run()
     finally:
+        if web is not None:
+            web.stop()
         if args.pin_dump is not None:
             _dump_pins(gateway, args.pin_dump)
 

@@ -175,6 +175,51 @@ class BusSection(Section):
     capacity: int = Field(default=10_000, ge=10)
 
 
+class HistorySection(Section):
+    """The event history (``gateway history``, the web page's plots): docs/web.md."""
+
+    enabled: bool = True
+    window_days: float = Field(default=7.0, gt=0, le=366)
+    """Events older than this are pruned (in the background)."""
+    max_mb: float = Field(default=64.0, ge=1, le=16_384)
+    """The file's bound: beyond it the oldest events go first, whatever the window."""
+    flush_s: float = Field(default=60.0, ge=0.1, le=3600)
+    """Events are committed together once per this many seconds (SD-card wear; a power cut loses at most these)."""
+
+
+LISTEN = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"
+
+
+class WebSection(Section):
+    """The local web page (docs/web.md): off unless ``enabled``; every page needs the password."""
+
+    enabled: bool = False
+    listen: str = Field(default="127.0.0.1:8080", pattern=LISTEN)
+    """``HOST:PORT``; loopback unless you choose otherwise (``0.0.0.0:8080`` for the LAN)."""
+    password_file: Path | None = None
+    """A file holding the password (first line); else the environment variable ``GATEWAY_WEB_PASSWORD``."""
+    https: bool = False
+    """Serve HTTPS with ``[mqtt.tls] cert_file`` and ``key_file``."""
+    commands: bool = False
+    """Let the page switch outputs (through the hub's validation, authority and rate limits)."""
+
+    @field_validator("listen")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        port = int(value.rsplit(":", 1)[1])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is out of range 1-65535")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
 def _device_union() -> Any:
     models = tuple(cls.Config for cls in DRIVERS.values())
     return Annotated[Union[models], Field(discriminator="driver")]  # noqa: UP007 - built at runtime
@@ -194,6 +239,8 @@ class Config(BaseModel):
     outbox: OutboxSection = OutboxSection()
     rules: RulesSection = RulesSection()
     bus: BusSection = BusSection()
+    history: HistorySection = HistorySection()
+    web: WebSection = WebSection()
     devices: list[DeviceUnion] = Field(default_factory=list)
     mqtt_entities: list[MqttEntityConfig] = Field(default_factory=list, max_length=500)
     """Values other devices publish on MQTT, heard as readings (gateway/mqtt/foreign.py, docs/rules.md)."""
@@ -214,6 +261,14 @@ class Config(BaseModel):
                 raise ValueError(f"mqtt_entities[{index}].id: {foreign.id!r} is already used by "
                                  f"{seen[foreign.id]!r}")
             seen[foreign.id] = f"mqtt_entities[{index}]"
+        return self
+
+    @model_validator(mode="after")
+    def _web_https_has_files(self) -> Config:
+        if self.web.enabled and self.web.https and (
+            self.mqtt.tls is None or self.mqtt.tls.cert_file is None or self.mqtt.tls.key_file is None
+        ):
+            raise ValueError("web.https: needs [mqtt.tls] cert_file and key_file (the page uses the same files)")
         return self
 
     @model_validator(mode="wrap")
@@ -337,7 +392,10 @@ def _resolve_paths(config: Config, path: Path) -> Config:
     base = path.resolve().parent
     gateway = config.gateway.model_copy(update={"state_dir": base / config.gateway.state_dir})
     rules = config.rules.model_copy(update={"dir": base / config.rules.dir})
-    return config.model_copy(update={"gateway": gateway, "rules": rules, "source": path})
+    update: dict[str, Any] = {"gateway": gateway, "rules": rules, "source": path}
+    if config.web.password_file is not None:
+        update["web"] = config.web.model_copy(update={"password_file": base / config.web.password_file})
+    return config.model_copy(update=update)
 
 
 def format_errors(path: Path | str, exc: ValidationError, data: Any = None) -> list[str]:

@@ -1,0 +1,331 @@
+"""The event history on the device: what happened, kept for a window (default 7 days) in SQLite.
+
+``gateway history`` and the web page (:mod:`gateway.web`) read it to answer "what happened last
+night, and why". It is its own database, ``history.sqlite`` in the state directory, never the
+MQTT outbox's: the outbox sits on the hot path (every event, committed within 20 ms), and the
+history must never slow it, lock it or share its size budget.
+
+How it is fed, and why it cannot slow the house::
+
+    dispatcher ── record(event) ──> bounded queue ──> writer thread ──> history.sqlite
+                  (put_nowait; full: counted in ``dropped``)   (one transaction per ``flush_s``)
+
+:meth:`History.record` is called on the dispatcher thread for every processed event; it only
+appends to a bounded queue and never blocks. The writer thread commits what has queued once per
+``flush_s`` (default 60 s: one transaction, a few pages, instead of one per event: the SD card's
+wear; docs/web.md has the bytes per hour), and prunes in the background every ``prune_s``: rows
+older than the window go, then the oldest rows beyond ``max_mb``. The file survives restarts (WAL,
+``synchronous=NORMAL``: a power cut loses at most the last batch: the history is for people; delivery
+to the hub is the outbox's job).
+
+Config (``config.toml``)::
+
+    [history]
+    enabled = true
+    window = "7d"
+    max_mb = 64
+    flush_s = 60
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.events import Event, Value
+from core.guard import guarded
+
+log = logging.getLogger(__name__)
+
+HISTORY_FILE = "history.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    n INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    value TEXT,
+    unit TEXT,
+    rule TEXT,
+    cause TEXT,
+    detail TEXT,
+    because TEXT
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+"""
+# One index only, on time, which grows at its end like the table: a batch then dirties a few pages, not
+# one per entity and per random id (three indexes wrote 3x the bytes per hour). The cause of an event is
+# written with it (``because``), looked up in the writer's memory of recent events, so no query joins.
+
+RECENT_CAUSES = 4096
+"""Events the writer remembers to describe the cause of the events after them."""
+
+
+_SELECT = ("SELECT e.id, e.ts, e.kind, e.entity, e.value, e.unit, e.rule, e.cause, e.detail, e.because "
+           "FROM events e WHERE ")
+
+
+@dataclass(slots=True, frozen=True)
+class Row:
+    """One event as the history keeps it; ``because`` is the event its ``cause`` names, if still kept."""
+
+    id: str
+    ts: float
+    kind: str
+    entity: str
+    value: Value
+    unit: str | None
+    rule: str | None
+    cause: str | None
+    detail: str | None
+    because: str | None = None
+    """``entity=value (kind)`` of the cause event, e.g. ``living_temperature=20.4 (reading)``."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "ts": self.ts, "kind": self.kind, "entity": self.entity, "value": self.value,
+                "unit": self.unit, "rule": self.rule, "cause": self.cause, "detail": self.detail,
+                "because": self.because}
+
+
+class History:
+    """Records every event it is given into ``path`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        window_s: float = 7 * 86_400.0,
+        max_bytes: int = 64 << 20,
+        flush_s: float = 60.0,
+        prune_s: float = 600.0,
+        queue_size: int = 20_000,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.window_s = window_s
+        self.max_bytes = max_bytes
+        self.flush_s = flush_s
+        self.prune_s = prune_s
+        self._wall = wall
+        self._queue: queue.Queue[Event] = queue.Queue(maxsize=queue_size)
+        self.dropped = 0
+        """Events not kept because the queue was full (the writer could not keep up, or the disk hung)."""
+        self.written = 0
+        self.pruned = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._db: sqlite3.Connection | None = None
+        self._last_prune = 0.0
+        self._recent: dict[str, str] = {}
+        """Event id -> ``entity=value (kind)``, for the newest :data:`RECENT_CAUSES` events (the writer's)."""
+
+    # -- the dispatcher's side ---------------------------------------------------------------
+
+    def record(self, event: Event) -> None:
+        """Queue ``event`` for the writer; never blocks (a full queue counts a drop)."""
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+
+    # -- the writer ----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create or open the database (the writer's connection); OSError/sqlite3.Error if it cannot."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        self._db = db
+
+    def start(self) -> None:
+        """Open the file and start the writer thread. A file that cannot be opened is logged, and the
+        gateway runs on without history (local control never depends on storage)."""
+        try:
+            self.open()
+        except (OSError, sqlite3.Error) as exc:
+            log.error("event history disabled: cannot open %s: %s", self.path, exc)
+            return
+        self._thread = threading.Thread(target=guarded("history writer")(self._run), name="history", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued and close."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.flush()
+            self._db.close()
+            self._db = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            self.flush()
+            if self._wall() - self._last_prune >= self.prune_s:
+                self.prune()
+
+    def flush(self) -> int:
+        """Write every queued event in one transaction; the number written."""
+        batch: list[Event] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                batch.append(self._queue.get_nowait())
+        if not batch or self._db is None:
+            return 0
+        rows = []
+        for e in batch:
+            because = self._recent.get(e.cause) if e.cause is not None else None
+            rows.append((e.id, e.ts, str(e.kind), e.entity, json.dumps(e.value), e.unit, e.rule, e.cause, e.detail,
+                         because))
+            self._recent[e.id] = f"{e.entity}={_text(e.value)} ({e.kind})"
+        while len(self._recent) > RECENT_CAUSES:
+            del self._recent[next(iter(self._recent))]
+        try:
+            with self._transaction() as db:
+                db.executemany("INSERT INTO events (id, ts, kind, entity, value, unit, rule, cause, detail, because) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        except sqlite3.Error as exc:
+            self.dropped += len(rows)
+            log.warning("event history: %d events not written: %s", len(rows), exc)
+            return 0
+        self.written += len(rows)
+        return len(rows)
+
+    def prune(self) -> int:
+        """Delete rows older than the window, then the oldest beyond ``max_bytes``; the rows deleted."""
+        if self._db is None:
+            return 0
+        self._last_prune = self._wall()
+        deleted = 0
+        with self._transaction() as db:
+            deleted += db.execute("DELETE FROM events WHERE ts < ?", (self._wall() - self.window_s,)).rowcount
+        while self.size_bytes() > self.max_bytes:
+            with self._transaction() as db:
+                total = db.execute("SELECT count(*) FROM events").fetchone()[0]
+                if total == 0:
+                    break
+                cut = max(1, total // 10)
+                deleted += db.execute(
+                    "DELETE FROM events WHERE n IN (SELECT n FROM events ORDER BY n LIMIT ?)", (cut,)).rowcount
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute("VACUUM")
+        self.pruned += deleted
+        return deleted
+
+    def size_bytes(self) -> int:
+        """The database's pages in use (free pages do not count: SQLite reuses them)."""
+        if self._db is None:
+            return 0
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0] - self._db.execute(
+            "PRAGMA freelist_count").fetchone()[0]
+        return int(pages) * int(self._db.execute("PRAGMA page_size").fetchone()[0])
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        assert self._db is not None
+        self._db.execute("BEGIN")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def health(self) -> dict[str, int]:
+        """Figures for health reports and the web page (thread-safe reads of counters)."""
+        return {"queued": self._queue.qsize(), "written": self.written, "dropped": self.dropped,
+                "pruned": self.pruned}
+
+
+def query(
+    path: Path,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    entities: Sequence[str] = (),
+    limit: int | None = None,
+) -> list[Row]:
+    """Rows from the history at ``path``, oldest first (the newest ``limit`` when given); each with the
+    event its ``cause`` names (when the writer still remembered it). Opens the file read-only: any
+    process may ask while the gateway writes."""
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        where: list[str] = ["1=1"]
+        args: list[float | str] = []
+        if since is not None:
+            where.append("e.ts >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("e.ts <= ?")
+            args.append(until)
+        if entities:
+            where.append(f"e.entity IN ({','.join('?' * len(entities))})")
+            args.extend(entities)
+        # Only fixed clauses are joined here; every value is a bound parameter.
+        sql = _SELECT + " AND ".join(where) + " ORDER BY e.n DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        found = db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+    rows = []
+    for r in reversed(found):
+        rows.append(Row(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] is not None else None,
+                        r[5], r[6], r[7], r[8], r[9]))
+    return rows
+
+
+def parse_since(text: str) -> float:
+    """``2h``, ``30m``, ``1d``, ``90s`` or plain seconds: the span in seconds; ValueError otherwise."""
+    text = text.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    try:
+        seconds = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration: write e.g. 90s, 30m, 2h or 1d") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"{text!r} is not a duration: write e.g. 90s, 30m, 2h or 1d")
+    return seconds
+
+
+def _text(value: Value) -> str:
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    return "-" if value is None else str(value)
+
+
+def format_rows(rows: Sequence[Row], tz: dt.tzinfo | None = None) -> str:
+    """One line per event, as an installer reads it: time, entity, value, and why."""
+    lines = []
+    for row in rows:
+        when = dt.datetime.fromtimestamp(row.ts, tz).strftime("%Y-%m-%d %H:%M:%S")
+        unit = f" {row.unit}" if row.unit else ""
+        why = [f"rule {row.rule}"] if row.rule else []
+        if row.because:
+            why.append(f"after {row.because}")
+        if row.detail:
+            why.append(row.detail)
+        tail = f"  ({'; '.join(why)})" if why else ""
+        lines.append(f"{when}  {row.kind:<12} {row.entity:<24} {_text(row.value)}{unit}{tail}")
+    return "\n".join(lines)

@@ -1,0 +1,169 @@
+"""The event history: every event kept for a window, in batches, bounded, surviving restarts; `gateway history`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from core.clock import VirtualClock
+from core.events import EventFactory, Kind
+from gateway.app import Gateway
+from gateway.cli import main
+from gateway.config import ConfigError, load_config
+from gateway.history import HISTORY_FILE, History, parse_since, query
+from tests.helpers import RecordingForwarder
+from tests.houses import house_config
+
+T0 = 1_767_225_600.0
+
+
+def factory(wall: float = T0) -> tuple[VirtualClock, EventFactory]:
+    clock = VirtualClock(wall=wall, mono=100.0)
+    return clock, EventFactory(clock, boot="h")
+
+
+def test_recorded_events_are_kept_across_a_restart(tmp_path: Path) -> None:
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, wall=lambda: T0)
+    history.open()
+    history.record(events.reading("temp", 20.5, unit="°C"))
+    history.stop()
+
+    reopened = History(tmp_path / HISTORY_FILE, wall=lambda: T0)
+    reopened.open()
+    reopened.record(events.reading("temp", 20.0, unit="°C"))
+    reopened.stop()
+
+    assert [(r.entity, r.value, r.unit) for r in query(tmp_path / HISTORY_FILE)] == [
+        ("temp", 20.5, "°C"), ("temp", 20.0, "°C")]
+
+
+def test_a_batch_of_events_is_written_in_one_flush(tmp_path: Path) -> None:
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE)
+    history.open()
+    for n in range(500):
+        history.record(events.reading("temp", n))
+    assert history.flush() == 500
+    history.stop()
+    assert len(query(tmp_path / HISTORY_FILE)) == 500
+
+
+def test_recording_never_blocks_when_the_queue_is_full_it_counts_the_drop(tmp_path: Path) -> None:
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, queue_size=3)
+    for n in range(5):
+        history.record(events.reading("temp", n))
+    assert history.dropped == 2
+
+
+def test_each_row_names_the_event_that_caused_it(tmp_path: Path) -> None:
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE)
+    history.open()
+    reading = events.reading("living_temperature", 20.2)
+    history.record(reading)
+    history.record(events.make(Kind.STATE, "heater", True, rule="living_thermostat", cause=reading.id))
+    history.stop()
+    heater = query(tmp_path / HISTORY_FILE, entities=["heater"])
+    assert [(r.value, r.rule, r.because) for r in heater] == [
+        (True, "living_thermostat", "living_temperature=20.2 (reading)")]
+
+
+def test_events_older_than_the_window_are_pruned(tmp_path: Path) -> None:
+    clock, events = factory(wall=T0)
+    now = [T0]
+    history = History(tmp_path / HISTORY_FILE, window_s=3600, wall=lambda: now[0])
+    history.open()
+    history.record(events.reading("temp", 1))
+    clock.advance(1800)
+    history.record(events.reading("temp", 2))
+    history.flush()
+    now[0] = T0 + 3600 + 1
+    assert history.prune() == 1
+    history.stop()
+    assert [r.value for r in query(tmp_path / HISTORY_FILE)] == [2]
+
+
+def test_the_file_is_held_under_its_size_bound_by_dropping_the_oldest(tmp_path: Path) -> None:
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, max_bytes=256 << 10, wall=lambda: T0)
+    history.open()
+    for n in range(20_000):
+        history.record(events.make(Kind.READING, "temp", n, detail="x" * 40))
+    history.flush()
+    history.prune()
+    assert history.size_bytes() <= 256 << 10
+    kept = query(tmp_path / HISTORY_FILE)
+    history.stop()
+    assert kept and kept[-1].value == 19_999 and kept[0].value != 0
+
+
+def test_the_gateway_keeps_every_event_it_processes_in_its_history(tmp_path: Path) -> None:
+    config = load_config(house_config(tmp_path))
+    gateway = Gateway(config, pin_factory=MockFactory(), forwarder=RecordingForwarder())
+    gateway.start()
+    try:
+        gateway.dispatcher.drain()
+    finally:
+        gateway.shutdown()
+    rows = query(config.gateway.state_dir / HISTORY_FILE)
+    assert ("light", "state") in {(r.entity, r.kind) for r in rows}
+    assert ("gateway", "system") in {(r.entity, r.kind) for r in rows}
+
+
+def test_history_can_be_turned_off(tmp_path: Path) -> None:
+    config = load_config(house_config(tmp_path, extra="[history]\nenabled = false\n"))
+    gateway = Gateway(config, pin_factory=MockFactory(), forwarder=RecordingForwarder())
+    assert gateway.history is None and gateway.taps == []
+
+
+def test_a_bad_history_window_is_a_located_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(house_config(tmp_path, extra="[history]\nwindow_days = 0\n"))
+    assert any("history.window_days" in p for p in caught.value.problems)
+
+
+def test_since_takes_seconds_minutes_hours_and_days() -> None:
+    assert [parse_since(t) for t in ("90s", "30m", "2h", "1d", "15")] == [90, 1800, 7200, 86_400, 15]
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_since("last night")
+
+
+def _history_with_a_light_switched_by_a_rule(tmp_path: Path) -> Path:
+    config = house_config(tmp_path)
+    state_dir = tmp_path / "state"
+    _, events = factory(wall=time.time() - 600)
+    history = History(state_dir / HISTORY_FILE)
+    history.open()
+    reading = events.reading("motion", True)
+    history.record(reading)
+    history.record(events.make(Kind.STATE, "light", True, rule="light_on_motion", cause=reading.id))
+    history.stop()
+    return config
+
+
+def test_gateway_history_prints_what_happened_with_its_cause(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _history_with_a_light_switched_by_a_rule(tmp_path)
+    assert main(["history", "--config", str(config), "--entity", "light", "--since", "1h"]) == 0
+    out = capsys.readouterr().out
+    assert "light" in out and "rule light_on_motion" in out and "after motion=on (reading)" in out
+    assert "motion " not in out.split("light", 1)[0]  # only the entity asked for
+
+
+def test_gateway_history_json_is_one_object_per_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _history_with_a_light_switched_by_a_rule(tmp_path)
+    assert main(["history", "--config", str(config), "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(d["entity"], d["value"]) for d in lines] == [("motion", True), ("light", True)]
+
+
+def test_gateway_history_refuses_a_since_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _history_with_a_light_switched_by_a_rule(tmp_path)
+    assert main(["history", "--config", str(config), "--since", "yesterday"]) == 1
+    assert "--since" in capsys.readouterr().err
