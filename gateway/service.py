@@ -248,6 +248,9 @@ class Service:
         return {
             "enabled": True,
             "connection": detail.get("connection", "unknown"),
+            "broker": detail.get("broker"),
+            "failovers": detail.get("failovers", 0),
+            "identity": (detail.get("identity") or {}).get("state", "ok"),
             "forwarding": detail.get("forwarding", "ok"),
             "forwarding_reason": detail.get("forwarding_reason"),
             "outbox_depth": outbox.get("depth", "?"),

@@ -7,13 +7,18 @@ from the other, for ever: the hub sees the gateway flap, and each one's events a
 the other's under the same topics. This happens when an image is cloned to a second board, or an
 installer copies a config.toml without changing ``gateway.id``.
 
-:class:`TakeoverGuard` counts session take-overs: each MQTT 5 disconnection with reason 0x8E, and
-under MQTT 3.1.1 each connection lost within :data:`SHORT_SESSION` seconds of being accepted. At
-:data:`TAKEOVER_LIMIT` of them within :data:`TAKEOVER_WINDOW` seconds the link stops reconnecting
-until the gateway is restarted (after the installer gave one of the boards its own id), logs one
-clear error, and says so in ``gateway status`` and in health. The other gateway, whose connection
-is then no longer taken, stays connected; its retained ``<base>/health`` shows the take-overs it
-suffered under ``identity`` (docs/fleet.md, *Duplicate identities*).
+:class:`TakeoverGuard` counts session take-overs: each disconnection with the MQTT 5 reason 0x8E
+*Session taken over*, and each connection lost within :data:`SHORT_SESSION` seconds of its CONNACK
+(Mosquitto 2.0 closes the socket of the replaced client without a reason, whatever the protocol).
+At :data:`TAKEOVER_LIMIT` of them within :data:`TAKEOVER_WINDOW` seconds the link stops fighting: it
+makes no attempt for :data:`TAKEOVER_HOLD` seconds, logs one clear error (the first time), and says so
+in ``gateway status`` and in health (``connection: duplicate client id``, ``identity.state:
+duplicate``). The other gateway, whose session is then left alone, stays connected; its retained
+``<base>/health`` shows ``identity.state: contested``. After the hold the link tries again: if the
+duplicate is still there the loop trips again within a few attempts; if the "take-overs" were
+a broker dropping every new connection, the gateway is back after the hold (a bounded cost for a
+false alarm, where stopping until restart would not be). Restarting the gateway clears the hold
+(docs/fleet.md, *Duplicate identities*).
 
 Time is the monotonic clock, injected (tests count take-overs in virtual time).
 """
@@ -32,49 +37,64 @@ TAKEOVER_LIMIT = 3
 TAKEOVER_WINDOW = 300.0
 """Seconds."""
 SHORT_SESSION = 10.0
-"""Under MQTT 3.1.1 (no reason code), a connection lost this soon after its CONNACK counts as taken over."""
+"""A connection lost this soon after its CONNACK counts as taken over (brokers rarely give the reason)."""
+TAKEOVER_HOLD = 900.0
+"""Seconds without a connection attempt once the limit is reached."""
 
 
 class TakeoverGuard:
-    """Fed by the link's callbacks (paho's thread); :attr:`stopped` says whether to give up."""
+    """Fed by the link's callbacks (paho's thread); :meth:`hold` says how long to keep off the broker."""
 
-    def __init__(self, monotonic: Callable[[], float], *, mqtt5: bool, limit: int = TAKEOVER_LIMIT,
-                 window: float = TAKEOVER_WINDOW, short: float = SHORT_SESSION) -> None:
+    def __init__(self, monotonic: Callable[[], float], *, limit: int = TAKEOVER_LIMIT,
+                 window: float = TAKEOVER_WINDOW, short: float = SHORT_SESSION, hold: float = TAKEOVER_HOLD) -> None:
         self._now = monotonic
-        self._mqtt5 = mqtt5
         self._limit = limit
         self._window = window
         self._short = short
+        self._hold = hold
         self._connected_at: float | None = None
         self._recent: deque[float] = deque()
+        self._hold_until: float | None = None
         self.takeovers = 0
         """Since start."""
-        self.stopped = False
-        """The limit was reached: the link does not reconnect until restart."""
+        self.trips = 0
+        """Times the limit was reached since start."""
 
     def connected(self) -> None:
         self._connected_at = self._now()
 
     def lost(self, reason: ReasonCode | int | None) -> bool:
-        """A connected link dropped (not by our own stop): True when this makes the link give up."""
+        """A connected link dropped (not by our own stop): True when this trips the guard."""
         now = self._now()
         since, self._connected_at = self._connected_at, None
         code = reason.value if isinstance(reason, ReasonCode) else reason
-        # MQTT 5 names the cause; under 3.1.1 a connection dropped right after its CONNACK stands for it
-        taken = code == SESSION_TAKEN_OVER if self._mqtt5 else since is not None and now - since <= self._short
-        if not taken:
+        if code != SESSION_TAKEN_OVER and (since is None or now - since > self._short):
             return False
         self.takeovers += 1
         self._recent.append(now)
         while self._recent and now - self._recent[0] > self._window:
             self._recent.popleft()
-        if len(self._recent) >= self._limit:
-            self.stopped = True
-        return self.stopped
+        if len(self._recent) < self._limit:
+            return False
+        self._recent.clear()
+        self.trips += 1
+        self._hold_until = now + self._hold
+        return True
+
+    def hold(self) -> float:
+        """Seconds to keep off the broker from now (0 unless the guard tripped less than the hold ago)."""
+        return 0.0 if self._hold_until is None else max(0.0, self._hold_until - self._now())
+
+    @property
+    def stopped(self) -> bool:
+        return self.hold() > 0
 
     def report(self) -> dict[str, object]:
-        """For health: ``ok``, ``contested`` (taken over recently) or ``duplicate`` (gave up)."""
+        """For health: ``state`` ``ok``, ``contested`` (taken over within the window) or ``duplicate``
+        (holding off), ``takeovers`` since start, and while holding ``retry_in`` seconds."""
         now = self._now()
-        recent = sum(1 for t in self._recent if now - t <= self._window)
-        state = "duplicate" if self.stopped else "contested" if recent else "ok"
-        return {"state": state, "takeovers": self.takeovers}
+        hold = self.hold()
+        if hold > 0:
+            return {"state": "duplicate", "takeovers": self.takeovers, "retry_in": round(hold)}
+        recent = any(now - t <= self._window for t in self._recent)
+        return {"state": "contested" if recent else "ok", "takeovers": self.takeovers}

@@ -65,7 +65,7 @@ class Link:
         self._jitter = Jitter(self._section.reconnect_min, self._section.reconnect_max)
         self.brokers = Brokers(self._section.brokers(), self._section.host_order)
         """``[mqtt] hosts`` (or the one ``host``): which broker the next attempt goes to (failover.py)."""
-        self.identity = TakeoverGuard(time.monotonic, mqtt5=is_mqtt5(self._section))
+        self.identity = TakeoverGuard(time.monotonic)
         """Counts session take-overs; stops the link when another client keeps taking our id (identity.py)."""
         self._routes: list[str] = []
         self._connected = False
@@ -104,6 +104,12 @@ class Link:
         if self._refused:
             return "refused"
         return "unreachable" if self._outage_logged else "connecting"
+
+    def facts(self) -> dict[str, object]:
+        """For health: ``broker`` (``host:port`` in use, or being tried), ``failovers`` (moves to another
+        broker since start) and ``identity`` (:meth:`~gateway.mqtt.identity.TakeoverGuard.report`)."""
+        return {"broker": self.brokers.current_label, "failovers": self.brokers.failovers,
+                "identity": self.identity.report()}
 
     def start(self) -> None:
         """Begin connecting in the background; returns at once, whatever the network does."""
@@ -151,6 +157,9 @@ class Link:
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: object) -> None:
         self._jitter.before_attempt()
+        hold = self.identity.hold()
+        if hold > 0:  # another client keeps taking our client id: keep off (identity.py)
+            self._jitter.pause(hold)
         self._counters.connect_attempts += 1
         aim(client, *self.brokers.current)
 
@@ -212,15 +221,19 @@ class Link:
         self._last_error = None
 
     def _give_up(self, client: mqtt.Client, reason: ReasonCode) -> None:
-        """Another client keeps taking our session: stop paho's reconnecting (its loop ends once the
-        client is disconnecting) until the gateway is restarted; say why, once."""
-        client.disconnect()
+        """Another client keeps taking our session: the next attempt waits the guard's hold (in
+        :meth:`_on_pre_connect`); say why, in full the first time."""
+        self._outage_logged = True
+        if self.identity.trips > 1:
+            log.info("client id %r still contested on broker %s: keeping off for %.0f s again",
+                     self._client_id, self.brokers.current_label, self.identity.hold())
+            return
         log.error("another MQTT client keeps taking over client id %r on broker %s (%d take-overs, last: %s): "
-                  "two gateways share an id (a cloned SD card? a copied config.toml?). This gateway stops "
-                  "connecting to the broker until it is restarted; events wait in the outbox. Give each "
-                  "gateway its own gateway.id (or mqtt.client_id), then restart.",
-                  self._client_id,
-                  self.brokers.current_label, self.identity.takeovers, reason)
+                  "two gateways share an id (a cloned SD card? a copied config.toml?). This gateway keeps off "
+                  "the broker for %.0f s at a time while it lasts; events wait in the outbox. Give each "
+                  "gateway its own gateway.id (or mqtt.client_id), then restart it.",
+                  self._client_id, self.brokers.current_label, self.identity.takeovers, reason,
+                  self.identity.hold())
 
     def _note_outage(self, what: str) -> None:
         if self._outage_logged or self._stopping.is_set():
