@@ -163,6 +163,9 @@ class MqttSection(Section):
     ``rejected: rate limit``, answered once per burst (docs/mqtt.md, *Floods*)."""
     command_burst: int = Field(default=20, ge=1, le=100_000)
     """Hub commands one entity may receive at once before :attr:`command_rate` applies (the bucket's depth)."""
+    remote_rules: bool = False
+    """Accept rule bundles on ``<base>/rules/set`` (docs/fleet.md, *Remote rules*); off, the local rule
+    files are the only source of truth."""
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttSection:

@@ -235,7 +235,9 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     lines = [
         f"gateway {status.get('gateway')} (pid {status.get('pid')}), up {_duration(status.get('uptime', 0))}"
         + (", simulated hardware" if status.get("simulate") else ""),
-        f"rules: {status.get('rules')} loaded" + _engine_line(status.get("engine") or {}),
+        f"rules: {status.get('rules')} loaded"
+        + (f" (version {status['rules_version']})" if status.get("rules_version", "local") != "local" else "")
+        + _engine_line(status.get("engine") or {}),
         *_reload_lines(status.get("reload"), now),
     ]
     mqtt = status.get("mqtt") or {}

@@ -309,6 +309,7 @@ class Service:
             "uptime": time.monotonic() - self._started_mono,
             "simulate": gw.simulate,
             "rules": len(gw.engine.rules),
+            "rules_version": gw.remote_rules.version if gw.remote_rules is not None else "local",
             "engine": gw.engine.status(),
             "reload": None if gw.houselog.last_reload is None else gw.houselog.last_reload.report(),
             "devices": devices,
