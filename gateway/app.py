@@ -137,6 +137,7 @@ class Gateway:
         mqtt: bool = True,
         seed: int = 0,
     ) -> None:
+        self._configured = config
         config = effective_config(config)  # with [mqtt] remote_rules, the bundle in force is the rules dir
         self.config = config
         self.simulate = simulate
@@ -371,6 +372,7 @@ class Gateway:
         logged, a ``reload_refused`` event carries them (MQTT, ``gateway status``)
         and the old rules run on.
         """
+        self.config = effective_config(self._configured)  # a remote bundle applied since start is the rules dir
         try:
             ruleset = load_ruleset(self.config)
         except RulesError as exc:

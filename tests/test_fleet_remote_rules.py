@@ -112,6 +112,19 @@ def test_a_restart_keeps_the_bundle_in_force(tmp_path: Path, broker: Broker, fle
     assert restarted.config.rules.watch is False
 
 
+def test_a_local_reload_after_a_bundle_reloads_the_bundle(
+    tmp_path: Path, broker: Broker, fleet_manager: Recorder
+) -> None:
+    config = write_config(tmp_path, broker, "remote-sighup")
+    with running(Gateway(config, pin_factory=MockFactory())) as gateway:
+        connected(gateway)
+        answer_to(fleet_manager, gateway, bundle("v8", **{"door.toml": HEADER + DOOR_LIGHT}))
+        reloaded: list[bool] = []
+        gateway.dispatcher.on_idle.append(lambda: None if reloaded else reloaded.append(gateway.reload()))  # SIGHUP
+        assert wait_until(lambda: reloaded, 10, "the reload") == [True]
+        assert sorted(gateway.engine.compiled) == ["door_light"]
+
+
 def test_with_remote_rules_off_the_local_files_stay_the_source_of_truth(tmp_path: Path, broker: Broker) -> None:
     config = write_config(tmp_path, broker, "remote-off", remote=False)
     (tmp_path / "state" / "remote-rules" / "active").mkdir(parents=True)  # a bundle from when it was on
