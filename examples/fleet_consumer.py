@@ -8,7 +8,8 @@ MQTT 5 **shared subscription**::
 
 and the broker hands each message to *one* of the group's connected members: start a second
 instance with the same ``--group`` and the load splits between them (Mosquitto, EMQX, HiveMQ and
-VerneMQ all support it; RabbitMQ's MQTT plugin 3.x does not: it speaks 3.1.1 only).
+VerneMQ support it; RabbitMQ's MQTT plugin lists shared subscriptions among its limitations, and
+3.10, the Debian 12 package, speaks MQTT 3.1.1 only: see docs/fleet.md).
 
 At-least-once delivery means duplicates: a gateway re-sends what a broker never acknowledged (after a
 failover or an outage), and a broker redelivers to another member what a member received but did
