@@ -15,7 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from core.clock import SystemClock, VirtualClock
-from core.events import EventFactory
+from core.events import EventFactory, Kind
 from gateway.config import Config, ConfigError, parse_config
 from gateway.mqtt.failover import Brokers
 from gateway.mqtt.identity import SESSION_TAKEN_OVER, TakeoverGuard
@@ -237,3 +237,30 @@ def test_two_gateways_with_one_client_id_stop_fighting_and_one_stays_connected(
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_command_accepted_before_a_failover_is_answered_done_once_after_it(
+    tmp_path: Path, two_brokers: tuple[Broker, Broker]
+) -> None:
+    a, b = two_brokers
+    harness = make_bridge(fleet_config("fo3", tmp_path / "state", [a, b]))
+    bridge = harness.bridge
+    results = f"{harness.base}/result/#"
+    with recorder(a.host, a.port, results) as on_a, recorder(b.host, b.port, results) as on_b:
+        bridge.start()
+        try:
+            wait_until(lambda: bridge.connected, 10, "connected to A")
+            command = bridge.handle_command("hall_light", b"ON")
+            assert command is not None
+            bridge.forward(command)
+            on_a.wait_for(f"{harness.base}/result/hall_light")  # accepted, through A
+            a.stop(kill=True)
+            bridge.forward(harness.events.make(Kind.STATE, "hall_light", True, cause=command.id))
+            wait_until(lambda: bridge.health()["failovers"] >= 1 and bridge.connected, 20, "failed over to B")
+            assert bridge.handle_command("heater", b"banana") is None  # a later answer, to know B has the earlier
+            on_b.wait_for(f"{harness.base}/result/heater")
+        finally:
+            bridge.stop()
+    answers = [*on_a.on(f"{harness.base}/result/hall_light"), *on_b.on(f"{harness.base}/result/hall_light")]
+    done = [m.json() for m in answers if m.json()["status"] == "done"]
+    assert [(d["command"], d["value"]) for d in done] == [(command.id, True)]
