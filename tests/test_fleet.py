@@ -17,6 +17,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from core.clock import SystemClock, VirtualClock
 from core.events import EventFactory, Kind
 from gateway.config import Config, ConfigError, parse_config
+from gateway.control import format_status
 from gateway.mqtt.failover import Brokers
 from gateway.mqtt.identity import SESSION_TAKEN_OVER, TakeoverGuard
 from tests.conftest import Broker, free_port
@@ -264,3 +265,11 @@ def test_a_command_accepted_before_a_failover_is_answered_done_once_after_it(
     answers = [*on_a.on(f"{harness.base}/result/hall_light"), *on_b.on(f"{harness.base}/result/hall_light")]
     done = [m.json() for m in answers if m.json()["status"] == "done"]
     assert [(d["command"], d["value"]) for d in done] == [(command.id, True)]
+
+
+def test_gateway_status_names_the_broker_in_use_and_a_contested_identity() -> None:
+    status = {"mqtt": {"enabled": True, "connection": "duplicate client id", "broker": "b.example:8883",
+                       "failovers": 2, "identity": "duplicate", "outbox_depth": 0, "events_out": 5}}
+    lines = format_status(status, now=0).splitlines()
+    assert "broker in use: b.example:8883 (2 failovers since start)" in lines
+    assert any(line.startswith("broker: KEEPING OFF: another MQTT client keeps taking") for line in lines)
