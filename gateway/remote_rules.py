@@ -168,6 +168,7 @@ class RemoteRules:
             self._write(staging, bundle)
             load_rules(staging, self._config.entities())
         except RulesError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
             raise self._refuse(bundle.version, [p.replace(f"{staging}{os.sep}", "") for p in exc.problems]) from None
         except OSError as exc:
             raise self._fail(bundle.version, [f"cannot store the bundle in {self._base}: {exc}"]) from None
