@@ -273,3 +273,21 @@ def test_gateway_status_names_the_broker_in_use_and_a_contested_identity() -> No
     lines = format_status(status, now=0).splitlines()
     assert "broker in use: b.example:8883 (2 failovers since start)" in lines
     assert any(line.startswith("broker: KEEPING OFF: another MQTT client keeps taking") for line in lines)
+
+
+def test_a_broker_that_refuses_the_login_moves_the_gateway_to_the_next_one_not_beyond(
+    tmp_path: Path, two_brokers: tuple[Broker, Broker]
+) -> None:
+    b, c = two_brokers
+    refusing = Broker(port=free_port(), directory=tmp_path / "broker-refusing", extra_config="allow_anonymous false")
+    refusing.start()
+    try:
+        harness = make_bridge(fleet_config("fo4", tmp_path / "state", [refusing, b, c]))
+        harness.bridge.start()
+        try:
+            wait_until(lambda: harness.bridge.connected, 15, "connected after the refusal")
+            assert harness.bridge.health()["broker"] == f"127.0.0.1:{b.port}"
+        finally:
+            harness.bridge.stop()
+    finally:
+        refusing.stop()

@@ -181,8 +181,7 @@ class Link:
             if not self._outage_logged:
                 log.error("broker %s refused the connection: %s", broker, reason)
                 self._outage_logged = True
-            self.brokers.attempt_failed()
-            return
+            return  # paho closes the connection next: _on_disconnect moves to the next broker
         self._jitter.connected()
         self.identity.connected()
         client.publish(self._topics.status, ONLINE, qos=1, retain=True)
