@@ -291,3 +291,19 @@ def test_a_broker_that_refuses_the_login_moves_the_gateway_to_the_next_one_not_b
             harness.bridge.stop()
     finally:
         refusing.stop()
+
+
+def test_a_gateway_started_while_the_first_broker_is_down_connects_to_the_next(
+    tmp_path: Path, two_brokers: tuple[Broker, Broker]
+) -> None:
+    a, b = two_brokers
+    a.stop()
+    harness = make_bridge(fleet_config("fo5", tmp_path / "state", [a, b]))
+    with recorder(b.host, b.port, f"{harness.base}/event/#") as on_b:
+        harness.bridge.start()
+        try:
+            harness.bridge.forward(harness.events.reading("living_temp", 1))
+            on_b.wait_for(f"{harness.base}/event/living_temp", timeout=15)
+            assert harness.bridge.health()["broker"] == f"127.0.0.1:{b.port}"
+        finally:
+            harness.bridge.stop()
