@@ -37,9 +37,10 @@ from gateway.controller_discovery import TopicNames, discovery_extras
 from gateway.history import HISTORY_FILE, History
 from gateway.houselog import HouseLog
 from gateway.lastgood import save_outputs
+from gateway.remote_rules import RemoteRules, effective_config
 from rules.commands import LOCKOUT_FILE, CodeGuard, Validator, command_validators
 from rules.discovery import bridge_entities, hub_view
-from rules.loader import RulesError
+from rules.loader import RulesError, RuleSet
 from rules.watcher import refusal_event
 
 if TYPE_CHECKING:
@@ -137,6 +138,8 @@ class Gateway:
         mqtt: bool = True,
         seed: int = 0,
     ) -> None:
+        self._configured = config
+        config = effective_config(config)  # with [mqtt] remote_rules, the bundle in force is the rules dir
         self.config = config
         self.simulate = simulate
         self.events = EventFactory(clock or SystemClock())
@@ -146,6 +149,7 @@ class Gateway:
         self.firings: deque[Event] = deque(maxlen=RECENT_FIRINGS)
         """The latest commands rules issued, newest last (``gateway status``)."""
         self.forwarder: Forwarder | None = None
+        self.remote_rules: RemoteRules | None = None
         envelope = Envelope.from_drivers(self.drivers, state_dir=config.gateway.state_dir, clock=self.events.clock)
         self.dispatcher, self.engine = assemble(
             self.events, self.bus, actuators, envelope=envelope, forward=self._observe,
@@ -188,7 +192,22 @@ class Gateway:
             bridge.register_command(entity, validator)
         for entity, component, extra in discovery:
             bridge.register_discovery(entity, component, extra)
+        if self.config.mqtt.remote_rules:
+            self._remote_rules(bridge)
         return bridge
+
+    def _remote_rules(self, bridge: MqttBridge) -> None:
+        """``<base>/rules/set`` bundles applied like a reload, answered on ``<base>/rules/result``."""
+        result_topic = f"{bridge.topics.base}/rules/result"
+
+        def answer(payload: bytes) -> None:
+            bridge.link.client.publish(result_topic, payload, qos=1)  # paho queues it while offline
+
+        remote = RemoteRules(self.config, current=lambda: self.engine.ruleset, swap=self._swap_rules, answer=answer)
+        bridge.link.route(f"{bridge.topics.base}/rules/set", remote.on_message, "mqtt rules/set")
+        bridge.add_health_source("remote_rules", remote.health)
+        self.dispatcher.on_idle.append(remote.on_idle)
+        self.remote_rules = remote
 
     def _house_entities(self) -> dict[str, EntitySpec]:
         """The devices' entities and those the current rule set adds (virtuals, controllers' parts),
@@ -372,6 +391,7 @@ class Gateway:
         logged, a ``reload_refused`` event carries them (MQTT, ``gateway status``)
         and the old rules run on.
         """
+        self.config = effective_config(self._configured)  # a remote bundle applied since start is the rules dir
         try:
             ruleset = load_ruleset(self.config)
         except RulesError as exc:
@@ -381,13 +401,17 @@ class Gateway:
                       len(exc.problems), len(self.engine.rules))
             self.bus.post(refusal_event(self.events, exc.problems))  # to the hub, the house log, `status`
             return False
+        self._swap_rules(ruleset)
+        return True
+
+    def _swap_rules(self, ruleset: RuleSet) -> None:
+        """A checked rule set in force (a reload, a remote bundle): the engine, the hub's registrations."""
         self.engine.replace(ruleset)
         self._announce_controllers()
         if gc.get_freeze_count():  # a frozen process (see freeze_long_lived): let the old rules go
             gc.unfreeze()
             gc.collect()
             freeze_long_lived()
-        return True
 
     def request_stop(self) -> None:
         self.dispatcher.stop()

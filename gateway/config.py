@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -92,13 +93,42 @@ class TlsSection(Section):
     check_hostname: bool = True
 
 
+def parse_broker(entry: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6 address]:port"`` to ``(host, port)``; ValueError naming the entry."""
+    host, sep, port = entry.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or (":" in host and not entry.strip().startswith("[")):
+        raise ValueError(f"{entry!r} is not host:port (e.g. 'broker1.example.net:8883'; "
+                         "an IPv6 address in brackets: '[fd00::1]:1883')")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
+
+
 TOPIC_PREFIX = r"^[^/+#\x00]+(/[^/+#\x00]+)*$"
 """Topic levels without wildcards, empty levels, or a leading or trailing ``/``."""
+
+
+def _broker_entry(entry: str) -> str:
+    parse_broker(entry)
+    return entry
+
+
+BrokerEntry = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_broker_entry)]
+"""One ``[mqtt] hosts`` entry; a bad one is reported at its index (``mqtt.hosts[1]: ...``)."""
 
 
 class MqttSection(Section):
     host: str = "localhost"
     port: int = Field(default=1883, ge=1, le=65535)
+    hosts: list[BrokerEntry] | None = Field(default=None, min_length=1, max_length=32)
+    """Several brokers (a cluster's nodes, a standby), each ``"host:port"`` (``"[::1]:8883"`` for IPv6),
+    instead of ``host``/``port``: tried in :attr:`host_order`, the next one when an attempt fails or
+    when a dropped link cannot be re-established on the same broker (docs/fleet.md)."""
+    host_order: Literal["in_order", "random"] = "in_order"
+    """``in_order`` prefers the first host (a primary and standbys); ``random`` starts each gateway at a
+    random place in a shuffled list, so a fleet spreads over a cluster's nodes."""
     base_topic: str | None = Field(default=None, pattern=TOPIC_PREFIX, max_length=200)
     """Default ``gateway/<id>``."""
     client_id: str | None = None
@@ -134,12 +164,27 @@ class MqttSection(Section):
     ``rejected: rate limit``, answered once per burst (docs/mqtt.md, *Floods*)."""
     command_burst: int = Field(default=20, ge=1, le=100_000)
     """Hub commands one entity may receive at once before :attr:`command_rate` applies (the bucket's depth)."""
+    remote_rules: bool = False
+    """Accept rule bundles on ``<base>/rules/set`` (docs/fleet.md, *Remote rules*); off, the local rule
+    files are the only source of truth."""
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttSection:
         if self.password_file is not None and self.password_env is not None:
             raise ValueError("set password_file or password_env, not both")
         return self
+
+    @model_validator(mode="after")
+    def _hosts_or_host(self) -> MqttSection:
+        if self.hosts is not None and self.model_fields_set & {"host", "port"}:
+            raise ValueError("set hosts, or host and port, not both (each hosts entry carries its port)")
+        return self
+
+    def brokers(self) -> list[tuple[str, int]]:
+        """The brokers to try, as configured: ``hosts`` parsed, or the single ``host``/``port``."""
+        if self.hosts is None:
+            return [(self.host, self.port)]
+        return [parse_broker(entry) for entry in self.hosts]
 
     @model_validator(mode="after")
     def _reconnect_range(self) -> MqttSection:

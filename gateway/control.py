@@ -235,7 +235,9 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     lines = [
         f"gateway {status.get('gateway')} (pid {status.get('pid')}), up {_duration(status.get('uptime', 0))}"
         + (", simulated hardware" if status.get("simulate") else ""),
-        f"rules: {status.get('rules')} loaded" + _engine_line(status.get("engine") or {}),
+        f"rules: {status.get('rules')} loaded"
+        + (f" (version {status['rules_version']})" if status.get("rules_version", "local") != "local" else "")
+        + _engine_line(status.get("engine") or {}),
         *_reload_lines(status.get("reload"), now),
     ]
     mqtt = status.get("mqtt") or {}
@@ -246,6 +248,16 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
             + (f" (oldest {_duration(oldest)})" if oldest is not None else "")
             + f", {mqtt.get('outbox_dropped')} dropped; {mqtt.get('events_out')} events sent"
         )
+        if mqtt.get("broker"):
+            failovers = mqtt.get("failovers") or 0
+            since = f" ({failovers} failovers since start)" if failovers else ""
+            lines.append(f"broker in use: {mqtt['broker']}{since}")
+        if mqtt.get("identity") == "duplicate":
+            lines.append("broker: KEEPING OFF: another MQTT client keeps taking this gateway's client id (two "
+                         "gateways with one id?); retrying every 15 minutes. Give each its own gateway.id, "
+                         "then restart")
+        elif mqtt.get("identity") == "contested":
+            lines.append("broker: another MQTT client took this gateway's session recently (a duplicate id?)")
         shed = mqtt.get("outbox_shed_by_kind") or {}
         if shed:
             lines.append("outbox shed (never sent): "

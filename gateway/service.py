@@ -248,6 +248,9 @@ class Service:
         return {
             "enabled": True,
             "connection": detail.get("connection", "unknown"),
+            "broker": detail.get("broker"),
+            "failovers": detail.get("failovers", 0),
+            "identity": (detail.get("identity") or {}).get("state", "ok"),
             "forwarding": detail.get("forwarding", "ok"),
             "forwarding_reason": detail.get("forwarding_reason"),
             "outbox_depth": outbox.get("depth", "?"),
@@ -307,6 +310,7 @@ class Service:
             "uptime": time.monotonic() - self._started_mono,
             "simulate": gw.simulate,
             "rules": len(gw.engine.rules),
+            "rules_version": gw.remote_rules.version if gw.remote_rules is not None else "local",
             "engine": gw.engine.status(),
             "reload": None if gw.houselog.last_reload is None else gw.houselog.last_reload.report(),
             "devices": devices,

@@ -159,6 +159,25 @@ def make_bridge(config: Config, entities: dict[str, EntitySpec] | None = None) -
     return Harness(bridge, events, posted)
 
 
+def house_bridge_config(central_port: int, name: str = "uplink", prefix: str = "gateway/#",
+                        restart_timeout: int = 1) -> str:
+    """The house broker's Mosquitto bridge to a central broker, as docs/fleet.md recommends: the gateway
+    tree goes *out* at QoS 1 over a kept session (``cleansession false``), so while the uplink is down
+    the house broker queues it (bounded by ``max_queued_messages``) and sends it when the link returns."""
+    return (
+        f"connection {name}\n"
+        f"address 127.0.0.1:{central_port}\n"
+        f"topic {prefix} out 1\n"
+        "cleansession false\n"
+        f"clientid {name}-bridge\n"
+        "bridge_protocol_version mqttv311\n"
+        "notifications false\n"
+        "start_type automatic\n"
+        f"restart_timeout {restart_timeout}\n"
+        "try_private true\n"
+    )
+
+
 def stream_main(argv: list[str]) -> None:
     """``python -m tests.mqtt_support ID STATE_DIR PORT COUNT RATE``: a gateway process for kill tests.
 

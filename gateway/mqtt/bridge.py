@@ -115,7 +115,8 @@ class MqttBridge:
             self.link.route(self.topics.hub_status, self._on_hub_status, "mqtt hub status")
         self.link.acks_to(self.window.on_publish)
         self.reporter = HealthReporter(self.counters, self.outbox, events.clock, interval=section.health_interval,
-                                       topic=self.topics.health, connection=self.link.state)
+                                       topic=self.topics.health, connection=self.link.state,
+                                       link_facts=self.link.facts)
         if self.foreign.topics:
             self.reporter.add_source("mqtt_entities", self.foreign.status)
         self._publisher = Publisher(self.outbox, self.window, retained=self.retained, inlet=self.inlet,

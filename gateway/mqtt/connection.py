@@ -165,5 +165,9 @@ class Jitter:
     def connected(self) -> None:
         self._failures = 0
 
+    def pause(self, seconds: float) -> None:
+        """A longer wait before this attempt (a contested client id); :meth:`cancel` ends it too."""
+        self._cancel.wait(seconds)
+
     def cancel(self) -> None:
         self._cancel.set()

@@ -207,32 +207,46 @@ class Discovery:
         config.update(self._presentation(spec))
         if spec.report_interval is not None and spec.component in (Component.SENSOR, Component.BINARY_SENSOR):
             config["expire_after"] = max(1, math.ceil(spec.report_interval * EXPIRE_INTERVALS))
+        config.update(self._shape(spec))
+        return config
+
+    def _shape(self, spec: EntitySpec) -> dict[str, object]:
+        """The keys that depend on the component: how the hub reads its state and sends commands."""
         if spec.component is Component.SENSOR:
-            config["value_template"] = VALUE
-            if spec.unit is not None:
-                config["unit_of_measurement"] = spec.unit
-                if spec.statistics:
-                    config["state_class"] = spec.state_class or "measurement"
-        elif spec.component is Component.BINARY_SENSOR:
-            config.update(payload_on="true", payload_off="false")
-        elif spec.component is Component.EVENT:
-            config.update(event_types=list(spec.options), value_template=EVENT_TYPE)
-        elif spec.component is Component.FAN:
-            config.update(self._fan(spec))
-        elif spec.component is Component.NUMBER:
-            config.update(self._number(spec))
+            return self._sensor(spec)
+        if spec.component is Component.BINARY_SENSOR:
+            return {"payload_on": "true", "payload_off": "false"}
+        if spec.component is Component.EVENT:
+            return {"event_types": list(spec.options), "value_template": EVENT_TYPE}
+        if spec.component is Component.FAN:
+            return self._fan(spec)
+        if spec.component is Component.NUMBER:
+            return self._number(spec)
+        return self._switchable(spec)
+
+    @staticmethod
+    def _sensor(spec: EntitySpec) -> dict[str, object]:
+        config: dict[str, object] = {"value_template": VALUE}
+        if spec.unit is not None:
+            config["unit_of_measurement"] = spec.unit
+            if spec.statistics:
+                config["state_class"] = spec.state_class or "measurement"
+        return config
+
+    def _switchable(self, spec: EntitySpec) -> dict[str, object]:
+        """A switch, light or siren: ON/OFF commands on its set topic."""
+        config: dict[str, object] = {
+            "command_topic": self.topics.command(spec.id), "payload_on": "ON", "payload_off": "OFF"}
+        if spec.component is Component.LIGHT:
+            config["state_value_template"] = ON_OFF  # a light compares its state with payload_on/off
+            if spec.maximum is not None:
+                config.update(self._brightness(spec))
         else:
-            config.update(command_topic=self.topics.command(spec.id), payload_on="ON", payload_off="OFF")
-            if spec.component is Component.LIGHT:
-                config["state_value_template"] = ON_OFF  # a light compares its state with payload_on/off
-                if spec.maximum is not None:
-                    config.update(self._brightness(spec))
-            else:
-                config.update(state_on="true", state_off="false")
-            if spec.component is Component.SIREN:
-                # HA sends {"state": "ON", "duration": 5}: a claim that lets go after that time
-                # (gateway/mqtt/commands.py); the relay has no volume and no tones.
-                config.update(support_duration=True, support_volume_set=False)
+            config.update(state_on="true", state_off="false")
+        if spec.component is Component.SIREN:
+            # HA sends {"state": "ON", "duration": 5}: a claim that lets go after that time
+            # (gateway/mqtt/commands.py); the relay has no volume and no tones.
+            config.update(support_duration=True, support_volume_set=False)
         return config
 
     def _fan(self, spec: EntitySpec) -> dict[str, object]:

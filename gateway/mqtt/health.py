@@ -74,7 +74,7 @@ class HealthReporter:
 
     def __init__(
         self, counters: BridgeCounters, outbox: Outbox, clock: Clock, *, interval: float, topic: str,
-        connection: Callable[[], str],
+        connection: Callable[[], str], link_facts: HealthSource | None = None,
     ) -> None:
         self._counters = counters
         self._outbox = outbox
@@ -82,6 +82,8 @@ class HealthReporter:
         self._interval = interval
         self._topic = topic
         self._connection = connection
+        self._link_facts = link_facts
+        """The broker in use, failovers, the identity guard (:meth:`gateway.mqtt.link.Link.facts`): top-level fields."""
         self._sources: dict[str, HealthSource] = {}
         self._started = time.monotonic()
         self._next = 0.0
@@ -121,6 +123,7 @@ class HealthReporter:
         report: dict[str, Any] = {
             "uptime": round(time.monotonic() - self._started, 1),
             "connection": self._connection(),
+            **(self._link_facts() if self._link_facts is not None else {}),
             "forwarding": "degraded" if trouble else "ok",
             **({"forwarding_reason": trouble} if trouble else {}),
             "events_in": counters.events_in,

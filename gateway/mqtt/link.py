@@ -25,7 +25,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from core.guard import guarded
 from gateway.config import Config
 from gateway.mqtt.connection import Jitter, connect_properties, is_mqtt5, make_client, property_of, set_nodelay
+from gateway.mqtt.failover import Brokers, aim
 from gateway.mqtt.health import BridgeCounters
+from gateway.mqtt.identity import TakeoverGuard
 from gateway.mqtt.topics import OFFLINE, ONLINE, Topics
 
 if TYPE_CHECKING:
@@ -53,6 +55,7 @@ class Link:
         came_up: CameUp, wake: Callable[[], None],
     ) -> None:
         self.client = make_client(config, topics)  # reads the password and TLS files: MqttSetupError now
+        self._client_id = config.client_id
         self._section = config.mqtt
         self._topics = topics
         self._counters = counters
@@ -60,6 +63,10 @@ class Link:
         self._came_up = came_up
         self._wake = wake
         self._jitter = Jitter(self._section.reconnect_min, self._section.reconnect_max)
+        self.brokers = Brokers(self._section.brokers(), self._section.host_order)
+        """``[mqtt] hosts`` (or the one ``host``): which broker the next attempt goes to (failover.py)."""
+        self.identity = TakeoverGuard(time.monotonic)
+        """Counts session take-overs; stops the link when another client keeps taking our id (identity.py)."""
         self._routes: list[str] = []
         self._connected = False
         self._outage_logged = False
@@ -88,21 +95,31 @@ class Link:
         return self._connected
 
     def state(self) -> str:
-        """``connected``, ``refused`` (the broker said no), ``unreachable`` or ``connecting``: for health."""
+        """``connected``, ``refused`` (the broker said no), ``unreachable``, ``connecting``, or
+        ``duplicate client id`` (stopped: see :mod:`gateway.mqtt.identity`): for health."""
+        if self.identity.stopped:
+            return "duplicate client id"
         if self._connected:
             return "connected"
         if self._refused:
             return "refused"
         return "unreachable" if self._outage_logged else "connecting"
 
+    def facts(self) -> dict[str, object]:
+        """For health: ``broker`` (``host:port`` in use, or being tried), ``failovers`` (moves to another
+        broker since start) and ``identity`` (:meth:`~gateway.mqtt.identity.TakeoverGuard.report`)."""
+        return {"broker": self.brokers.current_label, "failovers": self.brokers.failovers,
+                "identity": self.identity.report()}
+
     def start(self) -> None:
         """Begin connecting in the background; returns at once, whatever the network does."""
         section = self._section
+        host, port = self.brokers.current
         if is_mqtt5(section):
-            self.client.connect_async(section.host, section.port, section.keepalive, clean_start=False,
+            self.client.connect_async(host, port, section.keepalive, clean_start=False,
                                       properties=connect_properties(section))
         else:
-            self.client.connect_async(section.host, section.port, section.keepalive)
+            self.client.connect_async(host, port, section.keepalive)
         self.client.loop_start()
 
     def cancel_backoff(self) -> None:
@@ -140,7 +157,11 @@ class Link:
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: object) -> None:
         self._jitter.before_attempt()
+        hold = self.identity.hold()
+        if hold > 0:  # another client keeps taking our client id: keep off (identity.py)
+            self._jitter.pause(hold)
         self._counters.connect_attempts += 1
+        aim(client, *self.brokers.current)
 
     def _on_log(self, client: mqtt.Client, userdata: object, level: int, text: str) -> None:
         # paho reports why a socket failed (a TLS alert, a reset) only here, at ERR level.
@@ -154,19 +175,20 @@ class Link:
         self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        section = self._section
+        broker = self.brokers.current_label
         self._refused = reason.is_failure
         if reason.is_failure:
             if not self._outage_logged:
-                log.error("broker %s:%d refused the connection: %s", section.host, section.port, reason)
+                log.error("broker %s refused the connection: %s", broker, reason)
                 self._outage_logged = True
-            return
+            return  # paho closes the connection next: _on_disconnect moves to the next broker
         self._jitter.connected()
+        self.identity.connected()
         client.publish(self._topics.status, ONLINE, qos=1, retain=True)
         client.subscribe([(topic_filter, 1) for topic_filter in self._routes])
         self._came_up(client, flags.session_present, property_of(properties, "MaximumPacketSize"))
         self._counters.connects += 1
-        log.info("connected to broker %s:%d (session present: %s)", section.host, section.port, flags.session_present)
+        log.info("connected to broker %s (session present: %s)", broker, flags.session_present)
         self._outage_logged = False
         self._connected = True
         self._wake()
@@ -175,6 +197,7 @@ class Link:
         # paho calls this inside its ``except OSError``: the reason (refused, TLS) is still at hand.
         error = sys.exc_info()[1]
         self._note_outage(f"unreachable ({error})" if error is not None else "unreachable")
+        self.brokers.attempt_failed()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags, reason: ReasonCode,
@@ -185,15 +208,36 @@ class Link:
             return
         if was_connected:
             self._counters.disconnects += 1
+            if self.identity.lost(reason):
+                self._give_up(client, reason)
+                return
+            # the same broker gets one more attempt (a blip, a restart): on_connect_fail moves on
             self._note_outage(f"connection lost ({self._last_error or reason})")
         else:
             self._note_outage(f"closed the connection before accepting the login: client certificate or "
                               f"credentials rejected? ({self._last_error or reason})")
+            self.brokers.attempt_failed()
         self._last_error = None
+
+    def _give_up(self, client: mqtt.Client, reason: ReasonCode) -> None:
+        """Another client keeps taking our session: the next attempt waits the guard's hold (in
+        :meth:`_on_pre_connect`); say why, in full the first time."""
+        self._outage_logged = True
+        if self.identity.trips > 1:
+            log.info("client id %r still contested on broker %s: keeping off for %.0f s again",
+                     self._client_id, self.brokers.current_label, self.identity.hold())
+            return
+        log.error("another MQTT client keeps taking over client id %r on broker %s (%d take-overs, last: %s): "
+                  "two gateways share an id (a cloned SD card? a copied config.toml?). This gateway keeps off "
+                  "the broker for %.0f s at a time while it lasts; events wait in the outbox. Give each "
+                  "gateway its own gateway.id (or mqtt.client_id), then restart it.",
+                  self._client_id, self.brokers.current_label, self.identity.takeovers, reason,
+                  self.identity.hold())
 
     def _note_outage(self, what: str) -> None:
         if self._outage_logged or self._stopping.is_set():
             return
         self._outage_logged = True
-        log.warning("broker %s:%d %s: events wait in the outbox; retrying with backoff",
-                    self._section.host, self._section.port, what)
+        more = f" (then the next of {len(self.brokers)} brokers)" if len(self.brokers) > 1 else ""
+        log.warning("broker %s %s: events wait in the outbox; retrying with backoff%s",
+                    self.brokers.current_label, what, more)
