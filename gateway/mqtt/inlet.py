@@ -36,6 +36,9 @@ from gateway.mqtt.topics import Topics, result_payload
 
 log = logging.getLogger(__name__)
 
+SUPERSEDED_REASON = "superseded"
+"""How a deferred command's ``failed`` answer begins when a newer hub command replaced its claim first."""
+
 MAX_TRACKED_COMMANDS = 1000
 """Accepted hub commands remembered until their outcome (state or rejection) is published. When it is
 reached a new command is refused (``busy``): forgetting an accepted one would leave it unanswered."""
@@ -247,16 +250,22 @@ class CommandInlet:
         passed: list[tuple[str, _Tracked]] = []
         with self._awaiting_lock:
             deferred = self._deferred.pop(event.cause, None) if event.cause is not None else None
+            if deferred is None and event.cause not in self._awaiting:
+                return
+            superseded = self._superseded(event.cause or "", (deferred or self._awaiting[event.cause or ""]).entity)
             if deferred is not None:
                 self._final(deferred, event)
-                return
-            if event.cause not in self._awaiting:
-                return
-            while True:  # the dict is in the order accepted: everything before the cause was passed
+            while deferred is None:  # the dict is in the order accepted: everything before the cause was passed
                 command_id, tracked = self._awaiting.popitem(last=False)
                 if command_id == event.cause:
                     break
                 passed.append((command_id, tracked))
+        for command_id, older in superseded:
+            self._counters.commands_rejected += 1
+            self._result(older.entity, "failed", command_id, reason=f"{SUPERSEDED_REASON} by command {event.cause} "
+                         "before it was applied")
+        if deferred is not None:
+            return
         for command_id, earlier in passed:
             self._result(earlier.entity, "done", command_id, value=earlier.value, reason="nothing to change")
         if event.kind is Kind.REJECTED and (event.detail or "").startswith("deferred"):
@@ -268,6 +277,17 @@ class CommandInlet:
         else:
             self._final(tracked, event)
         self._expire()
+
+    def _superseded(self, cause: str, entity: str) -> list[tuple[str, _Tracked]]:
+        """The deferred commands for ``entity`` that a newer hub command (``cause``, with an outcome) replaced,
+        taken out of :attr:`_deferred` (under its lock). The hub holds one claim per output, so once the
+        arbiter acts on a newer hub command, an older deferred one will never be applied: it is answered
+        ``failed`` (reason ``superseded by command …``), its one final answer."""
+        gone = [(command_id, tracked) for command_id, tracked in self._deferred.items()
+                if tracked.entity == entity and command_id != cause]
+        for command_id, _ in gone:
+            del self._deferred[command_id]
+        return gone
 
     def _final(self, tracked: _Tracked, event: Event) -> None:
         """``done`` for a state the command caused, ``failed`` for a refusal."""
