@@ -311,17 +311,19 @@ def gateway_config(directory: Path, broker_port: int, sensor: str, outdoor: str,
 
 @contextlib.contextmanager
 def probing(master: int, seconds: float, arm_at: float) -> Iterator[dict[int, float]]:
-    """Write a new ``outdoor_temp`` every ``PROBE_EVERY`` s in a thread, and the arming value at ``arm_at``."""
+    """Write a new ``outdoor_temp`` every ``PROBE_EVERY`` s in a thread, and the arming value at ``arm_at``, or
+    when the flood ends if that is sooner (a flood capped by a message count may end within a second)."""
     sent: dict[int, float] = {}
     stop_flag = threading.Event()
+    armed = threading.Event()
 
     def run() -> None:
         started = time.monotonic()
-        n, armed = 0, False
+        n = 0
         while not stop_flag.is_set() and time.monotonic() - started < seconds:
-            if not armed and time.monotonic() - started >= arm_at:
+            if not armed.is_set() and time.monotonic() - started >= arm_at:
                 os.write(master, b"t=%d\n" % ARM_VALUE)
-                armed = True
+                armed.set()
             else:
                 n += 1
                 os.write(master, b"t=%d\n" % n)
@@ -335,6 +337,8 @@ def probing(master: int, seconds: float, arm_at: float) -> Iterator[dict[int, fl
     finally:
         stop_flag.set()
         thread.join(5)
+        if not armed.is_set():
+            os.write(master, b"t=%d\n" % ARM_VALUE)
 
 
 Check = Callable[[Path, int], dict[str, Any]]
