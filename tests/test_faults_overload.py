@@ -134,8 +134,12 @@ def test_memory_stays_within_the_issues_goal_during_a_flood(flood: Flood, workdi
 
 @pytest.mark.parametrize("flood", [
     pytest.param(HUB_COMMANDS, id="a", marks=pytest.mark.xfail(
-        strict=False, reason="under the whole suite's load the alarm's arming sometimes misses the grace after "
-                             "a hub-command flood (passes alone): open in issue 17")),
+        strict=False, reason="under the whole suite's load the alarm's events have missed the grace after a "
+                             "hub-command flood; not reproduced alone or beside busy loops since the benchmark "
+                             "arms the alarm during the flood. Measured: during such a flood every QoS 1 publish "
+                             "waits for PUBACKs the broker sends behind its backlog of the flood's QoS 0 commands "
+                             "on the same connection - slow, not lost; the cure is a connection of its own for hub "
+                             "commands (docs/reliability.md, Floods): open in issue 17")),
     pytest.param(SERIAL, id="b"),
     pytest.param(BIRTHS, id="c"),
     pytest.param(BROKER_DOWN, id="d"),

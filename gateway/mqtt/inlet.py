@@ -336,8 +336,9 @@ class CommandInlet:
                          reason="applied with a later decision")
             return
         self._counters.commands_rejected += 1
+        by = f" by {event.cause}" if event.cause else ""  # the newer hub command, or the event that decided
         self._result(tracked.entity, "failed", command_id,
-                     reason=f"{SUPERSEDED_REASON} before it could be applied: {event.detail or 'another decision'}"
+                     reason=f"{SUPERSEDED_REASON}{by} before it could be applied: {event.detail or 'another decision'}"
                      [:MAX_REASON])
 
     def _final(self, tracked: _Tracked, event: Event) -> None:

@@ -1,0 +1,111 @@
+"""Overload: a flooding serial device is read at a port's pace, so it cannot starve the rest of the gateway.
+
+Benchmark 8 (flood b) measured where an unrelated sensor's state waited while another device flooded a
+pty at 190,000 lines/s: the flooding reader parsed every line and held the interpreter, and every other
+thread (the unrelated port's reader, the dispatcher, the publisher, paho) waited for it after each of its
+own system calls, up to 170 ms at a time. These tests pin the cause's fix with counters, not timings:
+the reader pauses after each read while the device floods, and a flood is recognised within the read
+that shows it rather than a second later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import tty
+from collections.abc import Iterator
+
+import pytest
+import serial
+
+from core.clock import VirtualClock
+from drivers.protocols import KeyValueParser, Record
+from drivers.serial_link import FLOOD_PAUSE_S, SerialLink
+from tests.helpers import wait_until
+
+
+@pytest.fixture
+def pty() -> Iterator[tuple[int, str]]:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        yield master, os.ttyname(slave)
+    finally:
+        for fd in (master, slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class Pauses:
+    """The reader's pause, recorded; it returns at once (the test's flood is short)."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, seconds: float) -> bool:
+        with self.lock:
+            self.calls.append(seconds)
+        return False
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.calls)
+
+
+def link_on(path: str, pauses: Pauses, records: list[Record], *, max_rate: float = 100) -> SerialLink:
+    return SerialLink(
+        "spewer", path, baudrate=115200, open_serial=serial.serial_for_url, parser=KeyValueParser(),
+        on_records=records.extend, on_lost=lambda reason: None, clock=VirtualClock(), max_rate=max_rate,
+        pause=pauses,
+    )
+
+
+def lines(first: int, count: int) -> bytes:
+    return b"".join(b"t=%d\n" % n for n in range(first, first + count))
+
+
+def test_a_flood_is_recognised_in_the_read_that_shows_it_not_a_window_later(pty: tuple[int, str]) -> None:
+    master, path = pty
+    records: list[Record] = []
+    link = link_on(path, Pauses(), records, max_rate=100)
+    link.start()
+    try:
+        os.write(master, lines(0, 500))  # 500 lines at once: five times the whole second's allowance
+        wait_until(lambda: link.flooding, timeout=10, what="the flood recognised (the clock never moves)")
+    finally:
+        link.stop()
+
+
+def test_a_flooding_device_is_read_with_a_pause_after_each_read(pty: tuple[int, str]) -> None:
+    master, path = pty
+    pauses = Pauses()
+    records: list[Record] = []
+    link = link_on(path, pauses, records)
+    link.start()
+    try:
+        os.write(master, lines(0, 500))
+        wait_until(lambda: pauses.count() >= 1, timeout=10, what="a pause after the flood's read")
+        for start in range(500, 5_000, 500):
+            os.write(master, lines(start, 500))
+        wait_until(lambda: bool(records) and records[-1].get("t") == 4_999, timeout=10, what="the newest value")
+    finally:
+        link.stop()
+    assert set(pauses.calls) == {FLOOD_PAUSE_S}
+    assert pauses.count() >= 2
+
+
+def test_a_device_within_its_rate_is_read_without_a_pause(pty: tuple[int, str]) -> None:
+    master, path = pty
+    pauses = Pauses()
+    records: list[Record] = []
+    link = link_on(path, pauses, records)
+    link.start()
+    try:
+        os.write(master, lines(0, 10))
+        wait_until(lambda: len(records) == 10, timeout=10, what="ten readings")
+    finally:
+        link.stop()
+    assert pauses.calls == []
+    assert not link.flooding
