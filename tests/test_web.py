@@ -10,11 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from gpiozero.pins.mock import MockFactory
+
+from core.clock import VirtualClock
+from core.events import Kind
+from gateway.app import Gateway
 from gateway.config import ConfigError, load_config
-from gateway.web.pages import build_plot
+from gateway.control import format_status
+from gateway.service import Service
+from gateway.web.pages import build_plot, dashboard
 from gateway.web.plot import on_spans
 from gateway.web.server import LOCKOUT_FAILURES, Sources, read_password
-from tests.helpers import wait_until
+from tests import toml_kit as toml
+from tests.helpers import RecordingForwarder, wait_until, write_config
 from tests.houses import house_config
 from tests.web_kit import PASSWORD, fetch, running_site, shipped_house_day
 
@@ -189,3 +197,28 @@ def test_the_page_listens_on_loopback_unless_told_otherwise(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as caught:
         load_config(house_config(tmp_path, extra='[web]\nlisten = "0.0.0.0"\n'))
     assert any("web.listen" in p for p in caught.value.problems)
+
+
+PUMP = toml.config(toml.gateway("pump"), toml.relay("pump", 22, safe_state=True, envelope={"min_on_s": 60}))
+
+
+def test_a_relay_just_switched_on_shows_the_time_left_of_its_minimum_on_time_in_status_and_on_the_page(
+        tmp_path: Path) -> None:
+    """A pump whose safe state is on: once back on it stays on at least 60 s (the envelope); virtual time."""
+    clock = VirtualClock()
+    gateway = Gateway(load_config(write_config(tmp_path, PUMP, rules="version = 1\n")), clock=clock,
+                      pin_factory=MockFactory(), forwarder=RecordingForwarder())
+    gateway.start()
+    try:
+        gateway.dispatcher.drain()
+        gateway.dispatcher.process(gateway.events.make(Kind.COMMAND, "pump", False, rule="test"))
+        clock.advance(5)
+        gateway.dispatcher.process(gateway.events.make(Kind.COMMAND, "pump", True, rule="test"))
+        clock.advance(15)
+        service = Service(gateway)
+        status = format_status(service.snapshot())
+        page = dashboard(Sources("pump", status=service.snapshot), csrf="0")
+    finally:
+        gateway.shutdown()
+    assert "envelope: min on 60 s: 45 s left; 2/240 switches this hour" in status
+    assert "min on 60 s: 45 s left; 2/240 switches this hour" in page
