@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from core.values import is_on
+from gateway.control import envelope_words
 from gateway.history import query
 from gateway.web.plot import Plot, on_spans, render
 
@@ -25,6 +26,7 @@ h1{font-size:1.2em}h2{font-size:1.05em;margin-top:1.2em;border-bottom:1px solid 
 table{border-collapse:collapse;width:100%;font-size:0.9em}td,th{padding:2px 6px;text-align:left;
 border-bottom:1px solid #eee}.bad{color:#b00}.ok{color:#070}.muted{color:#777}svg{width:100%;height:auto}
 pre{white-space:pre-wrap;font-size:0.8em;background:#f6f6f6;padding:0.5em}
+td{vertical-align:top;overflow-wrap:anywhere}form.cmd{display:inline}.outcome{font-size:0.85em}
 """
 
 LIVE_JS = """
@@ -39,6 +41,28 @@ es.onmessage = (m) => {
   cell.textContent = v + (e.unit ? ' ' + e.unit : '');
   cell.dataset.updated = '1';
 };
+for (const form of document.querySelectorAll('form.cmd')) {
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();  // the answer comes here, not as a new page (without the script, the form posts)
+    const said = document.getElementById('o-' + form.entity.value);
+    const button = form.querySelector('button');
+    button.disabled = true;
+    said.className = 'outcome'; said.textContent = 'sent…';
+    try {
+      const r = await fetch('/command', {method: 'POST', body: new URLSearchParams(new FormData(form)),
+                                         headers: {'Accept': 'application/json'}});
+      const o = r.ok ? await r.json() : {status: 'failed', words: 'failed: HTTP ' + r.status};
+      said.textContent = 'last command: ' + o.words;
+      said.className = 'outcome ' + (o.status === 'failed' || o.status === 'rejected' ? 'bad' : 'ok');
+      if (o.status === 'done' && typeof o.value === 'boolean') {
+        form.value.value = o.value ? 'false' : 'true';
+        button.textContent = 'switch ' + (o.value ? 'off' : 'on');
+      }
+    } catch (err) {
+      said.className = 'outcome bad'; said.textContent = 'no answer: ' + err;
+    } finally { button.disabled = false; }
+  });
+}
 """
 
 
@@ -108,21 +132,28 @@ def dashboard(sources: Sources, csrf: str) -> str:
     parts.append("</table>")
     parts.append("<h2>Outputs and who holds them</h2><table><tr><th>output</th><th>value</th><th>claims "
                  "(in force first)</th></tr>")
+    outcomes = sources.outcomes()
     for entity, output in (status.get("outputs") or {}).items():
         claims = "; ".join(f"{_e(c['holder'])} ({_e(c['level'])}) {_e(_show(c['value']))}"
                            for c in output.get("claims") or [])
         claims = claims or f"no claim: default {_e(_show(output.get('default')))}"
         owner = f" <span class=muted>[owned by {_e(output['owner'])}]</span>" if output.get("owner") else ""
+        limits = envelope_words(output.get("envelope"))
+        limits = f"<div class=muted>envelope: {_e(limits)}</div>" if limits else ""
         button = ""
         if sources.command is not None:
             target = "false" if is_on(output.get("value")) else "true"
-            button = (f'<form method="post" action="/command" style="display:inline">'
+            button = (f'<form class=cmd method="post" action="/command">'
                       f'<input type="hidden" name="csrf" value="{csrf}">'
                       f'<input type="hidden" name="entity" value="{_e(entity)}">'
                       f'<input type="hidden" name="value" value="{target}">'
                       f'<button>switch {"off" if target == "false" else "on"}</button></form>')
+            last = outcomes.get(entity)
+            said = f"last command: {_e(last.words())} ({_ago(time.time() - last.ts)} ago)" if last else ""
+            css = "bad" if last is not None and last.status in ("failed", "rejected") else "ok"
+            button += f'<div id="o-{_e(entity)}" class="outcome {css}">{said}</div>'
         parts.append(f'<tr><td>{_e(entity)}</td><td id="v-{_e(entity)}">{_e(_show(output.get("value")))}</td>'
-                     f"<td>{claims}{owner} {button}</td></tr>")
+                     f"<td>{claims}{owner}{limits}{button}</td></tr>")
     parts.append("</table><h2>Devices</h2><table>")
     for device in status.get("devices", []):
         health = str(device["health"])
