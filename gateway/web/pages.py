@@ -26,7 +26,8 @@ h1{font-size:1.2em}h2{font-size:1.05em;margin-top:1.2em;border-bottom:1px solid 
 table{border-collapse:collapse;width:100%;font-size:0.9em}td,th{padding:2px 6px;text-align:left;
 border-bottom:1px solid #eee}.bad{color:#b00}.ok{color:#070}.muted{color:#777}svg{width:100%;height:auto}
 pre{white-space:pre-wrap;font-size:0.8em;background:#f6f6f6;padding:0.5em}
-td{vertical-align:top;overflow-wrap:anywhere}.plotbox{overflow-x:auto}.plotbox svg{min-width:640px}form.cmd{display:inline}.outcome{font-size:0.85em}
+td{vertical-align:top;overflow-wrap:anywhere}form.cmd{display:inline}.outcome{font-size:0.85em}
+.plotbox{overflow-x:auto}.plotbox svg{min-width:640px}
 """
 
 LIVE_JS = """
@@ -51,8 +52,8 @@ for (const form of document.querySelectorAll('form.cmd')) {
     said.className = 'outcome'; said.textContent = 'sent…';
     try {
       // location.origin: a page opened as http://user:password@host/ cannot fetch a URL with credentials
-      const r = await fetch(location.origin + '/command', {method: 'POST', body: new URLSearchParams(new FormData(form)),
-                                         headers: {'Accept': 'application/json'}});
+      const r = await fetch(location.origin + '/command', {
+        method: 'POST', body: new URLSearchParams(new FormData(form)), headers: {'Accept': 'application/json'}});
       const o = r.ok ? await r.json() : {status: 'failed', words: 'failed: HTTP ' + r.status};
       said.textContent = 'last command: ' + o.words;
       said.className = 'outcome ' + (o.status === 'failed' || o.status === 'rejected' ? 'bad' : 'ok');
