@@ -241,3 +241,21 @@ def test_a_relay_just_switched_on_shows_the_time_left_of_its_minimum_on_time_in_
         gateway.shutdown()
     assert "envelope: min on 60 s: 45 s left; 2/240 switches this hour" in status
     assert "min on 60 s: 45 s left; 2/240 switches this hour" in page
+
+
+def test_a_page_command_the_envelope_defers_is_answered_deferred_then_its_final_outcome_shows_next_to_it(
+        tmp_path: Path) -> None:
+    from gateway.mqtt.bridge import MqttBridge
+    from gateway.web.commands import PageCommands
+
+    with running_site(tmp_path, commands=True, mqtt=True, light_envelope="{ min_off_s = 2 }") as site:
+        bridge = site.gateway.forwarder
+        assert isinstance(bridge, MqttBridge)
+        commands = PageCommands(bridge.inlet, wait_s=0.5)
+        assert commands.send("light", "ON").status == "done"
+        assert commands.send("light", "OFF").status == "done"
+        answer = commands.send("light", "ON")  # within the 2 s the light must stay off
+        assert answer.status == "deferred" and "minimum off time" in str(answer.reason)
+        assert answer.words().endswith("(the outcome follows)")
+        wait_until(lambda: commands.latest()["light"].status == "done", what="the deferred command done")
+        assert site.pins.pin(22).state == 1
