@@ -151,6 +151,42 @@ class Decision:
 ALLOW = Decision("allow")
 
 
+@dataclass(slots=True, frozen=True)
+class EnvelopeState:
+    """What the envelope holds of one output at an instant (``Envelope.snapshot``): for ``gateway status``
+    and the web page, which both word it with :meth:`describe` (one code path).
+
+    ``hold`` names the minimum time that keeps the output where it is (``min_off`` for an output resting
+    at a safe off, ``min_on`` for one resting at a safe on) and ``hold_left_s`` what is left of it; a
+    minimum away from the safe value holds nothing (a move to safe is never delayed), so it is not
+    reported. ``max_on_left_s`` is what is left before ``max_on_s`` sends it to safe; ``switches`` counts
+    the switches of the sliding hour against ``switch_limit``."""
+
+    on: bool
+    for_s: float | None
+    """Seconds in the current state; None if unknown (no switch since the history began)."""
+    hold: Literal["min_on", "min_off"] | None
+    hold_s: float
+    hold_left_s: float
+    max_on_left_s: float | None
+    switches: int
+    switch_limit: int | None
+
+    def describe(self) -> str:
+        """``min off 300 s: 212 s left; 3/6 switches this hour`` — the installer's words, or ``""``."""
+        parts = []
+        if self.hold is not None and self.hold_s > 0:
+            name = self.hold.replace("_", " ")
+            left = f"{self.hold_left_s:.0f} s left" if self.hold_left_s > 0 else "passed"
+            parts.append(f"{name} {self.hold_s:g} s: {left}")
+        if self.max_on_left_s is not None:
+            parts.append(f"max on: {self.max_on_left_s:.0f} s left")
+        limit = "" if self.switch_limit is None else f"/{self.switch_limit}"
+        plural = "" if self.switches == 1 and not limit else "es"
+        parts.append(f"{self.switches}{limit} switch{plural} this hour")
+        return "; ".join(parts)
+
+
 @dataclass(slots=True)
 class _Output:
     limits: EnvelopeConfig
@@ -272,6 +308,27 @@ class Envelope:
         if out is None or not out.on or out.safe_on or out.limits.max_on_s is None:
             return None
         return out.since + out.limits.max_on_s
+
+    def snapshot(self, entity: str, now: float) -> EnvelopeState | None:
+        """What holds ``entity`` at ``now`` (read only: nothing is decided or counted); None if not enveloped."""
+        out = self._outputs.get(entity)
+        if out is None:
+            return None
+        at_safe = out.on == out.safe_on
+        hold: Literal["min_on", "min_off"] | None = ("min_on" if out.on else "min_off") if at_safe else None
+        hold_s = 0.0 if hold is None else (out.limits.min_on_s if out.on else out.limits.min_off_s)
+        deadline = self.max_on_deadline(entity)
+        hour = [at for at in out.switches if at > now - HOUR]
+        return EnvelopeState(
+            on=out.on,
+            for_s=now - out.since if math.isfinite(out.since) else None,
+            hold=hold,
+            hold_s=hold_s,
+            hold_left_s=max(0.0, out.since + hold_s - now) if hold is not None else 0.0,
+            max_on_left_s=None if deadline is None else max(0.0, deadline - now),
+            switches=len(hour),
+            switch_limit=out.limits.max_switches_per_hour,
+        )
 
     def safe_value(self, entity: str) -> Value:
         out = self._outputs.get(entity)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from core.guard import guarded
+from drivers.envelope import EnvelopeState
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +323,19 @@ def _output_line(entity: str, output: dict[str, Any]) -> str:
     held = "; ".join(f"{c['holder']} ({c['level']}) {c['value']!r}" for c in claims)
     held = held or f"no claim: default {output.get('default')!r}"
     owner = f" [owned by {output['owner']}]" if output.get("owner") else ""
-    return f"  {entity:<24} {output.get('value')!r:<6} {held}{owner}"
+    line = f"  {entity:<24} {output.get('value')!r:<6} {held}{owner}"
+    limits = envelope_words(output.get("envelope"))
+    return f"{line}\n  {'':<24} envelope: {limits}" if limits else line
+
+
+def envelope_words(fields: dict[str, Any] | None) -> str:
+    """The envelope's state of one output (the ``envelope`` of a status output), in words; ``""`` if none."""
+    if not fields:
+        return ""
+    try:
+        return EnvelopeState(**fields).describe()
+    except TypeError:  # a status from a gateway of another version
+        return ""
 
 
 def _duration(seconds: float) -> str:

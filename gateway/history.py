@@ -34,6 +34,7 @@ import datetime as dt
 import json
 import logging
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.claims import Level
 from core.events import Event, Value
 from core.guard import guarded
 
@@ -91,7 +93,7 @@ class Row:
     cause: str | None
     detail: str | None
     because: str | None = None
-    """``entity=value (kind)`` of the cause event, e.g. ``living_temperature=20.4 (reading)``."""
+    """``entity=value unit (kind)`` of the cause event, e.g. ``living_temperature=20.4 °C (reading)``."""
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "ts": self.ts, "kind": self.kind, "entity": self.entity, "value": self.value,
@@ -193,7 +195,8 @@ class History:
             because = self._recent.get(e.cause) if e.cause is not None else None
             rows.append((e.id, e.ts, str(e.kind), e.entity, json.dumps(e.value), e.unit, e.rule, e.cause, e.detail,
                          because))
-            self._recent[e.id] = f"{e.entity}={_text(e.value)} ({e.kind})"
+            unit = f" {e.unit}" if e.unit else ""
+            self._recent[e.id] = f"{e.entity}={_text(e.value)}{unit} ({e.kind})"
         while len(self._recent) > RECENT_CAUSES:
             del self._recent[next(iter(self._recent))]
         try:
@@ -315,8 +318,16 @@ def _text(value: Value) -> str:
     return "-" if value is None else str(value)
 
 
+_LEVELS = "|".join(level.name.lower() for level in Level)
+_CLAIM = re.compile(rf"^[\w.:-]+ \((?:{_LEVELS})\) ")
+_CLAIM_VALUE = re.compile(r"(\([a-z_]+\)) (True|False)\b")
+
+
 def format_rows(rows: Sequence[Row], tz: dt.tzinfo | None = None) -> str:
-    """One line per event, as an installer reads it: time, entity, value, and why."""
+    """One line per event, as an installer reads it: time, entity, value, and why (the rule, the event
+    that caused it, and for an output's state the claim that holds it: ``held by light_on_motion (rules)
+    on``). The entity column is as wide as the longest entity shown, so the values line up."""
+    width = max((len(row.entity) for row in rows), default=0)
     lines = []
     for row in rows:
         when = dt.datetime.fromtimestamp(row.ts, tz).strftime("%Y-%m-%d %H:%M:%S")
@@ -325,7 +336,15 @@ def format_rows(rows: Sequence[Row], tz: dt.tzinfo | None = None) -> str:
         if row.because:
             why.append(f"after {row.because}")
         if row.detail:
-            why.append(row.detail)
+            why.append(_claims(row.detail) if row.kind == "state" else row.detail)
         tail = f"  ({'; '.join(why)})" if why else ""
-        lines.append(f"{when}  {row.kind:<12} {row.entity:<24} {_text(row.value)}{unit}{tail}")
+        lines.append(f"{when}  {row.kind:<12} {row.entity:<{width}} {_text(row.value)}{unit}{tail}")
     return "\n".join(lines)
+
+
+def _claims(detail: str) -> str:
+    """An output's ``detail`` (the arbiter's ``holder (level) True; waiting: ...``) in the installer's words:
+    ``held by holder (level) on; waiting: ...``; any other detail unchanged."""
+    if not _CLAIM.match(detail):
+        return detail
+    return "held by " + _CLAIM_VALUE.sub(lambda m: f"{m.group(1)} {'on' if m.group(2) == 'True' else 'off'}", detail)

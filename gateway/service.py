@@ -25,6 +25,7 @@ entries, else the copy the last successful start saved (:mod:`gateway.lastgood`)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -236,6 +237,16 @@ class Service:
         parts.append(f"bus {len(gw.bus)}")
         return ", ".join(parts)
 
+    def _outputs(self, now: float) -> dict[str, dict[str, Any]]:
+        """The authority's view of each output, with what the envelope holds of it (``envelope``: the
+        fields of :class:`drivers.envelope.EnvelopeState`, or None), for ``gateway status`` and the page."""
+        envelope = self.gateway.dispatcher.outputs.envelope
+        report: dict[str, dict[str, Any]] = {}
+        for entity, output in self.gateway.dispatcher.outputs.status().items():
+            held = envelope.snapshot(entity, now)
+            report[entity] = {**output, "envelope": None if held is None else dataclasses.asdict(held)}
+        return report
+
     def mqtt_health(self) -> dict[str, Any]:
         """The MQTT bridge's own figures (its ``health()``, see docs/mqtt.md), in brief."""
         from gateway.app import HealthReporting  # gateway.app is loaded: self.gateway is one
@@ -314,7 +325,7 @@ class Service:
             "engine": gw.engine.status(),
             "reload": None if gw.houselog.last_reload is None else gw.houselog.last_reload.report(),
             "devices": devices,
-            "outputs": dispatcher.outputs.status(),
+            "outputs": self._outputs(now_mono),
             "entities": entities,
             "firings": [
                 {"ts": e.ts, "rule": e.rule, "entity": e.entity, "value": e.value} for e in reversed(gw.firings)

@@ -4,6 +4,7 @@ watch a page change after it loaded (the live stream)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -79,6 +80,16 @@ class Browser:
                 return value
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {expression}")
+
+    def screenshot(self, path: Path, width: int) -> None:
+        """A PNG of the whole page as a phone ``width`` CSS pixels wide shows it (mobile viewport)."""
+        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=800, deviceScaleFactor=1,
+                  mobile=True)
+        height = int(self.evaluate("document.documentElement.scrollHeight"))
+        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
+                  deviceScaleFactor=1, mobile=True)
+        shot = self.call("Page.captureScreenshot", session=True, format="png")
+        path.write_bytes(base64.b64decode(shot["data"]))
 
     def close(self) -> None:
         self.process.terminate()

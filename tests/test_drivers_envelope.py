@@ -435,3 +435,34 @@ def test_a_restarted_gateway_keeps_the_heater_off_for_its_minimum_off_time(tmp_p
         finally:
             gateway.shutdown()
     assert (tmp_path / "state" / "envelope.json").exists()
+
+
+# -- what the envelope holds, for `gateway status` and the page -------------------------------
+
+
+def test_the_snapshot_of_an_output_at_rest_shows_the_time_left_of_its_minimum_off_time() -> None:
+    e = env(min_off_s=300, max_switches_per_hour=6)
+    e.record("boiler", True, now=0)
+    e.record("boiler", False, now=100)
+    state = e.snapshot("boiler", now=160)
+    assert state is not None
+    assert (state.on, state.hold, state.hold_left_s) == (False, "min_off", 240)
+    assert (state.switches, state.switch_limit) == (2, 6)
+    assert state.describe() == "min off 300 s: 240 s left; 2/6 switches this hour"
+
+
+def test_the_snapshot_reports_no_minimum_away_from_the_safe_value_but_the_time_left_of_max_on() -> None:
+    e = env(min_on_s=60, max_on_s=600)
+    e.record("boiler", True, now=0)
+    state = e.snapshot("boiler", now=100)
+    assert state is not None and state.hold is None and state.max_on_left_s == 500
+    assert state.describe() == "max on: 500 s left; 1 switch this hour"
+
+
+def test_the_snapshot_decides_and_counts_nothing() -> None:
+    e = env(min_off_s=300)
+    e.record("boiler", True, now=0)
+    e.record("boiler", False, now=10)
+    e.snapshot("boiler", now=20)
+    assert (e.deferred, e.refused) == (0, 0)
+    assert e.snapshot("lamp", now=20) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -61,17 +62,17 @@ def test_recording_never_blocks_when_the_queue_is_full_it_counts_the_drop(tmp_pa
     assert history.dropped == 2
 
 
-def test_each_row_names_the_event_that_caused_it(tmp_path: Path) -> None:
+def test_each_row_names_the_event_that_caused_it_with_its_unit(tmp_path: Path) -> None:
     _, events = factory()
     history = History(tmp_path / HISTORY_FILE)
     history.open()
-    reading = events.reading("living_temperature", 20.2)
+    reading = events.reading("living_temperature", 20.2, unit="°C")
     history.record(reading)
     history.record(events.make(Kind.STATE, "heater", True, rule="living_thermostat", cause=reading.id))
     history.stop()
     heater = query(tmp_path / HISTORY_FILE, entities=["heater"])
     assert [(r.value, r.rule, r.because) for r in heater] == [
-        (True, "living_thermostat", "living_temperature=20.2 (reading)")]
+        (True, "living_thermostat", "living_temperature=20.2 °C (reading)")]  # with its unit
 
 
 def test_events_older_than_the_window_are_pruned(tmp_path: Path) -> None:
@@ -167,3 +168,22 @@ def test_gateway_history_refuses_a_since_it_cannot_read(tmp_path: Path, capsys: 
     config = _history_with_a_light_switched_by_a_rule(tmp_path)
     assert main(["history", "--config", str(config), "--since", "yesterday"]) == 1
     assert "--since" in capsys.readouterr().err
+
+
+def test_the_history_names_the_claim_that_drove_an_output_in_the_installers_words() -> None:
+    from gateway.history import Row, format_rows
+
+    row = Row("e2", 0.0, "state", "hall_light", True, None, "hall_light_on_motion", "e1",
+              "hall_light_on_motion (rules) True; waiting: light_on_alarm (rules) False", "hall_light=on (command)")
+    line = format_rows([row], dt.UTC)
+    assert line.endswith("on  (rule hall_light_on_motion; after hall_light=on (command); held by "
+                         "hall_light_on_motion (rules) on; waiting: light_on_alarm (rules) off)")
+
+
+def test_the_history_keeps_its_columns_aligned_for_long_entity_names() -> None:
+    from gateway.history import Row, format_rows
+
+    rows = [Row("a", 0.0, "state", "living_thermostat_setpoint", 21.0, "°C", None, None, None),
+            Row("b", 0.0, "reading", "hall_motion", True, None, None, None, None)]
+    first, second = format_rows(rows, dt.UTC).splitlines()
+    assert first.index("21.0 °C") == len(second) - len("on")

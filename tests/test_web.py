@@ -6,15 +6,24 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 
+from core.clock import VirtualClock
+from core.events import Kind
+from gateway.app import Gateway
 from gateway.config import ConfigError, load_config
-from gateway.web.pages import build_plot
+from gateway.control import format_status
+from gateway.service import Service
+from gateway.web.pages import build_plot, dashboard
 from gateway.web.plot import on_spans
 from gateway.web.server import LOCKOUT_FAILURES, Sources, read_password
-from tests.helpers import wait_until
+from tests import toml_kit as toml
+from tests.helpers import RecordingForwarder, wait_until, write_config
 from tests.houses import house_config
 from tests.web_kit import PASSWORD, fetch, running_site, shipped_house_day
 
@@ -89,32 +98,50 @@ def _session(site_url: str) -> tuple[str, str]:
     return headers["Set-Cookie"].split(";")[0], csrf.group(1)
 
 
-def test_a_command_from_the_page_goes_the_hubs_way_and_switches_the_output(tmp_path: Path) -> None:
+def _command(site_url: str, cookie: str, csrf: str, entity: str, value: str) -> dict[str, object]:
+    """The page script's request: the outcome as JSON."""
+    request = urllib.request.Request(site_url + "/command", data=f"csrf={csrf}&entity={entity}&value={value}".encode(),
+                                     headers={"Cookie": cookie, "Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, object] = json.loads(response.read())
+        return answer
+
+
+def test_a_command_from_the_page_goes_the_hubs_way_and_is_answered_with_its_final_outcome(tmp_path: Path) -> None:
+    with running_site(tmp_path, commands=True, mqtt=True) as site:
+        cookie, csrf = _session(site.url)
+        answer = _command(site.url, cookie, csrf, "light", "ON")  # the hub's spelling
+        assert (answer["status"], answer["value"], answer["words"]) == ("done", True, "done: on")
+        assert site.pins.pin(22).state == 1  # done means confirmed: the relay is on when the answer comes
+
+
+def test_a_command_the_hub_could_not_send_is_rejected_by_the_same_validator_with_its_reason(tmp_path: Path) -> None:
+    with running_site(tmp_path, commands=True, mqtt=True) as site:
+        cookie, csrf = _session(site.url)
+        light = _command(site.url, cookie, csrf, "light", "maybe")
+        motion = _command(site.url, cookie, csrf, "motion", "true")
+        assert light["status"] == "rejected" and "ON" in str(light["reason"])
+        assert motion["status"] == "rejected" and "not an entity the hub may command" in str(motion["reason"])
+        assert site.pins.pin(22).state == 0
+
+
+def test_a_plain_form_command_returns_to_the_dashboard_with_the_outcome_next_to_the_output(tmp_path: Path) -> None:
     with running_site(tmp_path, commands=True, mqtt=True) as site:
         cookie, csrf = _session(site.url)
         status, body, _ = fetch(site.url + "/command", cookie=cookie,
-                                data=f"csrf={csrf}&entity=light&value=ON".encode())  # the hub's spelling
-        assert (status, body) == (200, "accepted")
-        wait_until(lambda: site.pins.pin(22).state == 1, what="the light relay on")
-
-
-def test_a_command_the_hub_could_not_send_is_refused_by_the_same_validator(tmp_path: Path) -> None:
-    with running_site(tmp_path, commands=True, mqtt=True) as site:
-        cookie, csrf = _session(site.url)
-        for entity, value in (("light", "maybe"), ("motion", "true")):
-            status, body, _ = fetch(site.url + "/command", cookie=cookie,
-                                    data=f"csrf={csrf}&entity={entity}&value={value}".encode())
-            assert status == 200 and body.startswith("refused")
-        assert site.pins.pin(22).state == 0
+                                data=f"csrf={csrf}&entity=light&value=true".encode())  # urllib follows the 303
+        assert status == 200 and "Outputs and who holds them" in body
+        said = re.search(r'<div id="o-light" class="outcome ok">([^<]*)</div>', body)
+        assert said is not None and said.group(1).startswith("last command: done: on (")
 
 
 def test_page_commands_meet_the_hubs_rate_limit(tmp_path: Path) -> None:
     with running_site(tmp_path, commands=True, mqtt=True) as site:
         cookie, csrf = _session(site.url)
-        answers = [fetch(site.url + "/command", cookie=cookie,
-                         data=f"csrf={csrf}&entity=light&value={'ON' if n % 2 else 'OFF'}".encode())[1]
-                   for n in range(40)]
-        assert "accepted" in answers and any(a.startswith("refused: rate limit") for a in answers)
+        with ThreadPoolExecutor(8) as pool:  # a page tapped faster than 10 commands a second, burst 20
+            answers = list(pool.map(lambda _: _command(site.url, cookie, csrf, "light", "ON"), range(40)))
+        assert any(a["status"] == "done" for a in answers)
+        assert any(a["status"] == "rejected" and str(a["reason"]).startswith("rate limit") for a in answers)
 
 
 def test_stopping_the_page_ends_a_live_stream_at_once(tmp_path: Path) -> None:
@@ -189,3 +216,46 @@ def test_the_page_listens_on_loopback_unless_told_otherwise(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as caught:
         load_config(house_config(tmp_path, extra='[web]\nlisten = "0.0.0.0"\n'))
     assert any("web.listen" in p for p in caught.value.problems)
+
+
+PUMP = toml.config(toml.gateway("pump"), toml.relay("pump", 22, safe_state=True, envelope={"min_on_s": 60}))
+
+
+def test_a_relay_just_switched_on_shows_the_time_left_of_its_minimum_on_time_in_status_and_on_the_page(
+        tmp_path: Path) -> None:
+    """A pump whose safe state is on: once back on it stays on at least 60 s (the envelope); virtual time."""
+    clock = VirtualClock()
+    gateway = Gateway(load_config(write_config(tmp_path, PUMP, rules="version = 1\n")), clock=clock,
+                      pin_factory=MockFactory(), forwarder=RecordingForwarder())
+    gateway.start()
+    try:
+        gateway.dispatcher.drain()
+        gateway.dispatcher.process(gateway.events.make(Kind.COMMAND, "pump", False, rule="test"))
+        clock.advance(5)
+        gateway.dispatcher.process(gateway.events.make(Kind.COMMAND, "pump", True, rule="test"))
+        clock.advance(15)
+        service = Service(gateway)
+        status = format_status(service.snapshot())
+        page = dashboard(Sources("pump", status=service.snapshot), csrf="0")
+    finally:
+        gateway.shutdown()
+    assert "envelope: min on 60 s: 45 s left; 2/240 switches this hour" in status
+    assert "min on 60 s: 45 s left; 2/240 switches this hour" in page
+
+
+def test_a_page_command_the_envelope_defers_is_answered_deferred_then_its_final_outcome_shows_next_to_it(
+        tmp_path: Path) -> None:
+    from gateway.mqtt.bridge import MqttBridge
+    from gateway.web.commands import PageCommands
+
+    with running_site(tmp_path, commands=True, mqtt=True, light_envelope="{ min_off_s = 2 }") as site:
+        bridge = site.gateway.forwarder
+        assert isinstance(bridge, MqttBridge)
+        commands = PageCommands(bridge.inlet, wait_s=0.5)
+        assert commands.send("light", "ON").status == "done"
+        assert commands.send("light", "OFF").status == "done"
+        answer = commands.send("light", "ON")  # within the 2 s the light must stay off
+        assert answer.status == "deferred" and "minimum off time" in str(answer.reason)
+        assert answer.words().endswith("(the outcome follows)")
+        wait_until(lambda: commands.latest()["light"].status == "done", what="the deferred command done")
+        assert site.pins.pin(22).state == 1

@@ -102,3 +102,25 @@ def test_the_browser_draws_the_heater_bands_where_the_simulation_put_them(tmp_pa
         screenshot(url + "/plot?entity=living_temperature", "web-plot.png", tmp_path)
     finally:
         web.stop()
+
+
+def test_a_command_from_the_page_is_answered_next_to_the_output_without_a_reload(tmp_path: Path) -> None:
+    assert CHROMIUM is not None
+    with running_site(tmp_path, commands=True, mqtt=True) as site:
+        browser = Browser(CHROMIUM, tmp_path / "chromium")
+        try:
+            browser.go(with_password(site.url + "/"))
+            assert browser.wait_for("document.getElementById('v-light')?.textContent") == "off"
+            wait_until(lambda: site.web.sources.live.clients >= 1, what="the page's live stream")
+            browser.evaluate("window.stillThisPage = true; "
+                             "document.querySelector('form.cmd button').click()")
+            said = browser.wait_for("document.getElementById('o-light').textContent.startsWith('last command: done')"
+                                    " && document.getElementById('o-light').textContent")
+            assert said == "last command: done: on" and browser.evaluate("window.stillThisPage") is True
+            assert browser.evaluate("document.querySelector('form.cmd button').textContent") == "switch off"
+            assert browser.wait_for("document.querySelector('td[data-live=\"light\"]:not([id])').textContent === 'on'")
+            assert site.pins.pin(22).state == 1 and browser.errors == []
+            if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+                browser.screenshot(SCREENSHOTS / "web-dashboard-phone.png", width=390)
+        finally:
+            browser.close()

@@ -40,7 +40,7 @@ class Site:
 
 @contextmanager
 def running_site(tmp_path: Path, *, commands: bool = False, rules: str = GPIO_RULES,
-                 mqtt: bool = False) -> Iterator[Site]:
+                 mqtt: bool = False, light_envelope: str = "") -> Iterator[Site]:
     """The test house (motion on GPIO17, light relay on GPIO22) running, its page on a free loopback port;
     with ``mqtt`` the real MQTT bridge (to a port where no broker listens: commands are checked at its edge all
     the same), else a recording stand-in."""
@@ -48,7 +48,7 @@ def running_site(tmp_path: Path, *, commands: bool = False, rules: str = GPIO_RU
     port = free_port()
     extra = (f'[web]\nenabled = true\nlisten = "127.0.0.1:{port}"\npassword_file = "web-password"\n'
              f"commands = {'true' if commands else 'false'}\n[history]\nflush_s = 0.2\n")
-    config = load_config(house_config(tmp_path, extra=extra, rules=rules))
+    config = load_config(house_config(tmp_path, extra=extra, rules=rules, light_envelope=light_envelope))
     pins = MockFactory()
     gateway = Gateway(config, pin_factory=pins, forwarder=None if mqtt else RecordingForwarder())
     service = Service(gateway)

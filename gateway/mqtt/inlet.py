@@ -182,6 +182,9 @@ class CommandInlet:
         """(topic, payload, final) waiting for the publisher; at most :data:`MAX_RESULTS`."""
         self._results_lock = threading.Lock()
         self.limiter = CommandLimiter(rate, burst, events.clock.monotonic, known=self._knows)
+        self.listeners: list[Callable[[str, str, str | None, Value, str | None], None]] = []
+        """Told every result as it is made, ``(entity, status, command id, value, reason)``, on the thread
+        that makes it (the local web page answers its own commands with them); must be quick, never raise."""
 
     @property
     def tracked(self) -> int:
@@ -388,6 +391,8 @@ class CommandInlet:
     def _result(self, entity: str, status: str, command_id: str | None, *, value: Value = None,
                 reason: str | None = None) -> None:
         payload = result_payload(entity, status, command_id, self._events.clock.time(), value=value, reason=reason)
+        for listener in self.listeners:
+            listener(entity, status, command_id, value, reason)
         with self._results_lock:
             self._results.append((self._topics.result(entity), payload, status != "accepted"))
             if len(self._results) > MAX_RESULTS:

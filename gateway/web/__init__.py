@@ -9,13 +9,14 @@ import time
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from gateway.web.commands import Outcome, PageCommands
 from gateway.web.server import LiveFeed, OnDispatcher, Sources, WebServer, read_password
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
     from gateway.config import Config
 
-__all__ = ["LiveFeed", "OnDispatcher", "Sources", "WebServer", "read_password", "start_web"]
+__all__ = ["LiveFeed", "OnDispatcher", "Outcome", "PageCommands", "Sources", "WebServer", "read_password", "start_web"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def start_web(config: Config, gateway: Gateway, snapshot: Any) -> WebServer | No
     gateway.dispatcher.on_idle.append(calls.serve)
     live = LiveFeed()
     gateway.taps.append(live.publish)
+    commands = _commands(gateway) if config.web.commands else None
     sources = Sources(
         gateway_id=config.gateway.id,
         status=lambda: calls.call(snapshot),
@@ -42,7 +44,8 @@ def start_web(config: Config, gateway: Gateway, snapshot: Any) -> WebServer | No
         thermostats=lambda: [declared.item for declared in gateway.engine.ruleset.thermostats],
         check=_cached_check(config),
         traces=lambda rule: _traces(config, rule),
-        command=_command(config, gateway) if config.web.commands else None,
+        command=commands.send if commands is not None else None,
+        outcomes=commands.latest if commands is not None else dict,
         timezone=ZoneInfo(config.gateway.timezone),
     )
     tls = None
@@ -86,20 +89,12 @@ def _traces(config: Config, rule: str | None) -> str:
     return format_traces(read_traces(config.gateway.state_dir), rule, 20)
 
 
-def _command(config: Config, gateway: Gateway) -> Any:
-    """A command from the page takes the hub's path: the bridge's rate limit, then its validation, then
-    the bus (authority, envelope) — the same entry points as an MQTT ``set`` message."""
+def _commands(gateway: Gateway) -> PageCommands | None:
+    """Commands from the page take the hub's path (:mod:`gateway.web.commands`): they need the MQTT bridge."""
     from gateway.mqtt.bridge import MqttBridge
 
     bridge = gateway.forwarder
     if not isinstance(bridge, MqttBridge):
         log.warning("[web] commands needs the MQTT bridge (its validation and rate limits): the page is read-only")
         return None
-
-    def command(entity: str, value: str) -> str:
-        if bridge.inlet.limiter.admit(entity) != "ok":
-            return f"refused: {bridge.inlet.limiter.describe(entity)}"
-        event = bridge.handle_command(entity, value.encode())
-        return "refused: not a valid command for this entity" if event is None else "accepted"
-
-    return command
+    return PageCommands(bridge.inlet)

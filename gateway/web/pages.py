@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from core.values import is_on
+from gateway.control import envelope_words
 from gateway.history import query
 from gateway.web.plot import Plot, on_spans, render
 
@@ -25,20 +26,46 @@ h1{font-size:1.2em}h2{font-size:1.05em;margin-top:1.2em;border-bottom:1px solid 
 table{border-collapse:collapse;width:100%;font-size:0.9em}td,th{padding:2px 6px;text-align:left;
 border-bottom:1px solid #eee}.bad{color:#b00}.ok{color:#070}.muted{color:#777}svg{width:100%;height:auto}
 pre{white-space:pre-wrap;font-size:0.8em;background:#f6f6f6;padding:0.5em}
+td{vertical-align:top;overflow-wrap:anywhere}form.cmd{display:inline}.outcome{font-size:0.85em}
+.plotbox{overflow-x:auto}.plotbox svg{min-width:640px}
 """
 
 LIVE_JS = """
 const es = new EventSource('/live');
 es.onmessage = (m) => {
   const e = JSON.parse(m.data);
-  const cell = document.getElementById('v-' + e.entity);
-  if (!cell) return;
-  let v = e.value;
-  if (e.kind === 'availability') { if (v === false) cell.textContent = 'unavailable'; return; }
-  if (v === true) v = 'on'; else if (v === false) v = 'off'; else if (v === null) v = '-';
-  cell.textContent = v + (e.unit ? ' ' + e.unit : '');
-  cell.dataset.updated = '1';
+  // every cell showing the entity: its row among the entities, and among the outputs if it is one
+  for (const cell of document.querySelectorAll('[data-live="' + CSS.escape(e.entity) + '"]')) {
+    let v = e.value;
+    if (e.kind === 'availability') { if (v === false) cell.textContent = 'unavailable'; continue; }
+    if (v === true) v = 'on'; else if (v === false) v = 'off'; else if (v === null) v = '-';
+    cell.textContent = v + (e.unit ? ' ' + e.unit : '');
+    cell.dataset.updated = '1';
+  }
 };
+for (const form of document.querySelectorAll('form.cmd')) {
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();  // the answer comes here, not as a new page (without the script, the form posts)
+    const said = document.getElementById('o-' + form.entity.value);
+    const button = form.querySelector('button');
+    button.disabled = true;
+    said.className = 'outcome'; said.textContent = 'sent…';
+    try {
+      // location.origin: a page opened as http://user:password@host/ cannot fetch a URL with credentials
+      const r = await fetch(location.origin + '/command', {
+        method: 'POST', body: new URLSearchParams(new FormData(form)), headers: {'Accept': 'application/json'}});
+      const o = r.ok ? await r.json() : {status: 'failed', words: 'failed: HTTP ' + r.status};
+      said.textContent = 'last command: ' + o.words;
+      said.className = 'outcome ' + (o.status === 'failed' || o.status === 'rejected' ? 'bad' : 'ok');
+      if (o.status === 'done' && typeof o.value === 'boolean') {
+        form.value.value = o.value ? 'false' : 'true';
+        button.textContent = 'switch ' + (o.value ? 'off' : 'on');
+      }
+    } catch (err) {
+      said.className = 'outcome bad'; said.textContent = 'no answer: ' + err;
+    } finally { button.disabled = false; }
+  });
+}
 """
 
 
@@ -103,26 +130,33 @@ def dashboard(sources: Sources, csrf: str) -> str:
         if isinstance(entity["value"], int | float) and not isinstance(entity["value"], bool):
             plottable.add(eid)
         name = f'<a href="/plot?entity={_e(eid)}">{_e(eid)}</a>' if eid in plottable else _e(eid)
-        parts.append(f'<tr><td>{name}</td><td id="v-{_e(eid)}">{_e(value)}</td>'
+        parts.append(f'<tr><td>{name}</td><td id="v-{_e(eid)}" data-live="{_e(eid)}">{_e(value)}</td>'
                      f'<td class=muted>{_ago(entity.get("age"))} ago</td></tr>')
     parts.append("</table>")
     parts.append("<h2>Outputs and who holds them</h2><table><tr><th>output</th><th>value</th><th>claims "
                  "(in force first)</th></tr>")
+    outcomes = sources.outcomes()
     for entity, output in (status.get("outputs") or {}).items():
         claims = "; ".join(f"{_e(c['holder'])} ({_e(c['level'])}) {_e(_show(c['value']))}"
                            for c in output.get("claims") or [])
         claims = claims or f"no claim: default {_e(_show(output.get('default')))}"
         owner = f" <span class=muted>[owned by {_e(output['owner'])}]</span>" if output.get("owner") else ""
+        limits = envelope_words(output.get("envelope"))
+        limits = f"<div class=muted>envelope: {_e(limits)}</div>" if limits else ""
         button = ""
         if sources.command is not None:
             target = "false" if is_on(output.get("value")) else "true"
-            button = (f'<form method="post" action="/command" style="display:inline">'
+            button = (f'<form class=cmd method="post" action="/command">'
                       f'<input type="hidden" name="csrf" value="{csrf}">'
                       f'<input type="hidden" name="entity" value="{_e(entity)}">'
                       f'<input type="hidden" name="value" value="{target}">'
                       f'<button>switch {"off" if target == "false" else "on"}</button></form>')
-        parts.append(f'<tr><td>{_e(entity)}</td><td id="v-{_e(entity)}">{_e(_show(output.get("value")))}</td>'
-                     f"<td>{claims}{owner} {button}</td></tr>")
+            last = outcomes.get(entity)
+            said = f"last command: {_e(last.words())} ({_ago(time.time() - last.ts)} ago)" if last else ""
+            css = "bad" if last is not None and last.status in ("failed", "rejected") else "ok"
+            button += f'<div id="o-{_e(entity)}" class="outcome {css}">{said}</div>'
+        parts.append(f'<tr><td>{_e(entity)}</td><td data-live="{_e(entity)}">{_e(_show(output.get("value")))}</td>'
+                     f"<td>{claims}{owner}{limits}{button}</td></tr>")
     parts.append("</table><h2>Devices</h2><table>")
     for device in status.get("devices", []):
         health = str(device["health"])
@@ -195,7 +229,7 @@ def plot_page(sources: Sources, entity: str, hours: float) -> str:
     plot = build_plot(sources, entity, hours)
     legend = ", ".join(_e(o) for o in plot.bands) or "none"
     body = (f'<p><a href="/">← gateway</a></p><h1>{_e(entity)}: last {hours:g} h</h1>'
-            f"{render(plot, sources.timezone)}<p class=muted>{len(plot.series)} readings; "
+            f"<div class=plotbox>{render(plot, sources.timezone)}</div><p class=muted>{len(plot.series)} readings; "
             f"bands: {legend}; marks: rule firings (tap for the trace)"
             + ("; dashed: setpoint, shaded: hysteresis band" if plot.setpoint else "") + "</p>")
     return _page(f"{entity}: last {hours:g} h", body)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 WIDTH, HEIGHT = 720, 260
-LEFT, RIGHT, TOP, BOTTOM = 44, 8, 10, 22
+LEFT, RIGHT, TOP, BOTTOM = 44, 16, 10, 22  # RIGHT: room for half of the last time label
 BAND_H = 12
 BAND_COLOURS = ("#e4572e", "#17bebb", "#76b041", "#ffc914", "#2e282a")
 

@@ -37,6 +37,7 @@ from typing import Any
 from core.events import Event, Kind
 from core.guard import guarded
 from gateway.web import pages
+from gateway.web.commands import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,11 @@ class Sources:
     check: Callable[[], tuple[bool, list[str]]] = lambda: (True, [])
     """``gateway check`` of the rule files on disk: (valid, lines)."""
     traces: Callable[[str | None], str] = lambda rule: ""
-    command: Callable[[str, str], str] | None = None
-    """Send a command as the hub does (validation, authority, rate limit); the outcome in words. None: read-only."""
+    command: Callable[[str, str], Outcome] | None = None
+    """Send a command as the hub does (rate limit, validation, authority) and wait for its outcome
+    (:meth:`gateway.web.commands.PageCommands.send`). None: read-only."""
+    outcomes: Callable[[], Mapping[str, Outcome]] = dict
+    """Per output, the latest outcome of a command from the page (shown next to it)."""
     timezone: Any = None
 
 
@@ -342,7 +346,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.FORBIDDEN, "text/plain", b"commands from the page are off ([web] commands)")
             return
         outcome = send(form.get("entity", ""), form.get("value", ""))
-        self._send(HTTPStatus.OK, "text/plain; charset=utf-8", outcome.encode())
+        if "application/json" in self.headers.get("Accept", ""):  # the page's script: no reload
+            body = json.dumps({"entity": outcome.entity, "status": outcome.status, "reason": outcome.reason,
+                               "value": outcome.value, "words": outcome.words()})
+            self._send(HTTPStatus.OK, "application/json", body.encode())
+        else:  # a plain form (no script): back to the dashboard, which shows the outcome next to the output
+            self._redirect(f"/#o-{urllib.parse.quote(outcome.entity)}")
 
     def _live(self) -> None:
         """Server-sent events: one ``data:`` line of JSON per change, until the client goes."""
