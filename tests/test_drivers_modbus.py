@@ -401,6 +401,23 @@ def test_the_hub_and_the_rules_may_set_a_setpoint_only_to_a_number_within_its_li
         "gateway/mb/set/flow_setpoint", 20, 55, "°C")
 
 
+def test_a_setpoint_is_announced_with_the_step_its_register_scale_can_hold(tmp_path: Path) -> None:
+    slaves = [{"slave": 10, "setpoints": [SETPOINT | {"scale": 0.1}, SETPOINT | {"entity": "limit", "address": 300,
+                                                                                  "scale": 10, "maximum": 50,
+                                                                                  "safe_value": 30}]}]
+    tenth, tens = ModbusLine(line_config("/dev/null", slaves)).entities()
+    discovery = Discovery(Topics("gateway/mb"), "mb", None, "1", tmp_path / "memory.json")
+    assert (tenth.step, discovery.entity_config(tenth)["step"]) == (0.1, 0.1)
+    assert (tens.step, discovery.entity_config(tens)["step"]) == (10, 10)
+
+
+def test_a_setpoint_finer_than_the_hub_can_step_is_announced_at_the_hubs_finest_step(tmp_path: Path) -> None:
+    spec = ModbusLine(line_config("/dev/null", [{"slave": 10, "setpoints": [
+        SETPOINT | {"type": "int32", "scale": 0.0001}]}])).entities()[0]
+    config = Discovery(Topics("gateway/mb"), "mb", None, "1", tmp_path / "memory.json").entity_config(spec)
+    assert config["step"] == 0.001  # Home Assistant refuses a number whose step is below 0.001
+
+
 @given(st.sampled_from(["int16", "uint16", "int32", "uint32"]), st.sampled_from(["big", "little"]),
        st.integers(-(2**31), 2**32 - 1))
 @settings(max_examples=200)
