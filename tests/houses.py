@@ -134,5 +134,5 @@ def drivers_house(directory: Path, *, mqtt_port: int = 1883, gateway_id: str = "
     return write_config(
         directory,
         f'[gateway]\nid = "{gateway_id}"\nstate_dir = "state"\n\n[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n'
-        + DRIVERS_HOUSE,
+        '\n[rules]\ndir = "rules.d"\n' + DRIVERS_HOUSE,
     )
