@@ -3,12 +3,16 @@
 Optional, out of the quick suite (a cold Home Assistant takes 10-20 s to start, its venv ~820 MB): build the venv
 once with ``VENV=.venv-hub ../shared/hub/install.sh`` (from the project root), then::
 
-    PYTHONPATH=. .venv/bin/python scripts/ha_check.py [--config config.toml] [--hub-venv .venv-hub] [--code 1234]
+    PYTHONPATH=. .venv/bin/python scripts/ha_check.py [--config config.toml | --house drivers] [--hub-venv .venv-hub]
+        [--code 1234]
 
 It starts a private Mosquitto, Home Assistant (``ha_loopback.py`` of the hub recipe) and ``gateway run --simulate``
 with the config's MQTT pointed at that Mosquitto, all on 127.0.0.1; onboards Home Assistant and adds its MQTT
 integration; waits until every discovery config of the house (:mod:`gateway.hub_entities`) is an entity; then
-calls each action the entities offer and waits for the state to come back from the gateway. It prints the figures
+calls each action the entities offer and waits for the state to come back from the gateway (a fan's percentage, a
+number's maximum and, for a fine step, one step above its minimum); checks that every energy, water or gas total is
+``total_increasing`` and that a pulse meter's total corrected on its set topic shows in Home Assistant; waits for
+each ``event`` entity (a simulated button or knob) to show a gesture. It prints the figures
 and any warning or error Home Assistant logged about MQTT, and exits non-zero if something failed. Everything it
 started is stopped by its PID.
 """

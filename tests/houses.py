@@ -72,6 +72,14 @@ driver = "gpio.button"
 pin = 16
 
 [[devices]]
+id = "lounge_knob"
+driver = "gpio.rotary_encoder"
+a_pin = 23
+b_pin = 25
+step = 5
+unit = "%"
+
+[[devices]]
 id = "attic_fan"
 driver = "gpio.fan"
 pin = 12
@@ -124,8 +132,8 @@ safe_value = 35
 unit = "°C"
 device_class = "temperature"
 """
-"""One of each driver of issue 13 (pulse meters for energy and water, a button, a fan, a servo, a BME280, an
-ADS1115, a Modbus line with an SDM120 and a heat pump's setpoint): the house ``scripts/ha_check.py --house drivers``
+"""One of each driver of issue 13 (pulse meters for energy and water, a button, a rotary encoder, a fan, a servo,
+a BME280, an ADS1115, a Modbus line with an SDM120 and a heat pump's setpoint): the house ``scripts/ha_check.py --house drivers``
 runs against a real Home Assistant."""
 
 
