@@ -84,6 +84,9 @@ class EntitySpec:
     (a thermostat's action) or reports on the gateway itself; None for the house's own entities."""
     icon: str | None = None
     """The hub's icon (``mdi:radiator``), for entities without a device class to draw one from."""
+    step: float | None = None
+    """The smallest change a ``number`` can make, when its driver knows it (a Modbus setpoint's register
+    scale, a servo's 1°): the hub's slider moves by it. None: 1."""
     statistics: bool = True
     """A sensor with a unit is a measurement whose long-term statistics the hub keeps; False for a
     value that is set rather than measured (a setpoint)."""

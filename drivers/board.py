@@ -14,7 +14,7 @@ One place for the board knowledge that ``gateway check`` (statically, from
   ``config.txt`` line and ``raspi-config`` command that enable them.
 * :func:`uses` and :func:`conflicts`: the pins, buses and ports each device
   takes; two devices on one pin, a GPIO device on an enabled bus's pin, one
-  serial port twice.
+  serial port twice (a serial sensor or a Modbus RTU line: both own their port).
 * :func:`load_pin_factory`: the gpiozero pin factory for ``[gateway]
   pin_factory``, built once, with gpiozero's fallback warnings kept out of the
   log and one :class:`NoPinFactory` error that says how to fix it.
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from drivers.analog import AnalogConfig
 from drivers.base import DeviceConfig
 from drivers.i2c_sensors import I2cConfig
+from drivers.modbus import ModbusLineConfig
 from drivers.onewire import Ds18b20Config
 from drivers.serial_line import SerialConfig
 
@@ -170,7 +171,7 @@ def uses(device: DeviceConfig) -> Uses:
     )
     if isinstance(device, AnalogConfig):
         return Uses(pins, (SPI0,), spi_select=device.spi_device)
-    if isinstance(device, SerialConfig):
+    if isinstance(device, SerialConfig | ModbusLineConfig):  # a Modbus RTU line is a serial port too
         return Uses(pins, (UART0,) if device.port in UART_PORTS else (), serial_port=device.port)
     if isinstance(device, I2cConfig):
         return Uses(pins, (I2C1,) if device.bus == 1 else (), i2c_address=(device.bus, device.address))
@@ -197,7 +198,7 @@ def conflicts(devices: Sequence[DeviceConfig]) -> list[Conflict]:
     """Every wiring problem of the device table at once, in table order.
 
     A pin gpiozero would refuse; a pin two devices claim; a GPIO pin of a bus that a configured
-    device needs (SPI0 for an MCP3008, UART0 for a serial device on ``/dev/serial0``, I2C1 for an I2C
+    device needs (SPI0 for an MCP3008, UART0 for a serial device or a Modbus line on ``/dev/serial0``, I2C1 for an I2C
     chip on bus 1); one SPI chip select, one serial port or one I2C bus+address used twice.
     """
     used = [uses(device) for device in devices]

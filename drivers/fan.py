@@ -178,7 +178,7 @@ class Servo(Actuator[ServoConfig]):
     def entities(self) -> Sequence[EntitySpec]:
         low, high = self.config.bounds
         return [EntitySpec(self.id, Component.NUMBER, unit="°", safe_value=self.config.safe_angle,
-                           minimum=low, maximum=high)]
+                           minimum=low, maximum=high, step=1.0)]
 
     def start(self, ctx: DriverContext) -> None:
         from gpiozero import AngularServo

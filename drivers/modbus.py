@@ -271,7 +271,7 @@ class ModbusSetpointConfig(BaseModel):
     def spec(self) -> EntitySpec:
         return EntitySpec(self.entity, Component.NUMBER, unit=self.unit, device_class=self.device_class,
                           safe_value=self.safe_value, default=self.default_value, minimum=self.minimum,
-                          maximum=self.maximum)
+                          maximum=self.maximum, step=abs(self.scale))
 
 
 Writable = ModbusOutputConfig | ModbusSetpointConfig

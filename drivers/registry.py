@@ -19,6 +19,7 @@ from drivers.actuators import PwmLight, Relay, Siren
 from drivers.analog import AnalogInput, Mcp3208Input
 from drivers.base import Driver
 from drivers.button import Button
+from drivers.encoder import RotaryEncoder
 from drivers.fan import Fan, Servo
 from drivers.gpio import DigitalInput, MotionSensor
 from drivers.i2c_sensors import Ads1115, Bh1750, Bme280, Bmp280, Sht3x, Sht4x
@@ -62,6 +63,7 @@ DRIVERS: Mapping[str, type[Driver]] = catalogue(
     Ds18b20,  # onewire.ds18b20
     PulseMeter,  # gpio.pulse_meter
     Button,  # gpio.button
+    RotaryEncoder,  # gpio.rotary_encoder
     Fan,  # gpio.fan
     Servo,  # gpio.servo
     Bme280,  # i2c.bme280

@@ -25,7 +25,10 @@ ACTIONS: dict[str, str] = {
     "climate": "`set_hvac_mode` / `set_temperature` / `set_preset_mode` (away, none): the thermostat's mode, "
                "manual setpoint (until the next schedule point) or preset",
     "light": "`turn_on` / `turn_off`: a hub claim on the light (rules' level; a rule's timer does not end it)",
-    "number": "`number.set_value`: the thermostat's manual setpoint (as `climate.set_temperature`)",
+    "event": "none: a button's `press` / `double_press` / `long_press` shows as the event's `event_type`",
+    "fan": "`turn_on` / `turn_off` / `set_percentage`: a hub claim on the fan's speed",
+    "number": "`number.set_value`: the thermostat's manual setpoint (as `climate.set_temperature`), a servo's "
+              "angle or a Modbus setpoint register",
     "select": "`select.select_option`: the thermostat's mode (as `climate.set_hvac_mode`)",
     "sensor": "read-only",
     "siren": "`siren.turn_on` (with `duration`: it lets go after that time) / `siren.turn_off`",

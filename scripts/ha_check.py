@@ -3,12 +3,16 @@
 Optional, out of the quick suite (a cold Home Assistant takes 10-20 s to start, its venv ~820 MB): build the venv
 once with ``VENV=.venv-hub ../shared/hub/install.sh`` (from the project root), then::
 
-    PYTHONPATH=. .venv/bin/python scripts/ha_check.py [--config config.toml] [--hub-venv .venv-hub] [--code 1234]
+    PYTHONPATH=. .venv/bin/python scripts/ha_check.py [--config config.toml | --house drivers] [--hub-venv .venv-hub]
+        [--code 1234]
 
 It starts a private Mosquitto, Home Assistant (``ha_loopback.py`` of the hub recipe) and ``gateway run --simulate``
 with the config's MQTT pointed at that Mosquitto, all on 127.0.0.1; onboards Home Assistant and adds its MQTT
 integration; waits until every discovery config of the house (:mod:`gateway.hub_entities`) is an entity; then
-calls each action the entities offer and waits for the state to come back from the gateway. It prints the figures
+calls each action the entities offer and waits for the state to come back from the gateway (a fan's percentage, a
+number's maximum and, for a fine step, one step above its minimum); checks that every energy, water or gas total is
+``total_increasing`` and that a pulse meter's total corrected on its set topic shows in Home Assistant; waits for
+each ``event`` entity (a simulated button or knob) to show a gesture. It prints the figures
 and any warning or error Home Assistant logged about MQTT, and exits non-zero if something failed. Everything it
 started is stopped by its PID.
 """
@@ -144,6 +148,15 @@ def actions(states: dict[str, dict[str, Any]], code: str | None) -> list[tuple[s
         elif domain == "number":
             value = float(attrs["max"])
             out.append(("number/set_value", {"entity_id": entity, "value": value}, entity, str(value)))
+            step = float(attrs.get("step", 1))
+            if step < 1:  # a fine step must round-trip too: one step above the minimum (25.1 for tenths)
+                fine = round(float(attrs["min"]) + step, 6)
+                out.append(("number/set_value", {"entity_id": entity, "value": fine}, entity, str(fine)))
+        elif domain == "fan":
+            out += [("fan/set_percentage", {"entity_id": entity, "percentage": 60}, entity, ("percentage", 60)),
+                    ("fan/turn_off", {"entity_id": entity}, entity, "off"),
+                    ("fan/turn_on", {"entity_id": entity, "percentage": 30}, entity, ("percentage", 30)),
+                    ("fan/turn_off", {"entity_id": entity}, entity, "off")]
         elif domain == "select":
             out += [("select/select_option", {"entity_id": entity, "option": option}, entity, option)
                     for option in [*attrs["options"], state["state"]]]
@@ -177,6 +190,57 @@ def run_actions(hub: Hub, states: dict[str, dict[str, Any]], code: str | None) -
     return failures
 
 
+def check_events(hub: Hub, states: dict[str, dict[str, Any]], timeout: float) -> int:
+    """Each ``event`` entity (a button) shows a gesture the simulated button made within ``timeout`` s."""
+    failures = 0
+    for entity in sorted(e for e in states if e.startswith("event.")):
+        types = states[entity]["attributes"].get("event_types", [])
+
+        def fired(entity: str = entity, types: list[str] = types) -> bool:
+            attrs = hub.call("GET", f"/api/states/{entity}")["attributes"]
+            return attrs.get("event_type") in types
+        ok = until(fired, timeout)
+        failures += not ok
+        shown = hub.call("GET", f"/api/states/{entity}")["attributes"].get("event_type")
+        print(f"{'ok  ' if ok else 'FAIL'} {entity} fired {shown!r} (event_types {types})")
+    return failures
+
+
+def check_meters(hub: Hub, states: dict[str, dict[str, Any]], *, mqtt_port: int, base: str, node: str,
+                 correctable: set[str]) -> int:
+    """Every energy, water or gas total is ``total_increasing`` in Home Assistant, and a correction of a
+    ``correctable`` one (a pulse meter's) published on its set topic (the meter's own reading) comes back as its
+    state."""
+    failures = 0
+    for entity, state in sorted(states.items()):
+        attrs = state["attributes"]
+        if not entity.startswith("sensor.") or attrs.get("device_class") not in ("energy", "water", "gas"):
+            continue
+        ok = attrs.get("state_class") == "total_increasing"
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {entity} state_class {attrs.get('state_class')!r}")
+        object_id = entity.split(".", 1)[1].removeprefix(f"{node}_")
+        if object_id not in correctable:
+            continue
+        reading = round(float(state["state"]) + 1000, 3) if state["state"] not in ("unknown", "unavailable") else 1000.0
+        sent = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt_port), "-q", "1",  # noqa: S603,S607
+                               "-t", f"{base}/set/{object_id}", "-m", str(reading)], check=False)
+        if sent.returncode != 0:
+            failures += 1
+            continue
+
+        def corrected(entity: str = entity, reading: float = reading) -> bool:
+            value = hub.call("GET", f"/api/states/{entity}")["state"]
+            try:
+                return abs(float(value) - reading) < 1e-6
+            except ValueError:
+                return False
+        ok = until(corrected, 5)
+        print(f"{'ok  ' if ok else 'FAIL'} {entity} corrected to {reading} through {base}/set/{object_id}")
+        failures += not ok
+    return failures
+
+
 def complaints(log_file: Path) -> int:
     """Print and count Home Assistant's warnings and errors about MQTT."""
     log = log_file.read_text(encoding="utf-8", errors="replace")
@@ -187,19 +251,30 @@ def complaints(log_file: Path) -> int:
     return len(found)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:  # noqa: PLR0915 - one script's sequence, read top to bottom
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "config.toml")
     parser.add_argument("--hub-venv", type=Path, default=ROOT / ".venv-hub")
     parser.add_argument("--code", help="the alarm code, to check arming and disarming too")
+    parser.add_argument("--house", choices=["drivers"],
+                        help="instead of --config: a test house (drivers: one of each meter, button, fan, servo, "
+                             "I2C and Modbus driver; tests/houses.py)")
+    parser.add_argument("--event-timeout", type=float, default=120,
+                        help="seconds to wait for each simulated button's first gesture")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from drivers.registry import DRIVERS
     from gateway.config import load_config
     from gateway.hub_entities import house_configs
     from gateway.mqtt.discovery import slug
 
     work = Path(tempfile.mkdtemp(prefix="ha-check-"))
     mqtt_port, ha_port = free_port(), free_port()
+    if args.house == "drivers":
+        from tests.houses import drivers_house
+
+        (work / "house").mkdir()
+        args.config = drivers_house(work / "house")
     (work / "mosquitto.conf").write_text(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     (work / "ha").mkdir()
     (work / "ha" / "configuration.yaml").write_text(
@@ -208,7 +283,10 @@ def main(argv: list[str]) -> int:
         f"http:\n  server_host: 127.0.0.1\n  server_port: {ha_port}\napi:\n"
         "logger:\n  default: warning\n  logs:\n    homeassistant.components.mqtt: info\n")
     config = retarget(args.config, mqtt_port, work / "config.toml")
-    node = slug(load_config(config).gateway.id)
+    loaded = load_config(config)
+    node, base = slug(loaded.gateway.id), loaded.base_topic
+    correctable = {spec.id for device in loaded.devices for spec in DRIVERS[device.driver](device).entities()
+                   if spec.correctable}
     expected = len(house_configs(config, work / "count"))
     started: list[subprocess.Popen[bytes]] = []
 
@@ -232,7 +310,10 @@ def main(argv: list[str]) -> int:
         until(lambda: all(s["state"] != "unavailable" for s in hub.states(node).values()), 30)
         states = hub.states(node)
         print(f"discovery configs: {expected}; entities in Home Assistant: {len(states)}")
-        failures += run_actions(hub, states, args.code) + complaints(work / "ha" / "home-assistant.log")
+        failures += run_actions(hub, states, args.code)
+        failures += check_meters(hub, states, mqtt_port=mqtt_port, base=base, node=node, correctable=correctable)
+        failures += check_events(hub, states, args.event_timeout)
+        failures += complaints(work / "ha" / "home-assistant.log")
     finally:
         for process in reversed(started):
             process.terminate()

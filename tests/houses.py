@@ -46,3 +46,101 @@ active_high = {"false" if light_active_low else "true"}
 {serial}""",
         rules,
     )
+
+
+DRIVERS_HOUSE = """
+[[devices]]
+id = "house_energy"
+driver = "gpio.pulse_meter"
+pin = 19
+meter = "energy"
+pulses_per_unit = 1000
+initial_total = 12345.6
+
+[[devices]]
+id = "cold_water"
+driver = "gpio.pulse_meter"
+pin = 26
+meter = "water"
+unit = "L"
+pulses_per_unit = 1
+debounce_ms = 50
+
+[[devices]]
+id = "hall_button"
+driver = "gpio.button"
+pin = 16
+
+[[devices]]
+id = "lounge_knob"
+driver = "gpio.rotary_encoder"
+a_pin = 23
+b_pin = 25
+step = 5
+unit = "%"
+
+[[devices]]
+id = "attic_fan"
+driver = "gpio.fan"
+pin = 12
+min_duty = 25
+kick_start_ms = 500
+
+[[devices]]
+id = "vent_flap"
+driver = "gpio.servo"
+pin = 13
+limits = [0, 90]
+safe_angle = 0
+
+[[devices]]
+id = "lounge"
+driver = "i2c.bme280"
+address = 0x76
+
+[[devices]]
+id = "adc"
+driver = "i2c.ads1115"
+address = 0x49
+channels = [
+  { id = "supply_5v", input = "A0", full_scale = 6.144, scale = 2, unit = "V" },
+  { id = "water_tank", input = "A1", full_scale = 4.096, scale = 25, offset = -12.5, unit = "%" },
+]
+
+[[devices]]
+id = "rs485"
+driver = "modbus.rtu"
+port = "/dev/ttyUSB0"
+
+[[devices.slaves]]
+slave = 1
+name = "house meter"
+preset = "sdm120"
+prefix = "mains"
+
+[[devices.slaves]]
+slave = 2
+name = "heat pump"
+
+[[devices.slaves.setpoints]]
+entity = "heatpump_flow_setpoint"
+address = 300
+scale = 0.1
+minimum = 25
+maximum = 55
+safe_value = 35
+unit = "°C"
+device_class = "temperature"
+"""
+"""One of each driver of issue 13 (pulse meters for energy and water, a button, a rotary encoder, a fan, a servo,
+a BME280, an ADS1115, a Modbus line with an SDM120 and a heat pump's setpoint): the house ``scripts/ha_check.py --house drivers``
+runs against a real Home Assistant."""
+
+
+def drivers_house(directory: Path, *, mqtt_port: int = 1883, gateway_id: str = "drivers") -> Path:
+    """A config with :data:`DRIVERS_HOUSE`'s devices and no rules, for ``--simulate``."""
+    return write_config(
+        directory,
+        f'[gateway]\nid = "{gateway_id}"\nstate_dir = "state"\n\n[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n'
+        '\n[rules]\ndir = "rules.d"\n' + DRIVERS_HOUSE,
+    )

@@ -76,6 +76,11 @@ def test_every_driver_shows_events_in_simulation(tmp_path: Path) -> None:
 
 
 
+def test_the_house_of_every_new_driver_passes_gateway_check(tmp_path: Path) -> None:
+    from tests.houses import drivers_house
+
+    assert main(["check", "--config", str(drivers_house(tmp_path))]) == 0
+
 
 BAD = HEADER + """
 [[devices]]

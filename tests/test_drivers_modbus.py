@@ -102,6 +102,47 @@ slaves = [
     assert f"{path}: devices[0] (rs485).slaves: slaves[1] has id 1, like slaves[0]" in err
 
 
+MODBUS_ON = """
+[[devices]]
+id = "rs485"
+driver = "modbus.rtu"
+port = "{port}"
+slaves = [{{ slave = 1, preset = "sdm120", prefix = "house" }}]
+"""
+
+
+def test_a_serial_sensor_and_a_modbus_line_on_one_port_are_a_located_error_of_gateway_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sensor = ('\n[[devices]]\nid = "co2"\ndriver = "serial.mhz19"\nport = "/dev/ttyUSB0"\n'
+              'fields.co2 = { entity = "office_co2" }\n')
+    path = write_config(tmp_path, HEADER + sensor + MODBUS_ON.format(port="/dev/ttyUSB0"))
+    assert main(["check", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert (f"{path}: devices[1] (rs485).port: '/dev/ttyUSB0' is already used by devices[0] (co2): "
+            "one serial port serves one device") in err
+
+
+def test_two_modbus_lines_on_one_port_are_a_located_error_of_gateway_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    second = MODBUS_ON.format(port="/dev/ttyUSB0").replace('"rs485"', '"rs485b"').replace('"house"', '"pv"')
+    path = write_config(tmp_path, HEADER + MODBUS_ON.format(port="/dev/ttyUSB0") + second)
+    assert main(["check", "--config", str(path)]) == 1
+    assert f"{path}: devices[1] (rs485b).port: '/dev/ttyUSB0' is already used by devices[0] (rs485)" in (
+        capsys.readouterr().err)
+
+
+def test_a_relay_on_the_uart_pins_beside_a_modbus_line_on_the_pis_uart_is_a_located_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    relay = '\n[[devices]]\nid = "pump"\ndriver = "gpio.relay"\npin = 14\n'
+    path = write_config(tmp_path, HEADER + MODBUS_ON.format(port="/dev/serial0") + relay)
+    assert main(["check", "--config", str(path)]) == 1
+    assert (f"{path}: devices[1] (pump).pin: GPIO14 is UART0's TXD pin, which devices[0] (rs485) needs"
+            in capsys.readouterr().err)
+
+
 def test_overlapping_registers_of_one_slave_are_refused_naming_both() -> None:
     with pytest.raises(ValidationError, match=r"power \(input 12\.\.13\) overlaps power_low \(input 13\.\.13\)"):
         line_config("/dev/null", [{"slave": 1, "registers": [
@@ -358,6 +399,23 @@ def test_the_hub_and_the_rules_may_set_a_setpoint_only_to_a_number_within_its_li
     config = Discovery(Topics("gateway/mb"), "mb", None, "1", tmp_path / "memory.json").entity_config(spec)
     assert (config["command_topic"], config["min"], config["max"], config["unit_of_measurement"]) == (
         "gateway/mb/set/flow_setpoint", 20, 55, "°C")
+
+
+def test_a_setpoint_is_announced_with_the_step_its_register_scale_can_hold(tmp_path: Path) -> None:
+    slaves = [{"slave": 10, "setpoints": [SETPOINT | {"scale": 0.1}, SETPOINT | {"entity": "limit", "address": 300,
+                                                                                  "scale": 10, "maximum": 50,
+                                                                                  "safe_value": 30}]}]
+    tenth, tens = ModbusLine(line_config("/dev/null", slaves)).entities()
+    discovery = Discovery(Topics("gateway/mb"), "mb", None, "1", tmp_path / "memory.json")
+    assert (tenth.step, discovery.entity_config(tenth)["step"]) == (0.1, 0.1)
+    assert (tens.step, discovery.entity_config(tens)["step"]) == (10, 10)
+
+
+def test_a_setpoint_finer_than_the_hub_can_step_is_announced_at_the_hubs_finest_step(tmp_path: Path) -> None:
+    spec = ModbusLine(line_config("/dev/null", [{"slave": 10, "setpoints": [
+        SETPOINT | {"type": "int32", "scale": 0.0001}]}])).entities()[0]
+    config = Discovery(Topics("gateway/mb"), "mb", None, "1", tmp_path / "memory.json").entity_config(spec)
+    assert config["step"] == 0.001  # Home Assistant refuses a number whose step is below 0.001
 
 
 @given(st.sampled_from(["int16", "uint16", "int32", "uint32"]), st.sampled_from(["big", "little"]),

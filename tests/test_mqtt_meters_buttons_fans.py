@@ -57,6 +57,11 @@ def test_a_servo_is_announced_as_a_number_within_its_limits(discovery: Discovery
     assert config["command_topic"] == "gateway/house/set/flap"
 
 
+def test_a_servo_is_announced_with_a_step_of_one_degree(discovery: Discovery) -> None:
+    spec = SERVO.entities()[0]
+    assert (spec.step, discovery.entity_config(spec)["step"]) == (1, 1)
+
+
 def test_the_hub_corrects_a_meter_total_with_a_number_not_negative() -> None:
     total = METER.entities()[0]
     assert hub(total, b"12400.5") == 12400.5

@@ -33,3 +33,33 @@ class PulseSimulator(ThreadTwin):
                 idle()
 
         self._spawn(run)
+
+
+def quadrature(pins: Any, a: PinName, b: PinName, clockwise: bool) -> None:
+    """One detent of a rotary encoder on mock pins: A then B pulled low, A then B released (B first:
+    counterclockwise), the full cycle gpiozero's ``RotaryEncoder`` counts as one step."""
+    first, second = (pins.pin(a), pins.pin(b)) if clockwise else (pins.pin(b), pins.pin(a))
+    first.drive_low()
+    second.drive_low()
+    first.drive_high()
+    second.drive_high()
+
+
+class KnobSimulator(ThreadTwin):
+    """A rotary encoder's world: someone turns the knob one to four detents one way now and then."""
+
+    def __init__(self, a: PinName, b: PinName, *, mean_interval: float = 15.0) -> None:
+        super().__init__(f"knob {a}/{b}")
+        self._a, self._b = a, b
+        self._mean_interval = mean_interval
+
+    def start(self, world: SimWorld) -> None:
+        rng = twin_rng(world)
+
+        def run() -> None:
+            while not self._stop.wait(rng.expovariate(1 / self._mean_interval)):
+                clockwise = rng.random() < 0.5
+                for _ in range(rng.randint(1, 4)):
+                    quadrature(world.pin_factory, self._a, self._b, clockwise)
+
+        self._spawn(run)

@@ -67,6 +67,8 @@ VALUE = "{{ value_json }}"
 """A state is a JSON value: ``"heating"`` is shown as heating, not with its quotes."""
 DEFAULT_ICON = "mdi:information-outline"
 """For a sensor with no device class, no icon of its own and none configured on its device."""
+HA_MIN_STEP = 0.001
+"""The finest ``step`` Home Assistant accepts for a ``number`` (a finer one is refused whole)."""
 SIREN_TEST_S = 2
 """How long the "Test" button of a siren sounds it."""
 
@@ -269,7 +271,7 @@ class Discovery:
             "command_topic": self.topics.command(spec.id),
             "value_template": "{{ value_json if value_json is not none else 'None' }}",
             "mode": "slider",
-            "step": 1,
+            "step": 1 if spec.step is None else max(spec.step, HA_MIN_STEP),
         }
         if spec.minimum is not None:
             config["min"] = spec.minimum

@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 
 import paho.mqtt.client as mqtt
 
-from core.entities import EntitySpec
+from core.entities import Component, EntitySpec
 from core.events import Event, Kind, Value
 from gateway.mqtt.discovery import Discovery, Extra
 from gateway.mqtt.health import BridgeCounters
@@ -30,6 +31,12 @@ log = logging.getLogger(__name__)
 
 BIRTH_INTERVAL = 1.0
 """Seconds: at most one re-announcement for the hub's births in each."""
+
+MOMENT_MAX_AGE = 5.0
+"""Seconds: a gesture of an ``event`` entity (a button's press) older than this when the broker can take it
+is not sent at all: a press from before an outage must not switch a light when the link returns."""
+MOMENTS_MAX = 32
+"""Gestures kept while they wait to be sent (the oldest go first)."""
 
 
 class RetainedTopics:
@@ -58,20 +65,36 @@ class RetainedTopics:
         self._next_birth = float("-inf")
         """Monotonic time before which a hub birth is folded into a pending re-announcement."""
         self._birth_pending = False
+        self._moments: deque[tuple[float, str, bytes]] = deque(maxlen=MOMENTS_MAX)
+        """Gestures of ``event`` entities, (monotonic time, topic, payload), sent in order and not retained."""
+        self.moments_dropped = 0
+        """Gestures not sent: older than :data:`MOMENT_MAX_AGE` when the broker could take them."""
         for entity in self.entities:
             self.set_available(entity, True)
 
     @property
     def waiting(self) -> bool:
         """Something waits to be published, or a coalesced re-announcement is still due."""
-        return bool(self._dirty) or self._birth_pending
+        return bool(self._dirty) or bool(self._moments) or self._birth_pending
 
     def update_state(self, event: Event) -> None:
         """A reading always refreshes the retained state (the hub's ``expire_after`` counts on it);
-        a confirmed actuator state is published when it changes."""
+        a confirmed actuator state is published when it changes.
+
+        An ``event`` entity's gesture (a button's ``press``) is a moment, not a state: it is sent once, in
+        order and not retained, so the rest (null) its driver posts right after it cannot replace it before
+        it is sent (Home Assistant would never see the press), and a hub subscribing later sees the button
+        at rest."""
         current = (event.value, event.unit)
         if not self._available.get(event.entity, True):
             self.set_available(event.entity, True)
+        spec = self.entities.get(event.entity)
+        if spec is not None and spec.component is Component.EVENT and event.value is not None:
+            payload = state_payload(event.value)
+            if self._fits(self.topics.state(event.entity), payload):
+                with self._lock:
+                    self._moments.append((self._monotonic(), self.topics.state(event.entity), payload))
+            return
         if event.kind is Kind.STATE and self._last_state.get(event.entity) == current:
             return
         self._last_state[event.entity] = current
@@ -149,6 +172,14 @@ class RetainedTopics:
             self.republish(removals=False)
         with self._lock:
             dirty, self._dirty = self._dirty, {}
+            moments, self._moments = list(self._moments), deque(maxlen=MOMENTS_MAX)
+        now = self._monotonic()
+        for at, topic, payload in moments:
+            if now - at > MOMENT_MAX_AGE:
+                self.moments_dropped += 1
+                log.info("%s not sent: %.0f s old when the broker could take it", topic, now - at)
+                continue
+            client.publish(topic, payload, qos=1, retain=False)
         for topic, payload in dirty.items():
             client.publish(topic, payload, qos=1, retain=True)
             self._counters.states_published += 1
