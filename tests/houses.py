@@ -132,9 +132,9 @@ safe_value = 35
 unit = "°C"
 device_class = "temperature"
 """
-"""One of each driver of issue 13 (pulse meters for energy and water, a button, a rotary encoder, a fan, a servo,
-a BME280, an ADS1115, a Modbus line with an SDM120 and a heat pump's setpoint): the house ``scripts/ha_check.py --house drivers``
-runs against a real Home Assistant."""
+"""One of each driver of issue 13 (pulse meters for energy and water, a button, a rotary encoder, a fan, a
+servo, a BME280, an ADS1115, a Modbus line with an SDM120 and a heat pump's setpoint): the house
+``scripts/ha_check.py --house drivers`` runs against a real Home Assistant."""
 
 
 def drivers_house(directory: Path, *, mqtt_port: int = 1883, gateway_id: str = "drivers") -> Path:
