@@ -393,14 +393,15 @@ class _Checker:
 
     def _typed(self, where: str, test: Any, problems: list[str]) -> None:
         """A comparison with a value its entity can never have: a number of an on/off entity, a word
-        not among a text entity's declared ``values`` (``[[mqtt_entities]]``), true/false of a number."""
+        not among a text entity's declared ``values`` (``[[mqtt_entities]]``) or an event entity's
+        event types (a button's ``double_press``), true/false of a number."""
         spec = self.entities.get(getattr(test, "entity", None) or "")
         if spec is None:
             return
         on_off = spec.component is Component.BINARY_SENSOR
-        words = spec.options if spec.component is Component.SENSOR else ()
+        words = spec.options if spec.component in (Component.SENSOR, Component.EVENT) else ()
         if isinstance(test, m.NumericTrigger | m.NumericCondition) and (on_off or words):
-            kind = "an on/off" if on_off else "a text"
+            kind = "an on/off" if on_off else "an event" if spec.component is Component.EVENT else "a text"
             problems.append(f"{where}.type: {spec.id!r} is {kind} entity, never a number: use type = \"state\"")
             return
         compared: list[tuple[str, Any]] = []

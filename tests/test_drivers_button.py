@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from gpiozero.pins.mock import MockFactory
 
 from core.clock import VirtualClock
@@ -108,3 +109,15 @@ def test_a_rule_fires_on_every_double_press_of_the_button(tmp_path: Any) -> None
         bench.rec.clear()
         world.post("hall_light", False, Kind.STATE)
     assert world.commands("hall_light") == [("hall_light", True), ("hall_light", True)]
+
+
+def test_a_rule_on_a_gesture_the_button_never_makes_is_a_located_load_error(tmp_path: Any) -> None:
+    from rules.loader import RulesError
+    from tests import toml_kit as toml
+    from tests.rules_kit import DEMO_ENTITIES, ruleset
+
+    entities = {**DEMO_ENTITIES, "hall_button": Bench().button.entities()[0]}
+    with pytest.raises(RulesError) as refused:
+        ruleset(tmp_path, toml.state_rule("toggle", "hall_button", "doubleclick", "turn_on", "hall_light"), entities)
+    assert ("rule toggle: triggers[0].to: 'doubleclick' is not a value of 'hall_button' "
+            "(one of 'press', 'double_press', 'long_press')") in str(refused.value)
