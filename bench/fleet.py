@@ -9,7 +9,7 @@ Each simulated gateway is the real thing minus the hardware: an :class:`~gateway
 (its own paho client, :class:`~gateway.mqtt.link.Link` with paho's backoff and the gateway's
 :class:`~gateway.mqtt.connection.Jitter`, :class:`~gateway.mqtt.window.PublishWindow` with its
 ``drain_rate`` bucket, a SQLite :class:`~gateway.mqtt.outbox.Outbox` in a state directory of its own),
-all in this one process. What happens:
+in worker processes of :data:`PER_PROCESS` gateways each. What happens:
 
 1. Mosquitto starts; every gateway connects.
 2. Mosquitto stops (SIGTERM): every gateway loses its link at the same instant, as in a broker restart.
@@ -24,7 +24,7 @@ all in this one process. What happens:
 instrumentation points are wrappers set on each bridge from outside (the link's connection-accepted
 callback and paho's ``on_publish``); nothing in ``gateway/`` was changed for this bench.
 
-The client side is one Python process on a shared 2-core machine: at a few thousand messages a second
+The client side is a few Python processes on a shared 2-core machine: at a few thousand messages a second
 it, not Mosquitto, is the limit, so the *unlimited* peaks are a floor of what a real fleet would do.
 docs/performance.md (*A fleet reconnecting after a broker restart*) has the figures and the model.
 """
@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
+import multiprocessing
 import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +110,12 @@ class Stamps:
         with self._lock:
             return [t - start for t in self.times if t >= start]
 
-    def peak_per_s(self, start: float) -> float:
-        bins = Counter(int(t / BIN) for t in self.since(start))
-        return max(bins.values(), default=0) / BIN
+
+
+def peak_per_s(moments: Sequence[float]) -> float:
+    """The most moments in one :data:`BIN` (100 ms), as a rate per second."""
+    bins = Counter(int(t / BIN) for t in moments)
+    return max(bins.values(), default=0) / BIN
 
 
 def instrument(harness: Harness, connects: Stamps, acks: Stamps, *, jitter: bool) -> None:
@@ -143,56 +148,119 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.01)
 
 
-def raise_open_files_limit() -> None:
-    """Each gateway holds a socket, paho's wake-up pair and SQLite's three files: ~7 descriptors."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+PER_PROCESS = 50
+"""Gateways per worker process. paho waits on its sockets with ``select()``, which cannot watch a
+descriptor numbered 1024 or above, and each simulated gateway holds about 14 (its socket, paho's
+wake-up pair, SQLite's three files, ...): in one process the 74th gateway never connects (found by
+running it). A real gateway is one process, so this is a limit of the simulation only."""
+
+
+@dataclass(slots=True)
+class Plan:
+    """One worker's share of a scenario."""
+
+    first: int
+    count: int
+    directory: Path
+    port: int
+    jitter: bool
+    drain_rate: float
+    backlog: int
+    timeout: float
+
+
+def worker(plan: Plan, pipe: Connection) -> None:
+    """A process running ``plan.count`` gateways; steps on the main process's word (see :func:`run`)."""
+    logging.basicConfig(level=logging.ERROR)
+    connects, acks = Stamps(), Stamps()
+    fleet: list[Harness] = []
+    try:
+        for i in range(plan.first, plan.first + plan.count):
+            config = make_config(f"fleet-{i:04d}", plan.directory / f"gw{i:04d}", plan.port, discovery=False,
+                                 max_inflight=WINDOW, drain_rate=plan.drain_rate, reconnect_min=1,
+                                 reconnect_max=60, health_interval=3600,
+                                 outbox={"batch_ms": 50, "synchronous": "NORMAL"})
+            harness = make_bridge(config, ENTITIES)
+            instrument(harness, connects, acks, jitter=plan.jitter)
+            fleet.append(harness)
+        for harness in fleet:
+            harness.bridge.start()
+        wait_for(lambda: all(h.bridge.connected for h in fleet), plan.timeout, "the first connections")
+        pipe.send("up")
+        assert pipe.recv() == "down"  # the broker is stopped
+        wait_for(lambda: not any(h.bridge.connected for h in fleet), plan.timeout, "every link to drop")
+        for n in range(plan.backlog):
+            for harness in fleet:
+                harness.bridge.forward(harness.events.reading("meter", n))
+        pipe.send("queued")
+        restart = pipe.recv()  # the broker is back: its monotonic start time (the clock is system-wide)
+        wait_for(lambda: all(h.bridge.connected for h in fleet), plan.timeout, "the fleet to reconnect")
+        wait_for(lambda: all(h.bridge.outbox.depth == 0 for h in fleet), plan.timeout, "every outbox to drain")
+        pipe.send((time.monotonic(), connects.since(restart), acks.since(restart)))
+    except BaseException as exc:
+        pipe.send(f"failed: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        stoppers = [threading.Thread(target=h.bridge.stop, args=(2.0,)) for h in fleet]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
+
+
+def _expect(pipes: Sequence[Connection], word: str, timeout: float) -> list[Any]:
+    answers = []
+    for pipe in pipes:
+        if not pipe.poll(timeout):
+            raise TimeoutError(f"a worker did not answer {word!r} within {timeout:.0f} s")
+        answer = pipe.recv()
+        if isinstance(answer, str) and answer.startswith("failed"):
+            raise RuntimeError(f"a worker {answer}")
+        answers.append(answer)
+    return answers
 
 
 def run(gateways: int, *, jitter: bool, drain_rate: float, backlog: int = 100, outage: float = 5.0,
         timeout: float = 120.0) -> Result:
-    """One scenario against a fresh Mosquitto; see the module docstring."""
-    raise_open_files_limit()
+    """One scenario against a fresh Mosquitto, the fleet spread over worker processes; see the module
+    docstring. The main process only starts and stops the broker and adds up what the workers saw."""
+    context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         directory = Path(tmp)
         broker = Broker(port=free_port(), directory=directory / "mosquitto")
         broker.start()
-        connects, acks = Stamps(), Stamps()
-        fleet: list[Harness] = []
+        processes: list[BaseProcess] = []
+        pipes: list[Connection] = []
         try:
-            for i in range(gateways):
-                config = make_config(f"fleet-{i:04d}", directory / f"gw{i:04d}", broker.port, discovery=False,
-                                     max_inflight=WINDOW, drain_rate=drain_rate, reconnect_min=1,
-                                     reconnect_max=60, health_interval=3600,
-                                     outbox={"batch_ms": 50, "synchronous": "NORMAL"})
-                harness = make_bridge(config, ENTITIES)
-                instrument(harness, connects, acks, jitter=jitter)
-                fleet.append(harness)
-            for harness in fleet:
-                harness.bridge.start()
-            wait_for(lambda: all(h.bridge.connected for h in fleet), timeout, "the fleet's first connections")
+            for first in range(0, gateways, PER_PROCESS):
+                ours, theirs = context.Pipe()
+                plan = Plan(first, min(PER_PROCESS, gateways - first), directory, broker.port, jitter, drain_rate,
+                            backlog, timeout)
+                processes.append(context.Process(target=worker, args=(plan, theirs), daemon=True))
+                processes[-1].start()
+                pipes.append(ours)
+            _expect(pipes, "up", timeout)
             broker.stop()
-            wait_for(lambda: not any(h.bridge.connected for h in fleet), timeout, "every link to drop")
             down = time.monotonic()
-            for n in range(backlog):
-                for harness in fleet:
-                    harness.bridge.forward(harness.events.reading("meter", n))
+            for pipe in pipes:
+                pipe.send("down")
+            _expect(pipes, "queued", timeout)
             time.sleep(max(0.0, outage - (time.monotonic() - down)))
             broker.start()
             restart = time.monotonic()
-            wait_for(lambda: all(h.bridge.connected for h in fleet), timeout, "the fleet to reconnect")
-            reconnected = max(connects.since(restart))
-            wait_for(lambda: all(h.bridge.outbox.depth == 0 for h in fleet), timeout, "every outbox to drain")
-            drained = time.monotonic() - restart
-            return Result(gateways, jitter, drain_rate, backlog, reconnected, connects.peak_per_s(restart),
-                          acks.peak_per_s(restart), drained, len(acks.since(restart)))
+            for pipe in pipes:
+                pipe.send(restart)
+            reports = _expect(pipes, "drained", timeout)
+            connects = [t for _, c, _ in reports for t in c]
+            acks = [t for _, _, a in reports for t in a]
+            return Result(gateways, jitter, drain_rate, backlog, max(connects), peak_per_s(connects),
+                          peak_per_s(acks), max(done for done, _, _ in reports) - restart, len(acks))
         finally:
-            stoppers = [threading.Thread(target=h.bridge.stop, args=(2.0,)) for h in fleet]
-            for stopper in stoppers:
-                stopper.start()
-            for stopper in stoppers:
-                stopper.join()
+            for child in processes:
+                child.join(timeout=15)
+                if child.is_alive():
+                    child.kill()
+                    child.join()
             broker.stop()
 
 
