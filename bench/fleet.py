@@ -80,17 +80,18 @@ class Result:
     drain_all_s: float
     """From the broker's restart until every outbox is empty."""
     acked: int
+    """PUBACKs after the restart, fleet-wide: the backlog and each gateway's retained ``online``."""
 
     def row(self) -> tuple[str, ...]:
         rate = "unlimited" if self.drain_rate >= UNLIMITED else f"{self.drain_rate:g}/s"
         return (str(self.gateways), "on" if self.jitter else "off", rate, str(self.backlog),
                 f"{self.reconnect_all_s:.2f}", f"{self.peak_connects_per_s:,.0f}",
                 f"{self.busiest_second_connects:,}", f"{self.peak_messages_per_s:,.0f}",
-                f"{self.busiest_second_messages:,}", f"{self.drain_all_s:.2f}")
+                f"{self.busiest_second_messages:,}", f"{self.drain_all_s:.2f}", f"{self.acked:,}")
 
 
 HEADER = ("gateways", "jitter", "drain_rate", "backlog/gw", "all reconnected s", "peak CONNECT/s (100 ms)",
-          "CONNECTs busiest s", "peak msg/s (100 ms)", "msgs busiest s", "all drained s")
+          "CONNECTs busiest s", "peak msg/s (100 ms)", "msgs busiest s", "all drained s", "PUBACKs")
 
 
 def table(results: Sequence[Result]) -> str:
