@@ -105,6 +105,46 @@ def test_an_mqtt5_connect_gets_no_connack_so_gateways_must_speak_3_1_1(cluster: 
         client.loop_stop()
 
 
+def test_a_gateway_left_on_mqtt5_never_connects_and_says_the_broker_is_unreachable(
+    tmp_path: Path, cluster: RabbitCluster
+) -> None:
+    config = cluster_config("rmq5", tmp_path / "state", cluster)
+    config = config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"protocol": "5"})})
+    bridge = make_bridge(config).bridge
+    bridge.start()
+    try:
+        wait_until(lambda: bridge.health()["connection"] == "unreachable", 10, "the outage noticed")
+        assert not bridge.connected
+    finally:
+        bridge.stop()
+
+
+def test_a_client_id_connecting_on_another_node_takes_the_session_over(cluster: RabbitCluster) -> None:
+    lost = threading.Event()
+    first = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="same-id", protocol=mqtt.MQTTv311)
+    first.on_disconnect = lambda *args: lost.set()
+    first.connect("127.0.0.1", cluster.nodes[0].mqtt)
+    first.loop_start()
+    second = consumer(cluster.nodes[2].mqtt, "probe/same", client_id="same-id")
+    try:
+        assert lost.wait(10)
+    finally:
+        first.loop_stop()
+        close(second)
+
+
+def test_a_shared_subscription_is_not_served(cluster: RabbitCluster) -> None:
+    shared = consumer(cluster.nodes[0].mqtt, "$share/group/probe/shared")
+    plain = consumer(cluster.nodes[0].mqtt, "probe/shared")
+    try:
+        plain.client.publish("probe/shared", b"x", qos=1).wait_for_publish(5)
+        wait_until(lambda: plain.on("probe/shared"), 5, "the plain subscriber's copy")
+        assert shared.messages == []
+    finally:
+        close(shared)
+        close(plain)
+
+
 def test_a_qos_2_subscription_is_granted_as_qos_1(cluster: RabbitCluster) -> None:
     sink = consumer(cluster.nodes[1].mqtt, "probe/qos2", qos=2)
     close(sink)
