@@ -173,10 +173,14 @@ def test_the_gateway_fails_over_from_a_killed_node_and_a_consumer_on_another_nod
     a, b, c = cluster.nodes
     harness = make_bridge(cluster_config("rmq1", tmp_path / "state", cluster))
     bridge, prefix = harness.bridge, f"{harness.base}/event/"
-    # the consumer's session is kept (clean_session=False): its queue is a quorum queue, on three nodes
+    # the consumer's session is kept (clean_session=False): its queue is a quorum queue with a member on every
+    # node, and it expires 24 h (mqtt.subscription_ttl) after the consumer last went away
     sink = consumer(c.mqtt, f"{prefix}#", client_id="fleet-consumer-c", session=True)
-    queues = cluster.ctl(3, "list_queues", "name", "type", "members")
-    assert "mqtt-subscription-fleet-consumer-cqos1\tquorum" in queues, queues
+    queues = cluster.ctl(3, "list_queues", "name", "type", "members", "arguments").splitlines()
+    [queue] = [line for line in queues if line.startswith("mqtt-subscription-fleet-consumer-cqos1\t")]
+    assert "\tquorum\t" in queue
+    assert all(node.name in queue for node in cluster.nodes), queue
+    assert '{"x-expires",86400000}' in queue, queue
     bridge.start()
     try:
         wait_until(lambda: bridge.connected, 20, "connected to node A")
