@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "7": ("bench.backlog", "100,000-event outbox backlog: restart and drain"),
     "8": ("bench.floods", "floods (issue 17): peak RSS, recovery, unrelated latency, alarms kept, shed"),
     "9": ("bench.web", "the web page (idle, one client) and the event history (bytes per hour)"),
+    "10": ("bench.fleet", "a fleet of 200 gateways reconnecting after a broker restart (issue 15): jitter, drain_rate"),
 }
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -11,6 +11,8 @@ config file, so a checked-out repository runs as it is.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,7 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -64,9 +67,35 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+MACHINE_ID = Path("/etc/machine-id")
+"""The board's identity (systemd's machine-id(5)): ``gateway.id`` is derived from it when not set."""
+MACHINE_ID_KEY = b"edge-gateway gateway.id"
+"""The application-specific message of the keyed hash: machine-id(5) asks applications never to expose
+the machine id itself, but a keyed hash of it."""
+
+
+def derived_gateway_id(machine_id: Path = MACHINE_ID) -> str:
+    """``gw-`` and the first 12 hex digits of HMAC-SHA256(key = the machine id, ``MACHINE_ID_KEY``):
+    stable for the board's life (until the OS is reinstalled), different on every board, and the machine
+    id cannot be read back from it. The same in a shell: ``printf 'edge-gateway gateway.id' | openssl dgst
+    -sha256 -hmac "$(cat /etc/machine-id)"``. ValueError when the file is missing or not 32 hex digits
+    (``uninitialized`` during a first boot): the installer must set ``gateway.id``."""
+    try:
+        text = machine_id.read_text(encoding="ascii", errors="replace").strip()
+    except OSError as exc:
+        raise ValueError(f"not set, and no machine id to derive one from ({machine_id}: "
+                         f"{exc.strerror or exc}): set gateway.id") from None
+    if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError(f"not set, and no machine id to derive one from ({machine_id} does not hold "
+                         f"32 hex digits): set gateway.id")
+    return "gw-" + hmac.new(text.encode(), MACHINE_ID_KEY, hashlib.sha256).hexdigest()[:12]
+
+
 class GatewaySection(Section):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=48)
-    """Unique per broker: it names the MQTT base topic, client id and discovery node."""
+    id: str = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=48, validate_default=True)
+    """Unique per broker: it names the MQTT base topic, client id and discovery node. Not set: derived
+    from ``/etc/machine-id`` (:func:`derived_gateway_id`; validation context ``machine_id`` overrides
+    the path, for tests)."""
     name: str | None = None
     timezone: str = "UTC"
     state_dir: Path = Path("/var/lib/gateway")
@@ -75,6 +104,17 @@ class GatewaySection(Section):
     """The gpiozero pin factory ``run`` builds once for every GPIO and SPI device: ``auto`` tries lgpio,
     rpigpio, pigpio, native in turn; ``mock`` runs on gpiozero's mock pins (a bench without a board).
     None loads: ``run`` refuses to start and says what to install (docs/drivers.md)."""
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_or_machine_id(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None:
+            return value
+        context = info.context if isinstance(info.context, dict) else {}
+        try:
+            return derived_gateway_id(context.get("machine_id", MACHINE_ID))
+        except ValueError as exc:  # "missing": the message says what to do, no "(got None)" after it
+            raise PydanticCustomError("missing", str(exc).replace("{", "{{").replace("}", "}}")) from None
 
     @field_validator("timezone")
     @classmethod
@@ -396,12 +436,13 @@ def load_config(path: Path | str) -> Config:
     return parse_config(data, path)
 
 
-def parse_config(data: dict[str, Any], path: Path) -> Config:
-    """Validate parsed TOML; :class:`ConfigError` with every problem, located (deep nesting included)."""
+def parse_config(data: dict[str, Any], path: Path, *, machine_id: Path = MACHINE_ID) -> Config:
+    """Validate parsed TOML; :class:`ConfigError` with every problem, located (deep nesting included).
+    ``machine_id``: where an unset ``gateway.id`` is derived from."""
     if nesting(data) > MAX_NESTING:
         raise ConfigError([f"{path}: {too_deep()}"])
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(data, context={"machine_id": machine_id})
     except ValidationError as exc:
         raise ConfigError(list(format_errors(path, exc, data))) from None
     except RecursionError:
