@@ -29,10 +29,9 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
-from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
@@ -40,6 +39,9 @@ from core import clocksync
 from core.events import Event, EventFactory, Kind
 from core.guard import guarded
 from rules import model as m
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.background import BackgroundScheduler
 
 log = logging.getLogger(__name__)
 
@@ -113,20 +115,27 @@ class Schedules(Protocol):
 
 
 class ApsSchedules:
-    """APScheduler 3's BackgroundScheduler, posting TIMER events onto the bus."""
+    """APScheduler 3's BackgroundScheduler, posting TIMER events onto the bus.
+
+    The scheduler (its module, its thread, and the ``multiprocessing`` and ``concurrent.futures``
+    modules its executors import: about 1 MB of a Pi's memory) is created only once there is a job
+    to run: a house without schedules never loads it. :attr:`running` is this object's state (started
+    and not stopped), whether or not a scheduler exists yet; jobs that arrive while running (a rule
+    reload that adds a schedule) start one.
+    """
 
     def __init__(self, post: Callable[[Event], None], events: EventFactory, timezone: ZoneInfo) -> None:
         self._post = post
         self._events = events
-        self.scheduler = BackgroundScheduler(
-            timezone=timezone,
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
-        )
+        self._timezone = timezone
+        self.scheduler: BackgroundScheduler | None = None
+        """None until the first job runs (:meth:`_install`)."""
         self._jobs: list[Job] = []
+        self._running = False
 
     @property
     def running(self) -> bool:
-        return bool(self.scheduler.running)
+        return self._running
 
     def replace(self, jobs: list[Job]) -> None:
         self._jobs = list(jobs)
@@ -134,6 +143,16 @@ class ApsSchedules:
             self._install()
 
     def _install(self) -> None:
+        if self.scheduler is None:
+            if not self._jobs:
+                return
+            from apscheduler.schedulers.background import BackgroundScheduler  # only with a job: see class
+
+            self.scheduler = BackgroundScheduler(
+                timezone=self._timezone,
+                job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
+            )
+            self.scheduler.start()
         self.scheduler.remove_all_jobs()
         for job in self._jobs:
             self.scheduler.add_job(
@@ -148,16 +167,19 @@ class ApsSchedules:
         return guarded(f"schedule {key}")(post)
 
     def start(self) -> None:
-        if not self.running:
-            self.scheduler.start()
+        if not self._running:
+            self._running = True
             self._install()
 
     def stop(self) -> None:
-        if self.running:
-            self.scheduler.shutdown(wait=False)
+        self._running = False
+        if self.scheduler is not None:
+            if self.scheduler.running:
+                self.scheduler.shutdown(wait=False)
+            self.scheduler = None  # a start after a stop makes a new one: APScheduler's cannot restart
 
     def wakeup(self) -> None:
-        if self.running:
+        if self.running and self.scheduler is not None:
             self.scheduler.wakeup()
 
 
