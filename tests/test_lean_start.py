@@ -77,6 +77,8 @@ def test_a_gateway_without_schedules_never_imports_the_scheduler_nor_multiproces
     assert "multiprocessing" not in modules
 
 
-def test_a_gateway_with_a_schedule_runs_the_scheduler(tmp_path: Path) -> None:
+def test_a_gateway_with_a_schedule_uses_apscheduler_triggers_but_not_its_scheduler(tmp_path: Path) -> None:
     modules = modules_of_a_started_gateway(tmp_path, SCHEDULED)
-    assert "apscheduler.schedulers.background" in modules
+    assert "apscheduler.triggers.cron" in modules
+    assert "apscheduler.schedulers.background" not in modules
+    assert "multiprocessing" not in modules
