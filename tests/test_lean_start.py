@@ -82,3 +82,24 @@ def test_a_gateway_with_a_schedule_uses_apscheduler_triggers_but_not_its_schedul
     assert "apscheduler.triggers.cron" in modules
     assert "apscheduler.schedulers.background" not in modules
     assert "multiprocessing" not in modules
+
+
+LOADED_CONFIG = """
+import json, sys
+from gateway.config import load_config
+
+load_config(sys.argv[1]).drivers()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_config_imports_only_the_driver_modules_it_names(tmp_path: Path) -> None:
+    text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22), toml.device("door", "gpio.input", pin=27))
+    config = write_config(tmp_path, text, rules=UNSCHEDULED)
+    done = subprocess.run([sys.executable, "-c", LOADED_CONFIG, str(config)], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    modules = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert {"drivers.gpio", "drivers.actuators"} <= modules
+    assert not {"drivers.modbus", "drivers.fan", "drivers.pulse", "drivers.button"} & modules
