@@ -111,6 +111,11 @@ class DeviceConfig(BaseModel):
     icon: str | None = Field(default=None, pattern=r"^[a-z]+:[a-z0-9-]+$", max_length=64)
     """The hub's icon (``mdi:radiator``) for this device's entities that have no device class."""
 
+    def serial_port(self) -> str | None:
+        """The serial port this device holds, if any: one owner per port (``drivers/board.py``), told
+        without :mod:`drivers.board` importing every driver that may hold one."""
+        return None
+
 
 C_co = TypeVar("C_co", bound=DeviceConfig, default=DeviceConfig, covariant=True)
 """A driver's config model. Covariant, so ``Relay`` (a ``Driver[GpioRelayConfig]``) is a ``Driver``

@@ -33,9 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from drivers.analog import AnalogConfig
 from drivers.base import DeviceConfig
 from drivers.i2c_sensors import I2cConfig
-from drivers.modbus import ModbusLineConfig
 from drivers.onewire import Ds18b20Config
-from drivers.serial_line import SerialConfig
 
 if TYPE_CHECKING:
     from gpiozero import Factory
@@ -171,8 +169,8 @@ def uses(device: DeviceConfig) -> Uses:
     )
     if isinstance(device, AnalogConfig):
         return Uses(pins, (SPI0,), spi_select=device.spi_device)
-    if isinstance(device, SerialConfig | ModbusLineConfig):  # a Modbus RTU line is a serial port too
-        return Uses(pins, (UART0,) if device.port in UART_PORTS else (), serial_port=device.port)
+    if (port := device.serial_port()) is not None:  # a serial sensor, a Modbus RTU line
+        return Uses(pins, (UART0,) if port in UART_PORTS else (), serial_port=port)
     if isinstance(device, I2cConfig):
         return Uses(pins, (I2C1,) if device.bus == 1 else (), i2c_address=(device.bus, device.address))
     if isinstance(device, Ds18b20Config):

@@ -370,6 +370,9 @@ class ModbusLineConfig(DeviceConfig):
             raise ValueError("; ".join(problems))
         return slaves
 
+    def serial_port(self) -> str | None:
+        return self.port
+
 
 @dataclass(slots=True)
 class _Slave:

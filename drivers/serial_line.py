@@ -126,6 +126,9 @@ class SerialConfig(DeviceConfig):
                                  f"(this sensor reports: {', '.join(known)})")
         return fields
 
+    def serial_port(self) -> str | None:
+        return self.port
+
 
 class SerialKvConfig(SerialConfig):
     driver: Literal["serial.kv"]

@@ -204,7 +204,11 @@ class Gateway:
             bridge.link.client.publish(result_topic, payload, qos=1)  # paho queues it while offline
 
         remote = RemoteRules(self.config, current=lambda: self.engine.ruleset, swap=self._swap_rules, answer=answer)
-        bridge.link.route(f"{bridge.topics.base}/rules/set", remote.on_message, "mqtt rules/set")
+        def arrived(client: object, userdata: object, message: Any) -> None:
+            remote.on_message(client, userdata, message)
+            self.bus.wake()  # handled now, not at the dispatcher's next tick (up to 5 s when idle)
+
+        bridge.link.route(f"{bridge.topics.base}/rules/set", arrived, "mqtt rules/set")
         bridge.add_health_source("remote_rules", remote.health)
         self.dispatcher.on_idle.append(remote.on_idle)
         self.remote_rules = remote

@@ -11,12 +11,13 @@ config file, so a checked-out repository runs as it is.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -27,6 +28,7 @@ from pydantic import (
     ModelWrapValidatorHandler,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -305,17 +307,6 @@ class WebSection(Section):
         return int(self.listen.rsplit(":", 1)[1])
 
 
-def _device_union() -> Any:
-    models = tuple(cls.Config for cls in DRIVERS.values())
-    return Annotated[Union[models], Field(discriminator="driver")]  # noqa: UP007 - built at runtime
-
-
-if TYPE_CHECKING:
-    DeviceUnion = DeviceConfig
-else:
-    DeviceUnion = _device_union()
-
-
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -326,7 +317,9 @@ class Config(BaseModel):
     bus: BusSection = BusSection()
     history: HistorySection = HistorySection()
     web: WebSection = WebSection()
-    devices: list[DeviceUnion] = Field(default_factory=list)
+    devices: list[DeviceConfig] = Field(default_factory=list)
+    """Each device as its driver's own model: :func:`parse_config` validates with :func:`config_model`,
+    whose ``devices`` is the discriminated union of the models of the drivers the file names."""
     mqtt_entities: list[MqttEntityConfig] = Field(default_factory=list, max_length=500)
     """Values other devices publish on MQTT, heard as readings (gateway/mqtt/foreign.py, docs/rules.md)."""
     source: Path | None = Field(default=None, exclude=True)
@@ -442,12 +435,42 @@ def parse_config(data: dict[str, Any], path: Path, *, machine_id: Path = MACHINE
     if nesting(data) > MAX_NESTING:
         raise ConfigError([f"{path}: {too_deep()}"])
     try:
-        config = Config.model_validate(data, context={"machine_id": machine_id})
+        config = config_model(_driver_names(data)).model_validate(data, context={"machine_id": machine_id})
     except ValidationError as exc:
         raise ConfigError(list(format_errors(path, exc, data))) from None
     except RecursionError:
         raise ConfigError([f"{path}: {too_deep()}"]) from None
     return _resolve_paths(config, path)
+
+
+def _driver_names(data: dict[str, Any]) -> frozenset[str]:
+    """The ``driver`` names the device tables give, as written (unknown ones included); every name when
+    devices exist but none gives one (each is then told what it lacks, as by the union of every driver)."""
+    devices = data.get("devices")
+    if not isinstance(devices, list) or not devices:
+        return frozenset()
+    names = frozenset(d["driver"] for d in devices if isinstance(d, dict) and isinstance(d.get("driver"), str))
+    return names or frozenset(DRIVERS)
+
+
+@functools.cache
+def config_model(names: frozenset[str]) -> type[Config]:
+    """:class:`Config` whose ``devices`` is the discriminated union of the models of the drivers ``names``
+    gives (the others are never imported: :data:`drivers.registry.DRIVERS` is lazy).
+
+    A file without devices validates with :class:`Config` itself. A file whose devices name only unknown
+    drivers gets the union of every driver, so that each is reported as unknown, with a did-you-mean, as
+    before; an unknown name next to known ones is reported the same way by the smaller union (the message
+    lists every driver the catalogue has, :func:`drivers.registry.unknown_driver_message`)."""
+    if not names:
+        return Config
+    known = sorted(name for name in names if name in DRIVERS)
+    models = tuple(DRIVERS[name].Config for name in (known or DRIVERS))
+    union: Any = Annotated[Union[models], Field(discriminator="driver")]  # noqa: UP007 - built at runtime
+    model: type[Config] = create_model(
+        "Config", __base__=Config, __module__=__name__, devices=(list[union], Field(default_factory=list)),
+    )
+    return model
 
 
 def state_dir_problems(config: Config) -> list[str]:

@@ -79,7 +79,8 @@ class ControlServer:
         except OSError:
             sock.close()
             raise
-        sock.settimeout(1.0)
+        # accept() blocks with no timeout: an idle gateway must not wake every second for nothing, and
+        # stop()'s shutdown() ends a blocked accept() at once on Linux.
         self._sock = sock
         self._thread = threading.Thread(target=guarded("status socket")(self._serve), name="control", daemon=True)
         self._thread.start()

@@ -1,14 +1,16 @@
 """Wall-clock schedules: APScheduler 3 triggers that only post timer events.
 
-Rules never run on the scheduler's thread: a job posts a ``Kind.TIMER`` event
+Rules never run on the schedule thread: a job posts a ``Kind.TIMER`` event
 (entity ``schedule.<owner>.<n>``) onto the bus and the dispatcher does the rest.
+The triggers are APScheduler's (cron expressions, time zones); the thread that
+runs them is :class:`ApsSchedules`, ours, with APScheduler's semantics.
 
 Settings chosen on purpose:
 
-* ``coalesce = True`` and ``max_instances = 1``: runs missed together (a stalled
-  board, a clock step) become one run, never a burst.
-* ``misfire_grace_time`` per trigger (default 5 min, ``misfire_grace`` in the
-  rule): APScheduler's one-second default silently skips jobs on a busy board.
+* coalesce, and one run at a time: runs missed together (a stalled board, a
+  clock step) become one run, never a burst.
+* a misfire grace per trigger (default 5 min, ``misfire_grace`` in the rule):
+  APScheduler's one-second default silently skips jobs on a busy board.
 * The time zone is the gateway's (``[gateway] timezone``).
 * Daylight saving: :class:`OncePerLocalTime` makes a schedule fire at most once
   per local clock time. On the night the clocks go back, ``02:30`` happens twice
@@ -27,12 +29,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
@@ -112,53 +115,119 @@ class Schedules(Protocol):
     def running(self) -> bool: ...
 
 
-class ApsSchedules:
-    """APScheduler 3's BackgroundScheduler, posting TIMER events onto the bus."""
+MAX_WAIT = 600.0
+"""The schedule thread re-reads the wall clock at least this often (seconds), so a slow drift between the
+monotonic wait and the wall clock never delays a run by more than a few milliseconds."""
 
-    def __init__(self, post: Callable[[Event], None], events: EventFactory, timezone: ZoneInfo) -> None:
+
+class _Entry:
+    __slots__ = ("job", "next")
+
+    def __init__(self, job: Job, next_run: dt.datetime | None) -> None:
+        self.job = job
+        self.next = next_run
+
+
+class ApsSchedules:
+    """APScheduler 3's triggers, run by one small thread of ours that only posts TIMER events.
+
+    Why not APScheduler's ``BackgroundScheduler``: a job here only posts an event, so its scheduler, its
+    executor's thread pool and the modules they import (``concurrent.futures``, ``multiprocessing``:
+    1.6 MB of a Pi's memory, docs/performance.md) buy nothing. The semantics are APScheduler's, kept on
+    purpose (see the module docstring): runs missed together become **one** run (coalesce); a run later
+    than its job's ``grace`` is skipped and logged; one job never runs twice at once (posting is instant).
+    The thread sleeps until the next run (at most :data:`MAX_WAIT`) and exists only once there is a job:
+    a house without schedules has none. :meth:`wakeup` (a wall-clock step) makes it look at the clock
+    again: a run the step jumped over fires at once if within its grace, as with APScheduler.
+
+    ``wall`` is the wall clock (``time.time``); tests move it by hand and call :meth:`arm` and
+    :meth:`run_due` without the thread.
+    """
+
+    def __init__(self, post: Callable[[Event], None], events: EventFactory, timezone: ZoneInfo,
+                 *, wall: Callable[[], float] = time.time) -> None:
         self._post = post
         self._events = events
-        self.scheduler = BackgroundScheduler(
-            timezone=timezone,
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
-        )
+        self._timezone = timezone
+        self._wall = wall
         self._jobs: list[Job] = []
+        self._entries: list[_Entry] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        """None until there is a job to run while started."""
+        self._running = False
 
     @property
     def running(self) -> bool:
-        return bool(self.scheduler.running)
+        return self._running
 
     def replace(self, jobs: list[Job]) -> None:
         self._jobs = list(jobs)
-        if self.running:
-            self._install()
-
-    def _install(self) -> None:
-        self.scheduler.remove_all_jobs()
-        for job in self._jobs:
-            self.scheduler.add_job(
-                self._poster(job.key), trigger=job.trigger, id=job.key, name=job.key,
-                misfire_grace_time=int(job.grace) or 1, coalesce=True, max_instances=1, replace_existing=True,
-            )
-
-    def _poster(self, key: str) -> Callable[[], None]:
-        def post() -> None:
-            self._post(self._events.make(Kind.TIMER, key, True, detail="schedule"))
-
-        return guarded(f"schedule {key}")(post)
+        if self._running:
+            self.arm()
 
     def start(self) -> None:
-        if not self.running:
-            self.scheduler.start()
-            self._install()
+        if not self._running:
+            self._running = True
+            self.arm()
 
     def stop(self) -> None:
-        if self.running:
-            self.scheduler.shutdown(wait=False)
+        self._running = False
+        self._wake.set()
+        thread, self.thread = self.thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2.0)
 
     def wakeup(self) -> None:
-        if self.running:
-            self.scheduler.wakeup()
+        self._wake.set()
+
+    def arm(self) -> None:
+        """Each job's next run from now (what APScheduler's ``add_job`` does); the thread once there is a job."""
+        now = self._now()
+        with self._lock:
+            self._entries = [_Entry(job, job.trigger.get_next_fire_time(None, now)) for job in self._jobs]
+        if self._running and self._entries and self.thread is None:
+            self.thread = threading.Thread(target=self._loop, name="schedules", daemon=True)
+            self.thread.start()
+        self._wake.set()
+
+    def run_due(self) -> float | None:
+        """Post what is due now; the seconds until the next run (None: no run left)."""
+        now = self._now()
+        wait: float | None = None
+        with self._lock:
+            entries = list(self._entries)
+        for entry in entries:
+            guarded(f"schedule {entry.job.key}")(self._run)(entry, now)  # one bad job never stops the others
+            if entry.next is not None:
+                left = (entry.next - now).total_seconds()
+                wait = left if wait is None else min(wait, left)
+        return wait
+
+    def _run(self, entry: _Entry, now: dt.datetime) -> None:
+        """APScheduler's ``_get_run_times`` + ``run_job`` with ``coalesce=True``: the last due run, if in grace."""
+        trigger, last = entry.job.trigger, None
+        while entry.next is not None and entry.next <= now:
+            last = entry.next
+            entry.next = trigger.get_next_fire_time(last, now)
+        if last is None:
+            return
+        late = (now - last).total_seconds()
+        if late > max(entry.job.grace, 1.0):
+            log.warning("schedule %s: run of %s skipped, %.0f s late (misfire grace %.0f s)",
+                        entry.job.key, last.isoformat(), late, entry.job.grace)
+            return
+        self._post(self._events.make(Kind.TIMER, entry.job.key, True, detail="schedule"))
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._wall(), self._timezone)
+
+    def _loop(self) -> None:
+        while self._running:
+            self._wake.clear()
+            wait = self.run_due()
+            self._wake.wait(MAX_WAIT if wait is None else max(0.0, min(wait, MAX_WAIT)))
 
 
 class TimerHost(Protocol):

@@ -4,6 +4,7 @@ reload, rolled back if it does not start, answered on ``<base>/rules/result``, a
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,22 @@ def test_a_retained_bundle_is_refused(tmp_path: Path, broker: Broker) -> None:
     remote.on_message(None, None, Retained())
     remote.on_idle()
     assert json.loads(answers[0])["status"] == "rejected"
+
+
+def test_a_bundle_is_handled_when_it_arrives_not_at_the_dispatchers_next_tick(
+    tmp_path: Path, broker: Broker, fleet_manager: Recorder
+) -> None:
+    """The dispatcher of an idle gateway sleeps up to 5 s (docs/performance.md); a bundle wakes it."""
+    config = write_config(tmp_path, broker, "remote-wake")
+    gateway = Gateway(config, pin_factory=MockFactory())
+    gateway.start()
+    runner = threading.Thread(target=lambda: gateway.run(tick=3600.0), daemon=True)  # a tick that never comes
+    runner.start()
+    try:
+        connected(gateway)
+        answer = answer_to(fleet_manager, gateway, bundle("v2", **{"house.toml": HEADER + DOOR_LIGHT}))
+        assert (answer["status"], answer["in_force"]) == ("applied", "v2")
+    finally:
+        gateway.request_stop()
+        runner.join(timeout=5)
+        gateway.shutdown()

@@ -1,4 +1,5 @@
-"""Wall-clock schedules: APScheduler settings, daylight saving, clock sanity."""
+"""Wall-clock schedules: APScheduler triggers on one thread of ours (coalesce, misfire grace), daylight saving,
+clock sanity."""
 
 from __future__ import annotations
 
@@ -51,20 +52,75 @@ def test_cron_in_the_repeated_hour_fires_only_the_first_time() -> None:
                      "2026-10-25T02:30:00+00:00", "2026-10-25T03:00:00+00:00"]
 
 
-def test_apscheduler_jobs_are_set_on_purpose() -> None:
+def wall_schedules(at: str, grace: float, posted: list[Event], now: list[float]) -> ApsSchedules:
+    """A daily schedule at ``at`` (London) on a wall clock the test moves by hand, no thread involved."""
+    tz = ZoneInfo(LONDON)
+    schedules = ApsSchedules(posted.append, EventFactory(SystemClock(), boot="t"), tz, wall=lambda: now[0])
+    trigger = build_trigger(m.ScheduleTrigger(type="schedule", at=at), tz)
+    schedules.replace([Job("schedule.r.0", trigger, grace)])
+    return schedules
+
+
+def london(text: str) -> float:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(LONDON)).timestamp()
+
+
+def test_a_schedule_posts_one_timer_event_when_its_time_comes() -> None:
+    posted: list[Event] = []
+    now = [london("2026-01-05T06:00:00")]
+    schedules = wall_schedules("06:30", 600.0, posted, now)
+    schedules.arm()
+    assert schedules.run_due() == pytest.approx(1800)
+    now[0] = london("2026-01-05T06:30:00.2")
+    schedules.run_due()
+    assert [(e.kind, e.entity, e.value) for e in posted] == [(Kind.TIMER, "schedule.r.0", True)]
+    assert schedules.run_due() == pytest.approx(86400 - 0.2)
+
+
+def test_runs_missed_together_become_one_run_never_a_burst() -> None:
+    """coalesce: a clock stepped forward by three days (a board that booted with an old date) fires once."""
+    posted: list[Event] = []
+    now = [london("2026-01-05T06:00:00")]
+    schedules = wall_schedules("06:30", 600.0, posted, now)
+    schedules.arm()
+    now[0] = london("2026-01-08T06:31:00")
+    schedules.run_due()
+    assert len(posted) == 1
+
+
+def test_a_run_later_than_its_misfire_grace_is_skipped_and_the_next_one_is_kept() -> None:
+    posted: list[Event] = []
+    now = [london("2026-01-05T06:00:00")]
+    schedules = wall_schedules("06:30", 600.0, posted, now)
+    schedules.arm()
+    now[0] = london("2026-01-05T06:45:00")  # 15 min late, grace 10 min
+    assert schedules.run_due() == pytest.approx(london("2026-01-06T06:30:00") - now[0])
+    assert posted == []
+
+
+def test_a_reload_that_keeps_a_schedule_does_not_fire_it_again_nor_forget_it() -> None:
+    posted: list[Event] = []
+    now = [london("2026-01-05T06:00:00")]
+    schedules = wall_schedules("06:30", 600.0, posted, now)
+    schedules.arm()
+    now[0] = london("2026-01-05T06:20:00")
+    schedules.arm()  # what replace() does while running
+    now[0] = london("2026-01-05T06:30:01")
+    schedules.run_due()
+    assert len(posted) == 1
+
+
+def test_the_schedule_thread_starts_with_the_first_job_and_ends_at_stop() -> None:
     posted: list[Event] = []
     schedules = ApsSchedules(posted.append, EventFactory(SystemClock(), boot="t"), ZoneInfo(LONDON))
-    trigger = build_trigger(m.ScheduleTrigger(type="schedule", at="06:30", misfire_grace="10m"), ZoneInfo(LONDON))
-    schedules.replace([Job("schedule.r.0", trigger, 600.0)])
     schedules.start()
-    try:
-        (job,) = schedules.scheduler.get_jobs()
-        assert (job.misfire_grace_time, job.coalesce, job.max_instances) == (600, True, 1)
-        assert str(schedules.scheduler.timezone) == LONDON
-        job.func()  # what APScheduler's thread runs: it only posts a timer event
-        assert [(e.kind, e.entity) for e in posted] == [(Kind.TIMER, "schedule.r.0")]
-    finally:
-        schedules.stop()
+    assert schedules.running and schedules.thread is None  # nothing to run: no thread
+    trigger = build_trigger(m.ScheduleTrigger(type="schedule", at="06:30"), ZoneInfo(LONDON))
+    schedules.replace([Job("schedule.r.0", trigger, 300.0)])
+    thread = schedules.thread
+    assert thread is not None and thread.is_alive()
+    schedules.stop()
+    assert not thread.is_alive() and not schedules.running
 
 
 def test_schedules_wait_for_a_synchronised_clock(tmp_path: Path) -> None:
@@ -139,7 +195,7 @@ def test_a_real_scheduler_posts_timer_events_onto_the_bus() -> None:
     schedules.replace([Job("schedule.r.0", every_second, 5.0)])
     schedules.start()
     try:
-        wait_until(lambda: len(bus) > 0, timeout=5, what="a timer event from APScheduler's thread")
+        wait_until(lambda: len(bus) > 0, timeout=5, what="a timer event from the schedule thread")
     finally:
         schedules.stop()
     event = bus.get_nowait()

@@ -147,11 +147,15 @@ class Link:
     def _release(self, client: mqtt.Client) -> None:
         """End paho's thread, then drop its references to us: without the cycle, the client is freed
         (and paho closes its wake-up socket pair) as soon as the bridge is, not at some later GC."""
-        client.loop_stop()
-        client.on_connect = client.on_connect_fail = client.on_disconnect = None
-        client.on_publish = client.on_pre_connect = client.on_socket_open = client.on_log = None
-        for topic_filter in self._routes:
-            client.message_callback_remove(topic_filter)
+        try:
+            client.loop_stop()
+        except AttributeError:  # paho's thread cleared its own handle between loop_stop's two reads: it has ended
+            pass
+        finally:
+            client.on_connect = client.on_connect_fail = client.on_disconnect = None
+            client.on_publish = client.on_pre_connect = client.on_socket_open = client.on_log = None
+            for topic_filter in self._routes:
+                client.message_callback_remove(topic_filter)
 
     # -- paho callbacks (network thread) -----------------------------------------------------------
 

@@ -1,0 +1,105 @@
+"""What `gateway run` loads, and what it leaves out: memory a Raspberry Pi does not pay for (docs/performance.md).
+
+Each check runs in a fresh interpreter, since this test process has imported everything already.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests import toml_kit as toml
+from tests.helpers import write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+STARTED_GATEWAY = """
+import json, sys
+from gpiozero.pins.mock import MockFactory
+from gateway.app import Gateway
+from gateway.config import load_config
+from tests.helpers import RecordingForwarder
+
+gateway = Gateway(load_config(sys.argv[1]), pin_factory=MockFactory(), forwarder=RecordingForwarder())
+gateway.start()
+try:
+    gateway.engine.wall.poll()
+    gateway.dispatcher.drain()
+    print(json.dumps(sorted(sys.modules)))
+finally:
+    gateway.shutdown()
+"""
+
+SCHEDULED = """
+version = 1
+
+[[rules]]
+id = "porch_light_at_dusk"
+[[rules.triggers]]
+type = "schedule"
+at = "18:30"
+[[rules.actions]]
+type = "turn_on"
+entity = "porch_light"
+"""
+
+UNSCHEDULED = """
+version = 1
+
+[[rules]]
+id = "light_follows_door"
+[[rules.triggers]]
+type = "state"
+entity = "door"
+to = true
+[[rules.actions]]
+type = "turn_on"
+entity = "porch_light"
+"""
+
+
+def modules_of_a_started_gateway(tmp_path: Path, rules: str) -> set[str]:
+    text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22), toml.device("door", "gpio.input", pin=27))
+    text += '\n[rules]\nunsynced_clock = "run"\nwatch = false\n'  # schedules start on any clock
+    config = write_config(tmp_path, text, rules=rules)
+    done = subprocess.run([sys.executable, "-c", STARTED_GATEWAY, str(config)], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_a_gateway_without_schedules_never_imports_the_scheduler_nor_multiprocessing(tmp_path: Path) -> None:
+    modules = modules_of_a_started_gateway(tmp_path, UNSCHEDULED)
+    assert "apscheduler.schedulers.background" not in modules
+    assert "multiprocessing" not in modules
+
+
+def test_a_gateway_with_a_schedule_uses_apscheduler_triggers_but_not_its_scheduler(tmp_path: Path) -> None:
+    modules = modules_of_a_started_gateway(tmp_path, SCHEDULED)
+    assert "apscheduler.triggers.cron" in modules
+    assert "apscheduler.schedulers.background" not in modules
+    assert "multiprocessing" not in modules
+
+
+LOADED_CONFIG = """
+import json, sys
+from gateway.config import load_config
+
+load_config(sys.argv[1]).drivers()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_config_imports_only_the_driver_modules_it_names(tmp_path: Path) -> None:
+    text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22), toml.device("door", "gpio.input", pin=27))
+    config = write_config(tmp_path, text, rules=UNSCHEDULED)
+    done = subprocess.run([sys.executable, "-c", LOADED_CONFIG, str(config)], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    modules = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert {"drivers.gpio", "drivers.actuators"} <= modules
+    assert not {"drivers.modbus", "drivers.fan", "drivers.pulse", "drivers.button"} & modules
