@@ -20,7 +20,9 @@ tree counts every message it sends); p50/p99 from the line's ``ts`` to the subsc
 order per entity; the value is checked against the line's).
 
 ``python -m bench.node_red_workload [REPEATS] [SECONDS]`` prints the table and the ratios (medians
-of the repeats, baseline and gateway interleaved in each repeat, with ``/proc/loadavg``).
+of the repeats, baseline and gateway interleaved in each repeat, with ``/proc/loadavg``);
+``python -m bench.node_red_workload --profile OUT [SECONDS]`` profiles the gateway at 1,000 lines/s
+(:mod:`bench.sampler`).
 """
 
 from __future__ import annotations
@@ -171,7 +173,7 @@ class Counter:
             self.total += 1
             got = self.received.get(msg.topic)
             if got is not None:
-                got.append((now, msg.payload))
+                got.append((now, bytes(msg.payload)))
 
     def count(self, topic: str) -> int:
         with self.lock:
@@ -208,7 +210,7 @@ def seq_of_baseline(payload: bytes) -> int:
 
 def run_rates(
     master: int, counter: Counter, pid: int, seconds: float, *, event_topic: str, alarm_topic: str,
-    matcher: Callable[[Feed, list[tuple[int, bytes]]], list[tuple[int, int]]],
+    matcher: Callable[[Feed, list[tuple[int, bytes]]], list[tuple[int, int]]], rates: Sequence[int] = RATES,
 ) -> list[Step]:
     """Feed each rate in turn; for each, the figures. ``matcher(feed, received)`` -> (line index, receipt ns)."""
     warm = 0
@@ -221,7 +223,7 @@ def run_rates(
     time.sleep(0.5)
     steps: list[Step] = []
     first = 0
-    for rate in RATES:
+    for rate in rates:
         with counter.lock:
             base_events = len(counter.received[event_topic])
             base_alarms = len(counter.received[alarm_topic])
@@ -339,17 +341,30 @@ unit = "°C"
 """, RULES)
 
 
-def run_gateway(broker: Broker, directory: Path, seconds: float, extra: str = "") -> list[Step]:
+def run_gateway(
+    broker: Broker, directory: Path, seconds: float, extra: str = "", *, profile: Path | None = None,
+    rates: Sequence[int] = RATES,
+) -> list[Step]:
+    """``profile``: run the gateway under :mod:`bench.sampler`, which writes its profile there at exit."""
     directory.mkdir(parents=True, exist_ok=True)
     pty = Pty()
     fcntl.fcntl(pty.master, fcntl.F_SETFL, fcntl.fcntl(pty.master, fcntl.F_GETFL) | os.O_NONBLOCK)
     counter = Counter(broker.host, broker.port, "gateway/bench", [GATEWAY_EVENT, GATEWAY_ALARM])
     log = directory / "gateway.log"
-    process = start_gateway(gateway_config(directory, broker, pty.path, extra), log)
+    config = gateway_config(directory, broker, pty.path, extra)
+    if profile is None:
+        process = start_gateway(config, log)
+    else:
+        env = {"PYTHONPATH": str(ROOT), "GPIOZERO_PIN_FACTORY": "mock", "GATEWAY_LOG_LEVEL": "INFO"}
+        with open(log, "ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bench.sampler", str(profile), "--", "run", "--config", str(config)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, **env),
+            )
     try:
         wait_until(lambda: b" started: " in log.read_bytes() or process.poll() is not None, 20, "gateway start")
         return run_rates(pty.master, counter, process.pid, seconds, event_topic=GATEWAY_EVENT,
-                         alarm_topic=GATEWAY_ALARM, matcher=match_gateway)
+                         alarm_topic=GATEWAY_ALARM, matcher=match_gateway, rates=rates)
     finally:
         stop(process)
         counter.close()
@@ -420,9 +435,24 @@ def measure(quick: bool, repeats: int | None = None, seconds: float | None = Non
     return figures
 
 
+def profile_main(out: Path, seconds: float) -> int:
+    """The gateway alone at 1,000 lines/s under :mod:`bench.sampler`; the profile goes to ``out``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Broker(port=free_port(), directory=Path(tmp) / "mosquitto")
+        broker.start()
+        try:
+            step = run_gateway(broker, Path(tmp) / "gw", seconds, profile=out.resolve(), rates=(1_000,))[0]
+        finally:
+            broker.stop()
+    print(f"CPU per line {step.cpu_us_per_line:.0f} µs (sampler included), p99 {step.p99_ms:.2f} ms; profile in {out}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     from bench.run import table
 
+    if argv and argv[0] == "--profile":
+        return profile_main(Path(argv[1]), float(argv[2]) if len(argv) > 2 else 10.0)
     repeats = int(argv[0]) if argv else 3
     seconds = float(argv[1]) if len(argv) > 1 else 4.0
     extra = argv[2].replace("\\n", "\n") if len(argv) > 2 else ""
