@@ -94,6 +94,8 @@ class Publisher:
         due = self._outbox.due_in()
         if due is not None:
             waits.append(due)
+        if self._window.acks_waiting:  # acks do not wake us each (window.on_publish): one commit window at most
+            waits.append(self._outbox.batch)
         drain = self._window.wait() if connected else None
         if drain is not None:
             waits.append(drain)
