@@ -21,6 +21,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from types import FrameType
 
+ROOT = str(Path(__file__).resolve().parent.parent)
+
 PERIOD = 0.05
 """Every 50 ms: the per-thread CPU split is exact (schedstat) whatever the period; a shorter period
 charged more CPU to the right stack but cost the sampler a quarter of the process."""
@@ -37,8 +39,7 @@ def _cpu_ns(tid: int) -> int:
 def _name(frame: FrameType) -> str:
     code = frame.f_code
     path = code.co_filename
-    root = str(Path(__file__).resolve().parent.parent)
-    short = path[len(root) + 1:] if path.startswith(root) else path.rsplit("/site-packages/", 1)[-1]
+    short = path[len(ROOT) + 1:] if path.startswith(ROOT) else path.rsplit("/site-packages/", 1)[-1]
     return f"{short}:{code.co_name}"
 
 
