@@ -1,8 +1,10 @@
-"""``python -m bench.baseline_forwarder PORT HOST MQTT_PORT TOPIC``: the least a serial->MQTT gateway can do.
+"""``python -m bench.baseline_forwarder PORT HOST MQTT_PORT TOPIC [ALARM]``: the least a serial->MQTT gateway can do.
 
 A minimal pyserial -> paho-mqtt QoS 1 forwarder, written as anyone would on a
-first afternoon: read a line, publish it, no rules, no outbox, paho defaults.
-Benchmark 3 runs it beside the gateway so that figures compare as ratios.
+first afternoon: read a line, publish it, no rules engine, no outbox, paho defaults.
+Benchmark 3 runs it beside the gateway so that figures compare as ratios. With
+``ALARM`` (a topic) (benchmark 11, issue 14's workload) a line whose ``temp=`` is
+over 25.0 is also published there: the same messages per line as the gateway's rule.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import paho.mqtt.client as mqtt
 import serial
 
 
-def main(port: str, host: str, mqtt_port: int, topic: str) -> int:
+def main(port: str, host: str, mqtt_port: int, topic: str, alarm_topic: str | None = None) -> int:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="baseline-forwarder")
     client.connect(host, mqtt_port)
     client.loop_start()
@@ -23,13 +25,15 @@ def main(port: str, host: str, mqtt_port: int, topic: str) -> int:
     print("ready", flush=True)
     try:
         while True:
-            line = link.readline()
+            line = link.readline().strip()
             if line:
-                client.publish(topic, line.strip(), qos=1)
+                client.publish(topic, line, qos=1)
+                if alarm_topic is not None and float(line.rpartition(b"temp=")[2] or 0) > 25.0:
+                    client.publish(alarm_topic, line, qos=1)
     finally:
         client.loop_stop()
         client.disconnect()
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+    sys.exit(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], *sys.argv[5:6]))

@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "8": ("bench.floods", "floods (issue 17): peak RSS, recovery, unrelated latency, alarms kept, shed"),
     "9": ("bench.web", "the web page (idle, one client) and the event history (bytes per hour)"),
     "10": ("bench.fleet", "a fleet of 200 gateways reconnecting after a broker restart (issue 15): jitter, drain_rate"),
+    "11": ("bench.node_red_workload", "issue 14's workload: 49 % alarms, pty feeder that drops, CPU/messages per line"),
 }
 
 RESULTS = Path(__file__).resolve().parent / "results"

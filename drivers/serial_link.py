@@ -4,8 +4,13 @@ The port is opened through ``ctx.open_serial`` (``serial.serial_for_url``), so
 ``/dev/ttyUSB0``, a stable ``/dev/serial/by-id/usb-...`` link (just a path that
 survives re-enumeration as ``ttyUSB1``), ``loop://`` and ``socket://`` all work.
 
-The reader blocks in ``read`` (no polling) and hands every chunk to the
-driver's :class:`~drivers.protocols.Parser`. Text protocols get their lines
+The reader blocks until the port is readable (no polling) and hands every
+chunk to the driver's :class:`~drivers.protocols.Parser`. On a POSIX port it
+waits in ``poll`` on the port and pyserial's cancel pipe and takes everything
+waiting in one ``os.read`` (up to :data:`READ_CHUNK`): two system calls a
+wake-up, where pyserial's ``read(in_waiting)`` made an ``ioctl``, a ``select``
+and a ``read`` (issue 14's profile). Other ports (``loop://``, ``socket://``)
+are read through pyserial. Text protocols get their lines
 whatever the device ends them with: CR, LF or CRLF (a CR alone becomes a line
 end; the empty line a CRLF then leaves is skipped by the parser). Binary
 frames are passed as they came.
@@ -40,6 +45,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -72,6 +79,9 @@ by line held the GIL, and every other thread (another port's reader, the dispatc
 paho) waited up to 5 ms for it after each of its own system calls. Benchmark 8 (flood b) measured
 an unrelated sensor's state up to 170 ms late, many superseded before they were published; with the
 pause its p99 was 39 ms and p50 1.2 ms (docs/reliability.md)."""
+
+READ_CHUNK = 65_536
+"""Most bytes one read takes from a POSIX port (a pty's buffer, many times a UART's)."""
 
 STABLE_S = 30.0
 """Seconds a reopened port must deliver data before a new failure starts the backoff over."""
@@ -243,8 +253,9 @@ class SerialLink:
         """Read until the port fails (returns why) or we are stopped (returns None)."""
         handle = guarded(f"{self.name} parse")(self._handle)
         try:
+            read = _chunk_reader(port)
             while not self._stop.is_set():
-                data = port.read(max(1, port.in_waiting))
+                data = read()
                 if data:
                     if self._delivering_since is None:
                         self._delivering_since = self._clock.monotonic()
@@ -320,3 +331,30 @@ class SerialLink:
                 )
                 self._last_complaint = now
             self._complained_at = bad
+
+
+def _chunk_reader(port: Any) -> Callable[[], bytes]:
+    """A function returning the next chunk the port delivers (blocking; b"" when cancelled by
+    ``cancel_read`` or interrupted): everything waiting, in one system call on a POSIX port."""
+    fd, cancel = getattr(port, "fd", None), getattr(port, "pipe_abort_read_r", None)
+    if not isinstance(fd, int) or not isinstance(cancel, int):
+        return lambda: bytes(port.read(max(1, port.in_waiting)))
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.register(cancel, select.POLLIN)
+
+    def chunk() -> bytes:
+        for ready, _ in poller.poll():
+            if ready == cancel:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(cancel, 1000)
+                return b""
+        try:
+            data = os.read(fd, READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        if not data:  # what pyserial raises for a device that vanished (USB unplugged)
+            raise OSError("device reports readiness to read but returned no data (device disconnected?)")
+        return data
+
+    return chunk

@@ -41,6 +41,10 @@ from gateway.bus import Bus
 
 log = logging.getLogger(__name__)
 
+BATCH = 256
+"""Events taken from the bus at once (one lock round); timers run between batches, so a timer is late
+by at most one batch's processing (about 2 ms at 120 k events/s)."""
+
 MAX_CHAIN = 32
 """Derived events one bus event may cause in a chain before the chain is cut."""
 
@@ -233,10 +237,8 @@ class Dispatcher:
         while not self._stopping:
             deadline = self.next_deadline()
             wait = tick if deadline is None else min(tick, max(0.0, deadline - self.clock.monotonic()))
-            event = self.bus.get(wait)
-            if event is not None:
+            for event in self.bus.get_batch(wait, BATCH):
                 self.process(event)
-                self.drain_some()
             self.run_due_timers()
             for hook in self.on_idle:
                 hook()

@@ -131,3 +131,19 @@ def test_readings_of_many_entities_keep_the_memory_bound() -> None:
     assert len(bus) <= 50 + 500
     newest = {e: v for e, v in drain(bus)}
     assert newest == {f"e{k}": 19_500 + k for k in range(500)}
+
+
+def test_a_batch_takes_the_events_in_order_up_to_its_limit_and_leaves_the_rest() -> None:
+    _, events = virtual_events()
+    bus = Bus(capacity=10)
+    for i in range(5):
+        bus.post(events.reading("t", i))
+    assert [e.value for e in bus.get_batch(0, 3)] == [0, 1, 2]
+    assert [e.value for e in bus.get_batch(0, 10)] == [3, 4]
+    assert bus.get_batch(0, 10) == []
+
+
+def test_a_batch_comes_back_empty_when_the_bus_is_woken() -> None:
+    bus = Bus(capacity=10)
+    bus.wake()
+    assert bus.get_batch(5, 10) == []

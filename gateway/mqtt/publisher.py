@@ -78,7 +78,7 @@ class Publisher:
         self._window.take_acks()
         if self._link.connected:
             client = self._link.client
-            self._retained.send(client)
+            self._retained.send(client, flush=self._stopping.is_set())
             self._inlet.send_results(client)
             self._window.send(client)
             self._reporter.send(client)
@@ -88,9 +88,14 @@ class Publisher:
         connected = self._link.connected
         if connected:
             waits.append(self._reporter.wait())
+            held = self._retained.wait()
+            if held is not None:
+                waits.append(held)
         due = self._outbox.due_in()
         if due is not None:
             waits.append(due)
+        if self._window.acks_waiting:  # acks do not wake us each (window.on_publish): one commit window at most
+            waits.append(self._outbox.batch)
         drain = self._window.wait() if connected else None
         if drain is not None:
             waits.append(drain)

@@ -5,6 +5,13 @@ waiting, and goes out as soon as the broker is reachable. Everything ever retain
 published again after each connection and each birth of the hub (Home Assistant forgets what it
 had when it restarts); discovery goes first, with removals for entities no longer configured.
 
+A reading's retained state is throttled per entity (the event stream keeps every value): the first
+reading after a quiet :data:`READING_STATE_INTERVAL` is published at once, later ones within the
+interval only replace the held value, and the newest goes out when the interval is over. A sensor
+sending 1,000 lines a second therefore costs 4 state messages a second instead of 1,000 (issue 14:
+the state publish was a third of the MQTT messages per reading), and the hub's ``expire_after``
+(three reporting intervals) is still refreshed in time. A confirmed actuator state is never held.
+
 A hub's births are coalesced: the first one is answered at once, those within
 :data:`BIRTH_INTERVAL` of a re-announcement only mark one more as due when the interval is over
 (counted in ``shed.births_coalesced``). A flood of births (a hub in a restart loop, an attacker)
@@ -18,8 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-
-import paho.mqtt.client as mqtt
+from typing import Protocol
 
 from core.entities import Component, EntitySpec
 from core.events import Event, Kind, Value
@@ -37,6 +43,15 @@ MOMENT_MAX_AGE = 5.0
 is not sent at all: a press from before an outage must not switch a light when the link returns."""
 MOMENTS_MAX = 32
 """Gestures kept while they wait to be sent (the oldest go first)."""
+READING_STATE_INTERVAL = 0.25
+"""Seconds: at most one retained state per entity from readings in each (the newest; see the module
+docstring)."""
+
+
+class Publishes(Protocol):
+    """What :meth:`RetainedTopics.send` needs of paho's client (a test hands it a recorder)."""
+
+    def publish(self, topic: str, payload: bytes, qos: int = ..., retain: bool = ...) -> object: ...
 
 
 class RetainedTopics:
@@ -46,7 +61,7 @@ class RetainedTopics:
     def __init__(
         self, topics: Topics, entities: Mapping[str, EntitySpec], discovery: Discovery | None,
         counters: BridgeCounters, fits: Callable[[str, bytes], bool], *,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic, reading_interval: float = READING_STATE_INTERVAL,
     ) -> None:
         self.topics = topics
         self.entities = dict(entities)
@@ -69,17 +84,28 @@ class RetainedTopics:
         """Gestures of ``event`` entities, (monotonic time, topic, payload), sent in order and not retained."""
         self.moments_dropped = 0
         """Gestures not sent: older than :data:`MOMENT_MAX_AGE` when the broker could take them."""
+        self._reading_interval = reading_interval
+        self._held: dict[str, bytes] = {}
+        """Readings' states held until their topic's interval is over: topic -> newest payload."""
+        self._next_reading: dict[str, float] = {}
+        """topic -> monotonic time before which a reading's state is held rather than published."""
         for entity in self.entities:
             self.set_available(entity, True)
 
     @property
     def waiting(self) -> bool:
-        """Something waits to be published, or a coalesced re-announcement is still due."""
-        return bool(self._dirty) or bool(self._moments) or self._birth_pending
+        """Something waits to be published, or a coalesced re-announcement or a held state is still due."""
+        return bool(self._dirty) or bool(self._moments) or self._birth_pending or bool(self._held)
+
+    @property
+    def held(self) -> bool:
+        """Readings' states wait for their interval to end."""
+        return bool(self._held)
 
     def update_state(self, event: Event) -> None:
-        """A reading always refreshes the retained state (the hub's ``expire_after`` counts on it);
-        a confirmed actuator state is published when it changes.
+        """A reading always refreshes the retained state (the hub's ``expire_after`` counts on it), at
+        most once per :data:`READING_STATE_INTERVAL` per entity, the newest value last; a confirmed
+        actuator state is published when it changes, at once.
 
         An ``event`` entity's gesture (a button's ``press``) is a moment, not a state: it is sent once, in
         order and not retained, so the rest (null) its driver posts right after it cannot replace it before
@@ -98,7 +124,44 @@ class RetainedTopics:
         if event.kind is Kind.STATE and self._last_state.get(event.entity) == current:
             return
         self._last_state[event.entity] = current
-        self.retain(self.topics.state(event.entity), state_payload(event.value))
+        topic = self.topics.state(event.entity)
+        payload = state_payload(event.value)
+        if event.kind is not Kind.READING or self._reading_interval <= 0:
+            with self._lock:
+                self._held.pop(topic, None)
+            self.retain(topic, payload)
+            return
+        if not self._fits(topic, payload):
+            self.retain(topic, payload)  # refused there, counted and logged
+            return
+        now = self._monotonic()
+        with self._lock:
+            hold = now < self._next_reading.get(topic, float("-inf"))
+            if hold:
+                self._held[topic] = payload
+                self._retained[topic] = payload  # a republish before the interval ends sends it
+                return
+            self._next_reading[topic] = now + self._reading_interval
+            self._held.pop(topic, None)
+        self.retain(topic, payload)
+
+    def wait(self) -> float | None:
+        """Seconds until the first held reading's state is due; None if none is held (publisher thread)."""
+        with self._lock:
+            if not self._held:
+                return None
+            due = min(self._next_reading[topic] for topic in self._held)
+        return max(0.0, due - self._monotonic())
+
+    def _release_held(self, flush: bool) -> None:
+        """Move the held states whose interval is over (all of them with ``flush``) to what waits."""
+        now = self._monotonic()
+        with self._lock:
+            if not self._held:
+                return
+            for topic in [t for t in self._held if flush or now >= self._next_reading[t]]:
+                self._dirty[topic] = self._held.pop(topic)
+                self._next_reading[topic] = now + self._reading_interval
 
     def set_available(self, entity: str, available: bool) -> None:
         self._available[entity] = available
@@ -165,11 +228,13 @@ class RetainedTopics:
         with self._lock:
             self._dirty = {**self._dirty, **announce, **self._retained}
 
-    def send(self, client: mqtt.Client) -> None:
+    def send(self, client: Publishes, *, flush: bool = False) -> None:
         """Publish what waits (publisher thread, while connected), with a coalesced birth's
-        re-announcement once its interval is over."""
+        re-announcement once its interval is over, and the held readings' states whose interval is over
+        (all of them with ``flush``: the gateway is stopping)."""
         if self._birth_pending and self._monotonic() >= self._next_birth:
             self.republish(removals=False)
+        self._release_held(flush)
         with self._lock:
             dirty, self._dirty = self._dirty, {}
             moments, self._moments = list(self._moments), deque(maxlen=MOMENTS_MAX)

@@ -86,7 +86,12 @@ class PublishWindow:
     ) -> None:
         # Called under paho's message lock: only record, never publish or take our locks here.
         self._acks.append((mid, reason))
-        self._wake()
+        # Waking the publisher for every PUBACK was one thread wake-up per message (issue 14's profile):
+        # an ack is only urgent when rows wait for room in the window (half of it acknowledged) or when
+        # new rows wait behind a resent window. Otherwise it is taken on the publisher's next wake-up
+        # (the next event, or within one commit window: see :meth:`ack_wait`).
+        if self._resuming or 2 * len(self._acks) >= self._size:
+            self._wake()
 
     def reconnected(self) -> None:
         self._resuming = True
@@ -102,6 +107,11 @@ class PublishWindow:
         if self._more and len(self._inflight) < self._size:
             return self._bucket.wait()
         return None
+
+    @property
+    def acks_waiting(self) -> bool:
+        """PUBACKs recorded and not yet taken (the publisher bounds its sleep while there are)."""
+        return bool(self._acks)
 
     def take_acks(self) -> None:
         """Acknowledged rows leave the outbox (with its next commit)."""

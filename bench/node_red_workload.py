@@ -1,0 +1,465 @@
+"""Benchmark 11: issue 14's workload, the one Node-RED was measured with, against the bare script in one run.
+
+A serial sensor sends ``seq=<n> ts=<ns> temp=<xx.x>`` lines through a pseudo-terminal. The feeder
+writes them WITHOUT blocking (``O_NONBLOCK`` on the master): a line the pty cannot take because the
+reader did not drain it in time is dropped and counted *at the port*, as a real sensor's bytes are
+lost when nobody reads the UART. The rule ``temp > 25.0`` publishes an alarm; 49 lines in 100 are
+over it, each one a crossing (an under line precedes every over line, so the edge-triggered
+``numeric`` trigger fires on all 49). Everything goes to a private Mosquitto at QoS 1; the gateway
+runs ``gateway run`` with the durable outbox as shipped, the baseline is
+:mod:`bench.baseline_forwarder` (pyserial ``readline`` -> paho ``publish(qos=1)``, plus the alarm as
+an ``if``), launched the same way (its own process, same interpreter, same broker).
+
+Per rate (100, 1,000, 2,000, 5,000, 10,000 lines/s): lines dropped at the port; lines lost after
+it (a subscriber counts what arrives); late ones (not delivered within 1 s of the feed stopping);
+CPU per line of the forwarder's process (``/proc/<pid>/stat`` utime + stime over the rate's window,
+divided by the lines written); MQTT messages per line (a ``#`` subscriber under the forwarder's
+tree counts every message it sends); p50/p99 from the line's ``ts`` to the subscriber's receipt
+(one clock, this process). The gateway's event carries the reading, not the line's ``seq``: its
+``event/temperature`` messages are matched to the lines written in order (the gateway keeps
+order per entity; the value is checked against the line's).
+
+``python -m bench.node_red_workload [REPEATS] [SECONDS]`` prints the table and the ratios (medians
+of the repeats, baseline and gateway interleaved in each repeat, with ``/proc/loadavg``);
+``python -m bench.node_red_workload --profile OUT [SECONDS]`` profiles the gateway at 1,000 lines/s
+(:mod:`bench.sampler`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from bench.figures import Figure, cpu_seconds, percentile
+from bench.proc import ROOT, Pty, start_gateway, stop
+from tests.conftest import Broker, free_port
+from tests.helpers import wait_until, write_config
+
+BENCH = "10 issue 14 workload"
+RATES = (100, 1_000, 2_000, 5_000, 10_000)
+THRESHOLD = 25.0
+DELIVERY_S = 1.0
+"""Lossless means: nothing dropped at the port, and every line's message at the broker within this
+many seconds of the feed stopping."""
+BASELINE_TOPIC = "bench/baseline/line"
+BASELINE_ALARM = "bench/baseline/alarm"
+GATEWAY_EVENT = "gateway/bench/event/temperature"
+GATEWAY_ALARM = "gateway/bench/alarm/temperature"
+RULES = f"""
+version = 1
+[[rules]]
+id = "too_warm"
+description = "temp > {THRESHOLD}: publish an alarm"
+[[rules.triggers]]
+type = "numeric"
+entity = "temperature"
+above = {THRESHOLD}
+[[rules.actions]]
+type = "publish"
+topic = "alarm/temperature"
+payload = "{{value}}"
+"""
+DEVICE_RATE = 20_000
+"""The sensor's declared rate (``max_lines_per_s``): without it a serial device sending more than
+2,000 lines/s counts as flooding and is coalesced by design (docs/reliability.md, issue 17)."""
+
+
+def temp(seq: int) -> float:
+    """49 lines in 100 over the threshold, each after one under it (so each is a crossing)."""
+    n = seq % 100
+    if n % 2 == 1 and n < 98:
+        return 25.1 + (seq % 7) / 10
+    return 20.0 + (seq % 40) / 10
+
+
+def line(seq: int, ts: int) -> bytes:
+    return b"seq=%d ts=%d temp=%.1f\n" % (seq, ts, temp(seq))
+
+
+@dataclass
+class Feed:
+    """What the feeder wrote: per line written, its seq and ts; and how many it dropped at the port."""
+
+    seqs: list[int] = field(default_factory=list)
+    ts: list[int] = field(default_factory=list)
+    dropped: int = 0
+    started: int = 0
+    stopped: int = 0
+
+
+def feed(master: int, first: int, rate: float, seconds: float) -> Feed:
+    """Write ``rate`` lines/s for ``seconds``, never waiting for the reader: what the pty refuses is dropped.
+
+    Lines due together are written in one ``write``; if the pty takes only part of them, the line
+    cut in the middle is completed (a UART does not send half a line and then another line's head;
+    it is a few bytes) and the rest are dropped."""
+    out = Feed(started=time.time_ns())
+    total = int(rate * seconds)
+    start = time.perf_counter()
+    seq, end = first, first + total
+    while seq < end:
+        now = time.perf_counter()
+        due = min(end, first + int((now - start) * rate) + 1)
+        if due <= seq:
+            time.sleep(max(0.0002, start + (seq - first) / rate - now))
+            continue
+        stamp = time.time_ns()
+        lines = [line(s, stamp) for s in range(seq, due)]
+        chunk = b"".join(lines)
+        try:
+            written = os.write(master, chunk)
+        except BlockingIOError:
+            written = 0
+        taken, at = 0, 0
+        for one in lines:
+            if at + len(one) <= written:
+                taken += 1
+                at += len(one)
+            else:
+                break
+        if at < written:  # a line cut in the middle: finish it
+            rest = lines[taken][written - at:]
+            while rest:
+                select.select([], [master], [], 0.01)
+                with contextlib.suppress(BlockingIOError):
+                    rest = rest[os.write(master, rest):]
+            taken += 1
+        for s in range(seq, seq + taken):
+            out.seqs.append(s)
+            out.ts.append(stamp)
+        out.dropped += (due - seq) - taken
+        seq = due
+    out.stopped = time.time_ns()
+    return out
+
+
+class Counter:
+    """A subscriber: per topic, the payloads and receipt times in order; and every message under ``tree``."""
+
+    def __init__(self, host: str, port: int, tree: str, topics: Sequence[str]) -> None:
+        self.lock = threading.Lock()
+        self.received: dict[str, list[tuple[int, bytes]]] = {t: [] for t in topics}
+        self.total = 0
+        subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"count-{os.getpid()}-{id(self)}")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{tree}/#", qos=1)
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise RuntimeError("the counter could not subscribe")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.time_ns()
+        with self.lock:
+            if msg.retain:  # a retained message replayed on subscribing, not sent during the run
+                return
+            self.total += 1
+            got = self.received.get(msg.topic)
+            if got is not None:
+                got.append((now, bytes(msg.payload)))
+
+    def count(self, topic: str) -> int:
+        with self.lock:
+            return len(self.received[topic])
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@dataclass
+class Step:
+    rate: int
+    written: int
+    dropped_at_port: int
+    lost_after: int
+    late: int
+    cpu_us_per_line: float
+    messages_per_line: float
+    p50_ms: float
+    p99_ms: float
+    alarm_p99_ms: float
+    alarms: int
+    expected_alarms: int
+
+    @property
+    def lossless(self) -> bool:
+        return self.dropped_at_port == 0 and self.lost_after == 0 and self.late == 0
+
+
+def seq_of_baseline(payload: bytes) -> int:
+    return int(payload.split(b" ", 1)[0].partition(b"=")[2])
+
+
+def run_rates(
+    master: int, counter: Counter, pid: int, seconds: float, *, event_topic: str, alarm_topic: str,
+    matcher: Callable[[Feed, list[tuple[int, bytes]]], list[tuple[int, int]]], rates: Sequence[int] = RATES,
+) -> list[Step]:
+    """Feed each rate in turn; for each, the figures. ``matcher(feed, received)`` -> (line index, receipt ns)."""
+    warm = 0
+    while counter.count(event_topic) == 0 and warm < 200:  # until the whole path is connected
+        feed(master, 10_000_000 + warm, 50, 0.1)
+        warm += 5
+        time.sleep(0.05)
+    if counter.count(event_topic) == 0:
+        raise RuntimeError("no line reached the subscriber during warm-up")
+    time.sleep(0.5)
+    steps: list[Step] = []
+    first = 0
+    for rate in rates:
+        with counter.lock:
+            base_events = len(counter.received[event_topic])
+            base_alarms = len(counter.received[alarm_topic])
+            base_total = counter.total
+        cpu0 = cpu_seconds(pid)
+        sent = feed(master, first, rate, seconds)
+        expected = len(sent.seqs)
+        deadline = time.monotonic() + 30
+        on_time = None
+        while time.monotonic() < deadline:
+            got = counter.count(event_topic) - base_events
+            if on_time is None and time.time_ns() - sent.stopped >= DELIVERY_S * 1e9:
+                on_time = got
+            if got >= expected and on_time is not None:
+                break
+            if on_time is not None and time.time_ns() - sent.stopped > 5e9:
+                break  # four more seconds after the deadline: what has not come is lost
+            time.sleep(0.02)
+        time.sleep(0.3)  # the alarms and states that follow the last event
+        cpu = cpu_seconds(pid) - cpu0
+        with counter.lock:
+            events = counter.received[event_topic][base_events:]
+            alarms = counter.received[alarm_topic][base_alarms:]
+            total = counter.total - base_total
+        matched = matcher(sent, events)
+        latencies = [(at - sent.ts[i]) / 1e6 for i, at in matched]
+        over = [i for i, s in enumerate(sent.seqs) if temp(s) > THRESHOLD]
+        alarm_lat = [(at - sent.ts[over[k]]) / 1e6 for k, (at, _) in enumerate(alarms[:len(over)])]
+        steps.append(Step(
+            rate=rate, written=expected, dropped_at_port=sent.dropped, lost_after=max(0, expected - len(matched)),
+            late=max(0, len(matched) - (on_time or 0)), cpu_us_per_line=cpu / max(1, expected) * 1e6,
+            messages_per_line=total / max(1, expected),
+            p50_ms=percentile(latencies, 50) if latencies else float("nan"),
+            p99_ms=percentile(latencies, 99) if latencies else float("nan"),
+            alarm_p99_ms=percentile(alarm_lat, 99) if alarm_lat else float("nan"),
+            alarms=len(alarms), expected_alarms=len(over),
+        ))
+        first += int(rate * seconds) + 1
+    return steps
+
+
+def match_baseline(sent: Feed, received: list[tuple[int, bytes]]) -> list[tuple[int, int]]:
+    index = {s: i for i, s in enumerate(sent.seqs)}
+    out: dict[int, int] = {}
+    for at, payload in received:
+        i = index.get(seq_of_baseline(payload))
+        if i is not None and i not in out:
+            out[i] = at
+    return list(out.items())
+
+
+def match_gateway(sent: Feed, received: list[tuple[int, bytes]]) -> list[tuple[int, int]]:
+    """The events in order are the lines written in order (per-entity order): each event is matched to
+    the next line not yet matched whose temp is its value (lines skipped over were lost after the port)."""
+    out: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    k = 0
+    for at, payload in received:
+        data = json.loads(payload)
+        if data["seq"] in seen:  # a duplicate (at-least-once): the hub drops it by seq/id
+            continue
+        seen.add(data["seq"])
+        value = float(data["value"])
+        j = k
+        while j < len(sent.seqs) and abs(value - temp(sent.seqs[j])) > 1e-6:
+            j += 1
+        if j < len(sent.seqs):
+            out.append((j, at))
+            k = j + 1
+    return out
+
+
+def run_baseline(broker: Broker, seconds: float) -> list[Step]:
+    pty = Pty()
+    fcntl.fcntl(pty.master, fcntl.F_SETFL, fcntl.fcntl(pty.master, fcntl.F_GETFL) | os.O_NONBLOCK)
+    counter = Counter(broker.host, broker.port, "bench/baseline", [BASELINE_TOPIC, BASELINE_ALARM])
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.baseline_forwarder", pty.path, broker.host, str(broker.port), BASELINE_TOPIC,
+         BASELINE_ALARM], stdout=subprocess.PIPE, cwd=ROOT, env=env,
+    )
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the baseline forwarder did not start")
+        return run_rates(pty.master, counter, process.pid, seconds, event_topic=BASELINE_TOPIC,
+                         alarm_topic=BASELINE_ALARM, matcher=match_baseline)
+    finally:
+        process.terminate()
+        process.wait(10)
+        counter.close()
+        pty.close()
+
+
+def gateway_config(directory: Path, broker: Broker, port: str, extra: str = "") -> Path:
+    return write_config(directory, f"""
+[gateway]
+id = "bench"
+state_dir = "state"
+
+[mqtt]
+host = "127.0.0.1"
+port = {broker.port}
+reconnect_max = 1
+{extra}
+[[devices]]
+id = "climate"
+driver = "serial.kv"
+port = "{port}"
+baudrate = 115200
+max_lines_per_s = {DEVICE_RATE}
+[devices.fields.temp]
+entity = "temperature"
+unit = "°C"
+""", RULES)
+
+
+def run_gateway(
+    broker: Broker, directory: Path, seconds: float, extra: str = "", *, profile: Path | None = None,
+    rates: Sequence[int] = RATES,
+) -> list[Step]:
+    """``profile``: run the gateway under :mod:`bench.sampler`, which writes its profile there at exit."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pty = Pty()
+    fcntl.fcntl(pty.master, fcntl.F_SETFL, fcntl.fcntl(pty.master, fcntl.F_GETFL) | os.O_NONBLOCK)
+    counter = Counter(broker.host, broker.port, "gateway/bench", [GATEWAY_EVENT, GATEWAY_ALARM])
+    log = directory / "gateway.log"
+    config = gateway_config(directory, broker, pty.path, extra)
+    if profile is None:
+        process = start_gateway(config, log)
+    else:
+        env = {"PYTHONPATH": str(ROOT), "GPIOZERO_PIN_FACTORY": "mock", "GATEWAY_LOG_LEVEL": "INFO"}
+        with open(log, "ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bench.sampler", str(profile), "--", "run", "--config", str(config)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, **env),
+            )
+    try:
+        wait_until(lambda: b" started: " in log.read_bytes() or process.poll() is not None, 20, "gateway start")
+        return run_rates(pty.master, counter, process.pid, seconds, event_topic=GATEWAY_EVENT,
+                         alarm_topic=GATEWAY_ALARM, matcher=match_gateway, rates=rates)
+    finally:
+        stop(process)
+        counter.close()
+        pty.close()
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summary(runs: list[tuple[list[Step], list[Step]]]) -> list[Figure]:
+    """Medians over the repeats; the ratios gateway / baseline per repeat, then their median."""
+    figures: list[Figure] = []
+    for who, pick in (("baseline", 0), ("gateway", 1)):
+        for r, rate in enumerate(RATES):
+            steps = [run[pick][r] for run in runs]
+            note = "; ".join(
+                f"port drop {s.dropped_at_port}, lost {s.lost_after}, late {s.late} of {s.written}, "
+                f"alarms {s.alarms}/{s.expected_alarms}" for s in steps)
+            figures.append(Figure(BENCH, f"{who} @{rate:,}/s: CPU per line", median([s.cpu_us_per_line for s in steps]),
+                                  "µs", note=note))
+            figures.append(Figure(BENCH, f"{who} @{rate:,}/s: messages per line",
+                                  median([s.messages_per_line for s in steps]), ""))
+            figures.append(Figure(BENCH, f"{who} @{rate:,}/s: p50 / p99 line -> broker",
+                                  median([s.p99_ms for s in steps]), "ms (p99)",
+                                  note=f"p50 {median([s.p50_ms for s in steps]):.2f} ms, alarm p99 "
+                                       f"{median([s.alarm_p99_ms for s in steps]):.2f} ms"))
+        lossless = [max([rate for rate, s in zip(RATES, run[pick], strict=True) if s.lossless], default=0)
+                    for run in runs]
+        figures.append(Figure(BENCH, f"{who}: highest lossless rate", min(lossless), "lines/s",
+                              "≥ 10,000" if pick else "", min(lossless) >= 10_000 if pick else None,
+                              note=f"per repeat: {lossless}"))
+    at = RATES.index(1_000)
+    ratios = [run[1][at].cpu_us_per_line / run[0][at].cpu_us_per_line for run in runs]
+    figures.append(Figure(BENCH, "CPU per line @1,000/s, gateway / baseline", median(ratios), "x", "≤ 1.0",
+                          median(ratios) <= 1.0, note=f"per repeat: {', '.join(f'{r:.2f}' for r in ratios)}"))
+    mratio = [run[1][at].messages_per_line / run[0][at].messages_per_line for run in runs]
+    figures.append(Figure(BENCH, "messages per line @1,000/s, gateway / baseline", median(mratio), "x"))
+    p99 = median([run[1][at].p99_ms for run in runs])
+    figures.append(Figure(BENCH, "gateway p99 @1,000/s", p99, "ms", "≤ 2 ms", p99 <= 2.0))
+    return figures
+
+
+def measure(quick: bool, repeats: int | None = None, seconds: float | None = None, extra: str = "") -> list[Figure]:
+    repeats = repeats or (1 if quick else 3)
+    seconds = seconds or (2.0 if quick else 4.0)
+    runs: list[tuple[list[Step], list[Step]]] = []
+    loads = [loadavg()]
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        broker = Broker(port=free_port(), directory=directory / "mosquitto")
+        broker.start()
+        try:
+            for n in range(repeats):
+                base = run_baseline(broker, seconds)
+                gateway = run_gateway(broker, directory / f"gw{n}", seconds, extra)
+                runs.append((base, gateway))
+                loads.append(loadavg())
+        finally:
+            broker.stop()
+    figures = summary(runs)
+    figures.append(Figure(BENCH, "load average during the runs", None, "", note=" | ".join(loads)))
+    return figures
+
+
+def profile_main(out: Path, seconds: float) -> int:
+    """The gateway alone at 1,000 lines/s under :mod:`bench.sampler`; the profile goes to ``out``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Broker(port=free_port(), directory=Path(tmp) / "mosquitto")
+        broker.start()
+        try:
+            step = run_gateway(broker, Path(tmp) / "gw", seconds, profile=out.resolve(), rates=(1_000,))[0]
+        finally:
+            broker.stop()
+    print(f"CPU per line {step.cpu_us_per_line:.0f} µs (sampler included), p99 {step.p99_ms:.2f} ms; profile in {out}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    from bench.run import table
+
+    if argv and argv[0] == "--profile":
+        return profile_main(Path(argv[1]), float(argv[2]) if len(argv) > 2 else 10.0)
+    repeats = int(argv[0]) if argv else 3
+    seconds = float(argv[1]) if len(argv) > 1 else 4.0
+    extra = argv[2].replace("\\n", "\n") if len(argv) > 2 else ""
+    print(table(measure(False, repeats, seconds, extra)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
