@@ -204,7 +204,7 @@ class Gateway:
             bridge.link.client.publish(result_topic, payload, qos=1)  # paho queues it while offline
 
         remote = RemoteRules(self.config, current=lambda: self.engine.ruleset, swap=self._swap_rules, answer=answer)
-        bridge.link.route(f"{bridge.topics.base}/rules/set", remote.on_message, "mqtt rules/set")
+        bridge.subscribe(f"{bridge.topics.base}/rules/set", remote.on_message, "mqtt rules/set")
         bridge.add_health_source("remote_rules", remote.health)
         self.dispatcher.on_idle.append(remote.on_idle)
         self.remote_rules = remote

@@ -244,7 +244,8 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     if mqtt.get("enabled"):
         oldest = mqtt.get("outbox_oldest_age")
         lines.append(
-            f"broker: {mqtt.get('connection')}; outbox: {mqtt.get('outbox_depth')} queued"
+            f"broker: {mqtt.get('connection')} (uplink), {mqtt.get('inlet', 'unknown')} (hub commands' inlet); "
+            f"outbox: {mqtt.get('outbox_depth')} queued"
             + (f" (oldest {_duration(oldest)})" if oldest is not None else "")
             + f", {mqtt.get('outbox_dropped')} dropped; {mqtt.get('events_out')} events sent"
         )
@@ -252,12 +253,14 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
             failovers = mqtt.get("failovers") or 0
             since = f" ({failovers} failovers since start)" if failovers else ""
             lines.append(f"broker in use: {mqtt['broker']}{since}")
-        if mqtt.get("identity") == "duplicate":
-            lines.append("broker: KEEPING OFF: another MQTT client keeps taking this gateway's client id (two "
-                         "gateways with one id?); retrying every 15 minutes. Give each its own gateway.id, "
-                         "then restart")
-        elif mqtt.get("identity") == "contested":
-            lines.append("broker: another MQTT client took this gateway's session recently (a duplicate id?)")
+        for key, which in (("identity", "client id"), ("inlet_identity", "inlet's client id (<client id>-in)")):
+            if mqtt.get(key) == "duplicate":
+                lines.append(f"broker: KEEPING OFF: another MQTT client keeps taking this gateway's {which} (two "
+                             "gateways with one id?); retrying every 15 minutes. Give each its own gateway.id, "
+                             "then restart")
+            elif mqtt.get(key) == "contested":
+                lines.append(f"broker: another MQTT client took the session of this gateway's {which} recently "
+                             "(a duplicate id?)")
         shed = mqtt.get("outbox_shed_by_kind") or {}
         if shed:
             lines.append("outbox shed (never sent): "

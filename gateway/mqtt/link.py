@@ -7,11 +7,22 @@ fleet's attempts. paho's callbacks run on its network thread, each through
 connection state, log, and call the bridge back when a connection is accepted (:data:`CameUp`).
 *How* the client is built (protocol, session, last will, TLS, credentials) is
 :mod:`gateway.mqtt.connection`.
+
+The gateway has two links to the same broker (docs/mqtt.md, *Two connections*): the **uplink**
+publishes everything (events, states, results, discovery, health) and carries the last will and
+``<base>/status``; it subscribes to nothing. The **inlet** (``inlet=True``, client id
+``<client_id>-in``) only subscribes: hub commands, hub births, ``[[mqtt_entities]]``, remote rules.
+Apart, a flood of QoS 0 messages to the inlet cannot queue in front of the PUBACKs the uplink waits
+for (measured: 65 s at p99 on one connection, docs/reliability.md). The inlet follows the uplink's
+broker choice (``follows``): it connects where the uplink is, or last tried, and never moves the list on
+its own failures. Each link has its own duplicate-identity guard, so a take-over of either id is seen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import sys
 import threading
 import time
@@ -24,7 +35,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from core.guard import guarded
 from gateway.config import Config
-from gateway.mqtt.connection import Jitter, connect_properties, is_mqtt5, make_client, property_of, set_nodelay
+from gateway.mqtt.connection import (
+    INLET_SUFFIX,
+    Jitter,
+    connect_properties,
+    is_mqtt5,
+    make_client,
+    property_of,
+    set_nodelay,
+)
 from gateway.mqtt.failover import Brokers, aim
 from gateway.mqtt.health import BridgeCounters
 from gateway.mqtt.identity import TakeoverGuard
@@ -52,10 +71,19 @@ class Link:
 
     def __init__(
         self, config: Config, topics: Topics, counters: BridgeCounters, stopping: threading.Event, *,
-        came_up: CameUp, wake: Callable[[], None],
+        came_up: CameUp, wake: Callable[[], None], follows: Brokers | None = None,
+        forget: Callable[[], list[str]] | None = None,
     ) -> None:
-        self.client = make_client(config, topics)  # reads the password and TLS files: MqttSetupError now
-        self._client_id = config.client_id
+        """``follows``: make this the inlet, connecting wherever that broker list (the uplink's) points.
+        ``forget``: filters the uplink unsubscribes when it finds a kept session (a session kept from
+        before the two connections still holds the hub's subscriptions: unsubscribed, the flood it
+        would bring stays off the uplink)."""
+        self.inlet = follows is not None
+        """This is the inlet connection: subscribes, publishes nothing but the backlog's marker."""
+        # reads the password and TLS files: MqttSetupError now
+        self.client = make_client(config, topics, inlet=self.inlet)
+        self._client_id = config.client_id + INLET_SUFFIX if self.inlet else config.client_id
+        self._forget = forget
         self._section = config.mqtt
         self._topics = topics
         self._counters = counters
@@ -63,12 +91,15 @@ class Link:
         self._came_up = came_up
         self._wake = wake
         self._jitter = Jitter(self._section.reconnect_min, self._section.reconnect_max)
-        self.brokers = Brokers(self._section.brokers(), self._section.host_order)
-        """``[mqtt] hosts`` (or the one ``host``): which broker the next attempt goes to (failover.py)."""
+        self.brokers = follows if follows is not None else Brokers(self._section.brokers(), self._section.host_order)
+        """``[mqtt] hosts`` (or the one ``host``): which broker the next attempt goes to (failover.py);
+        the inlet shares the uplink's and only reads it."""
         self.identity = TakeoverGuard(time.monotonic)
         """Counts session take-overs; stops the link when another client keeps taking our id (identity.py)."""
         self._routes: list[str] = []
         self._connected = False
+        self._broker = ""
+        """The broker this link last connected to (``host:port``)."""
         self._outage_logged = False
         """The current outage (or refusal) is logged: one line per outage, not one per attempt."""
         self._refused = False
@@ -105,6 +136,25 @@ class Link:
             return "refused"
         return "unreachable" if self._outage_logged else "connecting"
 
+    @property
+    def routes(self) -> list[str]:
+        return list(self._routes)
+
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    def broker_changed(self) -> None:
+        """The uplink came up on another broker than this (inlet) link is connected to: drop the socket,
+        so paho's loop reconnects and :meth:`_on_pre_connect` aims at the uplink's broker. Any thread."""
+        if not self._connected or self._broker == self.brokers.current_label:
+            return
+        sock = self.client.socket()
+        shutdown = getattr(sock, "shutdown", None)
+        if shutdown is not None:
+            with contextlib.suppress(OSError):  # already closing: paho reconnects anyway
+                shutdown(socket.SHUT_RDWR)
+
     def facts(self) -> dict[str, object]:
         """For health: ``broker`` (``host:port`` in use, or being tried), ``failovers`` (moves to another
         broker since start) and ``identity`` (:meth:`~gateway.mqtt.identity.TakeoverGuard.report`)."""
@@ -126,12 +176,13 @@ class Link:
         """Cut short a jitter wait (stopping)."""
         self._jitter.cancel()
 
-    def close(self, *, offline_by: float, release_by: float) -> None:
-        """Publish ``offline`` (retained) if connected, waiting for its ack until ``offline_by``; disconnect;
-        end paho's thread, waiting until ``release_by`` (monotonic) only if the link was up."""
+    def close(self, *, offline_by: float, release_by: float) -> threading.Thread:
+        """The uplink publishes ``offline`` (retained) if connected, waiting for its ack until ``offline_by``;
+        disconnect; end paho's thread, waiting until ``release_by`` (monotonic). Returns the thread that ends
+        paho's (the caller may join it longer)."""
         client = self.client
         connected = self._connected
-        if connected:
+        if connected and not self.inlet:
             info = client.publish(self._topics.status, OFFLINE, qos=1, retain=True)
             remaining = offline_by - time.monotonic()
             if remaining > 0:
@@ -143,6 +194,7 @@ class Link:
         stopper = threading.Thread(target=self._release, args=(client,), name="mqtt-loop-stop", daemon=True)
         stopper.start()
         stopper.join(max(0.0, release_by - time.monotonic() - JOIN_MARGIN))
+        return stopper
 
     def _release(self, client: mqtt.Client) -> None:
         """End paho's thread, then drop its references to us: without the cycle, the client is freed
@@ -161,7 +213,7 @@ class Link:
         if hold > 0:  # another client keeps taking our client id: keep off (identity.py)
             self._jitter.pause(hold)
         self._counters.connect_attempts += 1
-        aim(client, *self.brokers.current)
+        aim(client, *self.brokers.current)  # the inlet: wherever the uplink is or last tried
 
     def _on_log(self, client: mqtt.Client, userdata: object, level: int, text: str) -> None:
         # paho reports why a socket failed (a TLS alert, a reset) only here, at ERR level.
@@ -184,11 +236,17 @@ class Link:
             return  # paho closes the connection next: _on_disconnect moves to the next broker
         self._jitter.connected()
         self.identity.connected()
-        client.publish(self._topics.status, ONLINE, qos=1, retain=True)
-        client.subscribe([(topic_filter, 1) for topic_filter in self._routes])
+        self._broker = broker
+        if not self.inlet:
+            client.publish(self._topics.status, ONLINE, qos=1, retain=True)
+            stale = self._forget() if self._forget is not None and flags.session_present else []
+            if stale:
+                client.unsubscribe(stale)
+        if self._routes:
+            client.subscribe([(topic_filter, 1) for topic_filter in self._routes])
         self._came_up(client, flags.session_present, property_of(properties, "MaximumPacketSize"))
         self._counters.connects += 1
-        log.info("connected to broker %s (session present: %s)", broker, flags.session_present)
+        log.info("%s connected to broker %s (session present: %s)", self._what, broker, flags.session_present)
         self._outage_logged = False
         self._connected = True
         self._wake()
@@ -197,7 +255,7 @@ class Link:
         # paho calls this inside its ``except OSError``: the reason (refused, TLS) is still at hand.
         error = sys.exc_info()[1]
         self._note_outage(f"unreachable ({error})" if error is not None else "unreachable")
-        self.brokers.attempt_failed()
+        self._attempt_failed()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags, reason: ReasonCode,
@@ -216,8 +274,17 @@ class Link:
         else:
             self._note_outage(f"closed the connection before accepting the login: client certificate or "
                               f"credentials rejected? ({self._last_error or reason})")
-            self.brokers.attempt_failed()
+            self._attempt_failed()
         self._last_error = None
+
+    def _attempt_failed(self) -> None:
+        """The uplink moves the broker list on; the inlet follows it and never moves it."""
+        if not self.inlet:
+            self.brokers.attempt_failed()
+
+    @property
+    def _what(self) -> str:
+        return "hub commands' inlet" if self.inlet else "uplink"
 
     def _give_up(self, client: mqtt.Client, reason: ReasonCode) -> None:
         """Another client keeps taking our session: the next attempt waits the guard's hold (in
@@ -238,6 +305,10 @@ class Link:
         if self._outage_logged or self._stopping.is_set():
             return
         self._outage_logged = True
+        if self.inlet:
+            log.warning("broker %s %s (the connection for hub commands): retrying with backoff",
+                        self.brokers.current_label, what)
+            return
         more = f" (then the next of {len(self.brokers)} brokers)" if len(self.brokers) > 1 else ""
         log.warning("broker %s %s: events wait in the outbox; retrying with backoff%s",
                     self.brokers.current_label, what, more)
