@@ -110,7 +110,7 @@ class MqttBridge:
                              wake=self._wake, forget=self.inbound_filters)
             """The uplink: everything the gateway publishes, and its last will (link.py)."""
             self.inbound = Link(config, self.topics, self.inbound_counters, self._stopping,
-                                came_up=self._inbound_came_up, wake=self._wake, follows=self.link.brokers)
+                                came_up=self._inbound_came_up, wake=self._wake, follows=self.link)
             """The inlet connection (``<client_id>-in``): everything the gateway subscribes to (link.py)."""
         except BaseException:
             self.outbox.close()

@@ -71,14 +71,15 @@ class Link:
 
     def __init__(
         self, config: Config, topics: Topics, counters: BridgeCounters, stopping: threading.Event, *,
-        came_up: CameUp, wake: Callable[[], None], follows: Brokers | None = None,
+        came_up: CameUp, wake: Callable[[], None], follows: Link | None = None,
         forget: Callable[[], list[str]] | None = None,
     ) -> None:
-        """``follows``: make this the inlet, connecting wherever that broker list (the uplink's) points.
+        """``follows``: make this the inlet, connecting wherever that link (the uplink) is or last tried.
         ``forget``: filters the uplink unsubscribes when it finds a kept session (a session kept from
         before the two connections still holds the hub's subscriptions: unsubscribed, the flood it
         would bring stays off the uplink)."""
         self.inlet = follows is not None
+        self._follows = follows
         """This is the inlet connection: subscribes, publishes nothing but the backlog's marker."""
         # reads the password and TLS files: MqttSetupError now
         self.client = make_client(config, topics, inlet=self.inlet)
@@ -91,7 +92,8 @@ class Link:
         self._came_up = came_up
         self._wake = wake
         self._jitter = Jitter(self._section.reconnect_min, self._section.reconnect_max)
-        self.brokers = follows if follows is not None else Brokers(self._section.brokers(), self._section.host_order)
+        self.brokers: Brokers = (follows.brokers if follows is not None
+                                 else Brokers(self._section.brokers(), self._section.host_order))
         """``[mqtt] hosts`` (or the one ``host``): which broker the next attempt goes to (failover.py);
         the inlet shares the uplink's and only reads it."""
         self.identity = TakeoverGuard(time.monotonic)
@@ -305,9 +307,11 @@ class Link:
         if self._outage_logged or self._stopping.is_set():
             return
         self._outage_logged = True
-        if self.inlet:
-            log.warning("broker %s %s (the connection for hub commands): retrying with backoff",
-                        self.brokers.current_label, what)
+        if self._follows is not None:
+            # One line per outage: when the uplink is down too, it has said so.
+            level = logging.WARNING if self._follows.connected else logging.DEBUG
+            log.log(level, "broker %s %s (the inlet, the connection hub commands come in on): retrying with "
+                    "backoff", self.brokers.current_label, what)
             return
         more = f" (then the next of {len(self.brokers)} brokers)" if len(self.brokers) > 1 else ""
         log.warning("broker %s %s: events wait in the outbox; retrying with backoff%s",
