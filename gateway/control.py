@@ -258,8 +258,7 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     if mqtt.get("enabled"):
         oldest = mqtt.get("outbox_oldest_age")
         lines.append(
-            f"broker: {mqtt.get('connection')} (uplink), {mqtt.get('inlet', 'unknown')} (hub commands' inlet); "
-            f"outbox: {mqtt.get('outbox_depth')} queued"
+            f"broker: {mqtt.get('connection')}; outbox: {mqtt.get('outbox_depth')} queued"
             + (f" (oldest {_duration(oldest)})" if oldest is not None else "")
             + f", {mqtt.get('outbox_dropped')} dropped; {mqtt.get('events_out')} events sent"
         )
@@ -267,6 +266,7 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
             failovers = mqtt.get("failovers") or 0
             since = f" ({failovers} failovers since start)" if failovers else ""
             lines.append(f"broker in use: {mqtt['broker']}{since}")
+        lines.append(f"inlet (the connection hub commands come in on): {mqtt.get('inlet', 'unknown')}")
         lines.extend(_identity_lines(mqtt))
         shed = mqtt.get("outbox_shed_by_kind") or {}
         if shed:

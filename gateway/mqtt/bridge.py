@@ -49,7 +49,7 @@ from gateway.mqtt.discovery import Discovery, Extra, hub_devices
 from gateway.mqtt.foreign import ForeignEntities
 from gateway.mqtt.health import BridgeCounters, HealthReporter, HealthSource, software_version
 from gateway.mqtt.inlet import CommandInlet
-from gateway.mqtt.link import Link
+from gateway.mqtt.link import JOIN_MARGIN, Link
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.publisher import Publisher
 from gateway.mqtt.retained import RetainedTopics
@@ -181,7 +181,7 @@ class MqttBridge:
             # ``offline``; then whatever of the budget is left for the inlet's thread to end.
             inbound = self.inbound.close(offline_by=0.0, release_by=0.0)
             self.link.close(offline_by=deadline - STOP_RESERVE / 2, release_by=deadline)
-            inbound.join(max(0.0, deadline - time.monotonic()))
+            inbound.join(max(0.0, deadline - time.monotonic() - JOIN_MARGIN))
 
     def handle_command(self, entity: str, payload: bytes) -> Event | None:
         """Validate one hub command; post it as a COMMAND event, or answer why not. Never raises."""

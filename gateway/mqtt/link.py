@@ -136,6 +136,8 @@ class Link:
             return "connected"
         if self._refused:
             return "refused"
+        if self._follows is not None and not self._follows.connected and not self._outage_logged:
+            return self._follows.state()  # the same outage: the uplink's word for it
         return "unreachable" if self._outage_logged else "connecting"
 
     @property
@@ -232,8 +234,8 @@ class Link:
         broker = self.brokers.current_label
         self._refused = reason.is_failure
         if reason.is_failure:
-            if not self._outage_logged:
-                log.error("broker %s refused the connection: %s", broker, reason)
+            if not self._outage_logged and not self._echo():
+                log.error("broker %s refused the %s: %s", broker, self._connection_name, reason)
                 self._outage_logged = True
             return  # paho closes the connection next: _on_disconnect moves to the next broker
         self._jitter.connected()
@@ -303,15 +305,25 @@ class Link:
                   self._client_id, self.brokers.current_label, self.identity.takeovers, reason,
                   self.identity.hold())
 
+    def _echo(self) -> bool:
+        """This is the inlet and the uplink is not connected either: the uplink's line says it all (one line
+        per outage). Not marked as logged, so the first failure once the uplink is up is logged."""
+        if self._follows is None or self._follows.connected:
+            return False
+        log.debug("the inlet's attempt on broker %s failed too", self.brokers.current_label)
+        return True
+
+    @property
+    def _connection_name(self) -> str:
+        return "inlet connection (hub commands)" if self.inlet else "connection"
+
     def _note_outage(self, what: str) -> None:
-        if self._outage_logged or self._stopping.is_set():
+        if self._outage_logged or self._stopping.is_set() or self._echo():
             return
         self._outage_logged = True
-        if self._follows is not None:
-            # One line per outage: when the uplink is down too, it has said so.
-            level = logging.WARNING if self._follows.connected else logging.DEBUG
-            log.log(level, "broker %s %s (the inlet, the connection hub commands come in on): retrying with "
-                    "backoff", self.brokers.current_label, what)
+        if self.inlet:
+            log.warning("broker %s %s (the inlet, the connection hub commands come in on): retrying with "
+                        "backoff", self.brokers.current_label, what)
             return
         more = f" (then the next of {len(self.brokers)} brokers)" if len(self.brokers) > 1 else ""
         log.warning("broker %s %s: events wait in the outbox; retrying with backoff%s",
