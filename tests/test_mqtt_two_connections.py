@@ -19,8 +19,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from core.values import is_on
-from tests.conftest import Broker
+from tests.conftest import Broker, free_port
 from tests.mqtt_support import Harness, make_bridge, make_config, recorder, wait_until
+from tests.test_fleet import fleet_config
 
 FLOOD = 5_000
 
@@ -178,3 +179,26 @@ def test_a_client_taking_the_inlets_id_is_detected_as_a_duplicate(broker: Broker
         thief.disconnect()
         thief.loop_stop()
         bridge.stop()
+
+
+def test_the_inlet_follows_the_uplink_to_another_broker_and_hears_commands_there(tmp_path: Path) -> None:
+    a = Broker(port=free_port(), directory=tmp_path / "broker-a")
+    b = Broker(port=free_port(), directory=tmp_path / "broker-b")
+    a.start()
+    b.start()
+    harness = make_bridge(fleet_config("follow", tmp_path / "state", [a, b]))
+    bridge = harness.bridge
+    bridge.start()
+    try:
+        wait_until(lambda: bridge.connected, 10, "both connections on A")
+        a.stop(kill=True)
+        wait_until(lambda: bridge.health()["failovers"] >= 1 and bridge.connected, 20, "both on B")
+        assert bridge.health()["inlet"]["broker"] == bridge.health()["broker"] == f"127.0.0.1:{b.port}"
+        with recorder(b.host, b.port, f"{harness.base}/result/#") as hub:
+            hub.publish(f"{harness.base}/set/hall_light", "ON")
+            answer = hub.wait_for(f"{harness.base}/result/hall_light")[0].json()
+        assert answer["status"] == "accepted"
+    finally:
+        bridge.stop()
+        a.stop()
+        b.stop()
