@@ -19,7 +19,6 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from core.values import is_on
-from gateway.mqtt.inlet import ReadPace
 from tests.conftest import Broker, free_port
 from tests.mqtt_support import Harness, make_bridge, make_config, recorder, wait_until
 from tests.test_fleet import fleet_config
@@ -203,36 +202,3 @@ def test_the_inlet_follows_the_uplink_to_another_broker_and_hears_commands_there
         bridge.stop()
         a.stop()
         b.stop()
-
-
-def test_the_inlet_reads_a_flood_it_refuses_at_a_pace(tmp_path: Path) -> None:
-    """Every ``PACE_BATCH`` commands refused without an answer, the inlet's reader pauses: the flood waits
-    in the broker rather than taking the interpreter from the dispatcher and the publisher."""
-    bridge = make_bridge(make_config("pace", tmp_path / "state", 1)).bridge
-    pauses: list[float] = []
-    bridge.inlet.pace = ReadPace(pauses.append, batch=100, pause=0.01)
-    refused_before = bridge.counters.commands_rate_limited
-    try:
-        for _ in range(1_000):
-            message = mqtt.MQTTMessage(topic=f"{bridge.topics.base}/set/hall_light".encode())
-            message.payload = b"ON"
-            bridge.inlet.on_message(bridge.inbound.client, None, message)
-    finally:
-        bridge.stop()
-    silent = bridge.counters.commands_rate_limited - refused_before - 1  # the first refusal is answered
-    assert silent > 900
-    assert pauses == [0.01] * (silent // 100)
-
-
-def test_commands_the_hub_sends_at_its_pace_never_pause_the_inlet(tmp_path: Path) -> None:
-    bridge = make_bridge(make_config("no-pace", tmp_path / "state", 1)).bridge
-    pauses: list[float] = []
-    bridge.inlet.pace = ReadPace(pauses.append, batch=1, pause=0.01)
-    try:
-        for payload in (b"ON", b"OFF", b"ON"):
-            message = mqtt.MQTTMessage(topic=f"{bridge.topics.base}/set/hall_light".encode())
-            message.payload = payload
-            bridge.inlet.on_message(bridge.inbound.client, None, message)
-    finally:
-        bridge.stop()
-    assert bridge.counters.commands_accepted == 3 and pauses == []

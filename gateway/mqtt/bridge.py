@@ -299,10 +299,6 @@ class MqttBridge:
         """Home Assistant's birth message: a restarted hub needs discovery and states again."""
         if message.payload == ONLINE.encode() and not message.retain:
             self.counters.hub_births += 1
-            coalesced = self.counters.births_coalesced
-            self.retained.republish(removals=False)
-            if self.counters.births_coalesced != coalesced:  # a flood of births: counted, read at a pace
-                self.inlet.pace.refused()
-                return
             log.info("the hub came online: re-sending discovery and states")
+            self.retained.republish(removals=False)
             self._wake()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -55,35 +54,6 @@ TOTAL_FACTOR = 5
 """The gateway's total command rate and burst are this many times one entity's (``command_rate``,
 ``command_burst``): a scene switching a few lights at once passes, a flood over many entities does not."""
 RATE_LIMIT_REASON = "rate limit"
-PACE_BATCH = 100
-"""Messages refused in a flood (silently rate-limited commands, coalesced births) between two pauses of the
-inlet's reader."""
-PACE_PAUSE = 0.01
-"""Seconds the inlet's reader pauses after each :data:`PACE_BATCH` refused messages."""
-
-
-class ReadPace:
-    """Reads a flood at a pace: the inlet's paho thread pauses :data:`PACE_PAUSE` after each
-    :data:`PACE_BATCH` messages it only counts and refuses. The inlet has a connection of its own
-    (docs/mqtt.md, *Two connections*), so its pause delays nothing the gateway publishes; what it saves is
-    the interpreter's lock, which paho's parsing of tens of thousands of messages a second otherwise
-    takes from the dispatcher and the publisher. The flood waits in the broker (QoS 0, so Mosquitto
-    drops beyond its limits) instead of being parsed to be thrown away. Used on paho's thread only."""
-
-    def __init__(self, sleep: Callable[[float], None] = time.sleep, *, batch: int = PACE_BATCH,
-                 pause: float = PACE_PAUSE) -> None:
-        self._sleep = sleep
-        self._batch = batch
-        self._pause = pause
-        self._count = 0
-        self.pauses = 0
-
-    def refused(self) -> None:
-        self._count += 1
-        if self._count >= self._batch:
-            self._count = 0
-            self.pauses += 1
-            self._sleep(self._pause)
 BUSY_REASON = "busy"
 NOT_TRACKED_REASON = "not tracked"
 SUPERSEDED_REASON = "superseded"
@@ -212,8 +182,6 @@ class CommandInlet:
         """(topic, payload, final) waiting for the publisher; at most :data:`MAX_RESULTS`."""
         self._results_lock = threading.Lock()
         self.limiter = CommandLimiter(rate, burst, events.clock.monotonic, known=self._knows)
-        self.pace = ReadPace()
-        """Pauses the inlet's reader while a flood is refused (shared with the births' handler)."""
 
     @property
     def tracked(self) -> int:
@@ -248,9 +216,7 @@ class CommandInlet:
         verdict = self.limiter.admit(entity)
         if verdict != "ok":
             self._counters.commands_rate_limited += 1
-            if verdict == "silent":
-                self.pace.refused()
-            elif verdict == "refuse":
+            if verdict == "refuse":
                 log.warning("hub commands for %s over the rate limit: refusing them until the rate falls "
                             "(one answer per burst)", entity[:64])
                 self._reject(entity[:64], self.limiter.describe(entity), bytes(message.payload))
