@@ -10,7 +10,7 @@ connection state, log, and call the bridge back when a connection is accepted (:
 
 The gateway has two links to the same broker (docs/mqtt.md, *Two connections*): the **uplink**
 publishes everything (events, states, results, discovery, health) and carries the last will and
-``<base>/status``; it subscribes to nothing. The **inlet** (``inlet=True``, client id
+``<base>/status``; it subscribes to nothing. The **inlet** (built with ``follows=uplink``, client id
 ``<client_id>-in``) only subscribes: hub commands, hub births, ``[[mqtt_entities]]``, remote rules.
 Apart, a flood of QoS 0 messages to the inlet cannot queue in front of the PUBACKs the uplink waits
 for (measured: 65 s at p99 on one connection, docs/reliability.md). The inlet follows the uplink's
@@ -79,8 +79,8 @@ class Link:
         before the two connections still holds the hub's subscriptions: unsubscribed, the flood it
         would bring stays off the uplink)."""
         self.inlet = follows is not None
-        self._follows = follows
         """This is the inlet connection: subscribes, publishes nothing but the backlog's marker."""
+        self._follows = follows
         # reads the password and TLS files: MqttSetupError now
         self.client = make_client(config, topics, inlet=self.inlet)
         self._client_id = config.client_id + INLET_SUFFIX if self.inlet else config.client_id
@@ -300,10 +300,11 @@ class Link:
             return
         log.error("another MQTT client keeps taking over client id %r on broker %s (%d take-overs, last: %s): "
                   "two gateways share an id (a cloned SD card? a copied config.toml?). This gateway keeps off "
-                  "the broker for %.0f s at a time while it lasts; events wait in the outbox. Give each "
+                  "the broker for %.0f s at a time while it lasts; %s. Give each "
                   "gateway its own gateway.id (or mqtt.client_id), then restart it.",
                   self._client_id, self.brokers.current_label, self.identity.takeovers, reason,
-                  self.identity.hold())
+                  self.identity.hold(), "hub commands are not heard meanwhile" if self.inlet
+                  else "events wait in the outbox")
 
     def _echo(self) -> bool:
         """This is the inlet and the uplink is not connected either: the uplink's line says it all (one line
