@@ -19,6 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from core.values import is_on
+from gateway.control import format_status
 from tests.conftest import Broker, free_port
 from tests.mqtt_support import Harness, make_bridge, make_config, recorder, wait_until
 from tests.test_fleet import fleet_config
@@ -202,3 +203,12 @@ def test_the_inlet_follows_the_uplink_to_another_broker_and_hears_commands_there
         bridge.stop()
         a.stop()
         b.stop()
+
+
+def test_gateway_status_shows_both_connections_and_a_contested_inlet_id() -> None:
+    status = {"mqtt": {"enabled": True, "connection": "connected", "inlet": "duplicate client id",
+                       "identity": "ok", "inlet_identity": "duplicate", "outbox_depth": 0, "events_out": 5}}
+    lines = format_status(status, now=0).splitlines()
+    assert any(line.startswith("broker: connected; outbox: 0 queued") for line in lines)
+    assert "inlet (the connection hub commands come in on): duplicate client id" in lines
+    assert any(line.startswith("broker: KEEPING OFF") and "inlet's client id" in line for line in lines)
