@@ -208,7 +208,7 @@ class Gateway:
             remote.on_message(client, userdata, message)
             self.bus.wake()  # handled now, not at the dispatcher's next tick (up to 5 s when idle)
 
-        bridge.link.route(f"{bridge.topics.base}/rules/set", arrived, "mqtt rules/set")
+        bridge.subscribe(f"{bridge.topics.base}/rules/set", arrived, "mqtt rules/set")
         bridge.add_health_source("remote_rules", remote.health)
         self.dispatcher.on_idle.append(remote.on_idle)
         self.remote_rules = remote

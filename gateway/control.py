@@ -231,6 +231,20 @@ def _engine_line(engine: dict[str, Any]) -> str:
     return f", {engine.get('timers', 0)} timers pending; {clock}{loops}"
 
 
+def _identity_lines(mqtt: dict[str, Any]) -> list[str]:
+    """What the duplicate-identity guards of both connections say (gateway/mqtt/identity.py)."""
+    lines = []
+    for key, which in (("identity", "client id"), ("inlet_identity", "inlet's client id (<client id>-in)")):
+        if mqtt.get(key) == "duplicate":
+            lines.append(f"broker: KEEPING OFF: another MQTT client keeps taking this gateway's {which} (two "
+                         "gateways with one id?); retrying every 15 minutes. Give each its own gateway.id, "
+                         "then restart")
+        elif mqtt.get(key) == "contested":
+            lines.append(f"broker: another MQTT client took the session of this gateway's {which} recently "
+                         "(a duplicate id?)")
+    return lines
+
+
 def format_status(status: dict[str, Any], now: float | None = None) -> str:
     """The status as an installer reads it on site: one block per topic, newest facts first."""
     now = time.time() if now is None else now
@@ -254,12 +268,8 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
             failovers = mqtt.get("failovers") or 0
             since = f" ({failovers} failovers since start)" if failovers else ""
             lines.append(f"broker in use: {mqtt['broker']}{since}")
-        if mqtt.get("identity") == "duplicate":
-            lines.append("broker: KEEPING OFF: another MQTT client keeps taking this gateway's client id (two "
-                         "gateways with one id?); retrying every 15 minutes. Give each its own gateway.id, "
-                         "then restart")
-        elif mqtt.get("identity") == "contested":
-            lines.append("broker: another MQTT client took this gateway's session recently (a duplicate id?)")
+        lines.append(f"inlet (the connection hub commands come in on): {mqtt.get('inlet', 'unknown')}")
+        lines.extend(_identity_lines(mqtt))
         shed = mqtt.get("outbox_shed_by_kind") or {}
         if shed:
             lines.append("outbox shed (never sent): "

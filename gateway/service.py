@@ -234,6 +234,8 @@ class Service:
         mqtt = self.mqtt_health()
         if mqtt["enabled"]:
             parts.append(f"broker {mqtt['connection']}")
+            if mqtt["inlet"] != mqtt["connection"]:
+                parts.append(f"commands' inlet {mqtt['inlet']}")
             parts.append(f"outbox {mqtt['outbox_depth']}")
             if mqtt["forwarding"] != "ok":
                 parts.append("forwarding DEGRADED")
@@ -261,12 +263,15 @@ class Service:
             return {"enabled": False}
         detail = forwarder.health() if isinstance(forwarder, HealthReporting) else {}
         outbox = detail.get("outbox") or {}
+        inlet = detail.get("inlet") or {}
         return {
             "enabled": True,
             "connection": detail.get("connection", "unknown"),
             "broker": detail.get("broker"),
             "failovers": detail.get("failovers", 0),
             "identity": (detail.get("identity") or {}).get("state", "ok"),
+            "inlet": inlet.get("connection", "unknown"),
+            "inlet_identity": (inlet.get("identity") or {}).get("state", "ok"),
             "forwarding": detail.get("forwarding", "ok"),
             "forwarding_reason": detail.get("forwarding_reason"),
             "outbox_depth": outbox.get("depth", "?"),

@@ -9,7 +9,8 @@ each in its own module::
     backlog     OfflineBacklog     the marker that refuses commands the broker kept while offline
     window      PublishWindow      outbox rows handed to paho: in-flight window, drain pacing
     health      HealthReporter     counters and the ``<base>/health`` report
-    link        Link               the connection: connect, backoff, outages, clean close
+    link        Link               the uplink connection (publishes): connect, backoff, outages, clean close
+    inbound     Link               the inlet connection (subscribes: hub commands, births, foreign topics)
     publisher   Publisher          the thread that commits the outbox and sends all of the above
 
 Threads and who owns what::
@@ -18,8 +19,10 @@ Threads and who owns what::
     publisher thread  ── commits the outbox every batch window, hands committed rows to paho
                          within the in-flight window and the drain rate, publishes retained
                          states, results, health and discovery, deletes acknowledged rows
-    paho network thread ── connects with backoff + jitter, calls our guarded callbacks, which
-                         only record acks, flip the connection state or post command events
+    paho network threads ── one per connection, each connects with backoff + jitter and calls our
+                         guarded callbacks, which only record acks, flip the connection state or
+                         post command events. The uplink's thread reads only acknowledgements, so a
+                         flood on the inlet never stands in front of them (docs/mqtt.md, *Two connections*)
 
 Delivery (one owner of retransmission, ordering) is explained in :mod:`gateway.mqtt.window`, the
 commands kept while offline in :mod:`gateway.mqtt.backlog`; the contract is docs/mqtt.md.
@@ -46,7 +49,7 @@ from gateway.mqtt.discovery import Discovery, Extra, hub_devices
 from gateway.mqtt.foreign import ForeignEntities
 from gateway.mqtt.health import BridgeCounters, HealthReporter, HealthSource, software_version
 from gateway.mqtt.inlet import CommandInlet
-from gateway.mqtt.link import Link
+from gateway.mqtt.link import JOIN_MARGIN, Link
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.publisher import Publisher
 from gateway.mqtt.retained import RetainedTopics
@@ -100,23 +103,30 @@ class MqttBridge:
         )
         self.window = PublishWindow(self.outbox, self.counters, size=section.max_inflight,
                                     drain_rate=section.drain_rate, wake=self._wake)
+        self.inbound_counters = BridgeCounters()
+        """The inlet connection's connects and disconnects (the bridge's own count the uplink's)."""
         try:
             self.link = Link(config, self.topics, self.counters, self._stopping, came_up=self._came_up,
-                             wake=self._wake)
+                             wake=self._wake, forget=self.inbound_filters)
+            """The uplink: everything the gateway publishes, and its last will (link.py)."""
+            self.inbound = Link(config, self.topics, self.inbound_counters, self._stopping,
+                                came_up=self._inbound_came_up, wake=self._wake, follows=self.link)
+            """The inlet connection (``<client_id>-in``): everything the gateway subscribes to (link.py)."""
         except BaseException:
             self.outbox.close()
             raise
-        self.link.route(self.topics.set_filter, self.inlet.on_message, "mqtt command")
+        self.subscribe(self.topics.set_filter, self.inlet.on_message, "mqtt command")
         self.foreign = ForeignEntities(config.mqtt_entities, post, events)
         """``[[mqtt_entities]]``: other devices' topics heard as readings (gateway/mqtt/foreign.py)."""
         for topic in self.foreign.topics:
-            self.link.route(topic, self.foreign.on_message, "mqtt entity")
+            self.subscribe(topic, self.foreign.on_message, "mqtt entity")
         if discovery is not None:
-            self.link.route(self.topics.hub_status, self._on_hub_status, "mqtt hub status")
+            self.subscribe(self.topics.hub_status, self._on_hub_status, "mqtt hub status")
         self.link.acks_to(self.window.on_publish)
         self.reporter = HealthReporter(self.counters, self.outbox, events.clock, interval=section.health_interval,
                                        topic=self.topics.health, connection=self.link.state,
                                        link_facts=self.link.facts)
+        self.reporter.add_source("inlet", self._inbound_facts)
         if self.foreign.topics:
             self.reporter.add_source("mqtt_entities", self.foreign.status)
         self._publisher = Publisher(self.outbox, self.window, retained=self.retained, inlet=self.inlet,
@@ -129,6 +139,7 @@ class MqttBridge:
         if self._publisher.started:
             return
         self.link.start()
+        self.inbound.start()
         self.reporter.mark_start()
         self._publisher.start()
 
@@ -161,11 +172,16 @@ class MqttBridge:
         self._publisher.flush_until(deadline - STOP_RESERVE)
         self._stopping.set()
         self.link.cancel_backoff()
+        self.inbound.cancel_backoff()
         self._wake()
         self._publisher.join(deadline - STOP_RESERVE / 2)
         self.outbox.close()
         if self._publisher.started:
+            # The inlet first, without waiting (no command is taken once stopping); then the uplink's
+            # ``offline``; then whatever of the budget is left for the inlet's thread to end.
+            inbound = self.inbound.close(offline_by=0.0, release_by=0.0)
             self.link.close(offline_by=deadline - STOP_RESERVE / 2, release_by=deadline)
+            inbound.join(max(0.0, deadline - time.monotonic() - JOIN_MARGIN))
 
     def handle_command(self, entity: str, payload: bytes) -> Event | None:
         """Validate one hub command; post it as a COMMAND event, or answer why not. Never raises."""
@@ -173,7 +189,19 @@ class MqttBridge:
 
     @property
     def connected(self) -> bool:
-        return self.link.connected
+        """Both connections are up: the gateway publishes and hears the hub."""
+        return self.link.connected and self.inbound.connected
+
+    def subscribe(self, topic_filter: str, callback: Callable[[mqtt.Client, object, mqtt.MQTTMessage], None],
+                  what: str) -> None:
+        """Messages on ``topic_filter`` go to ``callback`` on the inlet connection's thread (through
+        ``guarded``); subscribed at QoS 1 on every connection. Answers go out on the uplink. Call before
+        :meth:`start`."""
+        self.inbound.route(topic_filter, callback, what)
+
+    def inbound_filters(self) -> list[str]:
+        """What the inlet subscribes to (the uplink unsubscribes these from a session kept from before)."""
+        return self.inbound.routes
 
     @property
     def started(self) -> bool:
@@ -250,10 +278,22 @@ class MqttBridge:
         """A connection was accepted (network thread): the parts catch up before the link counts as up."""
         limits = [x for x in (self._packet_limit, broker_packet_limit) if x is not None]
         self.outbox.max_packet_size = min(limits) if limits else None
-        self.inlet.backlog.expect(client, session_present)
         self.retained.republish(removals=True)
         self.reporter.due_now()
         self.window.reconnected()
+        self.inbound.broker_changed()  # a failover: the inlet follows the uplink to its broker
+
+    def _inbound_came_up(self, client: mqtt.Client, session_present: bool, broker_packet_limit: int | None) -> None:
+        """The inlet connection was accepted (its network thread): the marker that closes the backlog of
+        commands its session kept goes out on it, behind that backlog."""
+        self.inlet.backlog.expect(client, session_present)
+        self.inbound.broker_changed()  # it reconnected while the uplink moved on
+
+    def _inbound_facts(self) -> dict[str, object]:
+        """Health's ``inlet``: the connection for hub commands, as ``connection`` and its facts are the uplink's."""
+        counters = self.inbound_counters
+        return {"connection": self.inbound.state(), "client_id": self.inbound.client_id, **self.inbound.facts(),
+                "connects": counters.connects, "disconnects": counters.disconnects}
 
     def _on_hub_status(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         """Home Assistant's birth message: a restarted hub needs discovery and states again."""

@@ -88,17 +88,27 @@ def is_mqtt5(section: MqttSection) -> bool:
     return section.protocol == "5"
 
 
-def make_client(config: Config, topics: Topics) -> mqtt.Client:
-    """A configured, unconnected client; the caller sets callbacks and calls ``connect_async``."""
+INLET_SUFFIX = "-in"
+"""The inlet connection's client id is the gateway's with this suffix (docs/mqtt.md, *Two connections*)."""
+
+
+def make_client(config: Config, topics: Topics, *, inlet: bool = False) -> mqtt.Client:
+    """A configured, unconnected client; the caller sets callbacks and calls ``connect_async``.
+
+    Both of the gateway's connections keep a persistent session (MQTT 3.1.1 ``clean_session=False``;
+    MQTT 5 ``clean_start=False`` with ``session_expiry``). The uplink (``inlet=False``) carries the last
+    will on ``<base>/status``; the inlet (client id + :data:`INLET_SUFFIX`) has none: availability is the
+    uplink's, the connection the hub's states and answers come on."""
     section = config.mqtt
     mqtt5 = is_mqtt5(section)
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=config.client_id,
+        client_id=config.client_id + INLET_SUFFIX if inlet else config.client_id,
         protocol=mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311,
         clean_session=None if mqtt5 else False,
     )
-    client.will_set(topics.status, OFFLINE, qos=1, retain=True)
+    if not inlet:
+        client.will_set(topics.status, OFFLINE, qos=1, retain=True)
     client.max_inflight_messages_set(section.max_inflight + INFLIGHT_HEADROOM)
     client.max_queued_messages_set(max(MAX_QUEUED, section.max_inflight + INFLIGHT_HEADROOM))
     client.reconnect_delay_set(max(1, round(section.reconnect_min)), max(1, round(section.reconnect_max)))

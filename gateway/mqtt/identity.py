@@ -20,6 +20,10 @@ a broker dropping every new connection, the gateway is back after the hold (a bo
 false alarm, where stopping until restart would not be). Restarting the gateway clears the hold
 (docs/fleet.md, *Duplicate identities*).
 
+The gateway has two connections, each with its own client id (``<client_id>`` and ``<client_id>-in``,
+docs/mqtt.md, *Two connections*) and its own guard: a take-over of either is seen, and health reports
+the inlet's under ``inlet.identity``.
+
 Time is the monotonic clock, injected (tests count take-overs in virtual time).
 """
 

@@ -7,11 +7,22 @@ fleet's attempts. paho's callbacks run on its network thread, each through
 connection state, log, and call the bridge back when a connection is accepted (:data:`CameUp`).
 *How* the client is built (protocol, session, last will, TLS, credentials) is
 :mod:`gateway.mqtt.connection`.
+
+The gateway has two links to the same broker (docs/mqtt.md, *Two connections*): the **uplink**
+publishes everything (events, states, results, discovery, health) and carries the last will and
+``<base>/status``; it subscribes to nothing. The **inlet** (built with ``follows=uplink``, client id
+``<client_id>-in``) only subscribes: hub commands, hub births, ``[[mqtt_entities]]``, remote rules.
+Apart, a flood of QoS 0 messages to the inlet cannot queue in front of the PUBACKs the uplink waits
+for (measured: 65 s at p99 on one connection, docs/reliability.md). The inlet follows the uplink's
+broker choice (``follows``): it connects where the uplink is, or last tried, and never moves the list on
+its own failures. Each link has its own duplicate-identity guard, so a take-over of either id is seen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import sys
 import threading
 import time
@@ -24,7 +35,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from core.guard import guarded
 from gateway.config import Config
-from gateway.mqtt.connection import Jitter, connect_properties, is_mqtt5, make_client, property_of, set_nodelay
+from gateway.mqtt.connection import (
+    INLET_SUFFIX,
+    Jitter,
+    connect_properties,
+    is_mqtt5,
+    make_client,
+    property_of,
+    set_nodelay,
+)
 from gateway.mqtt.failover import Brokers, aim
 from gateway.mqtt.health import BridgeCounters
 from gateway.mqtt.identity import TakeoverGuard
@@ -52,10 +71,20 @@ class Link:
 
     def __init__(
         self, config: Config, topics: Topics, counters: BridgeCounters, stopping: threading.Event, *,
-        came_up: CameUp, wake: Callable[[], None],
+        came_up: CameUp, wake: Callable[[], None], follows: Link | None = None,
+        forget: Callable[[], list[str]] | None = None,
     ) -> None:
-        self.client = make_client(config, topics)  # reads the password and TLS files: MqttSetupError now
-        self._client_id = config.client_id
+        """``follows``: make this the inlet, connecting wherever that link (the uplink) is or last tried.
+        ``forget``: filters the uplink unsubscribes when it finds a kept session (a session kept from
+        before the two connections still holds the hub's subscriptions: unsubscribed, the flood it
+        would bring stays off the uplink)."""
+        self.inlet = follows is not None
+        """This is the inlet connection: subscribes, publishes nothing but the backlog's marker."""
+        self._follows = follows
+        # reads the password and TLS files: MqttSetupError now
+        self.client = make_client(config, topics, inlet=self.inlet)
+        self._client_id = config.client_id + INLET_SUFFIX if self.inlet else config.client_id
+        self._forget = forget
         self._section = config.mqtt
         self._topics = topics
         self._counters = counters
@@ -63,12 +92,16 @@ class Link:
         self._came_up = came_up
         self._wake = wake
         self._jitter = Jitter(self._section.reconnect_min, self._section.reconnect_max)
-        self.brokers = Brokers(self._section.brokers(), self._section.host_order)
-        """``[mqtt] hosts`` (or the one ``host``): which broker the next attempt goes to (failover.py)."""
+        self.brokers: Brokers = (follows.brokers if follows is not None
+                                 else Brokers(self._section.brokers(), self._section.host_order))
+        """``[mqtt] hosts`` (or the one ``host``): which broker the next attempt goes to (failover.py);
+        the inlet shares the uplink's and only reads it."""
         self.identity = TakeoverGuard(time.monotonic)
         """Counts session take-overs; stops the link when another client keeps taking our id (identity.py)."""
         self._routes: list[str] = []
         self._connected = False
+        self._broker = ""
+        """The broker this link last connected to (``host:port``)."""
         self._outage_logged = False
         """The current outage (or refusal) is logged: one line per outage, not one per attempt."""
         self._refused = False
@@ -103,7 +136,28 @@ class Link:
             return "connected"
         if self._refused:
             return "refused"
+        if self._follows is not None and not self._follows.connected and not self._outage_logged:
+            return self._follows.state()  # the same outage: the uplink's word for it
         return "unreachable" if self._outage_logged else "connecting"
+
+    @property
+    def routes(self) -> list[str]:
+        return list(self._routes)
+
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    def broker_changed(self) -> None:
+        """The uplink came up on another broker than this (inlet) link is connected to: drop the socket,
+        so paho's loop reconnects and :meth:`_on_pre_connect` aims at the uplink's broker. Any thread."""
+        if not self._connected or self._broker == self.brokers.current_label:
+            return
+        sock = self.client.socket()
+        shutdown = getattr(sock, "shutdown", None)
+        if shutdown is not None:
+            with contextlib.suppress(OSError):  # already closing: paho reconnects anyway
+                shutdown(socket.SHUT_RDWR)
 
     def facts(self) -> dict[str, object]:
         """For health: ``broker`` (``host:port`` in use, or being tried), ``failovers`` (moves to another
@@ -126,12 +180,13 @@ class Link:
         """Cut short a jitter wait (stopping)."""
         self._jitter.cancel()
 
-    def close(self, *, offline_by: float, release_by: float) -> None:
-        """Publish ``offline`` (retained) if connected, waiting for its ack until ``offline_by``; disconnect;
-        end paho's thread, waiting until ``release_by`` (monotonic) only if the link was up."""
+    def close(self, *, offline_by: float, release_by: float) -> threading.Thread:
+        """The uplink publishes ``offline`` (retained) if connected, waiting for its ack until ``offline_by``;
+        disconnect; end paho's thread, waiting until ``release_by`` (monotonic). Returns the thread that ends
+        paho's (the caller may join it longer)."""
         client = self.client
         connected = self._connected
-        if connected:
+        if connected and not self.inlet:
             info = client.publish(self._topics.status, OFFLINE, qos=1, retain=True)
             remaining = offline_by - time.monotonic()
             if remaining > 0:
@@ -143,10 +198,14 @@ class Link:
         stopper = threading.Thread(target=self._release, args=(client,), name="mqtt-loop-stop", daemon=True)
         stopper.start()
         stopper.join(max(0.0, release_by - time.monotonic() - JOIN_MARGIN))
+        return stopper
 
     def _release(self, client: mqtt.Client) -> None:
-        """End paho's thread, then drop its references to us: without the cycle, the client is freed
-        (and paho closes its wake-up socket pair) as soon as the bridge is, not at some later GC."""
+        """End paho's thread, then drop its references to us and close its sockets.
+
+        paho closes its wake-up socket pair only in ``__del__``; a client left in a reference cycle is
+        freed by some later garbage collection, which may finalize the sockets first (a ResourceWarning,
+        an error under the tests' ``filterwarnings = error``). With the thread ended, nothing else uses them."""
         try:
             client.loop_stop()
         except AttributeError:  # paho's thread cleared its own handle between loop_stop's two reads: it has ended
@@ -156,6 +215,9 @@ class Link:
             client.on_publish = client.on_pre_connect = client.on_socket_open = client.on_log = None
             for topic_filter in self._routes:
                 client.message_callback_remove(topic_filter)
+        reset_sockets = getattr(client, "_reset_sockets", None)  # paho 2.x; no public way to close the pair
+        if callable(reset_sockets):
+            reset_sockets()
 
     # -- paho callbacks (network thread) -----------------------------------------------------------
 
@@ -165,7 +227,7 @@ class Link:
         if hold > 0:  # another client keeps taking our client id: keep off (identity.py)
             self._jitter.pause(hold)
         self._counters.connect_attempts += 1
-        aim(client, *self.brokers.current)
+        aim(client, *self.brokers.current)  # the inlet: wherever the uplink is or last tried
 
     def _on_log(self, client: mqtt.Client, userdata: object, level: int, text: str) -> None:
         # paho reports why a socket failed (a TLS alert, a reset) only here, at ERR level.
@@ -182,17 +244,23 @@ class Link:
         broker = self.brokers.current_label
         self._refused = reason.is_failure
         if reason.is_failure:
-            if not self._outage_logged:
-                log.error("broker %s refused the connection: %s", broker, reason)
+            if not self._outage_logged and not self._echo():
+                log.error("broker %s refused the %s: %s", broker, self._connection_name, reason)
                 self._outage_logged = True
             return  # paho closes the connection next: _on_disconnect moves to the next broker
         self._jitter.connected()
         self.identity.connected()
-        client.publish(self._topics.status, ONLINE, qos=1, retain=True)
-        client.subscribe([(topic_filter, 1) for topic_filter in self._routes])
+        self._broker = broker
+        if not self.inlet:
+            client.publish(self._topics.status, ONLINE, qos=1, retain=True)
+            stale = self._forget() if self._forget is not None and flags.session_present else []
+            if stale:
+                client.unsubscribe(stale)
+        if self._routes:
+            client.subscribe([(topic_filter, 1) for topic_filter in self._routes])
         self._came_up(client, flags.session_present, property_of(properties, "MaximumPacketSize"))
         self._counters.connects += 1
-        log.info("connected to broker %s (session present: %s)", broker, flags.session_present)
+        log.info("%s connected to broker %s (session present: %s)", self._what, broker, flags.session_present)
         self._outage_logged = False
         self._connected = True
         self._wake()
@@ -201,7 +269,7 @@ class Link:
         # paho calls this inside its ``except OSError``: the reason (refused, TLS) is still at hand.
         error = sys.exc_info()[1]
         self._note_outage(f"unreachable ({error})" if error is not None else "unreachable")
-        self.brokers.attempt_failed()
+        self._attempt_failed()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags, reason: ReasonCode,
@@ -220,8 +288,17 @@ class Link:
         else:
             self._note_outage(f"closed the connection before accepting the login: client certificate or "
                               f"credentials rejected? ({self._last_error or reason})")
-            self.brokers.attempt_failed()
+            self._attempt_failed()
         self._last_error = None
+
+    def _attempt_failed(self) -> None:
+        """The uplink moves the broker list on; the inlet follows it and never moves it."""
+        if not self.inlet:
+            self.brokers.attempt_failed()
+
+    @property
+    def _what(self) -> str:
+        return "hub commands' inlet" if self.inlet else "uplink"
 
     def _give_up(self, client: mqtt.Client, reason: ReasonCode) -> None:
         """Another client keeps taking our session: the next attempt waits the guard's hold (in
@@ -233,15 +310,32 @@ class Link:
             return
         log.error("another MQTT client keeps taking over client id %r on broker %s (%d take-overs, last: %s): "
                   "two gateways share an id (a cloned SD card? a copied config.toml?). This gateway keeps off "
-                  "the broker for %.0f s at a time while it lasts; events wait in the outbox. Give each "
+                  "the broker for %.0f s at a time while it lasts; %s. Give each "
                   "gateway its own gateway.id (or mqtt.client_id), then restart it.",
                   self._client_id, self.brokers.current_label, self.identity.takeovers, reason,
-                  self.identity.hold())
+                  self.identity.hold(), "hub commands are not heard meanwhile" if self.inlet
+                  else "events wait in the outbox")
+
+    def _echo(self) -> bool:
+        """This is the inlet and the uplink is not connected either: the uplink's line says it all (one line
+        per outage). Not marked as logged, so the first failure once the uplink is up is logged."""
+        if self._follows is None or self._follows.connected:
+            return False
+        log.debug("the inlet's attempt on broker %s failed too", self.brokers.current_label)
+        return True
+
+    @property
+    def _connection_name(self) -> str:
+        return "inlet connection (hub commands)" if self.inlet else "connection"
 
     def _note_outage(self, what: str) -> None:
-        if self._outage_logged or self._stopping.is_set():
+        if self._outage_logged or self._stopping.is_set() or self._echo():
             return
         self._outage_logged = True
+        if self.inlet:
+            log.warning("broker %s %s (the inlet, the connection hub commands come in on): retrying with "
+                        "backoff", self.brokers.current_label, what)
+            return
         more = f" (then the next of {len(self.brokers)} brokers)" if len(self.brokers) > 1 else ""
         log.warning("broker %s %s: events wait in the outbox; retrying with backoff%s",
                     self.brokers.current_label, what, more)
