@@ -27,6 +27,22 @@ def test_a_rules_publish_action_arrives_on_its_topic_under_the_base(broker: Brok
     assert not got[0].retain
 
 
+def test_a_rules_publish_action_costs_its_message_alone_not_a_copy_on_the_event_stream(
+    broker: Broker, tmp_path: Path
+) -> None:
+    harness = make_bridge(make_config("publish-once", tmp_path / "state", broker.port))
+    with recorder(broker.host, broker.port, "gateway/publish-once/#") as hub:
+        harness.bridge.start()
+        message = json.dumps({"topic": "notify/leak", "payload": "Water under the sink", "retain": False})
+        harness.bridge.forward(harness.events.make(Kind.SYSTEM, PUBLISH_ENTITY, message, rule="leak_notify"))
+        harness.bridge.forward(harness.events.reading("living_temp", 21.5))  # after it, in order
+        hub.wait_for("gateway/publish-once/event/living_temp")
+        harness.bridge.stop()
+    assert hub.on("gateway/publish-once/notify/leak")
+    assert not hub.on(f"gateway/publish-once/event/{PUBLISH_ENTITY}")
+    assert harness.bridge.outbox.depth == 0
+
+
 def test_a_state_too_large_for_the_broker_is_refused_and_the_link_stays_up(
     private_broker: Broker, tmp_path: Path
 ) -> None:

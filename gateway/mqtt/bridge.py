@@ -146,7 +146,9 @@ class MqttBridge:
     def forward(self, event: Event) -> None:
         """Queue ``event`` for ``event/<entity>`` and update the retained state; never waits on I/O."""
         self.counters.events_in += 1
-        self._publish_message(event)
+        if self._publish_message(event):
+            self._wake()
+            return
         self.outbox.add(
             self.topics.event(event.entity),
             functools.partial(event_payload, event),
@@ -257,22 +259,26 @@ class MqttBridge:
 
     # -- wiring between the parts ------------------------------------------------------------------
 
-    def _publish_message(self, event: Event) -> None:
+    def _publish_message(self, event: Event) -> bool:
         """A rule's ``publish`` action: ``payload`` on ``<base>/<topic>``, durable like every event
-        (retained ones keep only the latest, as retained states do)."""
+        (retained ones keep only the latest, as retained states do). True if ``event`` was such a
+        request: the message is all it costs on MQTT, with no copy of the request on ``event/publish``
+        (the rule's trace and the event history keep which rule sent it). A malformed request is
+        logged and forwarded as an ordinary event, where it can be seen."""
         try:
             request = publish_request(event)
         except ValueError as exc:
             log.error("publish event %s is malformed (%s): %.200r", event.id, exc, event.value)
-            return
+            return False
         if request is None:
-            return
+            return False
         topic = f"{self.topics.base}/{request.topic}"
         payload = request.payload.encode()
         if request.retain:
             self.retained.retain(topic, payload)
         else:
             self.outbox.add(topic, lambda seq: payload, kind="publish", ts=event.ts)
+        return True
 
     def _came_up(self, client: mqtt.Client, session_present: bool, broker_packet_limit: int | None) -> None:
         """A connection was accepted (network thread): the parts catch up before the link counts as up."""
