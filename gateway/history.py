@@ -8,12 +8,14 @@ history must never slow it, lock it or share its size budget.
 How it is fed, and why it cannot slow the house::
 
     dispatcher ── record(event) ──> bounded queue ──> writer thread ──> history.sqlite
-                  (put_nowait; full: counted in ``dropped``)   (one transaction per ``flush_s``)
+                  (put_nowait; full: counted in ``dropped``)   (one transaction per ``flush_s``,
+                                                                or as soon as ``flush_at`` events wait)
 
 :meth:`History.record` is called on the dispatcher thread for every processed event; it only
 appends to a bounded queue and never blocks. The writer thread commits what has queued once per
 ``flush_s`` (default 60 s: one transaction, a few pages, instead of one per event: the SD card's
-wear; docs/web.md has the bytes per hour), and prunes in the background every ``prune_s``: rows
+wear; docs/web.md has the bytes per hour), or as soon as ``flush_at`` events wait (a burst, a flood:
+memory stays bounded by a batch, not by an interval's worth of events), and prunes in the background every ``prune_s``: rows
 older than the window go, then the oldest rows beyond ``max_mb``. The file survives restarts (WAL,
 ``synchronous=NORMAL``: a power cut loses at most the last batch: the history is for people; delivery
 to the hub is the outbox's job).
@@ -112,7 +114,8 @@ class History:
         max_bytes: int = 64 << 20,
         flush_s: float = 60.0,
         prune_s: float = 600.0,
-        queue_size: int = 20_000,
+        queue_size: int = 5_000,
+        flush_at: int = 1_000,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
@@ -122,6 +125,9 @@ class History:
         self.prune_s = prune_s
         self._wall = wall
         self._queue: queue.Queue[Event] = queue.Queue(maxsize=queue_size)
+        self.flush_at = flush_at
+        self._due = threading.Event()
+        """Set when ``flush_at`` events wait, or to stop: the writer commits at once."""
         self.dropped = 0
         """Events not kept because the queue was full (the writer could not keep up, or the disk hung)."""
         self.written = 0
@@ -141,6 +147,9 @@ class History:
             self._queue.put_nowait(event)
         except queue.Full:
             self.dropped += 1
+            return
+        if self._queue.qsize() >= self.flush_at:
+            self._due.set()
 
     # -- the writer ----------------------------------------------------------------------------
 
@@ -167,6 +176,7 @@ class History:
     def stop(self) -> None:
         """Write what is queued and close."""
         self._stop.set()
+        self._due.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
@@ -177,7 +187,11 @@ class History:
             self._db = None
 
     def _run(self) -> None:
-        while not self._stop.wait(self.flush_s):
+        while True:
+            self._due.wait(self.flush_s)
+            self._due.clear()
+            if self._stop.is_set():
+                return
             self.flush()
             if self._wall() - self._last_prune >= self.prune_s:
                 self.prune()

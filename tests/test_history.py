@@ -54,6 +54,22 @@ def test_a_batch_of_events_is_written_in_one_flush(tmp_path: Path) -> None:
     assert len(query(tmp_path / HISTORY_FILE)) == 500
 
 
+def test_a_burst_is_written_once_flush_at_events_wait_not_held_in_memory_for_the_interval(tmp_path: Path) -> None:
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, flush_s=3600, flush_at=100, wall=lambda: T0)
+    history.start()
+    try:
+        for n in range(250):
+            history.record(events.reading("temp", n))
+        deadline = time.monotonic() + 10
+        while history.written < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert history.written >= 200  # without waiting for the hour's flush
+    finally:
+        history.stop()
+    assert len(query(tmp_path / HISTORY_FILE)) == 250
+
+
 def test_recording_never_blocks_when_the_queue_is_full_it_counts_the_drop(tmp_path: Path) -> None:
     _, events = factory()
     history = History(tmp_path / HISTORY_FILE, queue_size=3)
@@ -92,7 +108,7 @@ def test_events_older_than_the_window_are_pruned(tmp_path: Path) -> None:
 
 def test_the_file_is_held_under_its_size_bound_by_dropping_the_oldest(tmp_path: Path) -> None:
     _, events = factory()
-    history = History(tmp_path / HISTORY_FILE, max_bytes=256 << 10, wall=lambda: T0)
+    history = History(tmp_path / HISTORY_FILE, max_bytes=256 << 10, queue_size=20_000, wall=lambda: T0)
     history.open()
     for n in range(20_000):
         history.record(events.make(Kind.READING, "temp", n, detail="x" * 40))
