@@ -15,10 +15,10 @@ How it is fed, and why it cannot slow the house::
 appends to a bounded queue and never blocks. The writer thread commits what has queued once per
 ``flush_s`` (default 60 s: one transaction, a few pages, instead of one per event: the SD card's
 wear; docs/web.md has the bytes per hour), or as soon as ``flush_at`` events wait (a burst, a flood:
-memory stays bounded by a batch, not by an interval's worth of events), and prunes in the background every ``prune_s``: rows
-older than the window go, then the oldest rows beyond ``max_mb``. The file survives restarts (WAL,
-``synchronous=NORMAL``: a power cut loses at most the last batch: the history is for people; delivery
-to the hub is the outbox's job).
+memory stays bounded by a batch, not by an interval's worth of events), and prunes in the
+background every ``prune_s``: rows older than the window go, then the oldest rows beyond ``max_mb``.
+The file survives restarts (WAL, ``synchronous=NORMAL``: a power cut loses at most the last batch:
+the history is for people; delivery to the hub is the outbox's job).
 
 Config (``config.toml``)::
 
