@@ -55,6 +55,7 @@ from core.entities import Component, EntitySpec
 from core.events import Event, EventFactory, Kind, Value
 from core.logonce import LogOnce
 from core.values import parse_on_off
+from gateway.mqtt.commands import CommandRejected, decode
 
 log = logging.getLogger(__name__)
 
@@ -292,8 +293,8 @@ class ForeignEntities:
         if not admitted:
             return
         try:
-            document = _decode(payload)
-        except ValueError as exc:
+            document = decode(payload, MAX_PAYLOAD)  # the hub commands' decoding: JSON, else the bare text
+        except CommandRejected as exc:
             for entity, _ in group:
                 self._invalid(entity, str(exc))
             return
@@ -323,23 +324,6 @@ class ForeignEntities:
         self._complaints[entity.id].holds(logging.WARNING, "mqtt entity %s: payload on %s refused: %s "
                                           "(logged once until a valid value comes; counted in status)",
                                           entity.id, entity.topic[:200], reason[:200])
-
-
-def _decode(payload: bytes) -> object:
-    if len(payload) > MAX_PAYLOAD:
-        raise ValueError(f"payload of {len(payload)} bytes is larger than the {MAX_PAYLOAD} allowed")
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("payload is not UTF-8 text") from None
-    try:
-        return json.loads(text, parse_constant=_no_constant)
-    except (ValueError, RecursionError):
-        return text.strip()
-
-
-def _no_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a number")
 
 
 def specs(entities: Sequence[MqttEntityConfig]) -> list[EntitySpec]:
