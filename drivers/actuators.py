@@ -112,6 +112,14 @@ class SirenConfig(_OutputConfig):
 OutputC_co = TypeVar("OutputC_co", bound=_OutputConfig, covariant=True)
 
 
+def percent_of(value: Value, last_on: float) -> float:
+    """A dimmable output's command as a level in %: on -> ``last_on`` (the level it had when last on),
+    off -> 0, a number -> that level within 0..100 (a PWM light's brightness, a fan's speed)."""
+    if isinstance(value, bool | str) or value is None:
+        return last_on if is_on(value) else 0.0
+    return min(100.0, max(0.0, float(value)))
+
+
 class _Output(Actuator[OutputC_co]):
     """Shared life cycle: open in the safe state, post it, close in the safe state."""
 
@@ -206,10 +214,7 @@ class PwmLight(_Output[PwmLightConfig]):
 
     def apply(self, entity: str, value: Value) -> Value:
         """``True``/``"on"``: the last brightness; ``False``/``"off"``: 0; a number: that brightness in %."""
-        if isinstance(value, bool | str) or value is None:
-            percent = self._last_on if is_on(value) else 0.0
-        else:
-            percent = min(100.0, max(0.0, float(value)))
+        percent = percent_of(value, self._last_on)
         with self._lock:
             self._device_or_fail().value = percent / 100
             if percent > 0:

@@ -32,8 +32,7 @@ from pydantic import Field, model_validator
 
 from core.entities import Component, EntitySpec
 from core.events import Kind, Value
-from core.values import is_on
-from drivers.actuators import _Output, _OutputConfig
+from drivers.actuators import _Output, _OutputConfig, percent_of
 from drivers.base import Actuator, DeviceConfig, DriverContext, DriverError
 from drivers.gpio import PinName
 from drivers.timing import Handle
@@ -90,10 +89,7 @@ class Fan(_Output[FanConfig]):
 
     def apply(self, entity: str, value: Value) -> Value:
         """``True``: the last speed; ``False``: off; a number: that speed in %."""
-        if isinstance(value, bool | str) or value is None:
-            percent = self._last_on if is_on(value) else 0.0
-        else:
-            percent = min(100.0, max(0.0, float(value)))
+        percent = percent_of(value, self._last_on)
         with self._lock:
             device = self._device_or_fail()
             kicking = self._kick is not None
