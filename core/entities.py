@@ -49,6 +49,10 @@ the hub's command validator has no built-in validator for them (the owner regist
 discovery announces them from the config their owner registers rather than from the spec alone."""
 
 
+MEASUREMENT = "measurement"
+"""The ``state_class`` of a sensor's reading unless its driver says otherwise."""
+
+
 @dataclass(slots=True, frozen=True)
 class EntitySpec:
     """One entity a driver owns: what it measures or drives, and its limits.
@@ -73,9 +77,10 @@ class EntitySpec:
     """The words a controller takes as commands (lower case): a thermostat's modes and presets
     (``"heat"``, ``"off"``, ``"away"``...), an alarm panel's actions; an ``event`` entity's event
     types (``"press"``, ``"double_press"``, ``"long_press"``). Empty for everything else."""
-    state_class: str | None = None
-    """Home Assistant's ``state_class`` of a sensor with a unit; None: ``measurement``. A meter's
-    running total is ``total_increasing`` (the energy dashboard counts only those)."""
+    state_class: str | None = MEASUREMENT
+    """Home Assistant's ``state_class`` of a sensor with a unit: ``measurement``, whose long-term
+    statistics the hub keeps; ``total_increasing`` for a meter's running total (the energy dashboard
+    counts only those); None for a value that is set rather than measured (a setpoint): no statistics."""
     correctable: bool = False
     """A sensor the hub may set to a number within ``minimum``..``maximum`` (a pulse meter's total,
     corrected to the meter's own reading); the owning driver applies it (``Driver.correct``)."""
@@ -87,9 +92,6 @@ class EntitySpec:
     step: float | None = None
     """The smallest change a ``number`` can make, when its driver knows it (a Modbus setpoint's register
     scale, a servo's 1°): the hub's slider moves by it. None: 1."""
-    statistics: bool = True
-    """A sensor with a unit is a measurement whose long-term statistics the hub keeps; False for a
-    value that is set rather than measured (a setpoint)."""
 
     @property
     def writable(self) -> bool:

@@ -89,7 +89,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.entities import Component, EntitySpec
+from core.entities import MEASUREMENT, Component, EntitySpec
 from core.events import Kind, Value
 from core.logonce import LogOnce
 from core.values import is_on
@@ -426,7 +426,7 @@ class ModbusLine(Actuator[ModbusLineConfig]):
         for slave in self.config.slaves:
             for r in slave.all_registers():
                 specs.append(EntitySpec(r.entity, Component.SENSOR, unit=r.unit, device_class=r.device_class,
-                                        report_interval=slave.poll_s, state_class=r.state_class))
+                                        report_interval=slave.poll_s, state_class=r.state_class or MEASUREMENT))
             specs += [o.spec() for o in slave.writables()]
         return specs
 

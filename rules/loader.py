@@ -129,7 +129,7 @@ def thermostat_entities(thermostat: m.Thermostat) -> list[EntitySpec]:
                    options=(*thermostat.modes(), *m.THERMOSTAT_PRESETS)),
         # what the climate entity shows too: diagnostics for the hub; a setpoint is set, not measured
         EntitySpec(f"{tid}_setpoint", Component.SENSOR, unit="°C", device_class="temperature",
-                   category="diagnostic", statistics=False),
+                   category="diagnostic", state_class=None),
         EntitySpec(f"{tid}_preset", Component.SENSOR, category="diagnostic", icon="mdi:home-export-outline"),
         EntitySpec(f"{tid}_action", Component.SENSOR, category="diagnostic", icon="mdi:radiator"),
     ]

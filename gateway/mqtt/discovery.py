@@ -231,8 +231,8 @@ class Discovery:
         config: dict[str, object] = {"value_template": VALUE}
         if spec.unit is not None:
             config["unit_of_measurement"] = spec.unit
-            if spec.statistics:
-                config["state_class"] = spec.state_class or "measurement"
+            if spec.state_class is not None:
+                config["state_class"] = spec.state_class
         return config
 
     def _switchable(self, spec: EntitySpec) -> dict[str, object]:
