@@ -66,6 +66,9 @@ class AnalogConfig(DeviceConfig):
 
     bits: ClassVar[int] = 10
 
+    def spi_select(self) -> int | None:
+        return self.spi_device
+
     @model_validator(mode="after")
     def _distinct_ends(self) -> AnalogConfig:
         if self.min_value == self.max_value:

@@ -30,10 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from drivers.analog import AnalogConfig
 from drivers.base import DeviceConfig
-from drivers.i2c_sensors import I2cConfig
-from drivers.onewire import Ds18b20Config
 
 if TYPE_CHECKING:
     from gpiozero import Factory
@@ -167,14 +164,16 @@ def uses(device: DeviceConfig) -> Uses:
         (name, value) for name in type(device).model_fields
         if (name == "pin" or name.endswith("_pin")) and isinstance(value := getattr(device, name), int | str)
     )
-    if isinstance(device, AnalogConfig):
-        return Uses(pins, (SPI0,), spi_select=device.spi_device)
+    # Told by the config models themselves (DeviceConfig's methods), so that this module, which ``gateway run``
+    # imports, does not import every driver that may hold a bus.
+    if (select := device.spi_select()) is not None:  # an MCP3008
+        return Uses(pins, (SPI0,), spi_select=select)
     if (port := device.serial_port()) is not None:  # a serial sensor, a Modbus RTU line
         return Uses(pins, (UART0,) if port in UART_PORTS else (), serial_port=port)
-    if isinstance(device, I2cConfig):
-        return Uses(pins, (I2C1,) if device.bus == 1 else (), i2c_address=(device.bus, device.address))
-    if isinstance(device, Ds18b20Config):
-        return Uses(pins, onewire_base=device.base_path)
+    if (at := device.i2c_address()) is not None:
+        return Uses(pins, (I2C1,) if at[0] == 1 else (), i2c_address=at)
+    if (base := device.onewire_base()) is not None:
+        return Uses(pins, onewire_base=base)
     return Uses(pins)
 
 

@@ -65,6 +65,9 @@ class I2cConfig(DeviceConfig):
     WIRING: ClassVar[str] = ""
     """How the installer picks among :data:`ADDRESSES` (an address pin, a solder jumper)."""
 
+    def i2c_address(self) -> tuple[int, int] | None:
+        return (self.bus, self.address)
+
     @field_validator("address", mode="after")
     @classmethod
     def _an_address_the_chip_has(cls, address: int) -> int:

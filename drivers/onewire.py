@@ -54,6 +54,9 @@ class Ds18b20Config(DeviceConfig):
     sim_heater: str | None = "heater"
     """``--simulate`` only: the entity whose on-state warms this sensor."""
 
+    def onewire_base(self) -> str | None:
+        return self.base_path
+
 
 class ReadError(Exception):
     """This read produced no valid temperature; ``counter`` names what to count."""

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 STARTED_GATEWAY = """
 import json, sys
+import gateway.cli, gateway.logs, gateway.mqtt, gateway.service  # what `gateway run` imports besides the app
 from gpiozero.pins.mock import MockFactory
 from gateway.app import Gateway
 from gateway.config import load_config
@@ -82,6 +83,17 @@ def test_a_gateway_with_a_schedule_uses_apscheduler_triggers_but_not_its_schedul
     assert "apscheduler.triggers.cron" in modules
     assert "apscheduler.schedulers.background" not in modules
     assert "multiprocessing" not in modules
+
+
+def test_a_gateway_without_schedules_never_imports_the_cron_trigger_nor_asyncio(tmp_path: Path) -> None:
+    modules = modules_of_a_started_gateway(tmp_path, UNSCHEDULED)
+    assert "apscheduler.triggers.cron" not in modules
+    assert "asyncio" not in modules  # APScheduler's util imports it: 1.4 MB and 14 ms of start-up
+
+
+def test_a_gpio_house_never_imports_the_analog_i2c_or_onewire_drivers(tmp_path: Path) -> None:
+    modules = modules_of_a_started_gateway(tmp_path, UNSCHEDULED)
+    assert not {"drivers.analog", "drivers.i2c", "drivers.i2c_sensors", "drivers.onewire"} & modules
 
 
 LOADED_CONFIG = """
