@@ -5,8 +5,11 @@ The gateway is started as systemd would start a ``Type=notify`` service: with
 the ``READY=1`` datagram; a tree without sd_notify support falls back to the
 ``gateway ... started`` log line (printed at the same point of the start).
 Where the MQTT bridge exists, the time to the retained ``online`` status at a
-subscriber is measured too. The baseline is the time to start the interpreter
-and import the same libraries: the floor of any Python gateway.
+subscriber is measured too, and the CPU the process has used when ``READY=1``
+arrives (user + system, the interpreter's own start included): on a shared
+machine the wall time moves with the load, the CPU much less. The baseline is
+the time to start the interpreter and import the same libraries: the floor of
+any Python gateway.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.figures import Figure, percentile
+from bench.figures import Figure, cpu_seconds, percentile
 from bench.house import gateway_has_mqtt
 from bench.idle import LIBRARIES
 from bench.proc import Pty, start_gateway, stop
@@ -30,8 +33,12 @@ BENCH = "6 start"
 TIMEOUT = 20.0
 
 
-def one_start(directory: Path, config: Path, broker: Broker | None) -> tuple[float | None, float | None, float | None]:
-    """Seconds from spawn to (READY=1, the 'started' log line, 'online' at a subscriber)."""
+Start = tuple[float | None, float | None, float | None, float | None]
+
+
+def one_start(directory: Path, config: Path, broker: Broker | None) -> Start:
+    """Seconds from spawn to (READY=1, the 'started' log line, 'online' at a subscriber), and the process's
+    CPU seconds at READY=1."""
     notify_path = directory / "notify.sock"
     notify_path.unlink(missing_ok=True)
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -40,7 +47,7 @@ def one_start(directory: Path, config: Path, broker: Broker | None) -> tuple[flo
     hub = Subscriber(broker.host, broker.port, "gateway/bench/status") if broker else None
     log = directory / "gateway.log"
     log.unlink(missing_ok=True)  # one log per start: the line from the previous start must not count
-    ready = logged = online = None
+    ready = logged = online = cpu = None
     started = time.monotonic()
     process = start_gateway(config, log, {"NOTIFY_SOCKET": str(notify_path)})
     try:
@@ -51,6 +58,7 @@ def one_start(directory: Path, config: Path, broker: Broker | None) -> tuple[flo
                 while True:
                     if b"READY=1" in notify.recv(4096).split(b"\n") and ready is None:
                         ready = now
+                        cpu = cpu_seconds(process.pid)
             except BlockingIOError:
                 pass
             if logged is None and b" started: " in log.read_bytes():
@@ -65,7 +73,7 @@ def one_start(directory: Path, config: Path, broker: Broker | None) -> tuple[flo
         notify.close()
         if hub is not None:
             hub.close()
-    return ready, logged, online
+    return ready, logged, online, cpu
 
 
 def baseline_start() -> float:
@@ -79,6 +87,7 @@ def measure(quick: bool) -> list[Figure]:
     readies: list[float] = []
     logs: list[float] = []
     onlines: list[float] = []
+    cpus: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         broker = None
@@ -89,7 +98,8 @@ def measure(quick: bool) -> list[Figure]:
         try:
             config = house_config(directory, mqtt_port=broker.port if broker else free_port(), serial_port=pty.path)
             for _ in range(runs):
-                ready, logged, online = one_start(directory, config, broker)
+                ready, logged, online, cpu = one_start(directory, config, broker)
+                cpus += [cpu] if cpu is not None else []
                 readies += [ready] if ready is not None else []
                 logs += [logged] if logged is not None else []
                 onlines += [online] if online is not None else []
@@ -106,6 +116,9 @@ def measure(quick: bool) -> list[Figure]:
     else:
         figures.append(Figure(BENCH, "start to READY=1", None, "", "≤ 0.3 s",
                               note="not yet measurable: no READY=1 on NOTIFY_SOCKET (service branch not on this tree)"))
+    if cpus:
+        figures.append(Figure(BENCH, "start-up CPU at READY=1 (median)", percentile(cpus, 50), "s",
+                              note=f"user + system of the process, spawn included; max {max(cpus):.2f} s"))
     if logs:
         value = percentile(logs, 50)
         figures.append(Figure(BENCH, "start to 'started' log line (median)", value, "s", "≤ 1 s", value <= 1.0,
