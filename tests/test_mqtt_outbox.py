@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.mqtt.connection import Jitter
-from gateway.mqtt.outbox import Outbox, OutboxInUse, publish_packet_size
+from gateway.mqtt.outbox import Outbox, OutboxInUse, give_back_freed_memory, publish_packet_size
 from gateway.mqtt.window import TokenBucket
 from tests.sqlite_memory import sqlite_memory_used
 
@@ -251,3 +251,9 @@ def test_the_outbox_gives_its_page_cache_back_once_it_has_drained(tmp_path: Path
     grown = sqlite_memory_used() - before
     outbox.close()
     assert grown < 100_000, f"SQLite still holds {grown:,} bytes more once the outbox has drained"
+
+
+def test_freed_memory_is_handed_back_to_the_system_where_the_c_library_can(tmp_path: Path) -> None:
+    if not Path("/proc/self/maps").read_text().count("libc.so.6"):
+        pytest.skip("not glibc: there is no malloc_trim")
+    assert give_back_freed_memory() is True

@@ -70,6 +70,8 @@ the flash translation layer are not included.
 from __future__ import annotations
 
 import bisect
+import ctypes
+import ctypes.util
 import fcntl
 import logging
 import os
@@ -137,6 +139,36 @@ CREATE TABLE IF NOT EXISTS outbox (
     ts REAL NOT NULL
 )
 """
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None (another C library)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    if trim is not None:
+        trim.argtypes = [ctypes.c_size_t]
+        trim.restype = ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def give_back_freed_memory() -> bool:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim(0)``); False where there is none.
+
+    Why: SQLite's pages are allocated by the thread that runs the query (the publisher, the history's
+    writer), in that thread's malloc arena, among allocations that live on. Freed, they stay in the arena and
+    in the process's RSS; only ``malloc_trim`` hands the whole free pages in the middle of an arena back.
+    Measured on flood d: 1.2 MB given back, in well under a millisecond. Called after a drain, not on a timer
+    (every 5 s gave back 0.5 MB while the caches still held their pages)."""
+    if _MALLOC_TRIM is None:
+        return False
+    _MALLOC_TRIM(0)
+    return True
 
 
 def _seq_of(row: tuple[int, str, bytes, int, float]) -> int:
@@ -508,8 +540,9 @@ class Outbox:
             return self._depth == 0 and not self._pending.rows
 
     def _shrink(self) -> None:
-        """Give SQLite's page cache back (see :data:`SHRINK_AFTER_ROWS`); the file is not touched. Not for an
-        outbox in memory: its pages are its rows."""
+        """Give SQLite's page cache back (see :data:`SHRINK_AFTER_ROWS`), and the freed pages to the system
+        (:func:`give_back_freed_memory`); the file is not touched. Not for an outbox in memory: its pages are
+        its rows."""
         self._written_since_shrink = 0
         if self.degraded is not None:
             return
@@ -517,6 +550,7 @@ class Outbox:
             self._db.execute("PRAGMA shrink_memory")
         except sqlite3.Error as exc:  # nothing is lost: the cache is only memory
             log.warning("outbox: could not give the page cache back: %s", exc)
+        give_back_freed_memory()
 
     def _write(self, pending: _Pending, reserve: int) -> tuple[int, int, dict[int, int]]:
         db = self._db
