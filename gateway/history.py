@@ -76,10 +76,11 @@ CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 PAGE_CACHE_KB = 256
 """SQLite's page cache for the history file, in KiB (SQLite's default is 2,000). A flush appends at the end
 of the table and of its one index, a few pages; the default kept 2 MB of pages written long ago after a
-flood (issue 17, flood d). Spilling inside a transaction stays where it was (:data:`CACHE_SPILL_PAGES`)."""
-CACHE_SPILL_PAGES = 500
-"""Dirty pages a transaction may hold before SQLite writes them to the WAL ahead of the commit: SQLite's
-default, so a big batch is written once, as before; its pages beyond the cache are freed at the commit."""
+flood (issue 17, flood d). Spilling inside a transaction stays where it was (:data:`CACHE_SPILL_KB`)."""
+CACHE_SPILL_KB = 2000
+"""How much a transaction's dirty pages may reach (KiB) before SQLite writes them to the WAL ahead of the
+commit: SQLite's own threshold (its default cache), so a big batch is written once, as before; its pages
+beyond the cache are freed at the commit."""
 
 RECENT_CAUSES = 4096
 """Events the writer remembers to describe the cause of the events after them."""
@@ -168,7 +169,7 @@ class History:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KB}")
-        db.execute(f"PRAGMA cache_spill={CACHE_SPILL_PAGES}")
+        db.execute(f"PRAGMA cache_spill=-{CACHE_SPILL_KB}")
         db.executescript(_SCHEMA)
         self._db = db
 

@@ -120,11 +120,11 @@ PAGE_CACHE_KB = 512
 """SQLite's page cache for the outbox file, in KiB (SQLite's default is 2,000). The rows the publisher reads
 and writes are at the two ends of the table (the oldest unacknowledged, the newest accepted), a few pages
 each; a bigger cache only kept pages of rows long delivered or shed: 2 MB that flood d left behind (issue
-17). Spilling to the WAL inside a transaction is left where it was (:data:`CACHE_SPILL_PAGES`)."""
-CACHE_SPILL_PAGES = 500
-"""The page count a transaction's dirty pages may reach before SQLite writes them to the WAL before the
-commit: SQLite's default (its default cache, 2,000 KiB in 4 KiB pages), so a big batch is written as
-before, once, and its pages beyond :data:`PAGE_CACHE_KB` are freed as soon as it is committed."""
+17). Spilling to the WAL inside a transaction is left where it was (:data:`CACHE_SPILL_KB`)."""
+CACHE_SPILL_KB = 2000
+"""How much a transaction's dirty pages may reach (KiB) before SQLite writes them to the WAL ahead of the
+commit: SQLite's own threshold, its default cache (483 pages of 4 KiB), so a big batch is written as before,
+once; its pages beyond :data:`PAGE_CACHE_KB` are freed as soon as it is committed."""
 SHRINK_AFTER_ROWS = 1000
 """Once the outbox has drained (depth 0) and at least this many rows were written since it last did so,
 its connection gives back all of its page cache (``PRAGMA shrink_memory``): the pages are re-read from the
@@ -388,7 +388,7 @@ class Outbox:
             db.execute("PRAGMA wal_autocheckpoint=0")  # we checkpoint, and count the bytes
             db.execute("PRAGMA journal_size_limit=4194304")
             db.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KB}")
-            db.execute(f"PRAGMA cache_spill={CACHE_SPILL_PAGES}")
+            db.execute(f"PRAGMA cache_spill=-{CACHE_SPILL_KB}")
             db.execute(_SCHEMA)
         except sqlite3.Error:
             db.close()
