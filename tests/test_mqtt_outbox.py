@@ -253,7 +253,7 @@ def test_the_outbox_gives_its_page_cache_back_once_it_has_drained(tmp_path: Path
     assert grown < 100_000, f"SQLite still holds {grown:,} bytes more once the outbox has drained"
 
 
-def test_freed_memory_is_handed_back_to_the_system_where_the_c_library_can(tmp_path: Path) -> None:
+def test_freed_memory_is_handed_back_to_the_system_where_the_c_library_can() -> None:
     if not Path("/proc/self/maps").read_text().count("libc.so.6"):
         pytest.skip("not glibc: there is no malloc_trim")
     assert give_back_freed_memory() is True
