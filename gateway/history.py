@@ -73,6 +73,15 @@ CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 # one per entity and per random id (three indexes wrote 3x the bytes per hour). The cause of an event is
 # written with it (``because``), looked up in the writer's memory of recent events, so no query joins.
 
+PAGE_CACHE_KB = 256
+"""SQLite's page cache for the history file, in KiB (SQLite's default is 2,000). A flush appends at the end
+of the table and of its one index, a few pages; the default kept 2 MB of pages written long ago after a
+flood (issue 17, flood d). Spilling inside a transaction stays where it was (:data:`CACHE_SPILL_KB`)."""
+CACHE_SPILL_KB = 2000
+"""How much a transaction's dirty pages may reach (KiB) before SQLite writes them to the WAL ahead of the
+commit: SQLite's own threshold (its default cache), so a big batch is written once, as before; its pages
+beyond the cache are freed at the commit."""
+
 RECENT_CAUSES = 4096
 """Events the writer remembers to describe the cause of the events after them."""
 
@@ -159,6 +168,8 @@ class History:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KB}")
+        db.execute(f"PRAGMA cache_spill=-{CACHE_SPILL_KB}")
         db.executescript(_SCHEMA)
         self._db = db
 
@@ -197,7 +208,7 @@ class History:
                 self.prune()
 
     def flush(self) -> int:
-        """Write every queued event in one transaction; the number written."""
+        """Write every queued event in one transaction, then give SQLite's page cache back; the number written."""
         batch: list[Event] = []
         with contextlib.suppress(queue.Empty):
             while True:
@@ -222,6 +233,10 @@ class History:
             log.warning("event history: %d events not written: %s", len(rows), exc)
             return 0
         self.written += len(rows)
+        # The writer sleeps until the next batch (a minute, at the usual pace): the pages it wrote stay in the
+        # operating system's cache, so its own copy is given back; the next flush re-reads a few of them.
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA shrink_memory")
         return len(rows)
 
     def prune(self) -> int:

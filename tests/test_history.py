@@ -18,6 +18,7 @@ from gateway.config import ConfigError, load_config
 from gateway.history import HISTORY_FILE, History, parse_since, query
 from tests.helpers import RecordingForwarder
 from tests.houses import house_config
+from tests.sqlite_memory import sqlite_memory_used
 
 T0 = 1_767_225_600.0
 
@@ -203,3 +204,16 @@ def test_the_history_keeps_its_columns_aligned_for_long_entity_names() -> None:
             Row("b", 0.0, "reading", "hall_motion", True, None, None, None, None)]
     first, second = format_rows(rows, dt.UTC).splitlines()
     assert first.index("21.0 °C") == len(second) - len("on")
+
+
+def test_the_history_gives_its_page_cache_back_after_each_flush(tmp_path: Path) -> None:
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, queue_size=20_000)
+    history.open()
+    before = sqlite_memory_used()
+    for n in range(10_000):  # a flood's worth of events: SQLite's default cache would keep 2 MB of their pages
+        history.record(events.reading("temperature", n, unit="°C"))
+    assert history.flush() == 10_000
+    grown = sqlite_memory_used() - before
+    history.stop()
+    assert grown < 100_000, f"SQLite still holds {grown:,} bytes more after the flush"

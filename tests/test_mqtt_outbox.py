@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from gateway.mqtt.connection import Jitter
-from gateway.mqtt.outbox import Outbox, OutboxInUse, publish_packet_size
+from gateway.mqtt.outbox import Outbox, OutboxInUse, give_back_freed_memory, publish_packet_size
 from gateway.mqtt.window import TokenBucket
+from tests.sqlite_memory import sqlite_memory_used
 
 
 class FakeMonotonic:
@@ -216,3 +217,43 @@ def test_reconnect_jitter_grows_with_the_backoff_and_restarts_after_a_connection
     assert len(set(waits[1:])) == 5  # random, so a fleet spreads out
     jitter.connected()
     assert jitter.next_wait() <= 0.5
+
+
+# -- the page cache (issue 17, flood d's memory) ---------------------------------------------------------------
+
+def big(i: int) -> Callable[[int], bytes]:
+    """A payload of the size of a real event (~250 bytes), so that a few thousand rows fill many pages."""
+    return lambda seq: payload(f"{i}:{seq}:" + "x" * 240)
+
+
+def test_the_outbox_page_cache_stays_small_while_a_backlog_is_written(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite3", synchronous="OFF")
+    before = sqlite_memory_used()
+    for batch in range(20):  # ~5 MB of rows, 1,000 a commit: SQLite's default cache would keep 2 MB of them
+        for i in range(1000):
+            outbox.add("gw/event/x", big(batch * 1000 + i), kind="command", ts=1000.0)
+        outbox.commit()
+    grown = sqlite_memory_used() - before
+    outbox.close()
+    assert grown < 1 << 20, f"SQLite holds {grown:,} bytes more after writing the backlog"
+
+
+def test_the_outbox_gives_its_page_cache_back_once_it_has_drained(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite3", synchronous="OFF")
+    before = sqlite_memory_used()
+    for i in range(5000):
+        outbox.add("gw/event/x", big(i), kind="command", ts=1000.0)
+    outbox.commit()
+    for row in outbox.fetch(0, 5000):
+        outbox.ack(row.seq)
+    outbox.commit()
+    assert outbox.depth == 0
+    grown = sqlite_memory_used() - before
+    outbox.close()
+    assert grown < 100_000, f"SQLite still holds {grown:,} bytes more once the outbox has drained"
+
+
+def test_freed_memory_is_handed_back_to_the_system_where_the_c_library_can() -> None:
+    if not Path("/proc/self/maps").read_text().count("libc.so.6"):
+        pytest.skip("not glibc: there is no malloc_trim")
+    assert give_back_freed_memory() is True
