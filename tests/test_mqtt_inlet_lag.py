@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from core.clock import VirtualClock
+from core.events import Kind
 from gateway.mqtt.health import BridgeCounters
 from gateway.mqtt.lag import FLOOD_RATE, LAG_LIMIT, PURGE_GAP, LagWatch
+from tests.conftest import Broker
+from tests.mqtt_support import Harness, make_bridge, make_config, recorder, wait_until
+from tests.test_mqtt_two_connections import HeldReader, flood
 
 TOPIC = "gateway/t/set/_marker"
 COMMAND = "gateway/t/set/light"
@@ -117,3 +125,59 @@ def test_one_warning_per_flood_not_per_purge(caplog: pytest.LogCaptureFixture) -
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert counters.inlet_backlog_purged >= 4
     assert len(warnings) == 2
+
+
+# -- a real backlog on a real broker --------------------------------------------------------------------------
+
+FLOOD = 100_000
+ANSWER_BOUND_S = 3.0
+"""A command behind a purged backlog is heard within this; the backlog itself takes several times longer."""
+
+
+@pytest.fixture
+def gw(request: pytest.FixtureRequest, broker: Broker, tmp_path: Path) -> Iterator[Harness]:
+    gateway_id = re.sub(r"[^a-z0-9]", "-", request.node.name.lower())[-40:]
+    harness = make_bridge(make_config(gateway_id, tmp_path / "state", broker.port))
+    yield harness
+    harness.bridge.stop()
+
+
+def held_backlog(broker: Broker, gw: Harness, reader: HeldReader) -> None:
+    """Hold the inlet's reader on a siren command, then queue a flood of ``FLOOD`` QoS 0 heater commands
+    behind it: the broker and both sockets hold seconds of reading for the inlet."""
+    bridge = gw.bridge
+    with recorder(broker.host, broker.port, f"{gw.base}/result/#") as hub:
+        hub.publish(f"{gw.base}/set/siren", "ON")
+        assert reader.entered.wait(10), "the inlet's reader held"
+    flood(broker, f"{gw.base}/set/heater", FLOOD)
+    assert bridge.counters.commands_rate_limited == 0
+
+
+def test_a_command_sent_behind_a_flood_backlog_is_heard_within_a_bound_far_below_the_backlog(
+    broker: Broker, gw: Harness
+) -> None:
+    bridge = gw.bridge
+    reader = HeldReader()
+    bridge.register_command("siren", reader)
+    bridge.start()
+    wait_until(lambda: bridge.connected and bridge.lag.proven, what="both connections up, the probe proven")
+    status = f"{gw.base}/status"
+    with recorder(broker.host, broker.port, status) as watcher:
+        held_backlog(broker, gw, reader)
+        reader.release.set()
+        wait_until(lambda: bridge.counters.commands_rate_limited > 0, what="the flood being read")
+        with recorder(broker.host, broker.port, f"{gw.base}/result/#") as hub:
+            sent = time.monotonic()
+            hub.publish(f"{gw.base}/set/hall_light", "ON")  # QoS 1, behind the flood (and the probe)
+            wait_until(lambda: any(e.entity == "hall_light" for e in gw.posted), 30, "the command heard")
+            [heard] = [e for e in gw.posted if e.entity == "hall_light"]
+            heard_after = time.monotonic() - sent
+        assert heard.kind is Kind.COMMAND, heard.detail  # sent behind the probe: live, not refused
+        assert heard_after < ANSWER_BOUND_S, f"heard {heard_after:.1f} s after it was sent"
+        assert bridge.counters.inlet_backlog_purged >= 1
+        assert bridge.counters.commands_rate_limited < FLOOD / 2, "most of the backlog was dropped, not read"
+        # The uplink is another connection: never dropped, never offline, the inlet's purge is no take-over.
+        assert bridge.counters.connects == 1 and bridge.counters.disconnects == 0
+        assert [m.payload for m in watcher.on(status)] == [b"online"]
+        assert bridge.inbound.identity.takeovers == 0
+        assert bridge.health()["shed"]["inlet_backlog_purged"] == bridge.counters.inlet_backlog_purged
