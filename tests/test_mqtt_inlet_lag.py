@@ -13,12 +13,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from core.clock import VirtualClock
 from core.events import Kind
+from gateway.mqtt.backlog import LAGGED_REASON, OfflineBacklog
 from gateway.mqtt.health import BridgeCounters
 from gateway.mqtt.lag import FLOOD_RATE, LAG_LIMIT, PURGE_GAP, LagWatch
+from gateway.mqtt.topics import Topics
 from tests.conftest import Broker
 from tests.mqtt_support import Harness, make_bridge, make_config, recorder, wait_until
 from tests.test_mqtt_two_connections import HeldReader, flood
@@ -181,3 +185,22 @@ def test_a_command_sent_behind_a_flood_backlog_is_heard_within_a_bound_far_below
         assert [m.payload for m in watcher.on(status)] == [b"online"]
         assert bridge.inbound.identity.takeovers == 0
         assert bridge.health()["shed"]["inlet_backlog_purged"] == bridge.counters.inlet_backlog_purged
+
+
+def test_after_a_purge_commands_kept_in_front_of_the_probe_are_refused_and_those_behind_it_applied() -> None:
+    """The session delivers its QoS 1 commands again after the purge, in order: those before the probe waited
+    longer than the lag limit; those after it were sent once the lag was measured."""
+    topics = Topics("gateway/t")
+    counters = BridgeCounters()
+    backlog = OfflineBacklog(topics, counters, mqtt5=False)
+    lag = LagWatch(topics.marker, counters, VirtualClock().monotonic)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)  # never connected: the marker waits in it, unsent
+    probe = lag.probe()
+    backlog.purged(probe)
+    backlog.expect(client, session_present=True)
+    command = mqtt.MQTTMessage(topic=b"gateway/t/set/siren")
+    assert not backlog.admits("siren", command)
+    assert backlog.reason == LAGGED_REASON
+    backlog.on_marker(probe)
+    assert backlog.admits("siren", command)
+    assert counters.commands_stale == 1

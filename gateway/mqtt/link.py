@@ -328,6 +328,7 @@ class Link:
             return
         if was_connected and self._purging:
             self._counters.disconnects += 1
+            self._last_error = None  # paho's complaint about the socket we closed ourselves
             log.debug("the inlet dropped its backlog: reconnecting to broker %s", self.brokers.current_label)
             return
         if was_connected:
