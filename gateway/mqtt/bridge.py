@@ -7,6 +7,7 @@ each in its own module::
     retained    RetainedTopics     latest state and availability per entity, discovery
     inlet       CommandInlet       hub commands in (checked at the edge), results out
     backlog     OfflineBacklog     the marker that refuses commands the broker kept while offline
+    lag         LagWatch           the inlet's lag under a flood: a backlog older than 1 s is dropped (reconnect)
     window      PublishWindow      outbox rows handed to paho: in-flight window, drain pacing
     health      HealthReporter     counters and the ``<base>/health`` report
     link        Link               the uplink connection (publishes): connect, backoff, outages, clean close
