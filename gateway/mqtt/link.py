@@ -86,7 +86,7 @@ class Link:
         would bring stays off the uplink). ``lag``: the inlet's lag watch; ``purged`` is told the boundary
         probe's payload just before a purge (the backlog refuses what the session kept in front of it)."""
         self.inlet = follows is not None
-        """This is the inlet connection: subscribes, publishes nothing but the backlog's marker."""
+        """This is the inlet connection: subscribes, publishes nothing but the backlog's marker and its lag probes."""
         self._follows = follows
         # reads the password and TLS files: MqttSetupError now
         self.client = make_client(config, topics, inlet=self.inlet)
