@@ -7,6 +7,7 @@ each in its own module::
     retained    RetainedTopics     latest state and availability per entity, discovery
     inlet       CommandInlet       hub commands in (checked at the edge), results out
     backlog     OfflineBacklog     the marker that refuses commands the broker kept while offline
+    lag         LagWatch           the inlet's lag under a flood: a backlog older than 1 s is dropped (reconnect)
     window      PublishWindow      outbox rows handed to paho: in-flight window, drain pacing
     health      HealthReporter     counters and the ``<base>/health`` report
     link        Link               the uplink connection (publishes): connect, backoff, outages, clean close
@@ -49,6 +50,7 @@ from gateway.mqtt.discovery import Discovery, Extra, hub_devices
 from gateway.mqtt.foreign import ForeignEntities
 from gateway.mqtt.health import BridgeCounters, HealthReporter, HealthSource, software_version
 from gateway.mqtt.inlet import CommandInlet
+from gateway.mqtt.lag import LagWatch
 from gateway.mqtt.link import JOIN_MARGIN, Link
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.publisher import Publisher
@@ -109,8 +111,11 @@ class MqttBridge:
             self.link = Link(config, self.topics, self.counters, self._stopping, came_up=self._came_up,
                              wake=self._wake, forget=self.inbound_filters)
             """The uplink: everything the gateway publishes, and its last will (link.py)."""
+            self.lag = LagWatch(self.topics.marker, self.counters, time.monotonic)
+            """The inlet's lag watch: a flood's backlog is dropped, not read for seconds (lag.py)."""
             self.inbound = Link(config, self.topics, self.inbound_counters, self._stopping,
-                                came_up=self._inbound_came_up, wake=self._wake, follows=self.link)
+                                came_up=self._inbound_came_up, wake=self._wake, follows=self.link,
+                                lag=self.lag, purged=self.inlet.backlog.purged)
             """The inlet connection (``<client_id>-in``): everything the gateway subscribes to (link.py)."""
         except BaseException:
             self.outbox.close()
@@ -299,7 +304,8 @@ class MqttBridge:
         """Health's ``inlet``: the connection for hub commands, as ``connection`` and its facts are the uplink's."""
         counters = self.inbound_counters
         return {"connection": self.inbound.state(), "client_id": self.inbound.client_id, **self.inbound.facts(),
-                "connects": counters.connects, "disconnects": counters.disconnects}
+                "connects": counters.connects, "disconnects": counters.disconnects,
+                "backlog_purged": self.counters.inlet_backlog_purged}
 
     def _on_hub_status(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         """Home Assistant's birth message: a restarted hub needs discovery and states again."""

@@ -64,6 +64,8 @@ class BridgeCounters:
     """Results (``accepted`` first) dropped because :data:`~gateway.mqtt.inlet.MAX_RESULTS` waited to be sent."""
     births_coalesced: int = 0
     """Hub births within a second of a re-announcement: folded into the next one, not each republished."""
+    inlet_backlog_purged: int = 0
+    """Times the inlet dropped a flood's backlog by reconnecting (:mod:`gateway.mqtt.lag`)."""
     connect_attempts: int = 0
     connects: int = 0
     disconnects: int = 0
@@ -148,6 +150,7 @@ class HealthReporter:
                 "commands_unresolved": counters.commands_unresolved,
                 "results_shed": counters.results_shed,
                 "births_coalesced": counters.births_coalesced,
+                "inlet_backlog_purged": counters.inlet_backlog_purged,
             },
             "connects": counters.connects,
             "disconnects": counters.disconnects,

@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 
 from core.entities import EntitySpec
 from core.events import Event, EventFactory, Kind, Value
-from gateway.mqtt.backlog import STALE_REASON, OfflineBacklog
+from gateway.mqtt.backlog import OfflineBacklog
 from gateway.mqtt.commands import CommandRejected, Validator, decode, validate_command, validator_for
 from gateway.mqtt.health import BridgeCounters
 from gateway.mqtt.topics import Topics, result_payload
@@ -225,7 +225,7 @@ class CommandInlet:
                 self._reject(entity[:64], self.limiter.describe(entity), bytes(message.payload))
             return
         if not self.backlog.admits(entity, message):
-            self._reject(entity[:64], STALE_REASON, bytes(message.payload))
+            self._reject(entity[:64], self.backlog.reason, bytes(message.payload))
             return
         self.handle(entity, bytes(message.payload))
 

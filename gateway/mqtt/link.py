@@ -16,6 +16,10 @@ Apart, a flood of QoS 0 messages to the inlet cannot queue in front of the PUBAC
 for (measured: 65 s at p99 on one connection, docs/reliability.md). The inlet follows the uplink's
 broker choice (``follows``): it connects where the uplink is, or last tried, and never moves the list on
 its own failures. Each link has its own duplicate-identity guard, so a take-over of either id is seen.
+
+The inlet also watches its own lag (``lag``, :mod:`gateway.mqtt.lag`): under a flood it probes how far behind it
+reads, and *purges* a backlog older than the limit by closing its socket and reconnecting at once (no backoff,
+no jitter; not an outage, not a take-over). The uplink is another connection and is not touched.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from gateway.mqtt.connection import (
 from gateway.mqtt.failover import Brokers, aim
 from gateway.mqtt.health import BridgeCounters
 from gateway.mqtt.identity import TakeoverGuard
+from gateway.mqtt.lag import LagWatch
 from gateway.mqtt.topics import OFFLINE, ONLINE, Topics
 
 if TYPE_CHECKING:
@@ -72,14 +77,16 @@ class Link:
     def __init__(
         self, config: Config, topics: Topics, counters: BridgeCounters, stopping: threading.Event, *,
         came_up: CameUp, wake: Callable[[], None], follows: Link | None = None,
-        forget: Callable[[], list[str]] | None = None,
+        forget: Callable[[], list[str]] | None = None, lag: LagWatch | None = None,
+        purged: Callable[[bytes], None] | None = None,
     ) -> None:
         """``follows``: make this the inlet, connecting wherever that link (the uplink) is or last tried.
         ``forget``: filters the uplink unsubscribes when it finds a kept session (a session kept from
         before the two connections still holds the hub's subscriptions: unsubscribed, the flood it
-        would bring stays off the uplink)."""
+        would bring stays off the uplink). ``lag``: the inlet's lag watch; ``purged`` is told the boundary
+        probe's payload just before a purge (the backlog refuses what the session kept in front of it)."""
         self.inlet = follows is not None
-        """This is the inlet connection: subscribes, publishes nothing but the backlog's marker."""
+        """This is the inlet connection: subscribes, publishes nothing but the backlog's marker and its lag probes."""
         self._follows = follows
         # reads the password and TLS files: MqttSetupError now
         self.client = make_client(config, topics, inlet=self.inlet)
@@ -99,6 +106,13 @@ class Link:
         self.identity = TakeoverGuard(time.monotonic)
         """Counts session take-overs; stops the link when another client keeps taking our id (identity.py)."""
         self._routes: list[str] = []
+        self._lag = lag
+        self._purged = purged
+        self._purging = False
+        """This link closed its own socket to drop a flood's backlog: the disconnection is neither an outage nor
+        a take-over, and the reconnection waits for nothing."""
+        self._delays = (max(1, round(self._section.reconnect_min)), max(1, round(self._section.reconnect_max)))
+        """paho's reconnect delays, as make_client set them (a purge lifts them for one attempt)."""
         self._connected = False
         self._broker = ""
         """The broker this link last connected to (``host:port``)."""
@@ -116,9 +130,37 @@ class Link:
         client.on_log = guarded("mqtt on_log")(self._on_log)
 
     def route(self, topic_filter: str, callback: MessageCallback, what: str) -> None:
-        """Messages on ``topic_filter`` go to ``callback``; subscribed (QoS 1) on every connection."""
-        self.client.message_callback_add(topic_filter, guarded(what)(callback))
+        """Messages on ``topic_filter`` go to ``callback``; subscribed (QoS 1) on every connection. With a lag
+        watch, every message is shown to it first (:meth:`_watched`)."""
+        watched = callback if self._lag is None else self._watched(callback, self._lag)
+        self.client.message_callback_add(topic_filter, guarded(what)(watched))
         self._routes.append(topic_filter)
+
+    def _watched(self, callback: MessageCallback, lag: LagWatch) -> MessageCallback:
+        def watched(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+            verdict = lag.observe(message.topic, message.payload)
+            if verdict == "purge":
+                self._purge(client, lag)
+                return  # this message was in the stale backlog too
+            if verdict == "send":
+                client.publish(lag.topic, lag.probe(), qos=1)
+            callback(client, userdata, message)
+
+        return watched
+
+    def _purge(self, client: mqtt.Client, lag: LagWatch) -> None:
+        """Drop what the broker and both kernels hold for this connection: close the socket under paho (its
+        next read fails, it reconnects). A shutdown alone would not do: Linux still hands out what the socket
+        has buffered, megabytes of the flood. The next attempt waits for no backoff (:meth:`_on_pre_connect`)."""
+        if self._purged is not None and lag.boundary is not None:
+            self._purged(lag.boundary)
+        self._purging = True
+        client.reconnect_delay_set(0, self._delays[1])
+        sock = client.socket()
+        close = getattr(sock, "close", None)
+        if close is not None:
+            with contextlib.suppress(OSError):
+                close()
 
     def acks_to(self, callback: PublishCallback) -> None:
         self.client.on_publish = guarded("mqtt on_publish")(callback)
@@ -222,7 +264,11 @@ class Link:
     # -- paho callbacks (network thread) -----------------------------------------------------------
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: object) -> None:
-        self._jitter.before_attempt()
+        if self._purging:  # our own purge: at once (the flood is a local matter, not a broker restart)
+            self._purging = False
+            client.reconnect_delay_set(*self._delays)
+        else:
+            self._jitter.before_attempt()
         hold = self.identity.hold()
         if hold > 0:  # another client keeps taking our client id: keep off (identity.py)
             self._jitter.pause(hold)
@@ -258,6 +304,8 @@ class Link:
                 client.unsubscribe(stale)
         if self._routes:
             client.subscribe([(topic_filter, 1) for topic_filter in self._routes])
+        if self._lag is not None:
+            client.publish(self._lag.topic, self._lag.connected(), qos=1)
         self._came_up(client, flags.session_present, property_of(properties, "MaximumPacketSize"))
         self._counters.connects += 1
         log.info("%s connected to broker %s (session present: %s)", self._what, broker, flags.session_present)
@@ -277,6 +325,11 @@ class Link:
     ) -> None:
         was_connected, self._connected = self._connected, False
         if self._stopping.is_set():
+            return
+        if was_connected and self._purging:
+            self._counters.disconnects += 1
+            self._last_error = None  # paho's complaint about the socket we closed ourselves
+            log.debug("the inlet dropped its backlog: reconnecting to broker %s", self.brokers.current_label)
             return
         if was_connected:
             self._counters.disconnects += 1
