@@ -269,6 +269,9 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
             since = f" ({failovers} failovers since start)" if failovers else ""
             lines.append(f"broker in use: {mqtt['broker']}{since}")
         lines.append(f"inlet (the connection hub commands come in on): {mqtt.get('inlet', 'unknown')}")
+        if purged := mqtt.get("inlet_backlog_purged"):
+            lines.append(f"inlet backlog dropped {purged} time(s): a flood of hub messages arrived faster than "
+                         "the gateway reads them")
         lines.extend(_identity_lines(mqtt))
         shed = mqtt.get("outbox_shed_by_kind") or {}
         if shed:

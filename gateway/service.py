@@ -272,6 +272,7 @@ class Service:
             "identity": (detail.get("identity") or {}).get("state", "ok"),
             "inlet": inlet.get("connection", "unknown"),
             "inlet_identity": (inlet.get("identity") or {}).get("state", "ok"),
+            "inlet_backlog_purged": inlet.get("backlog_purged", 0),
             "forwarding": detail.get("forwarding", "ok"),
             "forwarding_reason": detail.get("forwarding_reason"),
             "outbox_depth": outbox.get("depth", "?"),

@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from core.clock import VirtualClock
 from core.events import Kind
+from gateway.control import format_status
 from gateway.mqtt.backlog import LAGGED_REASON, OfflineBacklog
 from gateway.mqtt.health import BridgeCounters
 from gateway.mqtt.lag import FLOOD_RATE, LAG_LIMIT, PURGE_GAP, LagWatch
@@ -206,3 +207,12 @@ def test_after_a_purge_commands_kept_in_front_of_the_probe_are_refused_and_those
     backlog.on_marker(probe)
     assert backlog.admits("siren", command)
     assert counters.commands_stale == 1
+
+
+def test_gateway_status_says_how_often_the_inlet_dropped_a_floods_backlog_only_once_it_has() -> None:
+    mqtt = {"enabled": True, "connection": "connected", "inlet": "connected", "outbox_depth": 0, "events_out": 5}
+    assert "backlog" not in format_status({"mqtt": {**mqtt, "inlet_backlog_purged": 0}}, now=0)
+    lines = format_status({"mqtt": {**mqtt, "inlet_backlog_purged": 5}}, now=0).splitlines()
+    assert [line for line in lines if "backlog" in line] == [
+        "inlet backlog dropped 5 time(s): a flood of hub messages arrived faster than the gateway reads them"
+    ]
