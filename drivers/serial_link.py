@@ -27,8 +27,9 @@ backoff starts over from ``retry_min_s`` only once the port has delivered data
 for ``stable_s``. ``stop`` cancels the blocking read and joins the thread.
 
 A device that floods (sends more than ``max_rate`` lines or frames a second,
-measured over one-second windows, and recognised at once when one window's
-allowance is exceeded before the window ends) is read at a real port's pace:
+measured over one-second windows, and recognised at once when, within a
+window, it has sent more than ``max_rate`` times the time so far plus a burst of a
+tenth of a second's allowance, :data:`FLOOD_BURST_S`) is read at a real port's pace:
 after each read the reader pauses :data:`FLOOD_PAUSE_S`, which a real UART's
 kernel buffer absorbs and which leaves the interpreter to the other threads
 (another port, the dispatcher, the publisher). Every line read is parsed (the
@@ -68,6 +69,21 @@ COMPLAINT_INTERVAL = 60.0
 
 FLOOD_WINDOW_S = 1.0
 """The window over which the line rate is measured."""
+
+FLOOD_BURST_S = 0.1
+"""The burst a device may send beyond its rate before it counts as flooding: this many seconds of its
+``max_rate`` (at least :data:`FLOOD_MIN_BURST` lines), never more than a whole window's allowance.
+
+Within a window, a device floods once it has sent more than ``max_rate`` times the time since the window
+opened plus this burst. Waiting for the whole window's allowance instead (``max_rate`` lines, 2,000 by
+default) let the first reads of a pty flood (4 KB, ~600 short lines each) through line by line before
+the flood was recognised: ~800 readings of one entity reached the outbox within 30 ms, and an unrelated
+sensor's events waited behind them for up to 170 ms (benchmark 8, flood b; docs/reliability.md). A real
+115200-baud port delivers ~165 short lines in 0.1 s, under the default burst of 200."""
+
+FLOOD_MIN_BURST = 20
+"""The smallest burst (lines or frames) recognised as a flood, for a device with a low ``max_rate``: a
+20-line boot banner is not a flood."""
 
 FLOOD_PAUSE_S = 0.01
 """While a device floods, the reader waits this long after each read before the next one.
@@ -284,11 +300,12 @@ class SerialLink:
             start = now
         elapsed = now - start
         if elapsed < FLOOD_WINDOW_S:
-            # More than a whole window's allowance already: a flood now, not when the window ends (a
-            # second of parsing every line of a flood is what starves the other threads).
+            # More than the allowance so far plus a burst: a flood now, not when the window ends (a second
+            # of parsing every line of a flood starves the other threads, and its readings queue ahead of
+            # every other entity's in the outbox).
             count = frames - self._window_frames
-            if not self._flooding and self.max_rate is not None and count > self.max_rate * FLOOD_WINDOW_S:
-                self._flag(round(count / FLOOD_WINDOW_S))
+            if not self._flooding and self.max_rate is not None and count > self._allowance(elapsed):
+                self._flag(round(count / max(elapsed, FLOOD_BURST_S)))
             return
         self._rate = round((frames - self._window_frames) / elapsed)
         self._window_start, self._window_frames = now, frames
@@ -298,6 +315,13 @@ class SerialLink:
             self._flooding = False
             self._flood.ended(logging.INFO, "%s: no longer flooding (%d lines/s) after %d windows over the rate",
                               self.name, self._rate)
+
+    def _allowance(self, elapsed: float) -> float:
+        """Lines (or frames) a device within ``max_rate`` may have sent ``elapsed`` seconds into a window:
+        the rate times the time, plus a burst (:data:`FLOOD_BURST_S`), at most the whole window's."""
+        rate = self.max_rate or 0.0
+        burst = max(rate * FLOOD_BURST_S, FLOOD_MIN_BURST)
+        return min(rate * FLOOD_WINDOW_S, rate * elapsed + burst)
 
     def _flag(self, rate: int) -> None:
         """The device floods at ``rate`` (lines or frames a second, at least): flag it, log it once."""
