@@ -42,6 +42,9 @@ class ParserCounters:
     """Frames that were complete but failed their checksum: never a reading."""
     discarded_bytes: int = 0
     """Bytes skipped while searching for the next frame header."""
+    unparsed: int = 0
+    """Lines of a flood counted and not parsed (:meth:`LineParser.feed_newest`): whether they were
+    well-formed is not known, so they are neither records nor malformed."""
 
 
 class ParseError(ValueError):
@@ -112,6 +115,30 @@ class LineParser(Parser):
                 self._overflow = True
                 self._count(ParseError("line too long"))
         return records
+
+    def feed_newest(self, data: bytes, keep: int) -> list[Record]:
+        """Like :meth:`feed`, but only the newest ``keep`` line ends of what is complete are parsed: the
+        lines before them are counted in ``counters.unparsed`` (blank lines are not counted, as
+        :meth:`feed` skips them) and dropped unparsed. For a device that floods, whose readings are
+        coalesced to the newest anyway: parsing each of 600 lines a read only to keep the last held
+        the interpreter ~1 ms a read. Keeping a few lines rather than one lets a malformed newest line
+        fall back on the line before it, and a device that sends its fields on separate lines (NMEA's
+        GGA and RMC) still delivers each of them."""
+        self._buffer += data
+        start = self._buffer.rfind(b"\n")
+        for _ in range(keep):
+            if start < 0:
+                break
+            start = self._buffer.rfind(b"\n", 0, start)
+        if start >= 0:  # lines before the newest ``keep``: counted, not parsed
+            head = bytes(self._buffer[: start + 1])
+            del self._buffer[: start + 1]
+            lines = head.split(b"\n")[:-1]
+            if self._overflow:  # the rest of an over-long line, already counted as malformed
+                self._overflow = False
+                lines = lines[1:]
+            self.counters.unparsed += sum(1 for line in lines if line.strip(b"\r \t\0"))
+        return self.feed(b"")
 
     def _line(self, line: bytes, records: list[Record]) -> None:
         """One line, isolated: whatever it raises costs that line only, never the lines around it."""

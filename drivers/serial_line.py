@@ -216,7 +216,8 @@ class SerialSensor(Driver[SerialC_co]):
 
     def stats(self) -> dict[str, int]:
         """The parser's and the port's counters; once the device has flooded, the flood's figures too
-        (``lines_per_s``, ``expected_lines_per_s``, ``flooding`` 0/1, ``coalesced_lines``)."""
+        (``lines_per_s``, ``expected_lines_per_s``, ``flooding`` 0/1, ``coalesced_lines``, and ``unparsed_lines``:
+        those of them only counted, not parsed)."""
         c = self.parser.counters
         link = self.link
         stats = {
@@ -228,7 +229,7 @@ class SerialSensor(Driver[SerialC_co]):
         }
         if link is not None and (link.flooding or link.coalesced):
             stats |= {"lines_per_s": link.rate, "expected_lines_per_s": math.ceil(self.expected_rate),
-                      "flooding": int(link.flooding), "coalesced_lines": link.coalesced}
+                      "flooding": int(link.flooding), "coalesced_lines": link.coalesced, "unparsed_lines": c.unparsed}
         return stats
 
     def _spec(self, name: str, f: FieldConfig) -> EntitySpec:

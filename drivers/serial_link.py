@@ -27,15 +27,20 @@ backoff starts over from ``retry_min_s`` only once the port has delivered data
 for ``stable_s``. ``stop`` cancels the blocking read and joins the thread.
 
 A device that floods (sends more than ``max_rate`` lines or frames a second,
-measured over one-second windows, and recognised at once when one window's
-allowance is exceeded before the window ends) is read at a real port's pace:
+measured over one-second windows, and recognised at once when, within a
+window, it has sent more than ``max_rate`` times the time so far plus a burst of a
+tenth of a second's allowance, :data:`FLOOD_BURST_S`) is read at a real port's pace:
 after each read the reader pauses :data:`FLOOD_PAUSE_S`, which a real UART's
 kernel buffer absorbs and which leaves the interpreter to the other threads
-(another port, the dispatcher, the publisher). Every line read is parsed (the
-counters stay exact), but each chunk read is coalesced to one record holding
-the newest value of each field: the bus sees one event per field per read
-rather than one per line (``coalesced``), so the flooding device's newest value
-is at most one pause and one dispatcher cycle old. ``rate`` and ``flooding``
+(another port, the dispatcher, the publisher). Of a line device's read only
+the newest :data:`NEWEST_LINES` lines are parsed and the others counted
+(``parser.counters.unparsed``: records, malformed and unparsed lines add up to
+the lines read; a malformed line among the unparsed is not known as such), and
+each chunk read is coalesced to one record holding the newest value of each
+field: the bus sees one event per field per read rather than one per line
+(``coalesced`` counts the lines not posted as themselves, unparsed ones
+included), so the flooding device's newest value is at most one pause and one
+dispatcher cycle old. ``rate`` and ``flooding``
 say so for health; the flood is logged once when it starts (WARNING) and once
 when it ends (:class:`core.logonce.LogOnce`).
 """
@@ -69,6 +74,21 @@ COMPLAINT_INTERVAL = 60.0
 FLOOD_WINDOW_S = 1.0
 """The window over which the line rate is measured."""
 
+FLOOD_BURST_S = 0.1
+"""The burst a device may send beyond its rate before it counts as flooding: this many seconds of its
+``max_rate`` (at least :data:`FLOOD_MIN_BURST` lines), never more than a whole window's allowance.
+
+Within a window, a device floods once it has sent more than ``max_rate`` times the time since the window
+opened plus this burst. Waiting for the whole window's allowance instead (``max_rate`` lines, 2,000 by
+default) let the first reads of a pty flood (4 KB, ~600 short lines each) through line by line before
+the flood was recognised: ~800 readings of one entity reached the outbox within 30 ms, and an unrelated
+sensor's events waited behind them for up to 170 ms (benchmark 8, flood b; docs/reliability.md). A real
+115200-baud port delivers ~165 short lines in 0.1 s, under the default burst of 200."""
+
+FLOOD_MIN_BURST = 20
+"""The smallest burst (lines or frames) recognised as a flood, for a device with a low ``max_rate``: a
+20-line boot banner is not a flood."""
+
 FLOOD_PAUSE_S = 0.01
 """While a device floods, the reader waits this long after each read before the next one.
 
@@ -79,6 +99,12 @@ by line held the GIL, and every other thread (another port's reader, the dispatc
 paho) waited up to 5 ms for it after each of its own system calls. Benchmark 8 (flood b) measured
 an unrelated sensor's state up to 170 ms late, many superseded before they were published; with the
 pause its p99 was 39 ms and p50 1.2 ms (docs/reliability.md)."""
+
+NEWEST_LINES = 8
+"""While a line device floods, the line ends of a read that are parsed, newest first; the lines before them
+are only counted (:meth:`drivers.protocols.LineParser.feed_newest`). A few rather than one: a malformed
+newest line falls back on the one before, and a device that sends fields on separate lines (NMEA's GGA and
+RMC) delivers each. Benchmark 8 measured ~1 ms of parsing a read (600 lines) for one kept value."""
 
 READ_CHUNK = 65_536
 """Most bytes one read takes from a POSIX port (a pty's buffer, many times a UART's)."""
@@ -142,7 +168,9 @@ class SerialLink:
         self._rate = 0
         self._flooding = False
         self.coalesced = 0
-        """Records merged into a newer one of the same read while flooding (parsed, counted, not posted)."""
+        """Lines (or frames) of a flood not posted as their own record: merged into the newest of the same
+        read, or counted and not parsed (``parser.counters.unparsed``)."""
+        self._unparsed = 0
         self.opens = 0
         self.failures = 0
         """Failed attempts: a port that could not be opened or failed after opening."""
@@ -284,11 +312,12 @@ class SerialLink:
             start = now
         elapsed = now - start
         if elapsed < FLOOD_WINDOW_S:
-            # More than a whole window's allowance already: a flood now, not when the window ends (a
-            # second of parsing every line of a flood is what starves the other threads).
+            # More than the allowance so far plus a burst: a flood now, not when the window ends (a second
+            # of parsing every line of a flood starves the other threads, and its readings queue ahead of
+            # every other entity's in the outbox).
             count = frames - self._window_frames
-            if not self._flooding and self.max_rate is not None and count > self.max_rate * FLOOD_WINDOW_S:
-                self._flag(round(count / FLOOD_WINDOW_S))
+            if not self._flooding and self.max_rate is not None and count > self._allowance(elapsed):
+                self._flag(round(count / max(elapsed, FLOOD_BURST_S)))
             return
         self._rate = round((frames - self._window_frames) / elapsed)
         self._window_start, self._window_frames = now, frames
@@ -299,20 +328,35 @@ class SerialLink:
             self._flood.ended(logging.INFO, "%s: no longer flooding (%d lines/s) after %d windows over the rate",
                               self.name, self._rate)
 
+    def _allowance(self, elapsed: float) -> float:
+        """Lines (or frames) a device within ``max_rate`` may have sent ``elapsed`` seconds into a window:
+        the rate times the time, plus a burst (:data:`FLOOD_BURST_S`), at most the whole window's."""
+        rate = self.max_rate or 0.0
+        burst = max(rate * FLOOD_BURST_S, FLOOD_MIN_BURST)
+        return min(rate * FLOOD_WINDOW_S, rate * elapsed + burst)
+
     def _flag(self, rate: int) -> None:
         """The device floods at ``rate`` (lines or frames a second, at least): flag it, log it once."""
         self._rate = rate
         self._flooding = True
-        self._flood.holds(logging.WARNING, "%s: flooding: %d lines/s, expected ≤ %g; every line is parsed, "
-                          "its readings coalesced to the newest", self.name, rate, self.max_rate)
+        self._flood.holds(logging.WARNING, "%s: flooding: %d lines/s, expected ≤ %g; only the newest lines "
+                          "of each read are parsed, its readings coalesced to the newest",
+                          self.name, rate, self.max_rate)
 
     def _handle(self, data: bytes) -> None:
+        parser = self.parser
+        counters = parser.counters
+        before = counters.records + counters.malformed + counters.bad_checksum + counters.unparsed
         if self._lines:
             data = data.replace(b"\r", b"\n")
-        counters = self.parser.counters
-        before = counters.records + counters.malformed + counters.bad_checksum
-        records = self.parser.feed(data)
-        self._meter(before, counters.records + counters.malformed + counters.bad_checksum)
+        if self._flooding and isinstance(parser, LineParser):
+            records = parser.feed_newest(data, NEWEST_LINES)
+        else:
+            records = parser.feed(data)
+        unparsed = counters.unparsed
+        self._meter(before, counters.records + counters.malformed + counters.bad_checksum + unparsed)
+        self.coalesced += unparsed - self._unparsed
+        self._unparsed = unparsed
         if self._flooding and len(records) > 1:
             newest: Record = {}
             for record in records:

@@ -226,3 +226,49 @@ def test_every_reading_comes_from_a_frame_whose_checksum_holds(name: str, data: 
     allowed = valid_frames(BINARY[name](), stream)
     for record in records:
         assert record in allowed
+
+
+# -- a flooding device: only the newest lines of a read are parsed (drivers/serial_link.py) ------------------
+
+def test_feeding_the_newest_lines_parses_only_them_and_counts_the_rest_unparsed() -> None:
+    parser = KeyValueParser()
+    data = b"".join(b"t=%d\n" % n for n in range(100)) + b"t=10"  # and the start of the next line
+    records = parser.feed_newest(data, 3)
+    assert records == [{"t": 97.0}, {"t": 98.0}, {"t": 99.0}]
+    assert (parser.counters.records, parser.counters.malformed, parser.counters.unparsed) == (3, 0, 97)
+    assert parser.feed(b"0\n") == [{"t": 100.0}]  # the partial line was kept for the next read
+
+
+def test_a_malformed_newest_line_falls_back_on_the_line_before_it() -> None:
+    parser = KeyValueParser()
+    records = parser.feed_newest(b"t=1\nt=2\nt=3\nt=?? garbage\n", 2)
+    assert records == [{"t": 3.0}]
+    assert (parser.counters.records, parser.counters.malformed, parser.counters.unparsed) == (1, 1, 2)
+
+
+def test_blank_lines_and_the_rest_of_an_overlong_line_are_not_counted_as_unparsed_lines() -> None:
+    parser = KeyValueParser()
+    parser.feed(b"x" * (KeyValueParser.max_line + 10))  # an over-long line: counted malformed once
+    records = parser.feed_newest(b"xxxx\n\n\nt=1\n\nt=2\n\nt=3\n", 1)
+    assert records == [{"t": 3.0}]
+    assert (parser.counters.records, parser.counters.malformed, parser.counters.unparsed) == (1, 1, 2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lines=st.lists(st.sampled_from([b"t=1", b"t=2 h=3", b"garbage", b"", b"  ", b"t=nan"]), max_size=60),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+    keep=st.integers(min_value=1, max_value=4),
+)
+def test_feeding_the_newest_lines_counts_every_line_that_feeding_all_of_them_counts(
+    lines: list[bytes], cuts: list[int], keep: int,
+) -> None:
+    stream = b"".join(line + b"\n" for line in lines)
+    chunks = [stream[a:b] for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(stream)], strict=True)]
+    every, newest = KeyValueParser(), KeyValueParser()
+    for chunk in chunks:
+        every.feed(chunk)
+        newest.feed_newest(chunk, keep)
+    counted = newest.counters.records + newest.counters.malformed + newest.counters.unparsed
+    assert counted == every.counters.records + every.counters.malformed
+    assert newest.counters.malformed <= every.counters.malformed

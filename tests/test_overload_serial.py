@@ -5,7 +5,7 @@ seconds (tens of thousands of lines a second) into a ``serial.kv`` sensor
 posting onto a real :class:`~gateway.bus.Bus` drained by a real
 :class:`~gateway.dispatcher.Dispatcher`. Asserted are bounds, never timings:
 the process's memory grows by little, the newest value arrives, every line was
-parsed (the malformed ones counted exactly), and the flood shows in health.
+counted (parsed, or while flooding only counted: ``unparsed``), and the flood shows in health.
 """
 
 from __future__ import annotations
@@ -149,14 +149,16 @@ def test_a_flooding_device_costs_bounded_memory_and_its_newest_value_arrives(
     assert len(house.bus) <= house.bus.capacity + 2
 
 
-def test_every_line_of_a_flood_is_parsed_and_the_malformed_ones_counted(
+def test_every_line_of_a_flood_is_counted_and_the_malformed_ones_parsed_are_counted_as_malformed(
     pty: tuple[int, str], house: House,
 ) -> None:
+    # While flooding, only the newest lines of a read are parsed; the others are counted ``unparsed``.
     sent = flood(pty[0])
     counters = house.sensor.counters
-    wait_until(lambda: counters.records + counters.malformed == sent.lines + sent.malformed, timeout=30,
-               what="every line parsed")
-    assert (counters.records, counters.malformed) == (sent.lines, sent.malformed)
+    wait_until(lambda: counters.records + counters.malformed + counters.unparsed == sent.lines + sent.malformed,
+               timeout=30, what="every line counted")
+    assert counters.unparsed > 0
+    assert counters.malformed <= sent.malformed
 
 
 def test_a_device_sending_far_beyond_its_declared_rate_is_flagged_in_health(

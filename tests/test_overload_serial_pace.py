@@ -109,3 +109,44 @@ def test_a_device_within_its_rate_is_read_without_a_pause(pty: tuple[int, str]) 
         link.stop()
     assert pauses.calls == []
     assert not link.flooding
+
+
+def test_a_flood_is_recognised_once_it_exceeds_a_tenth_of_a_seconds_allowance_not_the_whole_seconds(
+    pty: tuple[int, str],
+) -> None:
+    # At the default 2,000 lines/s, waiting for the whole second's allowance let ~2,000 lines of a pty
+    # flood through one by one (benchmark 8: ~800 readings in the outbox ahead of an unrelated sensor's).
+    master, path = pty
+    records: list[Record] = []
+    link = link_on(path, Pauses(), records, max_rate=2_000)
+    link.start()
+    try:
+        os.write(master, lines(0, 150))  # within the burst: a normal device's burst arrives whole
+        wait_until(lambda: len(records) == 150, timeout=10, what="the burst's 150 readings")
+        assert not link.flooding
+        os.write(master, lines(150, 600))  # the clock never moves: 750 lines in no time at all
+        wait_until(lambda: link.flooding, timeout=10, what="the flood recognised")
+        wait_until(lambda: bool(records) and records[-1].get("t") == 749, timeout=10, what="the newest value")
+    finally:
+        link.stop()
+    assert len(records) < 150 + 2_000 // 10
+
+
+def test_a_flooding_devices_reader_parses_only_the_newest_lines_of_a_read_and_counts_the_rest_as_coalesced(
+    pty: tuple[int, str],
+) -> None:
+    master, path = pty
+    records: list[Record] = []
+    link = link_on(path, Pauses(), records, max_rate=100)
+    link.start()
+    try:
+        os.write(master, lines(0, 500))
+        wait_until(lambda: link.flooding, timeout=10, what="the flood recognised")
+        os.write(master, lines(500, 500))
+        wait_until(lambda: bool(records) and records[-1].get("t") == 999, timeout=10, what="the newest value")
+    finally:
+        link.stop()
+    counters = link.parser.counters
+    assert counters.unparsed > 0
+    assert counters.records + counters.malformed + counters.unparsed == 1_000  # every line counted
+    assert len(records) + link.coalesced == 1_000  # each posted as itself, or coalesced
