@@ -16,7 +16,8 @@ each in its own module::
 Threads and who owns what::
 
     dispatcher thread ── forward(event) ──> outbox.add (memory) + latest state (memory)   never waits on I/O
-    publisher thread  ── commits the outbox every batch window, hands committed rows to paho
+                         then, if the row is next and the window has room, paho.publish (window.hand_over)
+    publisher thread  ── commits the outbox every batch window, hands the other rows to paho
                          within the in-flight window and the drain rate, publishes retained
                          states, results, health and discovery, deletes acknowledged rows
     paho network threads ── one per connection, each connects with backoff + jitter and calls our
