@@ -13,7 +13,9 @@ an ``if``), launched the same way (its own process, same interpreter, same broke
 Per rate (100, 1,000, 2,000, 5,000, 10,000 lines/s): lines dropped at the port; lines lost after
 it (a subscriber counts what arrives); late ones (not delivered within 1 s of the feed stopping);
 CPU per line of the forwarder's process (``/proc/<pid>/stat`` utime + stime over the rate's window,
-divided by the lines written); MQTT messages per line (a ``#`` subscriber under the forwarder's
+divided by the lines written); thread wake-ups per line (the voluntary context switches of all its
+threads over the same window, ``/proc/<pid>/task/*/status``: a thread that blocks and is woken again);
+MQTT messages per line (a ``#`` subscriber under the forwarder's
 tree counts every message it sends); p50/p99 from the line's ``ts`` to the subscriber's receipt
 (one clock, this process). The gateway's event carries the reading, not the line's ``seq``: its
 ``event/temperature`` messages are matched to the lines written in order (the gateway keeps
@@ -198,10 +200,23 @@ class Step:
     alarm_p99_ms: float
     alarms: int
     expected_alarms: int
+    wakeups_per_line: float = float("nan")
 
     @property
     def lossless(self) -> bool:
         return self.dropped_at_port == 0 and self.lost_after == 0 and self.late == 0
+
+
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of all the process's threads so far: each is a thread that blocked (a wait,
+    a select, a lock) and was woken again."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/status") as f:
+            for text in f:
+                if text.startswith("voluntary_ctxt_switches:"):
+                    total += int(text.split()[1])
+    return total
 
 
 def seq_of_baseline(payload: bytes) -> int:
@@ -228,7 +243,7 @@ def run_rates(
             base_events = len(counter.received[event_topic])
             base_alarms = len(counter.received[alarm_topic])
             base_total = counter.total
-        cpu0 = cpu_seconds(pid)
+        cpu0, woken0 = cpu_seconds(pid), wakeups(pid)
         sent = feed(master, first, rate, seconds)
         expected = len(sent.seqs)
         deadline = time.monotonic() + 30
@@ -243,7 +258,7 @@ def run_rates(
                 break  # four more seconds after the deadline: what has not come is lost
             time.sleep(0.02)
         time.sleep(0.3)  # the alarms and states that follow the last event
-        cpu = cpu_seconds(pid) - cpu0
+        cpu, woken = cpu_seconds(pid) - cpu0, wakeups(pid) - woken0
         with counter.lock:
             events = counter.received[event_topic][base_events:]
             alarms = counter.received[alarm_topic][base_alarms:]
@@ -259,7 +274,7 @@ def run_rates(
             p50_ms=percentile(latencies, 50) if latencies else float("nan"),
             p99_ms=percentile(latencies, 99) if latencies else float("nan"),
             alarm_p99_ms=percentile(alarm_lat, 99) if alarm_lat else float("nan"),
-            alarms=len(alarms), expected_alarms=len(over),
+            alarms=len(alarms), expected_alarms=len(over), wakeups_per_line=woken / max(1, expected),
         ))
         first += int(rate * seconds) + 1
     return steps
@@ -393,6 +408,8 @@ def summary(runs: list[tuple[list[Step], list[Step]]]) -> list[Figure]:
                                   "µs", note=note))
             figures.append(Figure(BENCH, f"{who} @{rate:,}/s: messages per line",
                                   median([s.messages_per_line for s in steps]), ""))
+            figures.append(Figure(BENCH, f"{who} @{rate:,}/s: thread wake-ups per line",
+                                  median([s.wakeups_per_line for s in steps]), ""))
             figures.append(Figure(BENCH, f"{who} @{rate:,}/s: p50 / p99 line -> broker",
                                   median([s.p99_ms for s in steps]), "ms (p99)",
                                   note=f"p50 {median([s.p50_ms for s in steps]):.2f} ms, alarm p99 "
@@ -444,7 +461,8 @@ def profile_main(out: Path, seconds: float) -> int:
             step = run_gateway(broker, Path(tmp) / "gw", seconds, profile=out.resolve(), rates=(1_000,))[0]
         finally:
             broker.stop()
-    print(f"CPU per line {step.cpu_us_per_line:.0f} µs (sampler included), p99 {step.p99_ms:.2f} ms; profile in {out}")
+    print(f"CPU per line {step.cpu_us_per_line:.0f} µs (sampler included), {step.wakeups_per_line:.2f} thread wake-ups "
+          f"per line, p99 {step.p99_ms:.2f} ms; profile in {out}")
     return 0
 
 

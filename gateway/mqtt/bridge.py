@@ -17,7 +17,8 @@ each in its own module::
 Threads and who owns what::
 
     dispatcher thread ── forward(event) ──> outbox.add (memory) + latest state (memory)   never waits on I/O
-    publisher thread  ── commits the outbox every batch window, hands committed rows to paho
+                         then, if the row is next and the window has room, paho.publish (window.hand_over)
+    publisher thread  ── commits the outbox every batch window, hands the other rows to paho
                          within the in-flight window and the drain rate, publishes retained
                          states, results, health and discovery, deletes acknowledged rows
     paho network threads ── one per connection, each connects with backoff + jitter and calls our
@@ -151,15 +152,16 @@ class MqttBridge:
     def forward(self, event: Event) -> None:
         """Queue ``event`` for ``event/<entity>`` and update the retained state; never waits on I/O."""
         self.counters.events_in += 1
-        if self._publish_message(event):
-            self._wake()
+        batches = self.outbox.batches
+        handed = self._publish_message(event)
+        if handed is not None:
+            self._wake_unless_handed(handed, batches)
             return
-        self.outbox.add(
-            self.topics.event(event.entity),
-            functools.partial(event_payload, event),
-            kind=event.kind.value,
-            ts=event.ts,
-        )
+        if self._queue(self.topics.event(event.entity), functools.partial(event_payload, event),
+                       kind=event.kind.value, ts=event.ts) and event.kind is Kind.READING:
+            self.retained.update_state(event)  # a reading's state is held or due: the next commit's round sends it
+            self._wake_unless_handed(True, batches)
+            return
         if event.kind in STATE_KINDS:
             self.retained.update_state(event)
         elif event.kind is Kind.AVAILABILITY:
@@ -264,26 +266,47 @@ class MqttBridge:
 
     # -- wiring between the parts ------------------------------------------------------------------
 
-    def _publish_message(self, event: Event) -> bool:
+    def _publish_message(self, event: Event) -> bool | None:
         """A rule's ``publish`` action: ``payload`` on ``<base>/<topic>``, durable like every event
-        (retained ones keep only the latest, as retained states do). True if ``event`` was such a
-        request: the message is all it costs on MQTT, with no copy of the request on ``event/publish``
-        (the rule's trace and the event history keep which rule sent it). A malformed request is
-        logged and forwarded as an ordinary event, where it can be seen."""
+        (retained ones keep only the latest, as retained states do). None if ``event`` was not such a
+        request; else whether paho already has the message (:meth:`_queue`). The message is all it costs on
+        MQTT, with no copy of the request on ``event/publish`` (the rule's trace and the event history keep
+        which rule sent it). A malformed request is logged and forwarded as an ordinary event, where it can
+        be seen."""
         try:
             request = publish_request(event)
         except ValueError as exc:
             log.error("publish event %s is malformed (%s): %.200r", event.id, exc, event.value)
-            return False
+            return None
         if request is None:
-            return False
+            return None
         topic = f"{self.topics.base}/{request.topic}"
         payload = request.payload.encode()
         if request.retain:
             self.retained.retain(topic, payload)
-        else:
-            self.outbox.add(topic, lambda seq: payload, kind="publish", ts=event.ts)
-        return True
+            return False
+        return self._queue(topic, lambda seq: payload, kind="publish", ts=event.ts)
+
+    def _queue(self, topic: str, make_payload: Callable[[int], bytes], *, kind: str, ts: float) -> bool:
+        """Add a row to the outbox and, when the uplink is up and the window lets it, hand it to paho here and
+        now (:meth:`PublishWindow.hand_over`): the row is in the outbox before paho has it. True if paho has
+        it; False leaves it to the publisher thread."""
+        made: list[bytes] = []
+
+        def payload_of(seq: int) -> bytes:
+            made.append(make_payload(seq))
+            return made[0]
+
+        seq = self.outbox.add(topic, payload_of, kind=kind, ts=ts)
+        return (seq is not None and self.link.connected and not self._stopping.is_set()
+                and self.window.hand_over(self.link.client, seq, topic, made[0]))
+
+    def _wake_unless_handed(self, handed: bool, batches: int) -> None:
+        """Wake the publisher unless paho already has the row and the outbox's batch window was open before
+        it (then the publisher is due to commit it within ``batch_ms`` anyway: one thread wake-up less per
+        event; issue 14)."""
+        if not handed or self.outbox.batches != batches:
+            self._wake()
 
     def _came_up(self, client: mqtt.Client, session_present: bool, broker_packet_limit: int | None) -> None:
         """A connection was accepted (network thread): the parts catch up before the link counts as up."""

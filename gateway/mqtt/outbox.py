@@ -287,6 +287,9 @@ class Outbox:
         self._lock = threading.Lock()
         self._db_lock = threading.Lock()
         self._pending = _Pending()
+        self.batches = 0
+        """Batch windows opened so far (an add or an ack found nothing waiting for a commit): a caller that
+        sees it change knows the publisher must be woken to commit within ``batch_ms`` (bridge.forward)."""
         self._closed = False
         self._db_closed = False
         self._failing: str | None = None
@@ -441,6 +444,7 @@ class Outbox:
                 self._newest_reading[topic] = seq
             if self._pending.since is None:
                 self._pending.since = self._monotonic()
+                self.batches += 1
             self.counters.accepted += 1
             return seq
 
@@ -459,6 +463,7 @@ class Outbox:
             (self._pending.refused if refused else self._pending.acks).append((seq,))
             if self._pending.since is None:
                 self._pending.since = self._monotonic()
+                self.batches += 1
 
     def fits(self, topic: str, payload: bytes) -> bool:
         limit = self.max_packet_size
@@ -480,6 +485,11 @@ class Outbox:
     def trouble(self) -> str | None:
         """Why forwarding is degraded now: the outbox runs in memory, or its writes are failing; else None."""
         return self.degraded or self._failing
+
+    @property
+    def reserved(self) -> int:
+        """The newest seq the reservation on disk covers: only rows up to it may be published."""
+        return self._reserved
 
     @property
     def committed_seq(self) -> int:

@@ -1,9 +1,13 @@
-"""The publisher thread: the one thread that writes the outbox to disk and hands paho what to send.
+"""The publisher thread: the one thread that writes the outbox to disk, and hands paho what the forwarding
+thread did not.
 
 Each round it commits the outbox (once its batch window has passed; at once when stopping), takes
 the broker's acks, and while connected publishes, in this order: retained topics, command results,
-the next outbox rows, the health report. It sleeps until something wakes it (an event, an ack, a
-result, a connection) or the nearest deadline (commit, health, the drain bucket).
+the next outbox rows, the health report. It sleeps until something wakes it (a batch window opened, an
+event the forwarding thread could not hand to paho itself, a state or result to send, half a window of
+acks, a connection) or the nearest deadline (commit, health, the drain bucket). A live event that
+``bridge.forward`` handed to paho itself (:meth:`PublishWindow.hand_over`) does not wake it: it commits
+that row with its batch, at most ``batch_ms`` later.
 """
 
 from __future__ import annotations

@@ -10,11 +10,18 @@ that was not acknowledged. Duplicates therefore come only from the window (at mo
 Ordering: rows go out strictly in ``seq`` order, so after an outage live events queue behind the
 backlog, which drains at ``drain_rate`` (a :class:`TokenBucket`, burst = the window); live events
 are not paced.
+
+Two threads hand rows over, in one order: the publisher thread (:meth:`PublishWindow.send`: the backlog,
+rows after a reconnect, rows that found the window full) and the forwarding (dispatcher) thread, which hands
+paho the row it has just added to the outbox when that row is the next in ``seq`` order and the window has
+room (:meth:`PublishWindow.hand_over`: issue 14, one thread wake-up less per event). A lock keeps the two
+apart; the forwarding thread never waits for it (if the publisher holds it, the row is the publisher's).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -58,8 +65,9 @@ class TokenBucket:
 
 
 class PublishWindow:
-    """Used on the publisher thread, except :meth:`on_publish` (paho's network thread), which only
-    records the ack, and :meth:`reconnected` (network thread, before the link counts as up)."""
+    """Used on the publisher thread, except :meth:`hand_over` (the forwarding thread), :meth:`on_publish`
+    (paho's network thread), which only records the ack, and :meth:`reconnected` (network thread, before
+    the link counts as up)."""
 
     def __init__(
         self, outbox: Outbox, counters: BridgeCounters, *, size: int, drain_rate: float, wake: Callable[[], None]
@@ -80,6 +88,9 @@ class PublishWindow:
         """The last hand-over used all it was granted: rows may be waiting for the bucket."""
         self._resuming = False
         """Just reconnected: paho re-sends its unacknowledged rows first; new rows wait for their acks."""
+        self._lock = threading.Lock()
+        """Held while rows are handed over or acks taken: the publisher's :meth:`send` and :meth:`take_acks`,
+        the forwarding thread's :meth:`hand_over`."""
 
     def on_publish(
         self, client: mqtt.Client, userdata: object, mid: int, reason: ReasonCode, properties: Properties | None
@@ -115,6 +126,10 @@ class PublishWindow:
 
     def take_acks(self) -> None:
         """Acknowledged rows leave the outbox (with its next commit)."""
+        with self._lock:
+            self._take_acks()
+
+    def _take_acks(self) -> None:
         while self._acks:
             mid, reason = self._acks.popleft()
             seq = self._inflight.pop(mid, None)
@@ -127,8 +142,39 @@ class PublishWindow:
             else:
                 self._counters.events_out += 1
 
+    def hand_over(self, client: mqtt.Client, seq: int, topic: str, payload: bytes) -> bool:
+        """The forwarding thread's short cut: publish the row ``seq`` it has just added to the outbox, if it
+        is the next row in ``seq`` order, the window has room, no backlog is being paced and no resent
+        window is waiting for its acks. True if paho has it; False leaves it to the publisher thread
+        (wake it). Never waits: not for the publisher, not for the outbox's disk.
+
+        The caller checks that the link is up. Acks recorded since the last round are taken first, so a
+        steady stream keeps finding room without the publisher."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._resuming or seq != self._handed + 1 or self._handed < self._catch_up_to:
+                return False
+            if seq > self._outbox.reserved:  # as fetch(): only seqs the reservation on disk covers
+                return False
+            self._take_acks()
+            if len(self._inflight) >= self._size:
+                return False
+            info = client.publish(topic, payload, qos=1)
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                return False  # still the next row: the publisher hands it over when an ack wakes it
+            self._handed = seq
+            self._inflight[info.mid] = seq
+            return True
+        finally:
+            self._lock.release()
+
     def send(self, client: mqtt.Client) -> None:
         """Hand paho the next rows, as many as the window (and, for a backlog, the bucket) allows."""
+        with self._lock:
+            self._send(client)
+
+    def _send(self, client: mqtt.Client) -> None:
         if self._resuming:
             # paho re-sends its unacknowledged rows right after on_connect returns; a new row
             # handed over before then could overtake them. So after a reconnect, new rows wait
@@ -143,6 +189,7 @@ class PublishWindow:
         # live events go out as fast as the window allows.
         paced = self._handed < self._catch_up_to
         granted = self._bucket.take(room) if paced else room
+        newest = self._outbox.last_seq  # before the fetch: a row added after it is not skipped below
         rows = self._outbox.fetch(self._handed, granted)
         if paced:
             self._bucket.refund(granted - len(rows))
@@ -160,5 +207,9 @@ class PublishWindow:
                 # handed again, in order, when an ack wakes the publisher (no busy wait).
                 self._handed = row.seq - 1
                 self._more = False
-                break
+                return
             self._inflight[info.mid] = row.seq
+        if len(rows) < granted:
+            # Every row up to ``newest`` was fetched (or is gone: acknowledged, shed): the next row is the one
+            # after it, which the forwarding thread may hand over itself (:meth:`hand_over`).
+            self._handed = max(self._handed, min(newest, self._outbox.reserved))
