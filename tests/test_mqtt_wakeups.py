@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -50,7 +51,7 @@ def test_after_a_reconnect_every_ack_wakes_the_publisher(tmp_path: Path) -> None
 
 def unconnected_client() -> mqtt.Client:
     """A real paho client that never connects: it numbers and keeps QoS 1 messages as it would offline."""
-    return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="window-test")
+    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id="window-test")
 
 
 def added(w: PublishWindow, outbox: Outbox, count: int) -> list[int]:
