@@ -96,7 +96,7 @@ class DriverContext:
 class DeviceConfig(BaseModel):
     """Fields every device has; each driver's model adds its own and a ``driver`` literal."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     driver: str
     """The registry name; each driver's model narrows it to a ``Literal``."""

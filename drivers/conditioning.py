@@ -315,7 +315,7 @@ class Pipeline:
 
 
 class StepConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     def build(self) -> Step:
         raise NotImplementedError

@@ -66,7 +66,7 @@ class Section(BaseModel):
     """A table of config.toml. No float in it may be infinite or NaN: ``health_interval = inf`` would
     never publish health, ``reconnect_max = nan`` compares false with everything."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
 
 MACHINE_ID = Path("/etc/machine-id")
@@ -308,7 +308,7 @@ class WebSection(Section):
 
 
 class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     gateway: GatewaySection
     mqtt: MqttSection = MqttSection()

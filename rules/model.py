@@ -53,7 +53,9 @@ THERMOSTAT_PRESETS = ("away", "home")
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=False, allow_inf_nan=False, defer_build=True,
+    )
     """No number may be infinite or NaN (TOML allows ``inf`` and ``nan``): ``hysteresis = inf`` would keep a
     heater on, ``above = nan`` would never fire."""
 
