@@ -94,7 +94,10 @@ class DriverContext:
 
 
 class DeviceConfig(BaseModel):
-    """Fields every device has; each driver's model adds its own and a ``driver`` literal."""
+    """Fields every device has; each driver's model adds its own and a ``driver`` literal.
+
+    ``defer_build`` (inherited): a driver's model builds its validator at first use, inside the union of
+    the house's drivers (:func:`gateway.config.config_model`), not when its module is imported."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 

@@ -315,6 +315,8 @@ class Pipeline:
 
 
 class StepConfig(BaseModel):
+    # defer_build (inherited by the ~18 steps): built at first use, so a house without conditioning
+    # builds none of them.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     def build(self) -> Step:
