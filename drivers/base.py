@@ -94,9 +94,12 @@ class DriverContext:
 
 
 class DeviceConfig(BaseModel):
-    """Fields every device has; each driver's model adds its own and a ``driver`` literal."""
+    """Fields every device has; each driver's model adds its own and a ``driver`` literal.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    ``defer_build`` (inherited): a driver's model builds its validator at first use, inside the union of
+    the house's drivers (:func:`gateway.config.config_model`), not when its module is imported."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     driver: str
     """The registry name; each driver's model narrows it to a ``Literal``."""

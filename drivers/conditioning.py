@@ -315,7 +315,9 @@ class Pipeline:
 
 
 class StepConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # defer_build (inherited by the ~18 steps): built at first use, so a house without conditioning
+    # builds none of them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     def build(self) -> Step:
         raise NotImplementedError

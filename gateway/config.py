@@ -64,9 +64,12 @@ MAX_CONFIG_BYTES = 1 << 20
 
 class Section(BaseModel):
     """A table of config.toml. No float in it may be infinite or NaN: ``health_interval = inf`` would
-    never publish health, ``reconnect_max = nan`` compares false with everything."""
+    never publish health, ``reconnect_max = nan`` compares false with everything.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    ``defer_build``: a model's validator is built at its first use, not at import (start-up CPU,
+    docs/performance.md): the sections are built inside the house's own :func:`config_model`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
 
 MACHINE_ID = Path("/etc/machine-id")
@@ -308,7 +311,9 @@ class WebSection(Section):
 
 
 class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a house with devices validates with its own subclass (config_model), so this one's
+    # validator is built only for a file without devices.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     gateway: GatewaySection
     mqtt: MqttSection = MqttSection()

@@ -53,9 +53,12 @@ THERMOSTAT_PRESETS = ("away", "home")
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=False, allow_inf_nan=False, defer_build=True,
+    )
     """No number may be infinite or NaN (TOML allows ``inf`` and ``nan``): ``hysteresis = inf`` would keep a
-    heater on, ``above = nan`` would never fire."""
+    heater on, ``above = nan`` would never fire. ``defer_build``: each block's validator is built at its
+    first use (a house without thermostats never builds theirs), not at import."""
 
 
 def _above_below(above: float | None, below: float | None, *, required: bool) -> None:

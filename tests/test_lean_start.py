@@ -115,3 +115,46 @@ def test_a_config_imports_only_the_driver_modules_it_names(tmp_path: Path) -> No
     modules = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert {"drivers.gpio", "drivers.actuators"} <= modules
     assert not {"drivers.modbus", "drivers.fan", "drivers.pulse", "drivers.button"} & modules
+
+
+BUILT_MODELS = """
+import json, sys
+import gateway.cli, gateway.logs, gateway.mqtt, gateway.service  # what `gateway run` imports besides the app
+import pydantic
+from gpiozero.pins.mock import MockFactory
+from gateway.app import Gateway
+from gateway.config import Config, load_config
+from tests.helpers import RecordingForwarder
+
+gateway = Gateway(load_config(sys.argv[1]), pin_factory=MockFactory(), forwarder=RecordingForwarder())
+gateway.start()
+try:
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+    built = [m for m in subclasses(pydantic.BaseModel)
+             if m.__module__.split(".")[0] in {"core", "drivers", "gateway", "rules"} and m.__pydantic_complete__]
+    # the house's own `Config` (its drivers' union) has the same name as the base: told apart by identity
+    print(json.dumps(sorted(f"{m.__module__}.{m.__qualname__}" + ("" if m is not Config else " (base)")
+                            for m in built)))
+finally:
+    gateway.shutdown()
+"""
+
+
+def test_a_started_gateway_has_built_no_validator_it_has_not_used(tmp_path: Path) -> None:
+    # pydantic's defer_build: a model's validator is built at its first use, not at import. The base
+    # `Config` (a house with devices validates with a model of its own drivers' union), the conditioning
+    # steps and the rule-file blocks the house does not use are never built: start-up CPU (docs/performance.md).
+    text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22), toml.device("door", "gpio.input", pin=27))
+    text += '\n[rules]\nunsynced_clock = "run"\nwatch = false\n'
+    config = write_config(tmp_path, text, rules=UNSCHEDULED)
+    done = subprocess.run([sys.executable, "-c", BUILT_MODELS, str(config)], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    built = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "gateway.config.Config (base)" not in built
+    assert not {name for name in built if name.startswith("drivers.conditioning.")}
+    assert "rules.model.Thermostat" not in built
