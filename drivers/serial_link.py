@@ -167,6 +167,9 @@ class SerialLink:
         self._window_frames = 0
         self._rate = 0
         self._flooding = False
+        self._settling = False
+        """The first window since the port opened: a device may dump what it buffered while nobody read (a
+        USB device when its port opens), so only the whole window's allowance counts, not the burst's."""
         self.coalesced = 0
         """Lines (or frames) of a flood not posted as their own record: merged into the newest of the same
         read, or counted and not parsed (``parser.counters.unparsed``)."""
@@ -268,6 +271,7 @@ class SerialLink:
             self._port = port
         self.opens += 1
         self.parser.reset()
+        self._window_start, self._settling = None, True
         return port
 
     def _lost(self, reason: str, delay: float) -> None:
@@ -316,11 +320,11 @@ class SerialLink:
             # of parsing every line of a flood starves the other threads, and its readings queue ahead of
             # every other entity's in the outbox).
             count = frames - self._window_frames
-            if not self._flooding and self.max_rate is not None and count > self._allowance(elapsed):
+            if not self._flooding and self.max_rate is not None and count > self._allowance(elapsed, self._settling):
                 self._flag(round(count / max(elapsed, FLOOD_BURST_S)))
             return
         self._rate = round((frames - self._window_frames) / elapsed)
-        self._window_start, self._window_frames = now, frames
+        self._window_start, self._window_frames, self._settling = now, frames, False
         if self.max_rate is not None and self._rate > self.max_rate:
             self._flag(self._rate)
         elif self._flooding:
@@ -328,10 +332,13 @@ class SerialLink:
             self._flood.ended(logging.INFO, "%s: no longer flooding (%d lines/s) after %d windows over the rate",
                               self.name, self._rate)
 
-    def _allowance(self, elapsed: float) -> float:
+    def _allowance(self, elapsed: float, settling: bool = False) -> float:
         """Lines (or frames) a device within ``max_rate`` may have sent ``elapsed`` seconds into a window:
-        the rate times the time, plus a burst (:data:`FLOOD_BURST_S`), at most the whole window's."""
+        the rate times the time, plus a burst (:data:`FLOOD_BURST_S`), at most the whole window's; the whole
+        window's while ``settling`` (the first window since the port opened)."""
         rate = self.max_rate or 0.0
+        if settling:
+            return rate * FLOOD_WINDOW_S
         burst = max(rate * FLOOD_BURST_S, FLOOD_MIN_BURST)
         return min(rate * FLOOD_WINDOW_S, rate * elapsed + burst)
 

@@ -54,12 +54,24 @@ class Pauses:
             return len(self.calls)
 
 
-def link_on(path: str, pauses: Pauses, records: list[Record], *, max_rate: float = 100) -> SerialLink:
+def link_on(
+    path: str, pauses: Pauses, records: list[Record], *, max_rate: float = 100, clock: VirtualClock | None = None,
+) -> SerialLink:
     return SerialLink(
         "spewer", path, baudrate=115200, open_serial=serial.serial_for_url, parser=KeyValueParser(),
-        on_records=records.extend, on_lost=lambda reason: None, clock=VirtualClock(), max_rate=max_rate,
+        on_records=records.extend, on_lost=lambda reason: None, clock=clock or VirtualClock(), max_rate=max_rate,
         pause=pauses,
     )
+
+
+def settled(link: SerialLink, master: int, records: list[Record], clock: VirtualClock) -> None:
+    """Past the first window since the port opened (where a buffered dump is allowed): a line, 1.5 s, a line."""
+    os.write(master, b"t=-2\n")
+    wait_until(lambda: len(records) == 1, timeout=10, what="the first reading")
+    clock.advance(1.5)
+    os.write(master, b"t=-1\n")
+    wait_until(lambda: len(records) == 2, timeout=10, what="the second reading")
+    records.clear()
 
 
 def lines(first: int, count: int) -> bytes:
@@ -118,9 +130,11 @@ def test_a_flood_is_recognised_once_it_exceeds_a_tenth_of_a_seconds_allowance_no
     # flood through one by one (benchmark 8: ~800 readings in the outbox ahead of an unrelated sensor's).
     master, path = pty
     records: list[Record] = []
-    link = link_on(path, Pauses(), records, max_rate=2_000)
+    clock = VirtualClock()
+    link = link_on(path, Pauses(), records, max_rate=2_000, clock=clock)
     link.start()
     try:
+        settled(link, master, records, clock)
         os.write(master, lines(0, 150))  # within the burst: a normal device's burst arrives whole
         wait_until(lambda: len(records) == 150, timeout=10, what="the burst's 150 readings")
         assert not link.flooding
@@ -130,6 +144,23 @@ def test_a_flood_is_recognised_once_it_exceeds_a_tenth_of_a_seconds_allowance_no
     finally:
         link.stop()
     assert len(records) < 150 + 2_000 // 10
+
+
+def test_a_device_that_dumps_what_it_buffered_when_its_port_opens_is_not_a_flood(pty: tuple[int, str]) -> None:
+    # A USB device that sends what it buffered as soon as the port is opened (DTR): more than a burst within the
+    # port's first second, less than a second's allowance.
+    master, path = pty
+    records: list[Record] = []
+    link = link_on(path, Pauses(), records, max_rate=2_000)
+    link.start()
+    try:
+        os.write(master, b"t=-1\n")
+        wait_until(lambda: len(records) == 1, timeout=10, what="the first reading")
+        os.write(master, lines(0, 300))  # the clock never moves
+        wait_until(lambda: len(records) == 301, timeout=10, what="the buffered 300 readings, one by one")
+    finally:
+        link.stop()
+    assert not link.flooding
 
 
 def test_a_flooding_devices_reader_parses_only_the_newest_lines_of_a_read_and_counts_the_rest_as_coalesced(
