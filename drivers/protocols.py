@@ -117,7 +117,7 @@ class LineParser(Parser):
         return records
 
     def feed_newest(self, data: bytes, keep: int) -> list[Record]:
-        """Like :meth:`feed`, but only the newest ``keep`` line ends of what is complete are parsed: the
+        """Like :meth:`feed`, but only the newest ``keep`` non-blank lines of what is complete are parsed: the
         lines before them are counted in ``counters.unparsed`` (blank lines are not counted, as
         :meth:`feed` skips them) and dropped unparsed. For a device that floods, whose readings are
         coalesced to the newest anyway: parsing each of 600 lines a read only to keep the last held
@@ -125,11 +125,14 @@ class LineParser(Parser):
         fall back on the line before it, and a device that sends its fields on separate lines (NMEA's
         GGA and RMC) still delivers each of them."""
         self._buffer += data
-        start = self._buffer.rfind(b"\n")
-        for _ in range(keep):
-            if start < 0:
-                break
-            start = self._buffer.rfind(b"\n", 0, start)
+        buffer = self._buffer
+        start = buffer.rfind(b"\n")
+        kept = 0
+        while start >= 0 and kept < keep:  # back over ``keep`` lines with something in them (CRLF brings blanks)
+            before = buffer.rfind(b"\n", 0, start)
+            if buffer[before + 1 : start].strip(b"\r \t\0"):
+                kept += 1
+            start = before
         if start >= 0:  # lines before the newest ``keep``: counted, not parsed
             head = bytes(self._buffer[: start + 1])
             del self._buffer[: start + 1]

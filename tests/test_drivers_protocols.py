@@ -246,6 +246,14 @@ def test_a_malformed_newest_line_falls_back_on_the_line_before_it() -> None:
     assert (parser.counters.records, parser.counters.malformed, parser.counters.unparsed) == (1, 1, 2)
 
 
+def test_the_newest_lines_kept_are_lines_with_something_in_them_not_the_blanks_of_crlf_endings() -> None:
+    # The reader turns every CR into a line end, so a CRLF device's lines each bring a blank one.
+    parser = KeyValueParser()
+    records = parser.feed_newest(b"".join(b"t=%d\n\n" % n for n in range(10)), 3)
+    assert records == [{"t": 7.0}, {"t": 8.0}, {"t": 9.0}]
+    assert parser.counters.unparsed == 7
+
+
 def test_blank_lines_and_the_rest_of_an_overlong_line_are_not_counted_as_unparsed_lines() -> None:
     parser = KeyValueParser()
     parser.feed(b"x" * (KeyValueParser.max_line + 10))  # an over-long line: counted malformed once
