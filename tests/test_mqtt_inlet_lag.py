@@ -22,7 +22,7 @@ from core.events import Kind
 from gateway.control import format_status
 from gateway.mqtt.backlog import LAGGED_REASON, OfflineBacklog
 from gateway.mqtt.health import BridgeCounters
-from gateway.mqtt.lag import FLOOD_RATE, LAG_LIMIT, PURGE_GAP, LagWatch
+from gateway.mqtt.lag import FLOOD_RATE, LAG_LIMIT, PURGE_GAP, LagWatch, Redeliveries
 from gateway.mqtt.topics import Topics
 from tests.conftest import Broker
 from tests.mqtt_support import Harness, make_bridge, make_config, recorder, wait_until
@@ -188,6 +188,10 @@ def test_a_command_sent_behind_a_flood_backlog_is_heard_within_a_bound_far_below
         assert [m.payload for m in watcher.on(status)] == [b"online"]
         assert bridge.inbound.identity.takeovers == 0
         assert bridge.health()["shed"]["inlet_backlog_purged"] == bridge.counters.inlet_backlog_purged
+        # Each purge is one disconnection and one connection of the inlet, whether or not paho reported it.
+        purges = bridge.counters.inlet_backlog_purged
+        wait_until(lambda: bridge.inbound_counters.connects == purges + 1, 10, "the inlet back after its purges")
+        assert bridge.inbound_counters.disconnects == purges
 
 
 def test_after_a_purge_commands_kept_in_front_of_the_probe_are_refused_and_those_behind_it_applied() -> None:
@@ -216,3 +220,41 @@ def test_gateway_status_says_how_often_the_inlet_dropped_a_floods_backlog_only_o
     assert [line for line in lines if "backlog" in line] == [
         "inlet backlog dropped 5 time(s): a flood of hub messages arrived faster than the gateway reads them"
     ]
+
+
+def qos1(mid: int, payload: bytes, *, dup: bool = False, topic: str = "gw/set/light") -> mqtt.MQTTMessage:
+    message = mqtt.MQTTMessage(mid=mid, topic=topic.encode())
+    message.payload, message.qos, message.dup = payload, 1, dup
+    return message
+
+
+def test_a_command_handled_before_a_purge_is_not_handled_again_when_the_broker_resends_it() -> None:
+    # Its PUBACK was still in paho's queue when the socket was closed (a purge, or a lost connection): the broker
+    # sends it again (DUP).
+    seen = Redeliveries()
+    seen.handled(qos1(7, b"ON"))
+    seen.connection_ended()
+    assert seen.repeat(qos1(7, b"ON", dup=True))
+
+
+def test_after_a_purge_only_a_resent_copy_of_a_handled_command_is_skipped() -> None:
+    seen = Redeliveries()
+    seen.handled(qos1(7, b"ON"))
+    seen.connection_ended()
+    assert not seen.repeat(qos1(8, b"ON", dup=True))  # never handled: its one answer is still to come
+    assert not seen.repeat(qos1(7, b"OFF", dup=True))  # the same id for another command
+    assert not seen.repeat(qos1(7, b"ON"))  # a first delivery: the id was acknowledged and used again
+
+
+def test_resent_copies_are_expected_only_until_the_first_new_message_after_the_purge() -> None:
+    seen = Redeliveries()
+    seen.handled(qos1(7, b"ON"))
+    seen.connection_ended()
+    assert not seen.repeat(qos1(9, b"ON"))
+    assert not seen.repeat(qos1(7, b"ON", dup=True))
+
+
+def test_while_the_connection_lasts_nothing_is_skipped() -> None:
+    seen = Redeliveries()
+    seen.handled(qos1(7, b"ON"))
+    assert not seen.repeat(qos1(7, b"ON", dup=True))

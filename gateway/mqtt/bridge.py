@@ -328,7 +328,8 @@ class MqttBridge:
         counters = self.inbound_counters
         return {"connection": self.inbound.state(), "client_id": self.inbound.client_id, **self.inbound.facts(),
                 "connects": counters.connects, "disconnects": counters.disconnects,
-                "backlog_purged": self.counters.inlet_backlog_purged}
+                "backlog_purged": self.counters.inlet_backlog_purged,
+                "redelivered_skipped": self.counters.inlet_redelivered_skipped}
 
     def _on_hub_status(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         """Home Assistant's birth message: a restarted hub needs discovery and states again."""

@@ -66,6 +66,9 @@ class BridgeCounters:
     """Hub births within a second of a re-announcement: folded into the next one, not each republished."""
     inlet_backlog_purged: int = 0
     """Times the inlet dropped a flood's backlog by reconnecting (:mod:`gateway.mqtt.lag`)."""
+    inlet_redelivered_skipped: int = 0
+    """QoS 1 messages the broker sent again after a connection ended though the inlet had handled them
+    (their acknowledgement was lost with the connection): skipped, not answered twice (:mod:`gateway.mqtt.lag`)."""
     connect_attempts: int = 0
     connects: int = 0
     disconnects: int = 0

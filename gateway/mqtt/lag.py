@@ -32,6 +32,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
+import paho.mqtt.client as mqtt
+
 from gateway.mqtt.health import BridgeCounters
 
 log = logging.getLogger(__name__)
@@ -159,3 +161,44 @@ class LagWatch:
             log.info("the flood on the inlet is over (%d purge(s) since start)", self._counters.inlet_backlog_purged)
         self._warned = False
         self._last_flooded = None
+
+
+REMEMBERED = 64
+"""QoS 1 messages remembered as handled: more than paho handles between two writes of its acknowledgements."""
+
+
+class Redeliveries:
+    """QoS 1 messages the inlet handled whose acknowledgement the connection's end may have lost.
+
+    paho acknowledges a QoS 1 message after its callback returns, and writes the PUBACK later in its loop;
+    when the connection ends first (a purge closes the socket; a lost connection), the broker resends the
+    message with DUP set and the same packet id. Handled twice, a command would be answered twice (the second
+    time as one from the backlog) or, with an MQTT 5 expiry, applied twice. So the last :data:`REMEMBERED`
+    handled are remembered (packet id, topic, payload hash); after a connection ends, a DUP copy of one of
+    them is skipped (paho still acknowledges it), until the first message that is not such a copy (a broker
+    resends what it kept before anything new). Used on the inlet's network thread only."""
+
+    def __init__(self) -> None:
+        self._recent: deque[tuple[int, str, int]] = deque(maxlen=REMEMBERED)
+        self._expected: set[tuple[int, str, int]] = set()
+
+    @staticmethod
+    def _key(message: mqtt.MQTTMessage) -> tuple[int, str, int]:
+        return message.mid, message.topic, hash(bytes(message.payload))
+
+    def handled(self, message: mqtt.MQTTMessage) -> None:
+        if message.qos >= 1:
+            self._recent.append(self._key(message))
+
+    def connection_ended(self) -> None:
+        self._expected = set(self._recent)
+        self._recent.clear()
+
+    def repeat(self, message: mqtt.MQTTMessage) -> bool:
+        """Whether ``message`` is a resent copy of one already handled (skip it)."""
+        if not self._expected:
+            return False
+        if message.dup and self._key(message) in self._expected:
+            return True
+        self._expected = set()
+        return False

@@ -51,7 +51,7 @@ from gateway.mqtt.connection import (
 from gateway.mqtt.failover import Brokers, aim
 from gateway.mqtt.health import BridgeCounters
 from gateway.mqtt.identity import TakeoverGuard
-from gateway.mqtt.lag import LagWatch
+from gateway.mqtt.lag import LagWatch, Redeliveries
 from gateway.mqtt.topics import OFFLINE, ONLINE, Topics
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ class Link:
         """Counts session take-overs; stops the link when another client keeps taking our id (identity.py)."""
         self._routes: list[str] = []
         self._lag = lag
+        self._redeliveries = Redeliveries()
+        """QoS 1 messages handled whose acknowledgement a connection's end may have lost (lag.py)."""
         self._purged = purged
         self._purging = False
         """This link closed its own socket to drop a flood's backlog: the disconnection is neither an outage nor
@@ -138,6 +140,9 @@ class Link:
 
     def _watched(self, callback: MessageCallback, lag: LagWatch) -> MessageCallback:
         def watched(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+            if self._redeliveries.repeat(message):
+                self._counters.inlet_redelivered_skipped += 1
+                return  # handled on the connection that ended; paho acknowledges it now
             verdict = lag.observe(message.topic, message.payload)
             if verdict == "purge":
                 self._purge(client, lag)
@@ -145,6 +150,7 @@ class Link:
             if verdict == "send":
                 client.publish(lag.topic, lag.probe(), qos=1)
             callback(client, userdata, message)
+            self._redeliveries.handled(message)
 
         return watched
 
@@ -155,6 +161,11 @@ class Link:
         if self._purged is not None and lag.boundary is not None:
             self._purged(lag.boundary)
         self._purging = True
+        # Counted here: paho may notice the closed socket in select() and reconnect without on_disconnect.
+        self._connected = False
+        self._counters.disconnects += 1
+        self._redeliveries.connection_ended()
+        log.debug("the inlet drops its backlog: reconnecting to broker %s", self.brokers.current_label)
         client.reconnect_delay_set(0, self._delays[1])
         sock = client.socket()
         close = getattr(sock, "close", None)
@@ -326,13 +337,12 @@ class Link:
         was_connected, self._connected = self._connected, False
         if self._stopping.is_set():
             return
-        if was_connected and self._purging:
-            self._counters.disconnects += 1
+        if self._purging:  # counted by _purge
             self._last_error = None  # paho's complaint about the socket we closed ourselves
-            log.debug("the inlet dropped its backlog: reconnecting to broker %s", self.brokers.current_label)
             return
         if was_connected:
             self._counters.disconnects += 1
+            self._redeliveries.connection_ended()
             if self.identity.lost(reason):
                 self._give_up(client, reason)
                 return
