@@ -15,7 +15,8 @@ session kept are delivered again, in order, after the reconnection, and :class:`
 refuses those in front of the probe (each waited more than :data:`LAG_LIMIT`) and takes those behind it as live
 (each was sent after the probe, so it waited less than the lag that caused the purge).
 
-Guards: no probe and no purge unless a flood is heard (idle and normal traffic never cost anything); no purge
+Guards: no probe and no purge unless a flood is heard (idle and normal traffic never cost anything), but for one
+probe when a connection comes up, which proves the probe's way; no purge
 until one probe of this process has come back (a broker whose ACL forbids the probe never sees a purge,
 whatever the traffic); at most one purge per :data:`PURGE_GAP` seconds; one WARNING per flood, not per purge.
 A purge is not a take-over (:mod:`gateway.mqtt.identity`) and not an outage: the uplink (events, PUBACKs, the
