@@ -16,6 +16,7 @@ import pytest
 from gpiozero import DigitalOutputDevice
 from gpiozero.pins.mock import MockFactory
 
+import gateway.lastgood
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.lastgood import OUTPUTS_FILE, save_outputs
@@ -88,6 +89,13 @@ def test_dimmers_and_sirens_are_driven_to_their_safe_levels(tmp_path: Path) -> N
 
 def _pins_at_safe_levels(pins: MockFactory) -> dict[str, float | None]:
     return {name: pins.pin(name).released for name in SAFE_LEVELS}
+
+
+@pytest.fixture(autouse=True)
+def no_installed_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last place safe-state looks is the device's own /var/lib/gateway: on a machine where a gateway ran
+    (or is installed), its saved copy would stand in for the one a test means to be missing."""
+    monkeypatch.setattr(gateway.lastgood, "DEFAULT_STATE_DIR", tmp_path / "var-lib-gateway")
 
 
 def _good_config(directory: Path, rules: str = RULES) -> Path:
