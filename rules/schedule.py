@@ -1,9 +1,12 @@
-"""Wall-clock schedules: APScheduler 3 triggers that only post timer events.
+"""Wall-clock schedules: triggers with APScheduler 3's semantics that only post timer events.
 
 Rules never run on the schedule thread: a job posts a ``Kind.TIMER`` event
 (entity ``schedule.<owner>.<n>``) onto the bus and the dispatcher does the rest.
-The triggers are APScheduler's (cron expressions, time zones); the thread that
-runs them is :class:`ApsSchedules`, ours, with APScheduler's semantics.
+A ``cron`` expression runs on APScheduler's ``CronTrigger``; a daily ``at`` (with
+``weekdays``/``days``, the thermostat's schedule) on :class:`DailyAt`, the standard
+library's, which gives the very same runs without importing APScheduler (1.6 MB
+and 18 ms of start-up on a Pi). The thread that runs them is
+:class:`ApsSchedules`, ours, with APScheduler's semantics.
 
 Settings chosen on purpose:
 
@@ -12,8 +15,8 @@ Settings chosen on purpose:
 * a misfire grace per trigger (default 5 min, ``misfire_grace`` in the rule):
   APScheduler's one-second default silently skips jobs on a busy board.
 * The time zone is the gateway's (``[gateway] timezone``).
-* Daylight saving: :class:`OncePerLocalTime` makes a schedule fire at most once
-  per local clock time. On the night the clocks go back, ``02:30`` happens twice
+* Daylight saving: :class:`OncePerLocalTime` (and :class:`DailyAt`) make a
+  schedule fire at most once per local clock time. On the night the clocks go back, ``02:30`` happens twice
   and fires once (the first); on the night they go forward, a time that does not
   exist fires once, one hour later by the clock (``02:30`` -> ``03:30``).
 
@@ -31,7 +34,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
@@ -52,6 +55,14 @@ TIMESYNC_FLAG = clocksync.TIMESYNC_FLAG
 def clock_synchronised() -> bool:
     """The engine's default check: :func:`core.clocksync.clock_sync_status` (timesyncd, the kernel, timedated)."""
     return clocksync.clock_sync_status(flag=TIMESYNC_FLAG).synced
+
+
+class Trigger(Protocol):
+    """A schedule's times, in APScheduler's shape: :class:`DailyAt` or :class:`OncePerLocalTime`."""
+
+    def get_next_fire_time(self, previous: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
+        """The next run after ``previous`` (the last one, if any), not before ``now``; None: no run left."""
+        ...
 
 
 class OncePerLocalTime:
@@ -85,27 +96,146 @@ class OncePerLocalTime:
         return f"once-per-local-time {self.inner}"
 
 
-def build_trigger(trigger: m.ScheduleTrigger | m.ScheduleEntry, timezone: ZoneInfo) -> OncePerLocalTime:
-    from apscheduler.triggers.cron import CronTrigger  # only once a schedule exists: see OncePerLocalTime
+_UTC = dt.UTC
+_DAY, _DAY_OF_WEEK, _HOUR, _MINUTE, _SECOND, _DONE = range(6)
 
+
+class DailyAt:
+    """A daily ``at`` time (on some ``days``) in ``timezone``: the standard library's own trigger.
+
+    Why not APScheduler's ``CronTrigger``: its ``util`` imports ``asyncio``, ``tzlocal`` and
+    ``concurrent.futures`` (1.6 MB of a Pi's memory, 18 ms of start-up) and the shipped house needs it only
+    for its thermostat's daily schedule. The contract is ``OncePerLocalTime(CronTrigger(hour=, minute=,
+    second=, day_of_week=, timezone=))``'s, result for result (tests/test_rules_schedule_daily.py proves it
+    over random zones, times and instants), including its daylight-saving behaviour:
+
+    * A local time that happens twice (the clocks go back) fires once, the first time.
+    * A local time that does not exist (the clocks go forward) fires once, at the instant the clock would
+      have shown it before the change (``02:30`` -> ``03:30``). The datetime returned then keeps the wall
+      time ``02:30`` with the pre-change offset, as APScheduler's does: same-zone comparisons and
+      differences (:class:`ApsSchedules`) are wall-clock, so they must see the very same value.
+    * Where midnight does not exist and the time is midnight, that day has no run (APScheduler resets a
+      new day to 00:00 by adding the wall-clock difference in real time, which lands on 01:00).
+
+    The search below is APScheduler 3's cron search (``CronTrigger.get_next_fire_time``) with its fields
+    fixed: year, month, day and week are ``*``, so only the weekday, hour, minute and second can move the
+    date, and each step moves it exactly as APScheduler does (a field set: wall time, same ``fold``; a
+    field incremented: the wall-clock difference added in UTC).
+    """
+
+    __slots__ = ("at", "day_names", "days", "timezone")
+
+    def __init__(self, at: dt.time, days: Sequence[m.Weekday] | None, timezone: ZoneInfo) -> None:
+        """``days`` as the rule wrote them (``__str__`` keeps their order); None is every day."""
+        self.at = at.replace(microsecond=0, tzinfo=None)
+        self.day_names = tuple(days) if days else None
+        self.days = frozenset(m.WEEKDAYS.index(day) for day in days) if days else None
+        """``date.weekday()`` numbers (Monday is 0)."""
+        self.timezone = timezone
+
+    def get_next_fire_time(self, previous: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
+        """The first run after ``previous`` (if given) and at or after ``now``; never the same local time twice."""
+        candidate = self._next(previous, now)
+        if previous is None:
+            return candidate
+        last_local = previous.astimezone(self.timezone).replace(tzinfo=None)
+        for _ in range(10_000):  # bounded as OncePerLocalTime is (a daily time always moves forward)
+            if candidate.astimezone(self.timezone).replace(tzinfo=None) > last_local:
+                break
+            # Step in real (UTC) time: aware-datetime arithmetic is wall-clock and would stay in the fold.
+            after = dt.datetime.fromtimestamp(candidate.timestamp() + 1, self.timezone)
+            candidate = self._next(None, after)
+        return candidate
+
+    def _next(self, previous: dt.datetime | None, now: dt.datetime) -> dt.datetime:
+        """``CronTrigger.get_next_fire_time`` for this daily time."""
+        if previous is not None:
+            start = min(now.astimezone(_UTC), _utc_add(previous, _MICROSECOND).astimezone(_UTC))
+            start = start.astimezone(self.timezone)
+            if start == previous:
+                start = _utc_add(start, _MICROSECOND)
+        else:
+            start = now
+        if start.microsecond:
+            start = _utc_add(start, dt.timedelta(seconds=1, microseconds=-start.microsecond))
+        date = start.astimezone(self.timezone)
+        at, field = self.at, _DAY_OF_WEEK
+        while field != _DONE:
+            if field == _DAY_OF_WEEK:
+                if self.days is None or date.weekday() in self.days:
+                    field = _HOUR
+                else:
+                    date, field = self._increment(date, _DAY)
+            else:
+                value, wanted = {_HOUR: (date.hour, at.hour), _MINUTE: (date.minute, at.minute),
+                                 _SECOND: (date.second, at.second)}[field]
+                if value > wanted:
+                    date, field = self._increment(date, _DAY if field == _HOUR else field - 1)
+                else:
+                    if value < wanted:
+                        date = self._set(date, field, wanted)
+                    field += 1
+        return date
+
+    def _set(self, date: dt.datetime, field: int, value: int) -> dt.datetime:
+        """APScheduler's ``_set_field_value``: the wall time with ``field`` set and the smaller ones at zero."""
+        hour = value if field == _HOUR else date.hour
+        minute = value if field == _MINUTE else date.minute if field > _MINUTE else 0
+        second = value if field == _SECOND else 0
+        return dt.datetime(date.year, date.month, date.day, hour, minute, second,
+                           tzinfo=self.timezone, fold=date.fold)
+
+    def _increment(self, date: dt.datetime, field: int) -> tuple[dt.datetime, int]:
+        """APScheduler's ``_increment_field_value``: the next day/hour/minute at zero, and the field that moved.
+
+        The wall-clock difference is added in UTC, so the result is a real instant (across a change of the
+        clocks it need not show the wall time aimed at). A full field rolls over into the larger one.
+        """
+        if field == _MINUTE and date.minute == 59:
+            field = _HOUR
+        if field == _HOUR and date.hour == 23:
+            field = _DAY
+        wall = date.replace(tzinfo=None)
+        if field == _DAY:
+            target = dt.datetime.combine(wall.date() + dt.timedelta(days=1), dt.time())
+        elif field == _HOUR:
+            target = wall.replace(hour=wall.hour + 1, minute=0, second=0)
+        else:
+            target = wall.replace(minute=wall.minute + 1, second=0)
+        return _utc_add(date, target - wall), _DAY_OF_WEEK if field == _DAY else field
+
+    def __str__(self) -> str:
+        options = [f"hour='{self.at.hour}'", f"minute='{self.at.minute}'", f"second='{self.at.second}'"]
+        if self.day_names is not None:
+            options.insert(0, f"day_of_week='{','.join(self.day_names)}'")
+        return f"once-per-local-time cron[{', '.join(options)}]"
+
+
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def _utc_add(date: dt.datetime, delta: dt.timedelta) -> dt.datetime:
+    """``date + delta`` in real time (APScheduler's ``datetime_utc_add``), back in ``date``'s zone."""
+    return (date.astimezone(_UTC) + delta).astimezone(date.tzinfo)
+
+
+def build_trigger(trigger: m.ScheduleTrigger | m.ScheduleEntry, timezone: ZoneInfo) -> Trigger:
+    """A ``cron`` expression on APScheduler's trigger (imported only then); a daily ``at`` on :class:`DailyAt`."""
     if isinstance(trigger, m.ScheduleTrigger) and trigger.cron is not None:
-        cron = CronTrigger.from_crontab(trigger.cron, timezone=timezone)
-    else:
-        at = trigger.at
-        assert at is not None
-        days = trigger.weekdays if isinstance(trigger, m.ScheduleTrigger) else trigger.days
-        cron = CronTrigger(
-            hour=at.hour, minute=at.minute, second=at.second,
-            day_of_week=",".join(days) if days else None, timezone=timezone,
-        )
-    return OncePerLocalTime(cron, timezone)
+        from apscheduler.triggers.cron import CronTrigger  # only for a cron schedule: see OncePerLocalTime
+
+        return OncePerLocalTime(CronTrigger.from_crontab(trigger.cron, timezone=timezone), timezone)
+    at = trigger.at
+    assert at is not None
+    days = trigger.weekdays if isinstance(trigger, m.ScheduleTrigger) else trigger.days
+    return DailyAt(at, days, timezone)
 
 
 @dataclass(slots=True, frozen=True)
 class Job:
     key: str
     """The TIMER event's entity: ``schedule.<owner>.<n>``."""
-    trigger: OncePerLocalTime
+    trigger: Trigger
     grace: float
 
 
