@@ -340,19 +340,21 @@ class ApsSchedules:
         for entry in entries:
             guarded(f"schedule {entry.job.key}")(self._run)(entry, now)  # one bad job never stops the others
             if entry.next is not None:
-                left = (entry.next - now).total_seconds()
+                left = entry.next.timestamp() - now.timestamp()
                 wait = left if wait is None else min(wait, left)
         return wait
 
     def _run(self, entry: _Entry, now: dt.datetime) -> None:
         """APScheduler's ``_get_run_times`` + ``run_job`` with ``coalesce=True``: the last due run, if in grace."""
-        trigger, last = entry.job.trigger, None
-        while entry.next is not None and entry.next <= now:
+        # Instants, not wall times: two datetimes of one zone compare and subtract by their wall clocks, which
+        # put a run in the hour clocks skip (01:30 in London's spring-forward night is 01:30 UTC) before 02:05 BST.
+        trigger, last, instant = entry.job.trigger, None, now.timestamp()
+        while entry.next is not None and entry.next.timestamp() <= instant:
             last = entry.next
             entry.next = trigger.get_next_fire_time(last, now)
         if last is None:
             return
-        late = (now - last).total_seconds()
+        late = instant - last.timestamp()
         if late > max(entry.job.grace, 1.0):
             log.warning("schedule %s: run of %s skipped, %.0f s late (misfire grace %.0f s)",
                         entry.job.key, last.isoformat(), late, entry.job.grace)

@@ -65,6 +65,27 @@ def london(text: str) -> float:
     return dt.datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(LONDON)).timestamp()
 
 
+def utc(text: str) -> float:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()
+
+
+def test_a_run_in_the_hour_clocks_skip_fires_at_its_instant_not_early_nor_skipped_as_late() -> None:
+    """01:30 does not exist in London on 29 March 2026 (01:00 GMT is 02:00 BST): the run is 01:30 UTC. Compared
+    by wall time (same zone), 02:05 BST looked 35 minutes after 01:30: the run fired early, or with a grace under
+    that was skipped as late."""
+    posted: list[Event] = []
+    now = [utc("2026-03-29T00:50:00")]
+    schedules = wall_schedules("01:30", 600.0, posted, now)
+    schedules.arm()
+    assert schedules.run_due() == pytest.approx(2400)
+    now[0] = utc("2026-03-29T01:05:00")
+    assert schedules.run_due() == pytest.approx(1500)
+    assert posted == []
+    now[0] = utc("2026-03-29T01:30:01")
+    schedules.run_due()
+    assert len(posted) == 1
+
+
 def test_a_schedule_posts_one_timer_event_when_its_time_comes() -> None:
     posted: list[Event] = []
     now = [london("2026-01-05T06:00:00")]
