@@ -43,7 +43,9 @@ def test_a_publish_on_another_thread_reaches_the_broker_without_waking_the_uplin
             hub.wait_for(topic, n)  # one at a time, as events come: each publish finds the thread asleep
         woken = voluntary_switches(network) - before
         harness.bridge.stop()
-    assert woken <= 5  # its keepalive rounds (once a second) at most, never once per publish
+    # its keepalive rounds (once a second) and the acks of what the publisher thread sends meanwhile (health,
+    # retained states) at most: never once per publish (paho's loop_start: 56 for these 50)
+    assert woken <= 10
 
 
 def test_publishes_from_two_threads_at_once_reach_the_broker_whole_and_in_order(

@@ -52,6 +52,10 @@ KEEPALIVE_ROUND = 1.0
 """Seconds between our thread's keepalive rounds when nothing arrives (paho's ``loop_forever`` used 1 s too)."""
 
 
+def _later(client: mqtt.Client, userdata: object, sock: SocketLike) -> None:
+    """paho's socket-write callback while a connection attempt is made: our loop writes what waits."""
+
+
 class SerialisedClient(mqtt.Client):
     """A paho client whose I/O calls, from any thread, hold :attr:`io_lock` (see the module docstring)."""
 
@@ -117,15 +121,20 @@ class NetLoop:
         self._delays = delays
         self._before_attempt = before_attempt
         self._stop = threading.Event()
-        self._waker, self._wakee = socket.socketpair()
-        self._waker.setblocking(False)
-        self._wakee.setblocking(False)
+        self._waker, self._wakee = socket.socket(), socket.socket()
+        """The wake-up pair, opened by :meth:`start` and closed when the thread ends (a link built and never
+        started holds no descriptor)."""
+        self._waker.close()
+        self._wakee.close()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         client.loop_thread = self.thread
         client.poke = self._poke
         client.on_socket_close = guarded("mqtt on_socket_close")(self._on_socket_close)
 
     def start(self) -> None:
+        self._waker, self._wakee = socket.socketpair()
+        self._waker.setblocking(False)
+        self._wakee.setblocking(False)
         self.thread.start()
 
     def stop(self) -> None:
@@ -189,6 +198,10 @@ class NetLoop:
         """One connection attempt; False if the socket could not be opened (``on_connect_fail`` was called)."""
         client = self._client
         with self._lock:
+            # CONNECT waits for the first select, as in paho's loop: what the broker sent at once (a TLS alert,
+            # "unknown ca") is read before anything is written, and the failure says why. While a socket-write
+            # callback is set, paho queues rather than writes.
+            client.on_socket_register_write = _later
             try:
                 client.reconnect()
             except OSError:
@@ -196,7 +209,8 @@ class NetLoop:
                 if callback is not None:
                     callback(client, client.user_data_get())
                 return False
-            self._write_if_wanted()
+            finally:
+                client.on_socket_register_write = None
         return True
 
     def _serve(self) -> bool:
@@ -248,6 +262,3 @@ class NetLoop:
                 writable = writable or bool(mask & selectors.EVENT_WRITE)
         return readable, writable
 
-    def _write_if_wanted(self) -> None:
-        if self._client.want_write():
-            self._client.loop_write()

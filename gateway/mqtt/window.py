@@ -109,6 +109,12 @@ class PublishWindow:
         self._catch_up_to = self._outbox.last_seq
 
     @property
+    def resuming(self) -> bool:
+        """Just reconnected and the publisher has not had its round yet (or the resent window waits for its acks):
+        :meth:`hand_over` leaves rows to the publisher meanwhile."""
+        return self._resuming
+
+    @property
     def drained(self) -> bool:
         """Nothing in flight and nothing left in the outbox."""
         return not self._inflight and self._outbox.depth == 0
