@@ -21,10 +21,12 @@ Threads and who owns what::
     publisher thread  ── commits the outbox every batch window, hands the other rows to paho
                          within the in-flight window and the drain rate, publishes retained
                          states, results, health and discovery, deletes acknowledged rows
-    paho network threads ── one per connection, each connects with backoff + jitter and calls our
+    network threads   ── one per connection, each connects with backoff + jitter and calls our
                          guarded callbacks, which only record acks, flip the connection state or
                          post command events. The uplink's thread reads only acknowledgements, so a
-                         flood on the inlet never stands in front of them (docs/mqtt.md, *Two connections*)
+                         flood on the inlet never stands in front of them (docs/mqtt.md, *Two connections*).
+                         The uplink's is ours (netloop.py): a publish on any thread writes to the socket
+                         itself, under one lock, and wakes no thread; the inlet's is paho's (loop_start)
 
 Delivery (one owner of retransmission, ordering) is explained in :mod:`gateway.mqtt.window`, the
 commands kept while offline in :mod:`gateway.mqtt.backlog`; the contract is docs/mqtt.md.
