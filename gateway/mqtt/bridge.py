@@ -112,7 +112,7 @@ class MqttBridge:
         """The inlet connection's connects and disconnects (the bridge's own count the uplink's)."""
         try:
             self.link = Link(config, self.topics, self.counters, self._stopping, came_up=self._came_up,
-                             wake=self._wake, forget=self.inbound_filters)
+                             wake=self._wake, forget=self.inbound_filters, hurry=self.window.filling)
             """The uplink: everything the gateway publishes, and its last will (link.py)."""
             self.lag = LagWatch(self.topics.marker, self.counters, time.monotonic)
             """The inlet's lag watch: a flood's backlog is dropped, not read for seconds (lag.py)."""
@@ -131,6 +131,7 @@ class MqttBridge:
         if discovery is not None:
             self.subscribe(self.topics.hub_status, self._on_hub_status, "mqtt hub status")
         self.link.acks_to(self.window.on_publish)
+        self.window.acks_wanted = self.link.acks_wanted
         self.reporter = HealthReporter(self.counters, self.outbox, events.clock, interval=section.health_interval,
                                        topic=self.topics.health, connection=self.link.state,
                                        link_facts=self.link.facts)

@@ -79,13 +79,14 @@ class Link:
         self, config: Config, topics: Topics, counters: BridgeCounters, stopping: threading.Event, *,
         came_up: CameUp, wake: Callable[[], None], follows: Link | None = None,
         forget: Callable[[], list[str]] | None = None, lag: LagWatch | None = None,
-        purged: Callable[[bytes], None] | None = None,
+        purged: Callable[[bytes], None] | None = None, hurry: Callable[[], bool] = lambda: False,
     ) -> None:
         """``follows``: make this the inlet, connecting wherever that link (the uplink) is or last tried.
         ``forget``: filters the uplink unsubscribes when it finds a kept session (a session kept from
         before the two connections still holds the hub's subscriptions: unsubscribed, the flood it
         would bring stays off the uplink). ``lag``: the inlet's lag watch; ``purged`` is told the boundary
-        probe's payload just before a purge (the backlog refuses what the session kept in front of it)."""
+        probe's payload just before a purge (the backlog refuses what the session kept in front of it). ``hurry``:
+        the uplink's acks are wanted at once (the publish window is filling: netloop.py)."""
         self.inlet = follows is not None
         """This is the inlet connection: subscribes, publishes nothing but the backlog's marker and its lag probes."""
         self._follows = follows
@@ -120,7 +121,7 @@ class Link:
         the inlet runs paho's ``loop_start``."""
         if isinstance(self.client, SerialisedClient):
             self._loop = NetLoop(self.client, delays=self._delays, before_attempt=self._before_attempt,
-                                 name="mqtt-uplink")
+                                 name="mqtt-uplink", hurry=hurry)
         self._connected = False
         self._broker = ""
         """The broker this link last connected to (``host:port``)."""
@@ -189,6 +190,11 @@ class Link:
         if self._follows is not None and not self._follows.connected and not self._outage_logged:
             return self._follows.state()  # the same outage: the uplink's word for it
         return "unreachable" if self._outage_logged else "connecting"
+
+    def acks_wanted(self) -> None:
+        """The publish window is filling: the uplink reads its acks at once (netloop.py). Any thread."""
+        if self._loop is not None:
+            self._loop.acks_wanted()
 
     @property
     def network_thread(self) -> threading.Thread | None:

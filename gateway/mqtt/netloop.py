@@ -56,8 +56,9 @@ READ_AHEAD = 65536
 """Bytes :meth:`SerialisedClient._sock_recv` asks the socket for at a time."""
 ACK_GATHER = 0.005
 """Seconds our thread lets what the broker sends gather after each read, once connected: at 1,500 messages a second
-it reads ~7 PUBACKs a wake-up instead of one. Bounds the acks read to ``max_inflight`` per 5 ms (20,000 a second at
-the default 100), above what paho sends here (docs/performance.md)."""
+it reads ~7 PUBACKs a wake-up instead of one. Not while a quarter of the publish window or more is in flight
+(``hurry``; :meth:`NetLoop.acks_wanted` cuts a pause short): under a flood the acks are read as they come, or the
+gathering would cap the rate at a window per pause."""
 
 
 def _later(client: mqtt.Client, userdata: object, sock: SocketLike) -> None:
@@ -147,12 +148,17 @@ class NetLoop:
     """The uplink's network thread around a :class:`SerialisedClient` (``connect_async`` called first)."""
 
     def __init__(self, client: SerialisedClient, *, delays: tuple[float, float],
-                 before_attempt: Callable[[], None], name: str) -> None:
+                 before_attempt: Callable[[], None], name: str,
+                 hurry: Callable[[], bool] = lambda: False) -> None:
+        """``hurry``: acks are wanted now (the publish window is filling): no gathering (:data:`ACK_GATHER`)."""
         self._client = client
+        self._hurry = hurry
         self._lock = client.io_lock
         self._delays = delays
         self._before_attempt = before_attempt
         self._stop = threading.Event()
+        self._cut = threading.Event()
+        """Ends a gathering pause at once (:meth:`acks_wanted`, :meth:`stop`)."""
         self._waker, self._wakee = socket.socket(), socket.socket()
         """The wake-up pair, opened by :meth:`start` and closed when the thread ends (a link built and never
         started holds no descriptor)."""
@@ -172,7 +178,13 @@ class NetLoop:
     def stop(self) -> None:
         """End the thread (it disconnects a connection it still has); :meth:`join` waits for it. Any thread."""
         self._stop.set()
+        self._cut.set()
         self._poke()
+
+    def acks_wanted(self) -> None:
+        """The publish window is filling: end a gathering pause now (:data:`ACK_GATHER`). Any thread."""
+        if not self._cut.is_set():
+            self._cut.set()
 
     def join(self, timeout: float | None = None) -> None:
         if self.thread.ident is not None:
@@ -281,10 +293,12 @@ class NetLoop:
                             break
                     client.loop_misc()
                     accepted = accepted or client.is_connected()
-                if readable and accepted:
+                if readable and accepted and not self._hurry():
                     # PUBACKs are not urgent (the window takes acks lazily): let them gather for a moment, so that
                     # one wake-up reads several rather than each waking the thread (issue 14).
-                    self._stop.wait(ACK_GATHER)
+                    self._cut.wait(ACK_GATHER)
+                    if not self._stop.is_set():
+                        self._cut.clear()
         return accepted
 
     def _events(self, ready: Sequence[tuple[selectors.SelectorKey, int]], sock: SocketLike) -> tuple[bool, bool]:
