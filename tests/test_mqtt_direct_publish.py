@@ -38,6 +38,7 @@ def connected(harness: Harness) -> None:
     harness.bridge.start()
     wait_until(lambda: harness.bridge.connected, what="connection")
     wait_until(lambda: harness.bridge.window.drained, what="the first rows acknowledged")
+    wait_until(lambda: not harness.bridge.window.resuming, what="the publisher's first round after the connection")
 
 
 def test_an_event_forwarded_while_the_window_has_room_is_handed_to_paho_on_the_forwarding_thread(

@@ -21,10 +21,12 @@ Threads and who owns what::
     publisher thread  ── commits the outbox every batch window, hands the other rows to paho
                          within the in-flight window and the drain rate, publishes retained
                          states, results, health and discovery, deletes acknowledged rows
-    paho network threads ── one per connection, each connects with backoff + jitter and calls our
+    network threads   ── one per connection, each connects with backoff + jitter and calls our
                          guarded callbacks, which only record acks, flip the connection state or
                          post command events. The uplink's thread reads only acknowledgements, so a
-                         flood on the inlet never stands in front of them (docs/mqtt.md, *Two connections*)
+                         flood on the inlet never stands in front of them (docs/mqtt.md, *Two connections*).
+                         The uplink's is ours (netloop.py): a publish on any thread writes to the socket
+                         itself, under one lock, and wakes no thread; the inlet's is paho's (loop_start)
 
 Delivery (one owner of retransmission, ordering) is explained in :mod:`gateway.mqtt.window`, the
 commands kept while offline in :mod:`gateway.mqtt.backlog`; the contract is docs/mqtt.md.
@@ -110,7 +112,7 @@ class MqttBridge:
         """The inlet connection's connects and disconnects (the bridge's own count the uplink's)."""
         try:
             self.link = Link(config, self.topics, self.counters, self._stopping, came_up=self._came_up,
-                             wake=self._wake, forget=self.inbound_filters)
+                             wake=self._wake, forget=self.inbound_filters, hurry=self.window.filling)
             """The uplink: everything the gateway publishes, and its last will (link.py)."""
             self.lag = LagWatch(self.topics.marker, self.counters, time.monotonic)
             """The inlet's lag watch: a flood's backlog is dropped, not read for seconds (lag.py)."""
@@ -129,6 +131,7 @@ class MqttBridge:
         if discovery is not None:
             self.subscribe(self.topics.hub_status, self._on_hub_status, "mqtt hub status")
         self.link.acks_to(self.window.on_publish)
+        self.window.acks_wanted = self.link.acks_wanted
         self.reporter = HealthReporter(self.counters, self.outbox, events.clock, interval=section.health_interval,
                                        topic=self.topics.health, connection=self.link.state,
                                        link_facts=self.link.facts)

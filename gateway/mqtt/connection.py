@@ -92,7 +92,8 @@ INLET_SUFFIX = "-in"
 """The inlet connection's client id is the gateway's with this suffix (docs/mqtt.md, *Two connections*)."""
 
 
-def make_client(config: Config, topics: Topics, *, inlet: bool = False) -> mqtt.Client:
+def make_client(config: Config, topics: Topics, *, inlet: bool = False,
+                client_class: type[mqtt.Client] = mqtt.Client) -> mqtt.Client:
     """A configured, unconnected client; the caller sets callbacks and calls ``connect_async``.
 
     Both of the gateway's connections keep a persistent session (MQTT 3.1.1 ``clean_session=False``;
@@ -101,7 +102,7 @@ def make_client(config: Config, topics: Topics, *, inlet: bool = False) -> mqtt.
     uplink's, the connection the hub's states and answers come on."""
     section = config.mqtt
     mqtt5 = is_mqtt5(section)
-    client = mqtt.Client(
+    client = client_class(
         CallbackAPIVersion.VERSION2,
         client_id=config.client_id + INLET_SUFFIX if inlet else config.client_id,
         protocol=mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311,

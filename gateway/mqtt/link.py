@@ -52,6 +52,7 @@ from gateway.mqtt.failover import Brokers, aim
 from gateway.mqtt.health import BridgeCounters
 from gateway.mqtt.identity import TakeoverGuard
 from gateway.mqtt.lag import LagWatch, Redeliveries
+from gateway.mqtt.netloop import NetLoop, SerialisedClient
 from gateway.mqtt.topics import OFFLINE, ONLINE, Topics
 
 if TYPE_CHECKING:
@@ -78,18 +79,20 @@ class Link:
         self, config: Config, topics: Topics, counters: BridgeCounters, stopping: threading.Event, *,
         came_up: CameUp, wake: Callable[[], None], follows: Link | None = None,
         forget: Callable[[], list[str]] | None = None, lag: LagWatch | None = None,
-        purged: Callable[[bytes], None] | None = None,
+        purged: Callable[[bytes], None] | None = None, hurry: Callable[[], bool] = lambda: False,
     ) -> None:
         """``follows``: make this the inlet, connecting wherever that link (the uplink) is or last tried.
         ``forget``: filters the uplink unsubscribes when it finds a kept session (a session kept from
         before the two connections still holds the hub's subscriptions: unsubscribed, the flood it
         would bring stays off the uplink). ``lag``: the inlet's lag watch; ``purged`` is told the boundary
-        probe's payload just before a purge (the backlog refuses what the session kept in front of it)."""
+        probe's payload just before a purge (the backlog refuses what the session kept in front of it). ``hurry``:
+        the uplink's acks are wanted at once (the publish window is filling: netloop.py)."""
         self.inlet = follows is not None
         """This is the inlet connection: subscribes, publishes nothing but the backlog's marker and its lag probes."""
         self._follows = follows
         # reads the password and TLS files: MqttSetupError now
-        self.client = make_client(config, topics, inlet=self.inlet)
+        self.client = make_client(config, topics, inlet=self.inlet,
+                                  client_class=mqtt.Client if self.inlet else SerialisedClient)
         self._client_id = config.client_id + INLET_SUFFIX if self.inlet else config.client_id
         self._forget = forget
         self._section = config.mqtt
@@ -115,6 +118,12 @@ class Link:
         a take-over, and the reconnection waits for nothing."""
         self._delays = (max(1, round(self._section.reconnect_min)), max(1, round(self._section.reconnect_max)))
         """paho's reconnect delays, as make_client set them (a purge lifts them for one attempt)."""
+        self._loop: NetLoop | None = None
+        """The uplink's own network loop (netloop.py: a publish on any thread writes to the socket itself);
+        the inlet runs paho's ``loop_start``."""
+        if isinstance(self.client, SerialisedClient):
+            self._loop = NetLoop(self.client, delays=self._delays, before_attempt=self._before_attempt,
+                                 name="mqtt-uplink", hurry=hurry)
         self._connected = False
         self._broker = ""
         """The broker this link last connected to (``host:port``)."""
@@ -193,6 +202,19 @@ class Link:
             return self._follows.state()  # the same outage: the uplink's word for it
         return "unreachable" if self._outage_logged else "connecting"
 
+    def acks_wanted(self) -> None:
+        """The publish window is filling: the uplink reads its acks at once (netloop.py). Any thread."""
+        if self._loop is not None:
+            self._loop.acks_wanted()
+
+    @property
+    def network_thread(self) -> threading.Thread | None:
+        """The thread that reads this connection (the uplink's :class:`NetLoop`, or paho's for the inlet)."""
+        if self._loop is not None:
+            return self._loop.thread
+        thread: threading.Thread | None = getattr(self.client, "_thread", None)
+        return thread
+
     @property
     def routes(self) -> list[str]:
         return list(self._routes)
@@ -227,7 +249,10 @@ class Link:
                                       properties=connect_properties(section))
         else:
             self.client.connect_async(host, port, section.keepalive)
-        self.client.loop_start()
+        if self._loop is not None:
+            self._loop.start()
+        else:
+            self.client.loop_start()
 
     def cancel_backoff(self) -> None:
         """Cut short a jitter wait (stopping)."""
@@ -244,7 +269,10 @@ class Link:
             remaining = offline_by - time.monotonic()
             if remaining > 0:
                 info.wait_for_publish(remaining)
-        client.disconnect()
+        if self._loop is not None:  # not behind a connection attempt that holds the I/O lock: within the budget
+            self._loop.disconnect(release_by - time.monotonic() - JOIN_MARGIN)
+        else:
+            client.disconnect()
         # paho's thread may sit in its backoff sleep, or be reconnecting right now (the broker came back
         # during the stop): wait for it within the stop's budget either way, or it may connect again and
         # run on after the gateway is gone. It is a daemon, so the budget still bounds the stop.
@@ -260,12 +288,17 @@ class Link:
         freed by some later garbage collection, which may finalize the sockets first (a ResourceWarning,
         an error under the tests' ``filterwarnings = error``). With the thread ended, nothing else uses them."""
         try:
-            client.loop_stop()
+            if self._loop is not None:
+                self._loop.stop()
+                self._loop.join()
+            else:
+                client.loop_stop()
         except AttributeError:  # paho's thread cleared its own handle between loop_stop's two reads: it has ended
             pass
         finally:
             client.on_connect = client.on_connect_fail = client.on_disconnect = None
             client.on_publish = client.on_pre_connect = client.on_socket_open = client.on_log = None
+            client.on_socket_close = None
             for topic_filter in self._routes:
                 client.message_callback_remove(topic_filter)
         reset_sockets = getattr(client, "_reset_sockets", None)  # paho 2.x; no public way to close the pair
@@ -274,15 +307,21 @@ class Link:
 
     # -- paho callbacks (network thread) -----------------------------------------------------------
 
-    def _on_pre_connect(self, client: mqtt.Client, userdata: object) -> None:
+    def _before_attempt(self) -> None:
+        """The waits of ours before an attempt, after paho's backoff: the jitter and the take-over guard's hold.
+        The uplink's :class:`NetLoop` calls this outside its I/O lock; the inlet's paho loop in ``on_pre_connect``."""
         if self._purging:  # our own purge: at once (the flood is a local matter, not a broker restart)
             self._purging = False
-            client.reconnect_delay_set(*self._delays)
+            self.client.reconnect_delay_set(*self._delays)
         else:
             self._jitter.before_attempt()
         hold = self.identity.hold()
         if hold > 0:  # another client keeps taking our client id: keep off (identity.py)
             self._jitter.pause(hold)
+
+    def _on_pre_connect(self, client: mqtt.Client, userdata: object) -> None:
+        if self._loop is None:
+            self._before_attempt()
         self._counters.connect_attempts += 1
         aim(client, *self.brokers.current)  # the inlet: wherever the uplink is or last tried
 

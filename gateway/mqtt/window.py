@@ -88,6 +88,9 @@ class PublishWindow:
         """The last hand-over used all it was granted: rows may be waiting for the bucket."""
         self._resuming = False
         """Just reconnected: paho re-sends its unacknowledged rows first; new rows wait for their acks."""
+        self.acks_wanted: Callable[[], None] = lambda: None
+        """Told when a hand-over leaves a quarter of the window or more in flight (:meth:`filling`): the uplink then
+        reads acks as they come (bridge.py wires it to ``Link.acks_wanted``)."""
         self._lock = threading.Lock()
         """Held while rows are handed over or acks taken: the publisher's :meth:`send` and :meth:`take_acks`,
         the forwarding thread's :meth:`hand_over`."""
@@ -107,6 +110,17 @@ class PublishWindow:
     def reconnected(self) -> None:
         self._resuming = True
         self._catch_up_to = self._outbox.last_seq
+
+    def filling(self) -> bool:
+        """A quarter of the window or more is in flight (a flood, a backlog): its acks are wanted now, so the uplink's
+        loop reads them as they come rather than gathering them (netloop.py). Any thread."""
+        return 4 * len(self._inflight) >= self._size
+
+    @property
+    def resuming(self) -> bool:
+        """Just reconnected and the publisher has not had its round yet (or the resent window waits for its acks):
+        :meth:`hand_over` leaves rows to the publisher meanwhile."""
+        return self._resuming
 
     @property
     def drained(self) -> bool:
@@ -165,6 +179,8 @@ class PublishWindow:
                 return False  # still the next row: the publisher hands it over when an ack wakes it
             self._handed = seq
             self._inflight[info.mid] = seq
+            if self.filling():
+                self.acks_wanted()
             return True
         finally:
             self._lock.release()
@@ -209,6 +225,8 @@ class PublishWindow:
                 self._more = False
                 return
             self._inflight[info.mid] = row.seq
+        if self.filling():
+            self.acks_wanted()
         if len(rows) < granted:
             # Every row up to ``newest`` was fetched (or is gone: acknowledged, shed): the next row is the one
             # after it, which the forwarding thread may hand over itself (:meth:`hand_over`).

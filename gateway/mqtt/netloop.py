@@ -1,0 +1,314 @@
+"""The uplink's own network loop: paho's external-loop API instead of ``loop_start`` (issue 14).
+
+With ``loop_start``, every ``publish`` made on another thread (the dispatcher's hand-over, the publisher's rows,
+retained states, results, health) queued the packet and wrote one byte to paho's socket pair to wake paho's
+thread, which then wrote the packet: one thread wake-up per message, on top of the one per PUBACK. Here the
+thread that publishes writes the packet itself (paho does that when no loop thread is registered: ``publish`` →
+``loop_write``), and our thread (:class:`NetLoop`) wakes only for what the broker sends (PUBACKs, CONNACK,
+PINGRESP), for keepalive (once a second, as paho's loop did) and when a write did not fit in the socket's buffer.
+
+**One lock serialises every call into paho's I/O** (:class:`SerialisedClient`: ``publish``, ``subscribe``,
+``unsubscribe``, ``disconnect`` from any thread; ``reconnect``, ``loop_read``, ``loop_write``, ``loop_misc`` on
+our thread), because paho's packet queue and socket writes take no lock of their own: two writers could
+interleave two packets' bytes. The lock is re-entrant: paho's callbacks run inside ``loop_read`` on our thread,
+holding it, and publish (``online`` in ``on_connect``). A publish never waits on the network: the socket is
+non-blocking, and what does not fit stays in paho's queue for our thread to write when the socket is writable.
+The one long hold is ``reconnect`` (the TCP connect and the TLS handshake, up to paho's connect timeout), which
+runs only while the link is down, when the dispatcher and the publisher do not publish (they check
+``Link.connected``); a stop does not wait for it (:meth:`NetLoop.disconnect`).
+
+**Reconnection is paho's ``loop_forever``'s, step for step**: the first attempt at once, then before every other
+attempt paho's backoff (``reconnect_delay_set``'s minimum, doubling to its maximum, back to the minimum after a
+CONNACK that accepts), then ``before_attempt`` (the link's jitter and take-over hold, outside the lock), then
+``reconnect`` (which calls ``on_pre_connect``: failover aims the client there), ``on_connect_fail`` when the
+socket cannot be opened; paho's own ``loop_read``/``loop_misc`` call ``on_connect``/``on_disconnect`` as before.
+The inlet keeps paho's ``loop_start``: it publishes almost nothing, and its purge (lag.py) relies on paho's loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from core.guard import guarded
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import PayloadType, SocketLike
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_ROUND = 1.0
+"""Seconds between our thread's keepalive rounds when nothing arrives (paho's ``loop_forever`` used 1 s too)."""
+
+
+READ_AHEAD = 65536
+"""Bytes :meth:`SerialisedClient._sock_recv` asks the socket for at a time."""
+ACK_GATHER = 0.005
+"""Seconds our thread lets what the broker sends gather after each read, once connected: at 1,500 messages a second
+it reads ~7 PUBACKs a wake-up instead of one. Not while a quarter of the publish window or more is in flight
+(``hurry``; :meth:`NetLoop.acks_wanted` cuts a pause short): under a flood the acks are read as they come, or the
+gathering would cap the rate at a window per pause."""
+
+
+def _later(client: mqtt.Client, userdata: object, sock: SocketLike) -> None:
+    """paho's socket-write callback while a connection attempt is made: our loop writes what waits."""
+
+
+class SerialisedClient(mqtt.Client):
+    """A paho client whose I/O calls, from any thread, hold :attr:`io_lock` (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.io_lock = threading.RLock()
+        """Held around every call into paho's packet queue and socket."""
+        self.poke: Callable[[], None] = lambda: None
+        """Wakes the network loop: set by :class:`NetLoop` (a write that did not fit waits for the socket)."""
+        self.loop_thread: threading.Thread | None = None
+        self._rx = b""
+        self._rx_pos = 0
+        self._rx_sock: object = None
+        """:meth:`_sock_recv`'s read-ahead, and the socket it came from."""
+        self.disconnect_requested = False
+        """:meth:`disconnect` was called: the loop ends rather than reconnect."""
+
+    def publish(
+        self, topic: str, payload: PayloadType = None, qos: int = 0, retain: bool = False,
+        properties: Properties | None = None,
+    ) -> mqtt.MQTTMessageInfo:
+        with self.io_lock:
+            info = super().publish(topic, payload, qos, retain, properties)
+            self._left_over()
+        return info
+
+    def subscribe(
+        self,
+        topic: str | tuple[str, int] | tuple[str, SubscribeOptions] | list[tuple[str, int]]
+        | list[tuple[str, SubscribeOptions]],
+        qos: int = 0, options: SubscribeOptions | None = None, properties: Properties | None = None,
+    ) -> tuple[MQTTErrorCode, int | None]:
+        with self.io_lock:
+            result = super().subscribe(topic, qos, options, properties)
+            self._left_over()
+        return result
+
+    def unsubscribe(
+        self, topic: str | list[str], properties: Properties | None = None
+    ) -> tuple[MQTTErrorCode, int | None]:
+        with self.io_lock:
+            result = super().unsubscribe(topic, properties)
+            self._left_over()
+        return result
+
+    def disconnect(self, reasoncode: ReasonCode | None = None,
+                   properties: Properties | None = None) -> MQTTErrorCode:
+        """As paho's; the network loop ends instead of reconnecting (paho's ``loop_forever`` did the same)."""
+        with self.io_lock:
+            self.disconnect_requested = True
+            return super().disconnect(reasoncode, properties)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        """paho reads a packet in 3 ``recv`` calls (type, length, body) and one more to find the socket empty: 4
+        system calls per PUBACK. Read what waits in one call and hand paho its pieces from memory (paho 2.x's
+        private read hook; tests/test_mqtt_uplink_loop.py fails if a release renames it)."""
+        sock = self._sock
+        if self._rx_sock is not sock or self._rx_pos >= len(self._rx):
+            self._rx = super()._sock_recv(READ_AHEAD)  # BlockingIOError when empty; b"" at the end of the stream
+            self._rx_pos = 0
+            self._rx_sock = sock
+            if not self._rx:
+                return b""
+        start = self._rx_pos
+        self._rx_pos = min(len(self._rx), start + bufsize)
+        return self._rx[start:self._rx_pos]
+
+    @property
+    def read_ahead(self) -> int:
+        """Bytes read from the socket that paho has not taken yet (our loop does not wait for the socket then)."""
+        return len(self._rx) - self._rx_pos if self._rx_sock is self._sock else 0
+
+    def _left_over(self) -> None:
+        """Bytes paho could not write here (a full socket buffer, or queued inside a callback on our thread)
+        wait for the loop: wake it, unless this is the loop's own thread, which looks after every call."""
+        if self.want_write() and threading.current_thread() is not self.loop_thread:
+            self.poke()
+
+
+class NetLoop:
+    """The uplink's network thread around a :class:`SerialisedClient` (``connect_async`` called first)."""
+
+    def __init__(self, client: SerialisedClient, *, delays: tuple[float, float],
+                 before_attempt: Callable[[], None], name: str,
+                 hurry: Callable[[], bool] = lambda: False) -> None:
+        """``hurry``: acks are wanted now (the publish window is filling): no gathering (:data:`ACK_GATHER`)."""
+        self._client = client
+        self._hurry = hurry
+        self._lock = client.io_lock
+        self._delays = delays
+        self._before_attempt = before_attempt
+        self._stop = threading.Event()
+        self._cut = threading.Event()
+        """Ends a gathering pause at once (:meth:`acks_wanted`, :meth:`stop`)."""
+        self._waker, self._wakee = socket.socket(), socket.socket()
+        """The wake-up pair, opened by :meth:`start` and closed when the thread ends (a link built and never
+        started holds no descriptor)."""
+        self._waker.close()
+        self._wakee.close()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        client.loop_thread = self.thread
+        client.poke = self._poke
+        client.on_socket_close = guarded("mqtt on_socket_close")(self._on_socket_close)
+
+    def start(self) -> None:
+        self._waker, self._wakee = socket.socketpair()
+        self._waker.setblocking(False)
+        self._wakee.setblocking(False)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """End the thread (it disconnects a connection it still has); :meth:`join` waits for it. Any thread."""
+        self._stop.set()
+        self._cut.set()
+        self._poke()
+
+    def acks_wanted(self) -> None:
+        """The publish window is filling: end a gathering pause now (:data:`ACK_GATHER`). Any thread."""
+        if not self._cut.is_set():
+            self._cut.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.thread.ident is not None:
+            self.thread.join(timeout)
+
+    def disconnect(self, timeout: float) -> None:
+        """Send DISCONNECT and close the socket, if the lock comes within ``timeout`` s; else (our thread is in a
+        connection attempt) the thread disconnects once the attempt ends. Stops the loop either way."""
+        if self._lock.acquire(timeout=max(0.0, timeout)):
+            try:
+                self._client.disconnect()
+            finally:
+                self._lock.release()
+        self.stop()
+
+    def _poke(self) -> None:
+        with contextlib.suppress(OSError):  # full (the loop is waking anyway) or closed (stopped)
+            self._waker.send(b"\0")
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: object, sock: SocketLike) -> None:
+        # Closed on another thread (a write that failed, disconnect): our select must not wait on it.
+        if threading.current_thread() is not self.thread:
+            self._poke()
+
+    # -- the thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            delay: float | None = None
+            first = True
+            while not self._ended():
+                if not first:
+                    delay = self._delays[0] if delay is None else min(delay * 2, self._delays[1])
+                    if self._stop.wait(delay):
+                        break
+                first = False
+                self._before_attempt()
+                if self._ended():
+                    break
+                if not self._attempt():
+                    continue
+                if self._serve():
+                    delay = None  # accepted: the next outage starts from the minimum again, as paho's
+            with self._lock:
+                if self._client.socket() is not None:
+                    self._client.disconnect()
+        finally:
+            self._waker.close()
+            self._wakee.close()
+
+    def _ended(self) -> bool:
+        return self._stop.is_set() or self._client.disconnect_requested
+
+    def _attempt(self) -> bool:
+        """One connection attempt; False if the socket could not be opened (``on_connect_fail`` was called)."""
+        client = self._client
+        with self._lock:
+            # CONNECT waits for the first select, as in paho's loop: what the broker sent at once (a TLS alert,
+            # "unknown ca") is read before anything is written, and the failure says why. While a socket-write
+            # callback is set, paho queues rather than writes.
+            client.on_socket_register_write = _later
+            try:
+                client.reconnect()
+            except OSError:
+                callback = client.on_connect_fail  # inside the except: the callback reads the error
+                if callback is not None:
+                    callback(client, client.user_data_get())
+                return False
+            finally:
+                client.on_socket_register_write = None
+        return True
+
+    def _serve(self) -> bool:
+        """Run the connection until its socket closes or the loop stops; True if a CONNACK accepted it."""
+        client = self._client
+        sock = client.socket()
+        accepted = False
+        if sock is None:
+            return False
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._wakee, selectors.EVENT_READ)
+            selector.register(sock, selectors.EVENT_READ)
+            interest = selectors.EVENT_READ
+            while not self._stop.is_set():
+                with self._lock:
+                    if client.socket() is not sock:
+                        break
+                    wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.want_write() else 0)
+                    pending = getattr(sock, "pending", None)
+                    buffered = client.read_ahead + (pending() if callable(pending) else 0)  # TLS: decrypted bytes
+                if wanted != interest:
+                    selector.modify(sock, wanted)
+                    interest = wanted
+                ready = selector.select(0.0 if buffered else KEEPALIVE_ROUND)
+                readable, writable = self._events(ready, sock)
+                with self._lock:
+                    if client.socket() is not sock:
+                        break
+                    if readable or buffered:
+                        client.loop_read()
+                        if client.socket() is not sock:
+                            break
+                    if writable or client.want_write():
+                        client.loop_write()
+                        if client.socket() is not sock:
+                            break
+                    client.loop_misc()
+                    accepted = accepted or client.is_connected()
+                if readable and accepted and not self._hurry():
+                    # PUBACKs are not urgent (the window takes acks lazily): let them gather for a moment, so that
+                    # one wake-up reads several rather than each waking the thread (issue 14).
+                    self._cut.wait(ACK_GATHER)
+                    if not self._stop.is_set():
+                        self._cut.clear()
+        return accepted
+
+    def _events(self, ready: Sequence[tuple[selectors.SelectorKey, int]], sock: SocketLike) -> tuple[bool, bool]:
+        readable = writable = False
+        for key, mask in ready:
+            if key.fileobj is self._wakee:
+                with contextlib.suppress(OSError):
+                    self._wakee.recv(4096)
+            elif key.fileobj is sock:
+                readable = readable or bool(mask & selectors.EVENT_READ)
+                writable = writable or bool(mask & selectors.EVENT_WRITE)
+        return readable, writable
+
