@@ -90,7 +90,7 @@ def cases(draw: st.DrawFn) -> tuple[ZoneInfo, dt.time, list[m.Weekday] | None, d
     tz = ZoneInfo(zone)
     changes = changes_of_the_clocks(zone)
     at, days = draw(times), draw(day_sets)
-    if changes and draw(st.integers(0, 3)):
+    if changes and draw(st.integers(0, 3)) > 0:
         change = draw(st.sampled_from(changes))
         if draw(st.booleans()):
             before = dt.datetime.fromtimestamp(change - 1, tz).replace(tzinfo=None)
