@@ -122,6 +122,9 @@ def test_the_shipped_house_never_imports_apscheduler_nor_asyncio(tmp_path: Path)
     text = (ROOT / "config.toml").read_text()
     assert "\n[rules]\n" in text
     text = text.replace("\n[rules]\n", '\n[rules]\nunsynced_clock = "run"\nwatch = false\n')  # schedules start
+    # Its own state directory, not the device's /var/lib/gateway (a start saves the outputs there).
+    assert 'state_dir = "/var/lib/gateway"' in text
+    text = text.replace('state_dir = "/var/lib/gateway"', f'state_dir = "{tmp_path / "state"}"')
     config = tmp_path / "config.toml"
     config.write_text(text)
     modules = modules_of_config(config)
