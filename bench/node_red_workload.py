@@ -276,7 +276,9 @@ def run_rates(
             alarm_p99_ms=percentile(alarm_lat, 99) if alarm_lat else float("nan"),
             alarms=len(alarms), expected_alarms=len(over), wakeups_per_line=woken / max(1, expected),
         ))
-        first += int(rate * seconds) + 1
+        # The next rate starts at a whole hundred (an under-threshold line): a step that began with an over line
+        # right after the last step's over line would hold one line that is no crossing for the edge-triggered rule.
+        first = (first + int(rate * seconds)) // 100 * 100 + 100
     return steps
 
 
