@@ -80,23 +80,34 @@ class OncePerLocalTime:
         self.timezone = timezone
 
     def get_next_fire_time(self, previous: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
-        candidate: dt.datetime | None = self.inner.get_next_fire_time(previous, now)
-        if previous is None:
-            return candidate
-        last_local = previous.astimezone(self.timezone).replace(tzinfo=None)
-        for _ in range(10_000):  # bounded: a cron expression always moves forward in real time
-            if candidate is None or candidate.astimezone(self.timezone).replace(tzinfo=None) > last_local:
-                break
-            # Step in real (UTC) time: aware-datetime arithmetic is wall-clock and would stay in the fold.
-            after = dt.datetime.fromtimestamp(candidate.timestamp() + 1, self.timezone)
-            candidate = self.inner.get_next_fire_time(None, after)
-        return candidate
+        return once_per_local_time(self.inner.get_next_fire_time, previous, now, self.timezone)
 
     def __str__(self) -> str:
         return f"once-per-local-time {self.inner}"
 
 
+def once_per_local_time(
+    next_run: Callable[[dt.datetime | None, dt.datetime], dt.datetime | None],
+    previous: dt.datetime | None, now: dt.datetime, timezone: ZoneInfo,
+) -> dt.datetime | None:
+    """``next_run(previous, now)``, moved on past any run whose local clock time is not later than
+    ``previous``'s: a time the clocks repeat (DST fall-back) fires once. For :class:`OncePerLocalTime` and
+    :class:`DailyAt` alike."""
+    candidate = next_run(previous, now)
+    if previous is None:
+        return candidate
+    last_local = previous.astimezone(timezone).replace(tzinfo=None)
+    for _ in range(10_000):  # bounded: a schedule always moves forward in real time
+        if candidate is None or candidate.astimezone(timezone).replace(tzinfo=None) > last_local:
+            break
+        # Step in real (UTC) time: aware-datetime arithmetic is wall-clock and would stay in the fold.
+        after = dt.datetime.fromtimestamp(candidate.timestamp() + 1, timezone)
+        candidate = next_run(None, after)
+    return candidate
+
+
 _UTC = dt.UTC
+_MICROSECOND = dt.timedelta(microseconds=1)
 _DAY, _DAY_OF_WEEK, _HOUR, _MINUTE, _SECOND, _DONE = range(6)
 
 
@@ -112,8 +123,8 @@ class DailyAt:
     * A local time that happens twice (the clocks go back) fires once, the first time.
     * A local time that does not exist (the clocks go forward) fires once, at the instant the clock would
       have shown it before the change (``02:30`` -> ``03:30``). The datetime returned then keeps the wall
-      time ``02:30`` with the pre-change offset, as APScheduler's does: same-zone comparisons and
-      differences (:class:`ApsSchedules`) are wall-clock, so they must see the very same value.
+      time ``02:30`` with the pre-change offset, as APScheduler's does (the property test compares the
+      values themselves, not only their instants; :class:`ApsSchedules` compares instants).
     * Where midnight does not exist and the time is midnight, that day has no run (APScheduler resets a
       new day to 00:00 by adding the wall-clock difference in real time, which lands on 01:00).
 
@@ -135,17 +146,7 @@ class DailyAt:
 
     def get_next_fire_time(self, previous: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
         """The first run after ``previous`` (if given) and at or after ``now``; never the same local time twice."""
-        candidate = self._next(previous, now)
-        if previous is None:
-            return candidate
-        last_local = previous.astimezone(self.timezone).replace(tzinfo=None)
-        for _ in range(10_000):  # bounded as OncePerLocalTime is (a daily time always moves forward)
-            if candidate.astimezone(self.timezone).replace(tzinfo=None) > last_local:
-                break
-            # Step in real (UTC) time: aware-datetime arithmetic is wall-clock and would stay in the fold.
-            after = dt.datetime.fromtimestamp(candidate.timestamp() + 1, self.timezone)
-            candidate = self._next(None, after)
-        return candidate
+        return once_per_local_time(self._next, previous, now, self.timezone)
 
     def _next(self, previous: dt.datetime | None, now: dt.datetime) -> dt.datetime:
         """``CronTrigger.get_next_fire_time`` for this daily time."""
@@ -209,9 +210,6 @@ class DailyAt:
         if self.day_names is not None:
             options.insert(0, f"day_of_week='{','.join(self.day_names)}'")
         return f"once-per-local-time cron[{', '.join(options)}]"
-
-
-_MICROSECOND = dt.timedelta(microseconds=1)
 
 
 def _utc_add(date: dt.datetime, delta: dt.timedelta) -> dt.datetime:
