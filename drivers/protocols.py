@@ -86,6 +86,10 @@ class Parser(ABC):
         return ParseError(f"{type(exc).__name__}: {exc}")
 
 
+_PADDING = b"\r \t\0"
+"""Stripped from both ends of a line; a line of nothing else is blank (skipped, never counted)."""
+
+
 class LineParser(Parser):
     """Newline-terminated text; a line longer than ``max_line`` is dropped up to the next newline."""
 
@@ -106,7 +110,7 @@ class LineParser(Parser):
             if self._overflow:
                 self._overflow = False
                 continue
-            line = line.strip(b"\r \t\0")
+            line = line.strip(_PADDING)
             if line:
                 self._line(line, records)
         if len(self._buffer) > self.max_line:
@@ -130,7 +134,7 @@ class LineParser(Parser):
         kept = 0
         while start >= 0 and kept < keep:  # back over ``keep`` lines with something in them (CRLF brings blanks)
             before = buffer.rfind(b"\n", 0, start)
-            if buffer[before + 1 : start].strip(b"\r \t\0"):
+            if buffer[before + 1 : start].strip(_PADDING):
                 kept += 1
             start = before
         if start >= 0:  # lines before the newest ``keep``: counted, not parsed
@@ -140,7 +144,7 @@ class LineParser(Parser):
             if self._overflow:  # the rest of an over-long line, already counted as malformed
                 self._overflow = False
                 lines = lines[1:]
-            self.counters.unparsed += sum(1 for line in lines if line.strip(b"\r \t\0"))
+            self.counters.unparsed += sum(1 for line in lines if line.strip(_PADDING))
         return self.feed(b"")
 
     def _line(self, line: bytes, records: list[Record]) -> None:

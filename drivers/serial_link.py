@@ -320,7 +320,7 @@ class SerialLink:
             # of parsing every line of a flood starves the other threads, and its readings queue ahead of
             # every other entity's in the outbox).
             count = frames - self._window_frames
-            if not self._flooding and self.max_rate is not None and count > self._allowance(elapsed, self._settling):
+            if not self._flooding and self.max_rate is not None and count > self._allowance(elapsed):
                 self._flag(round(count / max(elapsed, FLOOD_BURST_S)))
             return
         self._rate = round((frames - self._window_frames) / elapsed)
@@ -332,12 +332,12 @@ class SerialLink:
             self._flood.ended(logging.INFO, "%s: no longer flooding (%d lines/s) after %d windows over the rate",
                               self.name, self._rate)
 
-    def _allowance(self, elapsed: float, settling: bool = False) -> float:
+    def _allowance(self, elapsed: float) -> float:
         """Lines (or frames) a device within ``max_rate`` may have sent ``elapsed`` seconds into a window:
         the rate times the time, plus a burst (:data:`FLOOD_BURST_S`), at most the whole window's; the whole
-        window's while ``settling`` (the first window since the port opened)."""
+        window's in the first window since the port opened (``_settling``)."""
         rate = self.max_rate or 0.0
-        if settling:
+        if self._settling:
             return rate * FLOOD_WINDOW_S
         burst = max(rate * FLOOD_BURST_S, FLOOD_MIN_BURST)
         return min(rate * FLOOD_WINDOW_S, rate * elapsed + burst)
