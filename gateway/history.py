@@ -48,6 +48,7 @@ from typing import Any
 from core.claims import Level
 from core.events import Event, Value
 from core.guard import guarded
+from core.sqlite_memory import cap_page_cache, give_back_page_cache
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +77,8 @@ CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 PAGE_CACHE_KB = 256
 """SQLite's page cache for the history file, in KiB (SQLite's default is 2,000). A flush appends at the end
 of the table and of its one index, a few pages; the default kept 2 MB of pages written long ago after a
-flood (issue 17, flood d). Spilling inside a transaction stays where it was (:data:`CACHE_SPILL_KB`)."""
-CACHE_SPILL_KB = 2000
-"""How much a transaction's dirty pages may reach (KiB) before SQLite writes them to the WAL ahead of the
-commit: SQLite's own threshold (its default cache), so a big batch is written once, as before; its pages
-beyond the cache are freed at the commit."""
-
+flood (issue 17, flood d). Spilling inside a transaction stays where it was
+(:func:`core.sqlite_memory.cap_page_cache`)."""
 RECENT_CAUSES = 4096
 """Events the writer remembers to describe the cause of the events after them."""
 
@@ -168,8 +165,7 @@ class History:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KB}")
-        db.execute(f"PRAGMA cache_spill=-{CACHE_SPILL_KB}")
+        cap_page_cache(db, PAGE_CACHE_KB)
         db.executescript(_SCHEMA)
         self._db = db
 
@@ -236,7 +232,7 @@ class History:
         # The writer sleeps until the next batch (a minute, at the usual pace): the pages it wrote stay in the
         # operating system's cache, so its own copy is given back; the next flush re-reads a few of them.
         with contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA shrink_memory")
+            give_back_page_cache(self._db)
         return len(rows)
 
     def prune(self) -> int:

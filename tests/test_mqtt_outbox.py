@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from core.sqlite_memory import give_back_freed_memory
 from gateway.mqtt.connection import Jitter
-from gateway.mqtt.outbox import Outbox, OutboxInUse, give_back_freed_memory, publish_packet_size
+from gateway.mqtt.outbox import Outbox, OutboxInUse, publish_packet_size
 from gateway.mqtt.window import TokenBucket
 from tests.sqlite_memory import sqlite_memory_used
 

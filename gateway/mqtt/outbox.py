@@ -70,8 +70,6 @@ the flash translation layer are not included.
 from __future__ import annotations
 
 import bisect
-import ctypes
-import ctypes.util
 import fcntl
 import logging
 import os
@@ -83,6 +81,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from core.sqlite_memory import cap_page_cache, give_back_freed_memory, give_back_page_cache
 from gateway.mqtt import MqttSetupError
 
 log = logging.getLogger(__name__)
@@ -120,11 +119,7 @@ PAGE_CACHE_KB = 512
 """SQLite's page cache for the outbox file, in KiB (SQLite's default is 2,000). The rows the publisher reads
 and writes are at the two ends of the table (the oldest unacknowledged, the newest accepted), a few pages
 each; a bigger cache only kept pages of rows long delivered or shed: 2 MB that flood d left behind (issue
-17). Spilling to the WAL inside a transaction is left where it was (:data:`CACHE_SPILL_KB`)."""
-CACHE_SPILL_KB = 2000
-"""How much a transaction's dirty pages may reach (KiB) before SQLite writes them to the WAL ahead of the
-commit: SQLite's own threshold, its default cache (483 pages of 4 KiB), so a big batch is written as before,
-once; its pages beyond :data:`PAGE_CACHE_KB` are freed as soon as it is committed."""
+17). Spilling to the WAL inside a transaction is left where it was (:func:`core.sqlite_memory.cap_page_cache`)."""
 SHRINK_AFTER_ROWS = 1000
 """Once the outbox has drained (depth 0) and at least this many rows were written since it last did so,
 its connection gives back all of its page cache (``PRAGMA shrink_memory``): the pages are re-read from the
@@ -139,36 +134,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     ts REAL NOT NULL
 )
 """
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None (another C library)."""
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return None
-    if trim is not None:
-        trim.argtypes = [ctypes.c_size_t]
-        trim.restype = ctypes.c_int
-    return trim
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def give_back_freed_memory() -> bool:
-    """Return the C heap's free pages to the system (glibc's ``malloc_trim(0)``); False where there is none.
-
-    Why: SQLite's pages are allocated by the thread that runs the query (the publisher, the history's
-    writer), in that thread's malloc arena, among allocations that live on. Freed, they stay in the arena and
-    in the process's RSS; only ``malloc_trim`` hands the whole free pages in the middle of an arena back.
-    Measured on flood d: 1.2 MB given back, in well under a millisecond. Called after a drain, not on a timer
-    (every 5 s gave back 0.5 MB while the caches still held their pages)."""
-    if _MALLOC_TRIM is None:
-        return False
-    _MALLOC_TRIM(0)
-    return True
 
 
 def _seq_of(row: tuple[int, str, bytes, int, float]) -> int:
@@ -390,8 +355,7 @@ class Outbox:
             db.execute(f"PRAGMA synchronous={synchronous}")
             db.execute("PRAGMA wal_autocheckpoint=0")  # we checkpoint, and count the bytes
             db.execute("PRAGMA journal_size_limit=4194304")
-            db.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KB}")
-            db.execute(f"PRAGMA cache_spill=-{CACHE_SPILL_KB}")
+            cap_page_cache(db, PAGE_CACHE_KB)
             db.execute(_SCHEMA)
         except sqlite3.Error:
             db.close()
@@ -557,7 +521,7 @@ class Outbox:
         if self.degraded is not None:
             return
         try:
-            self._db.execute("PRAGMA shrink_memory")
+            give_back_page_cache(self._db)
         except sqlite3.Error as exc:  # nothing is lost: the cache is only memory
             log.warning("outbox: could not give the page cache back: %s", exc)
         give_back_freed_memory()
