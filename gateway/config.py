@@ -209,6 +209,14 @@ class MqttSection(Section):
     ``rejected: rate limit``, answered once per burst (docs/mqtt.md, *Floods*)."""
     command_burst: int = Field(default=20, ge=1, le=100_000)
     """Hub commands one entity may receive at once before :attr:`command_rate` applies (the bucket's depth)."""
+    event_batches: bool = False
+    """Send events as JSON arrays on the one stream topic ``<base>/events`` instead of one message per event on
+    ``<base>/event/<entity>`` (docs/mqtt.md, *The event stream*): for hubs that follow many gateways or high-rate
+    sensors (paho's cost is per message). Off, the per-entity topics are unchanged; per-entity subscribers need it off."""
+    event_batch_max: int = Field(default=50, ge=1, le=1000)
+    """Events at most in one array of ``<base>/events`` (an array holds one event unless a backlog waits)."""
+    event_batch_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    """Bytes at most in one array's payload: well under what brokers and hubs accept in a message."""
     remote_rules: bool = False
     """Accept rule bundles on ``<base>/rules/set`` (docs/fleet.md, *Remote rules*); off, the local rule
     files are the only source of truth."""
@@ -230,6 +238,14 @@ class MqttSection(Section):
         if self.hosts is None:
             return [(self.host, self.port)]
         return [parse_broker(entry) for entry in self.hosts]
+
+    @model_validator(mode="after")
+    def _batches_fit_the_packet_limit(self) -> MqttSection:
+        if self.max_packet_size is not None and self.event_batch_bytes > self.max_packet_size:
+            raise ValueError(f"event_batch_bytes ({self.event_batch_bytes}) is above max_packet_size "
+                             f"({self.max_packet_size}): a full array would be refused by the broker; lower "
+                             "event_batch_bytes")
+        return self
 
     @model_validator(mode="after")
     def _reconnect_range(self) -> MqttSection:

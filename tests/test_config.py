@@ -202,3 +202,22 @@ def test_pin_factory_accepts_gpiozeros_names_and_refuses_others(tmp_path: Path) 
     assert config.gateway.pin_factory == "lgpio"
     found = problems(tmp_path, MINIMAL.replace('id = "test-gw"', 'id = "test-gw"\npin_factory = "wiringpi"'))
     assert len(found) == 1 and "gateway.pin_factory:" in found[0]
+
+
+def test_event_batches_are_off_by_default_with_caps_of_50_events_and_16_kib() -> None:
+    config = load_config(ROOT / "config.toml")
+    assert (config.mqtt.event_batches, config.mqtt.event_batch_max, config.mqtt.event_batch_bytes) == (
+        False, 50, 16_384)
+
+
+def test_an_event_batch_of_no_events_is_refused(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL.replace("[[devices]]", "[mqtt]\nevent_batches = true\nevent_batch_max = 0\n\n"
+                                                              "[[devices]]"))
+    assert found == [f"{tmp_path / 'config.toml'}: mqtt.event_batch_max: Input should be greater than or equal to 1 (got 0)"]
+
+
+def test_an_event_batch_larger_than_the_brokers_packet_limit_is_an_error_that_says_why(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL.replace("[[devices]]", "[mqtt]\nevent_batches = true\nmax_packet_size = 8192\n\n"
+                                                              "[[devices]]"))
+    assert found == [f"{tmp_path / 'config.toml'}: mqtt: event_batch_bytes (16384) is above max_packet_size (8192): "
+                     "a full array would be refused by the broker; lower event_batch_bytes"]
