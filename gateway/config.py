@@ -212,7 +212,8 @@ class MqttSection(Section):
     event_batches: bool = False
     """Send events as JSON arrays on the one stream topic ``<base>/events`` instead of one message per event on
     ``<base>/event/<entity>`` (docs/mqtt.md, *The event stream*): for hubs that follow many gateways or high-rate
-    sensors (paho's cost is per message). Off, the per-entity topics are unchanged; per-entity subscribers need it off."""
+    sensors (paho's cost is per message). Off, the per-entity topics are unchanged; per-entity subscribers need it
+    off."""
     event_batch_max: int = Field(default=50, ge=1, le=1000)
     """Events at most in one array of ``<base>/events`` (an array holds one event unless a backlog waits)."""
     event_batch_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)

@@ -213,7 +213,8 @@ def test_event_batches_are_off_by_default_with_caps_of_50_events_and_16_kib() ->
 def test_an_event_batch_of_no_events_is_refused(tmp_path: Path) -> None:
     found = problems(tmp_path, MINIMAL.replace("[[devices]]", "[mqtt]\nevent_batches = true\nevent_batch_max = 0\n\n"
                                                               "[[devices]]"))
-    assert found == [f"{tmp_path / 'config.toml'}: mqtt.event_batch_max: Input should be greater than or equal to 1 (got 0)"]
+    assert found == [
+        f"{tmp_path / 'config.toml'}: mqtt.event_batch_max: Input should be greater than or equal to 1 (got 0)"]
 
 
 def test_an_event_batch_larger_than_the_brokers_packet_limit_is_an_error_that_says_why(tmp_path: Path) -> None:

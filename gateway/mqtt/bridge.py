@@ -107,7 +107,13 @@ class MqttBridge:
             rate=section.command_rate, burst=section.command_burst,
         )
         self.window = PublishWindow(self.outbox, self.counters, size=section.max_inflight,
-                                    drain_rate=section.drain_rate, wake=self._wake)
+                                    drain_rate=section.drain_rate, wake=self._wake, stream=self.topics.events,
+                                    batch_max=section.event_batch_max, batch_bytes=section.event_batch_bytes,
+                                    batching=section.event_batches)
+        self._event_topic: Callable[[str], str] = (
+            (lambda entity: self.topics.events) if section.event_batches else self.topics.event)
+        """Where an entity's events go: ``event/<entity>``, or with ``event_batches`` the stream ``events``, whose
+        rows the window sends as arrays (window.py)."""
         self.inbound_counters = BridgeCounters()
         """The inlet connection's connects and disconnects (the bridge's own count the uplink's)."""
         try:
@@ -153,14 +159,15 @@ class MqttBridge:
         self._publisher.start()
 
     def forward(self, event: Event) -> None:
-        """Queue ``event`` for ``event/<entity>`` and update the retained state; never waits on I/O."""
+        """Queue ``event`` for ``event/<entity>`` (with ``[mqtt] event_batches``: for the stream ``events``) and
+        update the retained state; never waits on I/O."""
         self.counters.events_in += 1
         batches = self.outbox.batches
         handed = self._publish_message(event)
         if handed is not None:
             self._wake_unless_handed(handed, batches)
             return
-        if self._queue(self.topics.event(event.entity), functools.partial(event_payload, event),
+        if self._queue(self._event_topic(event.entity), functools.partial(event_payload, event),
                        kind=event.kind.value, ts=event.ts) and event.kind is Kind.READING:
             self.retained.update_state(event)  # a reading's state is held or due: the next commit's round sends it
             self._wake_unless_handed(True, batches)

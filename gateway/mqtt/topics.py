@@ -49,6 +49,17 @@ def event_payload(event: Event, seq: int) -> bytes:
     return dumps(data)
 
 
+def event_array(payloads: list[bytes]) -> bytes:
+    """The ``<base>/events`` payload (``[mqtt] event_batches``): a JSON array of ``event/<entity>`` payloads, in
+    ``seq`` order. Joined as bytes, not re-encoded: the outbox keeps each event's own payload."""
+    return b"[" + b",".join(payloads) + b"]"
+
+
+def event_array_size(sizes: int, count: int) -> int:
+    """Bytes of :func:`event_array` of ``count`` payloads of ``sizes`` bytes in all."""
+    return sizes + count + 1
+
+
 def state_payload(value: Value) -> bytes:
     """The retained ``state/<entity>`` payload: the bare JSON value (``true``, ``21.5``, ``"heat"``).
 
@@ -120,6 +131,12 @@ class Topics:
 
     def event(self, entity: str) -> str:
         return f"{self.base}/event/{entity}"
+
+    @property
+    def events(self) -> str:
+        """The one stream of ``[mqtt] event_batches``: arrays of events of every entity, in ``seq`` order
+        (MQTT keeps the order per topic, so one topic keeps it across entities)."""
+        return f"{self.base}/events"
 
     def state(self, entity: str) -> str:
         return f"{self.base}/state/{entity}"

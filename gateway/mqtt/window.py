@@ -16,6 +16,14 @@ rows after a reconnect, rows that found the window full) and the forwarding (dis
 paho the row it has just added to the outbox when that row is the next in ``seq`` order and the window has
 room (:meth:`PublishWindow.hand_over`: issue 14, one thread wake-up less per event). A lock keeps the two
 apart; the forwarding thread never waits for it (if the publisher holds it, the row is the publisher's).
+
+Event batches (``[mqtt] event_batches``, docs/mqtt.md *The event stream*): rows on the stream topic
+``<base>/events`` hold one event object each and go out as JSON arrays. :meth:`PublishWindow.hand_over` sends
+its row alone (an array of one) while the window is less than a quarter full; beyond that the rows are left to
+the publisher thread, which sends the consecutive stream rows waiting as arrays of up to ``batch_max`` events
+and ``batch_bytes`` bytes. A row on any other topic (a rule's ``publish``; rows queued before the option was
+turned on) ends the array before it and goes alone, so ``seq`` order holds. One message is one place in the
+window whatever it carries; its PUBACK acknowledges all its rows.
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.mqtt.health import BridgeCounters
-from gateway.mqtt.outbox import Outbox
+from gateway.mqtt.outbox import Outbox, Row
+from gateway.mqtt.topics import event_array, event_array_size
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +79,24 @@ class PublishWindow:
     the link counts as up)."""
 
     def __init__(
-        self, outbox: Outbox, counters: BridgeCounters, *, size: int, drain_rate: float, wake: Callable[[], None]
+        self, outbox: Outbox, counters: BridgeCounters, *, size: int, drain_rate: float, wake: Callable[[], None],
+        stream: str | None = None, batch_max: int = 1, batch_bytes: int = 16_384, batching: bool = False,
     ) -> None:
         self._outbox = outbox
+        self._stream = stream
+        """The topic whose rows go out as arrays (``<base>/events``): also when ``batching`` is off, so rows queued
+        with it on still reach the hub as the stream's arrays."""
+        self._batch_max = max(1, batch_max)
+        self._batch_bytes = batch_bytes
+        self._batching = batching
+        """``event_batches`` is on: :meth:`hand_over` leaves rows to the publisher once the window is filling."""
         self._counters = counters
         self._size = size
         self._bucket = TokenBucket(drain_rate, size)
         self._wake = wake
         self._acks: deque[tuple[int, ReasonCode]] = deque()
-        self._inflight: dict[int, int] = {}
-        """paho's message id -> the seq of the row it carries, until its PUBACK is taken."""
+        self._inflight: dict[int, tuple[int, ...]] = {}
+        """paho's message id -> the seqs of the rows it carries (one, or an array's), until its PUBACK is taken."""
         self._handed = 0
         """The newest seq handed to paho."""
         self._catch_up_to = 0
@@ -146,15 +163,17 @@ class PublishWindow:
     def _take_acks(self) -> None:
         while self._acks:
             mid, reason = self._acks.popleft()
-            seq = self._inflight.pop(mid, None)
-            if seq is None:
+            seqs = self._inflight.pop(mid, None)
+            if seqs is None:
                 continue
-            self._outbox.ack(seq)
+            for seq in seqs:
+                self._outbox.ack(seq)
             if reason.is_failure:
-                self._counters.broker_refused += 1
-                log.error("broker refused event seq %d: %s (not retried)", seq, reason)
+                self._counters.broker_refused += len(seqs)
+                log.error("broker refused event seq %d%s: %s (not retried)", seqs[0],
+                          f"..{seqs[-1]} ({len(seqs)} events)" if len(seqs) > 1 else "", reason)
             else:
-                self._counters.events_out += 1
+                self._counters.events_out += len(seqs)
 
     def hand_over(self, client: mqtt.Client, seq: int, topic: str, payload: bytes) -> bool:
         """The forwarding thread's short cut: publish the row ``seq`` it has just added to the outbox, if it
@@ -172,18 +191,33 @@ class PublishWindow:
             if seq > self._outbox.reserved:  # as fetch(): only seqs the reservation on disk covers
                 return False
             self._take_acks()
-            if len(self._inflight) >= self._size:
+            message = self._alone(topic, payload)
+            if message is None:
                 return False
-            info = client.publish(topic, payload, qos=1)
+            info = client.publish(topic, message, qos=1)
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                 return False  # still the next row: the publisher hands it over when an ack wakes it
             self._handed = seq
-            self._inflight[info.mid] = seq
+            self._inflight[info.mid] = (seq,)
             if self.filling():
                 self.acks_wanted()
             return True
         finally:
             self._lock.release()
+
+    def _alone(self, topic: str, payload: bytes) -> bytes | None:
+        """What :meth:`hand_over` publishes for one row: its payload, or for the stream an array of one; None
+        leaves the row to the publisher (the window is full; with ``event_batches`` once the window is filling: a
+        backlog forms and the publisher sends what waits as arrays; an array that does not fit: the publisher
+        refuses it, logged)."""
+        if len(self._inflight) >= self._size:
+            return None
+        if topic != self._stream:
+            return payload
+        if self._batching and self.filling():
+            return None
+        message = event_array([payload])
+        return message if self._outbox.fits(topic, message) else None
 
     def send(self, client: mqtt.Client) -> None:
         """Hand paho the next rows, as many as the window (and, for a backlog, the bucket) allows."""
@@ -202,32 +236,73 @@ class PublishWindow:
         if room <= 0:
             return
         # Only the backlog found at (re)connection is paced by drain_rate (an outage, a restart);
-        # live events go out as fast as the window allows.
+        # live events go out as fast as the window allows. Tokens count messages (an array is one).
         paced = self._handed < self._catch_up_to
         granted = self._bucket.take(room) if paced else room
         newest = self._outbox.last_seq  # before the fetch: a row added after it is not skipped below
-        rows = self._outbox.fetch(self._handed, granted)
-        if paced:
-            self._bucket.refund(granted - len(rows))
-        self._more = granted == 0 or len(rows) == granted
-        for row in rows:
-            self._handed = row.seq
-            if not self._outbox.fits(row.topic, row.payload):
+        limit = granted * self._batch_max if self._stream is not None else granted
+        rows = self._outbox.fetch(self._handed, limit)
+        sent = 0
+        start = 0
+        while start < len(rows) and sent < granted:
+            group, payload = self._message(rows, start)
+            first = group[0]
+            start += len(group)
+            if not self._outbox.fits(first.topic, payload):
                 log.error("event seq %d on %s is larger than the broker accepts: removed from the outbox",
-                          row.seq, row.topic)
-                self._outbox.refuse(row.seq)
+                          first.seq, first.topic)
+                self._handed = first.seq
+                self._outbox.refuse(first.seq)
                 continue
-            info = client.publish(row.topic, row.payload, qos=1)
+            info = client.publish(first.topic, payload, qos=1)
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-                # paho's queue is full (connection.MAX_QUEUED): the row stays in the outbox and is
+                # paho's queue is full (connection.MAX_QUEUED): the rows stay in the outbox and are
                 # handed again, in order, when an ack wakes the publisher (no busy wait).
-                self._handed = row.seq - 1
+                self._handed = first.seq - 1
                 self._more = False
+                if paced:
+                    self._bucket.refund(granted - sent)
                 return
-            self._inflight[info.mid] = row.seq
+            self._handed = group[-1].seq
+            self._inflight[info.mid] = tuple(row.seq for row in group)
+            sent += 1
+        if paced:
+            self._bucket.refund(granted - sent)
+        fetched_all = len(rows) < limit and start == len(rows)
+        self._more = granted == 0 or not fetched_all
         if self.filling():
             self.acks_wanted()
-        if len(rows) < granted:
+        if fetched_all:
             # Every row up to ``newest`` was fetched (or is gone: acknowledged, shed): the next row is the one
             # after it, which the forwarding thread may hand over itself (:meth:`hand_over`).
             self._handed = max(self._handed, min(newest, self._outbox.reserved))
+
+    def _message(self, rows: list[Row], start: int) -> tuple[list[Row], bytes]:
+        """The rows of the message that begins at ``rows[start]``, and its payload (:meth:`_group_end`, then as many
+        as the broker's packet limit takes: at least the first, which the caller refuses if it does not fit)."""
+        group = rows[start:self._group_end(rows, start)]
+        if group[0].topic != self._stream:
+            return group, group[0].payload
+        payload = event_array([row.payload for row in group])
+        while len(group) > 1 and not self._outbox.fits(group[0].topic, payload):
+            group = group[:-1]
+            payload = event_array([row.payload for row in group])
+        return group, payload
+
+    def _group_end(self, rows: list[Row], start: int) -> int:
+        """The end of the message that begins at ``rows[start]``: consecutive stream rows, up to ``batch_max`` events
+        and ``batch_bytes`` bytes of array; any other row alone."""
+        if rows[start].topic != self._stream:
+            return start + 1
+        end = start + 1
+        size = len(rows[start].payload)
+        stop = min(len(rows), start + self._batch_max)
+        while end < stop:
+            row = rows[end]
+            if row.topic != self._stream:
+                break
+            if event_array_size(size + len(row.payload), end - start + 1) > self._batch_bytes:
+                break
+            size += len(row.payload)
+            end += 1
+        return end
