@@ -23,6 +23,9 @@ order per entity; the value is checked against the line's).
 
 ``python -m bench.node_red_workload [REPEATS] [SECONDS]`` prints the table and the ratios (medians
 of the repeats, baseline and gateway interleaved in each repeat, with ``/proc/loadavg``);
+``--event-batches`` first runs the gateway with ``[mqtt] event_batches = true``: its events then arrive as arrays
+on ``gateway/bench/events``, each array one message, whose readings of ``temperature`` the subscriber counts as the
+``event/temperature`` messages they replace;
 ``python -m bench.node_red_workload --profile OUT [SECONDS]`` profiles the gateway at 1,000 lines/s
 (:mod:`bench.sampler`).
 """
@@ -61,6 +64,9 @@ many seconds of the feed stopping."""
 BASELINE_TOPIC = "bench/baseline/line"
 BASELINE_ALARM = "bench/baseline/alarm"
 GATEWAY_EVENT = "gateway/bench/event/temperature"
+GATEWAY_STREAM = "gateway/bench/events"
+"""With ``event_batches``: the one topic of the gateway's events, JSON arrays (docs/mqtt.md, *The event stream*)."""
+BATCHES = "event_batches = true\n"
 GATEWAY_ALARM = "gateway/bench/alarm/temperature"
 RULES = f"""
 version = 1
@@ -153,8 +159,12 @@ def feed(master: int, first: int, rate: float, seconds: float) -> Feed:
 class Counter:
     """A subscriber: per topic, the payloads and receipt times in order; and every message under ``tree``."""
 
-    def __init__(self, host: str, port: int, tree: str, topics: Sequence[str]) -> None:
+    def __init__(self, host: str, port: int, tree: str, topics: Sequence[str], stream: str | None = None) -> None:
         self.lock = threading.Lock()
+        self.stream = stream
+        """A topic of event arrays: each reading in them is filed under ``<tree>/event/<entity>``, as if it had come
+        alone (its receipt time the array's)."""
+        self.tree = tree
         self.received: dict[str, list[tuple[int, bytes]]] = {t: [] for t in topics}
         self.total = 0
         subscribed = threading.Event()
@@ -173,6 +183,12 @@ class Counter:
             if msg.retain:  # a retained message replayed on subscribing, not sent during the run
                 return
             self.total += 1
+            if msg.topic == self.stream:
+                for event in json.loads(msg.payload):
+                    got = self.received.get(f"{self.tree}/event/{event['entity']}")
+                    if got is not None and event["kind"] == "reading":
+                        got.append((now, json.dumps(event).encode()))
+                return
             got = self.received.get(msg.topic)
             if got is not None:
                 got.append((now, bytes(msg.payload)))
@@ -360,13 +376,16 @@ unit = "°C"
 
 def run_gateway(
     broker: Broker, directory: Path, seconds: float, extra: str = "", *, profile: Path | None = None,
-    rates: Sequence[int] = RATES,
+    rates: Sequence[int] = RATES, event_batches: bool = False,
 ) -> list[Step]:
-    """``profile``: run the gateway under :mod:`bench.sampler`, which writes its profile there at exit."""
+    """``profile``: run the gateway under :mod:`bench.sampler`, which writes its profile there at exit.
+    ``event_batches``: with ``[mqtt] event_batches = true``, its arrays counted event by event."""
     directory.mkdir(parents=True, exist_ok=True)
     pty = Pty()
     fcntl.fcntl(pty.master, fcntl.F_SETFL, fcntl.fcntl(pty.master, fcntl.F_GETFL) | os.O_NONBLOCK)
-    counter = Counter(broker.host, broker.port, "gateway/bench", [GATEWAY_EVENT, GATEWAY_ALARM])
+    counter = Counter(broker.host, broker.port, "gateway/bench", [GATEWAY_EVENT, GATEWAY_ALARM],
+                      stream=GATEWAY_STREAM if event_batches else None)
+    extra = BATCHES + extra if event_batches else extra
     log = directory / "gateway.log"
     config = gateway_config(directory, broker, pty.path, extra)
     if profile is None:
@@ -432,7 +451,8 @@ def summary(runs: list[tuple[list[Step], list[Step]]]) -> list[Figure]:
     return figures
 
 
-def measure(quick: bool, repeats: int | None = None, seconds: float | None = None, extra: str = "") -> list[Figure]:
+def measure(quick: bool, repeats: int | None = None, seconds: float | None = None, extra: str = "",
+            event_batches: bool = False) -> list[Figure]:
     repeats = repeats or (1 if quick else 3)
     seconds = seconds or (2.0 if quick else 4.0)
     runs: list[tuple[list[Step], list[Step]]] = []
@@ -444,7 +464,7 @@ def measure(quick: bool, repeats: int | None = None, seconds: float | None = Non
         try:
             for n in range(repeats):
                 base = run_baseline(broker, seconds)
-                gateway = run_gateway(broker, directory / f"gw{n}", seconds, extra)
+                gateway = run_gateway(broker, directory / f"gw{n}", seconds, extra, event_batches=event_batches)
                 runs.append((base, gateway))
                 loads.append(loadavg())
         finally:
@@ -473,10 +493,13 @@ def main(argv: list[str]) -> int:
 
     if argv and argv[0] == "--profile":
         return profile_main(Path(argv[1]), float(argv[2]) if len(argv) > 2 else 10.0)
+    event_batches = bool(argv) and argv[0] == "--event-batches"
+    if event_batches:
+        argv = argv[1:]
     repeats = int(argv[0]) if argv else 3
     seconds = float(argv[1]) if len(argv) > 1 else 4.0
     extra = argv[2].replace("\\n", "\n") if len(argv) > 2 else ""
-    print(table(measure(False, repeats, seconds, extra)))
+    print(table(measure(False, repeats, seconds, extra, event_batches)))
     return 0
 
 
