@@ -45,6 +45,10 @@ from gateway.mqtt.topics import event_array, event_array_size
 log = logging.getLogger(__name__)
 
 
+FETCH_CHUNK = 128
+"""Rows read from the outbox at a time when event batches are on (at least two batches' worth)."""
+
+
 class TokenBucket:
     """``rate`` tokens a second up to ``burst``: paces the outbox drain after an outage."""
 
@@ -240,11 +244,25 @@ class PublishWindow:
         paced = self._handed < self._catch_up_to
         granted = self._bucket.take(room) if paced else room
         newest = self._outbox.last_seq  # before the fetch: a row added after it is not skipped below
-        limit = granted * self._batch_max if self._stream is not None else granted
-        rows = self._outbox.fetch(self._handed, limit)
+        # With batches the rows are read in chunks, a batch or two ahead of what is sent: under a backlog of
+        # events interleaved with rule publishes (which go alone) a window's messages hold few rows, and reading
+        # ``granted * batch_max`` rows each round cost more than sending them (measured at 5,000 lines/s).
+        per = self._batch_max if self._batching else 1
+        chunk = granted if per == 1 else max(2 * per, FETCH_CHUNK)
+        rows = self._outbox.fetch(self._handed, chunk)
+        exhausted = len(rows) < chunk
         sent = 0
         start = 0
-        while start < len(rows) and sent < granted:
+        while sent < granted:
+            if per > 1 and not exhausted and len(rows) - start < per:
+                rows = rows[start:]
+                start = 0
+                after = rows[-1].seq if rows else self._handed
+                ahead = self._outbox.fetch(after, chunk)
+                exhausted = len(ahead) < chunk
+                rows.extend(ahead)
+            if start >= len(rows):
+                break
             group, payload = self._message(rows, start)
             first = group[0]
             start += len(group)
@@ -268,7 +286,7 @@ class PublishWindow:
             sent += 1
         if paced:
             self._bucket.refund(granted - sent)
-        fetched_all = len(rows) < limit and start == len(rows)
+        fetched_all = exhausted and start == len(rows)
         self._more = granted == 0 or not fetched_all
         if self.filling():
             self.acks_wanted()
