@@ -87,6 +87,21 @@ def test_a_backlog_after_an_outage_is_sent_as_arrays_of_at_most_event_batch_max(
     assert [e["seq"] for e in got] == sorted(e["seq"] for e in got)
 
 
+def test_a_backlog_longer_than_the_outbox_reads_at_a_time_is_still_sent_as_full_arrays(
+    broker: Broker, tmp_path: Path
+) -> None:
+    harness = make_bridge(make_config("batches-long", tmp_path / "state", broker.port, event_batches=True))
+    topic = "gateway/batches-long/events"
+    for n in range(1000):
+        harness.bridge.forward(harness.events.reading("living_temp", n))
+    with recorder(broker.host, broker.port, topic) as hub:
+        harness.bridge.start()
+        wait_until(lambda: len(events_in(hub.on(topic))) >= 1000, what="the backlog")
+        harness.bridge.stop()
+    assert [len(m.json()) for m in hub.on(topic)] == [50] * 20
+    assert [e["value"] for e in events_in(hub.on(topic))] == list(range(1000))
+
+
 def test_an_array_is_never_larger_than_event_batch_bytes(broker: Broker, tmp_path: Path) -> None:
     harness = make_bridge(make_config("batches-bytes", tmp_path / "state", broker.port, event_batches=True,
                                       event_batch_bytes=1024))
