@@ -240,3 +240,36 @@ def test_with_event_batches_off_events_go_to_their_entitys_topic_and_nothing_to_
         harness.bridge.stop()
     assert got[0].json()["value"] == 21.5
     assert not hub.on("gateway/batches-off/events")
+
+
+def test_an_overflowing_stream_keeps_the_newest_reading_of_each_entity(tmp_path: Path) -> None:
+    """Coalescing keeps each entity's newest reading (docs/mqtt.md, *What is lost first*): all entities sharing the
+    stream's topic must not make one entity's reading supersede another's."""
+    harness = make_bridge(make_config("batches-shed", tmp_path / "state", 1, event_batches=True,
+                                      outbox={"max_events": 100}))
+    harness.bridge.forward(harness.events.reading("front_door", True))
+    for n in range(150):
+        harness.bridge.forward(harness.events.reading("living_temp", n))
+    harness.bridge.outbox.commit()
+    kept = [json.loads(row.payload) for row in harness.bridge.outbox.fetch(0, 1000)]
+    harness.bridge.outbox.close()
+    assert len(kept) == 100
+    assert [e["value"] for e in kept if e["entity"] == "front_door"] == [True]
+    assert [e["value"] for e in kept if e["entity"] == "living_temp"][-1] == 149
+
+
+def test_an_outbox_reopened_keeps_the_newest_reading_of_each_entity_of_the_stream(tmp_path: Path) -> None:
+    config = make_config("batches-shed-again", tmp_path / "state", 1, event_batches=True,
+                         outbox={"max_events": 100})
+    first = make_bridge(config)
+    first.bridge.forward(first.events.reading("front_door", True))
+    for n in range(60):
+        first.bridge.forward(first.events.reading("living_temp", n))
+    first.bridge.outbox.close()
+    second = make_bridge(config)
+    for n in range(60, 100):
+        second.bridge.forward(second.events.reading("living_temp", n))
+    second.bridge.outbox.commit()
+    kept = [json.loads(row.payload) for row in second.bridge.outbox.fetch(0, 1000)]
+    second.bridge.outbox.close()
+    assert [e["value"] for e in kept if e["entity"] == "front_door"] == [True]

@@ -168,7 +168,8 @@ class MqttBridge:
             self._wake_unless_handed(handed, batches)
             return
         if self._queue(self._event_topic(event.entity), functools.partial(event_payload, event),
-                       kind=event.kind.value, ts=event.ts) and event.kind is Kind.READING:
+                       kind=event.kind.value, ts=event.ts, key=self.topics.event(event.entity)) \
+                and event.kind is Kind.READING:
             self.retained.update_state(event)  # a reading's state is held or due: the next commit's round sends it
             self._wake_unless_handed(True, batches)
             return
@@ -297,7 +298,8 @@ class MqttBridge:
             return False
         return self._queue(topic, lambda seq: payload, kind="publish", ts=event.ts)
 
-    def _queue(self, topic: str, make_payload: Callable[[int], bytes], *, kind: str, ts: float) -> bool:
+    def _queue(self, topic: str, make_payload: Callable[[int], bytes], *, kind: str, ts: float,
+               key: str | None = None) -> bool:
         """Add a row to the outbox and, when the uplink is up and the window lets it, hand it to paho here and
         now (:meth:`PublishWindow.hand_over`): the row is in the outbox before paho has it. True if paho has
         it; False leaves it to the publisher thread."""
@@ -307,7 +309,7 @@ class MqttBridge:
             made.append(make_payload(seq))
             return made[0]
 
-        seq = self.outbox.add(topic, payload_of, kind=kind, ts=ts)
+        seq = self.outbox.add(topic, payload_of, kind=kind, ts=ts, key=key)
         return (seq is not None and self.link.connected and not self._stopping.is_set()
                 and self.window.hand_over(self.link.client, seq, topic, made[0]))
 

@@ -136,6 +136,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
+STREAM_SUFFIX = "/events"
+"""The end of the event stream's topic (``<base>/events``, ``[mqtt] event_batches``): its rows are events of every
+entity, each with its ``entity`` in its JSON payload."""
+_READING_KEY = (
+    f"CASE WHEN topic LIKE '%{STREAM_SUFFIX}' AND json_valid(CAST(payload AS TEXT)) "
+    "THEN substr(topic, 1, length(topic) - 1) || '/' || json_extract(CAST(payload AS TEXT), '$.entity') "
+    "ELSE topic END"
+)
+"""The key of a reading row (whose newest reading it is, for coalescing): its entity's ``event/<entity>`` topic,
+also for a row of the stream, whose readings of all entities share one topic. In SQL, for the rows an outbox holds
+when it is opened; :meth:`Outbox.add` is given it."""
+
+
 def _seq_of(row: tuple[int, str, bytes, int, float]) -> int:
     return row[0]
 
@@ -244,7 +257,8 @@ class Outbox:
         self._floors: dict[int, int] = {}
         """Per lane (index in :data:`SHED_ORDER`; -1: superseded readings): no sheddable row below this seq."""
         self._newest_reading: dict[str, int] = {}
-        """topic -> the seq of its newest reading: the one coalescing keeps."""
+        """An entity's key (its ``event/<entity>`` topic, :data:`_READING_KEY`) -> the seq of its newest reading: the
+        one coalescing keeps."""
         self.max_packet_size = max_packet_size
         self.mqtt5 = mqtt5
         self.counters = OutboxCounters()
@@ -337,8 +351,9 @@ class Outbox:
             row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
             self._next_seq = max(int(row[0]) if row else 0, seq_floor) + 1
             self._committed_seq = self._next_seq - 1
-            self._newest_reading = {str(topic): int(seq) for topic, seq in db.execute(
-                "SELECT topic, MAX(seq) FROM outbox WHERE droppable = ? GROUP BY topic", (READING,))}
+            self._newest_reading = {str(key): int(seq) for key, seq in db.execute(
+                f"SELECT {_READING_KEY} AS key, MAX(seq) FROM outbox WHERE droppable = ? GROUP BY key",  # noqa: S608 - a constant
+                (READING,))}
             self._db = db
             self._reserve(self._next_seq - 1 + SEQ_RESERVE)
             self._reserved = self._next_seq - 1 + SEQ_RESERVE
@@ -383,11 +398,13 @@ class Outbox:
     # -- any thread ------------------------------------------------------------------------
 
     def add(self, topic: str, make_payload: Callable[[int], bytes], *, ts: float, kind: str | None = None,
-            droppable: bool = False) -> int | None:
+            droppable: bool = False, key: str | None = None) -> int | None:
         """Give the event the next seq and queue it for the next commit; None if refused.
 
         ``kind`` (a :data:`KIND_CODES` name, e.g. an event's ``Kind`` value) decides what is shed first when
-        the bound is reached; without it, ``droppable`` rows count as readings and the others as ``other``."""
+        the bound is reached; without it, ``droppable`` rows count as readings and the others as ``other``.
+        ``key``: whose newest reading this is, for coalescing (the entity's ``event/<entity>`` topic, also when the
+        row is for the stream ``<base>/events``: :data:`_READING_KEY`); default the topic."""
         code = KIND_CODES.get(kind, 0) if kind is not None else READING if droppable else 0
         with self._lock:
             if self._closed:
@@ -405,7 +422,7 @@ class Outbox:
             self._next_seq = seq + 1
             self._pending.rows.append((seq, topic, payload, code, ts))
             if code == READING:
-                self._newest_reading[topic] = seq
+                self._newest_reading[key or topic] = seq
             if self._pending.since is None:
                 self._pending.since = self._monotonic()
                 self.batches += 1
@@ -619,13 +636,13 @@ class Outbox:
         shed: dict[int, int] = {}
         if len(rows) <= self.max_events:
             return rows, shed
-        newest = {topic: seq for seq, topic, _, code, _ in rows if code == READING}
+        newest = set(self._newest_reading.values())  # the rows in memory are the newest of all
         gone: set[int] = set()
         excess = len(rows) - self.max_events
-        for seq, topic, _, code, _ in rows:
+        for seq, _, _, code, _ in rows:
             if len(gone) >= excess:
                 break
-            if code == READING and newest[topic] != seq:
+            if code == READING and seq not in newest:
                 gone.add(seq)
                 shed[READING] = shed.get(READING, 0) + 1
         depth = len(rows) - len(gone)
