@@ -194,10 +194,13 @@ def test_every_event_posted_while_the_consumer_times_out_over_and_over_arrives_o
 def test_a_wait_that_timed_out_leaves_no_signal_that_would_cut_the_next_wait_short() -> None:
     _, events = virtual_events()
     bus = Bus()
+    posts: list[threading.Timer] = []
     for i in range(200):  # timed-out waits, some of them racing a post
-        threading.Timer(0.0005, lambda: bus.post(events.reading("t", i))).start()
+        posts.append(threading.Timer(0.0005, bus.post, (events.reading("t", i),)))
+        posts[-1].start()
         bus.get_batch(0.0005, 10)
-    threading.Event().wait(0.01)  # every timer has posted
+    for post in posts:
+        post.join()
     bus.get_batch(0, 1_000)
     start = time.monotonic()
     assert bus.get_batch(0.05, 10) == []
