@@ -175,13 +175,17 @@ class Bus:
             if self._queue or self._overflow or self._wake or (timeout is not None and timeout <= 0):
                 return
             self._sleeping = True
-        if self._signal.acquire(True, -1 if timeout is None else timeout):
-            return  # released by the producer that cleared ``_sleeping``: the signal is ours (held) again
-        with self._lock:
-            coming = not self._sleeping  # a producer cleared it after the wait ran out and releases right after
-            self._sleeping = False
-        if coming:
-            self._signal.acquire()  # take that release, so that no stale signal cuts the next wait short
+        signalled = False
+        try:
+            # True: released by the producer that cleared ``_sleeping``; the signal is ours (held) again.
+            signalled = self._signal.acquire(True, -1 if timeout is None else min(timeout, threading.TIMEOUT_MAX))
+        finally:  # the wait ran out (or a signal handler raised in it)
+            if not signalled:
+                with self._lock:
+                    coming = not self._sleeping  # a producer cleared it after the wait ran out: its release follows
+                    self._sleeping = False
+                if coming:
+                    self._signal.acquire()  # take that release, so that no stale signal cuts the next wait short
 
     def __len__(self) -> int:
         with self._lock:
