@@ -135,7 +135,12 @@ class Bus:
 
     def get(self, timeout: float | None) -> Event | None:
         """The next event, or None on timeout or after :meth:`wake`."""
-        self._wait(timeout)
+        with self._lock:
+            if self._ready(timeout):
+                self._wake = False
+                return self._pop()
+            self._sleeping = True
+        self._sleep(timeout)
         with self._lock:
             self._wake = False
             return self._pop()
@@ -146,13 +151,20 @@ class Bus:
         than per event (issue 14: the producers post while the dispatcher drains). The quota counts of
         what is taken are released at once, so at most ``limit`` more readings than ``capacity`` are
         held in memory."""
-        self._wait(timeout)
         with self._lock:
-            self._wake = False
-            batch: list[Event] = []
-            while len(batch) < limit and (event := self._pop()) is not None:
-                batch.append(event)
-            return batch
+            if self._ready(timeout):  # events wait (a busy stream): one lock round, no wait
+                return self._take(limit)
+            self._sleeping = True
+        self._sleep(timeout)
+        with self._lock:
+            return self._take(limit)
+
+    def _take(self, limit: int) -> list[Event]:
+        self._wake = False
+        batch: list[Event] = []
+        while len(batch) < limit and (event := self._pop()) is not None:
+            batch.append(event)
+        return batch
 
     def get_nowait(self) -> Event | None:
         with self._lock:
@@ -168,13 +180,13 @@ class Bus:
         if sleeping:
             self._signal.release()
 
-    def _wait(self, timeout: float | None) -> None:
-        """The consumer's side: return once there is something to take, a :meth:`wake`, or ``timeout`` seconds
-        (None: no limit) passed. Only one thread may consume."""
-        with self._lock:
-            if self._queue or self._overflow or self._wake or (timeout is not None and timeout <= 0):
-                return
-            self._sleeping = True
+    def _ready(self, timeout: float | None) -> bool:
+        """Under the lock: the consumer need not wait (something to take, a :meth:`wake`, no time to wait)."""
+        return bool(self._queue or self._overflow or self._wake or (timeout is not None and timeout <= 0))
+
+    def _sleep(self, timeout: float | None) -> None:
+        """The consumer's wait, once it has set ``_sleeping`` under the lock: returns when a producer or
+        :meth:`wake` released the signal, or ``timeout`` seconds (None: no limit) passed. One consumer only."""
         signalled = False
         try:
             # True: released by the producer that cleared ``_sleeping``; the signal is ours (held) again.
