@@ -25,6 +25,19 @@ never lose a change that matters. The overflow policy:
 
 What was shed is counted by kind (``coalesced_by_kind``, ``dropped_by_kind``)
 for health and ``gateway status``.
+
+How the consumer is woken (issue 14: the dispatcher was woken about 1.5 times
+per line at 1,000 lines/s). There is one consumer. It waits on a raw lock used
+as a one-shot signal, not on a ``threading.Condition``: before it blocks it sets
+``_sleeping`` under the bus lock; a producer that finds it set clears it and
+releases the signal *after* letting go of the bus lock, so the woken consumer
+does not find the lock still held and block a second time, and a post nobody
+waits for costs one flag test (``Condition.notify`` tried the lock and walked
+its waiters on every post; ``Condition.wait`` allocated a lock per wait).
+Exactly one party clears the flag, so the signal is released at most once per
+wait: a wait that times out while a producer is between the two steps takes
+the release that is coming, and no stale signal is left to cut the next wait
+short.
 """
 
 from __future__ import annotations
@@ -65,8 +78,8 @@ up with (a 1,000 lines/s serial device) is never coalesced, and a flood's newest
 
 
 class Bus:
-    __slots__ = ("_cond", "_hard_limit", "_overflow", "_queue", "_queued", "_wake", "capacity", "counters",
-                 "per_entity")
+    __slots__ = ("_hard_limit", "_lock", "_overflow", "_queue", "_queued", "_signal", "_sleeping", "_wake", "capacity",
+                 "counters", "per_entity")
 
     def __init__(self, capacity: int = 10_000, hard_limit: int | None = None, per_entity: int = PER_ENTITY) -> None:
         if capacity < 1:
@@ -80,13 +93,19 @@ class Bus:
         self._hard_limit = hard_limit if hard_limit is not None else capacity * 2
         self._queue: deque[Event] = deque()
         self._overflow: dict[str, Event] = {}
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._signal = threading.Lock()
+        """Held except while a producer hands the sleeping consumer its wake-up (the module docstring)."""
+        self._signal.acquire()
+        self._sleeping = False
+        """The consumer waits (or is about to) on ``_signal``; set by it and cleared by whoever releases it,
+        both under ``_lock``."""
         self._wake = False
         self.counters = BusCounters()
 
     def post(self, event: Event) -> None:
         """Queue an event; never blocks, safe from any thread."""
-        with self._cond:
+        with self._lock:
             self.counters.posted += 1
             entity = event.entity
             if not event.critical and (
@@ -109,13 +128,20 @@ class Bus:
             else:
                 self._append(event)
                 self.counters.high_water = max(self.counters.high_water, len(self._queue))
-            self._cond.notify()
+            sleeping = self._sleeping
+            self._sleeping = False
+        if sleeping:
+            self._signal.release()
 
     def get(self, timeout: float | None) -> Event | None:
         """The next event, or None on timeout or after :meth:`wake`."""
-        with self._cond:
-            if not self._queue and not self._overflow and not self._wake:
-                self._cond.wait(timeout)
+        with self._lock:
+            if self._ready(timeout):
+                self._wake = False
+                return self._pop()
+            self._sleeping = True
+        self._sleep(timeout)
+        with self._lock:
             self._wake = False
             return self._pop()
 
@@ -125,27 +151,56 @@ class Bus:
         than per event (issue 14: the producers post while the dispatcher drains). The quota counts of
         what is taken are released at once, so at most ``limit`` more readings than ``capacity`` are
         held in memory."""
-        with self._cond:
-            if not self._queue and not self._overflow and not self._wake:
-                self._cond.wait(timeout)
-            self._wake = False
-            batch: list[Event] = []
-            while len(batch) < limit and (event := self._pop()) is not None:
-                batch.append(event)
-            return batch
+        with self._lock:
+            if self._ready(timeout):  # events wait (a busy stream): one lock round, no wait
+                return self._take(limit)
+            self._sleeping = True
+        self._sleep(timeout)
+        with self._lock:
+            return self._take(limit)
+
+    def _take(self, limit: int) -> list[Event]:
+        self._wake = False
+        batch: list[Event] = []
+        while len(batch) < limit and (event := self._pop()) is not None:
+            batch.append(event)
+        return batch
 
     def get_nowait(self) -> Event | None:
-        with self._cond:
+        with self._lock:
             return self._pop()
 
     def wake(self) -> None:
-        """Make a waiting :meth:`get` return now (signal handlers use this)."""
-        with self._cond:
+        """Make a waiting :meth:`get` return now, or the next one if none waits. Not from a signal handler:
+        the bus lock is not re-entrant (``gateway.service`` wakes the loop from a thread of its own)."""
+        with self._lock:
             self._wake = True
-            self._cond.notify()
+            sleeping = self._sleeping
+            self._sleeping = False
+        if sleeping:
+            self._signal.release()
+
+    def _ready(self, timeout: float | None) -> bool:
+        """Under the lock: the consumer need not wait (something to take, a :meth:`wake`, no time to wait)."""
+        return bool(self._queue or self._overflow or self._wake or (timeout is not None and timeout <= 0))
+
+    def _sleep(self, timeout: float | None) -> None:
+        """The consumer's wait, once it has set ``_sleeping`` under the lock: returns when a producer or
+        :meth:`wake` released the signal, or ``timeout`` seconds (None: no limit) passed. One consumer only."""
+        signalled = False
+        try:
+            # True: released by the producer that cleared ``_sleeping``; the signal is ours (held) again.
+            signalled = self._signal.acquire(True, -1 if timeout is None else min(timeout, threading.TIMEOUT_MAX))
+        finally:  # the wait ran out (or a signal handler raised in it)
+            if not signalled:
+                with self._lock:
+                    coming = not self._sleeping  # a producer cleared it after the wait ran out: its release follows
+                    self._sleeping = False
+                if coming:
+                    self._signal.acquire()  # take that release, so that no stale signal cuts the next wait short
 
     def __len__(self) -> int:
-        with self._cond:
+        with self._lock:
             return len(self._queue) + len(self._overflow)
 
     def _pop(self) -> Event | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 from core.events import Kind
 from gateway.bus import Bus
@@ -147,3 +149,74 @@ def test_a_batch_comes_back_empty_when_the_bus_is_woken() -> None:
     bus = Bus(capacity=10)
     bus.wake()
     assert bus.get_batch(5, 10) == []
+
+
+def test_a_post_wakes_a_get_batch_waiting_in_another_thread() -> None:
+    _, events = virtual_events()
+    bus = Bus()
+    threading.Timer(0.01, lambda: bus.post(events.reading("t", 1))).start()
+    assert [e.value for e in bus.get_batch(5, 10)] == [1]
+
+
+def test_a_wake_releases_a_get_batch_waiting_in_another_thread() -> None:
+    bus = Bus()
+    threading.Timer(0.01, bus.wake).start()
+    assert bus.get_batch(5, 10) == []
+
+
+def test_every_event_posted_while_the_consumer_times_out_over_and_over_arrives_once_in_order() -> None:
+    """The race of a wait that times out just as a producer signals it: the producer must never signal twice
+    (it would raise) and no event may be lost or repeated."""
+    _, events = virtual_events()
+    bus = Bus()
+    count = 5_000
+    failures: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for i in range(count):
+                bus.post(events.reading("t", i))
+                if i % 7 == 0:
+                    threading.Event().wait(0.0001)
+        except BaseException as exc:  # pragma: no cover - what the test is there to catch
+            failures.append(exc)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    received: list[object] = []
+    while len(received) < count and (producer.is_alive() or len(bus)):
+        received += [e.value for e in bus.get_batch(0.00005, 3)]
+    producer.join()
+    received += [e.value for e in bus.get_batch(0, count)]
+    assert failures == []
+    assert received == list(range(count))
+
+
+class _TimesOutAsAPostArrives:
+    """The bus's wake-up signal, with the race made certain: the wait runs out, and only then (before the
+    consumer has looked again) a producer posts and releases the signal."""
+
+    def __init__(self, bus: Bus, post: Callable[[], None]) -> None:
+        self.real, self.post, self.raced = bus._signal, post, False
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self.raced or timeout < 0:
+            return self.real.acquire(blocking, timeout)
+        self.raced = True
+        self.post()
+        return False
+
+    def release(self) -> None:
+        self.real.release()
+
+
+def test_a_wait_that_runs_out_as_a_post_arrives_leaves_no_signal_to_cut_the_next_wait_short() -> None:
+    _, events = virtual_events()
+    bus = Bus()
+    bus._signal = _TimesOutAsAPostArrives(bus, lambda: bus.post(events.reading("t", 1)))  # type: ignore[assignment]
+    assert [e.value for e in bus.get_batch(0.01, 10)] == [1]
+    start = time.monotonic()
+    assert bus.get_batch(0.05, 10) == []
+    assert time.monotonic() - start >= 0.049
+    threading.Timer(0.01, bus.post, (events.reading("t", 2),)).start()
+    assert [e.value for e in bus.get_batch(5, 10)] == [2]
