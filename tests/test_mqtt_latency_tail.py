@@ -7,18 +7,11 @@ and committed within the same round."""
 from __future__ import annotations
 
 import json
-import linecache
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.mqtt.health import BridgeCounters
-from gateway.mqtt.outbox import Outbox
-from gateway.mqtt.window import PublishWindow
 from tests.conftest import Broker
 from tests.mqtt_support import Harness, make_bridge, make_config, recorder, wait_until
 
@@ -81,58 +74,3 @@ def test_a_row_left_to_the_publisher_is_in_the_outbox_before_paho_has_it_and_com
         wait_until(lambda: harness.bridge.outbox.committed_seq >= seq, timeout=1.0, what="the commit")
         harness.bridge.stop()
     assert handed.in_outbox == [True]
-
-
-# -- the forwarding thread and the publisher's round -------------------------------------------------------------
-
-
-def unconnected_client() -> mqtt.Client:
-    """A real paho client that never connects: it numbers and keeps QoS 1 messages as it would offline."""
-    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id="tail-test")
-
-
-def blocked_in_the_lock_wait(thread: threading.Thread) -> bool:
-    """``thread`` is inside ``hand_over``, on the line that waits for the window's lock."""
-    frame = sys._current_frames().get(thread.ident or -1)
-    return (frame is not None and frame.f_code.co_name == "hand_over"
-            and "acquire(" in linecache.getline(frame.f_code.co_filename, frame.f_lineno))
-
-
-def test_a_hand_over_that_meets_the_publishers_round_waits_for_it_and_hands_the_row_over(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "outbox.sqlite3", synchronous="OFF")
-    window = PublishWindow(outbox, BridgeCounters(), size=10, drain_rate=1000.0, wake=lambda: None,
-                           hand_over_wait=30.0)
-    client = unconnected_client()
-    window.send(client)  # the publisher has caught up
-    seq = outbox.add("gateway/t/event/x", lambda seq: b"{}", ts=0.0)
-    assert seq is not None
-    forwarding = threading.current_thread()
-    done = threading.Event()
-
-    def publishers_round() -> None:
-        # holds the window's lock (a round in progress) until the forwarding thread waits for it
-        while not blocked_in_the_lock_wait(forwarding) and not done.is_set():
-            threading.Event().wait(0.001)
-        window._lock.release()
-
-    window._lock.acquire()
-    publisher = threading.Thread(target=publishers_round)
-    publisher.start()
-    try:
-        handed = window.hand_over(client, seq, "gateway/t/event/x", b"{}")
-    finally:
-        done.set()
-        publisher.join()
-    assert handed
-
-
-def test_a_hand_over_leaves_the_row_to_the_publisher_when_its_round_outlasts_the_wait(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "outbox.sqlite3", synchronous="OFF")
-    window = PublishWindow(outbox, BridgeCounters(), size=10, drain_rate=1000.0, wake=lambda: None,
-                           hand_over_wait=0.001)
-    client = unconnected_client()
-    window.send(client)
-    seq = outbox.add("gateway/t/event/x", lambda seq: b"{}", ts=0.0)
-    assert seq is not None
-    with window._lock:  # a round that does not end (a backlog read from disk)
-        assert not window.hand_over(client, seq, "gateway/t/event/x", b"{}")

@@ -15,9 +15,7 @@ Two threads hand rows over, in one order: the publisher thread (:meth:`PublishWi
 rows after a reconnect, rows that found the window full) and the forwarding (dispatcher) thread, which hands
 paho the row it has just added to the outbox when that row is the next in ``seq`` order and the window has
 room (:meth:`PublishWindow.hand_over`: issue 14, one thread wake-up less per event). A lock keeps the two
-apart. The forwarding thread waits for it at most :data:`HAND_OVER_WAIT` (the publisher holds it only to take
-acks and hand rows over, never while it commits or sleeps); a row whose hand-over would wait longer, or that
-is not next, is the publisher's.
+apart; the forwarding thread never waits for it (if the publisher holds it, the row is the publisher's).
 """
 
 from __future__ import annotations
@@ -36,13 +34,6 @@ from gateway.mqtt.health import BridgeCounters
 from gateway.mqtt.outbox import Outbox
 
 log = logging.getLogger(__name__)
-
-HAND_OVER_WAIT = 0.002
-"""Seconds the forwarding thread waits for the window's lock when the publisher's round holds it. Giving up at
-once left 2 % of the rows at 1,000 lines/s to the publisher thread, which hands them over a thread wake-up (and
-at worst its commit) later: they were most of the slowest 2 % (issue 14's p99, docs/performance.md). The
-publisher holds the lock for microseconds, longer only when it is descheduled or reads a backlog from disk; the
-bound keeps the dispatcher from waiting on that."""
 
 
 class TokenBucket:
@@ -79,15 +70,13 @@ class PublishWindow:
     the link counts as up)."""
 
     def __init__(
-        self, outbox: Outbox, counters: BridgeCounters, *, size: int, drain_rate: float, wake: Callable[[], None],
-        hand_over_wait: float = HAND_OVER_WAIT,
+        self, outbox: Outbox, counters: BridgeCounters, *, size: int, drain_rate: float, wake: Callable[[], None]
     ) -> None:
         self._outbox = outbox
         self._counters = counters
         self._size = size
         self._bucket = TokenBucket(drain_rate, size)
         self._wake = wake
-        self._hand_over_wait = hand_over_wait
         self._acks: deque[tuple[int, ReasonCode]] = deque()
         self._inflight: dict[int, int] = {}
         """paho's message id -> the seq of the row it carries, until its PUBACK is taken."""
@@ -171,17 +160,11 @@ class PublishWindow:
         """The forwarding thread's short cut: publish the row ``seq`` it has just added to the outbox, if it
         is the next row in ``seq`` order, the window has room, no backlog is being paced and no resent
         window is waiting for its acks. True if paho has it; False leaves it to the publisher thread
-        (wake it). Waits for the publisher's round at most ``hand_over_wait`` (:data:`HAND_OVER_WAIT`), and not
-        at all when the row is the publisher's anyway (a backlog or a resent window being caught up, a full
-        window); never for the outbox's disk.
+        (wake it). Never waits: not for the publisher, not for the outbox's disk.
 
         The caller checks that the link is up. Acks recorded since the last round are taken first, so a
         steady stream keeps finding room without the publisher."""
-        # The first three are read without the lock (and checked again under it): a row that will not be handed
-        # over waits for nothing.
-        if (self._resuming or self._handed < self._catch_up_to
-                or len(self._inflight) - len(self._acks) >= self._size
-                or not self._lock.acquire(timeout=self._hand_over_wait)):
+        if not self._lock.acquire(blocking=False):
             return False
         try:
             if self._resuming or seq != self._handed + 1 or self._handed < self._catch_up_to:
