@@ -200,3 +200,44 @@ def test_a_started_gateway_has_built_no_validator_it_has_not_used(tmp_path: Path
     assert "gateway.config.Config (base)" not in built
     assert not {name for name in built if name.startswith("drivers.conditioning.")}
     assert "rules.model.Thermostat" not in built
+
+
+def test_a_started_gateway_has_not_built_the_nested_conditions_nor_the_alarm_sensors(tmp_path: Path) -> None:
+    # They were built at import (model_rebuild for the recursive union, a default AlarmSensors() instance):
+    # the rule file's own validator holds what it needs of them; alone they were 0.3 MB of every start.
+    text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22), toml.device("door", "gpio.input", pin=27))
+    text += '\n[rules]\nunsynced_clock = "run"\nwatch = false\n'
+    config = write_config(tmp_path, text, rules=UNSCHEDULED)
+    done = subprocess.run([sys.executable, "-c", BUILT_MODELS, str(config)], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    built = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert not {f"rules.model.{name}" for name in ("AllCondition", "AnyCondition", "NotCondition", "AlarmSensors")} & built
+
+
+def test_a_gateway_started_from_a_valid_config_never_imports_difflib_nor_getpass(tmp_path: Path) -> None:
+    # difflib serves the did-you-mean of a mistake, getpass `python -m rules.codes`: neither runs in a start.
+    modules = modules_of_a_started_gateway(tmp_path, UNSCHEDULED)
+    assert not {"difflib", "getpass"} & modules
+
+
+CLOCK_FROM_TIMESYNCD = """
+import json, sys
+from pathlib import Path
+from core.clocksync import clock_sync_status
+
+assert clock_sync_status(flag=Path(sys.argv[1])).source == "timesyncd"
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_clock_that_timesyncd_vouches_for_is_checked_without_loading_ctypes(tmp_path: Path) -> None:
+    # ctypes (0.3 MB) is for the kernel's adjtimex, asked only when timesyncd's flag file is absent.
+    flag = tmp_path / "synchronized"
+    flag.touch()
+    done = subprocess.run([sys.executable, "-c", CLOCK_FROM_TIMESYNCD, str(flag)], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert "ctypes" not in set(json.loads(done.stdout.strip().splitlines()[-1]))
