@@ -213,7 +213,8 @@ def test_a_started_gateway_has_not_built_the_nested_conditions_nor_the_alarm_sen
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     built = set(json.loads(done.stdout.strip().splitlines()[-1]))
-    assert not {f"rules.model.{name}" for name in ("AllCondition", "AnyCondition", "NotCondition", "AlarmSensors")} & built
+    unused = ("AllCondition", "AnyCondition", "NotCondition", "AlarmSensors")
+    assert not {f"rules.model.{name}" for name in unused} & built
 
 
 def test_a_gateway_started_from_a_valid_config_never_imports_difflib_nor_getpass(tmp_path: Path) -> None:
@@ -241,3 +242,26 @@ def test_a_clock_that_timesyncd_vouches_for_is_checked_without_loading_ctypes(tm
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert "ctypes" not in set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+CHECKED_CONFIG = """
+import json, sys
+from gateway.cli import main
+
+assert main(["check", "--config", sys.argv[1]]) == 0
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_gateway_check_validates_without_importing_the_engine_nor_the_dispatcher(tmp_path: Path) -> None:
+    # systemd runs `gateway check` before every start (ExecStartPre): it needs the rule files' loader, not
+    # what runs them (the engine, the controllers, the dispatcher: ~40 ms of every start, docs/performance.md).
+    text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22), toml.device("door", "gpio.input", pin=27))
+    config = write_config(tmp_path, text, rules=UNSCHEDULED)
+    done = subprocess.run([sys.executable, "-c", CHECKED_CONFIG, str(config)], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    modules = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "rules.loader" in modules
+    assert not {"rules.engine", "gateway.dispatcher", "gateway.assembly"} & modules
