@@ -265,3 +265,8 @@ def test_gateway_check_validates_without_importing_the_engine_nor_the_dispatcher
     modules = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert "rules.loader" in modules
     assert not {"rules.engine", "gateway.dispatcher", "gateway.assembly"} & modules
+
+
+def test_a_house_without_a_thermostat_never_imports_the_thermostat_controller(tmp_path: Path) -> None:
+    modules = modules_of_a_started_gateway(tmp_path, UNSCHEDULED)
+    assert "rules.thermostat" not in modules
