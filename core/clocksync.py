@@ -35,14 +35,17 @@ the log can tell an installer what is wrong ("adjtimex refused by the sandbox").
 
 from __future__ import annotations
 
-import ctypes
 import errno
+import functools
 import os
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import ctypes
 
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 """Created by systemd-timesyncd at its first synchronisation after boot (it lives in /run)."""
@@ -57,33 +60,41 @@ TIMEDATECTL_TIMEOUT = 5.0
 """Seconds to wait for timedated (D-Bus activation on a slow board included)."""
 
 
-class _Timex(ctypes.Structure):
-    """``struct timex`` (``<sys/timex.h>``) for the ``adjtimex`` symbol: ``long`` fields, native width."""
+@functools.cache
+def _timex_type() -> type[ctypes.Structure]:
+    """The ``struct timex`` type, made at the first kernel read: ``ctypes`` (0.3 MB, a few ms) is imported
+    only then, so a board whose timesyncd flag answers, or a house that never asks, does not load it."""
+    import ctypes
 
-    _fields_ = [
-        ("modes", ctypes.c_uint),
-        ("offset", ctypes.c_long),
-        ("freq", ctypes.c_long),
-        ("maxerror", ctypes.c_long),
-        ("esterror", ctypes.c_long),
-        ("status", ctypes.c_int),
-        ("constant", ctypes.c_long),
-        ("precision", ctypes.c_long),
-        ("tolerance", ctypes.c_long),
-        ("time_sec", ctypes.c_long),
-        ("time_usec", ctypes.c_long),
-        ("tick", ctypes.c_long),
-        ("ppsfreq", ctypes.c_long),
-        ("jitter", ctypes.c_long),
-        ("shift", ctypes.c_int),
-        ("stabil", ctypes.c_long),
-        ("jitcnt", ctypes.c_long),
-        ("calcnt", ctypes.c_long),
-        ("errcnt", ctypes.c_long),
-        ("stbcnt", ctypes.c_long),
-        ("tai", ctypes.c_int),
-        ("_reserved", ctypes.c_int * 11),
-    ]
+    class _Timex(ctypes.Structure):
+        """``struct timex`` (``<sys/timex.h>``) for the ``adjtimex`` symbol: ``long`` fields, native width."""
+
+        _fields_ = [
+            ("modes", ctypes.c_uint),
+            ("offset", ctypes.c_long),
+            ("freq", ctypes.c_long),
+            ("maxerror", ctypes.c_long),
+            ("esterror", ctypes.c_long),
+            ("status", ctypes.c_int),
+            ("constant", ctypes.c_long),
+            ("precision", ctypes.c_long),
+            ("tolerance", ctypes.c_long),
+            ("time_sec", ctypes.c_long),
+            ("time_usec", ctypes.c_long),
+            ("tick", ctypes.c_long),
+            ("ppsfreq", ctypes.c_long),
+            ("jitter", ctypes.c_long),
+            ("shift", ctypes.c_int),
+            ("stabil", ctypes.c_long),
+            ("jitcnt", ctypes.c_long),
+            ("calcnt", ctypes.c_long),
+            ("errcnt", ctypes.c_long),
+            ("stbcnt", ctypes.c_long),
+            ("tai", ctypes.c_int),
+            ("_reserved", ctypes.c_int * 11),
+        ]
+
+    return _Timex
 
 
 @dataclass(slots=True, frozen=True)
@@ -101,11 +112,13 @@ class KernelNtp:
 
 def read_kernel_ntp() -> KernelNtp:
     """The kernel's NTP state, read only (``modes = 0``); raises :class:`OSError` when refused (EPERM in a sandbox)."""
+    import ctypes
+
     try:
         adjtimex = ctypes.CDLL(None, use_errno=True).adjtimex
     except AttributeError as exc:  # not Linux
         raise OSError(errno.ENOSYS, "no adjtimex in this C library") from exc
-    timex = _Timex()  # zeroed: modes = 0 asks, changes nothing
+    timex = _timex_type()()  # zeroed: modes = 0 asks, changes nothing
     state = int(adjtimex(ctypes.byref(timex)))
     if state < 0:
         code = ctypes.get_errno()

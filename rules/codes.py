@@ -7,7 +7,6 @@ logged.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import hmac
 import os
@@ -83,6 +82,8 @@ def verify_code(code: str, stored: str) -> bool:
 
 
 def main() -> int:
+    import getpass  # the command line only (``python -m rules.codes``), never a running gateway
+
     code = getpass.getpass("alarm code: ")
     if not code or code != getpass.getpass("again: "):
         print("codes differ or empty", file=sys.stderr)

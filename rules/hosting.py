@@ -11,7 +11,7 @@ level (gateway/authority.py).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.events import Event
 from rules import model as m
@@ -19,7 +19,9 @@ from rules.alarm import AlarmController
 from rules.controllers import Controller, Host
 from rules.loader import RuleSet
 from rules.schedule import Job
-from rules.thermostat import ThermostatController
+
+if TYPE_CHECKING:
+    from rules.thermostat import ThermostatController
 
 
 class Controllers:
@@ -52,7 +54,12 @@ class Controllers:
             if not isinstance(item, m.Thermostat | m.Alarm):
                 continue
             existing = self.by_id.get(item.id)
-            kind = ThermostatController if isinstance(item, m.Thermostat) else AlarmController
+            kind: type[ThermostatController | AlarmController] = AlarmController
+            if isinstance(item, m.Thermostat):
+                # Imported here: a house without a thermostat never loads it (start-up, docs/performance.md).
+                from rules.thermostat import ThermostatController
+
+                kind = ThermostatController
             if isinstance(existing, kind):
                 if existing.fingerprint != declared.fingerprint:
                     existing.reconfigure(item, declared.fingerprint)

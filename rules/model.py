@@ -262,8 +262,6 @@ Condition = Annotated[
     | NotCondition,
     Field(discriminator="type"),
 ]
-for _model in (AllCondition, AnyCondition, NotCondition):
-    _model.model_rebuild()
 
 
 # -- actions -------------------------------------------------------------------------------
@@ -461,7 +459,7 @@ class Alarm(Model):
     entry_delay: Duration = 30.0
     siren: EntityId | None = None
     siren_time: Duration = Field(default=180.0, gt=0)
-    sensors: AlarmSensors = AlarmSensors()
+    sensors: AlarmSensors = Field(default_factory=AlarmSensors)
     instant: list[EntityId] = Field(default_factory=list)
     """Sensors that trigger at once, without the entry delay (windows, panic buttons)."""
     max_triggers: int = Field(default=3, ge=0)

@@ -200,3 +200,73 @@ def test_a_started_gateway_has_built_no_validator_it_has_not_used(tmp_path: Path
     assert "gateway.config.Config (base)" not in built
     assert not {name for name in built if name.startswith("drivers.conditioning.")}
     assert "rules.model.Thermostat" not in built
+
+
+def test_a_started_gateway_has_not_built_the_nested_conditions_nor_the_alarm_sensors(tmp_path: Path) -> None:
+    # They were built at import (model_rebuild for the recursive union, a default AlarmSensors() instance):
+    # the rule file's own validator holds what it needs of them; alone they were 0.3 MB of every start.
+    text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22), toml.device("door", "gpio.input", pin=27))
+    text += '\n[rules]\nunsynced_clock = "run"\nwatch = false\n'
+    config = write_config(tmp_path, text, rules=UNSCHEDULED)
+    done = subprocess.run([sys.executable, "-c", BUILT_MODELS, str(config)], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    built = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    unused = ("AllCondition", "AnyCondition", "NotCondition", "AlarmSensors")
+    assert not {f"rules.model.{name}" for name in unused} & built
+
+
+def test_a_gateway_started_from_a_valid_config_never_imports_difflib_nor_getpass(tmp_path: Path) -> None:
+    # difflib serves the did-you-mean of a mistake, getpass `python -m rules.codes`: neither runs in a start.
+    modules = modules_of_a_started_gateway(tmp_path, UNSCHEDULED)
+    assert not {"difflib", "getpass"} & modules
+
+
+CLOCK_FROM_TIMESYNCD = """
+import json, sys
+from pathlib import Path
+from core.clocksync import clock_sync_status
+
+assert clock_sync_status(flag=Path(sys.argv[1])).source == "timesyncd"
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_clock_that_timesyncd_vouches_for_is_checked_without_loading_ctypes(tmp_path: Path) -> None:
+    # ctypes (0.3 MB) is for the kernel's adjtimex, asked only when timesyncd's flag file is absent.
+    flag = tmp_path / "synchronized"
+    flag.touch()
+    done = subprocess.run([sys.executable, "-c", CLOCK_FROM_TIMESYNCD, str(flag)], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert "ctypes" not in set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+CHECKED_CONFIG = """
+import json, sys
+from gateway.cli import main
+
+assert main(["check", "--config", sys.argv[1]]) == 0
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_gateway_check_validates_without_importing_the_engine_nor_the_dispatcher(tmp_path: Path) -> None:
+    # systemd runs `gateway check` before every start (ExecStartPre): it needs the rule files' loader, not
+    # what runs them (the engine, the controllers, the dispatcher: ~40 ms of every start, docs/performance.md).
+    text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22), toml.device("door", "gpio.input", pin=27))
+    config = write_config(tmp_path, text, rules=UNSCHEDULED)
+    done = subprocess.run([sys.executable, "-c", CHECKED_CONFIG, str(config)], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    modules = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "rules.loader" in modules
+    assert not {"rules.engine", "gateway.dispatcher", "gateway.assembly"} & modules
+
+
+def test_a_house_without_a_thermostat_never_imports_the_thermostat_controller(tmp_path: Path) -> None:
+    modules = modules_of_a_started_gateway(tmp_path, UNSCHEDULED)
+    assert "rules.thermostat" not in modules

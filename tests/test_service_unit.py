@@ -163,3 +163,41 @@ def test_the_service_runs_in_the_group_of_every_device_node_it_may_open() -> Non
     assert sorted(groups) == ["dialout", "gpio", "i2c", "spi"]
     allowed = {line.split("=", 1)[1] for line in lines if line.startswith("DeviceAllow=")}
     assert {"char-spi rw", "char-i2c rw", "char-gpiochip rw"} <= allowed
+
+
+# -- Environment=PYTHONOPTIMIZE=2 with the bytecode cached in CacheDirectory= ----------------
+
+
+def _unit_environment(cache: Path) -> dict[str, str]:
+    """The unit's ``Environment=`` assignments, its cache directory moved to ``cache``."""
+    assignments: dict[str, str] = {}
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("Environment="):
+            for word in shlex.split(line.split("=", 1)[1]):
+                name, value = word.split("=", 1)
+                assignments[name] = value.replace("/var/cache/gateway", str(cache))
+    return assignments
+
+
+def test_the_gateway_runs_with_the_units_optimised_bytecode_and_caches_it(broker: Broker, workdir: Path) -> None:
+    """-OO leaves docstrings out of memory (2 MB, docs/performance.md); the venv is read-only to the service,
+    so the compiled files go to the unit's cache directory, written at the first start and read after."""
+    unit_text = UNIT.read_text()
+    assert "\nCacheDirectory=gateway\n" in unit_text
+    env = _unit_environment(workdir / "cache")
+    assert env.get("PYTHONOPTIMIZE") == "2"
+    env["PYTHONDONTWRITEBYTECODE"] = ""  # systemd does not set it; this test environment does
+    config = service_config(workdir, "svc-optimised", broker.port)
+    for start in range(2):  # the first start writes the cache, the second reads it
+        gateway = GatewayProcess.start(workdir, config, mqtt=True, env=env,
+                                       notify_address=str(workdir / f"notify{start}.sock"))
+        try:
+            gateway.wait_ready()
+            assert request(gateway.socket_path, {"cmd": "status"})["ok"]
+            assert gateway.stop() == 0, gateway.log()
+        finally:
+            gateway.close()
+        assert "Traceback" not in gateway.log()
+    cached = {path.name for path in (workdir / "cache").rglob("*.pyc")}
+    assert f"app.{sys.implementation.cache_tag}.opt-2.pyc" in cached
+    assert not {name for name in cached if ".opt-" not in name}
