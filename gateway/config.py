@@ -242,7 +242,8 @@ class MqttSection(Section):
 
     @model_validator(mode="after")
     def _batches_fit_the_packet_limit(self) -> MqttSection:
-        if self.max_packet_size is not None and self.event_batch_bytes > self.max_packet_size:
+        # Only with the stream on: a config written before it (a broker limited below 16 KiB) must still start.
+        if self.event_batches and self.max_packet_size is not None and self.event_batch_bytes > self.max_packet_size:
             raise ValueError(f"event_batch_bytes ({self.event_batch_bytes}) is above max_packet_size "
                              f"({self.max_packet_size}): a full array would be refused by the broker; lower "
                              "event_batch_bytes")

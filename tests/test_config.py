@@ -222,3 +222,11 @@ def test_an_event_batch_larger_than_the_brokers_packet_limit_is_an_error_that_sa
                                                               "[[devices]]"))
     assert found == [f"{tmp_path / 'config.toml'}: mqtt: event_batch_bytes (16384) is above max_packet_size (8192): "
                      "a full array would be refused by the broker; lower event_batch_bytes"]
+
+
+def test_a_packet_limit_below_the_default_array_size_is_accepted_while_event_batches_are_off(tmp_path: Path) -> None:
+    # A config written before event batches existed (a broker limited to 8 KiB) must still start after an upgrade:
+    # event_batch_bytes only matters when the stream is on.
+    config = load_config(write_config(tmp_path, MINIMAL.replace("[[devices]]", "[mqtt]\nmax_packet_size = 8192\n\n"
+                                                                               "[[devices]]")))
+    assert (config.mqtt.event_batches, config.mqtt.max_packet_size) == (False, 8192)
