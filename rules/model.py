@@ -42,6 +42,9 @@ TOPIC = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"
 RESERVED_TOPICS = frozenset({"set", "status", "health", "availability", "state", "event", "result"})
 """First levels under the base topic that belong to the gateway's own contract (docs/mqtt.md): a rule
 publishing there would command the gateway itself (``set/…``) or forge what the hub trusts."""
+EVENT_STREAM = "events"
+"""``<base>/events``, the event stream of ``[mqtt] event_batches`` (docs/mqtt.md): the gateway sends every row on it as
+a JSON array of events, so a rule's message there would be spliced into one. Only this topic: ``events/…`` is free."""
 
 EntityId = Annotated[str, Field(pattern=ENTITY_ID, max_length=64)]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -324,6 +327,10 @@ class PublishAction(Model):
                       else "the hub would take the message for the gateway's own")
             raise ValueError(f"{value!r} is under the gateway's own {first!r} topic: {reason}; "
                              "use another topic, such as 'notify/...'")
+        if value == EVENT_STREAM:
+            raise ValueError(f"{value!r} is the gateway's own event stream: its messages are arrays of the gateway's "
+                             "events, and the hub would take the rule's message for them; use another topic, such "
+                             "as 'notify/...'")
         return value
 
 

@@ -509,3 +509,11 @@ def test_gateway_check_fails_when_a_file_is_in_the_way_of_the_state_dir(
     path = write_config(tmp_path, CONFIG + 'state_dir = "state"\n', rules="version = 1\n")
     assert main(["check", "--config", str(path)]) == 1
     assert "gateway.state_dir" in capsys.readouterr().err
+
+
+def test_a_rule_may_not_publish_on_the_event_stream(tmp_path: Path) -> None:
+    # <base>/events is the gateway's event stream ([mqtt] event_batches): the window sends its rows as JSON arrays of
+    # events, so a rule's message there would be spliced into an array (``[{...},on]``: the hub can parse none of
+    # it) and the hub would take it for the gateway's own events.
+    (line,) = problems_in(rules_dir(tmp_path, house=HEADER + PUBLISH.replace("TOPIC", "events")))
+    assert "rule night_light: actions[0].topic: 'events' is the gateway's own event stream" in line
