@@ -164,6 +164,10 @@ BrokerEntry = Annotated[str, Field(min_length=1, max_length=300), AfterValidator
 """One ``[mqtt] hosts`` entry; a bad one is reported at its index (``mqtt.hosts[1]: ...``)."""
 
 
+EVENT_BATCH_BYTES_MIN = 1024
+"""The smallest array of ``<base>/events`` one may configure: room for a few events."""
+
+
 class MqttSection(Section):
     host: str = "localhost"
     port: int = Field(default=1883, ge=1, le=65535)
@@ -216,7 +220,7 @@ class MqttSection(Section):
     off."""
     event_batch_max: int = Field(default=50, ge=1, le=1000)
     """Events at most in one array of ``<base>/events`` (an array holds one event unless a backlog waits)."""
-    event_batch_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    event_batch_bytes: int = Field(default=16_384, ge=EVENT_BATCH_BYTES_MIN, le=1_048_576)
     """Bytes at most in one array's payload: well under what brokers and hubs accept in a message."""
     remote_rules: bool = False
     """Accept rule bundles on ``<base>/rules/set`` (docs/fleet.md, *Remote rules*); off, the local rule
@@ -244,9 +248,11 @@ class MqttSection(Section):
     def _batches_fit_the_packet_limit(self) -> MqttSection:
         # Only with the stream on: a config written before it (a broker limited below 16 KiB) must still start.
         if self.event_batches and self.max_packet_size is not None and self.event_batch_bytes > self.max_packet_size:
+            advice = ("lower event_batch_bytes" if self.max_packet_size >= EVENT_BATCH_BYTES_MIN else
+                      f"raise max_packet_size to at least {EVENT_BATCH_BYTES_MIN} (the smallest event_batch_bytes) "
+                      "or turn event_batches off")
             raise ValueError(f"event_batch_bytes ({self.event_batch_bytes}) is above max_packet_size "
-                             f"({self.max_packet_size}): a full array would be refused by the broker; lower "
-                             "event_batch_bytes")
+                             f"({self.max_packet_size}): a full array would be refused by the broker; {advice}")
         return self
 
     @model_validator(mode="after")

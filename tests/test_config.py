@@ -224,6 +224,15 @@ def test_an_event_batch_larger_than_the_brokers_packet_limit_is_an_error_that_sa
                      "a full array would be refused by the broker; lower event_batch_bytes"]
 
 
+def test_a_packet_limit_below_the_smallest_array_says_to_raise_the_limit_not_to_lower_the_array(
+        tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL.replace("[[devices]]", "[mqtt]\nevent_batches = true\nmax_packet_size = 512\n\n"
+                                                              "[[devices]]"))
+    assert found == [f"{tmp_path / 'config.toml'}: mqtt: event_batch_bytes (16384) is above max_packet_size (512): "
+                     "a full array would be refused by the broker; raise max_packet_size to at least 1024 (the "
+                     "smallest event_batch_bytes) or turn event_batches off"]
+
+
 def test_a_packet_limit_below_the_default_array_size_is_accepted_while_event_batches_are_off(tmp_path: Path) -> None:
     # A config written before event batches existed (a broker limited to 8 KiB) must still start after an upgrade:
     # event_batch_bytes only matters when the stream is on.
