@@ -291,7 +291,7 @@ def flooder_main(argv: list[str]) -> int:
         print(STARTED, flush=True)
         sent = run_serial(int(argv[1]), float(argv[2]), float(argv[3]))
     else:
-        print(flooder_main.__doc__, file=sys.stderr)
+        print("usage: hub HOST PORT TOPIC PAYLOADS SECONDS [COUNT] | serial FD SECONDS RATE", file=sys.stderr)
         return 2
     print(sent, time.perf_counter(), flush=True)
     return 0

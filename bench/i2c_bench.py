@@ -69,7 +69,8 @@ def one_at_a_time() -> None:
         errors = sensor.stats()
         sensor.stop()
         BUSES.detach("bench-i2c")
-        assert not any(errors[k] for k in ("read_errors", "crc_errors", "implausible")), errors
+        if any(errors[k] for k in ("read_errors", "crc_errors", "implausible")):  # kept under -OO
+            raise RuntimeError(f"{driver}: {errors}")
         print(f"{driver:12s} {per_s:>9,.0f} measurements/s  ~{per_read:4.1f} transfers each")
 
 

@@ -5,6 +5,7 @@ event: the forwarding thread hands paho the next row itself when the window lets
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -99,3 +100,57 @@ def test_after_a_reconnect_new_rows_are_left_to_the_publisher_until_the_resent_w
     w.reconnected()
     (second,) = added(w, outbox, 1)
     assert not w.hand_over(client, second, "gateway/t/event/x", b"{}")
+
+
+class HandOverDuringTheRound:
+    """A real paho client whose ``publish`` of the first row lets the forwarding thread (a real second thread)
+    add the next row and try to hand it over while the publisher's :meth:`PublishWindow.send` holds the lock."""
+
+    def __init__(self, w: PublishWindow, outbox: Outbox) -> None:
+        self.client = unconnected_client()
+        self.window = w
+        self.outbox = outbox
+        self.published: list[bytes] = []
+        self.refused: list[int] = []
+        self._publish = self.client.publish
+        self.client.publish = self.publish  # type: ignore[method-assign]
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> mqtt.MQTTMessageInfo:
+        self.published.append(payload)
+        if len(self.published) == 1:
+            forwarding = threading.Thread(target=self._forward)
+            forwarding.start()
+            forwarding.join()
+        return self._publish(topic, payload, qos=qos)
+
+    def _forward(self) -> None:
+        seq = self.outbox.add("gateway/t/event/x", lambda seq: b'{"n": 2}', ts=0.0)
+        assert seq is not None
+        if not self.window.hand_over(self.client, seq, "gateway/t/event/x", b'{"n": 2}'):
+            self.refused.append(seq)
+
+
+def test_a_row_refused_while_the_publisher_holds_the_lock_is_handed_over_before_the_publishers_round_ends(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite3", synchronous="OFF")
+    w = PublishWindow(outbox, BridgeCounters(), size=10, drain_rate=1000.0, wake=lambda: None)
+    paho = HandOverDuringTheRound(w, outbox)
+    w.send(paho.client)  # caught up: the forwarding thread's rows are next
+    outbox.add("gateway/t/event/x", lambda seq: b'{"n": 1}', ts=0.0)  # left to the publisher
+    w.send(paho.client)  # its round; the second row arrives (and is refused) meanwhile
+    assert len(paho.refused) == 1
+    assert paho.published == [b'{"n": 1}', b'{"n": 2}']
+
+
+def test_a_round_without_a_refused_hand_over_reads_the_outbox_once(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite3", synchronous="OFF")
+    w = PublishWindow(outbox, BridgeCounters(), size=10, drain_rate=1000.0, wake=lambda: None)
+    client = unconnected_client()
+    w.send(client)
+    added(w, outbox, 1)
+    fetches: list[int] = []
+    fetch = outbox.fetch
+    outbox.fetch = lambda after, limit: fetches.append(after) or fetch(after, limit)  # type: ignore[method-assign]
+    w.send(client)
+    assert len(fetches) == 1
