@@ -27,6 +27,7 @@ Config (``config.toml``)::
     window = "7d"
     max_mb = 64
     flush_s = 60
+    readings_per_s = 10   # a flooding sensor's readings beyond this per second: only the newest is written
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ class Row:
 
 
 class History:
-    """Records every event it is given into ``path`` (see the module docstring)."""
+    """Records every event it is given into ``path``, readings thinned to ``readings_per_s`` per entity per
+    second (see the module docstring and :meth:`record`)."""
 
     def __init__(
         self,
