@@ -170,7 +170,8 @@ class Gateway:
         if config.history.enabled:
             h = config.history
             self.history = History(config.gateway.state_dir / HISTORY_FILE, window_s=h.window_days * 86_400,
-                                   max_bytes=int(h.max_mb * (1 << 20)), flush_s=h.flush_s)
+                                   max_bytes=int(h.max_mb * (1 << 20)), flush_s=h.flush_s,
+                                   readings_per_s=h.readings_per_s or None)
         self.taps: list[Callable[[Event], None]] = [self.history.record] if self.history is not None else []
         """Called with every processed event on the dispatcher thread; each must only enqueue, never block
         (the history, the web page's live stream)."""

@@ -299,6 +299,9 @@ class HistorySection(Section):
     """The file's bound: beyond it the oldest events go first, whatever the window."""
     flush_s: float = Field(default=60.0, ge=0.1, le=3600)
     """Events are committed together once per this many seconds (SD-card wear; a power cut loses at most these)."""
+    readings_per_s: int = Field(default=10, ge=0, le=100_000)
+    """Readings written per entity per second; beyond it only the newest of the second is kept (a flood of
+    readings costs a bounded number of rows; every other event is written). 0: every reading."""
 
 
 LISTEN = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"

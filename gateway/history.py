@@ -27,26 +27,28 @@ Config (``config.toml``)::
     window = "7d"
     max_mb = 64
     flush_s = 60
+    readings_per_s = 10   # a flooding sensor's readings beyond this per second: only the newest is written
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import json
 import logging
-import queue
 import re
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core.claims import Level
-from core.events import Event, Value
+from core.events import Event, Kind, Value
 from core.guard import guarded
 from core.sqlite_memory import cap_page_cache, give_back_page_cache
 
@@ -110,7 +112,8 @@ class Row:
 
 
 class History:
-    """Records every event it is given into ``path`` (see the module docstring)."""
+    """Records every event it is given into ``path``, readings thinned to ``readings_per_s`` per entity per
+    second (see the module docstring and :meth:`record`)."""
 
     def __init__(
         self,
@@ -122,6 +125,7 @@ class History:
         prune_s: float = 600.0,
         queue_size: int = 5_000,
         flush_at: int = 1_000,
+        readings_per_s: int | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
@@ -130,8 +134,26 @@ class History:
         self.flush_s = flush_s
         self.prune_s = prune_s
         self._wall = wall
-        self._queue: queue.Queue[Event] = queue.Queue(maxsize=queue_size)
+        self._queue: deque[Event] = deque()
+        # A deque, not a queue.Queue: one producer (the dispatcher) and one consumer (the writer), whose
+        # append and popleft are atomic; the bound is checked by hand. queue.Queue's lock and condition
+        # cost ten times as much per event.
+        self.queue_size = queue_size
         self.flush_at = flush_at
+        self.readings_per_s = readings_per_s
+        """Readings written per entity per second of the monotonic clock (None: all); see :meth:`record`."""
+        self.thinned = 0
+        """Readings not written because their entity had used its ``readings_per_s`` (by design, not a loss)."""
+        self._allowance: dict[str, list[int]] = {}
+        """Entity -> [the second of the monotonic clock, readings admitted in it] (the dispatcher's)."""
+        self._held: dict[str, Event] = {}
+        """Entity -> its newest reading beyond the allowance, not yet written: written before the entity's next
+        admitted reading or at the next flush, so the history always ends on the value the sensor holds.
+        Shared: the dispatcher sets and pops, the writer pops (each ``pop`` is atomic, so a reading is
+        written once or counted once)."""
+        self._last_held: Event | None = None
+        self._causes: deque[Event] = deque()
+        """Held readings that an event names as its cause: the writer remembers them for ``because``."""
         self._due = threading.Event()
         """Set when ``flush_at`` events wait, or to stop: the writer commits at once."""
         self.dropped = 0
@@ -148,14 +170,50 @@ class History:
     # -- the dispatcher's side ---------------------------------------------------------------
 
     def record(self, event: Event) -> None:
-        """Queue ``event`` for the writer; never blocks (a full queue counts a drop)."""
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
+        """Queue ``event`` for the writer; never blocks (a full queue counts a drop).
+
+        With ``readings_per_s``, an entity's readings beyond that many in one second of the monotonic clock
+        are not written (counted in ``thinned``), except the newest one, which is written before the entity's
+        next admitted reading or at the next flush: a flood of readings costs the history a bounded number of
+        rows, and the history still ends on the sensor's last value. Every other kind of event is written.
+        An event whose ``cause`` is a reading held back still names it (``because``).
+        """
+        if event.kind is Kind.READING and self.readings_per_s is not None:
+            if self._thin(event, self.readings_per_s):
+                return
+        elif event.cause is not None and self._last_held is not None and event.cause == self._last_held.id:
+            self._causes.append(self._last_held)
+            self._last_held = None
+        self._put(event)
+
+    def _put(self, event: Event) -> None:
+        queued = self._queue
+        if len(queued) >= self.queue_size:
             self.dropped += 1
             return
-        if self._queue.qsize() >= self.flush_at:
+        queued.append(event)
+        if len(queued) >= self.flush_at:
             self._due.set()
+
+    def _thin(self, event: Event, limit: int) -> bool:
+        """True when ``event`` (a reading) is held back rather than queued."""
+        entity = event.entity
+        second = int(event.mono)
+        allowance = self._allowance.get(entity)
+        if allowance is None or allowance[0] != second:
+            self._allowance[entity] = [second, 1]
+        elif allowance[1] >= limit:
+            if self._held.pop(entity, None) is not None:
+                self.thinned += 1
+            self._held[entity] = event
+            self._last_held = event
+            return True
+        else:
+            allowance[1] += 1
+        held = self._held.pop(entity, None)
+        if held is not None:
+            self._put(held)
+        return False
 
     # -- the writer ----------------------------------------------------------------------------
 
@@ -206,9 +264,18 @@ class History:
     def flush(self) -> int:
         """Write every queued event in one transaction, then give SQLite's page cache back; the number written."""
         batch: list[Event] = []
-        with contextlib.suppress(queue.Empty):
+        with contextlib.suppress(IndexError):
             while True:
-                batch.append(self._queue.get_nowait())
+                batch.append(self._queue.popleft())
+        for entity in list(self._held):
+            held = self._held.pop(entity, None)
+            if held is not None:
+                # In its place by time among the batch's events (which are in the order they were processed).
+                bisect.insort(batch, held, key=_mono)
+        with contextlib.suppress(IndexError):
+            while True:
+                cause = self._causes.popleft()
+                self._recent[cause.id] = _described(cause)
         if not batch or self._db is None:
             return 0
         rows = []
@@ -216,8 +283,7 @@ class History:
             because = self._recent.get(e.cause) if e.cause is not None else None
             rows.append((e.id, e.ts, str(e.kind), e.entity, json.dumps(e.value), e.unit, e.rule, e.cause, e.detail,
                          because))
-            unit = f" {e.unit}" if e.unit else ""
-            self._recent[e.id] = f"{e.entity}={_text(e.value)}{unit} ({e.kind})"
+            self._recent[e.id] = _described(e)
         while len(self._recent) > RECENT_CAUSES:
             del self._recent[next(iter(self._recent))]
         try:
@@ -277,8 +343,8 @@ class History:
 
     def health(self) -> dict[str, int]:
         """Figures for health reports and the web page (thread-safe reads of counters)."""
-        return {"queued": self._queue.qsize(), "written": self.written, "dropped": self.dropped,
-                "pruned": self.pruned}
+        return {"queued": len(self._queue), "written": self.written, "dropped": self.dropped,
+                "pruned": self.pruned, "thinned": self.thinned}
 
 
 def query(
@@ -333,6 +399,16 @@ def parse_since(text: str) -> float:
     if not seconds >= 0 or seconds == float("inf"):
         raise ValueError(f"{text!r} is not a duration: write e.g. 90s, 30m, 2h or 1d")
     return seconds
+
+
+def _mono(event: Event) -> float:
+    return event.mono
+
+
+def _described(event: Event) -> str:
+    """``entity=value unit (kind)``: how a row names the event that caused it."""
+    unit = f" {event.unit}" if event.unit else ""
+    return f"{event.entity}={_text(event.value)}{unit} ({event.kind})"
 
 
 def _text(value: Value) -> str:

