@@ -11,10 +11,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.mqtt.health import BridgeCounters
-from gateway.mqtt.outbox import Outbox
+from gateway.mqtt.outbox import Outbox, Row
 from gateway.mqtt.window import PublishWindow
 
 SUCCESS = ReasonCode(PacketTypes.PUBACK, "Success")
@@ -115,13 +116,15 @@ class HandOverDuringTheRound:
         self._publish = self.client.publish
         self.client.publish = self.publish  # type: ignore[method-assign]
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0) -> mqtt.MQTTMessageInfo:
+    def publish(self, topic: str, payload: str | bytes | bytearray | int | float | None = None, qos: int = 0,
+                retain: bool = False, properties: Properties | None = None) -> mqtt.MQTTMessageInfo:
+        assert isinstance(payload, bytes)
         self.published.append(payload)
         if len(self.published) == 1:
             forwarding = threading.Thread(target=self._forward)
             forwarding.start()
             forwarding.join()
-        return self._publish(topic, payload, qos=qos)
+        return self._publish(topic, payload, qos=qos, retain=retain, properties=properties)
 
     def _forward(self) -> None:
         seq = self.outbox.add("gateway/t/event/x", lambda seq: b'{"n": 2}', ts=0.0)
@@ -151,6 +154,11 @@ def test_a_round_without_a_refused_hand_over_reads_the_outbox_once(tmp_path: Pat
     added(w, outbox, 1)
     fetches: list[int] = []
     fetch = outbox.fetch
-    outbox.fetch = lambda after, limit: fetches.append(after) or fetch(after, limit)  # type: ignore[method-assign]
+
+    def counted_fetch(after: int, limit: int) -> list[Row]:
+        fetches.append(after)
+        return fetch(after, limit)
+
+    outbox.fetch = counted_fetch  # type: ignore[method-assign]
     w.send(client)
     assert len(fetches) == 1
