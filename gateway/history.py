@@ -181,7 +181,11 @@ class History:
         if event.kind is Kind.READING and self.readings_per_s is not None:
             if self._thin(event, self.readings_per_s):
                 return
-        elif event.cause is not None and self._last_held is not None and event.cause == self._last_held.id:
+        elif (event.cause is not None and self._last_held is not None and event.cause == self._last_held.id
+              and len(self._queue) < self.queue_size):
+            # Only for an event the queue takes (the dispatcher is its one producer, so room now is room at
+            # ``_put``): ``_causes`` is emptied with the queue, so it stays bounded by the queue's bound while the
+            # writer is stuck. Noted before the event is queued, so the writer never takes the event without it.
             self._causes.append(self._last_held)
             self._last_held = None
         self._put(event)

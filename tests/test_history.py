@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -306,3 +307,29 @@ def test_the_gateway_thins_readings_to_ten_per_entity_per_second_unless_told_oth
                     pin_factory=MockFactory(), forwarder=RecordingForwarder())
     assert default.history is not None and default.history.readings_per_s == 10
     assert every.history is not None and every.history.readings_per_s is None
+
+
+def test_a_stuck_writer_keeps_the_history_bounded_by_its_queue_even_when_thinned_readings_cause_events(
+    tmp_path: Path,
+) -> None:
+    # A flooding sensor with a rule that acts on each reading, while the SD card hangs: the queue is full and
+    # counts drops; what the history keeps for ``because`` must not grow with the flood either.
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, queue_size=10, readings_per_s=1)
+
+    def flood(n: int) -> None:
+        for value in range(n):
+            reading = events.reading("temp", value)
+            history.record(reading)
+            history.record(events.make(Kind.COMMAND, "fan", True, rule="cool", cause=reading.id))
+
+    flood(1_000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        flood(20_000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert history.dropped > 20_000
+    assert grown < 64 * 1024
