@@ -267,15 +267,18 @@ class History:
 
     def flush(self) -> int:
         """Write every queued event in one transaction, then give SQLite's page cache back; the number written."""
+        # The held readings first, then the queue: a reading the dispatcher holds after this point is newer than
+        # anything queued before it, so it waits for the next flush. (Taken after the queue, a reading held
+        # meanwhile was written before the older ones the dispatcher queued meanwhile: the history did not end
+        # on the sensor's value.)
+        held = [h for entity in list(self._held) if (h := self._held.pop(entity, None)) is not None]
         batch: list[Event] = []
         with contextlib.suppress(IndexError):
             while True:
                 batch.append(self._queue.popleft())
-        for entity in list(self._held):
-            held = self._held.pop(entity, None)
-            if held is not None:
-                # In its place by time among the batch's events (which are in the order they were processed).
-                bisect.insort(batch, held, key=_mono)
+        for reading in held:
+            # In its place by time among the batch's events (which are in the order they were processed).
+            bisect.insort(batch, reading, key=_mono)
         with contextlib.suppress(IndexError):
             while True:
                 cause = self._causes.popleft()
