@@ -176,7 +176,9 @@ class History:
         are not written (counted in ``thinned``), except the newest one, which is written before the entity's
         next admitted reading or at the next flush: a flood of readings costs the history a bounded number of
         rows, and the history still ends on the sensor's last value. Every other kind of event is written.
-        An event whose ``cause`` is a reading held back still names it (``because``).
+        An event whose ``cause`` is a reading held back still names it (``because``) when it is recorded right after
+        that reading (the rules' immediate actions); a later one (a ``delay``, the end of ``turn_on … for``) whose
+        cause was left out names nothing: the history does not remember the readings it thinned.
         """
         if event.kind is Kind.READING and self.readings_per_s is not None:
             if self._thin(event, self.readings_per_s):
