@@ -176,12 +176,18 @@ class History:
         are not written (counted in ``thinned``), except the newest one, which is written before the entity's
         next admitted reading or at the next flush: a flood of readings costs the history a bounded number of
         rows, and the history still ends on the sensor's last value. Every other kind of event is written.
-        An event whose ``cause`` is a reading held back still names it (``because``).
+        An event whose ``cause`` is a reading held back still names it (``because``) when it is recorded right after
+        that reading (the rules' immediate actions); a later one (a ``delay``, the end of ``turn_on … for``) whose
+        cause was left out names nothing: the history does not remember the readings it thinned.
         """
         if event.kind is Kind.READING and self.readings_per_s is not None:
             if self._thin(event, self.readings_per_s):
                 return
-        elif event.cause is not None and self._last_held is not None and event.cause == self._last_held.id:
+        elif (event.cause is not None and self._last_held is not None and event.cause == self._last_held.id
+              and len(self._queue) < self.queue_size):
+            # Only for an event the queue takes (the dispatcher is its one producer, so room now is room at
+            # ``_put``): ``_causes`` is emptied with the queue, so it stays bounded by the queue's bound while the
+            # writer is stuck. Noted before the event is queued, so the writer never takes the event without it.
             self._causes.append(self._last_held)
             self._last_held = None
         self._put(event)
@@ -263,15 +269,18 @@ class History:
 
     def flush(self) -> int:
         """Write every queued event in one transaction, then give SQLite's page cache back; the number written."""
+        # The held readings first, then the queue: a reading the dispatcher holds after this point is newer than
+        # anything queued before it, so it waits for the next flush. (Taken after the queue, a reading held
+        # meanwhile was written before the older ones the dispatcher queued meanwhile: the history did not end
+        # on the sensor's value.)
+        held = [h for entity in list(self._held) if (h := self._held.pop(entity, None)) is not None]
         batch: list[Event] = []
         with contextlib.suppress(IndexError):
             while True:
                 batch.append(self._queue.popleft())
-        for entity in list(self._held):
-            held = self._held.pop(entity, None)
-            if held is not None:
-                # In its place by time among the batch's events (which are in the order they were processed).
-                bisect.insort(batch, held, key=_mono)
+        for reading in held:
+            # In its place by time among the batch's events (which are in the order they were processed).
+            bisect.insort(batch, reading, key=_mono)
         with contextlib.suppress(IndexError):
             while True:
                 cause = self._causes.popleft()

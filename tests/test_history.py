@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+import tracemalloc
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from gpiozero.pins.mock import MockFactory
 
 from core.clock import VirtualClock
-from core.events import EventFactory, Kind
+from core.events import Event, EventFactory, Kind
 from gateway.app import Gateway
 from gateway.cli import main
 from gateway.config import ConfigError, load_config
@@ -306,3 +309,68 @@ def test_the_gateway_thins_readings_to_ten_per_entity_per_second_unless_told_oth
                     pin_factory=MockFactory(), forwarder=RecordingForwarder())
     assert default.history is not None and default.history.readings_per_s == 10
     assert every.history is not None and every.history.readings_per_s is None
+
+
+def test_a_stuck_writer_keeps_the_history_bounded_by_its_queue_even_when_thinned_readings_cause_events(
+    tmp_path: Path,
+) -> None:
+    # A flooding sensor with a rule that acts on each reading, while the SD card hangs: the queue is full and
+    # counts drops; what the history keeps for ``because`` must not grow with the flood either.
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, queue_size=10, readings_per_s=1)
+
+    def flood(n: int) -> None:
+        for value in range(n):
+            reading = events.reading("temp", value)
+            history.record(reading)
+            history.record(events.make(Kind.COMMAND, "fan", True, rule="cool", cause=reading.id))
+
+    flood(1_000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        flood(20_000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert history.dropped > 20_000
+    assert grown < 64 * 1024
+
+
+class _DispatcherRunsWhenTheWriterEmptiedTheQueue(deque[Event]):
+    """The history's queue, which lets the dispatcher record once the writer has taken the last queued event: the
+    interleaving the GIL allows at any bytecode, made to happen here rather than one run in a million."""
+
+    def __init__(self, dispatcher: Callable[[], None]) -> None:
+        super().__init__()
+        self._dispatcher: Callable[[], None] | None = dispatcher
+
+    def popleft(self) -> Event:
+        if not self and self._dispatcher is not None:
+            run, self._dispatcher = self._dispatcher, None
+            run()
+            raise IndexError("pop from an empty deque")
+        return super().popleft()
+
+
+def test_the_history_ends_on_the_newest_reading_when_the_dispatcher_records_while_the_writer_flushes(
+    tmp_path: Path,
+) -> None:
+    clock, events = factory()
+    history = History(tmp_path / HISTORY_FILE, readings_per_s=1)
+    history.open()
+    history.record(events.reading("temp", 1))
+    history.record(events.reading("temp", 2))  # held: the second's allowance is used
+
+    def dispatcher() -> None:
+        clock.advance(1.0)
+        history.record(events.reading("temp", 3))  # a new second: 2 is queued before it
+        history.record(events.reading("temp", 4))  # held
+
+    queue = _DispatcherRunsWhenTheWriterEmptiedTheQueue(dispatcher)
+    queue.extend(history._queue)
+    history._queue = queue
+    history.flush()
+    history.flush()
+    history.stop()
+    assert [r.value for r in query(tmp_path / HISTORY_FILE)] == [1, 2, 3, 4]
