@@ -256,6 +256,8 @@ class Gateway:
         self.dispatcher.outputs.on_driver_failure = self.supervisor.report_failure
         if isinstance(self.forwarder, HealthReporting):
             self.forwarder.add_health_source("drivers", self.driver_health)
+            if self.history is not None:
+                self.forwarder.add_health_source("history", self.history.health)
         self.supervisor.start_all()
         save_outputs(self.config)  # for `gateway safe-state` when config.toml is broken later
         if self.forwarder is not None:

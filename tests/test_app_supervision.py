@@ -83,3 +83,16 @@ def test_a_hub_link_is_told_the_rules_registrations_again_after_a_reload(tmp_pat
     gateway = Gateway(config, pin_factory=MockFactory(), forwarder=recorder)
     assert gateway.reload()
     assert [set(r.entities) for r in recorder.registrations] == [{"light", "door"}]
+
+
+def test_the_gateway_adds_the_historys_figures_to_the_health_reports(tmp_path: Path) -> None:
+    # What the history thinned or dropped must be visible to the operator, not only counted.
+    config = load_config(write_config(tmp_path, supervised_config("GPIO27"), rules="version = 1\n"))
+    recorder = RecordingForwarder()
+    gateway = Gateway(config, pin_factory=MockFactory(), forwarder=recorder)
+    gateway.start()
+    try:
+        assert gateway.history is not None
+        assert set(recorder.health()["history"]) >= {"written", "thinned", "dropped"}
+    finally:
+        gateway.shutdown()
