@@ -169,12 +169,25 @@ def load_rules(directory: Path, entities: Mapping[str, EntitySpec]) -> RuleSet:
         checker.rule(loaded, problems, warnings)
     for declared_item in ruleset.thermostats + ruleset.alarms:
         checker.controller(declared_item, problems)
+    if ruleset.thermostats:
+        _controller_importable(ruleset.thermostats[0], problems)
     if problems:
         raise RulesError(problems)
     return RuleSet(
         ruleset.rules, ruleset.virtuals, ruleset.thermostats, ruleset.alarms,
         tuple(warnings), ruleset.disabled, tuple(files),
     )
+
+
+def _controller_importable(declared: Declared, problems: list[str]) -> None:
+    """Import the thermostat controller now, while nothing is swapped yet. It is imported only when a rule set
+    declares a thermostat (a lean start); an install changed under a running gateway can make that import fail,
+    and a reload must then be refused whole rather than fail half-way through the swap."""
+    try:
+        import rules.thermostat  # noqa: F401
+    except ImportError as exc:
+        problems.append(f"{declared.path}: thermostat {declared.item.id}: its controller cannot be loaded ({exc}); "
+                        "reinstall the gateway or restart it after an upgrade")
 
 
 def _owners(ruleset: RuleSet, problems: list[str]) -> dict[str, Owner]:

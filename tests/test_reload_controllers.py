@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,3 +93,36 @@ def test_a_removal_made_while_the_broker_is_away_reaches_the_hub_when_it_returns
         hub.close()
     finally:
         gateway.shutdown()
+
+
+def test_a_reload_whose_thermostat_controller_cannot_be_imported_is_refused_whole(
+    gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The controller is imported only once a rule set declares a thermostat (a lean start). An install
+    # upgraded in place under a running gateway can make that import fail: the reload must be refused
+    # before anything is swapped, and the rules in force must stay whole.
+    rules = tmp_path / "rules.d" / "test.toml"
+    rules.write_text(RULE.format(topic="notify/cold"))
+    assert gateway.reload()
+    rules.write_text(RULE.format(topic="notify/chilly") + THERMOSTAT.replace("version = 1", ""))
+    monkeypatch.setitem(sys.modules, "rules.thermostat", None)  # what a broken install looks like to import
+    assert not gateway.reload()
+    assert [getattr(action, "topic", None) for rule in gateway.engine.rules for action in rule.actions] == [
+        "notify/cold"]
+    assert "living" not in gateway.engine.controllers.by_id
+
+
+RULE = """
+version = 1
+
+[[rules]]
+id = "cold"
+[[rules.triggers]]
+type = "numeric"
+entity = "temperature"
+below = 15
+[[rules.actions]]
+type = "publish"
+topic = "{topic}"
+payload = "cold"
+"""
