@@ -156,8 +156,13 @@ class History:
         """Held readings that an event names as its cause: the writer remembers them for ``because``."""
         self._due = threading.Event()
         """Set when ``flush_at`` events wait, or to stop: the writer commits at once."""
-        self.dropped = 0
-        """Events not kept because the queue was full (the writer could not keep up, or the disk hung)."""
+        # ``dropped`` is the sum of counters each written by one thread only: ``counter += n`` is a read and a store,
+        # and a count stored by another thread between them would be lost. No lock: the dispatcher's side stays an
+        # append and an increment.
+        self._refused = 0
+        """Events the full queue refused (the dispatcher's)."""
+        self._not_written = 0
+        """Events taken from the queue and not written: a failed write (the thread that flushes)."""
         self.written = 0
         self.pruned = 0
         self._stop = threading.Event()
@@ -195,7 +200,7 @@ class History:
     def _put(self, event: Event) -> None:
         queued = self._queue
         if len(queued) >= self.queue_size:
-            self.dropped += 1
+            self._refused += 1
             return
         queued.append(event)
         if len(queued) >= self.flush_at:
@@ -300,7 +305,7 @@ class History:
                 db.executemany("INSERT INTO events (id, ts, kind, entity, value, unit, rule, cause, detail, because) "
                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         except sqlite3.Error as exc:
-            self.dropped += len(rows)
+            self._not_written += len(rows)
             log.warning("event history: %d events not written: %s", len(rows), exc)
             return 0
         self.written += len(rows)
@@ -349,6 +354,11 @@ class History:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    @property
+    def dropped(self) -> int:
+        """Events not kept: the queue was full (the writer could not keep up, or the disk hung), or a write failed."""
+        return self._refused + self._not_written
 
     def health(self) -> dict[str, int]:
         """Figures for health reports and the web page (thread-safe reads of counters)."""

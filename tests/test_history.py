@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import sqlite3
 import time
 import tracemalloc
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -374,3 +377,52 @@ def test_the_history_ends_on_the_newest_reading_when_the_dispatcher_records_whil
     history.flush()
     history.stop()
     assert [r.value for r in query(tmp_path / HISTORY_FILE)] == [1, 2, 3, 4]
+
+
+# -- the writer's defects found in review (issue 14): counters, a flush with no file, a hung writer at stop ----------
+
+
+class _DispatcherDropsWhileTheWriterCounts(History):
+    """A history whose dispatcher records (into a full queue) right after the writer has read a counter to count a
+    failed write, before it stores the sum: the interleaving the GIL allows between a read and a store of
+    ``counter += n``, made to happen here rather than one run in a million."""
+
+    def __init__(self, path: Path, dispatcher: Callable[[], None]) -> None:
+        super().__init__(path, queue_size=2)
+        self._dispatcher: Callable[[], None] | None = None
+        self._armed_dispatcher = dispatcher
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with super()._transaction() as db:
+                yield db
+        except sqlite3.Error:
+            self._dispatcher = self._armed_dispatcher  # the next counter the writer reads, the dispatcher runs
+            raise
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if type(value) is int and not name.startswith("__"):
+            run = super().__getattribute__("_dispatcher")
+            if run is not None:
+                self._dispatcher = None
+                run()
+        return value
+
+
+def test_no_drop_is_lost_when_the_dispatcher_counts_one_while_the_writer_counts_a_failed_write(tmp_path: Path) -> None:
+    _, events = factory()
+
+    def dispatcher() -> None:
+        for n in range(3):  # the queue holds two: the third is dropped, on the dispatcher's thread
+            history.record(events.reading("temp", 100 + n))
+
+    history = _DispatcherDropsWhileTheWriterCounts(tmp_path / HISTORY_FILE, dispatcher)
+    history.open()
+    history.record(events.reading("temp", 1))
+    history.record(events.reading("temp", 2))
+    with contextlib.closing(sqlite3.connect(tmp_path / HISTORY_FILE)) as other:
+        other.execute("DROP TABLE events")  # the writer's next insert fails, for real
+    assert history.flush() == 0
+    assert history.dropped == 2 + 1  # the batch the writer could not write, and the event the full queue refused
