@@ -162,7 +162,7 @@ class History:
         self._refused = 0
         """Events the full queue refused (the dispatcher's)."""
         self._not_written = 0
-        """Events taken from the queue and not written: a failed write (the thread that flushes)."""
+        """Events taken from the queue and not written: a failed write, or no file open (the thread that flushes)."""
         self.written = 0
         self.pruned = 0
         self._stop = threading.Event()
@@ -290,7 +290,12 @@ class History:
             while True:
                 cause = self._causes.popleft()
                 self._recent[cause.id] = _described(cause)
-        if not batch or self._db is None:
+        if not batch:
+            return 0
+        if self._db is None:
+            # No file (it could not be opened, or it is closed): the events are let go, and counted, so that health
+            # says what the history lost. Logged once, where the file failed to open, not at each flush.
+            self._not_written += len(batch)
             return 0
         rows = []
         for e in batch:

@@ -426,3 +426,14 @@ def test_no_drop_is_lost_when_the_dispatcher_counts_one_while_the_writer_counts_
         other.execute("DROP TABLE events")  # the writer's next insert fails, for real
     assert history.flush() == 0
     assert history.dropped == 2 + 1  # the batch the writer could not write, and the event the full queue refused
+
+
+def test_a_flush_with_no_file_open_counts_the_queued_and_held_events_it_discards(tmp_path: Path) -> None:
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, readings_per_s=1)  # never opened: the file could not be
+    history.record(events.reading("temp", 1))
+    history.record(events.reading("temp", 2))  # held: the second's allowance is used
+    history.record(events.make(Kind.STATE, "light", True))
+    assert history.flush() == 0
+    assert history.dropped == 3
+    assert history.health()["queued"] == 0
