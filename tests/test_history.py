@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import sqlite3
+import threading
 import time
 import tracemalloc
 from collections import deque
@@ -437,3 +439,59 @@ def test_a_flush_with_no_file_open_counts_the_queued_and_held_events_it_discards
     assert history.flush() == 0
     assert history.dropped == 3
     assert history.health()["queued"] == 0
+
+
+class _HangingCard(History):
+    """A history whose writer hangs inside its first transaction, after its insert and before its commit (a slow or
+    hung SD card), until the test lets the card answer."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, flush_s=3600, flush_at=1, stop_timeout_s=0.05, wall=lambda: T0)
+        self.writing = threading.Event()
+        self.card_answers = threading.Event()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with super()._transaction() as db:
+            yield db
+            if not self.writing.is_set() and threading.current_thread().name == "history":
+                self.writing.set()
+                self.card_answers.wait()
+
+
+def _stopped_while_the_writer_hangs(tmp_path: Path) -> tuple[_HangingCard, threading.Thread]:
+    """The writer hangs in the transaction of event 1; events 2 and 3 wait in the queue; then the service stops."""
+    _, events = factory()
+    history = _HangingCard(tmp_path / HISTORY_FILE)
+    history.start()
+    writer = history._thread
+    assert writer is not None
+    history.record(events.reading("temp", 1))
+    assert history.writing.wait(10)
+    history.record(events.reading("temp", 2))
+    history.record(events.reading("temp", 3))
+    history.stop()  # returns: the outputs' safe state and the rest of the shutdown never wait for the SD card
+    return history, writer
+
+
+def test_stop_leaves_the_file_to_a_hung_writer_which_commits_its_batch_when_the_card_answers(tmp_path: Path) -> None:
+    history, writer = _stopped_while_the_writer_hangs(tmp_path)
+    history.card_answers.set()
+    writer.join(10)
+    assert not writer.is_alive()
+    assert [r.value for r in query(tmp_path / HISTORY_FILE)] == [1]  # not rolled back by a close under it
+    with contextlib.closing(sqlite3.connect(tmp_path / HISTORY_FILE)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert history.written == 1
+
+
+def test_stop_counts_and_logs_once_the_events_a_hung_writer_leaves_unwritten(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="gateway.history"):
+        history, writer = _stopped_while_the_writer_hangs(tmp_path)
+        history.stop()  # a second stop says nothing more
+    history.card_answers.set()
+    writer.join(10)
+    assert history.dropped == 2 and history.health()["queued"] == 0
+    hung = [r.getMessage() for r in caplog.records]
+    assert len(hung) == 1 and "2 events" in hung[0], hung
