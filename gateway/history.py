@@ -18,7 +18,10 @@ wear; docs/web.md has the bytes per hour), or as soon as ``flush_at`` events wai
 memory stays bounded by a batch, not by an interval's worth of events), and prunes in the
 background every ``prune_s``: rows older than the window go, then the oldest rows beyond ``max_mb``.
 The file survives restarts (WAL, ``synchronous=NORMAL``: a power cut loses at most the last batch:
-the history is for people; delivery to the hub is the outbox's job).
+the history is for people; delivery to the hub is the outbox's job). :meth:`History.stop` waits at
+most ``stop_timeout_s`` (5 s) for the writer: a writer hung on the SD card keeps the file to itself
+(no second thread on its connection, no close under its transaction) and the events still queued
+are counted in ``dropped`` and logged once. ``dropped`` sums counters each written by one thread.
 
 Config (``config.toml``)::
 
@@ -127,6 +130,7 @@ class History:
         flush_at: int = 1_000,
         readings_per_s: int | None = None,
         wall: Callable[[], float] = time.time,
+        stop_timeout_s: float = 5.0,
     ) -> None:
         self.path = path
         self.window_s = window_s
@@ -134,6 +138,7 @@ class History:
         self.flush_s = flush_s
         self.prune_s = prune_s
         self._wall = wall
+        self.stop_timeout_s = stop_timeout_s
         self._queue: deque[Event] = deque()
         # A deque, not a queue.Queue: one producer (the dispatcher) and one consumer (the writer), whose
         # append and popleft are atomic; the bound is checked by hand. queue.Queue's lock and condition
@@ -156,8 +161,22 @@ class History:
         """Held readings that an event names as its cause: the writer remembers them for ``because``."""
         self._due = threading.Event()
         """Set when ``flush_at`` events wait, or to stop: the writer commits at once."""
-        self.dropped = 0
-        """Events not kept because the queue was full (the writer could not keep up, or the disk hung)."""
+        # ``dropped`` is the sum of counters each written by one thread only: ``counter += n`` is a read and a store,
+        # and a count stored by another thread between them would be lost. No lock: the dispatcher's side stays an
+        # append and an increment.
+        self._refused = 0
+        """Events the full queue refused (the dispatcher's)."""
+        self._not_written = 0
+        """Events taken from the queue and not written: a failed write, or no file open (the thread that flushes)."""
+        self._left_at_stop = 0
+        """Events a hung writer left in the queue at :meth:`stop` (the stopping thread's)."""
+        self._writing = 0
+        """Events in the transaction the writer is in (the writer's), for the log of a hung stop."""
+        self._handover = threading.Lock()
+        """Who closes the file, decided once: :meth:`stop` after a writer that ended, or the writer, once it ends,
+        after a stop that could not wait for it. Never taken on the dispatcher's side."""
+        self._writer_running = False
+        self._abandoned = False
         self.written = 0
         self.pruned = 0
         self._stop = threading.Event()
@@ -195,7 +214,7 @@ class History:
     def _put(self, event: Event) -> None:
         queued = self._queue
         if len(queued) >= self.queue_size:
-            self.dropped += 1
+            self._refused += 1
             return
         queued.append(event)
         if len(queued) >= self.flush_at:
@@ -242,30 +261,73 @@ class History:
             log.error("event history disabled: cannot open %s: %s", self.path, exc)
             return
         self._thread = threading.Thread(target=guarded("history writer")(self._run), name="history", daemon=True)
+        self._writer_running = True
         self._thread.start()
 
     def stop(self) -> None:
-        """Write what is queued and close."""
+        """Write what is queued and close; never waits more than ``stop_timeout_s`` for the writer.
+
+        The service's stop must not hang on the SD card (the outputs' safe state comes first, docs/service.md),
+        and the file must not be damaged. So a writer still busy after ``stop_timeout_s`` (a slow or hung card) keeps
+        the file: no flush on its connection from this thread, no close under its transaction. It commits the batch
+        it holds if the card answers, and closes the file when it ends (a process that exits first loses that
+        batch: SQLite's journal keeps the file whole). The events still queued are let go here, counted in
+        ``dropped`` and logged once.
+        """
+        if self._abandoned:
+            return
         self._stop.set()
         self._due.set()
         if self._thread is not None:
-            self._thread.join(timeout=5.0)
+            self._thread.join(timeout=self.stop_timeout_s)
             self._thread = None
+        with self._handover:
+            self._abandoned = self._writer_running
+        if self._abandoned:
+            left = self._let_go()
+            log.warning("event history: the writer did not finish within %g s (a slow or hung SD card): %d events "
+                        "not written (counted in dropped); the %d it is writing and the file are left to it",
+                        self.stop_timeout_s, left, self._writing)
+            return
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.flush()
+            self._close()
+
+    def _let_go(self) -> int:
+        """Take every queued and held event away from the writer, and count it: each ``popleft`` and ``pop`` is
+        atomic, so an event is written by the writer or counted here, never both."""
+        left = 0
+        with contextlib.suppress(IndexError):
+            while True:
+                self._queue.popleft()
+                left += 1
+        for entity in list(self._held):
+            if self._held.pop(entity, None) is not None:
+                left += 1
+        self._left_at_stop += left
+        return left
+
+    def _close(self) -> None:
+        if self._db is not None:
             self._db.close()
             self._db = None
 
     def _run(self) -> None:
-        while True:
-            self._due.wait(self.flush_s)
-            self._due.clear()
-            if self._stop.is_set():
-                return
-            self.flush()
-            if self._wall() - self._last_prune >= self.prune_s:
-                self.prune()
+        try:
+            while True:
+                self._due.wait(self.flush_s)
+                self._due.clear()
+                if self._stop.is_set():
+                    return
+                self.flush()
+                if not self._stop.is_set() and self._wall() - self._last_prune >= self.prune_s:
+                    self.prune()
+        finally:
+            with self._handover:
+                self._writer_running = False
+                if self._abandoned:  # stop() could not wait: the file is the writer's to close
+                    self._close()
 
     def flush(self) -> int:
         """Write every queued event in one transaction, then give SQLite's page cache back; the number written."""
@@ -285,7 +347,12 @@ class History:
             while True:
                 cause = self._causes.popleft()
                 self._recent[cause.id] = _described(cause)
-        if not batch or self._db is None:
+        if not batch:
+            return 0
+        if self._db is None:
+            # No file (it could not be opened, or it is closed): the events are let go, and counted, so that health
+            # says what the history lost. Logged once, where the file failed to open, not at each flush.
+            self._not_written += len(batch)
             return 0
         rows = []
         for e in batch:
@@ -295,14 +362,17 @@ class History:
             self._recent[e.id] = _described(e)
         while len(self._recent) > RECENT_CAUSES:
             del self._recent[next(iter(self._recent))]
+        self._writing = len(rows)
         try:
             with self._transaction() as db:
                 db.executemany("INSERT INTO events (id, ts, kind, entity, value, unit, rule, cause, detail, because) "
                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         except sqlite3.Error as exc:
-            self.dropped += len(rows)
+            self._not_written += len(rows)
             log.warning("event history: %d events not written: %s", len(rows), exc)
             return 0
+        finally:
+            self._writing = 0
         self.written += len(rows)
         # The writer sleeps until the next batch (a minute, at the usual pace): the pages it wrote stay in the
         # operating system's cache, so its own copy is given back; the next flush re-reads a few of them.
@@ -349,6 +419,12 @@ class History:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    @property
+    def dropped(self) -> int:
+        """Events not kept: the queue was full (the writer could not keep up, or the disk hung), a write failed, or a
+        hung writer left them at :meth:`stop`."""
+        return self._refused + self._not_written + self._left_at_stop
 
     def health(self) -> dict[str, int]:
         """Figures for health reports and the web page (thread-safe reads of counters)."""

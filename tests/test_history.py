@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
+import sqlite3
+import threading
 import time
 import tracemalloc
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -374,3 +379,119 @@ def test_the_history_ends_on_the_newest_reading_when_the_dispatcher_records_whil
     history.flush()
     history.stop()
     assert [r.value for r in query(tmp_path / HISTORY_FILE)] == [1, 2, 3, 4]
+
+
+# -- the writer's defects found in review (issue 14): counters, a flush with no file, a hung writer at stop ----------
+
+
+class _DispatcherDropsWhileTheWriterCounts(History):
+    """A history whose dispatcher records (into a full queue) right after the writer has read a counter to count a
+    failed write, before it stores the sum: the interleaving the GIL allows between a read and a store of
+    ``counter += n``, made to happen here rather than one run in a million."""
+
+    def __init__(self, path: Path, dispatcher: Callable[[], None]) -> None:
+        super().__init__(path, queue_size=2)
+        self._dispatcher: Callable[[], None] | None = None
+        self._armed_dispatcher = dispatcher
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with super()._transaction() as db:
+                yield db
+        except sqlite3.Error:
+            self._dispatcher = self._armed_dispatcher  # the next counter the writer reads, the dispatcher runs
+            raise
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if type(value) is int and not name.startswith("__"):
+            run = super().__getattribute__("_dispatcher")
+            if run is not None:
+                self._dispatcher = None
+                run()
+        return value
+
+
+def test_no_drop_is_lost_when_the_dispatcher_counts_one_while_the_writer_counts_a_failed_write(tmp_path: Path) -> None:
+    _, events = factory()
+
+    def dispatcher() -> None:
+        for n in range(3):  # the queue holds two: the third is dropped, on the dispatcher's thread
+            history.record(events.reading("temp", 100 + n))
+
+    history = _DispatcherDropsWhileTheWriterCounts(tmp_path / HISTORY_FILE, dispatcher)
+    history.open()
+    history.record(events.reading("temp", 1))
+    history.record(events.reading("temp", 2))
+    with contextlib.closing(sqlite3.connect(tmp_path / HISTORY_FILE)) as other:
+        other.execute("DROP TABLE events")  # the writer's next insert fails, for real
+    assert history.flush() == 0
+    assert history.dropped == 2 + 1  # the batch the writer could not write, and the event the full queue refused
+
+
+def test_a_flush_with_no_file_open_counts_the_queued_and_held_events_it_discards(tmp_path: Path) -> None:
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, readings_per_s=1)  # never opened: the file could not be
+    history.record(events.reading("temp", 1))
+    history.record(events.reading("temp", 2))  # held: the second's allowance is used
+    history.record(events.make(Kind.STATE, "light", True))
+    assert history.flush() == 0
+    assert history.dropped == 3
+    assert history.health()["queued"] == 0
+
+
+class _HangingCard(History):
+    """A history whose writer hangs inside its first transaction, after its insert and before its commit (a slow or
+    hung SD card), until the test lets the card answer."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, flush_s=3600, flush_at=1, stop_timeout_s=0.05, wall=lambda: T0)
+        self.writing = threading.Event()
+        self.card_answers = threading.Event()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with super()._transaction() as db:
+            yield db
+            if not self.writing.is_set() and threading.current_thread().name == "history":
+                self.writing.set()
+                self.card_answers.wait()
+
+
+def _stopped_while_the_writer_hangs(tmp_path: Path) -> tuple[_HangingCard, threading.Thread]:
+    """The writer hangs in the transaction of event 1; events 2 and 3 wait in the queue; then the service stops."""
+    _, events = factory()
+    history = _HangingCard(tmp_path / HISTORY_FILE)
+    history.start()
+    writer = history._thread
+    assert writer is not None
+    history.record(events.reading("temp", 1))
+    assert history.writing.wait(10)
+    history.record(events.reading("temp", 2))
+    history.record(events.reading("temp", 3))
+    history.stop()  # returns: the outputs' safe state and the rest of the shutdown never wait for the SD card
+    return history, writer
+
+
+def test_stop_leaves_the_file_to_a_hung_writer_which_commits_its_batch_when_the_card_answers(tmp_path: Path) -> None:
+    history, writer = _stopped_while_the_writer_hangs(tmp_path)
+    history.card_answers.set()
+    writer.join(10)
+    assert not writer.is_alive()
+    assert [r.value for r in query(tmp_path / HISTORY_FILE)] == [1]  # not rolled back by a close under it
+    with contextlib.closing(sqlite3.connect(tmp_path / HISTORY_FILE)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert history.written == 1
+
+
+def test_stop_counts_and_logs_once_the_events_a_hung_writer_leaves_unwritten(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="gateway.history"):
+        history, writer = _stopped_while_the_writer_hangs(tmp_path)
+        history.stop()  # a second stop says nothing more
+    history.card_answers.set()
+    writer.join(10)
+    assert history.dropped == 2 and history.health()["queued"] == 0
+    hung = [r.getMessage() for r in caplog.records]
+    assert len(hung) == 1 and "2 events" in hung[0], hung
