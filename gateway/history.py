@@ -322,7 +322,7 @@ class History:
                     return
                 self.flush()
                 if not self._stop.is_set() and self._wall() - self._last_prune >= self.prune_s:
-                    self.prune()
+                    self._prune_or_say_why()
         finally:
             with self._handover:
                 self._writer_running = False
@@ -379,6 +379,16 @@ class History:
         with contextlib.suppress(sqlite3.Error):
             give_back_page_cache(self._db)
         return len(rows)
+
+    def _prune_or_say_why(self) -> None:
+        """A prune the card refuses (full: VACUUM needs room for a copy) must not end the writer: the history keeps
+        recording, and the prune is tried again after ``prune_s``."""
+        try:
+            self.prune()
+        except sqlite3.Error as exc:
+            self._last_prune = self._wall()
+            log.warning("history: prune failed (%s); recording goes on, the prune is retried in %.0f s",
+                        exc, self.prune_s)
 
     def prune(self) -> int:
         """Delete rows older than the window, then the oldest beyond ``max_bytes``; the rows deleted."""

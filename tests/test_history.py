@@ -495,3 +495,39 @@ def test_stop_counts_and_logs_once_the_events_a_hung_writer_leaves_unwritten(
     assert history.dropped == 2 and history.health()["queued"] == 0
     hung = [r.getMessage() for r in caplog.records]
     assert len(hung) == 1 and "2 events" in hung[0], hung
+
+
+class _CardFullOnPrune(History):
+    """An SD card that is full when the history prunes (its VACUUM needs room for a copy): a failure no real part in
+    a test can give on demand, so the prune raises what SQLite raises then, once."""
+
+    def __init__(self, path: Path, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self.refused = 0
+
+    def prune(self) -> int:
+        if not self.refused:
+            self.refused += 1
+            self._last_prune = self._wall()
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().prune()
+
+
+def test_a_prune_the_card_refuses_does_not_stop_the_writer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _, events = factory()
+    history = _CardFullOnPrune(tmp_path / HISTORY_FILE, flush_s=3600, flush_at=10, prune_s=0, wall=lambda: T0)
+    history.start()
+    try:
+        for n in range(10):
+            history.record(events.reading("temp", n))
+        deadline = time.monotonic() + 10
+        while not history.refused and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for n in range(10, 20):
+            history.record(events.reading("temp", n))
+        while history.written < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert history.written == 20  # the writer outlived the failed prune
+    finally:
+        history.stop()
+    assert "prune" in caplog.text and "disk is full" in caplog.text
