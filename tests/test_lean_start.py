@@ -77,13 +77,24 @@ entity = "porch_light"
 
 
 def modules_of_a_started_gateway(tmp_path: Path, rules: str) -> set[str]:
+    return modules_of_config(gpio_house(tmp_path, rules))
+
+
+def gpio_house(tmp_path: Path, rules: str) -> Path:
+    """A relay and a contact, no schedules of its own: the config's path."""
     text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22), toml.device("door", "gpio.input", pin=27))
     text += '\n[rules]\nunsynced_clock = "run"\nwatch = false\n'  # schedules start on any clock
-    return modules_of_config(write_config(tmp_path, text, rules=rules))
+    return write_config(tmp_path, text, rules=rules)
 
 
 def modules_of_config(config: Path) -> set[str]:
-    done = subprocess.run([sys.executable, "-c", STARTED_GATEWAY, str(config)], check=False, cwd=ROOT,
+    return names_printed_by(STARTED_GATEWAY, config)
+
+
+def names_printed_by(script: str, argument: Path) -> set[str]:
+    """What ``script``, run in a fresh interpreter with ``argument``, prints as a JSON list on its last line:
+    a fresh process, so that what it imports or builds is its own and not what the test run loaded."""
+    done = subprocess.run([sys.executable, "-c", script, str(argument)], check=False, cwd=ROOT,
                           capture_output=True, text=True, timeout=60,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
@@ -150,11 +161,7 @@ print(json.dumps(sorted(sys.modules)))
 def test_a_config_imports_only_the_driver_modules_it_names(tmp_path: Path) -> None:
     text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22), toml.device("door", "gpio.input", pin=27))
     config = write_config(tmp_path, text, rules=UNSCHEDULED)
-    done = subprocess.run([sys.executable, "-c", LOADED_CONFIG, str(config)], check=False, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
-    modules = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    modules = names_printed_by(LOADED_CONFIG, config)
     assert {"drivers.gpio", "drivers.actuators"} <= modules
     assert not {"drivers.modbus", "drivers.fan", "drivers.pulse", "drivers.button"} & modules
 
@@ -189,14 +196,7 @@ def test_a_started_gateway_has_built_no_validator_it_has_not_used(tmp_path: Path
     # pydantic's defer_build: a model's validator is built at its first use, not at import. The base
     # `Config` (a house with devices validates with a model of its own drivers' union), the conditioning
     # steps and the rule-file blocks the house does not use are never built: start-up CPU (docs/performance.md).
-    text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22), toml.device("door", "gpio.input", pin=27))
-    text += '\n[rules]\nunsynced_clock = "run"\nwatch = false\n'
-    config = write_config(tmp_path, text, rules=UNSCHEDULED)
-    done = subprocess.run([sys.executable, "-c", BUILT_MODELS, str(config)], check=False, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
-    built = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    built = names_printed_by(BUILT_MODELS, gpio_house(tmp_path, UNSCHEDULED))
     assert "gateway.config.Config (base)" not in built
     assert not {name for name in built if name.startswith("drivers.conditioning.")}
     assert "rules.model.Thermostat" not in built
@@ -205,14 +205,7 @@ def test_a_started_gateway_has_built_no_validator_it_has_not_used(tmp_path: Path
 def test_a_started_gateway_has_not_built_the_nested_conditions_nor_the_alarm_sensors(tmp_path: Path) -> None:
     # They were built at import (model_rebuild for the recursive union, a default AlarmSensors() instance):
     # the rule file's own validator holds what it needs of them; alone they were 0.3 MB of every start.
-    text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22), toml.device("door", "gpio.input", pin=27))
-    text += '\n[rules]\nunsynced_clock = "run"\nwatch = false\n'
-    config = write_config(tmp_path, text, rules=UNSCHEDULED)
-    done = subprocess.run([sys.executable, "-c", BUILT_MODELS, str(config)], check=False, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
-    built = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    built = names_printed_by(BUILT_MODELS, gpio_house(tmp_path, UNSCHEDULED))
     unused = ("AllCondition", "AnyCondition", "NotCondition", "AlarmSensors")
     assert not {f"rules.model.{name}" for name in unused} & built
 
@@ -237,11 +230,7 @@ def test_a_clock_that_timesyncd_vouches_for_is_checked_without_loading_ctypes(tm
     # ctypes (0.3 MB) is for the kernel's adjtimex, asked only when timesyncd's flag file is absent.
     flag = tmp_path / "synchronized"
     flag.touch()
-    done = subprocess.run([sys.executable, "-c", CLOCK_FROM_TIMESYNCD, str(flag)], check=False, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
-    assert "ctypes" not in set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "ctypes" not in names_printed_by(CLOCK_FROM_TIMESYNCD, flag)
 
 
 CHECKED_CONFIG = """
@@ -258,11 +247,7 @@ def test_gateway_check_validates_without_importing_the_engine_nor_the_dispatcher
     # what runs them (the engine, the controllers, the dispatcher: ~40 ms of every start, docs/performance.md).
     text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22), toml.device("door", "gpio.input", pin=27))
     config = write_config(tmp_path, text, rules=UNSCHEDULED)
-    done = subprocess.run([sys.executable, "-c", CHECKED_CONFIG, str(config)], check=False, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
-    modules = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    modules = names_printed_by(CHECKED_CONFIG, config)
     assert "rules.loader" in modules
     assert not {"rules.engine", "gateway.dispatcher", "gateway.assembly"} & modules
 
