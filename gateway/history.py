@@ -297,16 +297,22 @@ class History:
     def _let_go(self) -> int:
         """Take every queued and held event away from the writer, and count it: each ``popleft`` and ``pop`` is
         atomic, so an event is written by the writer or counted here, never both."""
-        left = 0
-        with contextlib.suppress(IndexError):
-            while True:
-                self._queue.popleft()
-                left += 1
-        for entity in list(self._held):
-            if self._held.pop(entity, None) is not None:
-                left += 1
+        left = len(self._take_queued()) + len(self._take_held())
         self._left_at_stop += left
         return left
+
+    def _take_queued(self) -> list[Event]:
+        """Every queued event, oldest first, each taken by one atomic ``popleft`` (the dispatcher may append
+        meanwhile: what it appends after the queue ran empty waits for the next taker)."""
+        taken: list[Event] = []
+        with contextlib.suppress(IndexError):
+            while True:
+                taken.append(self._queue.popleft())
+        return taken
+
+    def _take_held(self) -> list[Event]:
+        """Every held reading, each taken by one atomic ``pop`` (the dispatcher may hold a newer one meanwhile)."""
+        return [held for entity in list(self._held) if (held := self._held.pop(entity, None)) is not None]
 
     def _close(self) -> None:
         if self._db is not None:
@@ -335,11 +341,8 @@ class History:
         # anything queued before it, so it waits for the next flush. (Taken after the queue, a reading held
         # meanwhile was written before the older ones the dispatcher queued meanwhile: the history did not end
         # on the sensor's value.)
-        held = [h for entity in list(self._held) if (h := self._held.pop(entity, None)) is not None]
-        batch: list[Event] = []
-        with contextlib.suppress(IndexError):
-            while True:
-                batch.append(self._queue.popleft())
+        held = self._take_held()
+        batch = self._take_queued()
         for reading in held:
             # In its place by time among the batch's events (which are in the order they were processed).
             bisect.insort(batch, reading, key=_mono)
@@ -387,7 +390,7 @@ class History:
             self.prune()
         except sqlite3.Error as exc:
             self._last_prune = self._wall()
-            log.warning("history: prune failed (%s); recording goes on, the prune is retried in %.0f s",
+            log.warning("event history: prune failed (%s); recording goes on, the prune is retried in %.0f s",
                         exc, self.prune_s)
 
     def prune(self) -> int:
