@@ -134,16 +134,9 @@ class Bus:
             self._signal.release()
 
     def get(self, timeout: float | None) -> Event | None:
-        """The next event, or None on timeout or after :meth:`wake`."""
-        with self._lock:
-            if self._ready(timeout):
-                self._wake = False
-                return self._pop()
-            self._sleeping = True
-        self._sleep(timeout)
-        with self._lock:
-            self._wake = False
-            return self._pop()
+        """The next event, or None on timeout or after :meth:`wake`: :meth:`get_batch` of one."""
+        batch = self.get_batch(timeout, 1)
+        return batch[0] if batch else None
 
     def get_batch(self, timeout: float | None, limit: int) -> list[Event]:
         """Up to ``limit`` events in order, under one lock: waits (like :meth:`get`) only when there is
