@@ -29,7 +29,7 @@ from core.events import Event, EventFactory, Kind
 from drivers.base import Actuator, Driver, DriverContext, SerialOpener, Simulator, SimWorld
 from drivers.envelope import Envelope
 from drivers.supervision import Status, Supervisor
-from gateway.assembly import assemble, build_engine, load_ruleset
+from gateway.assembly import assemble, build_engine
 from gateway.authority import outputs_of
 from gateway.bus import Bus
 from gateway.config import Config
@@ -38,6 +38,7 @@ from gateway.history import HISTORY_FILE, History
 from gateway.houselog import HouseLog
 from gateway.lastgood import save_outputs
 from gateway.remote_rules import RemoteRules, effective_config
+from gateway.rulesets import load_ruleset
 from rules.commands import LOCKOUT_FILE, CodeGuard, Validator, command_validators
 from rules.discovery import bridge_entities, hub_view
 from rules.loader import RulesError, RuleSet

@@ -17,8 +17,8 @@ from drivers.envelope import Envelope
 from gateway.bus import Bus
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
+from gateway.rulesets import load_ruleset
 from rules.engine import RuleEngine, Runtime
-from rules.loader import RuleSet, check_rules, load_rules
 
 
 def assemble(
@@ -36,16 +36,6 @@ def assemble(
     engine = make_engine(dispatcher)
     dispatcher.reactor = engine
     return dispatcher, engine
-
-
-def load_ruleset(config: Config) -> RuleSet:
-    """The rule set of ``config`` (its ``rules.dir``, checked against its devices); :class:`RulesError` if bad."""
-    return load_rules(config.rules.dir, config.entities())
-
-
-def check_ruleset(config: Config) -> tuple[RuleSet | None, list[str]]:
-    """For ``gateway check``: the rule set and its warnings, or None and every problem (one line each)."""
-    return check_rules(config.rules.dir, config.entities())
 
 
 def build_engine(config: Config, runtime: Runtime, **options: Any) -> RuleEngine:

@@ -150,16 +150,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     With ``--hardware`` the doctor's findings follow on stdout (:mod:`gateway.doctor`), also after
     bad rule files; exit 1 if the files or the board have a problem."""
-    # The rule files' loader, not gateway.assembly's check_ruleset (the same call): importing the assembly
-    # loads the engine, the controllers and the dispatcher, ~40 ms that systemd's ExecStartPre would pay
-    # before every start for nothing (docs/performance.md).
     from gateway.config import state_dir_problems
-    from rules.loader import check_rules
+    from gateway.rulesets import check_ruleset
 
     config = _load(args.config)
     if config is None:
         return 1
-    ruleset, lines = check_rules(config.rules.dir, config.entities())
+    ruleset, lines = check_ruleset(config)
     state_dir = state_dir_problems(config)
     for line in [*state_dir, *lines] if ruleset is None else state_dir:
         print(line, file=sys.stderr)

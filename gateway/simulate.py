@@ -40,10 +40,11 @@ from core.entities import EntitySpec
 from core.events import Event, EventFactory, Kind, Value
 from drivers.base import Actuator, DeviceConfig, DriverContext
 from drivers.envelope import Envelope
-from gateway.assembly import assemble, load_ruleset
+from gateway.assembly import assemble
 from gateway.bus import Bus
 from gateway.config import Config
 from gateway.mqtt.commands import Validator, split_held, validator_for
+from gateway.rulesets import load_ruleset
 from rules.commands import command_validators
 from rules.durations import Duration
 from rules.engine import RuleEngine

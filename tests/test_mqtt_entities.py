@@ -20,9 +20,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from core.clock import VirtualClock
 from core.events import Event, EventFactory
 from gateway.app import Gateway
-from gateway.assembly import check_ruleset
 from gateway.config import ConfigError, load_config
 from gateway.mqtt.foreign import MAX_PAYLOAD, ForeignEntities, MqttEntityConfig, extract, parse_path
+from gateway.rulesets import check_ruleset
 from tests import toml_kit as toml
 from tests.conftest import Broker
 from tests.helpers import write_config

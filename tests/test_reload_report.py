@@ -10,9 +10,9 @@ from gpiozero.pins.mock import MockFactory
 
 from core.events import Event, Kind
 from gateway.app import Gateway
-from gateway.assembly import load_ruleset
 from gateway.config import load_config
 from gateway.control import format_status
+from gateway.rulesets import load_ruleset
 from gateway.service import Service
 from rules.watcher import RELOAD_REFUSED, SHOWN_PROBLEMS, refusal_detail, refusal_problems
 from tests import toml_kit as toml

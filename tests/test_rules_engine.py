@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from core.events import Kind
-from gateway.assembly import build_engine, load_ruleset
+from gateway.assembly import build_engine
+from gateway.rulesets import load_ruleset
 from rules.engine import STATE_FILE
 from rules.loader import RulesError
 from rules.timers import TimerKey

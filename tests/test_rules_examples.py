@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.assembly import check_ruleset
 from gateway.cli import main
 from gateway.config import Config
+from gateway.rulesets import check_ruleset
 from gateway.simulate import simulate
 from tests.rules_config import house_config, write_house_config
 

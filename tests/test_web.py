@@ -178,7 +178,7 @@ def test_a_pin_change_reaches_the_live_stream(tmp_path: Path) -> None:
 
 def test_the_thermostat_plot_shows_the_heater_on_where_the_simulation_switched_it(tmp_path: Path) -> None:
     history, heater = shipped_house_day(tmp_path)
-    from gateway.assembly import load_ruleset
+    from gateway.rulesets import load_ruleset
     from tests.web_kit import ROOT
 
     ruleset = load_ruleset(load_config(ROOT / "config.toml"))

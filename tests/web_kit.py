@@ -86,7 +86,7 @@ def shipped_house_day(state_dir: Path, end: float | None = None) -> tuple[Path, 
     """The shipped house (config.toml, rules.d) for 24 h in virtual time, ending at ``end`` (now): the
     living room cools 0.03 °C a minute and warms 0.06 °C a minute while the heater is on; one reading a
     minute. Every event goes into a history file; returns it and the heater's confirmed states."""
-    from gateway.assembly import load_ruleset
+    from gateway.rulesets import load_ruleset
 
     config = load_config(ROOT / "config.toml")
     end = time.time() if end is None else end
@@ -109,7 +109,7 @@ def shipped_house_day(state_dir: Path, end: float | None = None) -> tuple[Path, 
 
 def plot_site(history: Path) -> tuple[WebServer, str]:
     """A page over ``history`` alone (the shipped house's thermostat), for the plot's tests."""
-    from gateway.assembly import load_ruleset
+    from gateway.rulesets import load_ruleset
 
     config = load_config(ROOT / "config.toml")
     ruleset = load_ruleset(config)

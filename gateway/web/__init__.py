@@ -62,7 +62,7 @@ def start_web(config: Config, gateway: Gateway, snapshot: Any) -> WebServer | No
 
 
 def _cached_check(config: Config) -> Any:
-    from gateway.assembly import check_ruleset
+    from gateway.rulesets import check_ruleset
 
     lock = threading.Lock()
     cache: list[Any] = [0.0, (True, [])]
