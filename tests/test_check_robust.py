@@ -511,6 +511,11 @@ def test_gateway_check_fails_when_a_file_is_in_the_way_of_the_state_dir(
     assert "gateway.state_dir" in capsys.readouterr().err
 
 
+def test_the_topic_rules_may_not_publish_on_is_the_gateways_event_stream() -> None:
+    # rules.model sits below the gateway's layer and cannot import its topics: the two names must stay one.
+    assert Topics("gateway/house").events == f"gateway/house/{m.EVENT_STREAM}"
+
+
 def test_a_rule_may_not_publish_on_the_event_stream(tmp_path: Path) -> None:
     # <base>/events is the gateway's event stream ([mqtt] event_batches): the window sends its rows as JSON arrays of
     # events, so a rule's message there would be spliced into an array (``[{...},on]``: the hub can parse none of

@@ -83,6 +83,7 @@ from typing import Literal
 
 from core.sqlite_memory import cap_page_cache, give_back_freed_memory, give_back_page_cache
 from gateway.mqtt import MqttSetupError
+from gateway.mqtt.topics import EVENT_STREAM
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
-STREAM_SUFFIX = "/events"
+STREAM_SUFFIX = f"/{EVENT_STREAM}"
 """The end of the event stream's topic (``<base>/events``, ``[mqtt] event_batches``): its rows are events of every
 entity, each with its ``entity`` in its JSON payload."""
 _READING_KEY = (

@@ -22,6 +22,11 @@ ONLINE = "online"
 OFFLINE = "offline"
 
 
+EVENT_STREAM = "events"
+"""The level under ``<base>`` of the one stream of ``[mqtt] event_batches`` (:attr:`Topics.events`). A rule may not
+publish there: ``rules.model.EVENT_STREAM`` says the same below the gateway's layer (a test holds them equal)."""
+
+
 _last_second: list[tuple[int, str]] = [(-1, "")]
 """The last whole second :func:`iso_utc` formatted, and its text up to the seconds (replaced whole: a tuple
 assignment in the list, so any thread reads a consistent pair)."""
@@ -161,7 +166,7 @@ class Topics:
     def events(self) -> str:
         """The one stream of ``[mqtt] event_batches``: arrays of events of every entity, in ``seq`` order
         (MQTT keeps the order per topic, so one topic keeps it across entities)."""
-        return f"{self.base}/events"
+        return f"{self.base}/{EVENT_STREAM}"
 
     def state(self, entity: str) -> str:
         return f"{self.base}/state/{entity}"
