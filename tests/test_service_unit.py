@@ -146,7 +146,11 @@ def test_the_gateway_runs_under_the_units_system_call_filter(broker: Broker, wor
     """SystemCallFilter=@system-service ~@privileged @resources (EPERM), native arch, NoNewPrivileges."""
     launcher = syscall_filter.write_launcher(workdir / "seccomp.py")
     config = service_config(workdir, "svc-seccomp", broker.port)
-    gateway = GatewayProcess.start(workdir, config, launcher=[str(launcher)], mqtt=True)
+    answers_and_stops_cleanly(GatewayProcess.start(workdir, config, launcher=[str(launcher)], mqtt=True))
+
+
+def answers_and_stops_cleanly(gateway: GatewayProcess) -> None:
+    """The started ``gateway`` becomes ready, answers ``status``, stops with 0 and never logged a traceback."""
     try:
         gateway.wait_ready()
         assert request(gateway.socket_path, {"cmd": "status"})["ok"]
@@ -189,15 +193,8 @@ def test_the_gateway_runs_with_the_units_optimised_bytecode_and_caches_it(broker
     env["PYTHONDONTWRITEBYTECODE"] = ""  # systemd does not set it; this test environment does
     config = service_config(workdir, "svc-optimised", broker.port)
     for start in range(2):  # the first start writes the cache, the second reads it
-        gateway = GatewayProcess.start(workdir, config, mqtt=True, env=env,
-                                       notify_address=str(workdir / f"notify{start}.sock"))
-        try:
-            gateway.wait_ready()
-            assert request(gateway.socket_path, {"cmd": "status"})["ok"]
-            assert gateway.stop() == 0, gateway.log()
-        finally:
-            gateway.close()
-        assert "Traceback" not in gateway.log()
+        answers_and_stops_cleanly(GatewayProcess.start(workdir, config, mqtt=True, env=env,
+                                                       notify_address=str(workdir / f"notify{start}.sock")))
     cached = {path.name for path in (workdir / "cache").rglob("*.pyc")}
     assert f"app.{sys.implementation.cache_tag}.opt-2.pyc" in cached
     assert not {name for name in cached if ".opt-" not in name}
