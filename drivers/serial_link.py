@@ -173,7 +173,6 @@ class SerialLink:
         self.coalesced = 0
         """Lines (or frames) of a flood not posted as their own record: merged into the newest of the same
         read, or counted and not parsed (``parser.counters.unparsed``)."""
-        self._unparsed = 0
         self.opens = 0
         self.failures = 0
         """Failed attempts: a port that could not be opened or failed after opening."""
@@ -353,17 +352,16 @@ class SerialLink:
     def _handle(self, data: bytes) -> None:
         parser = self.parser
         counters = parser.counters
-        before = counters.records + counters.malformed + counters.bad_checksum + counters.unparsed
+        unparsed = counters.unparsed
+        before = counters.records + counters.malformed + counters.bad_checksum + unparsed
         if self._lines:
             data = data.replace(b"\r", b"\n")
         if self._flooding and isinstance(parser, LineParser):
             records = parser.feed_newest(data, NEWEST_LINES)
         else:
             records = parser.feed(data)
-        unparsed = counters.unparsed
-        self._meter(before, counters.records + counters.malformed + counters.bad_checksum + unparsed)
-        self.coalesced += unparsed - self._unparsed
-        self._unparsed = unparsed
+        self._meter(before, counters.records + counters.malformed + counters.bad_checksum + counters.unparsed)
+        self.coalesced += counters.unparsed - unparsed
         if self._flooding and len(records) > 1:
             newest: Record = {}
             for record in records:
