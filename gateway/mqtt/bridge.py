@@ -110,10 +110,9 @@ class MqttBridge:
                                     drain_rate=section.drain_rate, wake=self._wake, stream=self.topics.events,
                                     batch_max=section.event_batch_max, batch_bytes=section.event_batch_bytes,
                                     batching=section.event_batches)
-        self._event_topic: Callable[[str], str] = (
-            (lambda entity: self.topics.events) if section.event_batches else self.topics.event)
-        """Where an entity's events go: ``event/<entity>``, or with ``event_batches`` the stream ``events``, whose
-        rows the window sends as arrays (window.py)."""
+        self._stream = self.topics.events if section.event_batches else None
+        """Where every event goes with ``event_batches``: the stream ``events``, whose rows the window sends as
+        arrays (window.py); None: each entity's own ``event/<entity>``."""
         self.inbound_counters = BridgeCounters()
         """The inlet connection's connects and disconnects (the bridge's own count the uplink's)."""
         try:
@@ -167,8 +166,9 @@ class MqttBridge:
         if handed is not None:
             self._wake_unless_handed(handed, batches)
             return
-        if self._queue(self._event_topic(event.entity), functools.partial(event_payload, event),
-                       kind=event.kind.value, ts=event.ts, key=self.topics.event(event.entity)) \
+        key = self.topics.event(event.entity)
+        if self._queue(self._stream or key, functools.partial(event_payload, event),
+                       kind=event.kind.value, ts=event.ts, key=key) \
                 and event.kind is Kind.READING:
             self.retained.update_state(event)  # a reading's state is held or due: the next commit's round sends it
             self._wake_unless_handed(True, batches)
