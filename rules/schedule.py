@@ -134,14 +134,12 @@ class DailyAt:
     field incremented: the wall-clock difference added in UTC).
     """
 
-    __slots__ = ("at", "day_names", "days", "timezone")
+    __slots__ = ("at", "day_names", "timezone")
 
     def __init__(self, at: dt.time, days: Sequence[m.Weekday] | None, timezone: ZoneInfo) -> None:
         """``days`` as the rule wrote them (``__str__`` keeps their order); None is every day."""
         self.at = at.replace(microsecond=0, tzinfo=None)
         self.day_names = tuple(days) if days else None
-        self.days = frozenset(m.WEEKDAYS.index(day) for day in days) if days else None
-        """``date.weekday()`` numbers (Monday is 0)."""
         self.timezone = timezone
 
     def get_next_fire_time(self, previous: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
@@ -163,7 +161,7 @@ class DailyAt:
         at, field = self.at, _DAY_OF_WEEK
         while field != _DONE:
             if field == _DAY_OF_WEEK:
-                if self.days is None or date.weekday() in self.days:
+                if self.day_names is None or m.local_weekday(date) in self.day_names:
                     field = _HOUR
                 else:
                     date, field = self._increment(date, _DAY)
