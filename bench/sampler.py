@@ -36,6 +36,18 @@ def _cpu_ns(tid: int) -> int:
         return 0
 
 
+def _wakeups(tid: int) -> int:
+    """The thread's voluntary context switches so far: each a wait it was woken from."""
+    try:
+        with open(f"/proc/self/task/{tid}/status") as f:
+            for text in f:
+                if text.startswith("voluntary_ctxt_switches:"):
+                    return int(text.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _name(frame: FrameType) -> str:
     code = frame.f_code
     path = code.co_filename
@@ -49,6 +61,8 @@ class Sampler:
         self.self_ns: dict[str, Counter[str]] = defaultdict(Counter)
         self.total_ns: dict[str, Counter[str]] = defaultdict(Counter)
         self.thread_ns: Counter[str] = Counter()
+        self.thread_wakeups: Counter[str] = Counter()
+        self._woken: dict[int, int] = {}
         self._last: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
@@ -71,10 +85,13 @@ class Sampler:
                 now = _cpu_ns(tid)
                 spent = now - self._last.get(tid, now)
                 self._last[tid] = now
+                woken = _wakeups(tid)
+                name = thread.name.split("(")[0].rstrip("-0123456789") or thread.name
+                self.thread_wakeups[name] += woken - self._woken.get(tid, woken)
+                self._woken[tid] = woken
                 frame = frames.get(ident)
                 if spent <= 0 or frame is None:
                     continue
-                name = thread.name.split("(")[0].rstrip("-0123456789") or thread.name
                 self.thread_ns[name] += spent
                 self.self_ns[name][_name(frame)] += spent
                 seen: set[str] = set()
@@ -91,7 +108,8 @@ class Sampler:
         total = sum(self.thread_ns.values()) or 1
         lines = [f"sampled CPU {total / 1e9:.2f} s (every {PERIOD * 1e3:g} ms, charged to the stack sampled)"]
         for name, ns in self.thread_ns.most_common():
-            lines.append(f"\n== thread {name}: {ns / 1e9:.2f} s, {100 * ns / total:.1f} % of the process")
+            lines.append(f"\n== thread {name}: {ns / 1e9:.2f} s, {100 * ns / total:.1f} % of the process, "
+                         f"{self.thread_wakeups[name]:,} wake-ups")
             lines.append("   self:")
             for key, v in self.self_ns[name].most_common(12):
                 lines.append(f"     {100 * v / total:5.1f} %  {key}")
@@ -104,7 +122,7 @@ class Sampler:
 def profile_threads(out: Path) -> None:
     """Deterministic mode (``BENCH_CPROFILE=1``): a ``cProfile.Profile`` per thread (``Thread.run``
     wrapped before the gateway starts any), written to ``OUT.cprofile`` at exit, top functions by own
-    time per thread. cProfile roughly doubles the cost of Python calls: read its shares, not its times."""
+    time per thread (and each thread's whole profile to ``OUT.<thread>.pstats``). cProfile roughly doubles the cost of Python calls: read its shares, not its times."""
     import cProfile
     import pstats
 
@@ -136,6 +154,7 @@ def profile_threads(out: Path) -> None:
         for name, p in profiles.items():
             with contextlib.suppress(TypeError):  # a profile that never ran
                 stats = pstats.Stats(p, stream=text)
+                stats.dump_stats(f"{out}.{name}.pstats")  # for pstats' own browser: sort and filter at will
                 text.write(f"\n===== thread {name}\n")
                 stats.sort_stats("tottime").print_stats(18)
         Path(f"{out}.cprofile").write_text(text.getvalue())
