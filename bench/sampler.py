@@ -122,7 +122,8 @@ class Sampler:
 def profile_threads(out: Path) -> None:
     """Deterministic mode (``BENCH_CPROFILE=1``): a ``cProfile.Profile`` per thread (``Thread.run``
     wrapped before the gateway starts any), written to ``OUT.cprofile`` at exit, top functions by own
-    time per thread (and each thread's whole profile to ``OUT.<thread>.pstats``). cProfile roughly doubles the cost of Python calls: read its shares, not its times."""
+    time per thread (and each thread's whole profile to ``OUT.<thread>.pstats``). cProfile roughly
+    doubles the cost of Python calls: read its shares, not its times."""
     import cProfile
     import pstats
 
