@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -60,6 +61,12 @@ it reads ~7 PUBACKs a wake-up instead of one. Not while a quarter of the publish
 (``hurry``; :meth:`NetLoop.acks_wanted` cuts a pause short): under a flood the acks are read as they come, or the
 gathering would cap the rate at a window per pause."""
 
+PUBACK = 0x40
+"""A PUBACK's first byte (packet type 4, no flags)."""
+SUCCESS_PUBACK = 2
+"""The remaining length of a PUBACK that says success with no properties: the message id alone (MQTT 3.1.1 always;
+MQTT 5 leaves the reason code and properties out when they are success and none, as Mosquitto does)."""
+
 
 def _later(client: mqtt.Client, userdata: object, sock: SocketLike) -> None:
     """paho's socket-write callback while a connection attempt is made: our loop writes what waits."""
@@ -81,6 +88,10 @@ class SerialisedClient(mqtt.Client):
         """:meth:`_sock_recv`'s read-ahead, and the socket it came from."""
         self.disconnect_requested = False
         """:meth:`disconnect` was called: the loop ends rather than reconnect."""
+        self._success = ReasonCode(PacketTypes.PUBACK)
+        self._no_properties = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+        """What paho hands ``on_publish`` for a :data:`SUCCESS_PUBACK` (it builds both anew for each; see
+        :meth:`_packet_read`): shared, so ``on_publish`` must not change them (ours only reads them)."""
 
     def publish(
         self, topic: str, payload: PayloadType = None, qos: int = 0, retain: bool = False,
@@ -131,6 +142,55 @@ class SerialisedClient(mqtt.Client):
         start = self._rx_pos
         self._rx_pos = min(len(self._rx), start + bufsize)
         return self._rx[start:self._rx_pos]
+
+    def _packet_read(self) -> MQTTErrorCode:
+        """Handle the success PUBACKs waiting whole in the read-ahead without paho's packet machinery, then read on
+        as paho does (paho 2.x's private per-packet read; tests/test_mqtt_puback_fast_path.py fails if what this
+        relies on changes).
+
+        paho spends ~20 µs on each PUBACK: its per-packet dict bookkeeping, then a new ``Properties`` and
+        ``ReasonCode`` for a packet that carries neither. A :data:`SUCCESS_PUBACK` (four bytes) says all it says in
+        its message id: this hands ``on_publish`` a shared success reason and empty properties, through paho's own
+        ``_do_on_publish`` (its callback, the message's removal, the in-flight count). Anything else (a failure
+        reason, properties, another packet, a packet split across reads) goes to paho's code, in arrival order."""
+        if self._in_packet["command"] == 0 and self._rx_sock is self._sock:
+            taken, rc = self._success_pubacks()
+            if taken:
+                with self._msgtime_mutex:
+                    self._last_bytes_received = mqtt.time_func()
+                return rc
+        return super()._packet_read()
+
+    def _success_pubacks(self) -> tuple[int, MQTTErrorCode]:
+        """Take the whole :data:`SUCCESS_PUBACK` packets at the front of the read-ahead: how many, and paho's
+        result for the last (an error, from a queued message sent as the window opened, ends the run)."""
+        rx, pos, end = self._rx, self._rx_pos, len(self._rx)
+        taken = 0
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        with self._out_message_mutex:
+            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and pos + 4 <= end and rx[pos] == PUBACK \
+                    and rx[pos + 1] == SUCCESS_PUBACK:
+                mid = rx[pos + 2] << 8 | rx[pos + 3]
+                pos += 4
+                self._rx_pos = pos  # before the callback: a failure in it leaves the packet taken, as paho's
+                taken += 1
+                self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received PUBACK (Mid: %d)", mid)
+                if mid in self._out_messages:  # only inform the client once (paho's _handle_pubackcomp)
+                    rc = self._do_on_publish(mid, self._success, self._no_properties)
+        return taken, rc
+
+    def _update_inflight(self) -> MQTTErrorCode:
+        """paho's, only when a message waits outside the window (paho 2.x's private hook, called after each
+        acknowledgement; tests/test_mqtt_puback_fast_path.py fails if what this relies on changes).
+
+        paho walks every message it holds on each PUBACK to find queued ones: O(window) per ack, though ours are
+        almost never queued (the publish window hands paho at most ``max_inflight`` rows; its own window has
+        headroom). Every message paho holds is QoS 1 or 2 (QoS 0 is sent at once, never held), and
+        ``_inflight_messages`` counts those it has sent and awaits an answer for: so a queued message exists
+        only if paho holds more messages than that count."""
+        if len(self._out_messages) <= self._inflight_messages:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._update_inflight()
 
     @property
     def read_ahead(self) -> int:
