@@ -86,6 +86,8 @@ class SerialisedClient(mqtt.Client):
         self._rx_pos = 0
         self._rx_sock: object = None
         """:meth:`_sock_recv`'s read-ahead, and the socket it came from."""
+        self._rx_held: OSError | None = None
+        """A read error met by :meth:`_packet_read`'s fill, raised to paho's own read so that paho reports it."""
         self.disconnect_requested = False
         """:meth:`disconnect` was called: the loop ends rather than reconnect."""
         self._success = ReasonCode(PacketTypes.PUBACK)
@@ -132,16 +134,23 @@ class SerialisedClient(mqtt.Client):
         """paho reads a packet in 3 ``recv`` calls (type, length, body) and one more to find the socket empty: 4
         system calls per PUBACK. Read what waits in one call and hand paho its pieces from memory (paho 2.x's
         private read hook; tests/test_mqtt_uplink_loop.py fails if a release renames it)."""
-        sock = self._sock
-        if self._rx_sock is not sock or self._rx_pos >= len(self._rx):
-            self._rx = super()._sock_recv(READ_AHEAD)  # BlockingIOError when empty; b"" at the end of the stream
-            self._rx_pos = 0
-            self._rx_sock = sock
+        if self.read_ahead == 0:
+            self._fill()
             if not self._rx:
                 return b""
         start = self._rx_pos
         self._rx_pos = min(len(self._rx), start + bufsize)
         return self._rx[start:self._rx_pos]
+
+    def _fill(self) -> None:
+        """Read what waits into the read-ahead (b"" at the end of the stream); raises what ``recv`` raised
+        (``BlockingIOError``: nothing waits), or what it raised when :meth:`_packet_read` filled and kept it."""
+        held, self._rx_held = self._rx_held, None
+        if held is not None:
+            raise held
+        self._rx = super()._sock_recv(READ_AHEAD)
+        self._rx_pos = 0
+        self._rx_sock = self._sock
 
     def _packet_read(self) -> MQTTErrorCode:
         """Handle the success PUBACKs waiting whole in the read-ahead without paho's packet machinery, then read on
@@ -153,7 +162,15 @@ class SerialisedClient(mqtt.Client):
         its message id: this hands ``on_publish`` a shared success reason and empty properties, through paho's own
         ``_do_on_publish`` (its callback, the message's removal, the in-flight count). Anything else (a failure
         reason, properties, another packet, a packet split across reads) goes to paho's code, in arrival order."""
-        if self._in_packet["command"] == 0 and self._rx_sock is self._sock:
+        if self._in_packet["command"] == 0:
+            if self.read_ahead == 0:
+                try:
+                    self._fill()
+                except BlockingIOError:
+                    return MQTTErrorCode.MQTT_ERR_AGAIN
+                except OSError as exc:
+                    self._rx_held = exc  # paho's read below meets it and reports it as its own
+            # (at the end of the stream, b"": paho's read below asks the socket again and gets b"" again)
             taken, rc = self._success_pubacks()
             if taken:
                 with self._msgtime_mutex:
@@ -164,9 +181,11 @@ class SerialisedClient(mqtt.Client):
     def _success_pubacks(self) -> tuple[int, MQTTErrorCode]:
         """Take the whole :data:`SUCCESS_PUBACK` packets at the front of the read-ahead: how many, and paho's
         result for the last (an error, from a queued message sent as the window opened, ends the run)."""
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        if self.read_ahead < 4:
+            return 0, rc
         rx, pos, end = self._rx, self._rx_pos, len(self._rx)
         taken = 0
-        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
         with self._out_message_mutex:
             while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and pos + 4 <= end and rx[pos] == PUBACK \
                     and rx[pos + 1] == SUCCESS_PUBACK:
