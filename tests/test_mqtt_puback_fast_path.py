@@ -347,3 +347,36 @@ def test_the_end_of_the_stream_still_ends_the_connection(pair: Pair) -> None:
     pair.broker.close()
     assert pair.client.loop_read() == MQTTErrorCode.MQTT_ERR_CONN_LOST
     assert pair.client._sock is None
+
+
+def test_paho_still_logs_each_packet_through_the_hook_that_filters_levels() -> None:
+    assert "self._easy_log(" in inspect.getsource(mqtt.Client._send_publish)
+    assert "self._easy_log(" in inspect.getsource(mqtt.Client._packet_read)
+
+
+def test_a_client_told_to_log_errors_only_hands_on_log_its_errors_and_no_per_packet_lines() -> None:
+    pair = Pair(mqtt.MQTTv5)
+    pair.ours.close()
+    pair.ours, broker = tcp_pair()
+    pair.client._sock = pair.ours
+    pair.client.log_levels = frozenset({mqtt.MQTT_LOG_ERR})
+    lines: list[tuple[int, str]] = []
+    pair.client.on_log = lambda c, u, level, text: lines.append((level, text))
+    try:
+        pair.publish(3)
+        broker.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        broker.close()
+        wait_until(lambda: pair.client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS, what="the reset read")
+        assert [level for level, _ in lines] == [mqtt.MQTT_LOG_ERR]
+        assert "failed to receive on socket" in lines[0][1]
+    finally:
+        pair.close()
+
+
+def test_a_client_left_as_paho_made_it_logs_every_packet(pair: Pair) -> None:
+    lines: list[str] = []
+    pair.client.on_log = lambda c, u, level, text: lines.append(text)
+    (mid,) = pair.publish(1)
+    pair.answer(puback(mid))
+    assert any(text.startswith("Sending PUBLISH") for text in lines)
+    assert f"Received PUBACK (Mid: {mid})" in lines
