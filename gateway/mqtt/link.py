@@ -139,6 +139,8 @@ class Link:
         client.on_pre_connect = guarded("mqtt on_pre_connect")(self._on_pre_connect)
         client.on_socket_open = guarded("mqtt on_socket_open")(self._on_socket_open)
         client.on_log = guarded("mqtt on_log")(self._on_log)
+        if isinstance(client, SerialisedClient):
+            client.log_levels = frozenset({mqtt.MQTT_LOG_ERR})  # all that _on_log keeps
 
     def route(self, topic_filter: str, callback: MessageCallback, what: str) -> None:
         """Messages on ``topic_filter`` go to ``callback``; subscribed (QoS 1) on every connection. With a lag

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -60,6 +61,12 @@ it reads ~7 PUBACKs a wake-up instead of one. Not while a quarter of the publish
 (``hurry``; :meth:`NetLoop.acks_wanted` cuts a pause short): under a flood the acks are read as they come, or the
 gathering would cap the rate at a window per pause."""
 
+PUBACK = 0x40
+"""A PUBACK's first byte (packet type 4, no flags)."""
+SUCCESS_PUBACK = 2
+"""The remaining length of a PUBACK that says success with no properties: the message id alone (MQTT 3.1.1 always;
+MQTT 5 leaves the reason code and properties out when they are success and none, as Mosquitto does)."""
+
 
 def _later(client: mqtt.Client, userdata: object, sock: SocketLike) -> None:
     """paho's socket-write callback while a connection attempt is made: our loop writes what waits."""
@@ -79,8 +86,16 @@ class SerialisedClient(mqtt.Client):
         self._rx_pos = 0
         self._rx_sock: object = None
         """:meth:`_sock_recv`'s read-ahead, and the socket it came from."""
+        self.log_levels: frozenset[int] | None = None
+        """The paho log levels (``MQTT_LOG_ERR``, ...) handed to ``on_log``; None: all, as paho (:meth:`_easy_log`)."""
+        self._rx_held: OSError | None = None
+        """A read error met by :meth:`_packet_read`'s fill, raised to paho's own read so that paho reports it."""
         self.disconnect_requested = False
         """:meth:`disconnect` was called: the loop ends rather than reconnect."""
+        self._success = ReasonCode(PacketTypes.PUBACK)
+        self._no_properties = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+        """What paho hands ``on_publish`` for a :data:`SUCCESS_PUBACK` (it builds both anew for each; see
+        :meth:`_packet_read`): shared, so ``on_publish`` must not change them (ours only reads them)."""
 
     def publish(
         self, topic: str, payload: PayloadType = None, qos: int = 0, retain: bool = False,
@@ -121,16 +136,90 @@ class SerialisedClient(mqtt.Client):
         """paho reads a packet in 3 ``recv`` calls (type, length, body) and one more to find the socket empty: 4
         system calls per PUBACK. Read what waits in one call and hand paho its pieces from memory (paho 2.x's
         private read hook; tests/test_mqtt_uplink_loop.py fails if a release renames it)."""
-        sock = self._sock
-        if self._rx_sock is not sock or self._rx_pos >= len(self._rx):
-            self._rx = super()._sock_recv(READ_AHEAD)  # BlockingIOError when empty; b"" at the end of the stream
-            self._rx_pos = 0
-            self._rx_sock = sock
+        if self.read_ahead == 0:
+            self._fill()
             if not self._rx:
                 return b""
         start = self._rx_pos
         self._rx_pos = min(len(self._rx), start + bufsize)
         return self._rx[start:self._rx_pos]
+
+    def _fill(self) -> None:
+        """Read what waits into the read-ahead (b"" at the end of the stream); raises what ``recv`` raised
+        (``BlockingIOError``: nothing waits), or what it raised when :meth:`_packet_read` filled and kept it."""
+        held, self._rx_held = self._rx_held, None
+        if held is not None:
+            raise held
+        self._rx = super()._sock_recv(READ_AHEAD)
+        self._rx_pos = 0
+        self._rx_sock = self._sock
+
+    def _packet_read(self) -> MQTTErrorCode:
+        """Handle the success PUBACKs waiting whole in the read-ahead without paho's packet machinery, then read on
+        as paho does (paho 2.x's private per-packet read; tests/test_mqtt_puback_fast_path.py fails if what this
+        relies on changes).
+
+        paho spends ~20 µs on each PUBACK: its per-packet dict bookkeeping, then a new ``Properties`` and
+        ``ReasonCode`` for a packet that carries neither. A :data:`SUCCESS_PUBACK` (four bytes) says all it says in
+        its message id: this hands ``on_publish`` a shared success reason and empty properties, through paho's own
+        ``_do_on_publish`` (its callback, the message's removal, the in-flight count). Anything else (a failure
+        reason, properties, another packet, a packet split across reads) goes to paho's code, in arrival order."""
+        if self._in_packet["command"] == 0:
+            if self.read_ahead == 0:
+                try:
+                    self._fill()
+                except BlockingIOError:
+                    return MQTTErrorCode.MQTT_ERR_AGAIN
+                except OSError as exc:
+                    self._rx_held = exc  # paho's read below meets it and reports it as its own
+            # (at the end of the stream, b"": paho's read below asks the socket again and gets b"" again)
+            taken, rc = self._success_pubacks()
+            if taken:
+                with self._msgtime_mutex:
+                    self._last_bytes_received = mqtt.time_func()
+                return rc
+        return super()._packet_read()
+
+    def _success_pubacks(self) -> tuple[int, MQTTErrorCode]:
+        """Take the whole :data:`SUCCESS_PUBACK` packets at the front of the read-ahead: how many, and paho's
+        result for the last (an error, from a queued message sent as the window opened, ends the run)."""
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        if self.read_ahead < 4:
+            return 0, rc
+        rx, pos, end = self._rx, self._rx_pos, len(self._rx)
+        taken = 0
+        with self._out_message_mutex:
+            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and pos + 4 <= end and rx[pos] == PUBACK \
+                    and rx[pos + 1] == SUCCESS_PUBACK:
+                mid = rx[pos + 2] << 8 | rx[pos + 3]
+                pos += 4
+                self._rx_pos = pos  # before the callback: a failure in it leaves the packet taken, as paho's
+                taken += 1
+                self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received PUBACK (Mid: %d)", mid)
+                if mid in self._out_messages:  # only inform the client once (paho's _handle_pubackcomp)
+                    rc = self._do_on_publish(mid, self._success, self._no_properties)
+        return taken, rc
+
+    def _easy_log(self, level: int, fmt: str, *args: Any) -> None:
+        """paho's, for the levels in :attr:`log_levels` only (paho 2.x's private log hook; a test fails if paho
+        stops logging through it). paho formats a DEBUG line for every packet it sends or reads ("Sending
+        PUBLISH ...", "Received PUBACK ...") and hands it to ``on_log``: two lines per message that the link, which
+        keeps errors only, threw away."""
+        if self.log_levels is None or level in self.log_levels:
+            super()._easy_log(level, fmt, *args)  # type: ignore[arg-type]  # paho annotates its own LogLevel enum
+
+    def _update_inflight(self) -> MQTTErrorCode:
+        """paho's, only when a message waits outside the window (paho 2.x's private hook, called after each
+        acknowledgement; tests/test_mqtt_puback_fast_path.py fails if what this relies on changes).
+
+        paho walks every message it holds on each PUBACK to find queued ones: O(window) per ack, though ours are
+        almost never queued (the publish window hands paho at most ``max_inflight`` rows; its own window has
+        headroom). Every message paho holds is QoS 1 or 2 (QoS 0 is sent at once, never held), and
+        ``_inflight_messages`` counts those it has sent and awaits an answer for: so a queued message exists
+        only if paho holds more messages than that count."""
+        if len(self._out_messages) <= self._inflight_messages:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._update_inflight()
 
     @property
     def read_ahead(self) -> int:
