@@ -198,6 +198,32 @@ def test_a_failure_ack_with_properties_keeps_its_reason_and_properties_and_its_p
         pair.close()
 
 
+def test_an_ack_whose_callback_raised_is_reported_again_at_the_next_read_as_paho_does() -> None:
+    """paho leaves a packet it could not report unread (its ``_in_packet`` is not reset) and reports it at the
+    next read; the fast path must not drop it, or the message would hold its in-flight place until a reconnect."""
+    made = Pair(mqtt.MQTTv311)
+    seen: list[int] = []
+    fail = [True]
+
+    def on_publish(client: mqtt.Client, userdata: object, mid: int, reason: ReasonCode, props: Properties) -> None:
+        if fail.pop() if fail else False:
+            raise RuntimeError("once")
+        seen.append(mid)
+
+    made.client.on_publish = on_publish
+    try:
+        (mid,) = made.publish(1)
+        drain(made.broker)
+        made.broker.sendall(puback(mid))
+        with pytest.raises(RuntimeError):
+            made.client.loop_read()
+        made.client.loop_read()
+        assert seen == [mid]
+        assert made.client._out_messages == {} and made.client._inflight_messages == 0
+    finally:
+        made.close()
+
+
 def test_acks_move_the_clock_paho_keeps_alive_by(pair: Pair) -> None:
     (mid,) = pair.publish(1)
     pair.client._last_bytes_received = 0.0

@@ -175,29 +175,33 @@ class SerialisedClient(mqtt.Client):
             # (at the end of the stream, b"": paho's read below asks the socket again and gets b"" again)
             taken, rc = self._success_pubacks()
             if taken:
-                with self._msgtime_mutex:
-                    self._last_bytes_received = mqtt.time_func()
                 return rc
         return super()._packet_read()
 
     def _success_pubacks(self) -> tuple[int, MQTTErrorCode]:
         """Take the whole :data:`SUCCESS_PUBACK` packets at the front of the read-ahead: how many, and paho's
-        result for the last (an error, from a queued message sent as the window opened, ends the run)."""
+        result for the last (an error, from a queued message sent as the window opened, ends the run). The packets
+        taken move paho's keepalive clock, as its own reads do."""
         rc = MQTTErrorCode.MQTT_ERR_SUCCESS
         if self.read_ahead < 4:
             return 0, rc
         rx, pos, end = self._rx, self._rx_pos, len(self._rx)
         taken = 0
-        with self._out_message_mutex:
-            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and pos + 4 <= end and rx[pos] == PUBACK \
-                    and rx[pos + 1] == SUCCESS_PUBACK:
-                mid = rx[pos + 2] << 8 | rx[pos + 3]
-                pos += 4
-                self._rx_pos = pos  # before the callback: a failure in it leaves the packet taken, as paho's
-                taken += 1
-                self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received PUBACK (Mid: %d)", mid)
-                if mid in self._out_messages:  # only inform the client once (paho's _handle_pubackcomp)
-                    rc = self._do_on_publish(mid, self._success, self._no_properties)
+        try:
+            with self._out_message_mutex:
+                while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and pos + 4 <= end and rx[pos] == PUBACK \
+                        and rx[pos + 1] == SUCCESS_PUBACK:
+                    mid = rx[pos + 2] << 8 | rx[pos + 3]
+                    self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received PUBACK (Mid: %d)", mid)
+                    if mid in self._out_messages:  # only inform the client once (paho's _handle_pubackcomp)
+                        rc = self._do_on_publish(mid, self._success, self._no_properties)
+                    pos += 4
+                    self._rx_pos = pos  # after: a callback that raises leaves its packet to be read again, as paho
+                    taken += 1
+        finally:
+            if taken:
+                with self._msgtime_mutex:
+                    self._last_bytes_received = mqtt.time_func()
         return taken, rc
 
     def _easy_log(self, level: int, fmt: str, *args: Any) -> None:
