@@ -79,6 +79,12 @@ def compile_rule(loaded: LoadedRule) -> CompiledRule:
     return CompiledRule(loaded.rule, loaded.path, loaded.fingerprint, conditions, templates)
 
 
+def _uses_time(template: Template | dict[str, Template | Value]) -> bool:
+    if isinstance(template, Template):
+        return template.uses_time
+    return any(isinstance(part, Template) and part.uses_time for part in template.values())
+
+
 Immediate = (m.SetAction | m.TurnOnAction | m.TurnOffAction | m.ReleaseAction | m.ToggleAction | m.PublishAction
              | m.AlarmAction)
 """Every action but ``delay`` (which :meth:`Runner.proceed` handles: it parks the run)."""
@@ -245,9 +251,9 @@ class Runner:
         return f" ({outputs.standing(entity, rule_id)})" if entity in outputs else ""
 
     def payload(self, template: Template | dict[str, Template | Value], fields: dict[str, Value]) -> str:
-        """Fill a ``publish`` payload; ``{time}`` is formatted here, not for every rule run."""
+        """Fill a ``publish`` payload; ``{time}`` is formatted here, only for a template that shows it."""
         ts = fields.get("ts")
-        if isinstance(ts, float) and "time" not in fields:
+        if isinstance(ts, float) and "time" not in fields and _uses_time(template):
             fields = {**fields, "time": iso(ts, self.tz)}
         state = self.runtime.state.value
         if isinstance(template, Template):
