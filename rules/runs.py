@@ -129,8 +129,15 @@ class Runner:
         if rule.cooldown and runtime.last_run is not None and now - runtime.last_run < rule.cooldown:
             trace.result = "cooldown"
             return
+        if compiled.conditions and not self.conditions_hold(compiled, now, trace):
+            return
+        self.admit(compiled, text, cause, fields, trace)
+
+    def conditions_hold(self, compiled: CompiledRule, now: float, trace: Trace) -> bool:
+        """Examine the rule's conditions in order, into the trace, until one fails. Only for a rule that has
+        some: the local time they may read is a date computed per firing (most alarms have none)."""
         ctx = CondContext(self.runtime.state, now, self.wall.local_now(), self.alarm_state)
-        if ctx.local is not None and not self.wall.synced and compiled.conditions:
+        if ctx.local is not None and not self.wall.synced:
             trace.notes = ["wall clock not synchronised (policy 'run'): conditions used it as it is"]
         for check in compiled.conditions:
             ok = check(ctx)
@@ -139,8 +146,8 @@ class Runner:
                 trace.result = "conditions failed"
                 if ctx.local is None and check.text.startswith(("time", "all", "any", "not")):
                     trace.notes = ["wall clock not synchronised: time conditions are false"]
-                return
-        self.admit(compiled, text, cause, fields, trace)
+                return False
+        return True
 
     def admit(self, compiled: CompiledRule, text: str, cause: str | None, fields: dict[str, Value],
               trace: Trace) -> None:

@@ -15,6 +15,7 @@ still holds when it comes due. Firing is the caller's: a :data:`Fire`.
 from __future__ import annotations
 
 import enum
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -272,9 +273,16 @@ class Triggers:
 
 
 def _range_text(trigger: m.NumericTrigger) -> str:
+    return _range_of(trigger.above, trigger.below)
+
+
+@functools.cache
+def _range_of(above: float | None, below: float | None) -> str:
+    """``above 25 and below 30``: written once per range, not at every crossing (the rule set's ranges are
+    few; a reload's new ones add a few strings)."""
     parts = []
-    if trigger.above is not None:
-        parts.append(f"above {trigger.above:g}")
-    if trigger.below is not None:
-        parts.append(f"below {trigger.below:g}")
+    if above is not None:
+        parts.append(f"above {above:g}")
+    if below is not None:
+        parts.append(f"below {below:g}")
     return " and ".join(parts)
