@@ -213,9 +213,8 @@ class Triggers:
         value = number(event.value)
         if value is None:
             return
-        above, below, h = trigger.above, trigger.below, trigger.hysteresis
+        above, below = trigger.above, trigger.below
         inside_now = (above is None or value > above) and (below is None or value < below)
-        cleared = (above is not None and value <= above - h) or (below is not None and value >= below + h)
         state = compiled.runtime.inside
         was = state.get(i)
         if was is None:
@@ -228,9 +227,10 @@ class Triggers:
                 self.fire(compiled, text, event.id, fields(compiled, event))
             else:
                 self._hold(compiled, i, trigger.for_, event, None)
-        elif was and cleared:
+        elif was and _cleared(trigger, value):
             state[i] = False
-            self.timers.cancel(TimerKey.hold(compiled.id, i))
+            if trigger.for_ is not None:  # only a `for` arms a hold (a reload that drops it drops the timers)
+                self.timers.cancel(TimerKey.hold(compiled.id, i))
 
     # -- holding ``for`` -------------------------------------------------------------------
 
@@ -270,6 +270,12 @@ class Triggers:
         return value is not None and (trigger.above is None or value > trigger.above - trigger.hysteresis) and (
             trigger.below is None or value < trigger.below + trigger.hysteresis
         )
+
+
+def _cleared(trigger: m.NumericTrigger, value: float) -> bool:
+    """Out of the range by the trigger's hysteresis: the next entry into it fires again."""
+    above, below, h = trigger.above, trigger.below, trigger.hysteresis
+    return (above is not None and value <= above - h) or (below is not None and value >= below + h)
 
 
 def _range_text(trigger: m.NumericTrigger) -> str:
