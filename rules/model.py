@@ -27,7 +27,7 @@ declare ``[[virtuals]]`` (flags rules can set and read), ``[[thermostats]]`` and
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -77,6 +77,7 @@ def _above_below(above: float | None, below: float | None, *, required: bool) ->
 # -- triggers ------------------------------------------------------------------------------
 
 
+@final  # rules/triggers.py tells it apart with ``type(trigger) is``
 class StateTrigger(Model):
     """Fires when ``entity`` changes (optionally ``from`` a value, ``to`` a value), or has held it ``for``."""
 
@@ -87,6 +88,7 @@ class StateTrigger(Model):
     for_: Duration | None = Field(default=None, alias="for")
 
 
+@final  # rules/triggers.py tells it apart with ``type(trigger) is``
 class NumericTrigger(Model):
     """Fires when a number *crosses into* the range (edge-triggered), optionally held ``for``.
 
@@ -146,6 +148,7 @@ class StartTrigger(Model):
     type: Literal["start"]
 
 
+@final  # rules/triggers.py tells it apart with ``type(trigger) is``
 class UnavailableTrigger(Model):
     """Fires when ``entity`` becomes unavailable (optionally stays so ``for`` a while)."""
 
@@ -303,6 +306,7 @@ class ToggleAction(Model):
     entity: EntityId
 
 
+@final  # rules/runs.py tells it apart with ``type(action) is``
 class DelayAction(Model):
     """Wait, then go on with the next action (see the rule's ``mode``)."""
 

@@ -79,6 +79,12 @@ def compile_rule(loaded: LoadedRule) -> CompiledRule:
     return CompiledRule(loaded.rule, loaded.path, loaded.fingerprint, conditions, templates)
 
 
+def _uses_time(template: Template | dict[str, Template | Value]) -> bool:
+    if isinstance(template, Template):
+        return template.uses_time
+    return any(isinstance(part, Template) and part.uses_time for part in template.values())
+
+
 Immediate = (m.SetAction | m.TurnOnAction | m.TurnOffAction | m.ReleaseAction | m.ToggleAction | m.PublishAction
              | m.AlarmAction)
 """Every action but ``delay`` (which :meth:`Runner.proceed` handles: it parks the run)."""
@@ -123,8 +129,15 @@ class Runner:
         if rule.cooldown and runtime.last_run is not None and now - runtime.last_run < rule.cooldown:
             trace.result = "cooldown"
             return
+        if compiled.conditions and not self.conditions_hold(compiled, now, trace):
+            return
+        self.admit(compiled, text, cause, fields, trace)
+
+    def conditions_hold(self, compiled: CompiledRule, now: float, trace: Trace) -> bool:
+        """Examine the rule's conditions in order, into the trace, until one fails. Only for a rule that has
+        some: the local time they may read is a date computed per firing (most alarms have none)."""
         ctx = CondContext(self.runtime.state, now, self.wall.local_now(), self.alarm_state)
-        if ctx.local is not None and not self.wall.synced and compiled.conditions:
+        if ctx.local is not None and not self.wall.synced:
             trace.notes = ["wall clock not synchronised (policy 'run'): conditions used it as it is"]
         for check in compiled.conditions:
             ok = check(ctx)
@@ -133,8 +146,8 @@ class Runner:
                 trace.result = "conditions failed"
                 if ctx.local is None and check.text.startswith(("time", "all", "any", "not")):
                     trace.notes = ["wall clock not synchronised: time conditions are false"]
-                return
-        self.admit(compiled, text, cause, fields, trace)
+                return False
+        return True
 
     def admit(self, compiled: CompiledRule, text: str, cause: str | None, fields: dict[str, Value],
               trace: Trace) -> None:
@@ -179,7 +192,7 @@ class Runner:
             index = run.index
             action = actions[index]
             run.index += 1
-            if isinstance(action, m.DelayAction):
+            if type(action) is m.DelayAction:  # not isinstance: a pydantic isinstance that misses is slow
                 data = {"cause": run.cause, "fields": run.fields, "index": run.index}
                 self.timers.arm(TimerKey.run(compiled.id), compiled.id, compiled.fingerprint, action.for_, data,
                                 self.resume(compiled.id, run))
@@ -196,7 +209,13 @@ class Runner:
         """Do one action; returns its line for the trace. A new action type fails mypy here until it is handled."""
         rule_id, cause = compiled.id, run.cause
         runtime = self.runtime
-        match action:
+        match action:  # ``publish`` first: the most frequent (alarms), and each case passed costs an isinstance
+            case m.PublishAction(topic=topic, retain=retain):
+                payload = self.payload(compiled.templates[index], run.fields)
+                message = PublishRequest(topic, payload, retain).to_json()
+                runtime.emit(runtime.events.make(Kind.SYSTEM, PUBLISH_ENTITY, message, rule=rule_id, cause=cause,
+                                                 detail=topic))
+                return f"publish {topic}: {payload}"
             case m.SetAction(entity=entity, value=value):
                 runtime.command(entity, value, rule=rule_id, cause=cause)
                 return f"set {entity} = {value!r}" + self._standing(entity, rule_id)
@@ -214,12 +233,6 @@ class Runner:
                 toggled = not is_on(runtime.state.value(entity))
                 runtime.command(entity, toggled, rule=rule_id, cause=cause)
                 return f"toggle {entity} -> {toggled!r}" + self._standing(entity, rule_id)
-            case m.PublishAction(topic=topic, retain=retain):
-                payload = self.payload(compiled.templates[index], run.fields)
-                message = PublishRequest(topic, payload, retain).to_json()
-                runtime.emit(runtime.events.make(Kind.SYSTEM, PUBLISH_ENTITY, message, rule=rule_id, cause=cause,
-                                                 detail=topic))
-                return f"publish {topic}: {payload}"
             case m.AlarmAction(alarm=alarm, command=command):
                 runtime.command(alarm, command, rule=rule_id, cause=cause)
                 return f"alarm {alarm} {command}"
@@ -245,9 +258,9 @@ class Runner:
         return f" ({outputs.standing(entity, rule_id)})" if entity in outputs else ""
 
     def payload(self, template: Template | dict[str, Template | Value], fields: dict[str, Value]) -> str:
-        """Fill a ``publish`` payload; ``{time}`` is formatted here, not for every rule run."""
+        """Fill a ``publish`` payload; ``{time}`` is formatted here, only for a template that shows it."""
         ts = fields.get("ts")
-        if isinstance(ts, float) and "time" not in fields:
+        if isinstance(ts, float) and "time" not in fields and _uses_time(template):
             fields = {**fields, "time": iso(ts, self.tz)}
         state = self.runtime.state.value
         if isinstance(template, Template):

@@ -24,6 +24,9 @@ _STATE = re.compile(r"^state\.([a-z][a-z0-9_]*)$")
 class Template:
     parts: tuple[str | tuple[str, str | None], ...]
     """Literal text, or ``(field, entity)`` where entity is set for ``state.<entity>``."""
+    uses_time: bool = False
+    """Whether ``{time}`` is in it: formatting a date costs more than the rest of a short payload, so the
+    runner formats it only for templates that show it."""
 
     def render(self, fields: Mapping[str, Value], state: Callable[[str], Value]) -> str:
         out = []
@@ -68,4 +71,4 @@ def compile_template(text: str) -> Template:
                 known = ", ".join(sorted(FIELDS))
                 raise ValueError(f"unknown field {{{name}}} (known: {known}, state.<entity>)")
     parts.append(text[pos:])
-    return Template(tuple(p for p in parts if p != ""))
+    return Template(tuple(p for p in parts if p != ""), uses_time=("time", None) in parts)

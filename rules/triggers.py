@@ -15,6 +15,7 @@ still holds when it comes due. Firing is the caller's: a :data:`Fire`.
 from __future__ import annotations
 
 import enum
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -128,13 +129,14 @@ class Triggers:
         shown = None if isinstance(previous, _Mark) else previous
         for compiled, i, trigger in watchers:
             self.evaluations += 1
-            match trigger:
-                case m.StateTrigger():
-                    self._state(compiled, i, trigger, event, shown)
-                case m.NumericTrigger():
-                    self._numeric(compiled, i, trigger, event)
-                case m.UnavailableTrigger():
-                    self.timers.cancel(TimerKey.hold(compiled.id, i))
+            # type(...) is, not match or isinstance: a pydantic class's isinstance that misses costs ~1k
+            # instructions (its metaclass's __instancecheck__), at every reading. The triggers are final classes.
+            if type(trigger) is m.NumericTrigger:
+                self._numeric(compiled, i, trigger, event)
+            elif type(trigger) is m.StateTrigger:
+                self._state(compiled, i, trigger, event, shown)
+            elif type(trigger) is m.UnavailableTrigger:
+                self.timers.cancel(TimerKey.hold(compiled.id, i))
 
     def on_availability(self, event: Event) -> None:
         entity = event.entity
@@ -212,9 +214,8 @@ class Triggers:
         value = number(event.value)
         if value is None:
             return
-        above, below, h = trigger.above, trigger.below, trigger.hysteresis
+        above, below = trigger.above, trigger.below
         inside_now = (above is None or value > above) and (below is None or value < below)
-        cleared = (above is not None and value <= above - h) or (below is not None and value >= below + h)
         state = compiled.runtime.inside
         was = state.get(i)
         if was is None:
@@ -227,9 +228,10 @@ class Triggers:
                 self.fire(compiled, text, event.id, fields(compiled, event))
             else:
                 self._hold(compiled, i, trigger.for_, event, None)
-        elif was and cleared:
+        elif was and _cleared(trigger, value):
             state[i] = False
-            self.timers.cancel(TimerKey.hold(compiled.id, i))
+            if trigger.for_ is not None:  # only a `for` arms a hold (a reload that drops it drops the timers)
+                self.timers.cancel(TimerKey.hold(compiled.id, i))
 
     # -- holding ``for`` -------------------------------------------------------------------
 
@@ -271,10 +273,23 @@ class Triggers:
         )
 
 
+def _cleared(trigger: m.NumericTrigger, value: float) -> bool:
+    """Out of the range by the trigger's hysteresis: the next entry into it fires again."""
+    above, below, h = trigger.above, trigger.below, trigger.hysteresis
+    return (above is not None and value <= above - h) or (below is not None and value >= below + h)
+
+
 def _range_text(trigger: m.NumericTrigger) -> str:
+    return _range_of(trigger.above, trigger.below)
+
+
+@functools.cache
+def _range_of(above: float | None, below: float | None) -> str:
+    """``above 25 and below 30``: written once per range, not at every crossing (the rule set's ranges are
+    few; a reload's new ones add a few strings)."""
     parts = []
-    if trigger.above is not None:
-        parts.append(f"above {trigger.above:g}")
-    if trigger.below is not None:
-        parts.append(f"below {trigger.below:g}")
+    if above is not None:
+        parts.append(f"above {above:g}")
+    if below is not None:
+        parts.append(f"below {below:g}")
     return " and ".join(parts)

@@ -217,6 +217,27 @@ def test_publish_table_payload_is_json(tmp_path: Path) -> None:
     assert json.loads(json.loads(str(event.value))["payload"]) == {"who": "hall_motion", "level": 3}
 
 
+def test_publish_fills_time_in_the_local_zone_in_a_text_and_in_a_table(tmp_path: Path) -> None:
+    actions = ('[[rules.actions]]\ntype = "publish"\ntopic = "notify/text"\npayload = "at {time}"\n'
+               '[[rules.actions]]\ntype = "publish"\ntopic = "notify/table"\n'
+               '[rules.actions.payload]\nwhen = "{time}"\n')
+    h = house(tmp_path, rule(actions=actions), start="2026-01-05T23:30:00", tz="Europe/Paris")
+    h.set("hall_motion", True)
+    text, table = (json.loads(str(e.value))["payload"] for e in h.actions() if e.kind is Kind.SYSTEM)
+    assert text == "at 2026-01-05T23:30:00+01:00"
+    assert json.loads(table) == {"when": "2026-01-05T23:30:00+01:00"}
+
+
+def test_publish_of_a_held_trigger_fills_time_with_when_the_state_began(tmp_path: Path) -> None:
+    trigger = MOTION + 'for = "1m"\n'
+    actions = '[[rules.actions]]\ntype = "publish"\ntopic = "notify"\npayload = "since {time}"\n'
+    h = house(tmp_path, rule(actions=actions, trigger=trigger), start="2026-01-05T12:00:00")
+    h.set("hall_motion", True)
+    h.advance(60)
+    event = next(e for e in h.actions() if e.kind is Kind.SYSTEM)
+    assert json.loads(str(event.value))["payload"] == "since 2026-01-05T12:00:00+00:00"
+
+
 def test_virtual_entity_set_and_read(tmp_path: Path) -> None:
     text = """
 [[virtuals]]

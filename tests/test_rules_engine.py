@@ -45,6 +45,25 @@ def test_reload_keeps_timers_of_unchanged_rules(tmp_path: Path) -> None:
     assert h.commands("hall_light") == [("hall_light", True)]  # the changed rule's pulse was dropped
 
 
+def test_a_numeric_trigger_whose_for_a_reload_removed_no_longer_holds_nor_fires_from_the_old_wait(
+    tmp_path: Path,
+) -> None:
+    held = ('\n[[rules]]\nid = "warm"\n[[rules.triggers]]\ntype = "numeric"\nentity = "living_temperature"\n'
+            'above = 25\nfor = "1m"\n[[rules.actions]]\ntype = "turn_on"\nentity = "heater"\n')
+    h = house(tmp_path, held)
+    h.set("living_temperature", 20.0)
+    h.set("living_temperature", 26.0)  # the crossing: the 'for' starts waiting
+    assert h.engine.timers.get(TimerKey.hold("warm", 0)) is not None
+    h.engine.replace(ruleset(tmp_path, held.replace('for = "1m"\n', "")))
+    assert h.engine.timers.get(TimerKey.hold("warm", 0)) is None
+    h.set("living_temperature", 26.5)  # the reloaded rule's first value: inside, but no crossing
+    h.set("living_temperature", 20.0)  # clearing: no wait to cancel, nothing fires later
+    h.advance(120)
+    assert h.commands("heater") == []
+    h.set("living_temperature", 26.0)  # the next crossing fires at once
+    assert h.commands("heater") == [("heater", True)]
+
+
 def test_reload_reports_added_and_removed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     h = house(tmp_path, DOOR_HELD)
     with caplog.at_level("DEBUG", logger="rules.engine"):  # at INFO, the house log says it (gateway/houselog.py)
