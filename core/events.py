@@ -155,6 +155,17 @@ class PublishRequest:
     retain: bool = False
     """Retained: the broker keeps the latest for new subscribers (and the bridge only the latest in waiting)."""
 
+    def __post_init__(self) -> None:
+        """Checked when made, wherever it is made: :func:`publish_request` hands the bridge the request
+        itself, unparsed, when it is the one :meth:`to_json` just wrote, so the text's checks are here.
+        ``ValueError`` saying what is wrong."""
+        if not isinstance(self.topic, str) or not self.topic:
+            raise ValueError("topic: expected a non-empty string")
+        if not isinstance(self.payload, str):
+            raise ValueError("payload: expected a string")
+        if not isinstance(self.retain, bool):
+            raise ValueError("retain: expected true or false")
+
     def to_json(self) -> str:
         """The event's value: ``{"topic": ..., "payload": ..., "retain": ...}``, keys in that order.
 
@@ -175,14 +186,7 @@ class PublishRequest:
             raise ValueError("nested too deeply") from None
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        topic, payload, retain = data.get("topic"), data.get("payload", ""), data.get("retain", False)
-        if not isinstance(topic, str) or not topic:
-            raise ValueError("topic: expected a non-empty string")
-        if not isinstance(payload, str):
-            raise ValueError("payload: expected a string")
-        if not isinstance(retain, bool):
-            raise ValueError("retain: expected true or false")
-        return cls(topic, payload, retain)
+        return cls(data.get("topic", ""), data.get("payload", ""), data.get("retain", False))  # checked as it is made
 
 
 def publish_request(event: Event) -> PublishRequest | None:

@@ -56,3 +56,14 @@ def test_a_malformed_request_is_refused_even_right_after_a_request_was_written()
     PublishRequest("notify/one", "1").to_json()
     with pytest.raises(ValueError, match="topic"):
         publish_request(EVENTS.make(Kind.SYSTEM, PUBLISH_ENTITY, '{"payload": "no topic"}'))
+
+
+@pytest.mark.parametrize(("topic", "payload", "retain", "reason"), [
+    ("", "x", False, "topic"), ("t", 3, False, "payload"), ("t", "x", 1, "retain"), ("t", "x", "false", "retain"),
+])
+def test_a_request_that_could_not_be_read_back_cannot_be_made(
+    topic: object, payload: object, retain: object, reason: str,
+) -> None:
+    """The bridge gets the request the rule made without reading its text: the checks the text had are the request's."""
+    with pytest.raises(ValueError, match=reason):
+        PublishRequest(topic, payload, retain)  # type: ignore[arg-type]
