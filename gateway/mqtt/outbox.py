@@ -10,6 +10,7 @@ How it is used (see ``docs/mqtt.md``, "Delivery guarantee")::
     outbox.commit_if_due()                     # publisher thread: one transaction per batch window
     rows = outbox.fetch(after=handed, limit=n) # rows in seq order: committed ones, then those awaiting commit
     outbox.ack(seq)                            # broker's PUBACK; deleted with the next commit
+    outbox.ack_all(seqs)                       # the same for a publisher round's acks, under one lock
 
 An event is handed to paho as soon as it is accepted, without waiting for its
 commit: the batch window spares the SD card without adding to the latency.
@@ -749,7 +750,8 @@ class Outbox:
 
     def fetch(self, after: int, limit: int) -> list[Row]:
         """Rows with ``seq > after``, oldest first: committed ones, then those waiting for their commit
-        (within the on-disk seq reservation)."""
+        (within the on-disk seq reservation). Rows of the last commits come from memory (:meth:`_remember`),
+        older ones from the file."""
         if limit <= 0:
             return []
         with self._db_lock:  # no commit can move rows from memory to disk while both are read
