@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.mqtt.outbox import INSERT_CHUNKS, Outbox, seq_runs
@@ -58,7 +58,7 @@ def in_file(path: Path, after: int) -> list[int]:
         return [seq for (seq,) in db.execute("SELECT seq FROM outbox WHERE seq > ? ORDER BY seq", (after,))]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None)
 @given(steps=st.lists(st.one_of(
     st.tuples(st.just("add"), st.integers(1, 12), st.booleans()),
     st.tuples(st.just("ack"), st.integers(1, 90), st.integers(1, 8)),
