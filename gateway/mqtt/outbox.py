@@ -10,6 +10,7 @@ How it is used (see ``docs/mqtt.md``, "Delivery guarantee")::
     outbox.commit_if_due()                     # publisher thread: one transaction per batch window
     rows = outbox.fetch(after=handed, limit=n) # rows in seq order: committed ones, then those awaiting commit
     outbox.ack(seq)                            # broker's PUBACK; deleted with the next commit
+    outbox.ack_all(seqs)                       # the same for a publisher round's acks, under one lock
 
 An event is handed to paho as soon as it is accepted, without waiting for its
 commit: the batch window spares the SD card without adding to the latency.
@@ -76,7 +77,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -121,6 +122,10 @@ PAGE_CACHE_KB = 512
 and writes are at the two ends of the table (the oldest unacknowledged, the newest accepted), a few pages
 each; a bigger cache only kept pages of rows long delivered or shed: 2 MB that flood d left behind (issue
 17). Spilling to the WAL inside a transaction is left where it was (:func:`core.sqlite_memory.cap_page_cache`)."""
+RECENT_ROWS = 1024
+"""Committed rows the outbox keeps in memory for :meth:`Outbox.fetch`, at most: the publisher usually hands rows over
+a window or two after their commit, and reading them back from SQLite cost a step (and a GIL hand-over) per row
+(issue 14). 1,024 rows are three commit windows at 10,000 lines/s, ~300 kB; older rows are read from the file."""
 SHRINK_AFTER_ROWS = 1000
 """Once the outbox has drained (depth 0) and at least this many rows were written since it last did so,
 its connection gives back all of its page cache (``PRAGMA shrink_memory``): the pages are re-read from the
@@ -148,6 +153,57 @@ _READING_KEY = (
 """The key of a reading row (whose newest reading it is, for coalescing): its entity's ``event/<entity>`` topic,
 also for a row of the stream, whose readings of all entities share one topic. In SQL, for the rows an outbox holds
 when it is opened; :meth:`Outbox.add` is given it."""
+
+
+INSERT_CHUNKS = (256, 64, 16, 4, 1)
+"""Rows per INSERT statement, largest first (a window's rows are cut into these). Each statement is one
+``sqlite3_step``, and Python's sqlite3 lets go of the GIL around every step: ``executemany`` of one row per step was
+one GIL hand-over per row on the publisher thread, each a wait for the busy dispatcher to give it back (issue 14:
+6 ms per ``executemany`` at 10,000 lines/s). A handful of sizes keeps the prepared statements few (sqlite3 caches
+them by text); 256 rows are 1,280 parameters, far below SQLite's limit (32,766)."""
+_INSERT_SQL = {
+    size: "INSERT INTO outbox (seq, topic, payload, droppable, ts) VALUES "  # noqa: S608 - placeholders only
+          + ", ".join(["(?, ?, ?, ?, ?)"] * size)
+    for size in INSERT_CHUNKS
+}
+
+
+def _insert(db: sqlite3.Connection, rows: list[tuple[int, str, bytes, int, float]]) -> None:
+    """Insert ``rows`` in a few multi-row statements (:data:`INSERT_CHUNKS`), in order."""
+    start = 0
+    for size in INSERT_CHUNKS:
+        sql = _INSERT_SQL[size]
+        while len(rows) - start >= size:
+            # The payload as a bytearray, stored as the same BLOB: sqlite3 binds bytearray, int, float and str
+            # directly but looks ``bytes`` up in its adapter registry first (two failed attribute lookups, each
+            # raising and clearing an exception: 1,400 instructions a row, 12 % of the insert, measured).
+            db.execute(sql, [value for seq, topic, payload, code, ts in rows[start : start + size]
+                             for value in (seq, topic, bytearray(payload), code, ts)])
+            start += size
+
+
+def seq_runs(seqs: list[int]) -> list[tuple[int, int]]:
+    """The seqs as runs of consecutive numbers, ``(first, last)``, ascending (duplicates merged): a window's acks
+    are mostly one run, deleted in one statement (one step, as :data:`INSERT_CHUNKS` says why)."""
+    runs: list[tuple[int, int]] = []
+    ordered = sorted(seqs)
+    if not ordered:
+        return runs
+    first = last = ordered[0]
+    for seq in ordered:
+        if seq > last + 1:
+            runs.append((first, last))
+            first = seq
+        last = seq
+    runs.append((first, last))
+    return runs
+
+
+def _delete(db: sqlite3.Connection, seqs: list[int]) -> int:
+    """Delete the rows ``seqs`` (those still there); returns how many went."""
+    if not seqs:
+        return 0
+    return db.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", seq_runs(seqs)).rowcount
 
 
 def _seq_of(row: tuple[int, str, bytes, int, float]) -> int:
@@ -229,8 +285,8 @@ class OutboxCounters:
 @dataclass(slots=True)
 class _Pending:
     rows: list[tuple[int, str, bytes, int, float]] = field(default_factory=list)
-    acks: list[tuple[int]] = field(default_factory=list)
-    refused: list[tuple[int]] = field(default_factory=list)
+    acks: list[int] = field(default_factory=list)
+    refused: list[int] = field(default_factory=list)
     since: float | None = None
 
 
@@ -352,6 +408,8 @@ class Outbox:
             row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
             self._next_seq = max(int(row[0]) if row else 0, seq_floor) + 1
             self._committed_seq = self._next_seq - 1
+            self._recent: list[tuple[int, str, bytes, int, float]] = []
+            self._recent_from = self._next_seq
             self._newest_reading = {str(key): int(seq) for key, seq in db.execute(
                 f"SELECT {_READING_KEY} AS key, MAX(seq) FROM outbox WHERE droppable = ? GROUP BY key",  # noqa: S608 - a constant
                 (READING,))}
@@ -432,17 +490,21 @@ class Outbox:
 
     def ack(self, seq: int) -> None:
         """The broker has the row: delete it with the next commit."""
-        self._remove(seq, refused=False)
+        self.ack_all((seq,))
+
+    def ack_all(self, seqs: Iterable[int]) -> None:
+        """The broker has these rows (a PUBACK's, or the acks of a publisher round): one lock for all of them."""
+        with self._lock:
+            self._pending.acks.extend(seqs)
+            if self._pending.since is None:
+                self._pending.since = self._monotonic()
+                self.batches += 1
 
     def refuse(self, seq: int) -> None:
         """Remove a committed row that turned out too large for the broker (its limit came with CONNACK)."""
         with self._lock:
             self.counters.oversized += 1
-        self._remove(seq, refused=True)
-
-    def _remove(self, seq: int, *, refused: bool) -> None:
-        with self._lock:
-            (self._pending.refused if refused else self._pending.acks).append((seq,))
+            self._pending.refused.append(seq)
             if self._pending.since is None:
                 self._pending.since = self._monotonic()
                 self.batches += 1
@@ -507,6 +569,7 @@ class Outbox:
                 self._restore(pending, exc)
                 return 0
             self._reserved = max(self._reserved, reserve)
+            self._remember(pending, shed)
             if self._failing:
                 self._failing = None
                 log.warning("the outbox writes to %s again", self.path)
@@ -526,6 +589,25 @@ class Outbox:
             if self._written_since_shrink >= SHRINK_AFTER_ROWS and self._drained():
                 self._shrink()
             return len(pending.rows)
+
+    def _remember(self, pending: _Pending, shed: dict[int, int]) -> None:
+        """Keep the rows just committed in :attr:`_recent` for :meth:`fetch` (under the connection lock).
+
+        Its contract: every seq from :attr:`_recent_from` to the newest committed one is in the file if and only if
+        it is in :attr:`_recent`. A row deleted in this commit (acknowledged, refused) moves the start past it; a
+        commit that shed rows starts it afresh after them; the oldest rows beyond :data:`RECENT_ROWS` go."""
+        recent = self._recent + pending.rows
+        start = self._recent_from
+        if shed:
+            start = self._committed_seq + 1 if not pending.rows else pending.rows[-1][0] + 1
+        if pending.acks or pending.refused:
+            start = max(start, max(pending.acks or [0]) + 1, max(pending.refused or [0]) + 1)
+        if recent and recent[0][0] < start:
+            recent = recent[bisect.bisect_left(recent, start, key=_seq_of):]
+        if len(recent) > RECENT_ROWS:
+            recent = recent[-RECENT_ROWS:]
+            start = recent[0][0]
+        self._recent, self._recent_from = recent, start
 
     def _drained(self) -> bool:
         with self._lock:
@@ -549,11 +631,10 @@ class Outbox:
         floors = dict(self._floors)
         db.execute("BEGIN")
         try:
-            db.executemany("INSERT INTO outbox (seq, topic, payload, droppable, ts) VALUES (?, ?, ?, ?, ?)",
-                           pending.rows)
+            _insert(db, pending.rows)
             self._reserve(reserve)
-            delivered = db.executemany("DELETE FROM outbox WHERE seq = ?", pending.acks).rowcount
-            refused = db.executemany("DELETE FROM outbox WHERE seq = ?", pending.refused).rowcount
+            delivered = _delete(db, pending.acks)
+            refused = _delete(db, pending.refused)
             shed = self._enforce_bound(len(pending.rows) - delivered - refused)
             db.execute("COMMIT")
         except BaseException:
@@ -669,14 +750,18 @@ class Outbox:
 
     def fetch(self, after: int, limit: int) -> list[Row]:
         """Rows with ``seq > after``, oldest first: committed ones, then those waiting for their commit
-        (within the on-disk seq reservation)."""
+        (within the on-disk seq reservation). Rows of the last commits come from memory (:meth:`_remember`),
+        older ones from the file."""
         if limit <= 0:
             return []
         with self._db_lock:  # no commit can move rows from memory to disk while both are read
             if self._db_closed:
                 return []
             rows: list[Row] = []
-            if after < self._committed_seq:  # live traffic is usually all in memory: no query then
+            if after >= self._recent_from - 1:  # committed a moment ago: still in memory (_remember)
+                start = bisect.bisect_right(self._recent, after, key=_seq_of)
+                rows = [Row(seq, topic, payload) for seq, topic, payload, _, _ in self._recent[start : start + limit]]
+            elif after < self._committed_seq:
                 cursor = self._db.execute(
                     "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
                 )

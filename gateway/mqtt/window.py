@@ -174,19 +174,21 @@ class PublishWindow:
             self._take_acks()
 
     def _take_acks(self) -> None:
+        acked: list[int] = []  # handed to the outbox at once: one lock for the round, not one per row
         while self._acks:
             mid, reason = self._acks.popleft()
             seqs = self._inflight.pop(mid, None)
             if seqs is None:
                 continue
-            for seq in seqs:
-                self._outbox.ack(seq)
+            acked.extend(seqs)
             if reason.is_failure:
                 self._counters.broker_refused += len(seqs)
                 log.error("broker refused event seq %d%s: %s (not retried)", seqs[0],
                           f"..{seqs[-1]} ({len(seqs)} events)" if len(seqs) > 1 else "", reason)
             else:
                 self._counters.events_out += len(seqs)
+        if acked:
+            self._outbox.ack_all(acked)
 
     def hand_over(self, client: mqtt.Client, seq: int, topic: str, payload: bytes) -> bool:
         """The forwarding thread's short cut: publish the row ``seq`` it has just added to the outbox, if it

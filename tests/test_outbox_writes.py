@@ -1,0 +1,100 @@
+"""How the outbox writes a batch window: several rows per INSERT statement and acknowledged runs of seqs
+deleted by range (issue 14: one SQLite step per row handed the GIL over once per row). What reaches the file
+must be exactly what one statement per row wrote."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.mqtt.outbox import INSERT_CHUNKS, Outbox, seq_runs
+
+
+def stored(path: Path) -> list[tuple[int, str, bytes, int, float]]:
+    with sqlite3.connect(path) as db:
+        return [tuple(row) for row in db.execute("SELECT seq, topic, payload, droppable, ts FROM outbox ORDER BY seq")]
+
+
+def test_a_window_of_more_rows_than_one_insert_holds_is_stored_whole_and_in_order(tmp_path: Path) -> None:
+    count = 2 * INSERT_CHUNKS[0] + sum(INSERT_CHUNKS[1:]) + 3  # every statement size, some of them twice
+    outbox = Outbox(tmp_path / "o.db", synchronous="OFF")
+    for i in range(count):
+        outbox.add(f"gw/event/e{i % 7}", lambda seq, i=i: f"{i}:{seq}".encode(), kind="reading" if i % 2 else "alarm",
+                   ts=1000.0 + i)
+    assert outbox.commit() == count
+    outbox.close()
+    assert stored(tmp_path / "o.db") == [
+        (i + 1, f"gw/event/e{i % 7}", f"{i}:{i + 1}".encode(), 1 if i % 2 else 9, 1000.0 + i) for i in range(count)
+    ]
+
+
+def test_only_the_acknowledged_rows_leave_the_outbox_when_acks_have_gaps(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", synchronous="OFF")
+    for i in range(20):
+        outbox.add("gw/event/x", lambda seq: b"p", ts=1000.0 + i)
+    outbox.commit()
+    outbox.ack_all([5, 3, 4, 9, 10, 1])
+    outbox.ack(17)
+    outbox.ack(4)  # a duplicate ack deletes nothing more
+    outbox.commit()
+    assert outbox.counters.delivered == 7
+    assert outbox.depth == 13
+    outbox.close()
+    assert [row[0] for row in stored(tmp_path / "o.db")] == [2, 6, 7, 8, 11, 12, 13, 14, 15, 16, 18, 19, 20]
+
+
+def test_seq_runs_are_the_consecutive_stretches_of_the_seqs_in_ascending_order() -> None:
+    assert seq_runs([]) == []
+    assert seq_runs([7]) == [(7, 7)]
+    assert seq_runs([5, 3, 4, 9, 10, 1, 4]) == [(1, 1), (3, 5), (9, 10)]
+
+
+def in_file(path: Path, after: int) -> list[int]:
+    with sqlite3.connect(path) as db:
+        return [seq for (seq,) in db.execute("SELECT seq FROM outbox WHERE seq > ? ORDER BY seq", (after,))]
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(st.one_of(
+    st.tuples(st.just("add"), st.integers(1, 12), st.booleans()),
+    st.tuples(st.just("ack"), st.integers(1, 90), st.integers(1, 8)),
+    st.tuples(st.just("commit"), st.just(0), st.just(False)),
+    st.tuples(st.just("fetch"), st.integers(0, 90), st.integers(1, 50)),
+), max_size=40))
+def test_fetch_gives_exactly_the_rows_in_the_file_then_those_awaiting_their_commit(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, int, bool | int]]
+) -> None:
+    """Recently committed rows are served from memory (``RECENT_ROWS``); whatever acks, commits and shedding
+    came before, a fetch must give what reading the file back would have given."""
+    path = tmp_path_factory.mktemp("o") / "o.db"
+    outbox = Outbox(path, synchronous="OFF", max_events=30, reserve=10)
+    waiting: list[int] = []
+    for action, number, flag in steps:
+        if action == "add":
+            for _ in range(number):
+                seq = outbox.add("gw/event/x" if flag else "gw/event/y", lambda seq: b"p", kind="reading" if flag
+                                 else "alarm", ts=1.0)
+                assert seq is not None
+                waiting.append(seq)
+        elif action == "ack":
+            outbox.ack_all(range(number, number + int(flag)))
+        elif action == "commit":
+            outbox.commit()
+            waiting = []
+        else:
+            expected = [seq for seq in in_file(path, number) + waiting if seq > number][: int(flag)]
+            assert [row.seq for row in outbox.fetch(number, int(flag))] == expected
+    outbox.close()
+
+
+def test_rows_shed_at_a_commit_are_not_fetched_from_memory(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", synchronous="OFF", max_events=5, reserve=0)
+    for _ in range(12):
+        outbox.add("gw/event/x", lambda seq: b"p", kind="reading", ts=1.0)
+    outbox.commit()
+    assert outbox.counters.dropped == 7
+    assert [row.seq for row in outbox.fetch(0, 50)] == in_file(tmp_path / "o.db", 0) == [8, 9, 10, 11, 12]
