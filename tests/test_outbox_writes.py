@@ -5,6 +5,7 @@ must be exactly what one statement per row wrote."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,16 @@ def stored(path: Path) -> list[tuple[int, str, bytes, int, float]]:
         return [tuple(row) for row in db.execute("SELECT seq, topic, payload, droppable, ts FROM outbox ORDER BY seq")]
 
 
+def numbered(i: int) -> Callable[[int], bytes]:
+    """A payload that shows which row it was and the seq the outbox gave it."""
+    return lambda seq: f"{i}:{seq}".encode()
+
+
 def test_a_window_of_more_rows_than_one_insert_holds_is_stored_whole_and_in_order(tmp_path: Path) -> None:
     count = 2 * INSERT_CHUNKS[0] + sum(INSERT_CHUNKS[1:]) + 3  # every statement size, some of them twice
     outbox = Outbox(tmp_path / "o.db", synchronous="OFF")
     for i in range(count):
-        outbox.add(f"gw/event/e{i % 7}", lambda seq, i=i: f"{i}:{seq}".encode(), kind="reading" if i % 2 else "alarm",
-                   ts=1000.0 + i)
+        outbox.add(f"gw/event/e{i % 7}", numbered(i), kind="reading" if i % 2 else "alarm", ts=1000.0 + i)
     assert outbox.commit() == count
     outbox.close()
     assert stored(tmp_path / "o.db") == [
