@@ -45,6 +45,7 @@ import paho.mqtt.client as mqtt
 
 from core.entities import EntitySpec
 from core.events import Event, EventFactory, Kind, publish_request
+from gateway.bus import waker
 from gateway.config import Config
 from gateway.mqtt.backlog import OfflineBacklog
 from gateway.mqtt.commands import Validator
@@ -94,7 +95,7 @@ class MqttBridge:
         )
         self._stopping = threading.Event()
         wakeup = threading.Event()
-        self._wake = wakeup.set
+        self._wake = waker(wakeup)
         discovery = (
             Discovery(self.topics, config.gateway.id, config.gateway.name, software_version(),
                       config.gateway.state_dir / "discovery.json", devices=hub_devices(config.drivers()))
