@@ -168,17 +168,17 @@ class MqttBridge:
             self._wake_unless_handed(handed, batches)
             return
         key = self.topics.event(event.entity)
-        if self._queue(self._stream or key, functools.partial(event_payload, event),
-                       kind=event.kind.value, ts=event.ts, key=key) \
-                and event.kind is Kind.READING:
+        kind = event.kind  # a StrEnum: the outbox's kind name as it is (``.value`` is an enum descriptor's call)
+        if self._queue(self._stream or key, functools.partial(event_payload, event), kind=kind, ts=event.ts,
+                       key=key) and kind is Kind.READING:
             self.retained.update_state(event)  # a reading's state is held or due: the next commit's round sends it
             self._wake_unless_handed(True, batches)
             return
-        if event.kind in STATE_KINDS:
+        if kind in STATE_KINDS:
             self.retained.update_state(event)
-        elif event.kind is Kind.AVAILABILITY:
+        elif kind is Kind.AVAILABILITY:
             self.retained.set_available(event.entity, bool(event.value))
-        if event.cause is not None and event.kind in (Kind.STATE, Kind.REJECTED):
+        if event.cause is not None and kind in (Kind.STATE, Kind.REJECTED):
             self.inlet.outcome(event)
         self._wake()
 
