@@ -32,6 +32,11 @@ _last_second: list[tuple[int, str]] = [(-1, "")]
 assignment in the list, so any thread reads a consistent pair)."""
 
 
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
+"""The end of every timestamp, by its milliseconds: a lookup, where an f-string's ``:03d`` took half of
+:func:`iso_utc`'s time."""
+
+
 def iso_utc(ts: float) -> str:
     """Wall-clock seconds as ISO 8601 UTC with milliseconds: ``2026-01-01T00:00:00.000Z``.
 
@@ -49,7 +54,7 @@ def iso_utc(ts: float) -> str:
     if cached != second:
         text = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")[:-6]
         _last_second[0] = (second, text)
-    return f"{text}.{micros // 1000:03d}Z"
+    return text + _MILLIS[micros // 1000]
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
