@@ -45,6 +45,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core.events import Event
@@ -69,6 +70,23 @@ class BusCounters:
         else:
             self.coalesced += 1
             self.coalesced_by_kind[kind] = self.coalesced_by_kind.get(kind, 0) + 1
+
+
+def waker(event: threading.Event) -> Callable[[], None]:
+    """``event.set`` for a thread that waits on ``event`` and clears it when it wakes (the MQTT publisher, the
+    history's writer), skipped while the signal is still set: that thread has not woken yet, or has not cleared
+    it yet, so it has still to run its round, which sees what the caller queued before calling.
+
+    The same effect as ``event.set``, for a flag test instead of a lock, a flag write and a walk of the waiters
+    (issue 14: the forwarding thread signalled the publisher once per event, 20,000 times a second at 10,000
+    lines/s, nearly all of them while the signal was still set)."""
+    is_set, signal = event.is_set, event.set
+
+    def wake() -> None:
+        if not is_set():
+            signal()
+
+    return wake
 
 
 PER_ENTITY = 256

@@ -54,6 +54,7 @@ from core.claims import Level
 from core.events import Event, Kind, Value
 from core.guard import guarded
 from core.sqlite_memory import cap_page_cache, give_back_page_cache
+from gateway.bus import waker
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,9 @@ class History:
         """Held readings that an event names as its cause: the writer remembers them for ``because``."""
         self._due = threading.Event()
         """Set when ``flush_at`` events wait, or to stop: the writer commits at once."""
+        self._wake_writer = waker(self._due)
+        """``_due.set`` unless still set: once the queue is past ``flush_at``, every event until the writer takes
+        it would set it again (gateway.bus.waker)."""
         # ``dropped`` is the sum of counters each written by one thread only: ``counter += n`` is a read and a store,
         # and a count stored by another thread between them would be lost. No lock: the dispatcher's side stays an
         # append and an increment.
@@ -218,7 +222,7 @@ class History:
             return
         queued.append(event)
         if len(queued) >= self.flush_at:
-            self._due.set()
+            self._wake_writer()
 
     def _thin(self, event: Event, limit: int) -> bool:
         """True when ``event`` (a reading) is held back rather than queued."""

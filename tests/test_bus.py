@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from core.events import Kind
-from gateway.bus import Bus
+from gateway.bus import Bus, waker
 from tests.helpers import virtual_events
 
 
@@ -220,3 +220,32 @@ def test_a_wait_that_runs_out_as_a_post_arrives_leaves_no_signal_to_cut_the_next
     assert time.monotonic() - start >= 0.049
     threading.Timer(0.01, bus.post, (events.reading("t", 2),)).start()
     assert [e.value for e in bus.get_batch(5, 10)] == [2]
+
+
+class CountingEvent(threading.Event):
+    """A real ``threading.Event`` that counts the calls to ``set`` (each takes its lock and walks its waiters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets = 0
+
+    def set(self) -> None:
+        self.sets += 1
+        super().set()
+
+
+def test_a_wake_up_already_signalled_and_not_yet_taken_is_not_signalled_again() -> None:
+    event = CountingEvent()
+    wake = waker(event)
+    wake()
+    wake()
+    assert event.is_set() and event.sets == 1
+
+
+def test_a_wake_up_after_the_thread_took_the_last_one_is_signalled() -> None:
+    event = CountingEvent()
+    wake = waker(event)
+    wake()
+    event.clear()  # the woken thread took it
+    wake()
+    assert event.is_set() and event.sets == 2

@@ -45,6 +45,7 @@ import paho.mqtt.client as mqtt
 
 from core.entities import EntitySpec
 from core.events import Event, EventFactory, Kind, publish_request
+from gateway.bus import waker
 from gateway.config import Config
 from gateway.mqtt.backlog import OfflineBacklog
 from gateway.mqtt.commands import Validator
@@ -94,7 +95,7 @@ class MqttBridge:
         )
         self._stopping = threading.Event()
         wakeup = threading.Event()
-        self._wake = wakeup.set
+        self._wake = waker(wakeup)
         discovery = (
             Discovery(self.topics, config.gateway.id, config.gateway.name, software_version(),
                       config.gateway.state_dir / "discovery.json", devices=hub_devices(config.drivers()))
@@ -167,17 +168,17 @@ class MqttBridge:
             self._wake_unless_handed(handed, batches)
             return
         key = self.topics.event(event.entity)
-        if self._queue(self._stream or key, functools.partial(event_payload, event),
-                       kind=event.kind.value, ts=event.ts, key=key) \
-                and event.kind is Kind.READING:
+        kind = event.kind  # a StrEnum: the outbox's kind name as it is (``.value`` is an enum descriptor's call)
+        if self._queue(self._stream or key, functools.partial(event_payload, event), kind=kind, ts=event.ts,
+                       key=key) and kind is Kind.READING:
             self.retained.update_state(event)  # a reading's state is held or due: the next commit's round sends it
             self._wake_unless_handed(True, batches)
             return
-        if event.kind in STATE_KINDS:
+        if kind in STATE_KINDS:
             self.retained.update_state(event)
-        elif event.kind is Kind.AVAILABILITY:
+        elif kind is Kind.AVAILABILITY:
             self.retained.set_available(event.entity, bool(event.value))
-        if event.cause is not None and event.kind in (Kind.STATE, Kind.REJECTED):
+        if event.cause is not None and kind in (Kind.STATE, Kind.REJECTED):
             self.inlet.outcome(event)
         self._wake()
 

@@ -48,6 +48,10 @@ READING_STATE_INTERVAL = 0.25
 docstring)."""
 
 
+_NEVER = float("-inf")
+"""A topic whose reading state was never published: not held (a constant, not a float built per reading)."""
+
+
 class Publishes(Protocol):
     """What :meth:`RetainedTopics.send` needs of paho's client (a test hands it a recorder)."""
 
@@ -136,7 +140,7 @@ class RetainedTopics:
             return
         now = self._monotonic()
         with self._lock:
-            hold = now < self._next_reading.get(topic, float("-inf"))
+            hold = now < self._next_reading.get(topic, _NEVER)
             if hold:
                 self._held[topic] = payload
                 self._retained[topic] = payload  # a republish before the interval ends sends it
