@@ -155,12 +155,14 @@ also for a row of the stream, whose readings of all entities share one topic. In
 when it is opened; :meth:`Outbox.add` is given it."""
 
 
-INSERT_CHUNKS = (256, 64, 16, 4, 1)
+INSERT_CHUNKS = (64, 16, 4, 1)
 """Rows per INSERT statement, largest first (a window's rows are cut into these). Each statement is one
 ``sqlite3_step``, and Python's sqlite3 lets go of the GIL around every step: ``executemany`` of one row per step was
 one GIL hand-over per row on the publisher thread, each a wait for the busy dispatcher to give it back (issue 14:
 6 ms per ``executemany`` at 10,000 lines/s). A handful of sizes keeps the prepared statements few (sqlite3 caches
-them by text); 256 rows are 1,280 parameters, far below SQLite's limit (32,766)."""
+them by text, and SQLite holds each for the connection's life: ``shrink_memory`` does not free them). No larger
+than 64 rows: a 256-row statement alone held 157 kB of SQLite's memory for good, which the drained outbox must give
+back (tests/test_mqtt_outbox.py); 64 rows hold 40 kB and a 1,000-row window is still 16 statements."""
 _INSERT_SQL = {
     size: "INSERT INTO outbox (seq, topic, payload, droppable, ts) VALUES "  # noqa: S608 - placeholders only
           + ", ".join(["(?, ?, ?, ?, ?)"] * size)
