@@ -19,13 +19,23 @@ from gateway.app import Gateway
 from gateway.config import ConfigError, load_config
 from gateway.control import format_status
 from gateway.service import Service
-from gateway.web.pages import build_plot, dashboard
+from gateway.web.pages import build_plot, dashboard, plot_page
 from gateway.web.plot import on_spans
 from gateway.web.server import LOCKOUT_FAILURES, Sources, read_password
 from tests import toml_kit as toml
 from tests.helpers import RecordingForwarder, wait_until, write_config
 from tests.houses import house_config
-from tests.web_kit import PASSWORD, fetch, running_site, shipped_house_day
+from tests.web_kit import (
+    OFF_AT_THE_EDGE_EARLY_IN_A_SECOND,
+    OFF_AT_THE_EDGE_LATE_IN_A_SECOND,
+    ON_AT_THE_EDGE,
+    PASSWORD,
+    fetch,
+    heater_bands,
+    plot_sources,
+    running_site,
+    shipped_house_day,
+)
 
 
 def test_without_the_password_the_page_answers_401_and_shows_nothing_of_the_house(tmp_path: Path) -> None:
@@ -191,6 +201,19 @@ def test_the_thermostat_plot_shows_the_heater_on_where_the_simulation_switched_i
     assert plot.bands["heater"] == expected
     assert plot.hysteresis == 0.5 and {v for _, v in plot.setpoint} >= {17.0, 21.0}
     assert {rule for _, rule, _ in plot.marks} == {"living_thermostat"}
+
+
+@pytest.mark.parametrize(("end", "on_at_the_edge"), [(OFF_AT_THE_EDGE_EARLY_IN_A_SECOND, False),
+                                                    (OFF_AT_THE_EDGE_LATE_IN_A_SECOND, False),
+                                                    (ON_AT_THE_EDGE, True)])
+def test_the_plot_page_starts_and_ends_each_heater_band_at_the_second_the_simulation_switched_it(
+        tmp_path: Path, end: float, on_at_the_edge: bool) -> None:
+    history, heater = shipped_house_day(tmp_path, end)
+    bands = heater_bands(plot_page(plot_sources(history, now=end), "living_temperature", 24), heater)
+    assert (bands.spans[0][0] == round(end - 86_400)) is on_at_the_edge
+    assert len(bands.starts) >= 3
+    assert bands.starts == bands.switched_on
+    assert bands.ends == bands.switched_off
 
 
 def test_on_spans_reads_an_output_that_was_on_before_the_window() -> None:

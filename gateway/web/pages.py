@@ -226,7 +226,7 @@ def build_plot(sources: Sources, entity: str, hours: float, now: float | None = 
 def plot_page(sources: Sources, entity: str, hours: float) -> str:
     if not 0 < hours <= 24 * 7:
         raise ValueError("hours out of range")
-    plot = build_plot(sources, entity, hours)
+    plot = build_plot(sources, entity, hours, now=sources.wall())
     legend = ", ".join(_e(o) for o in plot.bands) or "none"
     body = (f'<p><a href="/">← gateway</a></p><h1>{_e(entity)}: last {hours:g} h</h1>'
             f"<div class=plotbox>{render(plot, sources.timezone)}</div><p class=muted>{len(plot.series)} readings; "

@@ -148,6 +148,9 @@ class Sources:
     outcomes: Callable[[], Mapping[str, Outcome]] = dict
     """Per output, the latest outcome of a command from the page (shown next to it)."""
     timezone: Any = None
+    wall: Callable[[], float] = time.time
+    """The wall clock a plot's window ends at (its "now"): a test pins it to the end of a simulated day, so the
+    page draws the same window whatever the time of day the test runs at."""
 
 
 class WebServer:
