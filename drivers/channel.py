@@ -39,6 +39,8 @@ class Channel:
         self.unit = unit
         self.kind = kind
         self.pipeline: Pipeline = build_pipeline(steps)
+        self._direct = not self.pipeline.steps
+        self._make_at = ctx.events.make_at
         self.stale_after = stale_after
         self.available: bool | None = None
         self._lock = threading.RLock()
@@ -85,17 +87,25 @@ class Channel:
         if self._closed:
             return
         self._last_raw = now
-        self._emit(self.pipeline.feed(Sample(value, now)), now, ts, events)
+        if self._direct:  # no conditioning: the value is the reading, without a Sample and a pass through no steps
+            self._reading(value, now, ts, events)
+        else:
+            self._emit(self.pipeline.feed(Sample(value, now)), now, ts, events)
 
     def _emit(self, outs: list[Out], now: float, ts: float, events: list[Event]) -> None:
         for out in outs:
             if isinstance(out, Health):
                 self._availability(out.available, out.reason, events)
-                continue
+            else:
+                self._reading(out.value, now, ts, events)
+
+    def _reading(self, value: Raw, now: float, ts: float, events: list[Event]) -> None:
+        """A value out of the pipeline: its reading, after ``availability True`` if the entity was unavailable."""
+        if self.available is not True:
             if self.available is False:
                 self._availability(True, None, events)
             self.available = True
-            events.append(self.ctx.events.make_at(self.kind, self.entity, out.value, ts=ts, mono=now, unit=self.unit))
+        events.append(self._make_at(self.kind, self.entity, value, ts=ts, mono=now, unit=self.unit))
 
     def _availability(self, available: bool, reason: str | None, events: list[Event]) -> None:
         if self._closed or self.available is available:

@@ -178,6 +178,8 @@ class SerialSensor(Driver[SerialC_co]):
         self.link: SerialLink | None = None
         self._poll: Periodic | None = None
         self._ctx: DriverContext | None = None
+        self._mapped: dict[str, tuple[Channel, float, float]] = {}
+        """A field the device reports -> its channel, scale and offset (built at start)."""
 
     @property
     def counters(self) -> ParserCounters:
@@ -251,6 +253,7 @@ class SerialSensor(Driver[SerialC_co]):
                           stale_after=cfg.stale_after)
             for name, f in cfg.fields.items()
         }
+        self._mapped = {name: (self.channels[name], f.scale, f.offset) for name, f in cfg.fields.items()}
         self.link = SerialLink(
             self.id, cfg.port, baudrate=cfg.baudrate, open_serial=ctx.open_serial, parser=self.parser,
             on_records=self._records, on_lost=self._lost, on_fatal=ctx.fail,
@@ -268,12 +271,13 @@ class SerialSensor(Driver[SerialC_co]):
             feed_read(self._ctx, self.channels.values(), self._values(records))
 
     def _values(self, records: list[Record]) -> Iterator[tuple[Channel, float]]:
-        fields, channels = self.config.fields, self.channels
+        mapped = self._mapped
         for record in records:
             for name, raw in record.items():
-                f = fields.get(name)
-                if f is not None:
-                    yield channels[name], raw * f.scale + f.offset
+                field = mapped.get(name)
+                if field is not None:
+                    channel, scale, offset = field
+                    yield channel, raw * scale + offset
 
     def _lost(self, reason: str) -> None:
         for channel in self.channels.values():

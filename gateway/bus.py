@@ -48,7 +48,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from core.events import Event
+from core.events import CRITICAL_KINDS, Event
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ class Bus:
         """Under the lock: queue, coalesce or drop one event (the module docstring's policy)."""
         self.counters.posted += 1
         entity = event.entity
-        if not event.critical and (
+        if event.kind not in CRITICAL_KINDS and (  # event.critical, without a property call a post
+
             len(self._queue) >= self.capacity or entity in self._overflow
             or self._queued.get(entity, 0) >= self.per_entity
         ):
@@ -247,7 +248,7 @@ class Bus:
 
     def _append(self, event: Event) -> None:
         self._queue.append(event)
-        if not event.critical:
+        if event.kind not in CRITICAL_KINDS:
             self._queued[event.entity] = self._queued.get(event.entity, 0) + 1
 
     def _refill(self) -> None:
