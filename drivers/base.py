@@ -52,6 +52,9 @@ class DriverContext:
 
     post: Callable[[Event], None]
     events: EventFactory
+    post_many: Callable[[list[Event]], None] | None = None
+    """Posts several events in order at once (the bus's :meth:`~gateway.bus.Bus.post_many`: one lock round);
+    None: :meth:`post_all` posts them one by one."""
     pin_factory: Factory | None = None
     open_serial: SerialOpener | None = None
     simulate: bool = False
@@ -71,6 +74,14 @@ class DriverContext:
     @property
     def clock(self) -> Clock:
         return self.events.clock
+
+    def post_all(self, events: list[Event]) -> None:
+        """Post ``events`` in their order, as one batch when the bus takes batches."""
+        if self.post_many is not None:
+            self.post_many(events)
+        else:
+            for event in events:
+                self.post(event)
 
     def timers(self) -> Scheduler:
         """The scheduler drivers use; one timer thread per context, started only if a driver needs it.

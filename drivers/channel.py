@@ -13,10 +13,11 @@ deadline on the context's scheduler, and posts:
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
-from core.events import Kind
+from core.events import Event, Kind
 from drivers.base import DriverContext
 from drivers.conditioning import Health, Out, Pipeline, Raw, Sample, StepConfig, build_pipeline
 from drivers.timing import Handle
@@ -38,6 +39,8 @@ class Channel:
         self.unit = unit
         self.kind = kind
         self.pipeline: Pipeline = build_pipeline(steps)
+        self._direct = not self.pipeline.steps
+        self._make_at = ctx.events.make_at
         self.stale_after = stale_after
         self.available: bool | None = None
         self._lock = threading.RLock()
@@ -51,21 +54,21 @@ class Channel:
 
     def feed(self, value: Raw) -> None:
         """A raw value seen now; safe from any thread."""
+        clock = self.ctx.clock
         with self._lock:
-            if self._closed:
-                return
-            now = self.ctx.clock.monotonic()
-            self._last_raw = now
-            self._post(self.pipeline.feed(Sample(value, now)))
+            events: list[Event] = []
+            self._take(value, clock.monotonic(), clock.time(), events)
             self._rearm()
+            if events:
+                self.ctx.post_all(events)
 
     def set_available(self, available: bool, reason: str | None = None) -> None:
         """Post an availability change (the port vanished, it came back); repeated calls post once."""
         with self._lock:
-            if self._closed or self.available is available:
-                return
-            self.available = available
-            self.ctx.post(self.ctx.events.availability(self.entity, available, reason))
+            events: list[Event] = []
+            self._availability(available, reason, events)
+            if events:
+                self.ctx.post(events[0])
 
     def close(self) -> None:
         with self._lock:
@@ -77,17 +80,42 @@ class Channel:
 
     # -- inside ------------------------------------------------------------------------------
 
-    def _post(self, outs: list[Out]) -> None:
+    def _take(self, value: Raw, now: float, ts: float, events: list[Event]) -> None:
+        """Under the lock: ``value`` seen at ``now`` (monotonic; ``ts`` the wall clock then), its events appended
+        to ``events`` for the caller to post, in order, before it lets go of the lock (so that a timer's
+        output can never overtake them)."""
+        if self._closed:
+            return
+        self._last_raw = now
+        if self._direct:  # no conditioning: the value is the reading, without a Sample and a pass through no steps
+            self._reading(value, now, ts, events)
+        else:
+            self._emit(self.pipeline.feed(Sample(value, now)), now, ts, events)
+
+    def _emit(self, outs: list[Out], now: float, ts: float, events: list[Event]) -> None:
         for out in outs:
             if isinstance(out, Health):
-                self.set_available(out.available, out.reason)
-                continue
+                self._availability(out.available, out.reason, events)
+            else:
+                self._reading(out.value, now, ts, events)
+
+    def _reading(self, value: Raw, now: float, ts: float, events: list[Event]) -> None:
+        """A value out of the pipeline: its reading, after ``availability True`` if the entity was unavailable."""
+        if self.available is not True:
             if self.available is False:
-                self.set_available(True)
+                self._availability(True, None, events)
             self.available = True
-            self.ctx.post(self.ctx.events.make(self.kind, self.entity, out.value, unit=self.unit))
+        events.append(self._make_at(self.kind, self.entity, value, ts=ts, mono=now, unit=self.unit))
+
+    def _availability(self, available: bool, reason: str | None, events: list[Event]) -> None:
+        if self._closed or self.available is available:
+            return
+        self.available = available
+        events.append(self.ctx.events.availability(self.entity, available, reason))
 
     def _rearm(self) -> None:
+        if self._closed:
+            return
         deadline = self.pipeline.deadline()
         if deadline == self._timer_at:
             return
@@ -101,8 +129,13 @@ class Channel:
             if self._closed:
                 return
             self._timer = self._timer_at = None
-            self._post(self.pipeline.poll(self.ctx.clock.monotonic()))
+            clock = self.ctx.clock
+            now = clock.monotonic()
+            events: list[Event] = []
+            self._emit(self.pipeline.poll(now), now, clock.time(), events)
             self._rearm()
+            if events:
+                self.ctx.post_all(events)
 
     def _arm_stale(self, deadline: float) -> None:
         self._stale_timer = self.ctx.timers().call_at(deadline, self._on_stale)
@@ -116,3 +149,27 @@ class Channel:
                 self.set_available(False, f"no reading for {self.stale_after:g} s")
                 due = self.ctx.clock.monotonic() + self.stale_after
             self._arm_stale(due)
+
+
+def feed_read(ctx: DriverContext, channels: Collection[Channel], values: Iterable[tuple[Channel, Raw]]) -> None:
+    """The values of one read (a serial chunk of many lines), for ``channels`` of one driver, fed in order:
+    what :meth:`Channel.feed` of each in turn does, with the clocks read once and the events posted as one
+    batch (:meth:`DriverContext.post_all`), in the order the values came, across entities too.
+
+    At 10,000 lines/s a read brings ~80 lines; two clock reads, a lock round of the channel and one of the bus
+    per line were a third of the reader thread's Python work (issue 14). Every channel's lock is held until the
+    batch is posted, so a channel's timer (conditioning, staleness) cannot post between a value's events
+    and the batch: an entity's events stay in pipeline order. No other thread holds two channel locks, so
+    taking several cannot deadlock."""
+    clock = ctx.clock
+    with contextlib.ExitStack() as held:
+        for channel in channels:
+            held.enter_context(channel._lock)
+        now, ts = clock.monotonic(), clock.time()
+        events: list[Event] = []
+        for channel, value in values:
+            channel._take(value, now, ts, events)
+        for channel in channels:
+            channel._rearm()
+        if events:
+            ctx.post_all(events)

@@ -103,17 +103,22 @@ class LineParser(Parser):
 
     def feed(self, data: bytes) -> list[Record]:
         records: list[Record] = []
-        self._buffer += data
-        while (end := self._buffer.find(b"\n")) >= 0:
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            if self._overflow:
+        buffer = self._buffer
+        buffer += data
+        end = buffer.rfind(b"\n")
+        if end >= 0:
+            # Every complete line at once: one split and one cut of the buffer per read, where a find, a copy
+            # and a cut of the buffer's head per line cost as much as parsing the line (issue 14).
+            lines = bytes(buffer[:end]).split(b"\n")
+            del buffer[: end + 1]
+            if self._overflow:  # the rest of an over-long line, already counted as malformed
                 self._overflow = False
-                continue
-            line = line.strip(_PADDING)
-            if line:
-                self._line(line, records)
-        if len(self._buffer) > self.max_line:
+                del lines[0]
+            for line in lines:
+                line = line.strip(_PADDING)  # noqa: PLW2901 - the stripped line is the line
+                if line:
+                    self._line(line, records)
+        if len(buffer) > self.max_line:
             self._buffer.clear()
             if not self._overflow:
                 self._overflow = True
@@ -181,6 +186,9 @@ def _finite(raw: str) -> float:
     return value
 
 
+_isfinite = math.isfinite
+
+
 def _text(line: bytes) -> str:
     try:
         return line.decode("ascii")
@@ -197,7 +205,13 @@ class KeyValueParser(LineParser):
             key, sep, raw = token.partition("=")
             if not sep or not key:
                 raise ParseError(f"not key=value: {token[:20]!r}")
-            pairs[key] = _finite(raw)
+            try:  # _finite, inlined: a call per field was a fifth of the parse (issue 14)
+                value = float(raw)
+            except ValueError:
+                raise ParseError(f"not a number: {raw[:20]!r}") from None
+            if not _isfinite(value):
+                raise ParseError(f"not a finite number: {raw[:20]!r}")
+            pairs[key] = value
         if not pairs:
             raise ParseError("empty line")
         return pairs

@@ -47,7 +47,7 @@ Config examples::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -56,7 +56,7 @@ from typing_extensions import TypeVar
 from core.entities import Component, EntitySpec
 from core.errors import did_you_mean
 from drivers.base import DeviceConfig, Driver, DriverContext, Simulator
-from drivers.channel import Channel
+from drivers.channel import Channel, feed_read
 from drivers.conditioning import NumericStep
 from drivers.protocols import (
     MHZ19_READ,
@@ -177,6 +177,9 @@ class SerialSensor(Driver[SerialC_co]):
         self.channels: dict[str, Channel] = {}
         self.link: SerialLink | None = None
         self._poll: Periodic | None = None
+        self._ctx: DriverContext | None = None
+        self._mapped: dict[str, tuple[Channel, float, float]] = {}
+        """A field the device reports -> its channel, scale and offset (built at start)."""
 
     @property
     def counters(self) -> ParserCounters:
@@ -244,11 +247,13 @@ class SerialSensor(Driver[SerialC_co]):
             raise RuntimeError("no serial opener in the driver context")
         cfg = self.config
         self.parser = cfg.parser_class()
+        self._ctx = ctx
         self.channels = {
             name: Channel(ctx, f.entity, unit=self._spec(name, f).unit, steps=f.conditioning,
                           stale_after=cfg.stale_after)
             for name, f in cfg.fields.items()
         }
+        self._mapped = {name: (self.channels[name], f.scale, f.offset) for name, f in cfg.fields.items()}
         self.link = SerialLink(
             self.id, cfg.port, baudrate=cfg.baudrate, open_serial=ctx.open_serial, parser=self.parser,
             on_records=self._records, on_lost=self._lost, on_fatal=ctx.fail,
@@ -261,12 +266,18 @@ class SerialSensor(Driver[SerialC_co]):
         """Polled sensors send a request on a fixed rate here."""
 
     def _records(self, records: list[Record]) -> None:
-        fields = self.config.fields
+        """One read's records: their fields' values, scaled, fed to the channels as one batch (:func:`feed_read`)."""
+        if self._ctx is not None:
+            feed_read(self._ctx, self.channels.values(), self._values(records))
+
+    def _values(self, records: list[Record]) -> Iterator[tuple[Channel, float]]:
+        mapped = self._mapped
         for record in records:
             for name, raw in record.items():
-                f = fields.get(name)
-                if f is not None:
-                    self.channels[name].feed(raw * f.scale + f.offset)
+                field = mapped.get(name)
+                if field is not None:
+                    channel, scale, offset = field
+                    yield channel, raw * scale + offset
 
     def _lost(self, reason: str) -> None:
         for channel in self.channels.values():

@@ -326,6 +326,7 @@ class Gateway:
         return DriverContext(
             post=self.bus.post,
             events=self.events,
+            post_many=self.bus.post_many,
             pin_factory=self._pin_factory,
             open_serial=self._open_serial or _real_serial_opener,
             simulate=self.simulate,

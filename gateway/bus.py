@@ -45,10 +45,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from core.events import Event
+from core.events import CRITICAL_KINDS, Event
 
 log = logging.getLogger(__name__)
 
@@ -124,32 +124,50 @@ class Bus:
     def post(self, event: Event) -> None:
         """Queue an event; never blocks, safe from any thread."""
         with self._lock:
-            self.counters.posted += 1
-            entity = event.entity
-            if not event.critical and (
-                len(self._queue) >= self.capacity or entity in self._overflow
-                or self._queued.get(entity, 0) >= self.per_entity
-            ):
-                replaced = self._overflow.get(entity)
-                if replaced is not None:
-                    self.counters.shed(str(replaced.kind), dropped=False)
-                self._overflow[entity] = event
-            elif entity in self._overflow:
-                # A critical event must not overtake an older reading of its entity.
-                self._append(self._overflow.pop(entity))
-                self._append(event)
-            elif len(self._queue) >= self._hard_limit:
-                if self.counters.dropped == 0 or len(self._queue) == self._hard_limit:
-                    log.error("bus over its hard limit (%d): dropping %s", self._hard_limit, event.kind)
-                self.counters.shed(str(event.kind), dropped=True)
-                return
-            else:
-                self._append(event)
-                self.counters.high_water = max(self.counters.high_water, len(self._queue))
+            self._place(event)
             sleeping = self._sleeping
             self._sleeping = False
         if sleeping:
             self._signal.release()
+
+    def post_many(self, events: Iterable[Event]) -> None:
+        """Queue events in their order, exactly as :meth:`post` of each in turn would (the same overflow and
+        coalescing rules, event by event), under one lock round and with at most one wake-up: a serial read
+        brings dozens of lines at 10,000 lines/s, and a lock round and a wake-up test per line were a
+        fifth of the reader thread's Python work (issue 14). Never blocks, safe from any thread."""
+        with self._lock:
+            place = self._place
+            for event in events:
+                place(event)
+            sleeping = self._sleeping
+            self._sleeping = False
+        if sleeping:
+            self._signal.release()
+
+    def _place(self, event: Event) -> None:
+        """Under the lock: queue, coalesce or drop one event (the module docstring's policy)."""
+        self.counters.posted += 1
+        entity = event.entity
+        if event.kind not in CRITICAL_KINDS and (  # event.critical, without a property call a post
+
+            len(self._queue) >= self.capacity or entity in self._overflow
+            or self._queued.get(entity, 0) >= self.per_entity
+        ):
+            replaced = self._overflow.get(entity)
+            if replaced is not None:
+                self.counters.shed(str(replaced.kind), dropped=False)
+            self._overflow[entity] = event
+        elif entity in self._overflow:
+            # A critical event must not overtake an older reading of its entity.
+            self._append(self._overflow.pop(entity))
+            self._append(event)
+        elif len(self._queue) >= self._hard_limit:
+            if self.counters.dropped == 0 or len(self._queue) == self._hard_limit:
+                log.error("bus over its hard limit (%d): dropping %s", self._hard_limit, event.kind)
+            self.counters.shed(str(event.kind), dropped=True)
+        else:
+            self._append(event)
+            self.counters.high_water = max(self.counters.high_water, len(self._queue))
 
     def get(self, timeout: float | None) -> Event | None:
         """The next event, or None on timeout or after :meth:`wake`: :meth:`get_batch` of one."""
@@ -230,7 +248,7 @@ class Bus:
 
     def _append(self, event: Event) -> None:
         self._queue.append(event)
-        if not event.critical:
+        if event.kind not in CRITICAL_KINDS:
             self._queued[event.entity] = self._queued.get(event.entity, 0) + 1
 
     def _refill(self) -> None:
