@@ -141,3 +141,23 @@ def test_the_publisher_window_hands_paho_a_round_of_rows_in_one_send(tmp_path: P
     w.send(pair.client)
     assert sock.sends == 1
     assert [p.payload for p in pair.sent()] == [f'{{"n":{n}}}'.encode() for n in range(30)]
+
+
+def test_a_corked_round_does_not_wake_the_network_loop_for_packets_it_writes_itself(pair: Pair) -> None:
+    counting(pair)
+    pokes: list[int] = []
+    pair.client.poke = lambda: pokes.append(1)
+    with pair.client.corked():
+        pair.publish(20)
+    assert pokes == []
+
+
+def test_a_corked_round_wakes_the_network_loop_once_when_the_socket_did_not_take_it_all(pair: Pair) -> None:
+    pair.ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    pokes: list[int] = []
+    pair.client.poke = lambda: pokes.append(1)
+    with pair.client.corked():
+        for _ in range(60):
+            pair.client.publish("gateway/fast/alarm", b"x" * 3000, qos=1)
+    assert pokes == [1]
+    assert pair.client.want_write()

@@ -316,8 +316,9 @@ class SerialisedClient(mqtt.Client):
 
     def _left_over(self) -> None:
         """Bytes paho could not write here (a full socket buffer, or queued inside a callback on our thread)
-        wait for the loop: wake it, unless this is the loop's own thread, which looks after every call."""
-        if self.want_write() and threading.current_thread() is not self.loop_thread:
+        wait for the loop: wake it, unless this is the loop's own thread, which looks after every call, or the
+        packets are corked (:meth:`corked` writes them when it ends, and wakes the loop then if some did not fit)."""
+        if not self._corked and self.want_write() and threading.current_thread() is not self.loop_thread:
             self.poke()
 
 
