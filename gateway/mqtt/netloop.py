@@ -32,7 +32,7 @@ import logging
 import selectors
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
@@ -68,6 +68,11 @@ SUCCESS_PUBACK = 2
 MQTT 5 leaves the reason code and properties out when they are success and none, as Mosquitto does)."""
 
 
+WRITE_RUN = 65536
+"""Bytes, at most, :meth:`SerialisedClient._packet_write` joins into one ``send``: several publishes of a round cost one
+system call (and one GIL hand-over) instead of one each, and the copy stays small."""
+
+
 def _later(client: mqtt.Client, userdata: object, sock: SocketLike) -> None:
     """paho's socket-write callback while a connection attempt is made: our loop writes what waits."""
 
@@ -92,6 +97,8 @@ class SerialisedClient(mqtt.Client):
         """A read error met by :meth:`_packet_read`'s fill, raised to paho's own read so that paho reports it."""
         self.disconnect_requested = False
         """:meth:`disconnect` was called: the loop ends rather than reconnect."""
+        self._corked = False
+        """Inside :meth:`corked`: publishes queue their packets, written together when it ends."""
         self._success = ReasonCode(PacketTypes.PUBACK)
         self._no_properties = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
         """What paho hands ``on_publish`` for a :data:`SUCCESS_PUBACK` (it builds both anew for each; see
@@ -105,6 +112,29 @@ class SerialisedClient(mqtt.Client):
             info = super().publish(topic, payload, qos, retain, properties)
             self._left_over()
         return info
+
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        """Hold :attr:`io_lock`; the packets published meanwhile on this thread are queued, and written when the block
+        ends, joined into as few ``send`` calls as :data:`WRITE_RUN` allows (:meth:`_packet_write`). For a round of
+        publishes (the publisher's window): one system call and one GIL hand-over for the round instead of one per
+        message (issue 14). Nothing else changes: paho has each message in its session state at ``publish``, as
+        before, and what the socket does not take waits for the loop, as any write that does not fit. Nested, the
+        outer block writes."""
+        with self.io_lock:
+            if self._corked:
+                yield
+                return
+            self._corked = True
+            self._on_socket_register_write = _later  # paho's _packet_queue then queues rather than writes
+            try:
+                yield
+            finally:
+                self._corked = False
+                self._on_socket_register_write = None
+                if self._out_packet and self._sock is not None:
+                    self.loop_write()
+                self._left_over()
 
     def subscribe(
         self,
@@ -131,6 +161,60 @@ class SerialisedClient(mqtt.Client):
         with self.io_lock:
             self.disconnect_requested = True
             return super().disconnect(reasoncode, properties)
+
+    def _packet_write(self) -> MQTTErrorCode:
+        """Write the packets at the front of paho's queue that need nothing once written (every packet but a QoS 0
+        PUBLISH and a DISCONNECT: tests/test_mqtt_write_coalescing.py fails if paho's ``_packet_write`` starts acting
+        on others) in one ``send`` per :data:`WRITE_RUN` bytes, then the rest as paho does (paho 2.x's private
+        write; paho sends each packet alone). A partial write leaves the rest of its packet at the front, and its
+        errors are paho's: the same return codes, the packet kept for the next write."""
+        queue = self._out_packet
+        wrote = False
+        while len(queue) > 1:
+            run = self._plain_run()
+            if len(run) < 2:
+                break
+            try:
+                written = self._sock_send(b"".join(packet["packet"][packet["pos"]:] for packet in run))
+            except (AttributeError, ValueError):
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            except BlockingIOError:
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError as err:
+                self._easy_log(mqtt.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            if written <= 0:
+                break
+            wrote = True
+            for packet in run:
+                taken = min(written, packet["to_process"])
+                packet["to_process"] -= taken
+                packet["pos"] += taken
+                written -= taken
+                if packet["to_process"]:
+                    break
+                queue.popleft()
+        if wrote and not queue:
+            with self._msgtime_mutex:
+                self._last_msg_out = mqtt.time_func()
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._packet_write()
+
+    def _plain_run(self) -> list[Any]:
+        """The packets at the front of the queue, up to :data:`WRITE_RUN` bytes (at least one), that paho does
+        nothing with once written. The same queue gives the same run or a longer one (a TLS write that must be
+        retried is retried with at least the bytes it had)."""
+        run: list[Any] = []
+        size = 0
+        for packet in self._out_packet:
+            command = packet["command"] & 0xF0
+            if command == mqtt.DISCONNECT or (command == mqtt.PUBLISH and packet["qos"] == 0):
+                break
+            if run and size + packet["to_process"] > WRITE_RUN:
+                break
+            run.append(packet)
+            size += packet["to_process"]
+        return run
 
     def _sock_recv(self, bufsize: int) -> bytes:
         """paho reads a packet in 3 ``recv`` calls (type, length, body) and one more to find the socket empty: 4
@@ -232,8 +316,9 @@ class SerialisedClient(mqtt.Client):
 
     def _left_over(self) -> None:
         """Bytes paho could not write here (a full socket buffer, or queued inside a callback on our thread)
-        wait for the loop: wake it, unless this is the loop's own thread, which looks after every call."""
-        if self.want_write() and threading.current_thread() is not self.loop_thread:
+        wait for the loop: wake it, unless this is the loop's own thread, which looks after every call, or the
+        packets are corked (:meth:`corked` writes them when it ends, and wakes the loop then if some did not fit)."""
+        if not self._corked and self.want_write() and threading.current_thread() is not self.loop_thread:
             self.poke()
 
 

@@ -28,6 +28,7 @@ window whatever it carries; its PUBACK acknowledges all its rows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -39,6 +40,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.mqtt.health import BridgeCounters
+from gateway.mqtt.netloop import SerialisedClient
 from gateway.mqtt.outbox import Outbox, Row
 from gateway.mqtt.topics import event_array, event_array_size
 
@@ -239,8 +241,13 @@ class PublishWindow:
         """Hand paho the next rows, as many as the window (and, for a backlog, the bucket) allows; and, before
         the lock is released, the rows whose :meth:`hand_over` it refused meanwhile (they would otherwise wait
         for the publisher's next pass, behind the batch's commit: issue 14's p99 at 1,000 lines/s). Never waits
-        for the forwarding thread; the passes are bounded (:data:`RESEND_PASSES`), as a flood keeps refusing."""
-        with self._lock:
+        for the forwarding thread; the passes are bounded (:data:`RESEND_PASSES`), as a flood keeps refusing.
+
+        The round's messages reach the socket together, in one ``send`` (``SerialisedClient.corked``): one system
+        call per round rather than one per message (issue 14). Corked inside the window's lock, so the forwarding
+        thread, which never waits for that lock, never waits for the cork either."""
+        corked = client.corked() if isinstance(client, SerialisedClient) else contextlib.nullcontext()
+        with self._lock, corked:
             self._refused = False  # a row refused before now is in the outbox: this pass reads it
             self._send(client)
             for _ in range(RESEND_PASSES):
