@@ -304,13 +304,8 @@ class MqttBridge:
                key: str | None = None) -> bool:
         """Add a row to the outbox and, when the uplink is up and the window lets it, hand it to paho here and
         now (:meth:`PublishWindow.hand_over`): the row is in the outbox before paho has it. True if paho has
-        it; False leaves it to the publisher thread.
-
-        A stream row while the window is filling is left to the publisher without asking the window: its
-        :meth:`~PublishWindow.hand_over` would refuse it (the publisher sends what waits as arrays), and under a
-        flood that is nearly every row (issue 14: a lock round and the checks per event, for a refusal)."""
-        if (not self.link.connected or self._stopping.is_set()
-                or (topic == self._stream and self.window.filling())):
+        it; False leaves it to the publisher thread."""
+        if not self.link.connected or self._stopping.is_set():
             self.outbox.add(topic, make_payload, kind=kind, ts=ts, key=key)
             return False
         made: list[bytes] = []
