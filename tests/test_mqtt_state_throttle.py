@@ -94,6 +94,33 @@ def test_stopping_flushes_the_held_states(retained: RetainedTopics, clock: Virtu
     assert not retained.waiting
 
 
+def test_a_republish_within_the_interval_sends_the_newest_held_reading(
+    retained: RetainedTopics, clock: VirtualClock,
+) -> None:
+    events, sent = EventFactory(clock), Sent()
+    retained.update_state(events.reading("temp", 1))
+    retained.send(sent)
+    retained.update_state(events.reading("temp", 2))
+    retained.republish(removals=True)  # a reconnection before the interval ends
+    retained.send(sent)
+    assert states(sent) == [b"1", b"2"]
+
+
+def test_a_held_reading_too_large_for_the_broker_is_refused_when_its_interval_ends(clock: VirtualClock) -> None:
+    counters = BridgeCounters()
+    retained = RetainedTopics(Topics("gateway/t"), {}, None, counters, lambda topic, payload: len(payload) < 100,
+                              monotonic=clock.monotonic)
+    events, sent = EventFactory(clock), Sent()
+    retained.update_state(events.reading("temp", 1))
+    retained.send(sent)
+    retained.update_state(events.reading("temp", "x" * 200))
+    clock.advance(READING_STATE_INTERVAL)
+    retained.send(sent)
+    assert states(sent) == [b"1"]
+    assert counters.retained_refused == 1
+    assert not retained.waiting
+
+
 @pytest.fixture
 def gw(request: pytest.FixtureRequest, broker: Broker, tmp_path: Path) -> Iterator[Harness]:
     gateway_id = re.sub(r"[^a-z0-9]", "-", request.node.name.lower())[:40]

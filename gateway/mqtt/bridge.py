@@ -163,12 +163,13 @@ class MqttBridge:
         update the retained state; never waits on I/O."""
         self.counters.events_in += 1
         batches = self.outbox.batches
-        handed = self._publish_message(event)
-        if handed is not None:
-            self._wake_unless_handed(handed, batches)
-            return
-        key = self.topics.event(event.entity)
         kind = event.kind  # a StrEnum: the outbox's kind name as it is (``.value`` is an enum descriptor's call)
+        if kind is Kind.SYSTEM:  # only a system event can be a rule's publish request (publish_request)
+            handed = self._publish_message(event)
+            if handed is not None:
+                self._wake_unless_handed(handed, batches)
+                return
+        key = self.topics.event(event.entity)
         if self._queue(self._stream or key, functools.partial(event_payload, event), kind=kind, ts=event.ts,
                        key=key) and kind is Kind.READING:
             self.retained.update_state(event)  # a reading's state is held or due: the next commit's round sends it
@@ -304,6 +305,9 @@ class MqttBridge:
         """Add a row to the outbox and, when the uplink is up and the window lets it, hand it to paho here and
         now (:meth:`PublishWindow.hand_over`): the row is in the outbox before paho has it. True if paho has
         it; False leaves it to the publisher thread."""
+        if not self.link.connected or self._stopping.is_set():
+            self.outbox.add(topic, make_payload, kind=kind, ts=ts, key=key)
+            return False
         made: list[bytes] = []
 
         def payload_of(seq: int) -> bytes:
@@ -311,8 +315,7 @@ class MqttBridge:
             return made[0]
 
         seq = self.outbox.add(topic, payload_of, kind=kind, ts=ts, key=key)
-        return (seq is not None and self.link.connected and not self._stopping.is_set()
-                and self.window.hand_over(self.link.client, seq, topic, made[0]))
+        return seq is not None and self.window.hand_over(self.link.client, seq, topic, made[0])
 
     def _wake_unless_handed(self, handed: bool, batches: int) -> None:
         """Wake the publisher unless paho already has the row and the outbox's batch window was open before

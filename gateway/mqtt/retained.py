@@ -89,8 +89,9 @@ class RetainedTopics:
         self.moments_dropped = 0
         """Gestures not sent: older than :data:`MOMENT_MAX_AGE` when the broker could take them."""
         self._reading_interval = reading_interval
-        self._held: dict[str, bytes] = {}
-        """Readings' states held until their topic's interval is over: topic -> newest payload."""
+        self._held: dict[str, Value] = {}
+        """Readings' states held until their topic's interval is over: topic -> newest value. A value, not its
+        payload: a flood replaces it hundreds of times for each one sent (issue 14)."""
         self._next_reading: dict[str, float] = {}
         """topic -> monotonic time before which a reading's state is held rather than published."""
         for entity in self.entities:
@@ -115,36 +116,39 @@ class RetainedTopics:
         order and not retained, so the rest (null) its driver posts right after it cannot replace it before
         it is sent (Home Assistant would never see the press), and a hub subscribing later sees the button
         at rest."""
-        current = (event.value, event.unit)
-        if not self._available.get(event.entity, True):
-            self.set_available(event.entity, True)
-        spec = self.entities.get(event.entity)
-        if spec is not None and spec.component is Component.EVENT and event.value is not None:
-            payload = state_payload(event.value)
-            if self._fits(self.topics.state(event.entity), payload):
+        entity = event.entity
+        if not self._available.get(entity, True):
+            self.set_available(entity, True)
+        value = event.value
+        spec = self.entities.get(entity)
+        if spec is not None and spec.component is Component.EVENT and value is not None:
+            topic = self.topics.state(entity)
+            payload = state_payload(value)
+            if self._fits(topic, payload):
                 with self._lock:
-                    self._moments.append((self._monotonic(), self.topics.state(event.entity), payload))
+                    self._moments.append((self._monotonic(), topic, payload))
             return
-        if event.kind is Kind.STATE and self._last_state.get(event.entity) == current:
+        kind = event.kind
+        current = (value, event.unit)
+        if kind is Kind.STATE and self._last_state.get(entity) == current:
             return
-        self._last_state[event.entity] = current
-        topic = self.topics.state(event.entity)
-        payload = state_payload(event.value)
-        if event.kind is not Kind.READING or self._reading_interval <= 0:
+        self._last_state[entity] = current
+        topic = self.topics.state(entity)
+        if kind is not Kind.READING or self._reading_interval <= 0:
             with self._lock:
                 self._held.pop(topic, None)
-            self.retain(topic, payload)
-            return
-        if not self._fits(topic, payload):
-            self.retain(topic, payload)  # refused there, counted and logged
+            self.retain(topic, state_payload(value))
             return
         now = self._monotonic()
         with self._lock:
-            hold = now < self._next_reading.get(topic, _NEVER)
-            if hold:
-                self._held[topic] = payload
-                self._retained[topic] = payload  # a republish before the interval ends sends it
+            if now < self._next_reading.get(topic, _NEVER):
+                self._held[topic] = value  # its payload is made once, when it is sent (issue 14)
                 return
+        payload = state_payload(value)
+        if not self._fits(topic, payload):
+            self.retain(topic, payload)  # refused there, counted and logged
+            return
+        with self._lock:
             self._next_reading[topic] = now + self._reading_interval
             self._held.pop(topic, None)
         self.retain(topic, payload)
@@ -158,14 +162,22 @@ class RetainedTopics:
         return max(0.0, due - self._monotonic())
 
     def _release_held(self, flush: bool) -> None:
-        """Move the held states whose interval is over (all of them with ``flush``) to what waits."""
+        """Move the held states whose interval is over (all of them with ``flush``) to what waits (as
+        :meth:`retain`: one that cannot fit the broker's packet limit is refused)."""
         now = self._monotonic()
         with self._lock:
             if not self._held:
                 return
-            for topic in [t for t in self._held if flush or now >= self._next_reading[t]]:
-                self._dirty[topic] = self._held.pop(topic)
+            due = {t: self._held.pop(t) for t in [t for t in self._held if flush or now >= self._next_reading[t]]}
+            for topic in due:
                 self._next_reading[topic] = now + self._reading_interval
+        for topic, value in due.items():
+            self.retain(topic, state_payload(value))
+
+    def _held_payloads(self) -> dict[str, bytes]:
+        """The held readings' states as payloads, those that fit (under the lock: a republish sends the newest)."""
+        payloads = {topic: state_payload(value) for topic, value in self._held.items()}
+        return {topic: payload for topic, payload in payloads.items() if self._fits(topic, payload)}
 
     def set_available(self, entity: str, available: bool) -> None:
         self._available[entity] = available
@@ -230,7 +242,7 @@ class RetainedTopics:
                 announce.update(self.discovery.removals(configs))
             announce.update(configs)
         with self._lock:
-            self._dirty = {**self._dirty, **announce, **self._retained}
+            self._dirty = {**self._dirty, **announce, **self._retained, **self._held_payloads()}
 
     def send(self, client: Publishes, *, flush: bool = False) -> None:
         """Publish what waits (publisher thread, while connected), with a coalesced birth's
