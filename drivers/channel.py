@@ -14,6 +14,7 @@ deadline on the context's scheduler, and posts:
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Collection, Iterable
 
@@ -21,6 +22,8 @@ from core.events import Event, Kind
 from drivers.base import DriverContext
 from drivers.conditioning import Health, Out, Pipeline, Raw, Sample, StepConfig, build_pipeline
 from drivers.timing import Handle
+
+log = logging.getLogger(__name__)
 
 
 class Channel:
@@ -167,9 +170,19 @@ def feed_read(ctx: DriverContext, channels: Collection[Channel], values: Iterabl
             held.enter_context(channel._lock)
         now, ts = clock.monotonic(), clock.time()
         events: list[Event] = []
-        for channel, value in values:
-            channel._take(value, now, ts, events)
-        for channel in channels:
-            channel._rearm()
-        if events:
-            ctx.post_all(events)
+        refused: list[tuple[Channel, Raw, Exception]] = []
+        try:
+            for channel, value in values:
+                try:
+                    channel._take(value, now, ts, events)
+                except Exception as exc:  # one value costs that value, never the read
+                    refused.append((channel, value, exc))
+        finally:  # the events of the values taken are posted whatever happens: a channel's state has moved with them
+            for channel in channels:
+                channel._rearm()
+            if events:
+                ctx.post_all(events)
+    if refused:
+        first, raw, error = refused[0]
+        log.error("%s: value %r refused by its conditioning (%s: %s)%s", first.entity, raw, type(error).__name__,
+                  error, f"; {len(refused) - 1} more in the same read" if len(refused) > 1 else "")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from core.events import Event, Kind
 from drivers.base import DriverContext
 from drivers.channel import Channel, feed_read
-from drivers.conditioning import ThrottleStep
+from drivers.conditioning import AverageStep, ThrottleStep
 from drivers.serial_line import KeyValueSensor
 from drivers.timing import VirtualScheduler
 from gateway.bus import Bus
@@ -126,6 +126,23 @@ def test_a_closed_channel_takes_no_value_of_a_read_and_arms_no_timer() -> None:
     feed_read(ctx, [t], [(t, 21.0), (t, 22.0)])
     assert [e.value for e in rec.events] == [20.0]
     assert scheduler.pending() == 0
+
+
+def test_a_value_its_conditioning_refuses_costs_that_value_not_the_rest_of_the_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two 1e308 in an average window overflow the mean: the values before and after it in the same read are posted,
+    and the entity that came back is announced available before its reading (its state moved with that event)."""
+    rec, batches = Recorder(), list[list[Event]]()
+    ctx = batching_context(rec, batches)
+    t = Channel(ctx, "temperature", steps=[AverageStep(step="average", window=3)])
+    h = Channel(ctx, "humidity")
+    h.set_available(False, "port gone")
+    rec.events.clear()
+    feed_read(ctx, [t, h], [(h, 40.0), (t, 1e308), (t, 1e308), (h, 41.0)])
+    assert [(e.entity, e.kind, e.value) for e in rec.events if e.entity == "humidity"] == [
+        ("humidity", Kind.AVAILABILITY, True), ("humidity", Kind.READING, 40.0), ("humidity", Kind.READING, 41.0)]
+    assert "temperature: value 1e+308 refused by its conditioning (OverflowError" in caplog.text
 
 
 @pytest.fixture
