@@ -89,14 +89,14 @@ flood (issue 17, flood d). Spilling inside a transaction stays where it was
 RECENT_CAUSES = 4096
 """Events the writer remembers to describe the cause of the events after them."""
 
-INSERT_CHUNKS = (64, 16, 4, 1)
+INSERT_CHUNKS = (32, 8, 2, 1)
 """Rows per INSERT statement, largest first (a flush's rows are cut into these). Each statement is one
 ``sqlite3_step``, and Python's sqlite3 lets go of the GIL around every step: ``executemany`` of one row per step was
 one GIL hand-over per row on the writer thread, each a wait for the busy dispatcher to give the GIL back (issue 14:
-0.85 s of wall time per 2,700-row flush at 10,000 lines/s). A handful of sizes keeps the prepared statements few
-(sqlite3 caches them by text, and SQLite holds each for the connection's life); no larger than 64 rows, as the
-outbox found (docs/performance.md): a larger statement holds more of SQLite's memory for good
-(tests/test_history.py checks what a flush leaves behind)."""
+0.85 s of wall time per flush in the 10,000 lines/s profile). A handful of sizes keeps the prepared statements few
+(sqlite3 caches them by text). No larger than 32 rows: SQLite holds each prepared statement for the connection's life
+(``shrink_memory`` does not free them), and these four hold 52 kB; with 64 rows of ten columns they held 107 kB
+(tests/test_history.py). The instructions per row are the same either way (measured: docs/performance.md)."""
 _COLUMNS = 10
 _INSERT_SQL = {
     size: "INSERT INTO events (id, ts, kind, entity, value, unit, rule, cause, detail, because) VALUES "  # noqa: S608

@@ -550,10 +550,10 @@ def test_a_flush_writes_its_rows_in_a_few_statements_not_one_per_event(tmp_path:
     assert history.flush() == 1_000
     history.stop()
     inserts = [sql for sql in steps if sql.startswith("INSERT")]
-    assert len(inserts) <= 20, f"{len(inserts)} INSERT statements for 1,000 rows"
+    assert len(inserts) <= 40, f"{len(inserts)} INSERT statements for 1,000 rows"
 
 
-@pytest.mark.parametrize("batch", [1, 3, 17, 64, 85, 129])
+@pytest.mark.parametrize("batch", [1, 3, 11, 32, 43, 75])
 def test_every_row_of_a_flush_is_kept_in_order_with_every_column_whatever_its_size(tmp_path: Path, batch: int) -> None:
     _, events = factory()
     history = History(tmp_path / HISTORY_FILE)
@@ -591,3 +591,20 @@ def test_a_row_names_its_cause_only_while_the_cause_is_among_the_newest_events_r
     history.stop()
     heater = query(tmp_path / HISTORY_FILE, entities=["heater"])
     assert [r.because for r in heater] == [None, "temp=1 (reading)"]
+
+
+def test_the_statements_a_flush_prepares_hold_little_of_sqlites_memory_for_good(tmp_path: Path) -> None:
+    # SQLite keeps each prepared statement for the connection's life (shrink_memory does not free them): the
+    # multi-row INSERTs must stay small (64-row statements of ten columns held 107 kB).
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, queue_size=2_000)
+    history.open()
+    history.record(events.reading("temp", 0))
+    history.flush()
+    before = sqlite_memory_used()
+    for n in range(1_000):  # every statement size is prepared
+        history.record(events.reading("temp", n))
+    history.flush()
+    held = sqlite_memory_used() - before
+    history.stop()
+    assert held < 64 * 1024, f"SQLite holds {held:,} bytes more after a 1,000-row flush"
