@@ -38,6 +38,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import datetime as dt
+import itertools
 import json
 import logging
 import re
@@ -87,6 +88,21 @@ flood (issue 17, flood d). Spilling inside a transaction stays where it was
 (:func:`core.sqlite_memory.cap_page_cache`)."""
 RECENT_CAUSES = 4096
 """Events the writer remembers to describe the cause of the events after them."""
+
+INSERT_CHUNKS = (32, 8, 2, 1)
+"""Rows per INSERT statement, largest first (a flush's rows are cut into these). Each statement is one
+``sqlite3_step``, and Python's sqlite3 lets go of the GIL around every step: ``executemany`` of one row per step was
+one GIL hand-over per row on the writer thread, each a wait for the busy dispatcher to give the GIL back (issue 14:
+0.85 s of wall time per flush in the 10,000 lines/s profile). A handful of sizes keeps the prepared statements few
+(sqlite3 caches them by text). No larger than 32 rows: SQLite holds each prepared statement for the connection's life
+(``shrink_memory`` does not free them), and these four hold 52 kB; with 64 rows of ten columns they held 107 kB
+(tests/test_history.py). The instructions per row are the same either way (measured: docs/performance.md)."""
+_COLUMNS = 10
+_INSERT_SQL = {
+    size: "INSERT INTO events (id, ts, kind, entity, value, unit, rule, cause, detail, because) VALUES "  # noqa: S608
+          + ", ".join(["(" + ", ".join("?" * _COLUMNS) + ")"] * size)  # placeholders only
+    for size in INSERT_CHUNKS
+}
 
 
 _SELECT = ("SELECT e.id, e.ts, e.kind, e.entity, e.value, e.unit, e.rule, e.cause, e.detail, e.because "
@@ -361,31 +377,42 @@ class History:
             # says what the history lost. Logged once, where the file failed to open, not at each flush.
             self._not_written += len(batch)
             return 0
-        rows = []
-        for e in batch:
-            because = self._recent.get(e.cause) if e.cause is not None else None
-            rows.append((e.id, e.ts, str(e.kind), e.entity, json.dumps(e.value), e.unit, e.rule, e.cause, e.detail,
-                         because))
-            self._recent[e.id] = _described(e)
-        while len(self._recent) > RECENT_CAUSES:
-            del self._recent[next(iter(self._recent))]
-        self._writing = len(rows)
+        values = self._values(batch)
+        written = len(batch)
+        self._writing = written
         try:
             with self._transaction() as db:
-                db.executemany("INSERT INTO events (id, ts, kind, entity, value, unit, rule, cause, detail, because) "
-                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                _insert(db, values)
         except sqlite3.Error as exc:
-            self._not_written += len(rows)
-            log.warning("event history: %d events not written: %s", len(rows), exc)
+            self._not_written += written
+            log.warning("event history: %d events not written: %s", written, exc)
             return 0
         finally:
             self._writing = 0
-        self.written += len(rows)
+        self.written += written
         # The writer sleeps until the next batch (a minute, at the usual pace): the pages it wrote stay in the
         # operating system's cache, so its own copy is given back; the next flush re-reads a few of them.
         with contextlib.suppress(sqlite3.Error):
             give_back_page_cache(self._db)
-        return len(rows)
+        return written
+
+    def _values(self, batch: list[Event]) -> list[Value]:
+        """The columns of ``batch``'s rows, row after row in one flat list (as :func:`_insert` binds them); each
+        event is remembered for the ``because`` of the events after it."""
+        recent = self._recent
+        values: list[Value] = []
+        for e in batch:
+            because = recent.get(e.cause) if e.cause is not None else None
+            values += (e.id, e.ts, str(e.kind), e.entity, json.dumps(e.value), e.unit, e.rule, e.cause, e.detail,
+                       because)
+            recent[e.id] = _described(e)
+        excess = len(recent) - RECENT_CAUSES
+        if excess > 0:
+            # The oldest first, in one pass: ``next(iter(...))`` per deletion walks every slot already deleted from
+            # the dict's front again, a cost that grows with the batch.
+            for old in list(itertools.islice(recent, excess)):
+                del recent[old]
+        return values
 
     def _prune_or_say_why(self) -> None:
         """A prune the card refuses (full: VACUUM needs room for a copy) must not end the writer: the history keeps
@@ -501,6 +528,18 @@ def parse_since(text: str) -> float:
     if not seconds >= 0 or seconds == float("inf"):
         raise ValueError(f"{text!r} is not a duration: write e.g. 90s, 30m, 2h or 1d")
     return seconds
+
+
+def _insert(db: sqlite3.Connection, values: list[Value]) -> None:
+    """Insert the rows whose columns ``values`` holds (row after row), in order, in a few multi-row statements
+    (:data:`INSERT_CHUNKS`)."""
+    rows = len(values) // _COLUMNS
+    start = 0
+    for size in INSERT_CHUNKS:
+        sql = _INSERT_SQL[size]
+        while rows - start >= size:
+            db.execute(sql, values[start * _COLUMNS : (start + size) * _COLUMNS])
+            start += size
 
 
 def _mono(event: Event) -> float:

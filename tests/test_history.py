@@ -531,3 +531,80 @@ def test_a_prune_the_card_refuses_does_not_stop_the_writer(tmp_path: Path, caplo
     finally:
         history.stop()
     assert "prune" in caplog.text and "disk is full" in caplog.text
+
+
+# -- the writer's cost per row (issue 14: every alarm is a row, 4,900 a second at 10,000 lines/s) ------------------
+
+
+def test_a_flush_writes_its_rows_in_a_few_statements_not_one_per_event(tmp_path: Path) -> None:
+    # Python's sqlite3 lets go of the GIL at every statement step: one step per row was one wait per row for the busy
+    # dispatcher to hand the GIL back.
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, queue_size=2_000)
+    history.open()
+    steps: list[str] = []
+    assert history._db is not None
+    history._db.set_trace_callback(steps.append)
+    for n in range(1_000):
+        history.record(events.reading("temp", n))
+    assert history.flush() == 1_000
+    history.stop()
+    inserts = [sql for sql in steps if sql.startswith("INSERT")]
+    assert len(inserts) <= 40, f"{len(inserts)} INSERT statements for 1,000 rows"
+
+
+@pytest.mark.parametrize("batch", [1, 3, 11, 32, 43, 75])
+def test_every_row_of_a_flush_is_kept_in_order_with_every_column_whatever_its_size(tmp_path: Path, batch: int) -> None:
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE)
+    history.open()
+    recorded: list[Event] = []
+    for n in range(batch):
+        reading = events.reading(f"temp{n % 3}", n + 0.5, unit="°C" if n % 2 else None)
+        state = events.make(Kind.STATE, "heater", n % 2 == 0, rule="warm", cause=reading.id, detail=f"d{n}")
+        recorded += (reading, state)
+    for event in recorded[:batch]:
+        history.record(event)
+    assert history.flush() == batch
+    history.stop()
+    kept = [(r.id, r.ts, r.kind, r.entity, r.value, r.unit, r.rule, r.cause, r.detail) for r in query(
+        tmp_path / HISTORY_FILE)]
+    assert kept == [(e.id, e.ts, str(e.kind), e.entity, e.value, e.unit, e.rule, e.cause, e.detail)
+                    for e in recorded[:batch]]
+
+
+def test_a_row_names_its_cause_only_while_the_cause_is_among_the_newest_events_remembered(tmp_path: Path) -> None:
+    from gateway.history import RECENT_CAUSES
+
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, queue_size=3 * RECENT_CAUSES, flush_at=3 * RECENT_CAUSES)
+    history.open()
+    first = events.reading("temp", 0)
+    history.record(first)
+    later = [events.reading("temp", n) for n in range(1, RECENT_CAUSES + 1)]
+    for event in later:
+        history.record(event)
+    history.flush()  # ``first`` is now one beyond the newest RECENT_CAUSES: forgotten; ``later[0]`` remembered
+    history.record(events.make(Kind.STATE, "heater", True, rule="warm", cause=first.id))
+    history.record(events.make(Kind.STATE, "heater", False, rule="warm", cause=later[0].id))
+    history.flush()
+    history.stop()
+    heater = query(tmp_path / HISTORY_FILE, entities=["heater"])
+    assert [r.because for r in heater] == [None, "temp=1 (reading)"]
+
+
+def test_the_statements_a_flush_prepares_hold_little_of_sqlites_memory_for_good(tmp_path: Path) -> None:
+    # SQLite keeps each prepared statement for the connection's life (shrink_memory does not free them): the
+    # multi-row INSERTs must stay small (64-row statements of ten columns held 107 kB).
+    _, events = factory()
+    history = History(tmp_path / HISTORY_FILE, queue_size=2_000)
+    history.open()
+    history.record(events.reading("temp", 0))
+    history.flush()
+    before = sqlite_memory_used()
+    for n in range(1_000):  # every statement size is prepared
+        history.record(events.reading("temp", n))
+    history.flush()
+    held = sqlite_memory_used() - before
+    history.stop()
+    assert held < 64 * 1024, f"SQLite holds {held:,} bytes more after a 1,000-row flush"
