@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.mqtt.health import BridgeCounters
-from gateway.mqtt.outbox import Outbox
+from gateway.mqtt.outbox import Outbox, Row
 from gateway.mqtt.window import PublishWindow
 from tests.test_mqtt_puback_fast_path import PROTOCOLS, Pair, drain, read_publishes
 
@@ -161,3 +162,37 @@ def test_a_corked_round_wakes_the_network_loop_once_when_the_socket_did_not_take
             pair.client.publish("gateway/fast/alarm", b"x" * 3000, qos=1)
     assert pokes == [1]
     assert pair.client.want_write()
+
+
+def test_a_round_reading_its_rows_from_the_disk_leaves_the_client_free_for_the_network_and_other_publishes(
+    tmp_path: Path, pair: Pair,
+) -> None:
+    """The cork queues this thread's packets; it does not hold the client's lock while the round reads the outbox
+    (on an SD card, a backlog's rows): the network thread (acks, PINGREQ) and other publishes (results, states)
+    go on meanwhile."""
+    outbox = Outbox(tmp_path / "outbox.sqlite3", synchronous="OFF")
+    for n in range(10):
+        outbox.add("gateway/t/event/x", numbered(n), ts=0.0)
+    fetch = outbox.fetch
+    reading, read_on = threading.Event(), threading.Event()
+
+    def slow_fetch(after: int, limit: int) -> list[Row]:
+        reading.set()
+        read_on.wait(5)
+        return fetch(after, limit)
+
+    outbox.fetch = slow_fetch  # type: ignore[method-assign]
+    w = PublishWindow(outbox, BridgeCounters(), size=50, drain_rate=1000.0, wake=lambda: None)
+    round_ = threading.Thread(target=w.send, args=(pair.client,))
+    round_.start()
+    try:
+        assert reading.wait(5)
+        free = pair.client.io_lock.acquire(timeout=2)
+        if free:
+            pair.client.io_lock.release()
+    finally:
+        read_on.set()
+        round_.join()
+        outbox.close()
+    assert free, "the client's lock was held while the round read the outbox"
+    assert [p.payload for p in pair.sent()] == [f'{{"n":{n}}}'.encode() for n in range(10)]

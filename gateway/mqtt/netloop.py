@@ -97,8 +97,8 @@ class SerialisedClient(mqtt.Client):
         """A read error met by :meth:`_packet_read`'s fill, raised to paho's own read so that paho reports it."""
         self.disconnect_requested = False
         """:meth:`disconnect` was called: the loop ends rather than reconnect."""
-        self._corked = False
-        """Inside :meth:`corked`: publishes queue their packets, written together when it ends."""
+        self._corked = 0
+        """The thread inside :meth:`corked`: publishes queue their packets, written together when it ends."""
         self._success = ReasonCode(PacketTypes.PUBACK)
         self._no_properties = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
         """What paho hands ``on_publish`` for a :data:`SUCCESS_PUBACK` (it builds both anew for each; see
@@ -109,32 +109,44 @@ class SerialisedClient(mqtt.Client):
         properties: Properties | None = None,
     ) -> mqtt.MQTTMessageInfo:
         with self.io_lock:
-            info = super().publish(topic, payload, qos, retain, properties)
-            self._left_over()
+            if self._corked == threading.get_ident():
+                self._on_socket_register_write = _later  # paho's _packet_queue then queues rather than writes
+                try:
+                    info = super().publish(topic, payload, qos, retain, properties)
+                finally:
+                    self._on_socket_register_write = None
+            else:
+                info = super().publish(topic, payload, qos, retain, properties)
+                self._left_over()
         return info
 
     @contextlib.contextmanager
     def corked(self) -> Iterator[None]:
-        """Hold :attr:`io_lock`; the packets published meanwhile on this thread are queued, and written when the block
-        ends, joined into as few ``send`` calls as :data:`WRITE_RUN` allows (:meth:`_packet_write`). For a round of
-        publishes (the publisher's window): one system call and one GIL hand-over for the round instead of one per
-        message (issue 14). Nothing else changes: paho has each message in its session state at ``publish``, as
-        before, and what the socket does not take waits for the loop, as any write that does not fit. Nested, the
-        outer block writes."""
+        """The packets published on this thread meanwhile are queued, and written when the block ends, joined into
+        as few ``send`` calls as :data:`WRITE_RUN` allows (:meth:`_packet_write`). For a round of publishes (the
+        publisher's window): one system call and one GIL hand-over for the round instead of one per message (issue
+        14). Nothing else changes: paho has each message in its session state at ``publish``, as before, and what
+        the socket does not take waits for the loop, as any write that does not fit. Nested, the outer block writes.
+
+        :attr:`io_lock` is held for each publish and for the final write, not for the block: the round reads its
+        rows from the outbox (from the SD card, in a backlog) in between, and the network thread (acks, PINGREQ) and
+        other threads' publishes must not wait for that. Another thread's publish meanwhile writes the queue, this
+        round's packets first: one queue, in order."""
+        if self._corked == threading.get_ident():
+            yield
+            return
         with self.io_lock:
-            if self._corked:
-                yield
-                return
-            self._corked = True
-            self._on_socket_register_write = _later  # paho's _packet_queue then queues rather than writes
-            try:
-                yield
-            finally:
-                self._corked = False
-                self._on_socket_register_write = None
-                if self._out_packet and self._sock is not None:
-                    self.loop_write()
-                self._left_over()
+            self._corked = threading.get_ident()
+        try:
+            yield
+        finally:
+            with self.io_lock:
+                self._corked = 0
+                try:
+                    if self._out_packet and self._sock is not None:
+                        self.loop_write()
+                finally:
+                    self._left_over()  # even if a callback raised in the write: what is left waits for the loop
 
     def subscribe(
         self,
@@ -318,7 +330,8 @@ class SerialisedClient(mqtt.Client):
         """Bytes paho could not write here (a full socket buffer, or queued inside a callback on our thread)
         wait for the loop: wake it, unless this is the loop's own thread, which looks after every call, or the
         packets are corked (:meth:`corked` writes them when it ends, and wakes the loop then if some did not fit)."""
-        if not self._corked and self.want_write() and threading.current_thread() is not self.loop_thread:
+        corking = self._corked == threading.get_ident()
+        if not corking and self.want_write() and threading.current_thread() is not self.loop_thread:
             self.poke()
 
 
