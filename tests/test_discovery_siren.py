@@ -83,7 +83,10 @@ def test_a_siren_command_with_a_volume_is_refused_with_a_reason(
 
     def answered() -> list[Any]:
         publish(broker, "gateway/sirens/set/siren", json.dumps({"state": "ON", "volume_level": 0.5}))
-        return results.on("gateway/sirens/result/siren")
+        # A command published before the gateway's command session is back is kept by the broker and refused as
+        # stale when it arrives (gateway/mqtt/backlog.py): not the refusal this test is about.
+        return [answer for answer in results.on("gateway/sirens/result/siren")
+                if not str(answer.get("reason", "")).startswith("sent while the gateway was offline")]
 
     try:
         answer = wait_until(answered, what="a result")[0]
