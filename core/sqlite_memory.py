@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 CACHE_SPILL_KB = 2000
 """How much a transaction's dirty pages may reach (KiB) before SQLite writes them to the WAL ahead of the
@@ -23,6 +23,34 @@ def cap_page_cache(db: sqlite3.Connection, cache_kb: int) -> None:
     """Keep ``db``'s page cache to ``cache_kb`` KiB without changing when a big transaction spills."""
     db.execute(f"PRAGMA cache_size=-{int(cache_kb)}")
     db.execute(f"PRAGMA cache_spill=-{CACHE_SPILL_KB}")
+
+
+class MultiRowInsert:
+    """Many rows into one table in a few multi-row INSERT statements, of the ``chunks`` sizes (largest first, the
+    last 1) rather than ``executemany``'s one ``sqlite3_step`` per row.
+
+    Python's sqlite3 lets go of the GIL around every step: one step per row was one GIL hand-over per row for the
+    writing thread, each a wait for the busy dispatcher to give it back (issue 14). A handful of sizes keeps the
+    prepared statements few (sqlite3 caches them by text). SQLite holds each for the connection's life
+    (``shrink_memory`` does not free them), so the largest size is a memory bound: each user's tests check it."""
+
+    __slots__ = ("_chunks", "_columns", "_sql")
+
+    def __init__(self, table: str, columns: Sequence[str], chunks: Sequence[int]) -> None:
+        row = "(" + ", ".join("?" * len(columns)) + ")"
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608 - our names, placeholders only
+        self._columns = len(columns)
+        self._chunks = tuple(chunks)
+        self._sql = {size: head + ", ".join([row] * size) for size in self._chunks}
+
+    def __call__(self, db: sqlite3.Connection, values: Sequence[object]) -> None:
+        """Insert the rows whose columns ``values`` holds, row after row, in order."""
+        rows, start = len(values) // self._columns, 0
+        for size in self._chunks:
+            sql = self._sql[size]
+            while rows - start >= size:
+                db.execute(sql, values[start * self._columns : (start + size) * self._columns])
+                start += size
 
 
 def give_back_page_cache(db: sqlite3.Connection) -> None:

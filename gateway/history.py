@@ -54,7 +54,7 @@ from typing import Any
 from core.claims import Level
 from core.events import Event, Kind, Value
 from core.guard import guarded
-from core.sqlite_memory import cap_page_cache, give_back_page_cache
+from core.sqlite_memory import MultiRowInsert, cap_page_cache, give_back_page_cache
 from gateway.bus import waker
 
 log = logging.getLogger(__name__)
@@ -90,19 +90,12 @@ RECENT_CAUSES = 4096
 """Events the writer remembers to describe the cause of the events after them."""
 
 INSERT_CHUNKS = (32, 8, 2, 1)
-"""Rows per INSERT statement, largest first (a flush's rows are cut into these). Each statement is one
-``sqlite3_step``, and Python's sqlite3 lets go of the GIL around every step: ``executemany`` of one row per step was
-one GIL hand-over per row on the writer thread, each a wait for the busy dispatcher to give the GIL back (issue 14:
-0.85 s of wall time per flush in the 10,000 lines/s profile). A handful of sizes keeps the prepared statements few
-(sqlite3 caches them by text). No larger than 32 rows: SQLite holds each prepared statement for the connection's life
-(``shrink_memory`` does not free them), and these four hold 52 kB; with 64 rows of ten columns they held 107 kB
-(tests/test_history.py). The instructions per row are the same either way (measured: docs/performance.md)."""
-_COLUMNS = 10
-_INSERT_SQL = {
-    size: "INSERT INTO events (id, ts, kind, entity, value, unit, rule, cause, detail, because) VALUES "  # noqa: S608
-          + ", ".join(["(" + ", ".join("?" * _COLUMNS) + ")"] * size)  # placeholders only
-    for size in INSERT_CHUNKS
-}
+"""Rows per INSERT statement of a flush (:class:`core.sqlite_memory.MultiRowInsert`: one step, one GIL hand-over,
+per statement; 0.85 s of wall time per flush in the 10,000 lines/s profile before). No larger than 32 rows: these
+four statements hold 52 kB of SQLite's memory for the connection's life; with 64 rows of ten columns they held
+107 kB (tests/test_history.py). The instructions per row are the same either way (measured: docs/performance.md)."""
+_insert = MultiRowInsert(
+    "events", ("id", "ts", "kind", "entity", "value", "unit", "rule", "cause", "detail", "because"), INSERT_CHUNKS)
 
 
 _SELECT = ("SELECT e.id, e.ts, e.kind, e.entity, e.value, e.unit, e.rule, e.cause, e.detail, e.because "
@@ -528,18 +521,6 @@ def parse_since(text: str) -> float:
     if not seconds >= 0 or seconds == float("inf"):
         raise ValueError(f"{text!r} is not a duration: write e.g. 90s, 30m, 2h or 1d")
     return seconds
-
-
-def _insert(db: sqlite3.Connection, values: list[Value]) -> None:
-    """Insert the rows whose columns ``values`` holds (row after row), in order, in a few multi-row statements
-    (:data:`INSERT_CHUNKS`)."""
-    rows = len(values) // _COLUMNS
-    start = 0
-    for size in INSERT_CHUNKS:
-        sql = _INSERT_SQL[size]
-        while rows - start >= size:
-            db.execute(sql, values[start * _COLUMNS : (start + size) * _COLUMNS])
-            start += size
 
 
 def _mono(event: Event) -> float:

@@ -82,7 +82,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from core.sqlite_memory import cap_page_cache, give_back_freed_memory, give_back_page_cache
+from core.sqlite_memory import MultiRowInsert, cap_page_cache, give_back_freed_memory, give_back_page_cache
 from gateway.mqtt import MqttSetupError
 from gateway.mqtt.topics import EVENT_STREAM
 
@@ -156,32 +156,20 @@ when it is opened; :meth:`Outbox.add` is given it."""
 
 
 INSERT_CHUNKS = (64, 16, 4, 1)
-"""Rows per INSERT statement, largest first (a window's rows are cut into these). Each statement is one
-``sqlite3_step``, and Python's sqlite3 lets go of the GIL around every step: ``executemany`` of one row per step was
-one GIL hand-over per row on the publisher thread, each a wait for the busy dispatcher to give it back (issue 14:
-6 ms per ``executemany`` at 10,000 lines/s). A handful of sizes keeps the prepared statements few (sqlite3 caches
-them by text, and SQLite holds each for the connection's life: ``shrink_memory`` does not free them). No larger
-than 64 rows: a 256-row statement alone held 157 kB of SQLite's memory for good, which the drained outbox must give
-back (tests/test_mqtt_outbox.py); 64 rows hold 40 kB and a 1,000-row window is still 16 statements."""
-_INSERT_SQL = {
-    size: "INSERT INTO outbox (seq, topic, payload, droppable, ts) VALUES "  # noqa: S608 - placeholders only
-          + ", ".join(["(?, ?, ?, ?, ?)"] * size)
-    for size in INSERT_CHUNKS
-}
+"""Rows per INSERT statement of a window's rows (:class:`core.sqlite_memory.MultiRowInsert`: one step, one GIL
+hand-over, per statement; 6 ms per ``executemany`` at 10,000 lines/s before). No larger than 64 rows: a 256-row
+statement alone held 157 kB of SQLite's memory for good, which the drained outbox must give back
+(tests/test_mqtt_outbox.py); 64 rows hold 40 kB and a 1,000-row window is still 16 statements."""
+_insert_values = MultiRowInsert("outbox", ("seq", "topic", "payload", "droppable", "ts"), INSERT_CHUNKS)
 
 
 def _insert(db: sqlite3.Connection, rows: list[tuple[int, str, bytes, int, float]]) -> None:
     """Insert ``rows`` in a few multi-row statements (:data:`INSERT_CHUNKS`), in order."""
-    start = 0
-    for size in INSERT_CHUNKS:
-        sql = _INSERT_SQL[size]
-        while len(rows) - start >= size:
-            # The payload as a bytearray, stored as the same BLOB: sqlite3 binds bytearray, int, float and str
-            # directly but looks ``bytes`` up in its adapter registry first (two failed attribute lookups, each
-            # raising and clearing an exception: 1,400 instructions a row, 12 % of the insert, measured).
-            db.execute(sql, [value for seq, topic, payload, code, ts in rows[start : start + size]
-                             for value in (seq, topic, bytearray(payload), code, ts)])
-            start += size
+    # The payload as a bytearray, stored as the same BLOB: sqlite3 binds bytearray, int, float and str directly but
+    # looks ``bytes`` up in its adapter registry first (two failed attribute lookups, each raising and clearing an
+    # exception: 1,400 instructions a row, 12 % of the insert, measured).
+    _insert_values(db, [value for seq, topic, payload, code, ts in rows
+                        for value in (seq, topic, bytearray(payload), code, ts)])
 
 
 def seq_runs(seqs: list[int]) -> list[tuple[int, int]]:
