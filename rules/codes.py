@@ -7,7 +7,6 @@ logged.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import sys
@@ -28,9 +27,20 @@ MIN_DIGEST, MAX_DIGEST = 16, 64
 FORMAT = "expected 'scrypt$N$r$p$salt$hash' as printed by `python -m rules.codes`"
 
 
+def _scrypt(password: bytes, *, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    """``hashlib.scrypt``, which exists only where hashlib was imported on OpenSSL: ``gateway run`` imports it
+    on CPython's built-in hashes (:mod:`core.lean_imports`), so there OpenSSL is loaded at the first check."""
+    try:
+        from hashlib import scrypt
+    except ImportError:
+        from _hashlib import scrypt
+    digest: bytes = scrypt(password, salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=MAX_MEMORY)
+    return digest
+
+
 def hash_code(code: str, *, salt: bytes | None = None, n: int = _N) -> str:
     salt = salt if salt is not None else os.urandom(16)
-    digest = hashlib.scrypt(code.encode(), salt=salt, n=n, r=_R, p=_P, dklen=32, maxmem=MAX_MEMORY)
+    digest = _scrypt(code.encode(), salt=salt, n=n, r=_R, p=_P, dklen=32)
     return f"scrypt${n}${_R}${_P}${salt.hex()}${digest.hex()}"
 
 
@@ -77,7 +87,7 @@ def check_hash_format(stored: str) -> tuple[int, int, int, bytes, bytes]:
 
 def verify_code(code: str, stored: str) -> bool:
     n, r, p, salt, digest = check_hash_format(stored)
-    candidate = hashlib.scrypt(code.encode(), salt=salt, n=n, r=r, p=p, dklen=len(digest), maxmem=MAX_MEMORY)
+    candidate = _scrypt(code.encode(), salt=salt, n=n, r=r, p=p, dklen=len(digest))
     return hmac.compare_digest(candidate, digest)
 
 

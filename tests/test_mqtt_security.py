@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,3 +232,34 @@ def test_gateway_run_with_an_unset_password_variable_exits_1_with_the_reason(
                                     '[mqtt]\nusername = "cli-pw"\npassword_env = "GW_NOT_SET_ANYWHERE"\n')
     assert main(["run", "--config", str(config)]) == 1
     assert "GW_NOT_SET_ANYWHERE is not set" in capsys.readouterr().err
+
+
+def test_a_gateway_process_loads_tls_only_to_connect_and_comes_online_over_it(
+    secure: SecureBroker, tmp_path: Path
+) -> None:
+    """``gateway run`` imports paho with ``ssl`` deferred (core.lean_imports): TLS still connects and delivers."""
+    from tests.faults_support import start_gateway, stop_gateway
+    from tests.helpers import write_config
+
+    make_cert(secure.directory, "ca", "lean-client", "gw-lean", "extendedKeyUsage=clientAuth\n")
+    config = write_config(tmp_path, textwrap.dedent(f"""\
+        [gateway]
+        id = "gw-lean"
+        state_dir = "state"
+        [mqtt]
+        host = "localhost"
+        port = {secure.tls_port}
+        [mqtt.tls]
+        ca_file = "{secure.path("ca.crt")}"
+        cert_file = "{secure.path("lean-client.crt")}"
+        key_file = "{secure.path("lean-client.key")}"
+    """))
+    with hub_recorder(secure, "gateway/gw-lean/status") as hub:
+        process = start_gateway(config, tmp_path / "gateway.log")
+        try:
+            wait_until(lambda: any(m.payload == b"online" for m in hub.on("gateway/gw-lean/status")), 20,
+                       "online over TLS")
+            libraries = Path(f"/proc/{process.pid}/maps").read_text()
+        finally:
+            stop_gateway(process)
+    assert "libssl" in libraries

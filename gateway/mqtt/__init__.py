@@ -15,3 +15,15 @@ class MqttSetupError(Exception):
 
     Raised when the bridge is constructed, before anything runs, with a message
     for the installer that never contains a secret."""
+
+
+def _import_paho() -> None:
+    """paho's first import in the process, without loading ``ssl`` and ``urllib.request`` (see
+    :mod:`core.lean_imports`): every ``gateway.mqtt`` module imports paho after this package's ``__init__``."""
+    from core.lean_imports import DeferredModule, import_deferring
+
+    ssl_errors = ("SSLError", "SSLWantReadError", "SSLWantWriteError", "CertificateError")
+    import_deferring("paho.mqtt.client", [DeferredModule("ssl", ssl_errors), DeferredModule("urllib.request")])
+
+
+_import_paho()

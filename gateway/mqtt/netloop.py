@@ -43,6 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from core.guard import guarded
+from gateway.mqtt.connection import GatewayClient
 
 if TYPE_CHECKING:
     from paho.mqtt.client import PayloadType, SocketLike
@@ -77,7 +78,7 @@ def _later(client: mqtt.Client, userdata: object, sock: SocketLike) -> None:
     """paho's socket-write callback while a connection attempt is made: our loop writes what waits."""
 
 
-class SerialisedClient(mqtt.Client):
+class SerialisedClient(GatewayClient):
     """A paho client whose I/O calls, from any thread, hold :attr:`io_lock` (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

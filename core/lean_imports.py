@@ -1,0 +1,139 @@
+"""Importing the libraries the gateway needs without the modules it never uses: OpenSSL, importlib.metadata.
+
+Why: on a board whose budget is 40 MB (issue 14), libraries import at their top modules that only some of
+their paths use, and a resident page of them costs as much as one of ours:
+
+* ``hashlib`` and ``hmac`` load ``_hashlib`` (OpenSSL's ``libcrypto``, the largest library the process maps:
+  3 to 4 MB resident once initialised) when first imported. pydantic imports them (through ``secrets``), paho
+  imports ``hashlib`` (for the WebSocket handshake), and the gateway hashes its id and its rule fingerprints.
+  CPython's built-in SHA-1, SHA-2, MD5 and BLAKE2 serve all of these, as in a Python built without OpenSSL.
+  :func:`hashes_without_openssl` imports both modules that way; ``_hashlib`` itself stays importable,
+  loaded at first use by what needs OpenSSL only (``rules.codes`` takes ``scrypt`` from it when an alarm
+  code is checked).
+* paho imports ``ssl`` (for TLS) and ``urllib.request`` (for a proxy named in the environment, read only
+  when PySocks is installed) at its top, and ``urllib.request`` brings ``http.client`` and ``email`` with it.
+  ``gateway.mqtt`` imports paho through :func:`import_deferring` with both replaced by a :class:`DeferredModule`,
+  which imports the real module at the first attribute paho asks of it: ``tls_set_context`` on a gateway with
+  TLS, which pays for ``ssl`` then.
+* pydantic's plugin loader and gpiozero's pin factories take ``entry_points`` from ``importlib.metadata``
+  (with ``email``, ``zipfile`` and ``csv``: 1.3 MB) to look up plugins in the installed distributions; the
+  gateway names its pin factory itself and uses no pydantic plugin (``PYDANTIC_DISABLE_PLUGINS`` is set).
+  :func:`prepare_lean_process` puts a :class:`DeferredModule` in its place until something really calls it.
+
+Measured on the bench house (docs/performance.md, *What a gateway without TLS does not load*).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+import threading
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+OPENSSL_HASHES = "_hashlib"
+"""The C module that backs hashlib and hmac with OpenSSL (and the only home of ``scrypt``)."""
+
+_swap = threading.Lock()
+"""Held while a stand-in is replaced by its real module (two threads could ask at once)."""
+
+
+def prepare_lean_process() -> None:
+    """All of the below, for a process that has imported nothing yet: the ``gateway`` command's first call."""
+    hashes_without_openssl()
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    defer(DeferredModule("importlib.metadata", functions=["entry_points"]))
+
+
+def hashes_without_openssl() -> None:
+    """Import ``hashlib`` and ``hmac`` on CPython's built-in hashes, unless the process already imported them.
+
+    Call it first thing in a process's entry point: whatever imports them first decides for the whole
+    process. ``_hashlib`` is importable again on return."""
+    missing = [name for name in ("hashlib", "hmac") if name not in sys.modules]
+    if not missing or OPENSSL_HASHES in sys.modules:
+        return
+    sys.modules[OPENSSL_HASHES] = None  # type: ignore[assignment]  # an import of it raises ImportError
+    try:
+        for name in missing:
+            importlib.import_module(name)
+    finally:
+        del sys.modules[OPENSSL_HASHES]
+
+
+class _NeverRaised(Exception):
+    """Stands for an exception class of a module not imported yet: nothing can raise it, so it never matches."""
+
+
+class DeferredModule(ModuleType):
+    """A stand-in for a module libraries import at their top but use only on paths the gateway may never take.
+
+    Any attribute imports the real module (which then replaces the stand-in in ``sys.modules``) and is read
+    from it. The names in ``unraisable`` (exception classes a library names in ``except`` clauses on its hot
+    path, e.g. ``ssl.SSLWantReadError`` around every socket read) give :class:`_NeverRaised` while the real
+    module is not imported: no object of that module exists yet, so none of its exceptions can be raised.
+    The names in ``functions`` (functions a library takes with ``from module import name``, which reads the
+    attribute at once) give a function that imports the module when it is called, and calls the real one.
+
+    A stand-in is no package: a submodule cannot be imported while it is in ``sys.modules``."""
+
+    def __init__(self, name: str, unraisable: Iterable[str] = (), functions: Iterable[str] = ()) -> None:
+        super().__init__(name)
+        self._unraisable = frozenset(unraisable)
+        self._functions = frozenset(functions)
+
+    def __getattr__(self, attribute: str) -> object:
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)  # the import system's questions must not load the module
+        if attribute in self._unraisable and not self.loaded():
+            return _NeverRaised
+        if attribute in self._functions:
+            return functools.partial(_call_real, self, attribute)
+        return getattr(self.real(), attribute)
+
+    def loaded(self) -> bool:
+        return sys.modules.get(self.__name__, self) is not self
+
+    def real(self) -> ModuleType:
+        """The real module, imported now if it is not yet."""
+        with _swap:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            return importlib.import_module(self.__name__)
+
+
+def _call_real(module: DeferredModule, function: str, *args: Any, **kwargs: Any) -> Any:
+    return getattr(module.real(), function)(*args, **kwargs)
+
+
+def defer(module: DeferredModule) -> bool:
+    """Put ``module`` in ``sys.modules`` in place of the module it stands for, unless that one is imported;
+    whether it was put. The real module replaces it at its first use (:class:`DeferredModule`)."""
+    if module.__name__ in sys.modules:
+        return False
+    sys.modules[module.__name__] = module
+    package, _, child = module.__name__.rpartition(".")
+    if package and not hasattr(parent := importlib.import_module(package), child):
+        # `import urllib.request` binds `urllib`: a library reaches the stand-in as the package's attribute,
+        # which a real import of the module replaces
+        setattr(parent, child, module)
+    return True
+
+
+def import_deferring(name: str, deferred: Iterable[DeferredModule]) -> ModuleType:
+    """Import ``name`` with each of ``deferred`` standing in for its module, unless that module is imported.
+
+    The stand-ins are in ``sys.modules`` only during this import: any later import of those modules gets the
+    real one, and the stand-ins the library kept forward to it."""
+    if name in sys.modules:
+        return sys.modules[name]
+    placed = [module for module in deferred if defer(module)]
+    try:
+        return importlib.import_module(name)
+    finally:
+        for module in placed:
+            if sys.modules.get(module.__name__) is module:
+                del sys.modules[module.__name__]
