@@ -25,7 +25,9 @@ order per entity; the value is checked against the line's).
 of the repeats, baseline and gateway interleaved in each repeat, with ``/proc/loadavg``);
 ``--event-batches`` first runs the gateway with ``[mqtt] event_batches = true``: its events then arrive as arrays
 on ``gateway/bench/events``, each array one message, whose readings of ``temperature`` the subscriber counts as the
-``event/temperature`` messages they replace;
+``event/temperature`` messages they replace; ``--as-unit`` runs it in the shipped unit's environment (``-OO``,
+cached bytecode: :func:`bench.proc.unit_environment`). The gateway's peak RSS (``VmHWM``) through the highest
+rate is printed against the issue's 45 MB;
 ``python -m bench.node_red_workload --profile OUT [SECONDS]`` profiles the gateway at 1,000 lines/s
 (:mod:`bench.sampler`).
 """
@@ -51,7 +53,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from bench.figures import Figure, cpu_seconds, percentile
-from bench.proc import ROOT, Pty, start_gateway, stop
+from bench.proc import ROOT, Pty, peak_rss_mb, start_gateway, stop, unit_environment, warm_unit_bytecode
 from tests.conftest import Broker, free_port
 from tests.helpers import wait_until, write_config
 
@@ -217,6 +219,8 @@ class Step:
     alarms: int
     expected_alarms: int
     wakeups_per_line: float = float("nan")
+    peak_rss_mb: float = float("nan")
+    """The process's peak RSS (VmHWM) at the end of this rate: the peak of this rate and those before it."""
 
     @property
     def lossless(self) -> bool:
@@ -291,6 +295,7 @@ def run_rates(
             p99_ms=percentile(latencies, 99) if latencies else float("nan"),
             alarm_p99_ms=percentile(alarm_lat, 99) if alarm_lat else float("nan"),
             alarms=len(alarms), expected_alarms=len(over), wakeups_per_line=woken / max(1, expected),
+            peak_rss_mb=peak_rss_mb(pid),
         ))
         # The next rate starts at a whole hundred (an under-threshold line): a step that began with an over line
         # right after the last step's over line would hold one line that is no crossing for the edge-triggered rule.
@@ -376,10 +381,11 @@ unit = "°C"
 
 def run_gateway(
     broker: Broker, directory: Path, seconds: float, extra: str = "", *, profile: Path | None = None,
-    rates: Sequence[int] = RATES, event_batches: bool = False,
+    rates: Sequence[int] = RATES, event_batches: bool = False, as_unit: bool = False,
 ) -> list[Step]:
     """``profile``: run the gateway under :mod:`bench.sampler`, which writes its profile there at exit.
-    ``event_batches``: with ``[mqtt] event_batches = true``, its arrays counted event by event."""
+    ``event_batches``: with ``[mqtt] event_batches = true``, its arrays counted event by event.
+    ``as_unit``: in the shipped unit's environment (``-OO``, cached bytecode: :func:`bench.proc.unit_environment`)."""
     directory.mkdir(parents=True, exist_ok=True)
     pty = Pty()
     fcntl.fcntl(pty.master, fcntl.F_SETFL, fcntl.fcntl(pty.master, fcntl.F_GETFL) | os.O_NONBLOCK)
@@ -389,7 +395,9 @@ def run_gateway(
     log = directory / "gateway.log"
     config = gateway_config(directory, broker, pty.path, extra)
     if profile is None:
-        process = start_gateway(config, log)
+        if as_unit:
+            warm_unit_bytecode(config, directory / "warm.log")
+        process = start_gateway(config, log, unit_environment() if as_unit else None)
     else:
         env = {"PYTHONPATH": str(ROOT), "GPIOZERO_PIN_FACTORY": "mock", "GATEWAY_LOG_LEVEL": "INFO"}
         with open(log, "ab") as out:
@@ -448,11 +456,15 @@ def summary(runs: list[tuple[list[Step], list[Step]]]) -> list[Figure]:
     figures.append(Figure(BENCH, "messages per line @1,000/s, gateway / baseline", median(mratio), "x"))
     p99 = median([run[1][at].p99_ms for run in runs])
     figures.append(Figure(BENCH, "gateway p99 @1,000/s", p99, "ms", "≤ 2 ms", p99 <= 2.0))
+    peaks = [run[1][-1].peak_rss_mb for run in runs]
+    figures.append(Figure(BENCH, f"gateway peak RSS through {RATES[-1]:,}/s", max(peaks), "MB", "≤ 45 MB",
+                          max(peaks) <= 45, note=f"VmHWM per repeat: {', '.join(f'{p:.1f}' for p in peaks)}; "
+                                                 f"baseline {max(run[0][-1].peak_rss_mb for run in runs):.1f}"))
     return figures
 
 
 def measure(quick: bool, repeats: int | None = None, seconds: float | None = None, extra: str = "",
-            event_batches: bool = False) -> list[Figure]:
+            event_batches: bool = False, as_unit: bool = False) -> list[Figure]:
     repeats = repeats or (1 if quick else 3)
     seconds = seconds or (2.0 if quick else 4.0)
     runs: list[tuple[list[Step], list[Step]]] = []
@@ -464,7 +476,8 @@ def measure(quick: bool, repeats: int | None = None, seconds: float | None = Non
         try:
             for n in range(repeats):
                 base = run_baseline(broker, seconds)
-                gateway = run_gateway(broker, directory / f"gw{n}", seconds, extra, event_batches=event_batches)
+                gateway = run_gateway(broker, directory / f"gw{n}", seconds, extra, event_batches=event_batches,
+                                      as_unit=as_unit)
                 runs.append((base, gateway))
                 loads.append(loadavg())
         finally:
@@ -493,13 +506,13 @@ def main(argv: list[str]) -> int:
 
     if argv and argv[0] == "--profile":
         return profile_main(Path(argv[1]), float(argv[2]) if len(argv) > 2 else 10.0)
-    event_batches = bool(argv) and argv[0] == "--event-batches"
-    if event_batches:
-        argv = argv[1:]
+    as_unit = "--as-unit" in argv
+    event_batches = "--event-batches" in argv
+    argv = [arg for arg in argv if arg not in ("--as-unit", "--event-batches")]
     repeats = int(argv[0]) if argv else 3
     seconds = float(argv[1]) if len(argv) > 1 else 4.0
     extra = argv[2].replace("\\n", "\n") if len(argv) > 2 else ""
-    print(table(measure(False, repeats, seconds, extra, event_batches)))
+    print(table(measure(False, repeats, seconds, extra, event_batches, as_unit)))
     return 0
 
 
