@@ -20,11 +20,17 @@ their paths use, and a resident page of them costs as much as one of ours:
   gateway names its pin factory itself and uses no pydantic plugin (``PYDANTIC_DISABLE_PLUGINS`` is set).
   :func:`prepare_lean_process` puts a :class:`DeferredModule` in its place until something really calls it.
 
-Measured on the bench house (docs/performance.md, *What a gateway without TLS does not load*).
+Where a Python has no built-in SHA-256 (built with BLAKE2 only, as some distributions do), hashlib is
+imported on OpenSSL as usual. Some paths still load what is deferred, and pay for it then: TLS (``ssl``),
+the web page (``[web] enabled``: ``http.server``, ``ssl``), the first alarm code checked (``_hashlib``), a
+rule with a schedule (APScheduler asks ``importlib.metadata`` for its version at import).
+
+Measured on the bench house: docs/performance.md, *What a gateway without TLS does not load (issue 14)*.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -62,6 +68,28 @@ def hashes_without_openssl() -> None:
             importlib.import_module(name)
     finally:
         del sys.modules[OPENSSL_HASHES]
+    if not _builtin_hashes_serve():
+        for name in missing:  # nothing else has them yet: imported again, on OpenSSL
+            del sys.modules[name]
+        for name in missing:
+            importlib.import_module(name)
+
+
+BUILTIN_HASHES_NEEDED = ("sha256", "sha1")
+"""SHA-256: the gateway's id, rule fingerprints, the web page's sessions; SHA-1: paho's WebSocket handshake."""
+
+
+def _builtin_hashes_serve() -> bool:
+    """Whether this Python has its own code for the hashes the gateway uses (some distributions build it with
+    BLAKE2 only, leaving the rest to OpenSSL)."""
+    import hashlib
+
+    try:
+        for name in BUILTIN_HASHES_NEEDED:
+            hashlib.new(name)
+    except ValueError:
+        return False
+    return True
 
 
 class _NeverRaised(Exception):
@@ -78,7 +106,9 @@ class DeferredModule(ModuleType):
     The names in ``functions`` (functions a library takes with ``from module import name``, which reads the
     attribute at once) give a function that imports the module when it is called, and calls the real one.
 
-    A stand-in is no package: a submodule cannot be imported while it is in ``sys.modules``."""
+    A stand-in is no package: a submodule cannot be imported while it is in ``sys.modules``, ``from module
+    import *`` takes nothing, and ``importlib.util.find_spec`` raises ValueError (its ``__spec__`` is None, so
+    that the import system's own questions do not load the module)."""
 
     def __init__(self, name: str, unraisable: Iterable[str] = (), functions: Iterable[str] = ()) -> None:
         super().__init__(name)
@@ -98,11 +128,13 @@ class DeferredModule(ModuleType):
         return sys.modules.get(self.__name__, self) is not self
 
     def real(self) -> ModuleType:
-        """The real module, imported now if it is not yet."""
+        """The real module, imported now if it is not yet. The stand-in leaves ``sys.modules`` under a lock
+        (two threads could ask at once: neither may remove the real module the other just imported); the
+        import runs outside it, serialised by the import system's own per-module lock."""
         with _swap:
             if sys.modules.get(self.__name__) is self:
                 del sys.modules[self.__name__]
-            return importlib.import_module(self.__name__)
+        return importlib.import_module(self.__name__)
 
 
 def _call_real(module: DeferredModule, function: str, *args: Any, **kwargs: Any) -> Any:
@@ -123,13 +155,19 @@ def defer(module: DeferredModule) -> bool:
     return True
 
 
-def import_deferring(name: str, deferred: Iterable[DeferredModule]) -> ModuleType:
+def import_deferring(name: str, deferred: Iterable[DeferredModule], first: Iterable[str] = ()) -> ModuleType:
     """Import ``name`` with each of ``deferred`` standing in for its module, unless that module is imported.
 
     The stand-ins are in ``sys.modules`` only during this import: any later import of those modules gets the
-    real one, and the stand-ins the library kept forward to it."""
+    real one, and the stand-ins the library kept forward to it. Any module imported for the first time during
+    the import sees them too, and would keep one: ``first`` names the modules ``name`` imports (optional ones
+    included: an ImportError is ignored), imported before the stand-ins are put, so that only ``name`` holds
+    them."""
     if name in sys.modules:
         return sys.modules[name]
+    for module_name in first:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module_name)
     placed = [module for module in deferred if defer(module)]
     try:
         return importlib.import_module(name)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,3 +172,53 @@ def test_any_other_attribute_of_a_deferred_module_imports_the_real_one(module_di
     import lean_other  # type: ignore[import-not-found]
 
     assert lean_other is not stand_in
+
+
+def test_a_deferred_module_whose_real_import_uses_another_deferred_module_loads_both(module_dir: Path) -> None:
+    write_module(module_dir, "lean_meta2", "def version():\n    return 3\n")
+    write_module(module_dir, "lean_heavy2", "from lean_meta2 import version\n\nV = version()\n")
+    write_module(module_dir, "lean_user2", "import lean_heavy2\n\ndef get():\n    return lean_heavy2.V\n")
+    defer(DeferredModule("lean_meta2"))
+    user = import_deferring("lean_user2", [DeferredModule("lean_heavy2")])
+    result: list[int] = []
+    reader = threading.Thread(target=lambda: result.append(user.get()), daemon=True)
+    reader.start()
+    reader.join(10)
+    assert result == [3], "the nested load hung"
+
+
+def test_only_paho_keeps_the_ssl_stand_in_even_where_a_library_it_imports_names_ssl(tmp_path: Path) -> None:
+    """dnspython (which paho imports where installed) importing ssl inside paho's window would keep the
+    stand-in, and its ``ssl.SSLError`` would then never match the real one."""
+    (tmp_path / "dns").mkdir()
+    (tmp_path / "dns" / "__init__.py").write_text("")
+    (tmp_path / "dns" / "resolver.py").write_text("import ssl\nERRORS = (ssl.SSLError, ConnectionError)\n")
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        from core.lean_imports import DeferredModule, prepare_lean_process
+        prepare_lean_process()
+        import sys
+        import gateway.mqtt
+        import dns.resolver
+        print(sorted(name for name, module in list(sys.modules.items())
+                     if any(isinstance(v, DeferredModule) and v.__name__ in ("ssl", "urllib.request")
+                            for v in vars(module).values())))
+        import ssl
+        print(dns.resolver.ERRORS[0] is ssl.SSLError)
+    """)], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["['urllib']", "True"]
+
+
+def test_where_python_has_no_builtin_sha256_hashlib_is_imported_on_openssl() -> None:
+    result = run_python("""
+        import sys
+        for name in ("_sha256", "_sha2", "_sha1"):
+            sys.modules[name] = None  # as a Python built with BLAKE2 only
+        from core.lean_imports import hashes_without_openssl
+        hashes_without_openssl()
+        import hashlib, hmac
+        print(hashlib.sha256(b"abc").hexdigest()[:8], hmac.new(b"k", b"m", "sha256").hexdigest()[:8])
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ba7816bf", "b60090e3"]

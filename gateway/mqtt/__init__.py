@@ -23,7 +23,15 @@ def _import_paho() -> None:
     from core.lean_imports import DeferredModule, import_deferring
 
     ssl_errors = ("SSLError", "SSLWantReadError", "SSLWantWriteError", "CertificateError")
-    import_deferring("paho.mqtt.client", [DeferredModule("ssl", ssl_errors), DeferredModule("urllib.request")])
+    import_deferring("paho.mqtt.client", [DeferredModule("ssl", ssl_errors), DeferredModule("urllib.request")],
+                     first=PAHO_IMPORTS)
+
+
+PAHO_IMPORTS = ("paho.mqtt", "paho.mqtt._packet", "paho.mqtt.enums", "paho.mqtt.matcher", "paho.mqtt.properties",
+                "paho.mqtt.reasoncodes", "paho.mqtt.subscribeoptions", "socks", "dns.resolver")
+"""What ``paho.mqtt.client`` imports besides the standard library's modules it shares with us (its own
+modules, and PySocks and dnspython where installed): imported before ``ssl`` is deferred, so that no module
+but paho's client holds the stand-in (a module that kept ``ssl.SSLError`` would never catch the real one)."""
 
 
 _import_paho()
