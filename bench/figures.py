@@ -49,26 +49,42 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def cpu_seconds_exact(pid: int) -> float:
+    """CPU seconds the process's live threads have used so far, to the nanosecond (the scheduler's own count,
+    ``/proc/PID/task/*/schedstat``): an idle process uses a few 10 ms ticks a minute, too coarse to tell
+    0.03 % from 0.07 % with :func:`cpu_seconds`. A thread that has ended no longer counts."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE
 
 
 class CpuMeter:
-    """CPU % of one core a process used between :meth:`start` and :meth:`stop`."""
+    """CPU % of one core a process used between :meth:`start` and :meth:`stop`; ``exact``: counted by the
+    scheduler in nanoseconds (:func:`cpu_seconds_exact`: for an idle process whose threads all live on)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, exact: bool = False) -> None:
         self.pid = pid
+        self._read = cpu_seconds_exact if exact else cpu_seconds
         self._cpu = 0.0
         self._wall = 0.0
 
     def start(self) -> None:
-        self._cpu = cpu_seconds(self.pid)
+        self._cpu = self._read(self.pid)
         self._wall = time.monotonic()
 
     def stop(self) -> tuple[float, float]:
         """(percent of one core, CPU seconds used)."""
-        used = cpu_seconds(self.pid) - self._cpu
+        used = self._read(self.pid) - self._cpu
         wall = time.monotonic() - self._wall
         return 100.0 * used / wall if wall > 0 else 0.0, used
 

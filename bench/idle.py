@@ -51,7 +51,7 @@ def threads(pid: int) -> int:
 
 def observe(pid: int, window: float) -> tuple[float, float, float]:
     """(CPU % of one core, wake-ups/s, RSS MB) over ``window`` seconds."""
-    meter = CpuMeter(pid)
+    meter = CpuMeter(pid, exact=True)
     woke = wakeups(pid)
     meter.start()
     time.sleep(window)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from tests.conftest import Broker
+from tests.conftest import Broker, free_port
 from tests.mqtt_support import Harness, make_bridge, make_config, recorder, wait_until
 
 
@@ -46,9 +46,50 @@ def test_a_publish_on_another_thread_reaches_the_broker_without_waking_the_uplin
             hub.wait_for(topic, n)  # one at a time, as events come: each publish finds the thread asleep
         woken = voluntary_switches(network) - before
         harness.bridge.stop()
-    # its keepalive rounds (once a second) and the acks of what the publisher thread sends meanwhile (health,
+    # its keepalive (30 s: not due) and the acks of what the publisher thread sends meanwhile (health,
     # retained states) at most: never once per publish (paho's loop_start: 56 for these 50)
     assert woken <= 10
+
+
+def test_an_idle_uplink_sleeps_until_its_keepalive_is_due(broker: Broker, tmp_path: Path) -> None:
+    harness = make_bridge(make_config("netloop-idle", tmp_path / "state", broker.port, keepalive=30))
+    network = up(harness)
+    time.sleep(0.5)  # the last acks of the start (states, discovery) are read
+    before = voluntary_switches(network)
+    time.sleep(3.0)
+    woken = voluntary_switches(network) - before
+    harness.bridge.stop()
+    assert woken <= 1  # paho's loop, and ours before: once a second
+
+
+def test_an_idle_inlet_sleeps_until_its_keepalive_is_due(broker: Broker, tmp_path: Path) -> None:
+    harness = make_bridge(make_config("netloop-idle-in", tmp_path / "state", broker.port, keepalive=30))
+    up(harness)
+    wait_until(lambda: harness.bridge.inbound.network_thread is not None, what="the inlet's thread")
+    inlet = harness.bridge.inbound.network_thread
+    assert inlet is not None
+    time.sleep(0.5)
+    before = voluntary_switches(inlet)
+    time.sleep(3.0)
+    woken = voluntary_switches(inlet) - before
+    harness.bridge.stop()
+    assert woken <= 1  # paho's loop_forever: once a second
+
+
+def test_idle_connections_still_ping_the_broker_when_their_keepalive_is_due(tmp_path: Path) -> None:
+    broker = Broker(port=free_port(), directory=tmp_path / "broker", extra_config="log_type all\n")
+    broker.start()
+    try:
+        harness = make_bridge(make_config("netloop-ping", tmp_path / "state", broker.port, keepalive=5))
+        up(harness)
+        log = tmp_path / "broker" / "mosquitto.log"
+        for client_id in ("gateway-netloop-ping", "gateway-netloop-ping-in"):  # the uplink, the inlet
+            wait_until(lambda c=client_id: f"Received PINGREQ from {c}\n" in log.read_text(errors="replace"), 12,
+                       f"a PINGREQ from {client_id}")
+        assert harness.bridge.connected
+        harness.bridge.stop()
+    finally:
+        broker.stop()
 
 
 def test_publishes_from_two_threads_at_once_reach_the_broker_whole_and_in_order(

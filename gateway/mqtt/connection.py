@@ -17,7 +17,7 @@ import socket
 import threading
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -54,11 +54,20 @@ def read_password(section: MqttSection) -> str | None:
     return None
 
 
+KEEPALIVE_ROUND = 1.0
+"""Seconds between idle network rounds when paho's keepalive state cannot be read (paho's ``loop_forever`` used
+1 s)."""
+KEEPALIVE_SLACK = 0.01
+"""Past paho's keepalive deadline when the idle loop wakes, so that the round finds it due (not a moment early)."""
+
+
 class GatewayClient(mqtt.Client):
-    """paho's client, resolving an ASCII broker name given as bytes. ``socket.getaddrinfo`` encodes a ``str``
-    host with the IDNA codec, whatever it holds, and the codec imports ``encodings.idna``, ``stringprep`` and
-    ``unicodedata``: 0.43 MB kept for the process's life to spell ``localhost`` the same (issue 14's 40 MB).
-    A non-ASCII name, or a proxy (PySocks), goes through paho's own path."""
+    """paho's client, resolving an ASCII broker name given as bytes, and telling when its keepalive is due.
+
+    Resolving: ``socket.getaddrinfo`` encodes a ``str`` host with the IDNA codec, whatever it holds, and the
+    codec imports ``encodings.idna``, ``stringprep`` and ``unicodedata``: 0.43 MB kept for the process's life
+    to spell ``localhost`` the same (issue 14's 40 MB). A non-ASCII name, or a proxy (PySocks), goes through
+    paho's own path."""
 
     def _create_socket_connection(self) -> socket.socket:
         if not self._host.isascii() or self._get_proxy():
@@ -66,6 +75,34 @@ class GatewayClient(mqtt.Client):
         return socket.create_connection((self._host.encode("ascii"), self._port),  # type: ignore[arg-type]
                                         timeout=self._connect_timeout,
                                         source_address=(self._bind_address, self._bind_port))
+
+    def keepalive_due_in(self) -> float:
+        """Seconds until paho's keepalive has something to do (a PINGREQ to send, or a broker that has not
+        answered one to give up on): how long the idle loop may sleep. Waking once a second, as paho's own loop
+        does, was most of an idle gateway's CPU (issue 14). Everything else wakes the loop at once: a packet
+        from the broker, a write that did not fit, the socket closed on another thread, stop. The caller holds
+        :attr:`~gateway.mqtt.netloop.SerialisedClient.io_lock` (the uplink's), or runs on paho's own loop thread
+        (:class:`InletClient`)."""
+        try:
+            keepalive = float(self._keepalive)
+            with self._msgtime_mutex:
+                last = min(self._last_msg_out, self._last_bytes_received)
+            ping = self._ping_t
+        except AttributeError:  # another paho than the one this was written against
+            return KEEPALIVE_ROUND
+        if keepalive <= 0:
+            return KEEPALIVE_ROUND
+        due = last + keepalive if ping <= 0 else min(last, ping) + keepalive
+        return max(0.0, due - mqtt.time_func()) + KEEPALIVE_SLACK
+
+
+class InletClient(GatewayClient):
+    """The inlet's client, on paho's ``loop_start`` thread, which sleeps until its keepalive is due rather than a
+    second at a time. Every other reason to wake breaks paho's select at once: a packet from the broker, a packet
+    queued on another thread (paho writes to its wake-up socket pair: ``disconnect`` when the gateway stops)."""
+
+    def _loop(self, timeout: float = 1.0) -> MQTTErrorCode:
+        return super()._loop(self.keepalive_due_in())
 
 
 def is_mqtt5(section: MqttSection) -> bool:

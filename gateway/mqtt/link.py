@@ -41,7 +41,7 @@ from core.guard import guarded
 from gateway.config import Config
 from gateway.mqtt.connection import (
     INLET_SUFFIX,
-    GatewayClient,
+    InletClient,
     Jitter,
     connect_properties,
     is_mqtt5,
@@ -93,7 +93,7 @@ class Link:
         self._follows = follows
         # reads the password and TLS files: MqttSetupError now
         self.client = make_client(config, topics, inlet=self.inlet,
-                                  client_class=GatewayClient if self.inlet else SerialisedClient)
+                                  client_class=InletClient if self.inlet else SerialisedClient)
         self._client_id = config.client_id + INLET_SUFFIX if self.inlet else config.client_id
         self._forget = forget
         self._section = config.mqtt

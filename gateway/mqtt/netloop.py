@@ -5,7 +5,8 @@ retained states, results, health) queued the packet and wrote one byte to paho's
 thread, which then wrote the packet: one thread wake-up per message, on top of the one per PUBACK. Here the
 thread that publishes writes the packet itself (paho does that when no loop thread is registered: ``publish`` →
 ``loop_write``), and our thread (:class:`NetLoop`) wakes only for what the broker sends (PUBACKs, CONNACK,
-PINGRESP), for keepalive (once a second, as paho's loop did) and when a write did not fit in the socket's buffer.
+PINGRESP), for keepalive (when it is due: :meth:`~gateway.mqtt.connection.GatewayClient.keepalive_due_in`;
+paho's loop woke once a second) and when a write did not fit in the socket's buffer.
 
 **One lock serialises every call into paho's I/O** (:class:`SerialisedClient`: ``publish``, ``subscribe``,
 ``unsubscribe``, ``disconnect`` from any thread; ``reconnect``, ``loop_read``, ``loop_write``, ``loop_misc`` on
@@ -50,8 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_ROUND = 1.0
-"""Seconds between our thread's keepalive rounds when nothing arrives (paho's ``loop_forever`` used 1 s too)."""
 
 
 READ_AHEAD = 65536
@@ -470,7 +469,7 @@ class NetLoop:
                 if wanted != interest:
                     selector.modify(sock, wanted)
                     interest = wanted
-                ready = selector.select(0.0 if buffered else KEEPALIVE_ROUND)
+                ready = selector.select(0.0 if buffered else client.keepalive_due_in())
                 readable, writable = self._events(ready, sock)
                 with self._lock:
                     if client.socket() is not sock:
