@@ -83,9 +83,12 @@ def test_idle_connections_still_ping_the_broker_when_their_keepalive_is_due(tmp_
         harness = make_bridge(make_config("netloop-ping", tmp_path / "state", broker.port, keepalive=5))
         up(harness)
         log = tmp_path / "broker" / "mosquitto.log"
-        for client_id in ("gateway-netloop-ping", "gateway-netloop-ping-in"):  # the uplink, the inlet
-            wait_until(lambda c=client_id: f"Received PINGREQ from {c}\n" in log.read_text(errors="replace"), 12,
-                       f"a PINGREQ from {client_id}")
+
+        def pinged(client_id: str) -> bool:
+            return f"Received PINGREQ from {client_id}\n" in log.read_text(errors="replace")
+
+        wait_until(lambda: pinged("gateway-netloop-ping") and pinged("gateway-netloop-ping-in"), 12,
+                   "a PINGREQ from the uplink and from the inlet")
         assert harness.bridge.connected
         harness.bridge.stop()
     finally:
