@@ -205,7 +205,7 @@ class _Output:
 
 
 class _SavedOutput(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     on: bool
     since: FiniteFloat | None = None
@@ -213,9 +213,10 @@ class _SavedOutput(BaseModel):
 
 
 class _Saved(BaseModel):
-    """``envelope.json``: wall-clock times, so they mean something after a reboot."""
+    """``envelope.json``: wall-clock times, so they mean something after a reboot. Built at the first read
+    (``defer_build``): a first start has no file to read."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     version: Literal[1]
     outputs: dict[str, _SavedOutput]

@@ -83,7 +83,8 @@ DEFAULT_MAX_LINES_PER_S = 2_000
 
 
 class FieldConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # defer_build: validated inside the house's config, whose validator holds this schema (no second build)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     entity: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
     unit: str | None = None

@@ -63,7 +63,8 @@ FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.toml
 
 
 class Bundle(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: built at the first bundle received, not at every start of every gateway
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$")
     files: dict[FileName, str] = Field(min_length=1, max_length=64)

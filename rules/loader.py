@@ -294,7 +294,7 @@ def _load_file(path: Path, directory: Path, problems: list[str]) -> _Parsed | No
         for i, entry in enumerate(entries):
             _validate_entry(parsed, key, model, i, entry, data=data, problems=problems)
     try:
-        m.RuleFile.model_validate(header)
+        m.RuleFileHeader.model_validate(header)
     except ValidationError as exc:
         problems.extend(located_errors(path, data, exc))
     return parsed

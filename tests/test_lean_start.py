@@ -255,3 +255,30 @@ def test_gateway_check_validates_without_importing_the_engine_nor_the_dispatcher
 def test_a_house_without_a_thermostat_never_imports_the_thermostat_controller(tmp_path: Path) -> None:
     modules = modules_of_a_started_gateway(tmp_path, UNSCHEDULED)
     assert "rules.thermostat" not in modules
+
+
+def test_a_rule_files_header_is_validated_without_building_the_whole_files_validator(tmp_path: Path) -> None:
+    # The loader validates each [[rules]] (and thermostat, alarm, virtual) entry with its own model, then
+    # what is left of the file (its `version`, unknown keys): RuleFile's validator embeds every block's
+    # schema again, ~5 ms of each start for a table it never sees (docs/performance.md).
+    built = names_printed_by(BUILT_MODELS, gpio_house(tmp_path, UNSCHEDULED))
+    assert "rules.model.Rule" in built
+    assert "rules.model.RuleFile" not in built
+
+
+def test_a_started_gateway_has_built_no_validator_for_models_only_a_message_or_a_bundle_uses(tmp_path: Path) -> None:
+    # Built at import before (no defer_build): the hub's JSON command objects, a remote rule bundle.
+    built = names_printed_by(BUILT_MODELS, gpio_house(tmp_path, UNSCHEDULED))
+    assert not {"gateway.mqtt.commands._StateObject", "gateway.mqtt.commands._SirenObject",
+                "gateway.remote_rules.Bundle"} & built
+
+
+def test_a_started_gateway_has_built_no_separate_validator_for_models_inside_its_config(tmp_path: Path) -> None:
+    # The house's `Config` validator holds a serial field's and an [[mqtt_entities]] entry's schema: a
+    # validator of their own, built at import, was a second build of each.
+    text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22), toml.device("door", "gpio.input", pin=27),
+                       toml.serial_kv("climate", "temperature", port="loop://"))
+    text += '\n[[mqtt_entities]]\nid = "outdoor"\ntopic = "weather/outdoor"\ntype = "number"\n'
+    built = names_printed_by(BUILT_MODELS, write_config(tmp_path, text, rules=UNSCHEDULED))
+    assert "gateway.config.Config" in built  # the house's own, its devices' union
+    assert not {"drivers.serial_line.FieldConfig", "gateway.mqtt.foreign.MqttEntityConfig"} & built

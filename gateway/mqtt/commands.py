@@ -83,7 +83,8 @@ class CommandRejected(Exception):
 
 
 class _StateObject(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: built at the first JSON command object from the hub, not at every start
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     state: bool | str
 
 

@@ -121,9 +121,10 @@ def extract(document: object, path: Sequence[Step]) -> object:
 
 
 class MqttEntityConfig(BaseModel):
-    """One ``[[mqtt_entities]]`` table (see the module docstring)."""
+    """One ``[[mqtt_entities]]`` table (see the module docstring). ``defer_build``: validated inside the
+    house's config, whose validator holds this schema (no second build at import)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     id: str = Field(pattern=_ENTITY_ID)
     topic: str = Field(min_length=1, max_length=256)
