@@ -37,7 +37,6 @@ from gateway.controller_discovery import TopicNames, discovery_extras
 from gateway.history import HISTORY_FILE, History
 from gateway.houselog import HouseLog
 from gateway.lastgood import save_outputs
-from gateway.remote_rules import RemoteRules, effective_config
 from gateway.rulesets import load_ruleset
 from rules.commands import LOCKOUT_FILE, CodeGuard, Validator, command_validators
 from rules.discovery import bridge_entities, hub_view
@@ -48,7 +47,19 @@ if TYPE_CHECKING:
     from gpiozero import Factory
     from serial import SerialBase
 
+    from gateway.remote_rules import RemoteRules
+
 log = logging.getLogger(__name__)
+
+
+def _effective(config: Config) -> Config:
+    """``gateway.remote_rules.effective_config``, its module imported only by a gateway with ``[mqtt]
+    remote_rules`` on: most never take a bundle over MQTT (start-up CPU, docs/performance.md)."""
+    if not config.mqtt.remote_rules:
+        return config
+    from gateway.remote_rules import effective_config
+
+    return effective_config(config)
 
 
 RECENT_FIRINGS = 20
@@ -140,7 +151,7 @@ class Gateway:
         seed: int = 0,
     ) -> None:
         self._configured = config
-        config = effective_config(config)  # with [mqtt] remote_rules, the bundle in force is the rules dir
+        config = _effective(config)  # with [mqtt] remote_rules, the bundle in force is the rules dir
         self.config = config
         self.simulate = simulate
         self.events = EventFactory(clock or SystemClock())
@@ -204,6 +215,8 @@ class Gateway:
 
         def answer(payload: bytes) -> None:
             bridge.link.client.publish(result_topic, payload, qos=1)  # paho queues it while offline
+
+        from gateway.remote_rules import RemoteRules
 
         remote = RemoteRules(self.config, current=lambda: self.engine.ruleset, swap=self._swap_rules, answer=answer)
         def arrived(client: object, userdata: object, message: Any) -> None:
@@ -400,7 +413,7 @@ class Gateway:
         logged, a ``reload_refused`` event carries them (MQTT, ``gateway status``)
         and the old rules run on.
         """
-        self.config = effective_config(self._configured)  # a remote bundle applied since start is the rules dir
+        self.config = _effective(self._configured)  # a remote bundle applied since start is the rules dir
         try:
             ruleset = load_ruleset(self.config)
         except RulesError as exc:

@@ -342,13 +342,16 @@ class Config(BaseModel):
     # validator is built only for a file without devices.
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
+    # A section the file leaves out is validated from an empty table by this model's validator, which holds
+    # each section's schema: a default instance (``= MqttSection()``) built a validator of its own per section
+    # at import, a second build of each at every start (docs/performance.md).
     gateway: GatewaySection
-    mqtt: MqttSection = MqttSection()
-    outbox: OutboxSection = OutboxSection()
-    rules: RulesSection = RulesSection()
-    bus: BusSection = BusSection()
-    history: HistorySection = HistorySection()
-    web: WebSection = WebSection()
+    mqtt: MqttSection = Field(default_factory=dict, validate_default=True)
+    outbox: OutboxSection = Field(default_factory=dict, validate_default=True)
+    rules: RulesSection = Field(default_factory=dict, validate_default=True)
+    bus: BusSection = Field(default_factory=dict, validate_default=True)
+    history: HistorySection = Field(default_factory=dict, validate_default=True)
+    web: WebSection = Field(default_factory=dict, validate_default=True)
     devices: list[DeviceConfig] = Field(default_factory=list)
     """Each device as its driver's own model: :func:`parse_config` validates with :func:`config_model`,
     whose ``devices`` is the discriminated union of the models of the drivers the file names."""

@@ -282,3 +282,29 @@ def test_a_started_gateway_has_built_no_separate_validator_for_models_inside_its
     built = names_printed_by(BUILT_MODELS, write_config(tmp_path, text, rules=UNSCHEDULED))
     assert "gateway.config.Config" in built  # the house's own, its devices' union
     assert not {"drivers.serial_line.FieldConfig", "gateway.mqtt.foreign.MqttEntityConfig"} & built
+
+
+def test_the_config_sections_a_file_leaves_out_are_validated_without_validators_of_their_own(tmp_path: Path) -> None:
+    # A default section (`outbox`, `bus`, `web`, ...) was an instance built at import: a validator of its own
+    # per section, beside the house's `Config` validator that already holds each section's schema.
+    built = names_printed_by(BUILT_MODELS, gpio_house(tmp_path, UNSCHEDULED))
+    sections = {"MqttSection", "OutboxSection", "RulesSection", "BusSection", "HistorySection", "WebSection"}
+    assert not {f"gateway.config.{name}" for name in sections} & built
+
+
+def test_a_config_without_its_optional_sections_gets_each_sections_defaults(tmp_path: Path) -> None:
+    from gateway.config import BusSection, HistorySection, MqttSection, OutboxSection, WebSection, load_config
+
+    text = toml.config(toml.gateway("lean"), toml.relay("porch_light", 22))
+    config = load_config(write_config(tmp_path, text, rules=UNSCHEDULED))
+    assert config.outbox == OutboxSection()
+    assert config.bus == BusSection()
+    assert config.history == HistorySection()
+    assert config.web == WebSection()
+    assert config.mqtt == MqttSection()
+
+
+def test_a_gateway_without_remote_rules_never_imports_their_module(tmp_path: Path) -> None:
+    # [mqtt] remote_rules is off unless asked for: its module (a pydantic model, staging and swapping of
+    # bundles) is imported only by a gateway that takes bundles over MQTT.
+    assert "gateway.remote_rules" not in modules_of_a_started_gateway(tmp_path, UNSCHEDULED)
