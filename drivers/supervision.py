@@ -70,6 +70,17 @@ class WaitsForPort(Protocol):
 
 
 @runtime_checkable
+class DeclaresRate(Protocol):
+    """A driver that says how many lines (or frames) a second its device sends at most (``drivers.serial_line
+    .SerialSensor``): the bus gives each of its entities room for that rate (``gateway.bus.rate_quotas``)."""
+
+    @property
+    def expected_rate(self) -> float:
+        """Lines (or frames) a second beyond which this device floods."""
+        ...
+
+
+@runtime_checkable
 class HasHealthNotes(Protocol):
     """A driver with something to say in health besides its status (``drivers.serial_line.SerialSensor``)."""
 

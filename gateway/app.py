@@ -28,10 +28,10 @@ from core.entities import EntitySpec
 from core.events import Event, EventFactory, Kind
 from drivers.base import Actuator, Driver, DriverContext, SerialOpener, Simulator, SimWorld
 from drivers.envelope import Envelope
-from drivers.supervision import Status, Supervisor
+from drivers.supervision import DeclaresRate, Status, Supervisor
 from gateway.assembly import assemble, build_engine
 from gateway.authority import outputs_of
-from gateway.bus import Bus
+from gateway.bus import Bus, rate_quotas
 from gateway.config import Config
 from gateway.controller_discovery import TopicNames, discovery_extras
 from gateway.history import HISTORY_FILE, History
@@ -63,6 +63,13 @@ def _effective(config: Config) -> Config:
 
 
 RECENT_FIRINGS = 20
+
+
+def declared_rates(drivers: Iterable[Driver]) -> dict[str, float]:
+    """The readings a second each entity of a device that declares its rate may receive (a serial line brings
+    one reading of each of its fields): the bus's quotas (``gateway.bus.rate_quotas``)."""
+    return {spec.id: driver.expected_rate
+            for driver in drivers if isinstance(driver, DeclaresRate) for spec in driver.entities()}
 
 
 class Forwarder(Protocol):
@@ -155,8 +162,8 @@ class Gateway:
         self.config = config
         self.simulate = simulate
         self.events = EventFactory(clock or SystemClock())
-        self.bus = Bus(config.bus.capacity)
         self.drivers: list[Driver] = config.drivers()
+        self.bus = Bus(config.bus.capacity, quotas=rate_quotas(declared_rates(self.drivers)))
         actuators = outputs_of(driver for driver in self.drivers if isinstance(driver, Actuator))
         self.firings: deque[Event] = deque(maxlen=RECENT_FIRINGS)
         """The latest commands rules issued, newest last (``gateway status``)."""

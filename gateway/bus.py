@@ -16,6 +16,12 @@ never lose a change that matters. The overflow policy:
   readings behind (about one dispatcher cycle), instead of behind a queue of
   ``capacity`` stale readings; a burst within the quota arrives whole, so
   edge-triggered rules still see every crossing of a normal device.
+* A device that declares its rate (a serial device's ``max_lines_per_s``, or the rate its report interval
+  implies: :class:`drivers.supervision.DeclaresRate`) is no flood while it keeps to it: each of its entities
+  gets a quota of :data:`QUOTA_SECONDS` of that rate (:func:`rate_quotas`), not ``per_entity``. At 10,000
+  lines/s, 256 readings were 26 ms: any pause of the dispatcher longer than that (a collection, a busy core)
+  coalesced readings the device was declared to send (issue 14). A device beyond its rate is coalesced by its
+  own link first (``drivers.serial_link``); the bus's ``capacity`` still bounds the whole.
 * Readings of an entity that already has one waiting in the side table go
   there too, so readings of one entity are never reordered.
 * Critical events (commands, confirmed states, alarm, availability, system)
@@ -43,9 +49,10 @@ short.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from core.events import CRITICAL_KINDS, Event
@@ -95,17 +102,31 @@ the dispatcher (:data:`gateway.dispatcher.BATCH` events a :meth:`Bus.get_batch`)
 up with (a 1,000 lines/s serial device) is never coalesced, and a flood's newest value is one cycle old."""
 
 
-class Bus:
-    __slots__ = ("_hard_limit", "_lock", "_overflow", "_queue", "_queued", "_signal", "_sleeping", "_wake", "capacity",
-                 "counters", "per_entity")
+QUOTA_SECONDS = 0.5
+"""Seconds of its declared rate an entity may have queued before its readings are coalesced: a pause of the
+dispatcher this long loses nothing a device sends within its declaration (the module docstring)."""
 
-    def __init__(self, capacity: int = 10_000, hard_limit: int | None = None, per_entity: int = PER_ENTITY) -> None:
+
+def rate_quotas(rates: Mapping[str, float], per_entity: int = PER_ENTITY) -> dict[str, int]:
+    """Each entity's quota from the readings per second its device declares: :data:`QUOTA_SECONDS` of them,
+    never fewer than ``per_entity``."""
+    return {entity: max(per_entity, math.ceil(rate * QUOTA_SECONDS)) for entity, rate in rates.items()}
+
+
+class Bus:
+    __slots__ = ("_hard_limit", "_lock", "_overflow", "_queue", "_queued", "_quotas", "_signal", "_sleeping", "_wake",
+                 "capacity", "counters", "per_entity")
+
+    def __init__(self, capacity: int = 10_000, hard_limit: int | None = None, per_entity: int = PER_ENTITY,
+                 quotas: Mapping[str, int] | None = None) -> None:
+        """``quotas``: the entities whose quota is not ``per_entity`` (:func:`rate_quotas`)."""
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         if per_entity < 1:
             raise ValueError("per_entity must be at least 1")
         self.capacity = capacity
         self.per_entity = per_entity
+        self._quotas: dict[str, int] = dict(quotas or {})
         self._queued: dict[str, int] = {}
         """Non-critical events queued, per entity (the quota's count)."""
         self._hard_limit = hard_limit if hard_limit is not None else capacity * 2
@@ -120,6 +141,10 @@ class Bus:
         both under ``_lock``."""
         self._wake = False
         self.counters = BusCounters()
+
+    def quota(self, entity: str) -> int:
+        """Readings of ``entity`` queued before newer ones are coalesced."""
+        return self._quotas.get(entity, self.per_entity)
 
     def post(self, event: Event) -> None:
         """Queue an event; never blocks, safe from any thread."""
@@ -151,7 +176,7 @@ class Bus:
         if event.kind not in CRITICAL_KINDS and (  # event.critical, without a property call a post
 
             len(self._queue) >= self.capacity or entity in self._overflow
-            or self._queued.get(entity, 0) >= self.per_entity
+            or self._queued.get(entity, 0) >= self._quotas.get(entity, self.per_entity)
         ):
             replaced = self._overflow.get(entity)
             if replaced is not None:
