@@ -32,6 +32,7 @@ import contextlib
 import logging
 import selectors
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,95 @@ def _later(client: mqtt.Client, userdata: object, sock: SocketLike) -> None:
     """paho's socket-write callback while a connection attempt is made: our loop writes what waits."""
 
 
+MAX_PAYLOAD = 268_435_455
+"""paho's limit on a payload (MQTT's largest remaining length): larger ones raise ``ValueError`` there too."""
+TOPIC_CACHE = 1024
+"""Topics whose encoded, checked bytes :meth:`SerialisedClient._topic_tail` keeps (emptied when full: bounded)."""
+
+
+class PublishInfo(mqtt.MQTTMessageInfo):
+    """paho's ``MQTTMessageInfo`` whose ``threading.Condition`` is made only when someone waits on it.
+
+    paho makes a Condition (and its RLock) for every message, and takes it to mark the message published when its
+    PUBACK comes; of the uplink's messages only the last will's ``OFFLINE`` is ever waited on (link.py), and the
+    publish window tracks message ids. So the light publish path (:meth:`SerialisedClient.publish`) hands out this:
+    the same ``mid``, ``rc``, ``is_published`` and ``wait_for_publish``, with the Condition made on first use.
+
+    Race-free under the GIL: :meth:`_set_as_published` sets the flag *before* it looks for a Condition, and a waiter
+    makes the Condition *before* it looks at the flag (under the Condition, as paho's ``wait_for_publish`` does), so
+    either the setter sees the waiter's Condition and notifies it, or the waiter sees the flag set."""
+
+    __slots__ = ()
+    _making = threading.Lock()
+    """Makes one Condition per info when two threads want it at once (rare: only waiters make one)."""
+
+    def __init__(self, mid: int) -> None:  # paho's, without the Condition
+        self.mid = mid
+        self._published = False
+        self._condition = None  # type: ignore[assignment]  # made by _waitable
+        self.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        self._iterpos = 0
+
+    def _waitable(self) -> None:
+        if self._condition is None:
+            with self._making:
+                if self._condition is None:
+                    self._condition = threading.Condition()
+
+    def _set_as_published(self) -> None:
+        self._published = True
+        condition: threading.Condition | None = self._condition
+        if condition is not None:
+            with condition:
+                condition.notify()
+
+    def wait_for_publish(self, timeout: float | None = None) -> None:
+        self._waitable()
+        super().wait_for_publish(timeout)
+
+    def is_published(self) -> bool:
+        self._waitable()
+        return super().is_published()
+
+
+def _remaining_length(length: int) -> bytes:
+    """MQTT's variable-length integer (paho's ``_pack_remaining_length``)."""
+    out = bytearray()
+    while True:
+        length, byte = divmod(length, 128)
+        out.append(byte | 0x80 if length else byte)
+        if not length:
+            return bytes(out)
+
+
+def _paho_keeps_what_the_light_publish_sets() -> bool:
+    """What :meth:`SerialisedClient._publish_qos1` relies on in paho 2.x's classes is there (else paho's ``publish``
+    is used; the client's own state is checked per client, :attr:`SerialisedClient._light`)."""
+    message = {"_topic", "dup", "info", "mid", "payload", "properties", "qos", "retain", "state", "timestamp"}
+    info = {"_condition", "_iterpos", "_published", "mid", "rc"}
+    return (all(callable(getattr(mqtt.Client, name, None))
+                for name in ("_mid_generate", "_packet_queue", "_raise_for_invalid_topic"))
+            and set(getattr(mqtt.MQTTMessage, "__slots__", ())) == message
+            and set(getattr(mqtt.MQTTMessageInfo, "__slots__", ())) == info
+            and all(hasattr(mqtt, name) for name in ("mqtt_ms_queued", "mqtt_ms_wait_for_puback", "mqtt_ms_publish",
+                                                      "mqtt_ms_invalid", "time_func")))
+
+
+PAHO_STATE = ("_out_message_mutex", "_out_messages", "_inflight_messages", "_max_inflight_messages",
+              "_max_queued_messages", "_protocol", "_sock")
+"""The session state of a paho client that :meth:`SerialisedClient._publish_qos1` reads and updates as paho does."""
+
+
+LIGHT_PUBLISH = _paho_keeps_what_the_light_publish_sets()
+""":meth:`SerialisedClient.publish` may take its light QoS 1 path (paho's internals are as it expects)."""
+
+
+def _new_message() -> mqtt.MQTTMessage:
+    """An ``MQTTMessage`` without its ``__init__`` (which makes an ``MQTTMessageInfo``, and its Condition, that the
+    light path replaces at once): the caller sets every slot, as paho's ``__init__`` and ``publish`` do."""
+    return mqtt.MQTTMessage.__new__(mqtt.MQTTMessage)
+
+
 class SerialisedClient(GatewayClient):
     """A paho client whose I/O calls, from any thread, hold :attr:`io_lock` (see the module docstring)."""
 
@@ -99,6 +189,9 @@ class SerialisedClient(GatewayClient):
         """:meth:`disconnect` was called: the loop ends rather than reconnect."""
         self._corked = 0
         """The thread inside :meth:`corked`: publishes queue their packets, written together when it ends."""
+        self._paho_state = LIGHT_PUBLISH and all(hasattr(self, name) for name in PAHO_STATE)
+        self._tails: dict[str, bytes] = {}
+        """:meth:`_topic_tail`'s cache."""
         self._success = ReasonCode(PacketTypes.PUBACK)
         self._no_properties = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
         """What paho hands ``on_publish`` for a :data:`SUCCESS_PUBACK` (it builds both anew for each; see
@@ -108,17 +201,99 @@ class SerialisedClient(GatewayClient):
         self, topic: str, payload: PayloadType = None, qos: int = 0, retain: bool = False,
         properties: Properties | None = None,
     ) -> mqtt.MQTTMessageInfo:
+        """paho's ``publish``, under :attr:`io_lock`; a QoS 1 message of bytes without properties takes
+        :meth:`_publish_qos1` when paho's per-packet DEBUG lines are not wanted (:attr:`log_levels`)."""
         with self.io_lock:
             if self._corked == threading.get_ident():
                 self._on_socket_register_write = _later  # paho's _packet_queue then queues rather than writes
                 try:
-                    info = super().publish(topic, payload, qos, retain, properties)
+                    info = self._publish(topic, payload, qos, retain, properties)
                 finally:
                     self._on_socket_register_write = None
             else:
-                info = super().publish(topic, payload, qos, retain, properties)
+                info = self._publish(topic, payload, qos, retain, properties)
                 self._left_over()
         return info
+
+    def _publish(
+        self, topic: str, payload: PayloadType, qos: int, retain: bool, properties: Properties | None
+    ) -> mqtt.MQTTMessageInfo:
+        if qos == 1 and properties is None and topic and isinstance(payload, (bytes, bytearray)) and self._light:
+            return self._publish_qos1(topic, payload, retain)
+        return super().publish(topic, payload, qos, retain, properties)
+
+    @property
+    def _light(self) -> bool:
+        return self._paho_state and self.log_levels is not None and mqtt.MQTT_LOG_DEBUG not in self.log_levels
+
+    def _publish_qos1(self, topic: str, payload: bytes | bytearray, retain: bool) -> mqtt.MQTTMessageInfo:
+        """paho 2.x's ``publish`` for a QoS 1 message, step for step, at a third of its cost (issue 14: the uplink's
+        messages are nearly all QoS 1): the same message id, the same ``MQTTMessage`` in ``_out_messages`` (paho's
+        PUBACK handling, in-flight count and re-send after a reconnection use it unchanged), the same queue limits
+        and the same packet, queued through paho's own ``_packet_queue``. What it leaves out: the topic's encoding
+        and checks on every call (kept per topic, :meth:`_topic_tail`), paho's ``Condition`` per message
+        (:class:`PublishInfo`), a DEBUG line nobody reads (only taken when they are filtered out) and the generic
+        packing. Leans on paho's private session state: :data:`LIGHT_PUBLISH` is False, and paho's own ``publish``
+        is used, if what it relies on is not there; tests/test_mqtt_light_publish.py fails if paho changes it."""
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError("Payload too large.")
+        tail = self._topic_tail(topic)
+        mid = self._mid_generate()
+        info = PublishInfo(mid)
+        message = _new_message()
+        message.timestamp = mqtt.time_func()
+        message.state = mqtt.mqtt_ms_invalid
+        message.dup = False
+        message.mid = mid
+        message._topic = tail[2:]
+        message.payload = payload
+        message.qos = 1
+        message.retain = retain
+        message.info = info
+        message.properties = None
+        with self._out_message_mutex:
+            if (self._max_queued_messages > 0 and len(self._out_messages) >= self._max_queued_messages) \
+                    or mid in self._out_messages:
+                info.rc = MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+                return info
+            self._out_messages[mid] = message
+            if self._max_inflight_messages and self._inflight_messages >= self._max_inflight_messages:
+                message.state = mqtt.mqtt_ms_queued
+                return info
+            self._inflight_messages += 1
+            message.state = mqtt.mqtt_ms_wait_for_puback
+            rc = self._send_qos1(mid, tail, payload, retain, info)
+            if rc == MQTTErrorCode.MQTT_ERR_NO_CONN:  # paho's: sent when a connection is made
+                self._inflight_messages -= 1
+                message.state = mqtt.mqtt_ms_publish
+            info.rc = rc
+            return info
+
+    def _send_qos1(
+        self, mid: int, tail: bytes, payload: bytes | bytearray, retain: bool, info: PublishInfo
+    ) -> MQTTErrorCode:
+        """paho's ``_send_publish`` for a first QoS 1 send (no DUP), without its DEBUG line: the same bytes."""
+        if self._sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        v5 = self._protocol == mqtt.MQTTv5
+        length = len(tail) + 2 + v5 + len(payload)
+        command = 0x32 | retain  # PUBLISH, QoS 1, no DUP
+        head = bytes((command, length)) if length < 128 else bytes((command,)) + _remaining_length(length)
+        packet = b"".join((head, tail, struct.pack("!H", mid), b"\x00" if v5 else b"", payload))
+        return self._packet_queue(mqtt.PUBLISH, packet, mid, 1, info)
+
+    def _topic_tail(self, topic: str) -> bytes:
+        """The topic as a PUBLISH carries it (two length bytes, then UTF-8), checked as paho checks it (the same
+        ``ValueError``): once per topic, kept in a bounded cache."""
+        tail = self._tails.get(topic)
+        if tail is None:
+            encoded = topic.encode("utf-8")
+            self._raise_for_invalid_topic(encoded)
+            tail = struct.pack("!H", len(encoded)) + encoded
+            if len(self._tails) >= TOPIC_CACHE:
+                self._tails.clear()
+            self._tails[topic] = tail
+        return tail
 
     @contextlib.contextmanager
     def corked(self) -> Iterator[None]:
