@@ -278,7 +278,12 @@ class SerialisedClient(GatewayClient):
         v5 = self._protocol == mqtt.MQTTv5
         length = len(tail) + 2 + v5 + len(payload)
         command = 0x32 | retain  # PUBLISH, QoS 1, no DUP
-        head = bytes((command, length)) if length < 128 else bytes((command,)) + _remaining_length(length)
+        if length < 128:
+            head = bytes((command, length))
+        elif length < 16_384:  # an event's usual size: two length bytes
+            head = bytes((command, length & 0x7F | 0x80, length >> 7))
+        else:
+            head = bytes((command,)) + _remaining_length(length)
         packet = b"".join((head, tail, struct.pack("!H", mid), b"\x00" if v5 else b"", payload))
         return self._packet_queue(mqtt.PUBLISH, packet, mid, 1, info)
 

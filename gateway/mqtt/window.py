@@ -312,7 +312,7 @@ class PublishWindow:
                     self._bucket.refund(granted - sent)
                 return
             self._handed = group[-1].seq
-            self._inflight[info.mid] = tuple(row.seq for row in group)
+            self._inflight[info.mid] = (first.seq,) if len(group) == 1 else tuple(row.seq for row in group)
             sent += 1
         if paced:
             self._bucket.refund(granted - sent)
