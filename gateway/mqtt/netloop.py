@@ -227,11 +227,12 @@ class SerialisedClient(GatewayClient):
         return self._paho_state and self.log_levels is not None and mqtt.MQTT_LOG_DEBUG not in self.log_levels
 
     def _publish_qos1(self, topic: str, payload: bytes | bytearray, retain: bool) -> mqtt.MQTTMessageInfo:
-        """paho 2.x's ``publish`` for a QoS 1 message, step for step, at a third of its cost (issue 14: the uplink's
-        messages are nearly all QoS 1): the same message id, the same ``MQTTMessage`` in ``_out_messages`` (paho's
-        PUBACK handling, in-flight count and re-send after a reconnection use it unchanged), the same queue limits
-        and the same packet, queued through paho's own ``_packet_queue``. What it leaves out: the topic's encoding
-        and checks on every call (kept per topic, :meth:`_topic_tail`), paho's ``Condition`` per message
+        """paho 2.x's ``publish`` for a QoS 1 message, step for step, with ~29,000 fewer instructions a message (of
+        ~92,000 for paho's publish, its PUBACK and its write: docs/performance.md; issue 14, the uplink's messages are
+        nearly all QoS 1). The same message id, the same ``MQTTMessage`` in ``_out_messages`` (paho's PUBACK
+        handling, in-flight count and re-send after a reconnection use it unchanged), the same queue limits and the
+        same packet, queued through paho's own ``_packet_queue``. What it leaves out: the topic's encoding and
+        checks on every call (kept per topic, :meth:`_topic_tail`), paho's ``Condition`` per message
         (:class:`PublishInfo`), a DEBUG line nobody reads (only taken when they are filtered out) and the generic
         packing. Leans on paho's private session state: :data:`LIGHT_PUBLISH` is False, and paho's own ``publish``
         is used, if what it relies on is not there; tests/test_mqtt_light_publish.py fails if paho changes it."""
