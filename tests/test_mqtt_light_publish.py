@@ -10,6 +10,7 @@ paho's DEBUG lines takes paho's path) on real socket pairs; the last test uses M
 from __future__ import annotations
 
 import inspect
+import socket as _socket
 import threading
 from collections.abc import Iterator
 
@@ -210,3 +211,30 @@ def test_mosquitto_receives_every_light_publish_in_order_and_keeps_the_retained_
     assert [m.payload for m in received] == [str(n).encode() for n in range(200)]
     assert kept[0].payload == b"on" and kept[0].retain
     assert client._out_messages == {}
+
+
+def test_a_packet_over_mqtts_largest_remaining_length_is_refused_as_paho_refuses_it() -> None:
+    from gateway.mqtt import netloop
+
+    class Huge(bytes):
+        """As long as a payload just under paho's own limit, without the 256 MB."""
+
+        def __len__(self) -> int:
+            return netloop.MAX_PAYLOAD - 4
+
+    client = netloop.SerialisedClient(CallbackAPIVersion.VERSION2, client_id="big")
+    client._sock = _socket.socket()  # the size is checked before anything is queued, as paho's packing does
+    try:
+        with pytest.raises(ValueError, match="Packet too large"):
+            client._send_qos1(1, b"\x00\x01t", Huge(), False, netloop.PublishInfo(1))  # + topic + mid: over
+    finally:
+        client._sock.close()
+
+
+def test_an_unknown_paho_release_takes_pahos_own_publish(monkeypatch: pytest.MonkeyPatch) -> None:
+    import paho.mqtt
+
+    from gateway.mqtt import netloop
+
+    monkeypatch.setattr(paho.mqtt, "__version__", "2.9.0")
+    assert not netloop._paho_keeps_what_the_light_publish_sets()

@@ -37,6 +37,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import paho.mqtt as paho_mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
@@ -82,14 +83,20 @@ MAX_PAYLOAD = 268_435_455
 """paho's limit on a payload (MQTT's largest remaining length): larger ones raise ``ValueError`` there too."""
 TOPIC_CACHE = 1024
 """Topics whose encoded, checked bytes :meth:`SerialisedClient._topic_tail` keeps (emptied when full: bounded)."""
+CACHED_TOPIC_BYTES = 256
+"""Only topics up to this long are kept (the gateway's are far shorter): the cache stays under 300 kB."""
+PAHO_VERSIONS = ("2.1.", "2.2.")
+"""The paho releases whose ``publish`` the light path was checked against, step by step
+(``tests/test_mqtt_light_publish.py``); any other takes paho's own ``publish``."""
 
 
 class PublishInfo(mqtt.MQTTMessageInfo):
     """paho's ``MQTTMessageInfo`` whose ``threading.Condition`` is made only when someone waits on it.
 
     paho makes a Condition (and its RLock) for every message, and takes it to mark the message published when its
-    PUBACK comes; of the uplink's messages only the last will's ``OFFLINE`` is ever waited on (link.py), and the
-    publish window tracks message ids. So the light publish path (:meth:`SerialisedClient.publish`) hands out this:
+    PUBACK comes; no message of the light path is waited on today (the publish window tracks message ids; the status
+    messages link.py waits for are ``str`` and take paho's own path), but a caller may. So the light publish path
+    (:meth:`SerialisedClient.publish`) hands out this:
     the same ``mid``, ``rc``, ``is_published`` and ``wait_for_publish``, with the Condition made on first use.
 
     Race-free under the GIL: :meth:`_set_as_published` sets the flag *before* it looks for a Condition, and a waiter
@@ -144,7 +151,8 @@ def _paho_keeps_what_the_light_publish_sets() -> bool:
     is used; the client's own state is checked per client, :attr:`SerialisedClient._light`)."""
     message = {"_topic", "dup", "info", "mid", "payload", "properties", "qos", "retain", "state", "timestamp"}
     info = {"_condition", "_iterpos", "_published", "mid", "rc"}
-    return (all(callable(getattr(mqtt.Client, name, None))
+    return (str(getattr(paho_mqtt, "__version__", "")).startswith(PAHO_VERSIONS)
+            and all(callable(getattr(mqtt.Client, name, None))
                 for name in ("_mid_generate", "_packet_queue", "_raise_for_invalid_topic"))
             and set(getattr(mqtt.MQTTMessage, "__slots__", ())) == message
             and set(getattr(mqtt.MQTTMessageInfo, "__slots__", ())) == info
@@ -278,6 +286,8 @@ class SerialisedClient(GatewayClient):
             return MQTTErrorCode.MQTT_ERR_NO_CONN
         v5 = self._protocol == mqtt.MQTTv5
         length = len(tail) + 2 + v5 + len(payload)
+        if length > MAX_PAYLOAD:
+            raise ValueError("Packet too large")  # paho's _pack_remaining_length: MQTT's largest remaining length
         command = 0x32 | retain  # PUBLISH, QoS 1, no DUP
         if length < 128:
             head = bytes((command, length))
@@ -296,9 +306,10 @@ class SerialisedClient(GatewayClient):
             encoded = topic.encode("utf-8")
             self._raise_for_invalid_topic(encoded)
             tail = struct.pack("!H", len(encoded)) + encoded
-            if len(self._tails) >= TOPIC_CACHE:
-                self._tails.clear()
-            self._tails[topic] = tail
+            if len(encoded) <= CACHED_TOPIC_BYTES:
+                if len(self._tails) >= TOPIC_CACHE:
+                    self._tails.clear()
+                self._tails[topic] = tail
         return tail
 
     @contextlib.contextmanager
