@@ -115,7 +115,12 @@ class HouseLog:
     # -- the observer ---------------------------------------------------------------------
 
     def observe(self, event: Event) -> None:
-        """One processed event (dispatcher thread). Never raises into the dispatcher: a line is not worth it."""
+        """One processed event (dispatcher thread). Never raises into the dispatcher: a line is not worth it.
+
+        A reading is never described: it returns here, before the guard and the dispatch on its kind (readings
+        are the flood, issue 14)."""
+        if event.kind is Kind.READING:
+            return
         try:
             self._observe(event)
         except Exception:

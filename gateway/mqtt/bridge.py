@@ -185,8 +185,10 @@ class MqttBridge:
 
     def settle(self, event: Event) -> None:
         """The dispatcher finished ``event`` and all it caused: a hub command that changed nothing is
-        answered ``done`` now (dispatcher thread; wired to :attr:`Dispatcher.settled`)."""
-        self.inlet.settle(event)
+        answered ``done`` now (dispatcher thread; wired to :attr:`Dispatcher.settled`). Only a command can be one:
+        the others return here, a call less per reading (issue 14)."""
+        if event.kind is Kind.COMMAND:
+            self.inlet.settle(event)
 
     def stop(self, timeout: float = 1.5) -> None:
         """Flush what the timeout allows, publish ``offline`` (retained), disconnect. Returns within ``timeout``."""
@@ -308,14 +310,8 @@ class MqttBridge:
         if not self.link.connected or self._stopping.is_set():
             self.outbox.add(topic, make_payload, kind=kind, ts=ts, key=key)
             return False
-        made: list[bytes] = []
-
-        def payload_of(seq: int) -> bytes:
-            made.append(make_payload(seq))
-            return made[0]
-
-        seq = self.outbox.add(topic, payload_of, kind=kind, ts=ts, key=key)
-        return seq is not None and self.window.hand_over(self.link.client, seq, topic, made[0])
+        added = self.outbox.add_made(topic, make_payload, kind=kind, ts=ts, key=key)
+        return added is not None and self.window.hand_over(self.link.client, added[0], topic, added[1])
 
     def _wake_unless_handed(self, handed: bool, batches: int) -> None:
         """Wake the publisher unless paho already has the row and the outbox's batch window was open before
