@@ -468,7 +468,8 @@ class Outbox:
                 return None
             seq = self._next_seq
             payload = make_payload(seq)
-            if not self.fits(topic, payload):
+            limit = self.max_packet_size  # fits(), inline: a call less per event when there is no limit
+            if limit is not None and publish_packet_size(topic, payload, self.mqtt5) > limit:
                 self.counters.oversized += 1
                 if self.counters.oversized in (1, 10) or self.counters.oversized % 1000 == 0:
                     log.error("event for %s refused: %d bytes exceed the broker's maximum packet size %s "

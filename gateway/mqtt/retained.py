@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from core.entities import Component, EntitySpec
-from core.events import Event, Kind, Value
+from core.events import K_READING, K_STATE, Event, Value
 from gateway.mqtt.discovery import Discovery, Extra
 from gateway.mqtt.health import BridgeCounters
 from gateway.mqtt.topics import OFFLINE, ONLINE, Topics, state_payload
@@ -130,11 +130,11 @@ class RetainedTopics:
             return
         kind = event.kind
         current = (value, event.unit)
-        if kind is Kind.STATE and self._last_state.get(entity) == current:
+        if kind is K_STATE and self._last_state.get(entity) == current:
             return
         self._last_state[entity] = current
         topic = self.topics.state(entity)
-        if kind is not Kind.READING or self._reading_interval <= 0:
+        if kind is not K_READING or self._reading_interval <= 0:
             with self._lock:
                 self._held.pop(topic, None)
             self.retain(topic, state_payload(value))
