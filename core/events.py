@@ -216,7 +216,7 @@ def publish_request(event: Event) -> PublishRequest | None:
 
     The one reader of the wire form of :data:`PUBLISH_ENTITY` events: ``ValueError`` (with the
     reason) for such an event whose value is not a :class:`PublishRequest`."""
-    if event.kind is not Kind.SYSTEM or event.entity != PUBLISH_ENTITY:
+    if event.kind is not K_SYSTEM or event.entity != PUBLISH_ENTITY:
         return None
     text = event.value
     if not isinstance(text, str):

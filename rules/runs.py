@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import assert_never
 
-from core.events import PUBLISH_ENTITY, Kind, PublishRequest, Value
+from core.events import K_SYSTEM, PUBLISH_ENTITY, PublishRequest, Value
 from core.values import is_on
 from rules import model as m
 from rules.conditions import Check, CondContext, compile_condition
@@ -230,7 +230,7 @@ class Runner:
             case m.PublishAction(topic=topic, retain=retain):
                 payload = self.payload(compiled.templates[index], run.fields)
                 message = PublishRequest(topic, payload, retain).to_json()
-                runtime.emit(runtime.events.make(Kind.SYSTEM, PUBLISH_ENTITY, message, rule=rule_id, cause=cause,
+                runtime.emit(runtime.events.make(K_SYSTEM, PUBLISH_ENTITY, message, rule=rule_id, cause=cause,
                                                  detail=topic))
                 return f"publish {topic}: {payload}"
             case m.SetAction(entity=entity, value=value):

@@ -48,6 +48,10 @@ READING_STATE_INTERVAL = 0.25
 docstring)."""
 
 
+_EVENT_COMPONENT = Component.EVENT
+"""Read at every reading: a module constant, as ``core.events``' ``K_*`` kinds (an enum class's attribute is slow
+to read on Python 3.11)."""
+
 _NEVER = float("-inf")
 """A topic whose reading state was never published: not held (a constant, not a float built per reading)."""
 
@@ -121,7 +125,7 @@ class RetainedTopics:
             self.set_available(entity, True)
         value = event.value
         spec = self.entities.get(entity)
-        if spec is not None and spec.component is Component.EVENT and value is not None:
+        if spec is not None and spec.component is _EVENT_COMPONENT and value is not None:
             topic = self.topics.state(entity)
             payload = state_payload(value)
             if self._fits(topic, payload):
