@@ -131,19 +131,11 @@ class EventFactory:
         detail: str | None = None,
         hold_s: float | None = None,
     ) -> Event:
-        return Event(
-            id=f"{self._boot}-{next(self._counter)}",
-            kind=kind,
-            entity=entity,
-            value=value,
-            ts=self._clock.time(),
-            mono=self._clock.monotonic(),
-            unit=unit,
-            rule=rule,
-            cause=cause,
-            detail=detail,
-            hold_s=hold_s,
-        )
+        clock = self._clock
+        # Positional, in the fields' order: keywords cost a fifth of the call (issue 14: a rule's publish makes one
+        # per firing on the dispatcher thread).
+        return Event(f"{self._boot}-{next(self._counter)}", kind, entity, value, clock.time(), clock.monotonic(),
+                     unit, rule, cause, detail, hold_s)
 
     def make_at(
         self, kind: Kind, entity: str, value: Value, *, ts: float, mono: float, unit: str | None = None,
