@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from core.events import Event, Kind, Value
+from core.events import K_AVAILABILITY, Event, Kind, Value
 
 VALUE_KINDS = frozenset({Kind.READING, Kind.STATE})
 
@@ -37,7 +37,7 @@ class StateStore:
         """Fold ``event`` into the store; True when the entity's value or availability changed."""
         if event.kind in VALUE_KINDS:
             return self._set_value(event)
-        if event.kind is Kind.AVAILABILITY:
+        if event.kind is K_AVAILABILITY:
             current = self._states.get(event.entity)
             available = bool(event.value)
             if current is None:

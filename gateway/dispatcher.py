@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from core.clock import Clock, VirtualClock
-from core.events import Event, EventFactory, Kind, Value
+from core.events import K_COMMAND, K_REJECTED, K_STATE, Event, EventFactory, Kind, Value
 from core.state import StateStore
 from drivers.base import Actuator
 from drivers.envelope import Envelope
@@ -174,16 +174,16 @@ class Dispatcher:
         self.state.apply(event)
         self.forward(event)
         kind = event.kind
-        if kind is Kind.STATE and event.entity in self.outputs:
+        if kind is K_STATE and event.entity in self.outputs:
             self.outputs.observe(event)
         self.reactor.handle(event)
-        if kind is Kind.COMMAND:
+        if kind is K_COMMAND:
             self.counters.commands += 1
             if event.entity in self.outputs:
                 self.outputs.command(event)
             elif event.entity in self.corrections:
                 self._correct(event)
-        elif kind is Kind.REJECTED and event.entity in self.outputs:
+        elif kind is K_REJECTED and event.entity in self.outputs:
             self.counters.rejected += 1
 
     def _correct(self, event: Event) -> None:

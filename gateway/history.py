@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from core.claims import Level
-from core.events import Event, Kind, Value
+from core.events import K_READING, Event, Value
 from core.guard import guarded
 from core.sqlite_memory import MultiRowInsert, cap_page_cache, give_back_page_cache
 from gateway.bus import waker
@@ -212,7 +212,7 @@ class History:
         that reading (the rules' immediate actions); a later one (a ``delay``, the end of ``turn_on … for``) whose
         cause was left out names nothing: the history does not remember the readings it thinned.
         """
-        if event.kind is Kind.READING and self.readings_per_s is not None:
+        if event.kind is K_READING and self.readings_per_s is not None:
             if self._thin(event, self.readings_per_s):
                 return
         elif (event.cause is not None and self._last_held is not None and event.cause == self._last_held.id

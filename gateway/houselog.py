@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.entities import Component, EntitySpec
-from core.events import Event, Kind, Value
+from core.events import K_ALARM, K_COMMAND, K_READING, K_REJECTED, K_STATE, K_SYSTEM, Event, Value
 from core.values import is_on
 from rules.watcher import RELOAD_REFUSED, RULES_ENTITY, refusal_problems
 
@@ -115,7 +115,12 @@ class HouseLog:
     # -- the observer ---------------------------------------------------------------------
 
     def observe(self, event: Event) -> None:
-        """One processed event (dispatcher thread). Never raises into the dispatcher: a line is not worth it."""
+        """One processed event (dispatcher thread). Never raises into the dispatcher: a line is not worth it.
+
+        A reading is never described: it returns here, before the guard and the dispatch on its kind (readings
+        are the flood, issue 14)."""
+        if event.kind is K_READING:
+            return
         try:
             self._observe(event)
         except Exception:
@@ -123,15 +128,15 @@ class HouseLog:
 
     def _observe(self, event: Event) -> None:
         kind = event.kind
-        if kind is Kind.COMMAND:
+        if kind is K_COMMAND:
             self._command(event)
-        elif kind is Kind.ALARM:
+        elif kind is K_ALARM:
             self._alarm(event)
-        elif kind is Kind.STATE:
+        elif kind is K_STATE:
             self._state(event)
-        elif kind is Kind.REJECTED:
+        elif kind is K_REJECTED:
             self._rejected(event)
-        elif kind is Kind.SYSTEM:
+        elif kind is K_SYSTEM:
             self._system(event)
 
     def _command(self, event: Event) -> None:

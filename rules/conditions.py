@@ -36,13 +36,20 @@ class Check:
 
 
 def same(a: Value, b: Value) -> bool:
-    """Equality as an installer means it: ``true`` is not ``1``, ``21`` is ``21.0``."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    """Equality as an installer means it: ``true`` is not ``1``, ``21`` is ``21.0``.
+
+    ``type(...) is bool``, not ``isinstance``: ``bool`` has no subclasses, and this runs for every reading a
+    trigger watches (issue 14)."""
+    if type(a) is bool or type(b) is bool:
+        return type(a) is type(b) and a == b
     return a == b
 
 
 def number(value: Value) -> float | None:
+    """``value`` as a float, None when it is no number (a bool is none: ``true`` is not ``1``). A float, what
+    sensors send, returns at the first test (issue 14)."""
+    if type(value) is float:
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)

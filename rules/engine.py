@@ -39,7 +39,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from core.clock import VirtualClock
-from core.events import PUBLISH_ENTITY, Event, Kind, Value
+from core.events import K_AVAILABILITY, K_COMMAND, K_SYSTEM, K_TIMER, PUBLISH_ENTITY, Event, Kind, Value
 from rules import model as m
 from rules.controllers import Runtime
 from rules.hosting import Controllers
@@ -287,15 +287,15 @@ class RuleEngine:
         if kind in _WATCHED:
             self.controllers.notify(event)
             self.triggers.on_value(event)
-        elif kind is Kind.AVAILABILITY:
+        elif kind is K_AVAILABILITY:
             self.controllers.notify(event)
             self.triggers.on_availability(event)
-        elif kind is Kind.COMMAND:
+        elif kind is K_COMMAND:
             self._command(event)
-        elif kind is Kind.TIMER:
+        elif kind is K_TIMER:
             if not self.triggers.on_schedule(event):
                 self.controllers.on_schedule(event)
-        elif kind is Kind.SYSTEM and event.entity in (ENGINE_ENTITY, "gateway"):
+        elif kind is K_SYSTEM and event.entity in (ENGINE_ENTITY, "gateway"):
             if event.value == "started":
                 self._on_started(event)
             elif event.value == "reload" and self._pending_ruleset is not None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import assert_never
 
-from core.events import PUBLISH_ENTITY, Kind, PublishRequest, Value
+from core.events import K_SYSTEM, PUBLISH_ENTITY, PublishRequest, Value
 from core.values import is_on
 from rules import model as m
 from rules.conditions import Check, CondContext, compile_condition
@@ -50,6 +50,18 @@ class RuleRuntime:
     runs: int = 0
 
 
+@dataclass(slots=True, frozen=True)
+class Limits:
+    """A ``numeric`` trigger's range and ``for``, copied from the rule's model when it is compiled: a pydantic
+    model's attribute costs about ten times a slot's (its class defines ``__getattr__``, which sends every read
+    through CPython's slow attribute hook), and every reading of the watched entity reads them (issue 14)."""
+
+    above: float | None
+    below: float | None
+    hysteresis: float
+    for_: float | None
+
+
 @dataclass(slots=True)
 class CompiledRule:
     rule: m.Rule
@@ -58,10 +70,13 @@ class CompiledRule:
     conditions: list[Check]
     templates: dict[int, Template | dict[str, Template | Value]]
     runtime: RuleRuntime = field(default_factory=RuleRuntime)
+    limits: dict[int, Limits] = field(default_factory=dict)
+    """Trigger index -> the limits of the rule's ``numeric`` triggers."""
+    id: str = field(init=False)
+    """The rule's id, a slot rather than the model's attribute (read several times per firing, :class:`Limits`)."""
 
-    @property
-    def id(self) -> str:
-        return self.rule.id
+    def __post_init__(self) -> None:
+        self.id = self.rule.id
 
 
 def compile_rule(loaded: LoadedRule) -> CompiledRule:
@@ -76,7 +91,9 @@ def compile_rule(loaded: LoadedRule) -> CompiledRule:
                     for key, value in action.payload.items()
                 }
     conditions = [compile_condition(c) for c in loaded.rule.conditions]
-    return CompiledRule(loaded.rule, loaded.path, loaded.fingerprint, conditions, templates)
+    limits = {i: Limits(t.above, t.below, t.hysteresis, t.for_)
+              for i, t in enumerate(loaded.rule.triggers) if isinstance(t, m.NumericTrigger)}
+    return CompiledRule(loaded.rule, loaded.path, loaded.fingerprint, conditions, templates, limits=limits)
 
 
 def _uses_time(template: Template | dict[str, Template | Value]) -> bool:
@@ -213,7 +230,7 @@ class Runner:
             case m.PublishAction(topic=topic, retain=retain):
                 payload = self.payload(compiled.templates[index], run.fields)
                 message = PublishRequest(topic, payload, retain).to_json()
-                runtime.emit(runtime.events.make(Kind.SYSTEM, PUBLISH_ENTITY, message, rule=rule_id, cause=cause,
+                runtime.emit(runtime.events.make(K_SYSTEM, PUBLISH_ENTITY, message, rule=rule_id, cause=cause,
                                                  detail=topic))
                 return f"publish {topic}: {payload}"
             case m.SetAction(entity=entity, value=value):

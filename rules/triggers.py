@@ -26,7 +26,7 @@ from core.state import StateStore
 from rules import model as m
 from rules.conditions import number, same
 from rules.loader import RuleSet
-from rules.runs import CompiledRule, compile_rule
+from rules.runs import CompiledRule, Limits, compile_rule
 from rules.schedule import Job, build_trigger
 from rules.timers import Pending, TimerKey, TimerTable
 
@@ -132,7 +132,7 @@ class Triggers:
             # type(...) is, not match or isinstance: a pydantic class's isinstance that misses costs ~1k
             # instructions (its metaclass's __instancecheck__), at every reading. The triggers are final classes.
             if type(trigger) is m.NumericTrigger:
-                self._numeric(compiled, i, trigger, event)
+                self._numeric(compiled, i, event)
             elif type(trigger) is m.StateTrigger:
                 self._state(compiled, i, trigger, event, shown)
             elif type(trigger) is m.UnavailableTrigger:
@@ -210,11 +210,12 @@ class Triggers:
         elif not matches_to:
             self.timers.cancel(TimerKey.hold(compiled.id, i))
 
-    def _numeric(self, compiled: CompiledRule, i: int, trigger: m.NumericTrigger, event: Event) -> None:
+    def _numeric(self, compiled: CompiledRule, i: int, event: Event) -> None:
         value = number(event.value)
         if value is None:
             return
-        above, below = trigger.above, trigger.below
+        limits = compiled.limits[i]  # not the trigger's attributes: a pydantic model's are slow to read (Limits)
+        above, below = limits.above, limits.below
         inside_now = (above is None or value > above) and (below is None or value < below)
         state = compiled.runtime.inside
         was = state.get(i)
@@ -223,14 +224,14 @@ class Triggers:
             return
         if not was and inside_now:
             state[i] = True
-            if trigger.for_ is None:
-                text = f"numeric {event.entity} = {value:g} crossed {_range_text(trigger)}"
+            if limits.for_ is None:
+                text = f"numeric {event.entity} = {value:g} crossed {_range_of(above, below)}"
                 self.fire(compiled, text, event.id, fields(compiled, event))
             else:
-                self._hold(compiled, i, trigger.for_, event, None)
-        elif was and _cleared(trigger, value):
+                self._hold(compiled, i, limits.for_, event, None)
+        elif was and _cleared(limits, value):
             state[i] = False
-            if trigger.for_ is not None:  # only a `for` arms a hold (a reload that drops it drops the timers)
+            if limits.for_ is not None:  # only a `for` arms a hold (a reload that drops it drops the timers)
                 self.timers.cancel(TimerKey.hold(compiled.id, i))
 
     # -- holding ``for`` -------------------------------------------------------------------
@@ -273,14 +274,10 @@ class Triggers:
         )
 
 
-def _cleared(trigger: m.NumericTrigger, value: float) -> bool:
+def _cleared(limits: Limits, value: float) -> bool:
     """Out of the range by the trigger's hysteresis: the next entry into it fires again."""
-    above, below, h = trigger.above, trigger.below, trigger.hysteresis
+    above, below, h = limits.above, limits.below, limits.hysteresis
     return (above is not None and value <= above - h) or (below is not None and value >= below + h)
-
-
-def _range_text(trigger: m.NumericTrigger) -> str:
-    return _range_of(trigger.above, trigger.below)
 
 
 @functools.cache

@@ -56,6 +56,21 @@ def test_rows_come_back_in_seq_order_before_and_after_their_commit(tmp_path: Pat
     assert [r.seq for r in outbox.fetch(2, 10)] == [3]
 
 
+def test_add_made_returns_the_seq_and_the_payload_it_queued_for_the_hand_over(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    assert outbox.add_made("gw/event/x", numbered(0), ts=1000.0, kind="reading") == (1, b"0:1")
+    assert outbox.add("gw/event/x", numbered(1), ts=1001.0, kind="reading") == 2
+    assert [(r.seq, r.payload) for r in outbox.fetch(0, 10)] == [(1, b"0:1"), (2, b"1:2")]
+
+
+def test_add_made_refuses_a_payload_over_the_packet_limit_and_gives_no_seq(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    outbox.max_packet_size = 64
+    assert outbox.add_made("gw/event/x", lambda seq: b"x" * 100, ts=1000.0, kind="reading") is None
+    assert outbox.counters.oversized == 1
+    assert outbox.add_made("gw/event/x", numbered(0), ts=1001.0, kind="reading") == (1, b"0:1")
+
+
 def test_a_seq_handed_out_before_its_commit_is_never_reused_after_a_crash(tmp_path: Path) -> None:
     script = (
         "import os, sys\n"

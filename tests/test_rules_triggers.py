@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.events import Kind
+from rules.conditions import number, same
 from tests.rules_kit import house
 
 LIGHT_ON = """
@@ -178,3 +179,14 @@ def test_state_unchanged_for_restarts_on_every_change(tmp_path: Path) -> None:
     assert h.commands() == []
     h.advance(1)
     assert h.commands() == [("hall_light", True)]
+
+
+def test_a_number_is_an_int_or_a_float_never_a_boolean() -> None:
+    assert number(21.5) == 21.5
+    assert number(21) == 21.0 and type(number(21)) is float
+    assert number(True) is None and number("21") is None and number(None) is None
+
+
+def test_same_never_equates_a_boolean_with_a_number_but_equates_21_with_21_0() -> None:
+    assert same(21, 21.0) and same(21.5, 21.5) and same(True, True) and same("on", "on")
+    assert not same(True, 1) and not same(0, False) and not same(True, False)

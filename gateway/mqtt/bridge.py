@@ -44,7 +44,17 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from core.entities import EntitySpec
-from core.events import Event, EventFactory, Kind, publish_request
+from core.events import (
+    K_AVAILABILITY,
+    K_COMMAND,
+    K_READING,
+    K_REJECTED,
+    K_STATE,
+    K_SYSTEM,
+    Event,
+    EventFactory,
+    publish_request,
+)
 from gateway.bus import waker
 from gateway.config import Config
 from gateway.mqtt.backlog import OfflineBacklog
@@ -164,29 +174,31 @@ class MqttBridge:
         self.counters.events_in += 1
         batches = self.outbox.batches
         kind = event.kind  # a StrEnum: the outbox's kind name as it is (``.value`` is an enum descriptor's call)
-        if kind is Kind.SYSTEM:  # only a system event can be a rule's publish request (publish_request)
+        if kind is K_SYSTEM:  # only a system event can be a rule's publish request (publish_request)
             handed = self._publish_message(event)
             if handed is not None:
                 self._wake_unless_handed(handed, batches)
                 return
         key = self.topics.event(event.entity)
         if self._queue(self._stream or key, functools.partial(event_payload, event), kind=kind, ts=event.ts,
-                       key=key) and kind is Kind.READING:
+                       key=key) and kind is K_READING:
             self.retained.update_state(event)  # a reading's state is held or due: the next commit's round sends it
             self._wake_unless_handed(True, batches)
             return
         if kind in STATE_KINDS:
             self.retained.update_state(event)
-        elif kind is Kind.AVAILABILITY:
+        elif kind is K_AVAILABILITY:
             self.retained.set_available(event.entity, bool(event.value))
-        if event.cause is not None and kind in (Kind.STATE, Kind.REJECTED):
+        if event.cause is not None and kind in (K_STATE, K_REJECTED):
             self.inlet.outcome(event)
         self._wake()
 
     def settle(self, event: Event) -> None:
         """The dispatcher finished ``event`` and all it caused: a hub command that changed nothing is
-        answered ``done`` now (dispatcher thread; wired to :attr:`Dispatcher.settled`)."""
-        self.inlet.settle(event)
+        answered ``done`` now (dispatcher thread; wired to :attr:`Dispatcher.settled`). Only a command can be one:
+        the others return here, a call less per reading (issue 14)."""
+        if event.kind is K_COMMAND:
+            self.inlet.settle(event)
 
     def stop(self, timeout: float = 1.5) -> None:
         """Flush what the timeout allows, publish ``offline`` (retained), disconnect. Returns within ``timeout``."""
@@ -308,14 +320,8 @@ class MqttBridge:
         if not self.link.connected or self._stopping.is_set():
             self.outbox.add(topic, make_payload, kind=kind, ts=ts, key=key)
             return False
-        made: list[bytes] = []
-
-        def payload_of(seq: int) -> bytes:
-            made.append(make_payload(seq))
-            return made[0]
-
-        seq = self.outbox.add(topic, payload_of, kind=kind, ts=ts, key=key)
-        return seq is not None and self.window.hand_over(self.link.client, seq, topic, made[0])
+        added = self.outbox.add_made(topic, make_payload, kind=kind, ts=ts, key=key)
+        return added is not None and self.window.hand_over(self.link.client, added[0], topic, added[1])
 
     def _wake_unless_handed(self, handed: bool, batches: int) -> None:
         """Wake the publisher unless paho already has the row and the outbox's batch window was open before

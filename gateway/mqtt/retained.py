@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from core.entities import Component, EntitySpec
-from core.events import Event, Kind, Value
+from core.events import K_READING, K_STATE, Event, Value
 from gateway.mqtt.discovery import Discovery, Extra
 from gateway.mqtt.health import BridgeCounters
 from gateway.mqtt.topics import OFFLINE, ONLINE, Topics, state_payload
@@ -47,6 +47,10 @@ READING_STATE_INTERVAL = 0.25
 """Seconds: at most one retained state per entity from readings in each (the newest; see the module
 docstring)."""
 
+
+_EVENT_COMPONENT = Component.EVENT
+"""Read at every reading: a module constant, as ``core.events``' ``K_*`` kinds (an enum class's attribute is slow
+to read on Python 3.11)."""
 
 _NEVER = float("-inf")
 """A topic whose reading state was never published: not held (a constant, not a float built per reading)."""
@@ -121,7 +125,7 @@ class RetainedTopics:
             self.set_available(entity, True)
         value = event.value
         spec = self.entities.get(entity)
-        if spec is not None and spec.component is Component.EVENT and value is not None:
+        if spec is not None and spec.component is _EVENT_COMPONENT and value is not None:
             topic = self.topics.state(entity)
             payload = state_payload(value)
             if self._fits(topic, payload):
@@ -130,11 +134,11 @@ class RetainedTopics:
             return
         kind = event.kind
         current = (value, event.unit)
-        if kind is Kind.STATE and self._last_state.get(entity) == current:
+        if kind is K_STATE and self._last_state.get(entity) == current:
             return
         self._last_state[entity] = current
         topic = self.topics.state(entity)
-        if kind is not Kind.READING or self._reading_interval <= 0:
+        if kind is not K_READING or self._reading_interval <= 0:
             with self._lock:
                 self._held.pop(topic, None)
             self.retain(topic, state_payload(value))
