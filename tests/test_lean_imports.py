@@ -23,9 +23,12 @@ def mapped_libraries(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
-def run_python(code: str) -> subprocess.CompletedProcess[str]:
+def run_python(code: str, first_on_path: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter (what it imports is its own); ``first_on_path``: a directory of modules found
+    before any other."""
+    env = {**os.environ, "PYTHONPATH": f"{first_on_path}:{ROOT}"} if first_on_path is not None else None
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, check=False)
+                          timeout=60, check=False, env=env)
 
 
 def test_a_running_gateway_without_tls_never_maps_openssl(broker: Broker, tmp_path: Path) -> None:
@@ -193,7 +196,7 @@ def test_only_paho_keeps_the_ssl_stand_in_even_where_a_library_it_imports_names_
     (tmp_path / "dns").mkdir()
     (tmp_path / "dns" / "__init__.py").write_text("")
     (tmp_path / "dns" / "resolver.py").write_text("import ssl\nERRORS = (ssl.SSLError, ConnectionError)\n")
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+    result = run_python("""
         from core.lean_imports import DeferredModule, prepare_lean_process
         prepare_lean_process()
         import sys
@@ -204,8 +207,7 @@ def test_only_paho_keeps_the_ssl_stand_in_even_where_a_library_it_imports_names_
                             for v in vars(module).values())))
         import ssl
         print(dns.resolver.ERRORS[0] is ssl.SSLError)
-    """)], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-        env={**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"})
+    """, first_on_path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["['urllib']", "True"]
 
