@@ -21,7 +21,16 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from gateway.mqtt.netloop import LIGHT_PUBLISH, NetLoop, PublishInfo, SerialisedClient
 from tests.conftest import Broker
 from tests.mqtt_support import recorder, wait_until
-from tests.test_mqtt_puback_fast_path import PROTOCOLS, FakeBroker, Pair, collect, drain, puback
+from tests.test_mqtt_puback_fast_path import (
+    PROTOCOLS,
+    FakeBroker,
+    Pair,
+    ack_every_one,
+    collect,
+    drain,
+    puback,
+    reconnecting_client,
+)
 
 ERRORS_ONLY = frozenset({mqtt.MQTT_LOG_ERR})
 """What the link sets (``Link``): paho's per-packet DEBUG lines filtered out, so the light path is taken."""
@@ -163,12 +172,7 @@ def test_a_waiter_on_another_thread_is_woken_by_the_ack() -> None:
 
 def test_a_reconnection_resends_the_light_paths_unacknowledged_messages_with_dup() -> None:
     broker = FakeBroker()
-    client = SerialisedClient(CallbackAPIVersion.VERSION2, client_id="light-re", protocol=mqtt.MQTTv5)
-    client.log_levels = ERRORS_ONLY
-    client.max_inflight_messages_set(3)
-    acked: list[int] = []
-    client.on_publish = lambda c, u, mid, reason, properties: acked.append(mid)
-    client.connect_async("127.0.0.1", broker.port, clean_start=False)
+    client, acked = reconnecting_client(broker, "light-re", ERRORS_ONLY)
     try:
         conn = broker.accept(client)
         mids = [client.publish("gateway/light/alarm", str(n).encode(), qos=1).mid for n in range(5)]
@@ -179,11 +183,7 @@ def test_a_reconnection_resends_the_light_paths_unacknowledged_messages_with_dup
         resent = collect(conn, 5, "the re-sent messages")
         assert [(p.mid, p.dup, p.payload) for p in resent] == [
             (mid, n < 3, str(n).encode()) for n, mid in enumerate(mids)]
-        conn.sendall(b"".join(puback(mid) for mid in mids))
-        wait_until(lambda: client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS and len(acked) == 5,
-                   what="every ack")
-        assert acked == mids
-        assert client._out_messages == {} and client._inflight_messages == 0
+        ack_every_one(client, conn, mids, acked, mids)
     finally:
         client._sock_close()
         broker.close()

@@ -293,13 +293,33 @@ def drain_one(conn: socket.socket) -> bool:
         return False
 
 
-def test_a_reconnection_resends_every_unacknowledged_message_and_takes_their_acks() -> None:
-    broker = FakeBroker()
-    client = SerialisedClient(CallbackAPIVersion.VERSION2, client_id="fast-path-re", protocol=mqtt.MQTTv5)
+def reconnecting_client(broker: FakeBroker, client_id: str,
+                        log_levels: frozenset[int] | None = None) -> tuple[SerialisedClient, list[int]]:
+    """A client of ``broker`` with 3 messages in flight at most and a kept session, and the mids its
+    ``on_publish`` reports, in order."""
+    client = SerialisedClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.log_levels = log_levels
     client.max_inflight_messages_set(3)
     acked: list[int] = []
     client.on_publish = lambda c, u, mid, reason, properties: acked.append(mid)
     client.connect_async("127.0.0.1", broker.port, clean_start=False)
+    return client, acked
+
+
+def ack_every_one(client: SerialisedClient, conn: socket.socket, mids: list[int], acked: list[int],
+                  published: list[int]) -> None:
+    """The broker acks ``mids``: then every one of ``published`` has been reported acked, in order, and the
+    client holds none of them any more."""
+    conn.sendall(b"".join(puback(mid) for mid in mids))
+    wait_until(lambda: client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS and len(acked) == len(published),
+               what="every ack")
+    assert acked == published
+    assert client._out_messages == {} and client._inflight_messages == 0
+
+
+def test_a_reconnection_resends_every_unacknowledged_message_and_takes_their_acks() -> None:
+    broker = FakeBroker()
+    client, acked = reconnecting_client(broker, "fast-path-re")
     try:
         conn = broker.accept(client)
         mids = [client.publish("gateway/fast/alarm", str(n).encode(), qos=1).mid for n in range(6)]
@@ -312,11 +332,7 @@ def test_a_reconnection_resends_every_unacknowledged_message_and_takes_their_ack
         resent = collect(conn, 5, "the re-sent messages")
         assert [p.mid for p in resent] == mids[1:]
         assert [p.dup for p in resent] == [True, True, True, False, False]  # mids[3] went out with the first ack
-        conn.sendall(b"".join(puback(mid) for mid in mids[1:]))
-        wait_until(lambda: client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS and len(acked) == 6,
-                   what="every ack")
-        assert acked == mids
-        assert client._out_messages == {} and client._inflight_messages == 0
+        ack_every_one(client, conn, mids[1:], acked, mids)
     finally:
         client._sock_close()
         broker.close()
