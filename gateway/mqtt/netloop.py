@@ -136,16 +136,6 @@ class PublishInfo(mqtt.MQTTMessageInfo):
         return super().is_published()
 
 
-def _remaining_length(length: int) -> bytes:
-    """MQTT's variable-length integer (paho's ``_pack_remaining_length``)."""
-    out = bytearray()
-    while True:
-        length, byte = divmod(length, 128)
-        out.append(byte | 0x80 if length else byte)
-        if not length:
-            return bytes(out)
-
-
 def _paho_keeps_what_the_light_publish_sets() -> bool:
     """What :meth:`SerialisedClient._publish_qos1` relies on in paho 2.x's classes is there (else paho's ``publish``
     is used; the client's own state is checked per client, :attr:`SerialisedClient._light`)."""
@@ -153,7 +143,7 @@ def _paho_keeps_what_the_light_publish_sets() -> bool:
     info = {"_condition", "_iterpos", "_published", "mid", "rc"}
     return (str(getattr(paho_mqtt, "__version__", "")).startswith(PAHO_VERSIONS)
             and all(callable(getattr(mqtt.Client, name, None))
-                for name in ("_mid_generate", "_packet_queue", "_raise_for_invalid_topic"))
+                for name in ("_mid_generate", "_pack_remaining_length", "_packet_queue", "_raise_for_invalid_topic"))
             and set(getattr(mqtt.MQTTMessage, "__slots__", ())) == message
             and set(getattr(mqtt.MQTTMessageInfo, "__slots__", ())) == info
             and all(hasattr(mqtt, name) for name in ("mqtt_ms_queued", "mqtt_ms_wait_for_puback", "mqtt_ms_publish",
@@ -286,15 +276,13 @@ class SerialisedClient(GatewayClient):
             return MQTTErrorCode.MQTT_ERR_NO_CONN
         v5 = self._protocol == mqtt.MQTTv5
         length = len(tail) + 2 + v5 + len(payload)
-        if length > MAX_PAYLOAD:
-            raise ValueError("Packet too large")  # paho's _pack_remaining_length: MQTT's largest remaining length
         command = 0x32 | retain  # PUBLISH, QoS 1, no DUP
         if length < 128:
             head = bytes((command, length))
         elif length < 16_384:  # an event's usual size: two length bytes
             head = bytes((command, length & 0x7F | 0x80, length >> 7))
-        else:
-            head = bytes((command,)) + _remaining_length(length)
+        else:  # paho's own packing, with its "Packet too large" past MQTT's largest remaining length
+            head = bytes(self._pack_remaining_length(bytearray((command,)), length))
         packet = b"".join((head, tail, struct.pack("!H", mid), b"\x00" if v5 else b"", payload))
         return self._packet_queue(mqtt.PUBLISH, packet, mid, 1, info)
 
