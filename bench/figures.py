@@ -63,6 +63,18 @@ def cpu_seconds_exact(pid: int) -> float:
     return total / 1e9
 
 
+def status_kb(pid: int, key: str) -> int:
+    """A ``VmRSS``/``VmHWM`` line of /proc/PID/status, in kB (0 once the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE

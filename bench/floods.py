@@ -53,7 +53,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.figures import Figure, percentile
+from bench.figures import Figure, percentile, status_kb
 from bench.proc import ROOT, Pty, start_gateway, stop
 from gateway.mqtt.retained import READING_STATE_INTERVAL
 from tests import toml_kit as toml
@@ -128,18 +128,6 @@ FLOODS = (
 
 
 # -- the process being flooded ---------------------------------------------------------------------------------
-
-def status_kb(pid: int, key: str) -> int:
-    """A ``VmRSS``/``VmHWM`` line of /proc/PID/status, in kB (0 once the process is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
 
 def mb(kb: int) -> float:
     return kb / 1024

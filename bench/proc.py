@@ -16,6 +16,7 @@ import os
 import shlex
 from pathlib import Path
 
+from bench.figures import status_kb
 from tests.faults_support import ROOT, Pty, start_gateway
 from tests.faults_support import stop_gateway as stop
 from tests.helpers import wait_until
@@ -50,9 +51,6 @@ def warm_unit_bytecode(config: Path, log: Path) -> None:
 
 
 def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident memory so far (``VmHWM``), in MB (10^6 bytes)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e6
-    return float("nan")
+    """The process's peak resident memory so far (``VmHWM``), in MB (10^6 bytes); NaN once it is gone."""
+    kb = status_kb(pid, "VmHWM")
+    return kb * 1024 / 1e6 if kb else float("nan")
