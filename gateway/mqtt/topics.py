@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from math import isfinite
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -98,16 +99,21 @@ def event_payload(event: Event, seq: int) -> bytes:
 
     Written field by field rather than as a dict through the encoder (issue 14), byte for byte what
     :func:`dumps` of that dict says (tests/test_mqtt_payload_encoding.py holds them equal for every value)."""
-    text = (f'{{"id":{_scalar(event.id)},"seq":{seq:d},"entity":{_scalar(event.entity)},'
-            f'"kind":{_KIND_TEXT[event.kind]},"value":{_scalar(event.value)},"ts":"{iso_utc(event.ts)}"')
+    # Calls saved per event (issue 14): ``id``, ``entity`` and the optional texts are strings (the C string
+    # encoder is what _scalar and the encoder write any string with, a subclass too), and a finite float, what
+    # sensors send, is its repr.
+    value = event.value
+    shown = repr(value) if type(value) is float and isfinite(value) else _scalar(value)
+    text = (f'{{"id":{_json_string(event.id)},"seq":{seq:d},"entity":{_json_string(event.entity)},'
+            f'"kind":{_KIND_TEXT[event.kind]},"value":{shown},"ts":"{iso_utc(event.ts)}"')
     if event.unit is not None:
-        text += f',"unit":{_scalar(event.unit)}'
+        text += f',"unit":{_json_string(event.unit)}'
     if event.rule is not None:
-        text += f',"rule":{_scalar(event.rule)}'
+        text += f',"rule":{_json_string(event.rule)}'
     if event.cause is not None:
-        text += f',"cause":{_scalar(event.cause)}'
+        text += f',"cause":{_json_string(event.cause)}'
     if event.detail is not None:
-        text += f',"detail":{_scalar(event.detail)}'
+        text += f',"detail":{_json_string(event.detail)}'
     return (text + "}").encode()
 
 
