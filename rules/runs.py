@@ -139,6 +139,8 @@ class Runner:
                  lookup: Callable[[str], CompiledRule | None], *, alarm_state: Callable[[str], str | None],
                  traced: Callable[[], None]) -> None:
         self.runtime = runtime
+        self.clock = runtime.events.clock
+        """The events' clock, read once here (as the engine does): a firing reads it three times (issue 14)."""
         self.timers = timers
         self.traces = traces
         self.wall = wall
@@ -150,7 +152,7 @@ class Runner:
         """Called when a trigger's evaluation was traced (the engine writes the traces file soon)."""
 
     def trace(self, compiled: CompiledRule, trigger: str, cause: str | None) -> Trace:
-        return Trace(self.runtime.events.clock.time(), compiled.id, trigger, cause)
+        return Trace(self.clock.time(), compiled.id, trigger, cause)
 
     def note(self, compiled: CompiledRule, note: str) -> None:
         """A trace that is not an evaluation: a ``for`` that ended, a timer dropped after a restart."""
@@ -166,7 +168,7 @@ class Runner:
         trace = self.trace(compiled, text, cause)
         self.traces.add(trace)
         self.traced()
-        now = self.runtime.events.clock.monotonic()
+        now = self.clock.monotonic()
         if cooldown and runtime.last_run is not None and now - runtime.last_run < cooldown:
             trace.result = "cooldown"
             return
@@ -209,7 +211,7 @@ class Runner:
             runtime.run.trace.notes.append("cancelled: the rule was triggered again (restart)")
             runtime.run = None
             trace.notes = ["restarted: the earlier run was cancelled"]
-        runtime.last_run = self.runtime.events.clock.monotonic()
+        runtime.last_run = self.clock.monotonic()
         self.start(compiled, Run(cause, fields, 0, trace))
 
     def start(self, compiled: CompiledRule, run: Run) -> None:
