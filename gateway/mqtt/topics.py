@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import json
 import math
-from math import isfinite
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from math import isfinite
 
 from core.events import Event, Kind, Value
 
 STATE_KINDS = frozenset({Kind.READING, Kind.STATE})
 """Kinds that update the retained ``state/<entity>`` topic."""
+
+TOPICS_REMEMBERED = 1024
+"""Entities whose ``event/<entity>`` (the bridge) or ``state/<entity>`` (the retained store) topic is remembered
+rather than built per event on the dispatcher thread (issue 14): more than a gateway has; beyond, a topic is built
+per event, as before, so a stream of ever new entities costs no memory."""
 
 ONLINE = "online"
 OFFLINE = "offline"
