@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from math import isfinite
 
 from core.events import Event, Kind, Value
+from core.floattext import float_text
 
 STATE_KINDS = frozenset({Kind.READING, Kind.STATE})
 """Kinds that update the retained ``state/<entity>`` topic."""
@@ -80,13 +81,14 @@ _KIND_TEXT = {kind: _json_string(str(kind)) for kind in Kind}
 
 def _scalar(value: Value) -> str:
     """The JSON text of one event value, exactly as :func:`dumps` writes it (``json`` writes a float with
-    ``float.__repr__`` and an int with ``int.__repr__``); NaN and infinity as null (:func:`_finite`).
+    ``float.__repr__``, here :func:`~core.floattext.float_text`, and an int with ``int.__repr__``); NaN and infinity
+    as null (:func:`_finite`).
 
     Written by hand for the exact types every sensor sends, a tenth of the encoder's cost (issue 14: one encoder
     call per event and per state was a quarter of forwarding); anything else, a subclass included, is left to
     the encoder."""
     if type(value) is float:
-        return repr(value) if math.isfinite(value) else "null"
+        return float_text(value) if math.isfinite(value) else "null"
     if type(value) is str:
         return _json_string(value)
     if type(value) is int:
@@ -106,9 +108,9 @@ def event_payload(event: Event, seq: int) -> bytes:
     :func:`dumps` of that dict says (tests/test_mqtt_payload_encoding.py holds them equal for every value)."""
     # Calls saved per event (issue 14): ``id``, ``entity`` and the optional texts are strings (the C string
     # encoder is what _scalar and the encoder write any string with, a subclass too), and a finite float, what
-    # sensors send, is its repr.
+    # sensors send, is its repr (remembered: core.floattext).
     value = event.value
-    shown = repr(value) if type(value) is float and isfinite(value) else _scalar(value)
+    shown = float_text(value) if type(value) is float and isfinite(value) else _scalar(value)
     text = (f'{{"id":{_json_string(event.id)},"seq":{seq:d},"entity":{_json_string(event.entity)},'
             f'"kind":{_KIND_TEXT[event.kind]},"value":{shown},"ts":"{iso_utc(event.ts)}"')
     if event.unit is not None:
