@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
 from core.clock import Clock, SystemClock
 from core.entities import EntitySpec
-from core.events import K_COMMAND, Event, EventFactory, Kind
+from core.events import K_COMMAND, K_READING, Event, EventFactory, Kind
 from drivers.base import Actuator, Driver, DriverContext, SerialOpener, Simulator, SimWorld
 from drivers.envelope import Envelope
 from drivers.supervision import DeclaresRate, Status, Supervisor
@@ -375,9 +375,11 @@ class Gateway:
 
     def _observe(self, event: Event) -> None:
         """Every processed event, on the dispatcher thread: note rule firings, tell the house log, then forward."""
-        if event.rule is not None and event.kind is K_COMMAND:
-            self.firings.append(event)
-        self.houselog.observe(event)
+        kind = event.kind
+        if kind is not K_READING:  # a reading is no firing, and the house log describes none: a call less (issue 14)
+            if event.rule is not None and kind is K_COMMAND:
+                self.firings.append(event)
+            self.houselog.observe(event)
         for tap in self.taps:
             tap(event)
         if self.forwarder is not None:

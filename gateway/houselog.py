@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.entities import Component, EntitySpec
-from core.events import K_ALARM, K_COMMAND, K_READING, K_REJECTED, K_STATE, K_SYSTEM, Event, Value
+from core.events import K_ALARM, K_COMMAND, K_READING, K_REJECTED, K_STATE, K_SYSTEM, PUBLISH_ENTITY, Event, Value
 from core.values import is_on
 from rules.watcher import RELOAD_REFUSED, RULES_ENTITY, refusal_problems
 
@@ -117,9 +117,11 @@ class HouseLog:
     def observe(self, event: Event) -> None:
         """One processed event (dispatcher thread). Never raises into the dispatcher: a line is not worth it.
 
-        A reading is never described: it returns here, before the guard and the dispatch on its kind (readings
-        are the flood, issue 14)."""
-        if event.kind is K_READING:
+        A reading is never described, nor a rule's publish request (a system event :func:`_system` says nothing
+        of): they return here, before the guard and the dispatch on their kind (readings are the flood, and every
+        second one fires an alarm in issue 14's workload)."""
+        kind = event.kind
+        if kind is K_READING or (kind is K_SYSTEM and event.entity == PUBLISH_ENTITY):
             return
         try:
             self._observe(event)

@@ -62,6 +62,20 @@ class Limits:
     for_: float | None
 
 
+@dataclass(slots=True, frozen=True)
+class Publish:
+    """A ``publish`` action as it runs: its model's topic and retain flag, its parsed template and whether that shows
+    ``{time}``, copied when the rule is compiled. A firing reads these slots rather than the pydantic action's
+    attributes (each read through CPython's slow attribute hook) and does not match the action's class (a pydantic
+    class's ``isinstance`` is a Python-level ``__instancecheck__``): an alarm rule fires at every crossing, half
+    the lines of issue 14's workload."""
+
+    topic: str
+    retain: bool
+    template: Template | dict[str, Template | Value]
+    uses_time: bool
+
+
 @dataclass(slots=True)
 class CompiledRule:
     rule: m.Rule
@@ -72,11 +86,18 @@ class CompiledRule:
     runtime: RuleRuntime = field(default_factory=RuleRuntime)
     limits: dict[int, Limits] = field(default_factory=dict)
     """Trigger index -> the limits of the rule's ``numeric`` triggers."""
+    publishes: dict[int, Publish] = field(default_factory=dict)
+    """Action index -> the rule's ``publish`` actions, ready to run (:class:`Publish`)."""
     id: str = field(init=False)
     """The rule's id, a slot rather than the model's attribute (read several times per firing, :class:`Limits`)."""
+    cooldown: float | None = field(init=False)
+    """The model's ``cooldown`` and ``actions``, slots for the same reason (read at every firing)."""
+    actions: list[m.Action] = field(init=False)
 
     def __post_init__(self) -> None:
         self.id = self.rule.id
+        self.cooldown = self.rule.cooldown
+        self.actions = self.rule.actions
 
 
 def compile_rule(loaded: LoadedRule) -> CompiledRule:
@@ -93,7 +114,10 @@ def compile_rule(loaded: LoadedRule) -> CompiledRule:
     conditions = [compile_condition(c) for c in loaded.rule.conditions]
     limits = {i: Limits(t.above, t.below, t.hysteresis, t.for_)
               for i, t in enumerate(loaded.rule.triggers) if isinstance(t, m.NumericTrigger)}
-    return CompiledRule(loaded.rule, loaded.path, loaded.fingerprint, conditions, templates, limits=limits)
+    publishes = {i: Publish(action.topic, action.retain, templates[i], _uses_time(templates[i]))
+                 for i, action in enumerate(loaded.rule.actions) if isinstance(action, m.PublishAction)}
+    return CompiledRule(loaded.rule, loaded.path, loaded.fingerprint, conditions, templates, limits=limits,
+                        publishes=publishes)
 
 
 def _uses_time(template: Template | dict[str, Template | Value]) -> bool:
@@ -115,6 +139,8 @@ class Runner:
                  lookup: Callable[[str], CompiledRule | None], *, alarm_state: Callable[[str], str | None],
                  traced: Callable[[], None]) -> None:
         self.runtime = runtime
+        self.clock = runtime.events.clock
+        """The events' clock, read once here (as the engine does): a firing reads it three times (issue 14)."""
         self.timers = timers
         self.traces = traces
         self.wall = wall
@@ -126,7 +152,7 @@ class Runner:
         """Called when a trigger's evaluation was traced (the engine writes the traces file soon)."""
 
     def trace(self, compiled: CompiledRule, trigger: str, cause: str | None) -> Trace:
-        return Trace(self.runtime.events.clock.time(), compiled.id, trigger, cause)
+        return Trace(self.clock.time(), compiled.id, trigger, cause)
 
     def note(self, compiled: CompiledRule, note: str) -> None:
         """A trace that is not an evaluation: a ``for`` that ended, a timer dropped after a restart."""
@@ -138,12 +164,12 @@ class Runner:
 
     def fire(self, compiled: CompiledRule, text: str, cause: str | None, fields: dict[str, Value]) -> None:
         """A trigger of ``compiled`` fired (``text`` says how): cooldown, then conditions, then :meth:`admit`."""
-        rule, runtime = compiled.rule, compiled.runtime
+        runtime, cooldown = compiled.runtime, compiled.cooldown
         trace = self.trace(compiled, text, cause)
         self.traces.add(trace)
         self.traced()
-        now = self.runtime.events.clock.monotonic()
-        if rule.cooldown and runtime.last_run is not None and now - runtime.last_run < rule.cooldown:
+        now = self.clock.monotonic()
+        if cooldown and runtime.last_run is not None and now - runtime.last_run < cooldown:
             trace.result = "cooldown"
             return
         if compiled.conditions and not self.conditions_hold(compiled, now, trace):
@@ -185,7 +211,7 @@ class Runner:
             runtime.run.trace.notes.append("cancelled: the rule was triggered again (restart)")
             runtime.run = None
             trace.notes = ["restarted: the earlier run was cancelled"]
-        runtime.last_run = self.runtime.events.clock.monotonic()
+        runtime.last_run = self.clock.monotonic()
         self.start(compiled, Run(cause, fields, 0, trace))
 
     def start(self, compiled: CompiledRule, run: Run) -> None:
@@ -204,11 +230,15 @@ class Runner:
 
     def proceed(self, compiled: CompiledRule, run: Run) -> None:
         """Run actions from ``run.index`` until a ``delay`` parks the run or the list ends."""
-        actions = compiled.rule.actions
+        actions, publishes = compiled.actions, compiled.publishes
         while run.index < len(actions):
             index = run.index
             action = actions[index]
             run.index += 1
+            publish = publishes.get(index)
+            if publish is not None:  # before any test of the action's class (:class:`Publish`)
+                run.trace.actions.append(self.publish(compiled, publish, run))
+                continue
             if type(action) is m.DelayAction:  # not isinstance: a pydantic isinstance that misses is slow
                 data = {"cause": run.cause, "fields": run.fields, "index": run.index}
                 self.timers.arm(TimerKey.run(compiled.id), compiled.id, compiled.fingerprint, action.for_, data,
@@ -222,17 +252,22 @@ class Runner:
             trace = self.traces.add(self.trace(compiled, f"{text} (from the queue)", cause))
             self.start(compiled, Run(cause, fields, 0, trace))
 
+    def publish(self, compiled: CompiledRule, publish: Publish, run: Run) -> str:
+        """Do a ``publish`` action (compiled: :class:`Publish`); returns its line for the trace."""
+        runtime = self.runtime
+        payload = self.payload(publish.template, run.fields, publish.uses_time)
+        message = PublishRequest(publish.topic, payload, publish.retain).to_json()
+        runtime.emit(runtime.events.make(K_SYSTEM, PUBLISH_ENTITY, message, rule=compiled.id, cause=run.cause,
+                                         detail=publish.topic))
+        return f"publish {publish.topic}: {payload}"
+
     def act(self, compiled: CompiledRule, index: int, action: Immediate, run: Run) -> str:  # noqa: PLR0911
         """Do one action; returns its line for the trace. A new action type fails mypy here until it is handled."""
         rule_id, cause = compiled.id, run.cause
         runtime = self.runtime
-        match action:  # ``publish`` first: the most frequent (alarms), and each case passed costs an isinstance
-            case m.PublishAction(topic=topic, retain=retain):
-                payload = self.payload(compiled.templates[index], run.fields)
-                message = PublishRequest(topic, payload, retain).to_json()
-                runtime.emit(runtime.events.make(K_SYSTEM, PUBLISH_ENTITY, message, rule=rule_id, cause=cause,
-                                                 detail=topic))
-                return f"publish {topic}: {payload}"
+        match action:
+            case m.PublishAction():  # compiled into ``compiled.publishes``: :meth:`proceed` runs it
+                return self.publish(compiled, compiled.publishes[index], run)
             case m.SetAction(entity=entity, value=value):
                 runtime.command(entity, value, rule=rule_id, cause=cause)
                 return f"set {entity} = {value!r}" + self._standing(entity, rule_id)
@@ -274,10 +309,13 @@ class Runner:
         outputs = self.runtime.outputs
         return f" ({outputs.standing(entity, rule_id)})" if entity in outputs else ""
 
-    def payload(self, template: Template | dict[str, Template | Value], fields: dict[str, Value]) -> str:
-        """Fill a ``publish`` payload; ``{time}`` is formatted here, only for a template that shows it."""
-        ts = fields.get("ts")
-        if isinstance(ts, float) and "time" not in fields and _uses_time(template):
+    def payload(self, template: Template | dict[str, Template | Value], fields: dict[str, Value],
+                uses_time: bool | None = None) -> str:
+        """Fill a ``publish`` payload; ``{time}`` is formatted here, only for a template that shows it (``uses_time``:
+        known when the rule was compiled, :class:`Publish`; None asks the template)."""
+        if uses_time is None:
+            uses_time = _uses_time(template)
+        if uses_time and "time" not in fields and isinstance(ts := fields.get("ts"), float):
             fields = {**fields, "time": iso(ts, self.tz)}
         state = self.runtime.state.value
         if isinstance(template, Template):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from core.events import Value
+from core.floattext import float_text
 
 FIELDS = frozenset({"entity", "value", "unit", "previous", "rule", "cause", "time"})
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -44,6 +45,8 @@ class Template:
 
 
 def _text(value: Value) -> str:
+    if type(value) is float:  # what sensors send: str of a float is its repr, remembered (core.floattext)
+        return float_text(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

@@ -123,7 +123,11 @@ class Triggers:
             return
         previous = self._last.get(entity, UNSET)
         value = event.value
-        if not isinstance(previous, _Mark) and same(previous, value):
+        # same(), inline for two floats (what sensors send: a call less per reading, issue 14)
+        if type(value) is float and type(previous) is float:
+            if previous == value:
+                return
+        elif not isinstance(previous, _Mark) and same(previous, value):
             return
         self._last[entity] = value
         shown = None if isinstance(previous, _Mark) else previous
@@ -211,7 +215,8 @@ class Triggers:
             self.timers.cancel(TimerKey.hold(compiled.id, i))
 
     def _numeric(self, compiled: CompiledRule, i: int, event: Event) -> None:
-        value = number(event.value)
+        raw = event.value
+        value = raw if type(raw) is float else number(raw)  # a float, what sensors send, without the call
         if value is None:
             return
         limits = compiled.limits[i]  # not the trigger's attributes: a pydantic model's are slow to read (Limits)

@@ -61,6 +61,20 @@ def test_every_event_arrives_as_json_with_id_seq_and_utc_timestamp(broker: Broke
     assert light["id"] == command.id
 
 
+def test_entities_beyond_the_remembered_topics_each_get_their_own_event_topic(
+    broker: Broker, gw: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.mqtt.bridge.TOPICS_REMEMBERED", 2)
+    entities = ["a_temp", "b_temp", "c_temp", "d_temp", "a_temp", "d_temp"]
+    with recorder(broker.host, broker.port, f"{gw.base}/event/#") as hub:
+        gw.bridge.start()
+        for n, entity in enumerate(entities):
+            gw.bridge.forward(gw.events.reading(entity, float(n)))
+        for entity in set(entities):
+            hub.wait_for(f"{gw.base}/event/{entity}", count=entities.count(entity))
+        received = [(m.topic, m.json()["entity"], m.json()["value"]) for m in hub.messages]
+    assert sorted(received, key=lambda m: m[2]) == [(f"{gw.base}/event/{entity}", entity, float(n))
+                                                    for n, entity in enumerate(entities)]
 def test_seq_keeps_increasing_across_a_restart(broker: Broker, tmp_path: Path) -> None:
     config = make_config("seq-restart", tmp_path / "state", broker.port)
     with recorder(broker.host, broker.port, "gateway/seq-restart/event/#") as hub:

@@ -54,6 +54,16 @@ def test_consecutive_timestamps_in_different_seconds_are_each_right() -> None:
     assert [iso_utc(ts) for ts in stamps] == [reference_iso(ts) for ts in stamps]
 
 
+@settings(max_examples=200)
+@given(st.lists(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False), min_size=1, max_size=6),
+       st.lists(st.integers(min_value=1, max_value=4), min_size=6, max_size=6))
+def test_a_timestamp_repeated_reads_the_same_and_the_next_reads_its_own(stamps: list[float],
+                                                                         repeats: list[int]) -> None:
+    """The lines of one serial read share their time: each reads right, however often it comes in a row."""
+    sequence = [ts for ts, times in zip(stamps, repeats, strict=False) for _ in range(times)]
+    assert [iso_utc(ts) for ts in sequence] == [reference_iso(ts) for ts in sequence]
+
+
 # -- an event's and a state's payload, written without building a dict (issue 14) -----------------------------
 
 SCALARS = (st.none() | st.booleans() | st.integers() | st.floats() | st.text()

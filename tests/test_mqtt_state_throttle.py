@@ -141,3 +141,16 @@ def test_a_burst_of_readings_keeps_every_event_and_retains_a_few_states_the_newe
         assert [m.json()["value"] for m in hub.wait_for(event, count=500)] == [float(n) for n in range(500)]
         wait_until(lambda: bool(hub.on(state)) and hub.on(state)[-1].json() == 499.0, what="the newest state")
         assert len(hub.on(state)) <= 10, f"{len(hub.on(state))} state messages for a burst of 500 readings"
+
+
+def test_entities_beyond_the_remembered_topics_each_get_their_own_state_topic(
+    retained: RetainedTopics, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.mqtt.retained.TOPICS_REMEMBERED", 2)
+    events, sent = EventFactory(clock), Sent()
+    for entity in ("a", "b", "c", "d", "a", "d"):
+        clock.advance(READING_STATE_INTERVAL)
+        retained.update_state(events.reading(entity, float(ord(entity))))
+    retained.send(sent)
+    assert {topic: payload for topic, payload in sent.messages if "/state/" in topic} == {
+        f"gateway/t/state/{entity}": f"{float(ord(entity))}".encode() for entity in "abcd"}

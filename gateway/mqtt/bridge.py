@@ -69,7 +69,7 @@ from gateway.mqtt.link import JOIN_MARGIN, Link
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.publisher import Publisher
 from gateway.mqtt.retained import RetainedTopics
-from gateway.mqtt.topics import ONLINE, STATE_KINDS, Topics, event_payload
+from gateway.mqtt.topics import ONLINE, STATE_KINDS, TOPICS_REMEMBERED, Topics, event_payload
 from gateway.mqtt.window import PublishWindow
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,8 @@ class MqttBridge:
                                     batch_max=section.event_batch_max, batch_bytes=section.event_batch_bytes,
                                     batching=section.event_batches)
         self._stream = self.topics.events if section.event_batches else None
+        self._event_topics: dict[str, str] = {}
+        """Entity -> its ``event/<entity>`` topic (:meth:`_event_topic`)."""
         """Where every event goes with ``event_batches``: the stream ``events``, whose rows the window sends as
         arrays (window.py); None: each entity's own ``event/<entity>``."""
         self.inbound_counters = BridgeCounters()
@@ -179,11 +181,12 @@ class MqttBridge:
             if handed is not None:
                 self._wake_unless_handed(handed, batches)
                 return
-        key = self.topics.event(event.entity)
+        key = self._event_topics.get(event.entity) or self._event_topic(event.entity)
         if self._queue(self._stream or key, functools.partial(event_payload, event), kind=kind, ts=event.ts,
                        key=key) and kind is K_READING:
             self.retained.update_state(event)  # a reading's state is held or due: the next commit's round sends it
-            self._wake_unless_handed(True, batches)
+            if self.outbox.batches != batches:  # _wake_unless_handed(True, batches), a call less per reading
+                self._wake()
             return
         if kind in STATE_KINDS:
             self.retained.update_state(event)
@@ -192,6 +195,14 @@ class MqttBridge:
         if event.cause is not None and kind in (K_STATE, K_REJECTED):
             self.inlet.outcome(event)
         self._wake()
+
+    def _event_topic(self, entity: str) -> str:
+        """``event/<entity>``, remembered for the next event of ``entity`` (dispatcher thread): a lookup rather than
+        a call and a string built per event (issue 14), for up to :data:`TOPICS_REMEMBERED` entities."""
+        topic = self.topics.event(entity)
+        if len(self._event_topics) < TOPICS_REMEMBERED:
+            self._event_topics[entity] = topic
+        return topic
 
     def settle(self, event: Event) -> None:
         """The dispatcher finished ``event`` and all it caused: a hub command that changed nothing is

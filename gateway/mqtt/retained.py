@@ -31,7 +31,7 @@ from core.entities import Component, EntitySpec
 from core.events import K_READING, K_STATE, Event, Value
 from gateway.mqtt.discovery import Discovery, Extra
 from gateway.mqtt.health import BridgeCounters
-from gateway.mqtt.topics import OFFLINE, ONLINE, Topics, state_payload
+from gateway.mqtt.topics import OFFLINE, ONLINE, TOPICS_REMEMBERED, Topics, state_payload
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ class RetainedTopics:
         self._dirty: dict[str, bytes] = {}
         """What waits to be published, in publishing order."""
         self._last_state: dict[str, tuple[Value, str | None]] = {}
+        self._state_topics: dict[str, str] = {}
+        """Entity -> its ``state/<entity>`` topic (:meth:`_state_topic`; dispatcher thread only)."""
         self._available: dict[str, bool] = {}
         self._monotonic = monotonic
         self._next_birth = float("-inf")
@@ -137,7 +139,7 @@ class RetainedTopics:
         if kind is K_STATE and self._last_state.get(entity) == current:
             return
         self._last_state[entity] = current
-        topic = self.topics.state(entity)
+        topic = self._state_topics.get(entity) or self._state_topic(entity)
         if kind is not K_READING or self._reading_interval <= 0:
             with self._lock:
                 self._held.pop(topic, None)
@@ -156,6 +158,15 @@ class RetainedTopics:
             self._next_reading[topic] = now + self._reading_interval
             self._held.pop(topic, None)
         self.retain(topic, payload)
+
+    def _state_topic(self, entity: str) -> str:
+        """``state/<entity>``, remembered for the entity's next state (:meth:`update_state`, dispatcher thread): a
+        lookup rather than a call and a string built per reading (issue 14), for up to :data:`TOPICS_REMEMBERED`
+        entities."""
+        topic = self.topics.state(entity)
+        if len(self._state_topics) < TOPICS_REMEMBERED:
+            self._state_topics[entity] = topic
+        return topic
 
     def wait(self) -> float | None:
         """Seconds until the first held reading's state is due; None if none is held (publisher thread)."""

@@ -12,11 +12,18 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from math import isfinite
 
 from core.events import Event, Kind, Value
+from core.floattext import float_text
 
 STATE_KINDS = frozenset({Kind.READING, Kind.STATE})
 """Kinds that update the retained ``state/<entity>`` topic."""
+
+TOPICS_REMEMBERED = 1024
+"""Entities whose ``event/<entity>`` (the bridge) or ``state/<entity>`` (the retained store) topic is remembered
+rather than built per event on the dispatcher thread (issue 14): more than a gateway has; beyond, a topic is built
+per event, as before, so a stream of ever new entities costs no memory."""
 
 ONLINE = "online"
 OFFLINE = "offline"
@@ -32,6 +39,12 @@ _last_second: list[tuple[int, str]] = [(-1, "")]
 assignment in the list, so any thread reads a consistent pair)."""
 
 
+_last_stamp: list[tuple[float, str]] = [(math.nan, "")]
+"""The last time :func:`iso_utc` wrote, and its text (swapped whole, as :data:`_last_second`; NaN matches no time):
+the lines of one serial read share their time stamp (``EventFactory.make_at``), so at 10,000 lines/s most
+readings' times are the one before's (issue 14)."""
+
+
 _MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
 """The end of every timestamp, by its milliseconds: a lookup, where an f-string's ``:03d`` took half of
 :func:`iso_utc`'s time."""
@@ -42,7 +55,11 @@ def iso_utc(ts: float) -> str:
 
     Exactly what ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")`` says (microseconds
     rounded half to even, then cut to milliseconds), at a fifth of its cost: the date and time of the
-    second are formatted once per second (every event payload carries one; issue 14)."""
+    second are formatted once per second (every event payload carries one; issue 14), and the last text is
+    reused for the same time (:data:`_last_stamp`)."""
+    stamp, text = _last_stamp[0]
+    if stamp == ts:
+        return text
     fraction, whole = math.modf(ts)
     micros = round(fraction * 1e6)
     second = int(whole)
@@ -54,7 +71,9 @@ def iso_utc(ts: float) -> str:
     if cached != second:
         text = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")[:-6]
         _last_second[0] = (second, text)
-    return text + _MILLIS[micros // 1000]
+    text += _MILLIS[micros // 1000]
+    _last_stamp[0] = (ts, text)
+    return text
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -74,13 +93,14 @@ _KIND_TEXT = {kind: _json_string(str(kind)) for kind in Kind}
 
 def _scalar(value: Value) -> str:
     """The JSON text of one event value, exactly as :func:`dumps` writes it (``json`` writes a float with
-    ``float.__repr__`` and an int with ``int.__repr__``); NaN and infinity as null (:func:`_finite`).
+    ``float.__repr__``, here :func:`~core.floattext.float_text`, and an int with ``int.__repr__``); NaN and infinity
+    as null (:func:`_finite`).
 
     Written by hand for the exact types every sensor sends, a tenth of the encoder's cost (issue 14: one encoder
     call per event and per state was a quarter of forwarding); anything else, a subclass included, is left to
     the encoder."""
     if type(value) is float:
-        return repr(value) if math.isfinite(value) else "null"
+        return float_text(value) if math.isfinite(value) else "null"
     if type(value) is str:
         return _json_string(value)
     if type(value) is int:
@@ -98,16 +118,21 @@ def event_payload(event: Event, seq: int) -> bytes:
 
     Written field by field rather than as a dict through the encoder (issue 14), byte for byte what
     :func:`dumps` of that dict says (tests/test_mqtt_payload_encoding.py holds them equal for every value)."""
-    text = (f'{{"id":{_scalar(event.id)},"seq":{seq:d},"entity":{_scalar(event.entity)},'
-            f'"kind":{_KIND_TEXT[event.kind]},"value":{_scalar(event.value)},"ts":"{iso_utc(event.ts)}"')
+    # Calls saved per event (issue 14): ``id``, ``entity`` and the optional texts are strings (the C string
+    # encoder is what _scalar and the encoder write any string with, a subclass too), and a finite float, what
+    # sensors send, is its repr (remembered: core.floattext).
+    value = event.value
+    shown = float_text(value) if type(value) is float and isfinite(value) else _scalar(value)
+    text = (f'{{"id":{_json_string(event.id)},"seq":{seq:d},"entity":{_json_string(event.entity)},'
+            f'"kind":{_KIND_TEXT[event.kind]},"value":{shown},"ts":"{iso_utc(event.ts)}"')
     if event.unit is not None:
-        text += f',"unit":{_scalar(event.unit)}'
+        text += f',"unit":{_json_string(event.unit)}'
     if event.rule is not None:
-        text += f',"rule":{_scalar(event.rule)}'
+        text += f',"rule":{_json_string(event.rule)}'
     if event.cause is not None:
-        text += f',"cause":{_scalar(event.cause)}'
+        text += f',"cause":{_json_string(event.cause)}'
     if event.detail is not None:
-        text += f',"detail":{_scalar(event.detail)}'
+        text += f',"detail":{_json_string(event.detail)}'
     return (text + "}").encode()
 
 
