@@ -34,8 +34,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import repeat
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -45,6 +47,10 @@ from gateway.mqtt.outbox import Outbox, Row
 from gateway.mqtt.topics import event_array, event_array_size
 
 log = logging.getLogger(__name__)
+
+SUCCESS = ReasonCode(PacketTypes.PUBACK)
+"""The reason :meth:`PublishWindow.on_publish_run` records for each ack of a run (success: paho's for a PUBACK
+without one)."""
 
 
 FETCH_CHUNK = 128
@@ -136,6 +142,13 @@ class PublishWindow:
         # an ack is only urgent when rows wait for room in the window (half of it acknowledged) or when
         # new rows wait behind a resent window. Otherwise it is taken on the publisher's next wake-up
         # (the next event, or within one commit window: see :meth:`ack_wait`).
+        if self._resuming or 2 * len(self._acks) >= self._size:
+            self._wake()
+
+    def on_publish_run(self, mids: list[int]) -> None:
+        """:meth:`on_publish` for a run of success PUBACKs read together (the uplink's client calls it once per run:
+        ``SerialisedClient.on_publish_run``): the same record and the same wake-up rule, one call for the run."""
+        self._acks.extend(zip(mids, repeat(SUCCESS)))
         if self._resuming or 2 * len(self._acks) >= self._size:
             self._wake()
 
