@@ -187,10 +187,10 @@ class Link:
 
     def acks_to(self, callback: PublishCallback, run: Callable[[list[int]], None] | None = None) -> None:
         """``callback`` is paho's ``on_publish``; ``run``, if given, takes a run of success acks in one call (the
-        uplink's client only: ``SerialisedClient.on_publish_run``)."""
+        uplink's client only: ``SerialisedClient.on_publish_run``); without it, ``callback`` is told every ack."""
         self.client.on_publish = guarded("mqtt on_publish")(callback)
-        if run is not None and isinstance(self.client, SerialisedClient):
-            self.client.on_publish_run = guarded("mqtt on_publish")(run)
+        if isinstance(self.client, SerialisedClient):
+            self.client.on_publish_run = None if run is None else guarded("mqtt on_publish")(run)
 
     @property
     def connected(self) -> bool:
