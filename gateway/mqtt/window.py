@@ -190,19 +190,21 @@ class PublishWindow:
 
     def _take_acks(self) -> None:
         acked: list[int] = []  # handed to the outbox at once: one lock for the round, not one per row
-        while self._acks:
-            mid, reason = self._acks.popleft()
-            seqs = self._inflight.pop(mid, None)
+        acks, inflight, refused = self._acks, self._inflight, 0
+        while acks:
+            mid, reason = acks.popleft()
+            seqs = inflight.pop(mid, None)
             if seqs is None:
                 continue
             acked.extend(seqs)
-            if reason.is_failure:
-                self._counters.broker_refused += len(seqs)
+            # ``is SUCCESS``: a run's acks (on_publish_run) skip paho's ``is_failure`` property, a call per ack
+            if reason is not SUCCESS and reason.is_failure:
+                refused += len(seqs)
                 log.error("broker refused event seq %d%s: %s (not retried)", seqs[0],
                           f"..{seqs[-1]} ({len(seqs)} events)" if len(seqs) > 1 else "", reason)
-            else:
-                self._counters.events_out += len(seqs)
         if acked:
+            self._counters.broker_refused += refused
+            self._counters.events_out += len(acked) - refused
             self._outbox.ack_all(acked)
 
     def hand_over(self, client: mqtt.Client, seq: int, topic: str, payload: bytes) -> bool:
