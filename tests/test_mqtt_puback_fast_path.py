@@ -433,6 +433,15 @@ def test_a_client_left_as_paho_made_it_logs_every_packet(pair: Pair) -> None:
 # -- a run of success acks in one call (``on_publish_run``) ------------------------------------------------------
 
 
+def test_paho_still_settles_an_ack_as_the_run_path_copies_it() -> None:
+    # SerialisedClient._settle_run does what _do_on_publish does, in its order, once per run.
+    settle = inspect.getsource(mqtt.Client._do_on_publish)
+    steps = ["with self._in_callback_mutex:", "msg = self._out_messages.pop(mid)",
+             "msg.info._set_as_published()", "self._inflight_messages -= 1", "rc = self._update_inflight()"]
+    assert all(step in settle for step in steps)
+    assert [settle.index(step) for step in steps] == sorted(settle.index(step) for step in steps)
+
+
 class RunPair(Pair):
     """A :class:`Pair` whose client logs errors only and reports runs of success acks to ``on_publish_run``;
     :attr:`reported` holds what either callback was told, in order: ``("run", [mids])`` or ``("one", mid)``."""
