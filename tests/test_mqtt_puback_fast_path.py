@@ -428,3 +428,172 @@ def test_a_client_left_as_paho_made_it_logs_every_packet(pair: Pair) -> None:
     pair.answer(puback(mid))
     assert any(text.startswith("Sending PUBLISH") for text in lines)
     assert f"Received PUBACK (Mid: {mid})" in lines
+
+
+# -- a run of success acks in one call (``on_publish_run``) ------------------------------------------------------
+
+
+def test_paho_still_settles_an_ack_as_the_run_path_copies_it() -> None:
+    # SerialisedClient._settle_run does what _do_on_publish does, in its order, once per run.
+    settle = inspect.getsource(mqtt.Client._do_on_publish)
+    steps = ["with self._in_callback_mutex:", "msg = self._out_messages.pop(mid)",
+             "msg.info._set_as_published()", "self._inflight_messages -= 1", "rc = self._update_inflight()"]
+    assert all(step in settle for step in steps)
+    assert [settle.index(step) for step in steps] == sorted(settle.index(step) for step in steps)
+
+
+class RunPair(Pair):
+    """A :class:`Pair` whose client logs errors only and reports runs of success acks to ``on_publish_run``;
+    :attr:`reported` holds what either callback was told, in order: ``("run", [mids])`` or ``("one", mid)``."""
+
+    def __init__(self, protocol: int, inflight: int = 20) -> None:
+        super().__init__(protocol, inflight)
+        self.client.log_levels = frozenset({mqtt.MQTT_LOG_ERR})
+        self.reported: list[tuple[str, object]] = []
+        self.client.on_publish = lambda client, userdata, mid, reason, properties: self.reported.append(
+            ("one", (mid, reason.value)))
+        self.client.on_publish_run = lambda mids: self.reported.append(("run", list(mids)))
+
+
+@pytest.fixture(params=PROTOCOLS)
+def run_pair(request: pytest.FixtureRequest) -> Iterator[RunPair]:
+    made = RunPair(request.param)
+    yield made
+    made.close()
+
+
+def test_success_acks_read_together_reach_on_publish_run_in_one_call_in_order(run_pair: RunPair) -> None:
+    infos = [run_pair.client.publish("gateway/fast/alarm", b"x", qos=1) for _ in range(50)]
+    mids = [info.mid for info in infos]
+    run_pair.answer(b"".join(puback(mid) for mid in mids))
+    assert run_pair.reported == [("run", mids)]
+    assert all(info.is_published() for info in infos)
+    assert run_pair.client._out_messages == {}
+    assert run_pair.client._inflight_messages == 0
+
+
+def test_a_second_ack_for_the_same_message_in_a_run_is_not_reported_again(run_pair: RunPair) -> None:
+    first, second = run_pair.publish(2)
+    run_pair.answer(puback(first) + puback(second) + puback(first))
+    run_pair.answer(puback(second))
+    assert run_pair.reported == [("run", [first, second])]
+    assert run_pair.client._inflight_messages == 0
+
+
+def test_an_ack_split_across_two_reads_ends_the_run_and_is_reported_once_whole_by_paho(run_pair: RunPair) -> None:
+    first, second = run_pair.publish(2)
+    run_pair.answer(puback(first) + puback(second)[:3])
+    run_pair.answer(puback(second)[3:])
+    assert run_pair.reported == [("run", [first]), ("one", (second, 0))]
+
+
+def test_a_failure_ack_between_success_runs_goes_to_on_publish_in_its_place() -> None:
+    pair = RunPair(mqtt.MQTTv5)
+    try:
+        first, refused, last = pair.publish(3)
+        pair.answer(puback(first) + puback(refused, b"\x87\x00") + puback(last))
+        assert pair.reported == [("run", [first]), ("one", (refused, 0x87)), ("run", [last])]
+        assert pair.client._out_messages == {} and pair.client._inflight_messages == 0
+    finally:
+        pair.close()
+
+
+def test_a_run_whose_callback_raised_is_reported_again_whole_at_the_next_read() -> None:
+    """As paho leaves an ack it could not report unread: the messages keep their place until it is reported."""
+    pair = RunPair(mqtt.MQTTv311)
+    fail = [True]
+
+    def run(mids: list[int]) -> None:
+        if fail.pop() if fail else False:
+            raise RuntimeError("once")
+        pair.reported.append(("run", list(mids)))
+
+    pair.client.on_publish_run = run
+    try:
+        mids = pair.publish(3)
+        drain(pair.broker)
+        pair.broker.sendall(b"".join(puback(mid) for mid in mids))
+        with pytest.raises(RuntimeError):
+            pair.client.loop_read()
+        assert len(pair.client._out_messages) == 3
+        pair.client.loop_read()
+        assert pair.reported == [("run", mids)]
+        assert pair.client._out_messages == {} and pair.client._inflight_messages == 0
+    finally:
+        pair.close()
+
+
+def test_messages_queued_beyond_the_in_flight_window_go_out_once_a_run_frees_it() -> None:
+    pair = RunPair(mqtt.MQTTv5, inflight=2)
+    try:
+        mids = pair.publish(5)
+        assert [p.mid for p in pair.sent()] == mids[:2]
+        pair.answer(puback(mids[0]) + puback(mids[1]))
+        assert [p.mid for p in pair.sent()] == mids[2:4]
+        pair.answer(puback(mids[2]) + puback(mids[3]))
+        assert [p.mid for p in pair.sent()] == mids[4:5]
+        pair.answer(puback(mids[4]))
+        assert pair.reported == [("run", mids[:2]), ("run", mids[2:4]), ("run", mids[4:])]
+        assert pair.client._out_messages == {} and pair.client._inflight_messages == 0
+    finally:
+        pair.close()
+
+
+def test_a_client_that_logs_every_packet_reports_each_ack_to_on_publish_with_its_debug_line() -> None:
+    pair = RunPair(mqtt.MQTTv5)
+    lines: list[str] = []
+    pair.client.log_levels = None
+    pair.client.on_log = lambda c, u, level, text: lines.append(text)
+    try:
+        first, second = pair.publish(2)
+        pair.answer(puback(first) + puback(second))
+        assert pair.reported == [("one", (first, 0)), ("one", (second, 0))]
+        assert f"Received PUBACK (Mid: {second})" in lines
+    finally:
+        pair.close()
+
+
+def test_a_reconnection_resends_what_a_run_left_unacknowledged_and_takes_the_rest_as_runs() -> None:
+    broker = FakeBroker()
+    client, acked = reconnecting_client(broker, "fast-path-run", log_levels=frozenset({mqtt.MQTT_LOG_ERR}))
+    client.on_publish_run = acked.extend
+    try:
+        conn = broker.accept(client)
+        mids = [client.publish("gateway/fast/alarm", str(n).encode(), qos=1).mid for n in range(6)]
+        client.loop_write()
+        assert [p.mid for p in collect(conn, 3, "the first window")] == mids[:3]
+        conn.sendall(puback(mids[0]) + puback(mids[1]))
+        wait_until(lambda: client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS and len(acked) == 2,
+                   what="the first run")
+        conn.close()  # the connection drops with mids[2:5] in flight and mids[5] queued
+        conn = broker.accept(client)
+        resent = collect(conn, 4, "the re-sent messages")
+        assert [p.mid for p in resent] == mids[2:]
+        assert [p.dup for p in resent] == [True, True, True, False]
+        ack_every_one(client, conn, mids[2:], acked, mids)
+    finally:
+        client._sock_close()
+        broker.close()
+
+
+def test_mosquittos_acks_reach_a_run_callback_and_every_message_arrives(broker: Broker) -> None:
+    client = SerialisedClient(CallbackAPIVersion.VERSION2, client_id="fast-path-run-real", protocol=mqtt.MQTTv5)
+    client.log_levels = frozenset({mqtt.MQTT_LOG_ERR})
+    client.max_inflight_messages_set(50)
+    acked: list[int] = []
+    singles: list[int] = []
+    client.on_publish = lambda c, u, mid, reason, properties: singles.append(mid)
+    client.on_publish_run = acked.extend
+    client.connect_async(broker.host, broker.port)
+    loop = NetLoop(client, delays=(1.0, 1.0), before_attempt=lambda: None, name="fast-path-run-real")
+    topic = "gateway/fast-run-real/alarm"
+    with recorder(broker.host, broker.port, topic) as hub:
+        loop.start()
+        wait_until(client.is_connected, what="connection")
+        mids = [client.publish(topic, str(n).encode(), qos=1).mid for n in range(300)]
+        wait_until(lambda: len(acked) == 300, what="every ack")
+        received = hub.wait_for(topic, 300)
+        loop.disconnect(1.0)
+        loop.join(5)
+    assert acked == mids and singles == []
+    assert [m.payload for m in received] == [str(n).encode() for n in range(300)]

@@ -51,6 +51,37 @@ def test_after_a_reconnect_every_ack_wakes_the_publisher(tmp_path: Path) -> None
     assert wakes == [1]
 
 
+def test_a_run_of_acks_under_half_a_window_does_not_wake_the_publisher_and_half_does(tmp_path: Path) -> None:
+    wakes: list[int] = []
+    w = window(tmp_path, wakes)
+    w.on_publish_run(list(range(1, 49)))
+    assert wakes == [] and w.acks_waiting
+    w.on_publish_run([49, 50])
+    assert wakes == [1]
+
+
+def test_after_a_reconnect_a_run_of_acks_wakes_the_publisher(tmp_path: Path) -> None:
+    wakes: list[int] = []
+    w = window(tmp_path, wakes)
+    w.reconnected()
+    w.on_publish_run([1, 2])
+    assert wakes == [1]
+
+
+def test_the_rows_of_a_run_of_acks_leave_the_outbox_with_the_next_commit(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite3", synchronous="OFF")
+    w = PublishWindow(outbox, BridgeCounters(), size=100, drain_rate=1000.0, wake=lambda: None)
+    client = unconnected_client()
+    added(w, outbox, 3)
+    outbox.commit()
+    w.send(client)
+    w.on_publish_run(sorted(client._out_messages))
+    w.take_acks()
+    outbox.commit()
+    assert outbox.depth == 0
+    outbox.close()
+
+
 def unconnected_client() -> mqtt.Client:
     """A real paho client that never connects: it numbers and keeps QoS 1 messages as it would offline."""
     return mqtt.Client(CallbackAPIVersion.VERSION2, client_id="window-test")

@@ -148,7 +148,7 @@ class MqttBridge:
             self.subscribe(topic, self.foreign.on_message, "mqtt entity")
         if discovery is not None:
             self.subscribe(self.topics.hub_status, self._on_hub_status, "mqtt hub status")
-        self.link.acks_to(self.window.on_publish)
+        self.link.acks_to(self.window.on_publish, self.window.on_publish_run)
         self.window.acks_wanted = self.link.acks_wanted
         self.reporter = HealthReporter(self.counters, self.outbox, events.clock, interval=section.health_interval,
                                        topic=self.topics.health, connection=self.link.state,

@@ -185,8 +185,12 @@ class Link:
             with contextlib.suppress(OSError):
                 close()
 
-    def acks_to(self, callback: PublishCallback) -> None:
+    def acks_to(self, callback: PublishCallback, run: Callable[[list[int]], None] | None = None) -> None:
+        """``callback`` is paho's ``on_publish``; ``run``, if given, takes a run of success acks in one call (the
+        uplink's client only: ``SerialisedClient.on_publish_run``); without it, ``callback`` is told every ack."""
         self.client.on_publish = guarded("mqtt on_publish")(callback)
+        if isinstance(self.client, SerialisedClient):
+            self.client.on_publish_run = None if run is None else guarded("mqtt on_publish")(run)
 
     @property
     def connected(self) -> bool:
@@ -302,6 +306,8 @@ class Link:
             client.on_connect = client.on_connect_fail = client.on_disconnect = None
             client.on_publish = client.on_pre_connect = client.on_socket_open = client.on_log = None
             client.on_socket_close = None
+            if isinstance(client, SerialisedClient):
+                client.on_publish_run = None
             for topic_filter in self._routes:
                 client.message_callback_remove(topic_filter)
         reset_sockets = getattr(client, "_reset_sockets", None)  # paho 2.x; no public way to close the pair

@@ -34,8 +34,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import repeat
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -45,6 +47,10 @@ from gateway.mqtt.outbox import Outbox, Row
 from gateway.mqtt.topics import event_array, event_array_size
 
 log = logging.getLogger(__name__)
+
+SUCCESS = ReasonCode(PacketTypes.PUBACK)
+"""The reason :meth:`PublishWindow.on_publish_run` records for each ack of a run (success: paho's for a PUBACK
+without one)."""
 
 
 FETCH_CHUNK = 128
@@ -139,6 +145,13 @@ class PublishWindow:
         if self._resuming or 2 * len(self._acks) >= self._size:
             self._wake()
 
+    def on_publish_run(self, mids: list[int]) -> None:
+        """:meth:`on_publish` for a run of success PUBACKs read together (the uplink's client calls it once per run:
+        ``SerialisedClient.on_publish_run``): the same record and the same wake-up rule, one call for the run."""
+        self._acks.extend(zip(mids, repeat(SUCCESS)))
+        if self._resuming or 2 * len(self._acks) >= self._size:
+            self._wake()
+
     def reconnected(self) -> None:
         self._resuming = True
         self._catch_up_to = self._outbox.last_seq
@@ -177,19 +190,21 @@ class PublishWindow:
 
     def _take_acks(self) -> None:
         acked: list[int] = []  # handed to the outbox at once: one lock for the round, not one per row
-        while self._acks:
-            mid, reason = self._acks.popleft()
-            seqs = self._inflight.pop(mid, None)
+        acks, inflight, refused = self._acks, self._inflight, 0
+        while acks:
+            mid, reason = acks.popleft()
+            seqs = inflight.pop(mid, None)
             if seqs is None:
                 continue
             acked.extend(seqs)
-            if reason.is_failure:
-                self._counters.broker_refused += len(seqs)
+            # ``is SUCCESS``: a run's acks (on_publish_run) skip paho's ``is_failure`` property, a call per ack
+            if reason is not SUCCESS and reason.is_failure:
+                refused += len(seqs)
                 log.error("broker refused event seq %d%s: %s (not retried)", seqs[0],
                           f"..{seqs[-1]} ({len(seqs)} events)" if len(seqs) > 1 else "", reason)
-            else:
-                self._counters.events_out += len(seqs)
         if acked:
+            self._counters.broker_refused += refused
+            self._counters.events_out += len(acked) - refused
             self._outbox.ack_all(acked)
 
     def hand_over(self, client: mqtt.Client, seq: int, topic: str, payload: bytes) -> bool:
