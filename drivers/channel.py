@@ -91,7 +91,10 @@ class Channel:
             return
         self._last_raw = now
         if self._direct:  # no conditioning: the value is the reading, without a Sample and a pass through no steps
-            self._reading(value, now, ts, events)
+            if self.available is True:  # _reading's common case, inline: one call less a line (issue 14)
+                events.append(self._make_at(self.kind, self.entity, value, ts, now, self.unit))
+            else:
+                self._reading(value, now, ts, events)
         else:
             self._emit(self.pipeline.feed(Sample(value, now)), now, ts, events)
 
@@ -108,7 +111,7 @@ class Channel:
             if self.available is False:
                 self._availability(True, None, events)
             self.available = True
-        events.append(self._make_at(self.kind, self.entity, value, ts=ts, mono=now, unit=self.unit))
+        events.append(self._make_at(self.kind, self.entity, value, ts, now, self.unit))
 
     def _availability(self, available: bool, reason: str | None, events: list[Event]) -> None:
         if self._closed or self.available is available:
