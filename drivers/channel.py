@@ -13,7 +13,6 @@ deadline on the context's scheduler, and posts:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Collection, Iterable
@@ -91,7 +90,10 @@ class Channel:
             return
         self._last_raw = now
         if self._direct:  # no conditioning: the value is the reading, without a Sample and a pass through no steps
-            self._reading(value, now, ts, events)
+            if self.available is True:  # _reading's common case, inline: one call less a line (issue 14)
+                events.append(self._make_at(self.kind, self.entity, value, ts, now, self.unit))
+            else:
+                self._reading(value, now, ts, events)
         else:
             self._emit(self.pipeline.feed(Sample(value, now)), now, ts, events)
 
@@ -108,7 +110,7 @@ class Channel:
             if self.available is False:
                 self._availability(True, None, events)
             self.available = True
-        events.append(self._make_at(self.kind, self.entity, value, ts=ts, mono=now, unit=self.unit))
+        events.append(self._make_at(self.kind, self.entity, value, ts, now, self.unit))
 
     def _availability(self, available: bool, reason: str | None, events: list[Event]) -> None:
         if self._closed or self.available is available:
@@ -165,12 +167,11 @@ def feed_read(ctx: DriverContext, channels: Collection[Channel], values: Iterabl
     and the batch: an entity's events stay in pipeline order. No other thread holds two channel locks, so
     taking several cannot deadlock."""
     clock = ctx.clock
-    with contextlib.ExitStack() as held:
-        for channel in channels:
-            held.enter_context(channel._lock)
+    refused: list[tuple[Channel, Raw, Exception]] = []
+    locks = _hold([channel._lock for channel in channels])
+    try:
         now, ts = clock.monotonic(), clock.time()
         events: list[Event] = []
-        refused: list[tuple[Channel, Raw, Exception]] = []
         try:
             for channel, value in values:
                 try:
@@ -182,7 +183,31 @@ def feed_read(ctx: DriverContext, channels: Collection[Channel], values: Iterabl
                 channel._rearm()
             if events:
                 ctx.post_all(events)
+    finally:
+        _let_go(locks)
     if refused:
         first, raw, error = refused[0]
         log.error("%s: value %r refused by its conditioning (%s: %s)%s", first.entity, raw, type(error).__name__,
                   error, f"; {len(refused) - 1} more in the same read" if len(refused) > 1 else "")
+
+
+def _hold(locks: list[threading.RLock]) -> list[threading.RLock]:
+    """Take ``locks`` in order; returns them, for :func:`_let_go`. Should taking one fail, those taken are let go.
+
+    What ``contextlib.ExitStack`` did for :func:`feed_read`, without its Python-level bookkeeping per lock and
+    per exit (a tenth of a read's work at ~8 lines a read; issue 14)."""
+    taken: list[threading.RLock] = []
+    try:
+        for lock in locks:
+            lock.acquire()
+            taken.append(lock)
+    except BaseException:
+        _let_go(taken)
+        raise
+    return taken
+
+
+def _let_go(locks: list[threading.RLock]) -> None:
+    """Release ``locks`` (taken by :func:`_hold`), the last taken first."""
+    for lock in reversed(locks):
+        lock.release()

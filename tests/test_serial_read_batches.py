@@ -163,3 +163,22 @@ def test_a_read_of_many_lines_keeps_the_order_of_its_lines_across_entities(pty: 
     driver.stop()
     assert [e.value for e in rec.of(Kind.READING)] == [float(v) for i in range(50) for v in (i, 100 + i)]
     assert len(batches) < 100  # a read of many lines is one batch
+
+
+@settings(max_examples=60)
+@given(posts=_posts, limit=st.integers(min_value=1, max_value=10))
+def test_taking_a_batch_gives_what_taking_its_events_one_by_one_gives(
+    posts: list[tuple[str, Kind]], limit: int,
+) -> None:
+    _, events = virtual_events()
+    made = [events.make(kind, entity, i) for i, (entity, kind) in enumerate(posts)]
+    batched, one_by_one = (Bus(capacity=4, hard_limit=8, per_entity=2) for _ in range(2))
+    for bus in (batched, one_by_one):
+        bus.post_many(made)
+    while True:  # each batch against the same number of single takes, with the quota counts left the same
+        batch = batched.get_batch(0, limit)
+        singles = [e for e in (one_by_one.get_nowait() for _ in range(limit)) if e is not None]
+        assert batch == singles
+        assert batched._queued == one_by_one._queued and batched.counters == one_by_one.counters
+        if not batch:
+            break
