@@ -21,6 +21,7 @@ could not be driven safe, or if no description of the outputs exists.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -42,6 +43,8 @@ DEFAULT_CONFIG = Path(os.environ.get("GATEWAY_CONFIG", "config.toml"))
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if getattr(args, "handler", None) not in (cmd_run, cmd_check):
+        gc.enable()  # paused for the start by gateway.__main__; `run` resumes it in _end_of_start
     if args.command is None:
         parser.print_help()
         return 2
@@ -252,6 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except MqttSetupError as exc:
         print(f"{config.source or 'config'}: {exc}", file=sys.stderr)
         return 1
+    _end_of_start()
     freeze_long_lived()  # the config, rules and drivers just built stay for the life of the process
     socket_path = args.socket or control_socket_path(config.gateway.state_dir if args.simulate else None)
     service = Service(gateway, socket_path=socket_path)
@@ -267,6 +271,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             web.stop()
         if args.pin_dump is not None:
             _dump_pins(gateway, args.pin_dump)
+
+
+def _end_of_start() -> None:
+    """Resume the garbage collector that ``gateway.__main__`` paused for the start, after one collection of
+    the youngest generation: with the collector paused, everything the start allocated is in it, so this one
+    walk frees the start's cyclic garbage (pydantic's schema builds, the rule loader's work) before
+    :func:`gateway.app.freeze_long_lived` makes what is left permanent. Without the collection that garbage
+    would be frozen with the rest (+0.5 MB RSS); with the collector running all along, it walks the same
+    objects about a hundred times (docs/performance.md, *Start → READY*, 2 Dec 2026)."""
+    if not gc.isenabled():
+        gc.collect(0)
+        gc.enable()
 
 
 def _with_state_dir(config: Config, args: argparse.Namespace) -> Config:
