@@ -200,6 +200,7 @@ def test_a_started_gateway_has_built_no_validator_it_has_not_used(tmp_path: Path
     assert "gateway.config.Config (base)" not in built
     assert not {name for name in built if name.startswith("drivers.conditioning.")}
     assert "rules.model.Thermostat" not in built
+    assert "drivers.envelope.EnvelopeConfig" not in built  # no device declares an `envelope`
 
 
 def test_a_started_gateway_has_not_built_the_nested_conditions_nor_the_alarm_sensors(tmp_path: Path) -> None:
