@@ -281,8 +281,10 @@ def _end_of_start() -> None:
     (everything the start allocated, walked once at the end: 25 ms here, cold in the caches), where running
     the collector all along walks the start's objects in about ninety small batches (docs/performance.md,
     *Start → READY*, 2 Dec 2026). Freezing first: no collection can run between the two."""
+    from core.lean_imports import save_generated_methods
     from gateway.app import freeze_long_lived
 
+    save_generated_methods()
     freeze_long_lived()
     gc.enable()
 
