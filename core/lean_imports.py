@@ -20,6 +20,10 @@ their paths use, and a resident page of them costs as much as one of ours:
   gateway names its pin factory itself and uses no pydantic plugin (``PYDANTIC_DISABLE_PLUGINS`` is set).
   :func:`prepare_lean_process` puts a :class:`DeferredModule` in its place until something really calls it.
 
+* Not an import, but the same kind of waste: ``@dataclass`` writes each class's methods as text and compiles
+  them at every start (17 % of the instructions to READY). :func:`cache_generated_methods` keeps their code
+  in the bytecode cache directory, when the process has one (:class:`GeneratedCode`).
+
 Where a Python has no built-in SHA-256 (built with BLAKE2 only, as some distributions do), hashlib is
 imported on OpenSSL as usual. Some paths still load what is deferred, and pay for it then: TLS (``ssl``),
 the web page (``[web] enabled``: ``http.server``, ``ssl``), the first alarm code checked (``_hashlib``), a

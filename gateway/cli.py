@@ -273,11 +273,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _end_of_start() -> None:
-    """Make what the start built permanent (:func:`gateway.app.freeze_long_lived`), then resume the garbage
-    collector that ``gateway.__main__`` paused for the start.
+    """Write the cache of the methods dataclasses wrote during the start if it lacked any
+    (:func:`core.lean_imports.save_generated_methods`), make what the start built permanent
+    (:func:`gateway.app.freeze_long_lived`), then resume the garbage collector that ``gateway.__main__``
+    paused for the start.
 
     Frozen without a collection first: the start's cyclic garbage (pydantic's schema builds, the imports'
-    leftovers) stays with the rest, about 0.5 MB. A collection of it cost more CPU than the pause saved
+    leftovers) stays with the rest, 0.2 to 0.5 MB. A collection of it cost more CPU than the pause saved
     (everything the start allocated, walked once at the end: 25 ms here, cold in the caches), where running
     the collector all along walks the start's objects in about ninety small batches (docs/performance.md,
     *Start → READY*, 2 Dec 2026). Freezing first: no collection can run between the two."""
