@@ -20,6 +20,10 @@ their paths use, and a resident page of them costs as much as one of ours:
   gateway names its pin factory itself and uses no pydantic plugin (``PYDANTIC_DISABLE_PLUGINS`` is set).
   :func:`prepare_lean_process` puts a :class:`DeferredModule` in its place until something really calls it.
 
+* Not an import, but the same kind of waste: ``@dataclass`` writes each class's methods as text and compiles
+  them at every start (17 % of the instructions to READY). :func:`cache_generated_methods` keeps their code
+  in the bytecode cache directory, when the process has one (:class:`GeneratedCode`).
+
 Where a Python has no built-in SHA-256 (built with BLAKE2 only, as some distributions do), hashlib is
 imported on OpenSSL as usual. Some paths still load what is deferred, and pay for it then: TLS (``ssl``),
 the web page (``[web] enabled``: ``http.server``, ``ssl``), the first alarm code checked (``_hashlib``), a
@@ -33,11 +37,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import marshal
 import os
 import sys
 import threading
 from collections.abc import Iterable
-from types import ModuleType
+from pathlib import Path
+from types import CodeType, ModuleType
 from typing import Any
 
 OPENSSL_HASHES = "_hashlib"
@@ -52,6 +58,7 @@ def prepare_lean_process() -> None:
     hashes_without_openssl()
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     defer(DeferredModule("importlib.metadata", functions=["entry_points"]))
+    cache_generated_methods()
 
 
 def hashes_without_openssl() -> None:
@@ -175,3 +182,111 @@ def import_deferring(name: str, deferred: Iterable[DeferredModule], first: Itera
         for module in placed:
             if sys.modules.get(module.__name__) is module:
                 del sys.modules[module.__name__]
+
+
+# -- the methods dataclasses write, compiled once per install -------------------------------------------------
+
+GENERATED_CODE = "gateway-dataclass-methods"
+"""The cache file's name in the bytecode cache directory (``sys.pycache_prefix``), before its tags."""
+
+_generated: dict[str, GeneratedCode] = {}
+"""The process's cache while its start runs (under ``"start"``)."""
+
+
+class GeneratedCode:
+    """The code of the methods :mod:`dataclasses` writes as source text and compiles at every class creation.
+
+    Why: ``@dataclass`` writes ``__init__``, ``__repr__``, ``__eq__`` (and ``__setattr__``, ``__delattr__``,
+    ``__hash__`` when frozen) as text and ``exec``s each one: about 500 texts in a start of the gateway (ours,
+    pydantic's, annotated_types'), parsed and compiled at every start: 17 % of the instructions to READY
+    (docs/performance.md, *Start → READY*, 2 Dec 2026). The text of a class's method is the same at every start
+    of an install, so its code is kept, as the bytecode of a module is: a file of ``{text: code}`` in the
+    bytecode cache directory, read when the process starts, written when its start is over if the process
+    compiled a text the file did not have (an upgrade, a changed class). The file then holds the texts this
+    start used, so it never grows with versions.
+
+    How: :mod:`dataclasses` calls ``exec(text, globals, namespace)``; its module gets an ``exec`` of its own
+    (a global of the module comes before the builtin) that runs the cached code for a known text, and compiles
+    the others as ``exec`` would (``<string>``, no ``__future__`` flags of ours, the interpreter's ``-O`` level).
+    Anything but a text goes to the builtin. Nothing of dataclasses' private functions is used, so a Python
+    whose dataclasses write fewer texts (3.13 writes one per class) is served the same way. A file that
+    cannot be read or unmarshalled is ignored (the texts are compiled); one that cannot be written is not
+    written (:func:`save_generated_methods` says nothing: the next start compiles again)."""
+
+    def __init__(self, path: Path, known: dict[str, CodeType]) -> None:
+        self.path = path
+        self._known = known
+        self.used: dict[str, CodeType] = {}
+        self.compiled = 0
+
+    def exec(self, source: object, globals: dict[str, Any] | None = None,
+             locals: dict[str, Any] | None = None) -> None:
+        if not isinstance(source, str):
+            exec(source, globals, locals)  # type: ignore[arg-type]  # noqa: S102
+            return
+        code = self._known.get(source)
+        if code is None:
+            code = compile(source, "<string>", "exec", dont_inherit=True)
+            self.compiled += 1
+        self.used[source] = code
+        exec(code, globals, locals)  # noqa: S102
+
+    def save(self) -> bool:
+        """Write what this process used, if it compiled anything; whether it wrote."""
+        if not self.compiled:
+            return False
+        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(marshal.dumps(self.used))
+            os.replace(temporary, self.path)
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            return False
+        return True
+
+
+def generated_methods_file() -> Path | None:
+    """Where this interpreter keeps the cache: in ``sys.pycache_prefix`` (the unit sets one, writable by the
+    service: docs/service.md), tagged with the interpreter and its ``-O`` level as bytecode is; None without a
+    prefix (a development tree, or a venv the service may not write to)."""
+    if not sys.pycache_prefix or sys.implementation.cache_tag is None:
+        return None
+    return Path(sys.pycache_prefix) / f"{GENERATED_CODE}.{sys.implementation.cache_tag}.opt{sys.flags.optimize}"
+
+
+def cache_generated_methods(path: Path | None = None) -> GeneratedCode | None:
+    """Serve :mod:`dataclasses`' texts from the cache file (:class:`GeneratedCode`) until
+    :func:`save_generated_methods`; None (nothing done) without a place for the file, or if done already."""
+    path = path or generated_methods_file()
+    if path is None or _generated:
+        return None
+    import dataclasses
+
+    generated = _generated["start"] = GeneratedCode(path, _read_generated(path))
+    dataclasses.exec = generated.exec  # type: ignore[attr-defined]
+    return generated
+
+
+def _read_generated(path: Path) -> dict[str, CodeType]:
+    try:
+        known = marshal.loads(path.read_bytes())  # noqa: S302  # trusted as the .pyc files beside it are
+    except (OSError, EOFError, ValueError, TypeError):
+        return {}
+    if not isinstance(known, dict):
+        return {}
+    return {text: code for text, code in known.items() if isinstance(text, str) and isinstance(code, CodeType)}
+
+
+def save_generated_methods() -> bool:
+    """The start is over: write the cache if this process compiled a text it lacked (whether it wrote), and
+    give :mod:`dataclasses` the builtin ``exec`` again (a class made later compiles its methods, as usual)."""
+    generated = _generated.pop("start", None)
+    if generated is None:
+        return False
+    import dataclasses
+
+    if getattr(dataclasses, "exec", None) == generated.exec:
+        del dataclasses.exec  # type: ignore[attr-defined]
+    return generated.save()

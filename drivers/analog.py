@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from core.entities import Component, EntitySpec
+from core.fields import empty_list
 from core.guard import guarded
 from drivers.base import DeviceConfig, Driver, DriverContext, DriverError, Simulator
 from drivers.channel import Channel
@@ -61,7 +62,7 @@ class AnalogConfig(DeviceConfig):
     """What a reading of the reference voltage means."""
     unit: str | None = None
     device_class: str | None = None
-    conditioning: list[NumericStep] = Field(default_factory=list)
+    conditioning: list[NumericStep] = Field(default_factory=empty_list)
     stale_after: float | None = Field(default=None, gt=0)
 
     bits: ClassVar[int] = 10

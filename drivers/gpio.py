@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 from typing_extensions import TypeVar
 
 from core.entities import Component, EntitySpec
+from core.fields import empty_list
 from core.guard import guarded
 from drivers.base import DeviceConfig, Driver, DriverContext, DriverError, Simulator
 from drivers.channel import Channel
@@ -57,7 +58,7 @@ class _InputFields(DeviceConfig):
     """gpiozero's own bounce time (drops edges after an edge); prefer a ``debounce``/``glitch`` step."""
     inverted: bool = False
     """Report the opposite of the electrical state (e.g. a normally-closed contact)."""
-    conditioning: list[BinaryStep] = Field(default_factory=list)
+    conditioning: list[BinaryStep] = Field(default_factory=empty_list)
     """Steps applied before an event exists, in order (see :mod:`drivers.conditioning`)."""
 
     @model_validator(mode="after")

@@ -91,6 +91,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from core.entities import MEASUREMENT, Component, EntitySpec
 from core.events import Kind, Value
+from core.fields import empty_list
 from core.logonce import LogOnce
 from core.values import is_on
 from drivers.base import Actuator, DeviceConfig, DriverContext, DriverError, Simulator
@@ -288,9 +289,9 @@ class ModbusSlaveConfig(BaseModel):
     preset: Literal["sdm120"] | None = None
     prefix: str | None = Field(default=None, pattern=ENTITY_ID, max_length=48)
     """With a preset: the entities are ``<prefix>_voltage``, ``<prefix>_energy``..."""
-    registers: list[ModbusRegisterConfig] = Field(default_factory=list)
-    outputs: list[ModbusOutputConfig] = Field(default_factory=list)
-    setpoints: list[ModbusSetpointConfig] = Field(default_factory=list)
+    registers: list[ModbusRegisterConfig] = Field(default_factory=empty_list)
+    outputs: list[ModbusOutputConfig] = Field(default_factory=empty_list)
+    setpoints: list[ModbusSetpointConfig] = Field(default_factory=empty_list)
     poll_s: float = Field(default=10.0, ge=0.1, le=86_400)
     max_gap: int = Field(default=0, ge=0, le=124)
     """Unmapped registers one request may read over to join two groups (0: only consecutive ones)."""

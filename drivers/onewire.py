@@ -32,6 +32,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from core.entities import Component, EntitySpec
+from core.fields import empty_list
 from core.guard import guarded
 from drivers.base import DeviceConfig, Driver, DriverContext, Simulator
 from drivers.channel import Channel
@@ -49,7 +50,7 @@ class Ds18b20Config(DeviceConfig):
     poll_s: float = Field(default=30.0, ge=1, le=3600)
     offset: float = 0.0
     """Calibration: added to every reading, in °C."""
-    conditioning: list[NumericStep] = Field(default_factory=list)
+    conditioning: list[NumericStep] = Field(default_factory=empty_list)
     stale_after: float | None = Field(default=None, gt=0)
     sim_heater: str | None = "heater"
     """``--simulate`` only: the entity whose on-state warms this sensor."""

@@ -55,6 +55,7 @@ from typing_extensions import TypeVar
 
 from core.entities import Component, EntitySpec
 from core.errors import did_you_mean
+from core.fields import empty_list
 from drivers.base import DeviceConfig, Driver, DriverContext, Simulator
 from drivers.channel import Channel, feed_read
 from drivers.conditioning import NumericStep
@@ -93,7 +94,7 @@ class FieldConfig(BaseModel):
     scale: float = 1.0
     offset: float = 0.0
     """Reported value = raw * scale + offset."""
-    conditioning: list[NumericStep] = Field(default_factory=list)
+    conditioning: list[NumericStep] = Field(default_factory=empty_list)
 
 
 class SerialConfig(DeviceConfig):

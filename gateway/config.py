@@ -44,6 +44,7 @@ from core.errors import (
     too_deep,
     unknown_tag_message,
 )
+from core.fields import empty_dict, empty_list
 from drivers.base import DeviceConfig, Driver
 from drivers.board import FactoryName, bcm_number, conflicts
 from drivers.registry import DRIVERS, unknown_driver_message
@@ -346,16 +347,16 @@ class Config(BaseModel):
     # each section's schema: a default instance (``= MqttSection()``) built a validator of its own per section
     # at import, a second build of each at every start (docs/performance.md).
     gateway: GatewaySection
-    mqtt: MqttSection = Field(default_factory=dict, validate_default=True)
-    outbox: OutboxSection = Field(default_factory=dict, validate_default=True)
-    rules: RulesSection = Field(default_factory=dict, validate_default=True)
-    bus: BusSection = Field(default_factory=dict, validate_default=True)
-    history: HistorySection = Field(default_factory=dict, validate_default=True)
-    web: WebSection = Field(default_factory=dict, validate_default=True)
-    devices: list[DeviceConfig] = Field(default_factory=list)
+    mqtt: MqttSection = Field(default_factory=empty_dict, validate_default=True)
+    outbox: OutboxSection = Field(default_factory=empty_dict, validate_default=True)
+    rules: RulesSection = Field(default_factory=empty_dict, validate_default=True)
+    bus: BusSection = Field(default_factory=empty_dict, validate_default=True)
+    history: HistorySection = Field(default_factory=empty_dict, validate_default=True)
+    web: WebSection = Field(default_factory=empty_dict, validate_default=True)
+    devices: list[DeviceConfig] = Field(default_factory=empty_list)
     """Each device as its driver's own model: :func:`parse_config` validates with :func:`config_model`,
     whose ``devices`` is the discriminated union of the models of the drivers the file names."""
-    mqtt_entities: list[MqttEntityConfig] = Field(default_factory=list, max_length=500)
+    mqtt_entities: list[MqttEntityConfig] = Field(default_factory=empty_list, max_length=500)
     """Values other devices publish on MQTT, heard as readings (gateway/mqtt/foreign.py, docs/rules.md)."""
     source: Path | None = Field(default=None, exclude=True)
 
@@ -503,7 +504,7 @@ def config_model(names: frozenset[str]) -> type[Config]:
     models = tuple(DRIVERS[name].Config for name in (known or DRIVERS))
     union: Any = Annotated[Union[models], Field(discriminator="driver")]  # noqa: UP007 - built at runtime
     model: type[Config] = create_model(
-        "Config", __base__=Config, __module__=__name__, devices=(list[union], Field(default_factory=list)),
+        "Config", __base__=Config, __module__=__name__, devices=(list[union], Field(default_factory=empty_list)),
     )
     return model
 

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Literal, final
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.events import Value
+from core.fields import empty_list
 from rules.codes import check_hash_format
 from rules.durations import Duration, TimeOfDay
 
@@ -366,7 +367,7 @@ class Rule(Model):
     restart_grace: Duration = 300.0
     """A timer of this rule missed during a restart by less than this still fires; later, it is dropped."""
     triggers: list[Trigger] = Field(min_length=1)
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=empty_list)
     actions: list[Action] = Field(min_length=1)
 
 
@@ -406,7 +407,7 @@ class Thermostat(Model):
     override: Duration | None = Field(default=None, gt=0)
     """How long a hub command to the heater or cooler overrides the thermostat; None: such commands are
     refused (the outputs belong to the thermostat: change its setpoint or mode instead)."""
-    schedule: list[ScheduleEntry] = Field(default_factory=list)
+    schedule: list[ScheduleEntry] = Field(default_factory=empty_list)
 
     @property
     def lowest_setpoint(self) -> float:
@@ -456,9 +457,9 @@ class Thermostat(Model):
 
 
 class AlarmSensors(Model):
-    armed_home: list[EntityId] = Field(default_factory=list)
-    armed_away: list[EntityId] = Field(default_factory=list)
-    armed_night: list[EntityId] = Field(default_factory=list)
+    armed_home: list[EntityId] = Field(default_factory=empty_list)
+    armed_away: list[EntityId] = Field(default_factory=empty_list)
+    armed_night: list[EntityId] = Field(default_factory=empty_list)
 
 
 class Alarm(Model):
@@ -471,7 +472,7 @@ class Alarm(Model):
     siren: EntityId | None = None
     siren_time: Duration = Field(default=180.0, gt=0)
     sensors: AlarmSensors = Field(default_factory=AlarmSensors)
-    instant: list[EntityId] = Field(default_factory=list)
+    instant: list[EntityId] = Field(default_factory=empty_list)
     """Sensors that trigger at once, without the entry delay (windows, panic buttons)."""
     max_triggers: int = Field(default=3, ge=0)
     """Swinger limit: a sensor that started this many alarms since arming is bypassed until disarm (0 = no limit)."""
@@ -501,10 +502,10 @@ class RuleFileHeader(Model):
 class RuleFile(RuleFileHeader):
     """The whole file, as an editor's schema would describe it (``RuleFile.model_json_schema()``)."""
 
-    rules: list[Rule] = Field(default_factory=list)
-    virtuals: list[Virtual] = Field(default_factory=list)
-    thermostats: list[Thermostat] = Field(default_factory=list)
-    alarms: list[Alarm] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=empty_list)
+    virtuals: list[Virtual] = Field(default_factory=empty_list)
+    thermostats: list[Thermostat] = Field(default_factory=empty_list)
+    alarms: list[Alarm] = Field(default_factory=empty_list)
 
 
 def walk_conditions(conditions: list[Any]) -> list[Any]:

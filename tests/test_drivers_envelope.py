@@ -466,3 +466,11 @@ def test_the_snapshot_decides_and_counts_nothing() -> None:
     e.snapshot("boiler", now=20)
     assert (e.deferred, e.refused) == (0, 0)
     assert e.snapshot("lamp", now=20) is None
+
+
+def test_the_default_limits_are_what_validating_them_gives() -> None:
+    # DEFAULT_LIMITS is constructed without validation (no validator of its own built at import)
+    validated = EnvelopeConfig.model_validate(DEFAULT_LIMITS.model_dump(exclude_unset=True))
+
+    assert validated == DEFAULT_LIMITS
+    assert validated.model_fields_set == DEFAULT_LIMITS.model_fields_set

@@ -200,6 +200,7 @@ def test_a_started_gateway_has_built_no_validator_it_has_not_used(tmp_path: Path
     assert "gateway.config.Config (base)" not in built
     assert not {name for name in built if name.startswith("drivers.conditioning.")}
     assert "rules.model.Thermostat" not in built
+    assert "drivers.envelope.EnvelopeConfig" not in built  # no device declares an `envelope`
 
 
 def test_a_started_gateway_has_not_built_the_nested_conditions_nor_the_alarm_sensors(tmp_path: Path) -> None:
@@ -308,3 +309,17 @@ def test_a_gateway_without_remote_rules_never_imports_their_module(tmp_path: Pat
     # [mqtt] remote_rules is off unless asked for: its module (a pydantic model, staging and swapping of
     # bundles) is imported only by a gateway that takes bundles over MQTT.
     assert "gateway.remote_rules" not in modules_of_a_started_gateway(tmp_path, UNSCHEDULED)
+
+
+TOKENIZER_USED = STARTED_GATEWAY.replace(
+    "    print(json.dumps(sorted(sys.modules)))",
+    "    import tokenize\n"
+    "    print(json.dumps(['tokenize compiled'] if tokenize._compile.cache_info().currsize else []))",
+)
+
+
+def test_a_started_gateway_never_parses_a_c_functions_text_signature(tmp_path: Path) -> None:
+    # pydantic asks each `default_factory` for its signature when it builds a validator; for `list` that is
+    # inspect parsing the C type's text signature with tokenize, whose patterns cost 10 ms to compile at the
+    # first use (docs/performance.md). The models' factories are Python functions (core/fields.py).
+    assert names_printed_by(TOKENIZER_USED, gpio_house(tmp_path, UNSCHEDULED)) == set()

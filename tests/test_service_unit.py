@@ -198,3 +198,5 @@ def test_the_gateway_runs_with_the_units_optimised_bytecode_and_caches_it(broker
     cached = {path.name for path in (workdir / "cache").rglob("*.pyc")}
     assert f"app.{sys.implementation.cache_tag}.opt-2.pyc" in cached
     assert not {name for name in cached if ".opt-" not in name}
+    methods = f"gateway-dataclass-methods.{sys.implementation.cache_tag}.opt2"  # core.lean_imports.GeneratedCode
+    assert (Path(env["PYTHONPYCACHEPREFIX"]) / methods).is_file()

@@ -1,0 +1,99 @@
+"""The methods dataclasses write are compiled once per install and read back at the next start
+(core.lean_imports.GeneratedCode; docs/performance.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.lean_imports import GeneratedCode, cache_generated_methods, save_generated_methods
+
+
+@pytest.fixture
+def cache_file(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "pycache" / "methods"
+    try:
+        yield path
+    finally:
+        save_generated_methods()  # gives dataclasses its builtin exec back, whatever the test did
+
+
+def a_start(path: Path) -> tuple[GeneratedCode, type]:
+    """What a start does: the cache serves, a class is made, the start ends (the file written)."""
+    generated = cache_generated_methods(path)
+    assert generated is not None
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Reading:
+        entity: str
+        value: float = 0.0
+
+    save_generated_methods()
+    return generated, Reading
+
+
+def test_a_class_made_while_the_cache_serves_behaves_as_a_dataclass(cache_file: Path) -> None:
+    _, reading = a_start(cache_file)
+
+    first = reading("hall", 21.5)
+    assert first == reading("hall", 21.5)
+    assert repr(first).endswith("Reading(entity='hall', value=21.5)")
+    assert hash(first) == hash(reading("hall", 21.5))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.value = 3.0
+
+
+def test_the_methods_annotations_are_the_types_as_exec_would_give_them(cache_file: Path) -> None:
+    # core.lean_imports has `from __future__ import annotations`: the cache must not pass that flag to the
+    # methods it compiles (their annotations would be the names of dataclasses' locals, as strings)
+    cache_generated_methods(cache_file)
+    reading = dataclasses.make_dataclass("Reading", [("entity", str), ("value", float, 0.0)])
+    save_generated_methods()
+
+    assert vars(reading)["__init__"].__annotations__ == {"entity": str, "value": float, "return": None}
+
+
+def test_the_next_start_compiles_nothing_it_compiled_before(cache_file: Path) -> None:
+    first, _ = a_start(cache_file)
+    assert first.compiled > 0 and cache_file.exists()
+
+    second, reading = a_start(cache_file)
+
+    assert second.compiled == 0
+    assert reading("porch").value == 0.0
+
+
+def test_a_corrupt_cache_file_is_ignored_and_replaced(cache_file: Path) -> None:
+    cache_file.parent.mkdir()
+    cache_file.write_bytes(b"\x00not marshal at all")
+
+    generated, reading = a_start(cache_file)
+
+    assert generated.compiled > 0
+    assert reading("hall").entity == "hall"
+    assert cache_generated_methods(cache_file) is not None and save_generated_methods() is False  # it reads
+
+
+def test_a_cache_that_cannot_be_written_leaves_the_start_as_it_was(tmp_path: Path) -> None:
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    try:
+        cache_generated_methods(blocked / "methods")
+
+        @dataclasses.dataclass
+        class Point:
+            x: int
+
+        assert save_generated_methods() is False
+    finally:
+        save_generated_methods()
+    assert Point(1) == Point(1)
+
+
+def test_once_the_start_is_over_dataclasses_uses_the_builtin_exec_again(cache_file: Path) -> None:
+    a_start(cache_file)
+
+    assert "exec" not in vars(dataclasses)
