@@ -122,10 +122,10 @@ class MqttBridge:
                                     batch_max=section.event_batch_max, batch_bytes=section.event_batch_bytes,
                                     batching=section.event_batches)
         self._stream = self.topics.events if section.event_batches else None
-        self._event_topics: dict[str, str] = {}
-        """Entity -> its ``event/<entity>`` topic (:meth:`_event_topic`)."""
         """Where every event goes with ``event_batches``: the stream ``events``, whose rows the window sends as
         arrays (window.py); None: each entity's own ``event/<entity>``."""
+        self._event_topics: dict[str, str] = {}
+        """Entity -> its ``event/<entity>`` topic (:meth:`_event_topic`)."""
         self.inbound_counters = BridgeCounters()
         """The inlet connection's connects and disconnects (the bridge's own count the uplink's)."""
         try:
