@@ -664,3 +664,23 @@ def test_a_run_leaves_paho_as_its_own_per_ack_path_would_for_any_acks_of_sent_me
         finally:
             paho.close()
             ours.close()
+
+
+def test_an_ack_of_a_message_never_sent_frees_no_in_flight_place_in_a_run() -> None:
+    """A broker's bug (a compliant broker acks only what it was sent on the connection, and read-ahead from an
+    earlier socket is dropped): the message is reported and leaves paho's session, but the window keeps its
+    in-flight messages counted. paho's own path differs here: it frees a place the message never held and sends
+    one queued message beyond ``max_inflight`` while counting it within."""
+    pair = RunPair(mqtt.MQTTv311, inflight=2)
+    try:
+        first, second, never_sent, waiting = pair.publish(4)
+        assert [p.mid for p in pair.sent()] == [first, second]
+        pair.answer(puback(never_sent))
+        assert pair.reported == [("run", [never_sent])]
+        assert pair.sent() == []
+        assert pair.client._inflight_messages == 2
+        pair.answer(puback(first))
+        assert [p.mid for p in pair.sent()] == [waiting]
+        assert pair.client._inflight_messages == 2
+    finally:
+        pair.close()
