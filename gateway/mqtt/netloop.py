@@ -529,8 +529,9 @@ class SerialisedClient(GatewayClient):
             message.info._set_as_published()
             if message.state == mqtt.mqtt_ms_queued:  # acked before it was sent (a broker's bug): not in flight
                 unsent += 1
-        # paho's held messages are all QoS 1 or 2, and those sent are counted in flight. (paho counts an ack of a
-        # queued one too, then sends the next queued one in its place: the same count once the run is settled.)
+        # paho's held messages are all QoS 1 or 2, and those sent are counted in flight. (paho's own path also
+        # uncounts an acked queued one, a place it never held, and sends the next queued one beyond max_inflight,
+        # or leaves its count one low: a broker's bug only; here the count stays the sent messages.)
         self._inflight_messages -= len(mids) - unsent
         if mids and self._max_inflight_messages > 0:
             return self._update_inflight()
