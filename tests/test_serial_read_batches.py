@@ -185,3 +185,10 @@ def test_taking_a_batch_gives_what_taking_its_events_one_by_one_gives(
         assert batched._queued == one_by_one._queued and batched.counters == one_by_one.counters
         if not batch:
             break
+
+
+def test_a_batch_of_critical_events_stops_at_the_hard_limit_as_posting_them_one_by_one_does() -> None:
+    _, events = virtual_events()
+    bus = Bus(capacity=2, hard_limit=4)
+    bus.post_many([events.make(Kind.STATE, f"relay{i}", True) for i in range(6)])  # the batch's fast path
+    assert len(bus) == 4 and bus.counters.dropped == 2
