@@ -63,6 +63,17 @@ def test_a_critical_event_does_not_overtake_an_older_waiting_reading_of_its_enti
     assert drain(bus) == [("other", 0), ("door", True), ("door", False)]
 
 
+def test_the_high_water_counts_a_critical_event_queued_with_the_reading_it_must_not_overtake() -> None:
+    """The high water is the longest the queue has been: a critical event that brings its entity's waiting
+    reading in with it takes the queue past ``capacity``, and that is the memory the counter is there to show."""
+    _, events = virtual_events()
+    bus = Bus(capacity=1)
+    bus.post(events.reading("other", 0))
+    bus.post(events.reading("door", True))  # waits in the side table
+    bus.post(events.availability("door", False))  # queued behind that reading: three queued
+    assert bus.counters.high_water == 3
+
+
 def test_events_beyond_the_hard_limit_are_dropped_and_counted() -> None:
     _, events = virtual_events()
     bus = Bus(capacity=1, hard_limit=3)

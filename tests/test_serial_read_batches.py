@@ -53,7 +53,7 @@ def test_posting_a_batch_leaves_the_bus_exactly_as_posting_its_events_one_by_one
 ) -> None:
     _, events = virtual_events()
     made = [events.make(kind, entity, i) for i, (entity, kind) in enumerate(posts)]
-    one_by_one, batched = (Bus(capacity=4, hard_limit=8, per_entity=2) for _ in range(2))
+    one_by_one, batched = (Bus(capacity=4, hard_limit=8, per_entity=2, quotas={"a": 3}) for _ in range(2))
     for bus in (one_by_one, batched):  # what the consumer took before: the coalescing table may hold readings
         for event in made[:take]:
             bus.post(event)
@@ -61,6 +61,9 @@ def test_posting_a_batch_leaves_the_bus_exactly_as_posting_its_events_one_by_one
     for event in made[take:]:
         one_by_one.post(event)
     batched.post_many(made[take:])
+    # what is queued, what waits coalesced and the quota counts, before the consumer refills from the side table
+    assert list(batched._queue) == list(one_by_one._queue) and batched._overflow == one_by_one._overflow
+    assert batched._queued == one_by_one._queued
     assert drain(batched) == drain(one_by_one)
     assert batched.counters == one_by_one.counters
 
@@ -182,3 +185,10 @@ def test_taking_a_batch_gives_what_taking_its_events_one_by_one_gives(
         assert batched._queued == one_by_one._queued and batched.counters == one_by_one.counters
         if not batch:
             break
+
+
+def test_a_batch_of_critical_events_stops_at_the_hard_limit_as_posting_them_one_by_one_does() -> None:
+    _, events = virtual_events()
+    bus = Bus(capacity=2, hard_limit=4)
+    bus.post_many([events.make(Kind.STATE, f"relay{i}", True) for i in range(6)])  # the batch's fast path
+    assert len(bus) == 4 and bus.counters.dropped == 2
