@@ -209,7 +209,8 @@ class GeneratedCode:
     (a global of the module comes before the builtin) that runs the cached code for a known text, and compiles
     the others as ``exec`` would (``<string>``, no ``__future__`` flags of ours, the interpreter's ``-O`` level).
     Anything but a text goes to the builtin. Nothing of dataclasses' private functions is used, so a Python
-    whose dataclasses write fewer texts (3.13 writes one per class) is served the same way. A file that
+    whose dataclasses write fewer texts (3.13 writes one per class) is served the same way. The file starts
+    with the bytecode's magic number, as a .pyc does: another interpreter's file is ignored. A file that
     cannot be read or unmarshalled is ignored (the texts are compiled); one that cannot be written is not
     written (:func:`save_generated_methods` says nothing: the next start compiles again)."""
 
@@ -238,7 +239,7 @@ class GeneratedCode:
         temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_bytes(marshal.dumps(self.used))
+            temporary.write_bytes(_bytecode_magic() + marshal.dumps(self.used))
             os.replace(temporary, self.path)
         except (OSError, ValueError):
             with contextlib.suppress(OSError):
@@ -270,13 +271,26 @@ def cache_generated_methods(path: Path | None = None) -> GeneratedCode | None:
 
 
 def _read_generated(path: Path) -> dict[str, CodeType]:
+    magic = _bytecode_magic()
     try:
-        known = marshal.loads(path.read_bytes())  # noqa: S302  # trusted as the .pyc files beside it are
+        data = path.read_bytes()
+        if not data.startswith(magic):  # another interpreter's bytecode (the same cache tag): never run it
+            return {}
+        known = marshal.loads(data[len(magic):])  # noqa: S302  # trusted as the .pyc files beside it are
     except (OSError, EOFError, ValueError, TypeError):
         return {}
     if not isinstance(known, dict):
         return {}
     return {text: code for text, code in known.items() if isinstance(text, str) and isinstance(code, CodeType)}
+
+
+def _bytecode_magic() -> bytes:
+    """The file's first bytes: the bytecode's magic number, as a .pyc starts with. Why: the cache tag in the
+    file's name stays the same across an upgrade of the interpreter within a version (3.11.x), whose bytecode
+    may still change; the import system then recompiles the .pyc files, and this file must be ignored too."""
+    import importlib.util
+
+    return importlib.util.MAGIC_NUMBER
 
 
 def save_generated_methods() -> bool:

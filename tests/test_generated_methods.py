@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,3 +98,19 @@ def test_once_the_start_is_over_dataclasses_uses_the_builtin_exec_again(cache_fi
     a_start(cache_file)
 
     assert "exec" not in vars(dataclasses)
+
+
+def test_a_cache_file_written_under_another_bytecode_magic_number_is_not_used(
+    cache_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An interpreter upgrade that keeps the cache tag (cpython-311) may still change the bytecode, as a .pyc's
+    # magic number says; code of another bytecode would be run as is at every start. Another Python cannot be
+    # installed here: its magic number is what the test changes.
+    monkeypatch.setattr(importlib.util, "MAGIC_NUMBER", b"\xff\xff\r\n")
+    a_start(cache_file)
+    monkeypatch.undo()
+
+    second, reading = a_start(cache_file)
+
+    assert second.compiled > 0
+    assert reading("hall").entity == "hall"
