@@ -277,7 +277,7 @@ def _read_generated(path: Path) -> dict[str, CodeType]:
         if not data.startswith(magic):  # another interpreter's bytecode (the same cache tag): never run it
             return {}
         known = marshal.loads(data[len(magic):])  # noqa: S302  # trusted as the .pyc files beside it are
-    except (OSError, EOFError, ValueError, TypeError):
+    except Exception:  # a damaged file: marshal raises more than EOF, Value and TypeError (SystemError)
         return {}
     if not isinstance(known, dict):
         return {}

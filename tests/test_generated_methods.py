@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import marshal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,4 +114,24 @@ def test_a_cache_file_written_under_another_bytecode_magic_number_is_not_used(
     second, reading = a_start(cache_file)
 
     assert second.compiled > 0
+    assert reading("hall").entity == "hall"
+
+
+def test_a_cache_file_with_a_corrupt_code_object_is_ignored_and_every_command_still_starts(cache_file: Path) -> None:
+    # Every `gateway` command reads the file as it starts, `safe-state` included; marshal raises more than the
+    # errors its documentation names for a damaged file (SystemError for a code object whose name slot holds a
+    # number: one flipped type byte, as a damaged SD card gives), and a start it failed would never rewrite it.
+    name = "a_name_the_damage_hits"
+    intact = marshal.dumps({"text": compile(name, "<string>", "exec")})
+    assert intact.count(name.encode()) == 1  # the name, stored once as a short interned string (2 bytes before)
+    at = intact.index(name.encode())
+    damaged = intact[: at - 2] + b"\xe9" + (7).to_bytes(4, "little") + intact[at + len(name) :]  # an int instead
+    with pytest.raises(SystemError):
+        marshal.loads(damaged)
+    cache_file.parent.mkdir()
+    cache_file.write_bytes(importlib.util.MAGIC_NUMBER + damaged)
+
+    generated, reading = a_start(cache_file)
+
+    assert generated.compiled > 0
     assert reading("hall").entity == "hall"
