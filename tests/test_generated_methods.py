@@ -135,3 +135,29 @@ def test_a_cache_file_with_a_corrupt_code_object_is_ignored_and_every_command_st
 
     assert generated.compiled > 0
     assert reading("hall").entity == "hall"
+
+
+def test_a_cache_file_damaged_into_other_valid_code_is_not_run(cache_file: Path) -> None:
+    # Half of the files with a byte or two changed still unmarshal, into code that is not what the text says:
+    # here the field's name in the compiled __init__, one letter changed (the texts, the keys, are intact).
+    def a_start_with_a_setpoint() -> tuple[GeneratedCode, type]:
+        generated = cache_generated_methods(cache_file)
+        assert generated is not None
+
+        @dataclasses.dataclass
+        class Setting:
+            thermostat_setpoint: float
+
+        save_generated_methods()
+        return generated, Setting
+
+    a_start_with_a_setpoint()
+    name = b"\x13thermostat_setpoint"  # the name as marshal stores it in the code (its length, 19, before it)
+    written = cache_file.read_bytes()
+    assert name in written
+    cache_file.write_bytes(written.replace(name, b"\x13thermostat_setpoinz"))
+
+    generated, setting = a_start_with_a_setpoint()
+
+    assert generated.compiled > 0
+    assert vars(setting(21.0)) == {"thermostat_setpoint": 21.0}
