@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import marshal
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,7 +130,8 @@ def test_a_cache_file_with_a_corrupt_code_object_is_ignored_and_every_command_st
     with pytest.raises(SystemError):
         marshal.loads(damaged)
     cache_file.parent.mkdir()
-    cache_file.write_bytes(importlib.util.MAGIC_NUMBER + damaged)
+    checksum = zlib.crc32(damaged).to_bytes(4, "little")  # damaged before it was written: its CRC-32 matches
+    cache_file.write_bytes(importlib.util.MAGIC_NUMBER + checksum + damaged)
 
     generated, reading = a_start(cache_file)
 
