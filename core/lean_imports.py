@@ -209,9 +209,11 @@ class GeneratedCode:
     (a global of the module comes before the builtin) that runs the cached code for a known text, and compiles
     the others as ``exec`` would (``<string>``, no ``__future__`` flags of ours, the interpreter's ``-O`` level).
     Anything but a text goes to the builtin. Nothing of dataclasses' private functions is used, so a Python
-    whose dataclasses write fewer texts (3.13 writes one per class) is served the same way. A file that
-    cannot be read or unmarshalled is ignored (the texts are compiled); one that cannot be written is not
-    written (:func:`save_generated_methods` says nothing: the next start compiles again)."""
+    whose dataclasses write fewer texts (3.13 writes one per class) is served the same way. The file starts
+    with the bytecode's magic number, as a .pyc does: another interpreter's file is ignored; then the CRC-32
+    of the rest: a damaged file is ignored. A file that cannot be read or unmarshalled is ignored (the texts
+    are compiled); one that cannot be written is not written (:func:`save_generated_methods` says nothing: the
+    next start compiles again)."""
 
     def __init__(self, path: Path, known: dict[str, CodeType]) -> None:
         self.path = path
@@ -238,7 +240,8 @@ class GeneratedCode:
         temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_bytes(marshal.dumps(self.used))
+            payload = marshal.dumps(self.used)
+            temporary.write_bytes(_bytecode_magic() + _checksum(payload) + payload)
             os.replace(temporary, self.path)
         except (OSError, ValueError):
             with contextlib.suppress(OSError):
@@ -270,13 +273,37 @@ def cache_generated_methods(path: Path | None = None) -> GeneratedCode | None:
 
 
 def _read_generated(path: Path) -> dict[str, CodeType]:
+    magic = _bytecode_magic()
     try:
-        known = marshal.loads(path.read_bytes())  # noqa: S302  # trusted as the .pyc files beside it are
-    except (OSError, EOFError, ValueError, TypeError):
+        data = path.read_bytes()
+        if not data.startswith(magic):  # another interpreter's bytecode (the same cache tag): never run it
+            return {}
+        checksum, payload = data[len(magic):len(magic) + 4], data[len(magic) + 4:]
+        if checksum != _checksum(payload):  # damaged (a bad block, a power cut): never run what it became
+            return {}
+        known = marshal.loads(payload)  # noqa: S302  # trusted as the .pyc files beside it are
+    except Exception:  # a damaged file: marshal raises more than EOF, Value and TypeError (SystemError)
         return {}
     if not isinstance(known, dict):
         return {}
     return {text: code for text, code in known.items() if isinstance(text, str) and isinstance(code, CodeType)}
+
+
+def _bytecode_magic() -> bytes:
+    """The file's first bytes: the bytecode's magic number, as a .pyc starts with. Why: the cache tag in the
+    file's name stays the same across an upgrade of the interpreter within a version (3.11.x), whose bytecode
+    may still change; the import system then recompiles the .pyc files, and this file must be ignored too."""
+    import importlib.util
+
+    return importlib.util.MAGIC_NUMBER
+
+
+def _checksum(payload: bytes) -> bytes:
+    """What follows the magic number: the CRC-32 of the marshalled code. Why: a damaged file often still
+    unmarshals, into code other than its text's (a name in it changed), which would then run at every start."""
+    import zlib
+
+    return zlib.crc32(payload).to_bytes(4, "little")
 
 
 def save_generated_methods() -> bool:

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import marshal
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,3 +100,66 @@ def test_once_the_start_is_over_dataclasses_uses_the_builtin_exec_again(cache_fi
     a_start(cache_file)
 
     assert "exec" not in vars(dataclasses)
+
+
+def test_a_cache_file_written_under_another_bytecode_magic_number_is_not_used(
+    cache_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An interpreter upgrade that keeps the cache tag (cpython-311) may still change the bytecode, as a .pyc's
+    # magic number says; code of another bytecode would be run as is at every start. Another Python cannot be
+    # installed here: its magic number is what the test changes.
+    monkeypatch.setattr(importlib.util, "MAGIC_NUMBER", b"\xff\xff\r\n")
+    a_start(cache_file)
+    monkeypatch.undo()
+
+    second, reading = a_start(cache_file)
+
+    assert second.compiled > 0
+    assert reading("hall").entity == "hall"
+
+
+def test_a_cache_file_with_a_corrupt_code_object_is_ignored_and_every_command_still_starts(cache_file: Path) -> None:
+    # Every `gateway` command reads the file as it starts, `safe-state` included; marshal raises more than the
+    # errors its documentation names for a damaged file (SystemError for a code object whose name slot holds a
+    # number: one flipped type byte, as a damaged SD card gives), and a start it failed would never rewrite it.
+    name = "a_name_the_damage_hits"
+    intact = marshal.dumps({"text": compile(name, "<string>", "exec")})
+    assert intact.count(name.encode()) == 1  # the name, stored once as a short interned string (2 bytes before)
+    at = intact.index(name.encode())
+    damaged = intact[: at - 2] + b"\xe9" + (7).to_bytes(4, "little") + intact[at + len(name) :]  # an int instead
+    with pytest.raises(SystemError):
+        marshal.loads(damaged)
+    cache_file.parent.mkdir()
+    checksum = zlib.crc32(damaged).to_bytes(4, "little")  # damaged before it was written: its CRC-32 matches
+    cache_file.write_bytes(importlib.util.MAGIC_NUMBER + checksum + damaged)
+
+    generated, reading = a_start(cache_file)
+
+    assert generated.compiled > 0
+    assert reading("hall").entity == "hall"
+
+
+def test_a_cache_file_damaged_into_other_valid_code_is_not_run(cache_file: Path) -> None:
+    # Half of the files with a byte or two changed still unmarshal, into code that is not what the text says:
+    # here the field's name in the compiled __init__, one letter changed (the texts, the keys, are intact).
+    def a_start_with_a_setpoint() -> tuple[GeneratedCode, type]:
+        generated = cache_generated_methods(cache_file)
+        assert generated is not None
+
+        @dataclasses.dataclass
+        class Setting:
+            thermostat_setpoint: float
+
+        save_generated_methods()
+        return generated, Setting
+
+    a_start_with_a_setpoint()
+    name = b"\x13thermostat_setpoint"  # the name as marshal stores it in the code (its length, 19, before it)
+    written = cache_file.read_bytes()
+    assert name in written
+    cache_file.write_bytes(written.replace(name, b"\x13thermostat_setpoinz"))
+
+    generated, setting = a_start_with_a_setpoint()
+
+    assert generated.compiled > 0
+    assert vars(setting(21.0)) == {"thermostat_setpoint": 21.0}
