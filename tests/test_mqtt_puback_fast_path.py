@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt import _packet
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, _ConnectionState
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion, _ConnectionState
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -604,7 +604,7 @@ class Twin:
     """One client of a :func:`test_a_run_leaves_paho_as_its_own_per_ack_path_would_for_any_acks_of_sent_messages`
     pair: paho's own ``Client``, or the uplink's with a run callback; what it was told, in order."""
 
-    def __init__(self, kind: type[mqtt.Client], protocol: int, inflight: int) -> None:
+    def __init__(self, kind: type[mqtt.Client], protocol: MQTTProtocolVersion, inflight: int) -> None:
         self.client = kind(CallbackAPIVersion.VERSION2, client_id="twin", protocol=protocol)
         self.client.max_inflight_messages_set(inflight)
         self.ours, self.broker = socket.socketpair()
