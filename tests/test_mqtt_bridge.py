@@ -75,6 +75,18 @@ def test_entities_beyond_the_remembered_topics_each_get_their_own_event_topic(
         received = [(m.topic, m.json()["entity"], m.json()["value"]) for m in hub.messages]
     assert sorted(received, key=lambda m: m[2]) == [(f"{gw.base}/event/{entity}", entity, float(n))
                                                     for n, entity in enumerate(entities)]
+
+
+def test_commands_to_made_up_entities_take_no_place_among_the_remembered_event_topics(
+    gw: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.mqtt.bridge.TOPICS_REMEMBERED", 2)
+    for n in range(3):
+        gw.bridge.forward(gw.events.make(Kind.REJECTED, f"made_up_{n}", "on", detail="unknown entity"))
+    gw.bridge.forward(gw.events.reading("living_temp", 21.5))
+    assert list(gw.bridge._event_topics) == ["living_temp"]
+
+
 def test_seq_keeps_increasing_across_a_restart(broker: Broker, tmp_path: Path) -> None:
     config = make_config("seq-restart", tmp_path / "state", broker.port)
     with recorder(broker.host, broker.port, "gateway/seq-restart/event/#") as hub:

@@ -181,7 +181,7 @@ class MqttBridge:
             if handed is not None:
                 self._wake_unless_handed(handed, batches)
                 return
-        key = self._event_topics.get(event.entity) or self._event_topic(event.entity)
+        key = self._event_topics.get(event.entity) or self._event_topic(event.entity, remember=kind is K_READING)
         if self._queue(self._stream or key, functools.partial(event_payload, event), kind=kind, ts=event.ts,
                        key=key) and kind is K_READING:
             self.retained.update_state(event)  # a reading's state is held or due: the next commit's round sends it
@@ -196,11 +196,13 @@ class MqttBridge:
             self.inlet.outcome(event)
         self._wake()
 
-    def _event_topic(self, entity: str) -> str:
+    def _event_topic(self, entity: str, *, remember: bool) -> str:
         """``event/<entity>``, remembered for the next event of ``entity`` (dispatcher thread): a lookup rather than
-        a call and a string built per event (issue 14), for up to :data:`TOPICS_REMEMBERED` entities."""
+        a call and a string built per event (issue 14), for up to :data:`TOPICS_REMEMBERED` entities. Only a
+        reading's entity is remembered: readings come from the configured sensors and are the many events, while a
+        hub's command to a made-up entity (its ``rejected`` event) would otherwise take a place for good."""
         topic = self.topics.event(entity)
-        if len(self._event_topics) < TOPICS_REMEMBERED:
+        if remember and len(self._event_topics) < TOPICS_REMEMBERED:
             self._event_topics[entity] = topic
         return topic
 
