@@ -87,7 +87,10 @@ of the table and of its one index, a few pages; the default kept 2 MB of pages w
 flood (issue 17, flood d). Spilling inside a transaction stays where it was
 (:func:`core.sqlite_memory.cap_page_cache`)."""
 RECENT_CAUSES = 4096
-"""Events the writer remembers to describe the cause of the events after them."""
+"""Events the writer remembers to describe the cause of the events after them: the newest this many before a
+flush's batch, and the batch's own as it is written, trimmed back at the batch's end. So while a batch is written
+the memory holds up to this many plus the batch (itself bounded by the queue's bound): ~0.3 MB more at the peak of
+10,000 lines/s (docs/performance.md)."""
 
 INSERT_CHUNKS = (32, 8, 2, 1)
 """Rows per INSERT statement of a flush (:class:`core.sqlite_memory.MultiRowInsert`: one step, one GIL hand-over,
@@ -197,7 +200,8 @@ class History:
         self._db: sqlite3.Connection | None = None
         self._last_prune = 0.0
         self._recent: dict[str, str] = {}
-        """Event id -> ``entity=value (kind)``, for the newest :data:`RECENT_CAUSES` events (the writer's)."""
+        """Event id -> ``entity=value (kind)``, for the newest :data:`RECENT_CAUSES` events (the writer's; up to a
+        batch more while one is written)."""
 
     # -- the dispatcher's side ---------------------------------------------------------------
 
