@@ -13,17 +13,15 @@ before anything is measured.
 from __future__ import annotations
 
 import os
-import shlex
 from pathlib import Path
 
 from bench.figures import status_kb
-from tests.faults_support import ROOT, Pty, start_gateway
+from tests.faults_support import ROOT, Pty, start_gateway, unit_assignments
 from tests.faults_support import stop_gateway as stop
 from tests.helpers import wait_until
 
 __all__ = ["ROOT", "Pty", "peak_rss_mb", "start_gateway", "stop", "unit_environment", "warm_unit_bytecode"]
 
-UNIT = ROOT / "systemd" / "gateway.service"
 BENCH_PYCACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gateway-bench" / "pycache"
 """Where the benchmarks keep the unit's optimised bytecode (the unit's own directory is the device's)."""
 
@@ -31,11 +29,7 @@ BENCH_PYCACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
 def unit_environment() -> dict[str, str]:
     """The ``Environment=`` of the shipped unit, its bytecode cache moved to :data:`BENCH_PYCACHE`."""
     environment = {"PYTHONDONTWRITEBYTECODE": ""}  # this machine sets it; the unit's cache needs writing
-    for line in UNIT.read_text().splitlines():
-        if line.startswith("Environment="):
-            for item in shlex.split(line.removeprefix("Environment=")):
-                name, _, value = item.partition("=")
-                environment[name] = value
+    environment.update(unit_assignments())
     if "PYTHONPYCACHEPREFIX" in environment:
         environment["PYTHONPYCACHEPREFIX"] = str(BENCH_PYCACHE)
     return environment

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tty
@@ -21,6 +22,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "systemd" / "gateway.service"
+
+
+def unit_assignments() -> dict[str, str]:
+    """The variables the shipped unit's ``Environment=`` lines set, as systemd reads them (quoted words)."""
+    assignments: dict[str, str] = {}
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("Environment="):
+            for word in shlex.split(line.removeprefix("Environment=")):
+                name, _, value = word.partition("=")
+                assignments[name] = value
+    return assignments
 
 Key = int | str
 """What a fault test counts: a sequence number, an event id or a name."""

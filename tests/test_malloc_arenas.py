@@ -5,15 +5,12 @@ memory one thread frees is reused by another rather than kept resident in an are
 from __future__ import annotations
 
 import platform
-import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-UNIT = ROOT / "systemd" / "gateway.service"
+from tests.faults_support import unit_assignments
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="not glibc: no malloc arenas to share")
 
@@ -33,17 +30,6 @@ ctypes.CDLL(None).malloc_stats()
 """
 
 
-def unit_environment() -> dict[str, str]:
-    """The variables the shipped unit's ``Environment=`` lines set."""
-    environment: dict[str, str] = {}
-    for line in UNIT.read_text().splitlines():
-        if line.startswith("Environment="):
-            for item in shlex.split(line.removeprefix("Environment=")):
-                name, _, value = item.partition("=")
-                environment[name] = value
-    return environment
-
-
 def arenas_of_eight_threads(environment: dict[str, str]) -> int:
     done = subprocess.run([sys.executable, "-c", THREADS], capture_output=True, text=True, check=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", **environment})
@@ -56,4 +42,4 @@ def test_threads_get_malloc_arenas_of_their_own_without_the_units_environment() 
 
 
 def test_the_services_threads_allocate_from_at_most_two_malloc_arenas() -> None:
-    assert arenas_of_eight_threads(unit_environment()) <= 2
+    assert arenas_of_eight_threads(unit_assignments()) <= 2

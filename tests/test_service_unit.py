@@ -16,9 +16,9 @@ import pytest
 from gateway.control import request
 from tests import syscall_filter
 from tests.conftest import Broker
+from tests.faults_support import UNIT, unit_assignments
 from tests.service_support import ROOT, GatewayProcess, run_cli, service_config, short_dir
 
-UNIT = ROOT / "systemd" / "gateway.service"
 DOCS = ROOT / "docs" / "service.md"
 INSTALLED_BINARY = "/opt/gateway/venv/bin/gateway"
 EXPOSURE_LIMIT = 2.0
@@ -174,13 +174,7 @@ def test_the_service_runs_in_the_group_of_every_device_node_it_may_open() -> Non
 
 def _unit_environment(cache: Path) -> dict[str, str]:
     """The unit's ``Environment=`` assignments, its cache directory moved to ``cache``."""
-    assignments: dict[str, str] = {}
-    for line in UNIT.read_text().splitlines():
-        if line.startswith("Environment="):
-            for word in shlex.split(line.split("=", 1)[1]):
-                name, value = word.split("=", 1)
-                assignments[name] = value.replace("/var/cache/gateway", str(cache))
-    return assignments
+    return {name: value.replace("/var/cache/gateway", str(cache)) for name, value in unit_assignments().items()}
 
 
 def test_the_gateway_runs_with_the_units_optimised_bytecode_and_caches_it(broker: Broker, workdir: Path) -> None:
