@@ -167,7 +167,7 @@ class Relay(_Output[GpioRelayConfig]):
                            safe_value=cfg.safe_state, default=cfg.default_state)]
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import OutputDevice
+        from gpiozero.output_devices import OutputDevice
 
         self._open(ctx, OutputDevice, initial_value=self.config.safe_state)
 
@@ -204,7 +204,7 @@ class PwmLight(_Output[PwmLightConfig]):
                            safe_value=cfg.safe_brightness, default=cfg.default_brightness, minimum=0, maximum=100)]
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import PWMOutputDevice
+        from gpiozero.output_devices import PWMOutputDevice
 
         self._open(ctx, PWMOutputDevice, frequency=self.config.frequency_hz,
                    initial_value=self.config.safe_brightness / 100)
@@ -251,7 +251,7 @@ class Siren(_Output[SirenConfig]):
                            safe_value=False)]
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import OutputDevice
+        from gpiozero.output_devices import OutputDevice
 
         self._ctx = ctx
         self._open(ctx, OutputDevice, initial_value=False)

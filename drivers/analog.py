@@ -104,10 +104,10 @@ class AnalogInput(Driver[AnalogConfig]):
                            report_interval=cfg.poll_s)]
 
     def start(self, ctx: DriverContext) -> None:
-        import gpiozero
+        from gpiozero.spi_devices import MCP3008, MCP3208
 
         cfg = self.config
-        chip = gpiozero.MCP3208 if cfg.bits == 12 else gpiozero.MCP3008
+        chip = MCP3208 if cfg.bits == 12 else MCP3008
         try:
             self._device = chip(channel=cfg.channel, differential=cfg.differential, port=0,
                                 device=cfg.spi_device, pin_factory=ctx.pin_factory)

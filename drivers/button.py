@@ -84,7 +84,7 @@ class Button(Driver[ButtonConfig]):
         return [EntitySpec(self.id, Component.EVENT, device_class="button", options=GESTURES)]
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import DigitalInputDevice
+        from gpiozero.input_devices import DigitalInputDevice
 
         self._ctx = ctx
         try:

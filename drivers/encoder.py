@@ -114,7 +114,7 @@ class RotaryEncoder(Driver[RotaryEncoderConfig]):
                 EntitySpec(self.turn_entity, Component.EVENT, options=TURNS, icon="mdi:rotate-right")]
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import RotaryEncoder as GpiozeroEncoder
+        from gpiozero.input_devices import RotaryEncoder as GpiozeroEncoder
 
         cfg = self.config
         self._ctx = ctx

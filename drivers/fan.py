@@ -71,7 +71,7 @@ class Fan(_Output[FanConfig]):
                            safe_value=0, minimum=0, maximum=100)]
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import PWMOutputDevice
+        from gpiozero.output_devices import PWMOutputDevice
 
         self._ctx = ctx
         self._open(ctx, PWMOutputDevice, frequency=self.config.frequency_hz, initial_value=0)
@@ -177,7 +177,7 @@ class Servo(Actuator[ServoConfig]):
                            minimum=low, maximum=high, step=1.0)]
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import AngularServo
+        from gpiozero.output_devices import AngularServo
 
         cfg = self.config
         try:

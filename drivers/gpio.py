@@ -114,7 +114,7 @@ class DigitalInput(Driver[InputC_co]):
         return list(self.config.conditioning)
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import DigitalInputDevice
+        from gpiozero.input_devices import DigitalInputDevice
 
         cfg = self.config
         try:

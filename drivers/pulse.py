@@ -154,7 +154,7 @@ class PulseMeter(Driver[PulseMeterConfig]):
     # -- the life cycle ---------------------------------------------------------------------
 
     def start(self, ctx: DriverContext) -> None:
-        from gpiozero import DigitalInputDevice
+        from gpiozero.input_devices import DigitalInputDevice
 
         cfg = self.config
         self._ctx = ctx

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from core.lean_imports import DeferredModule, defer, import_deferring
+from core.lean_imports import DeferredModule, defer, import_deferring, lazy_package
 from tests.conftest import Broker
 from tests.faults_support import ROOT, start_gateway, stop_gateway
 from tests.helpers import wait_until, write_config
@@ -224,3 +224,38 @@ def test_where_python_has_no_builtin_sha256_hashlib_is_imported_on_openssl() -> 
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ba7816bf", "b60090e3"]
+
+
+def write_package(directory: Path, name: str) -> None:
+    """A package whose ``__init__`` imports a heavy module and re-exports a submodule's name (gpiozero's shape)."""
+    (directory / name).mkdir()
+    (directory / name / "__init__.py").write_text("import lean_board\nfrom .devices import Relay\n")
+    (directory / name / "devices.py").write_text("class Relay:\n    pass\n")
+    write_module(directory, "lean_board", "BOARDS = 40\n")
+
+
+def test_a_lazy_packages_submodule_is_imported_without_running_the_packages_init(module_dir: Path) -> None:
+    write_package(module_dir, "lean_pins")
+    assert lazy_package("lean_pins")
+    from lean_pins.devices import Relay
+
+    assert Relay.__name__ == "Relay"
+    assert "lean_board" not in sys.modules
+
+
+def test_a_name_asked_of_a_lazy_package_runs_its_init_once_and_gives_the_same_object(module_dir: Path) -> None:
+    write_package(module_dir, "lean_pins")
+    lazy_package("lean_pins")
+    from lean_pins.devices import Relay
+
+    assert importlib.import_module("lean_pins").Relay is Relay
+    assert "lean_board" in sys.modules
+    assert "__getattr__" not in vars(sys.modules["lean_pins"])  # a missing name now fails as usual
+    with pytest.raises(AttributeError):
+        sys.modules["lean_pins"].Missing  # noqa: B018
+
+
+def test_a_package_already_imported_is_not_made_lazy(module_dir: Path) -> None:
+    write_package(module_dir, "lean_pins")
+    importlib.import_module("lean_pins")
+    assert not lazy_package("lean_pins")

@@ -323,3 +323,13 @@ def test_a_started_gateway_never_parses_a_c_functions_text_signature(tmp_path: P
     # inspect parsing the C type's text signature with tokenize, whose patterns cost 10 ms to compile at the
     # first use (docs/performance.md). The models' factories are Python functions (core/fields.py).
     assert names_printed_by(TOKENIZER_USED, gpio_house(tmp_path, UNSCHEDULED)) == set()
+
+
+def test_a_gateway_started_as_the_command_starts_it_never_imports_gpiozeros_boards_nor_its_spi_chips(
+        tmp_path: Path) -> None:
+    # gpiozero's __init__ imports every device it has (boards, SPI chips, the board's own sensors): 42 M instructions,
+    # 4 % of a start to READY; the drivers import only the submodules they use (core.lean_imports.lazy_package)
+    script = "from core.lean_imports import prepare_lean_process\nprepare_lean_process()\n" + STARTED_GATEWAY
+    modules = names_printed_by(script, gpio_house(tmp_path, UNSCHEDULED))
+    assert "gpiozero.output_devices" in modules
+    assert not {"gpiozero.boards", "gpiozero.spi_devices", "gpiozero.internal_devices", "colorzero.color"} & modules
