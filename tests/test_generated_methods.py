@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import marshal
+import typing
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +164,39 @@ def test_a_cache_file_damaged_into_other_valid_code_is_not_run(cache_file: Path)
 
     assert generated.compiled > 0
     assert vars(setting(21.0)) == {"thermostat_setpoint": 21.0}
+
+
+def forward_references(texts: list[str]) -> list[typing.ForwardRef]:
+    """What a TypedDict or a pydantic model of a module with ``from __future__ import annotations`` makes."""
+    return [typing.ForwardRef(text) for text in texts]
+
+
+def test_a_forward_references_text_is_compiled_once_in_a_start_and_not_at_the_next(cache_file: Path) -> None:
+    first = cache_generated_methods(cache_file)
+    assert first is not None
+    references = forward_references(["dict[str, Any]", "dict[str, Any]", "float | None"])
+    save_generated_methods()
+    assert first.compiled == 2
+    assert references[0].__forward_code__ is references[1].__forward_code__
+
+    second = cache_generated_methods(cache_file)
+    assert second is not None
+    forward_references(["float | None", "dict[str, Any]"])
+    save_generated_methods()
+    assert second.compiled == 0
+
+
+def test_a_forward_reference_made_while_the_cache_serves_evaluates_as_typings_own(cache_file: Path) -> None:
+    cache_generated_methods(cache_file)
+    served = forward_references(["list[Celsius] | None"])[0]
+    save_generated_methods()
+
+    namespace = {"Celsius": float}
+    assert served._evaluate(namespace, None, frozenset()) == list[float] | None  # type: ignore[attr-defined]
+    assert served == typing.ForwardRef("list[Celsius] | None")
+
+
+def test_once_the_start_is_over_typing_uses_the_builtin_compile_again(cache_file: Path) -> None:
+    a_start(cache_file)
+
+    assert "compile" not in vars(typing)
