@@ -205,7 +205,8 @@ def lazy_package(name: str) -> bool:
     that no submodule import has bound (``from gpiozero import Factory``, ``gpiozero.MCP3008``) runs the
     real ``__init__`` in the package's namespace, once, under a lock: from then on the package is the one a
     plain import gives, and a name it lacks raises AttributeError as usual. Names in double underscores are
-    the import system's questions: they never run it."""
+    the import system's questions: they never run it, but ``__all__``, which only ``from package import *``
+    (and documentation tools) ask, and which must find every name ``__init__`` binds."""
     if name in sys.modules:
         return False
     spec = importlib.util.find_spec(name)
@@ -217,7 +218,7 @@ def lazy_package(name: str) -> bool:
     running: list[bool] = []  # the thread running __init__ may ask for a name it has not bound yet
 
     def __getattr__(attribute: str) -> object:
-        if not attribute.startswith("__"):
+        if not attribute.startswith("__") or attribute == "__all__":
             with lock:
                 if vars(package).get("__getattr__") is __getattr__ and not running:
                     running.append(True)

@@ -259,3 +259,16 @@ def test_a_package_already_imported_is_not_made_lazy(module_dir: Path) -> None:
     write_package(module_dir, "lean_pins")
     importlib.import_module("lean_pins")
     assert not lazy_package("lean_pins")
+
+
+def test_a_star_import_of_a_lazy_package_runs_its_init_and_takes_every_name_a_plain_import_gives(
+        module_dir: Path) -> None:
+    # `from package import *` asks the package for `__all__` only, then reads its namespace: before the fix it
+    # took the submodules bound so far and none of the names `__init__` binds, without a word
+    write_package(module_dir, "lean_pins")
+    lazy_package("lean_pins")
+    namespace: dict[str, object] = {}
+    exec("from lean_pins import *", namespace)
+
+    assert "Relay" in namespace
+    assert "lean_board" in sys.modules
