@@ -192,7 +192,7 @@ def test_a_forward_reference_made_while_the_cache_serves_evaluates_as_typings_ow
     save_generated_methods()
 
     namespace = {"Celsius": float}
-    assert served._evaluate(namespace, None, frozenset()) == list[float] | None  # type: ignore[attr-defined]
+    assert served._evaluate(namespace, None, frozenset()) == list[float] | None
     assert served == typing.ForwardRef("list[Celsius] | None")
 
 
