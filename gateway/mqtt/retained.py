@@ -78,6 +78,11 @@ class RetainedTopics:
         self._counters = counters
         self._fits = fits
         self._lock = threading.Lock()
+        self._announcing = threading.Lock()
+        """Held through an announcement (:meth:`republish`, :meth:`replace`), taken before ``_lock``: a reload
+        (the caller's thread) and a connection (the uplink's network thread) both announce, and interleaved, one
+        could compute its configs from the entities before the reload and queue them after the reload's removals,
+        or both rewrite ``discovery.json`` at once (a corrupt file: entities removed later stay on the hub)."""
         self._retained: dict[str, bytes] = {}
         """Every retained topic's latest payload: republished after a connection or the hub's birth."""
         self._dirty: dict[str, bytes] = {}
@@ -217,13 +222,14 @@ class RetainedTopics:
 
     def replace(self, entities: Mapping[str, EntitySpec], extras: Mapping[str, Extra]) -> None:
         """After a rule reload: the entities and extras as they are now; the hub hears at once."""
-        with self._lock:
-            self.entities = dict(entities)
-            self._extras = dict(extras)
-        for entity in (*entities, *extras):
-            if entity not in self._available:
-                self.set_available(entity, True)
-        self.republish(removals=True)
+        with self._announcing:
+            with self._lock:
+                self.entities = dict(entities)
+                self._extras = dict(extras)
+            for entity in (*entities, *extras):
+                if entity not in self._available:
+                    self.set_available(entity, True)
+            self._republish(removals=True)
 
     def discovery_configs(self) -> dict[str, bytes]:
         """Config topic -> payload of what is announced now (empty without discovery); any thread."""
@@ -240,7 +246,11 @@ class RetainedTopics:
         reload) is remembered as sent in ``discovery.json`` already, so it exists only in ``_dirty``.
 
         Without ``removals`` (a hub's birth) it is coalesced: at most one per :data:`BIRTH_INTERVAL`;
-        one asked for sooner is done by :meth:`send` once the interval is over."""
+        one asked for sooner is done by :meth:`send` once the interval is over. Any thread: one at a time."""
+        with self._announcing:
+            self._republish(removals=removals)
+
+    def _republish(self, *, removals: bool) -> None:
         if not removals:
             now = self._monotonic()
             with self._lock:
