@@ -64,7 +64,7 @@ def test_every_event_arrives_as_json_with_id_seq_and_utc_timestamp(broker: Broke
 def test_entities_beyond_the_remembered_topics_each_get_their_own_event_topic(
     broker: Broker, gw: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("gateway.mqtt.bridge.TOPICS_REMEMBERED", 2)
+    monkeypatch.setattr("gateway.mqtt.topics.TOPICS_REMEMBERED", 2)
     entities = ["a_temp", "b_temp", "c_temp", "d_temp", "a_temp", "d_temp"]
     with recorder(broker.host, broker.port, f"{gw.base}/event/#") as hub:
         gw.bridge.start()
@@ -80,7 +80,7 @@ def test_entities_beyond_the_remembered_topics_each_get_their_own_event_topic(
 def test_commands_to_made_up_entities_take_no_place_among_the_remembered_event_topics(
     gw: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("gateway.mqtt.bridge.TOPICS_REMEMBERED", 2)
+    monkeypatch.setattr("gateway.mqtt.topics.TOPICS_REMEMBERED", 2)
     for n in range(3):
         gw.bridge.forward(gw.events.make(Kind.REJECTED, f"made_up_{n}", "on", detail="unknown entity"))
     gw.bridge.forward(gw.events.reading("living_temp", 21.5))

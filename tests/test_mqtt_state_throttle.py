@@ -146,7 +146,7 @@ def test_a_burst_of_readings_keeps_every_event_and_retains_a_few_states_the_newe
 def test_entities_beyond_the_remembered_topics_each_get_their_own_state_topic(
     retained: RetainedTopics, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("gateway.mqtt.retained.TOPICS_REMEMBERED", 2)
+    monkeypatch.setattr("gateway.mqtt.topics.TOPICS_REMEMBERED", 2)
     events, sent = EventFactory(clock), Sent()
     for entity in ("a", "b", "c", "d", "a", "d"):
         clock.advance(READING_STATE_INTERVAL)

@@ -69,7 +69,7 @@ from gateway.mqtt.link import JOIN_MARGIN, Link
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.publisher import Publisher
 from gateway.mqtt.retained import RetainedTopics
-from gateway.mqtt.topics import ONLINE, STATE_KINDS, TOPICS_REMEMBERED, Topics, event_payload
+from gateway.mqtt.topics import ONLINE, STATE_KINDS, Topics, event_payload, remember_topic
 from gateway.mqtt.window import PublishWindow
 
 log = logging.getLogger(__name__)
@@ -202,9 +202,7 @@ class MqttBridge:
         reading's entity is remembered: readings come from the configured sensors and are the many events, while a
         hub's command to a made-up entity (its ``rejected`` event) would otherwise take a place for good."""
         topic = self.topics.event(entity)
-        if remember and len(self._event_topics) < TOPICS_REMEMBERED:
-            self._event_topics[entity] = topic
-        return topic
+        return remember_topic(self._event_topics, entity, topic) if remember else topic
 
     def settle(self, event: Event) -> None:
         """The dispatcher finished ``event`` and all it caused: a hub command that changed nothing is

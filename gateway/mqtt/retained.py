@@ -31,7 +31,7 @@ from core.entities import Component, EntitySpec
 from core.events import K_READING, K_STATE, Event, Value
 from gateway.mqtt.discovery import Discovery, Extra
 from gateway.mqtt.health import BridgeCounters
-from gateway.mqtt.topics import OFFLINE, ONLINE, TOPICS_REMEMBERED, Topics, state_payload
+from gateway.mqtt.topics import OFFLINE, ONLINE, Topics, remember_topic, state_payload
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +168,7 @@ class RetainedTopics:
         """``state/<entity>``, remembered for the entity's next state (:meth:`update_state`, dispatcher thread): a
         lookup rather than a call and a string built per reading (issue 14), for up to :data:`TOPICS_REMEMBERED`
         entities."""
-        topic = self.topics.state(entity)
-        if len(self._state_topics) < TOPICS_REMEMBERED:
-            self._state_topics[entity] = topic
-        return topic
+        return remember_topic(self._state_topics, entity, self.topics.state(entity))
 
     def wait(self) -> float | None:
         """Seconds until the first held reading's state is due; None if none is held (publisher thread)."""

@@ -29,6 +29,14 @@ ONLINE = "online"
 OFFLINE = "offline"
 
 
+def remember_topic(memo: dict[str, str], entity: str, topic: str) -> str:
+    """``topic``, kept in ``memo`` as ``entity``'s while it holds fewer than :data:`TOPICS_REMEMBERED` (the one
+    bound of the bridge's and the retained store's topic memories)."""
+    if len(memo) < TOPICS_REMEMBERED:
+        memo[entity] = topic
+    return topic
+
+
 EVENT_STREAM = "events"
 """The level under ``<base>`` of the one stream of ``[mqtt] event_batches`` (:attr:`Topics.events`). A rule may not
 publish there: ``rules.model.EVENT_STREAM`` says the same below the gateway's layer (a test holds them equal)."""
