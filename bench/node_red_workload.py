@@ -530,8 +530,10 @@ def summary(runs: list[tuple[list[Step], list[Step]]]) -> list[Figure]:
 def busy_neighbours(count: int) -> Iterator[None]:
     """``count`` processes that each keep a core busy (a Python loop, at the benchmark's priority) meanwhile: the
     loaded machine of issue 14's title, the same for both forwarders."""
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    hogs: list[subprocess.Popen[bytes]] = []
     try:
+        for _ in range(count):
+            hogs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
         yield
     finally:
         for hog in hogs:
@@ -589,6 +591,9 @@ def main(argv: list[str]) -> int:
     load = 0
     if "--load" in argv:
         at = argv.index("--load")
+        if at + 1 >= len(argv) or not argv[at + 1].isdigit():
+            print("--load N: N busy processes beside the runs", file=sys.stderr)
+            return 2
         load = int(argv[at + 1])
         del argv[at : at + 2]
     argv = [arg for arg in argv if arg not in ("--as-unit", "--event-batches")]

@@ -87,7 +87,8 @@ def cluster_config(gateway_id: str, state_dir: Path, cluster: RabbitCluster) -> 
     return Config.model_validate({
         "gateway": {"id": gateway_id, "state_dir": str(state_dir)},
         "mqtt": {"hosts": [f"127.0.0.1:{n.mqtt}" for n in cluster.nodes], "protocol": "3.1.1",
-                 "reconnect_min": 1, "reconnect_max": 2, "drain_rate": 100_000},
+                 "reconnect_min": 1, "reconnect_max": 2, "drain_rate": 100_000,
+                 "max_inflight": 100},  # below the 200 events sent: the duplicates' bound can fail
         "outbox": {"batch_ms": 5, "synchronous": "OFF"},
     })
 
