@@ -103,3 +103,49 @@ def test_rows_shed_at_a_commit_are_not_fetched_from_memory(tmp_path: Path) -> No
     outbox.commit()
     assert outbox.counters.dropped == 7
     assert [row.seq for row in outbox.fetch(0, 50)] == in_file(tmp_path / "o.db", 0) == [8, 9, 10, 11, 12]
+
+
+def test_a_row_the_broker_acknowledged_before_its_commit_is_never_written(tmp_path: Path) -> None:
+    """The window hands rows to paho before their commit; a row whose PUBACK came first is delivered, and the file
+    (the SD card) need not see it, nor then its deletion."""
+    outbox = Outbox(tmp_path / "o.db", synchronous="OFF")
+    for i in range(5):
+        outbox.add("gw/event/x", numbered(i), ts=1000.0 + i)
+    outbox.ack_all([1, 2, 4])
+    assert outbox.commit() == 2
+    assert outbox.depth == 2
+    assert (outbox.counters.delivered, outbox.counters.delivered_unwritten) == (3, 3)
+    assert [row.seq for row in outbox.fetch(0, 10)] == [3, 5]
+    outbox.close()
+    assert [row[0] for row in stored(tmp_path / "o.db")] == [3, 5]
+
+
+def test_a_commit_whose_rows_were_all_delivered_opens_no_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    outbox = Outbox(path, synchronous="OFF")
+    outbox.add("gw/event/x", numbered(0), ts=1000.0)
+    outbox.commit()  # seq 1 stays, unacknowledged
+    commits, wal = outbox.counters.commits, (tmp_path / "o.db-wal").stat().st_size
+    for i in range(1, 51):
+        outbox.add("gw/event/x", numbered(i), ts=1000.0 + i)
+    outbox.ack_all(range(2, 52))
+    assert outbox.commit() == 0
+    assert outbox.counters.commits == commits
+    assert (tmp_path / "o.db-wal").stat().st_size == wal
+    assert outbox.depth == 1
+    assert outbox.committed_seq == 51
+    outbox.close()
+    assert [row[0] for row in stored(path)] == [1]
+
+
+def test_a_seq_given_to_a_row_never_written_is_never_given_again(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    outbox = Outbox(path, synchronous="OFF")
+    for i in range(10):
+        outbox.add("gw/event/x", numbered(i), ts=1000.0 + i)
+    outbox.ack_all(range(1, 11))
+    outbox.commit()
+    outbox.close()
+    reopened = Outbox(path, synchronous="OFF")
+    assert reopened.add("gw/event/x", numbered(10), ts=1010.0) == 11
+    reopened.close()

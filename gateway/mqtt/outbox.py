@@ -196,6 +196,20 @@ def _delete(db: sqlite3.Connection, seqs: list[int]) -> int:
     return db.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", seq_runs(seqs)).rowcount
 
 
+def _without_delivered(pending: _Pending) -> tuple[_Pending, int]:
+    """``pending`` without its rows the broker has already acknowledged (and without their acks): they need not be
+    written, nor then deleted. Returns it and how many rows left."""
+    if not pending.acks or not pending.rows:
+        return pending, 0
+    acked = set(pending.acks)
+    delivered = acked.intersection(row[0] for row in pending.rows)
+    if not delivered:
+        return pending, 0
+    rows = [row for row in pending.rows if row[0] not in delivered]
+    acks = [seq for seq in pending.acks if seq not in delivered]
+    return _Pending(rows, acks, pending.refused, pending.since), len(delivered)
+
+
 def _seq_of(row: tuple[int, str, bytes, int, float]) -> int:
     return row[0]
 
@@ -245,7 +259,9 @@ class OutboxCounters:
     """Events given a seq and queued for the next commit."""
     committed: int = 0
     delivered: int = 0
-    """Rows deleted because the broker acknowledged them."""
+    """Rows the broker acknowledged: deleted from the file, or never written (``delivered_unwritten``)."""
+    delivered_unwritten: int = 0
+    """Rows the broker acknowledged before their commit: delivered without being written to the file."""
     dropped: int = 0
     """Rows deleted by the overflow policy, never delivered."""
     oversized: int = 0
@@ -535,7 +551,8 @@ class Outbox:
 
     @property
     def committed_seq(self) -> int:
-        """The newest seq known to be on disk: everything up to it survives a process kill."""
+        """The newest seq a commit has dealt with: everything up to it is on disk, and survives a process kill, or
+        was acknowledged by the broker before its commit (never written: :meth:`commit`)."""
         with self._lock:
             return self._committed_seq
 
@@ -552,7 +569,12 @@ class Outbox:
         return self.commit() if due is not None and due <= 0 else 0
 
     def commit(self) -> int:
-        """Write the waiting rows and deletions in one transaction; returns rows inserted."""
+        """Write the waiting rows and deletions in one transaction; returns rows inserted.
+
+        A waiting row the broker has already acknowledged is not written at all (nor deleted): it is delivered,
+        and the file only keeps what is not. With the window handing rows to paho before their commit, that is
+        most rows while the broker keeps up, so a gateway that keeps up hardly writes to its SD card (issue 14);
+        a commit left with nothing to write, no reservation to renew, opens no transaction."""
         with self._db_lock:
             if self._db_closed:
                 return 0
@@ -561,24 +583,34 @@ class Outbox:
                 reserve = self._next_seq - 1 + SEQ_RESERVE
             if not pending.rows and not pending.acks and not pending.refused:
                 return 0
-            try:
-                delivered, refused, shed = self._write(pending, reserve)
-            except sqlite3.Error as exc:
-                self._restore(pending, exc)
-                return 0
-            self._reserved = max(self._reserved, reserve)
+            newest = pending.rows[-1][0] if pending.rows else None
+            pending, unwritten = _without_delivered(pending)
+            if pending.rows or pending.acks or pending.refused or reserve > self._reserved + SEQ_RESERVE // 2:
+                try:
+                    delivered, refused, shed = self._write(pending, reserve)
+                except sqlite3.Error as exc:
+                    self._restore(pending, exc)
+                    self._account_unwritten(unwritten)
+                    return 0
+                self._reserved = max(self._reserved, reserve)
+                committed = True
+            else:
+                delivered, refused, shed, committed = 0, 0, {}, False
             self._remember(pending, shed)
-            if self._failing:
+            if committed and self._failing:
                 self._failing = None
                 log.warning("the outbox writes to %s again", self.path)
+            self._account_unwritten(unwritten)
             with self._lock:
                 self._depth += len(pending.rows) - delivered - refused - sum(shed.values())
-                if pending.rows:
-                    self._committed_seq = pending.rows[-1][0]
+                if newest is not None:  # every seq up to it is on disk now, or at the broker
+                    self._committed_seq = newest
                 self.counters.committed += len(pending.rows)
                 self.counters.delivered += delivered
                 self.counters.count_shed(shed)
-                self.counters.commits += 1
+                self.counters.commits += committed
+            if not committed:
+                return 0
             self._commits_since_checkpoint += 1
             if (self._commits_since_checkpoint >= CHECKPOINT_EVERY_COMMITS
                     or self._monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_SECONDS):
@@ -587,6 +619,13 @@ class Outbox:
             if self._written_since_shrink >= SHRINK_AFTER_ROWS and self._drained():
                 self._shrink()
             return len(pending.rows)
+
+    def _account_unwritten(self, unwritten: int) -> None:
+        """Rows delivered before their commit (:func:`_without_delivered`) count as delivered."""
+        if unwritten:
+            with self._lock:
+                self.counters.delivered += unwritten
+                self.counters.delivered_unwritten += unwritten
 
     def _remember(self, pending: _Pending, shed: dict[int, int]) -> None:
         """Keep the rows just committed in :attr:`_recent` for :meth:`fetch` (under the connection lock).
