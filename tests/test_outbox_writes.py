@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -149,3 +150,59 @@ def test_a_seq_given_to_a_row_never_written_is_never_given_again(tmp_path: Path)
     reopened = Outbox(path, synchronous="OFF")
     assert reopened.add("gw/event/x", numbered(10), ts=1010.0) == 11
     reopened.close()
+
+
+def test_a_disk_that_writes_again_is_noticed_while_every_row_is_delivered_before_its_commit(tmp_path: Path) -> None:
+    """A failing outbox opens a transaction at every commit, rows or not, to find out when the disk writes again
+    (review of cb94154: while the broker kept up, no transaction came, and health said "degraded" for hours)."""
+    outbox = Outbox(tmp_path / "o.db", synchronous="OFF")
+    pages = outbox._db.execute("PRAGMA page_count").fetchone()[0]
+    outbox._db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full: SQLite refuses to grow the file
+    seqs = [outbox.add("gw/event/x", lambda seq: b"p" * 200, ts=1.0) for _ in range(200)]
+    outbox.commit()
+    assert outbox.trouble is not None
+    outbox._db.execute("PRAGMA max_page_count = 1073741823")  # space again
+    outbox.ack_all(seq for seq in seqs if seq is not None)
+    for _ in range(3):  # the broker keeps up: every row acknowledged before its commit
+        seq = outbox.add("gw/event/x", lambda seq: b"p", ts=1.0)
+        assert seq is not None
+        outbox.ack(seq)
+        outbox.commit()
+    assert outbox.depth == 0
+    assert outbox.trouble is None
+    outbox.close()
+
+
+def test_a_drained_outbox_gives_its_cache_back_though_its_later_commits_write_nothing(tmp_path: Path) -> None:
+    """Review of cb94154: a live row that arrived while the backlog's last transaction ran kept the outbox from
+    counting as drained then, and the commits after it, of rows delivered before their commit, never checked again."""
+    outbox = Outbox(tmp_path / "o.db", synchronous="OFF")
+    shrinks: list[int] = []
+    shrink = outbox._shrink
+
+    def counted_shrink() -> None:
+        shrinks.append(1)
+        shrink()
+
+    outbox._shrink = counted_shrink  # type: ignore[method-assign]
+    backlog = [outbox.add("gw/event/x", lambda seq: b"p" * 250, ts=1.0) for _ in range(2000)]
+    outbox.commit()  # an outage: the backlog is written
+    outbox.ack_all(seq for seq in backlog if seq is not None)
+    write = outbox._write
+    live: list[int | None] = []
+
+    def write_while_a_row_arrives(pending: Any, reserve: int) -> Any:
+        done = write(pending, reserve)
+        live.append(outbox.add("gw/event/x", lambda seq: b"p", ts=1.0))  # the dispatcher, meanwhile
+        return done
+
+    outbox._write = write_while_a_row_arrives  # type: ignore[method-assign]
+    outbox.commit()  # the backlog's acks: drained, but a live row waits
+    outbox._write = write  # type: ignore[method-assign]
+    for _ in range(3):  # the broker keeps up
+        outbox.ack_all(seq for seq in live if seq is not None)
+        live.clear()
+        outbox.commit()
+    assert outbox.depth == 0
+    assert shrinks
+    outbox.close()

@@ -585,7 +585,8 @@ class Outbox:
                 return 0
             newest = pending.rows[-1][0] if pending.rows else None
             pending, unwritten = _without_delivered(pending)
-            if pending.rows or pending.acks or pending.refused or reserve > self._reserved + SEQ_RESERVE // 2:
+            if (pending.rows or pending.acks or pending.refused or reserve > self._reserved + SEQ_RESERVE // 2
+                    or self._failing is not None):  # a failing disk: a transaction tells when it writes again
                 try:
                     delivered, refused, shed = self._write(pending, reserve)
                 except sqlite3.Error as exc:
@@ -609,13 +610,12 @@ class Outbox:
                 self.counters.delivered += delivered
                 self.counters.count_shed(shed)
                 self.counters.commits += committed
-            if not committed:
-                return 0
-            self._commits_since_checkpoint += 1
-            if (self._commits_since_checkpoint >= CHECKPOINT_EVERY_COMMITS
-                    or self._monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_SECONDS):
-                self._checkpoint()
-            self._written_since_shrink += len(pending.rows)
+            if committed:
+                self._commits_since_checkpoint += 1
+                if (self._commits_since_checkpoint >= CHECKPOINT_EVERY_COMMITS
+                        or self._monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_SECONDS):
+                    self._checkpoint()
+            self._written_since_shrink += len(pending.rows)  # without a transaction too: a drained outbox shrinks
             if self._written_since_shrink >= SHRINK_AFTER_ROWS and self._drained():
                 self._shrink()
             return len(pending.rows)
