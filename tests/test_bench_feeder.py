@@ -51,7 +51,6 @@ def test_the_feeder_writes_at_a_sensors_priority_where_the_system_allows_it(mock
 def feed_through(mocker: MockerFixture, write: Callable[[int, bytes], int]) -> Feed:
     """Feed a pty (drained by a thread, as a reader would) for 0.2 s at 1,000 lines/s, with ``write`` standing in for
     ``os.write`` meanwhile (only the feeder writes here)."""
-
     with pty_pair() as (master, path):
         os.set_blocking(master, False)  # as the benchmark's: what the pty cannot take is dropped
         slave = os.open(path, os.O_RDONLY | os.O_NONBLOCK)

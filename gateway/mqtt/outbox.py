@@ -585,13 +585,13 @@ class Outbox:
                 return 0
             newest = pending.rows[-1][0] if pending.rows else None
             pending, unwritten = _without_delivered(pending)
+            self._account_unwritten(unwritten)  # delivered, whatever becomes of the write
             if (pending.rows or pending.acks or pending.refused or reserve > self._reserved + SEQ_RESERVE // 2
                     or self._failing is not None):  # a failing disk: a transaction tells when it writes again
                 try:
                     delivered, refused, shed = self._write(pending, reserve)
                 except sqlite3.Error as exc:
                     self._restore(pending, exc)
-                    self._account_unwritten(unwritten)
                     return 0
                 self._reserved = max(self._reserved, reserve)
                 committed = True
@@ -601,7 +601,6 @@ class Outbox:
             if committed and self._failing:
                 self._failing = None
                 log.warning("the outbox writes to %s again", self.path)
-            self._account_unwritten(unwritten)
             with self._lock:
                 self._depth += len(pending.rows) - delivered - refused - sum(shed.values())
                 if newest is not None:  # every seq up to it is on disk now, or at the broker
