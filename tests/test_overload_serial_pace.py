@@ -21,7 +21,7 @@ import serial
 
 from core.clock import VirtualClock
 from drivers.protocols import KeyValueParser, Record
-from drivers.serial_link import FLOOD_PAUSE_S, GATHER_RATE, GATHER_S, SerialLink
+from drivers.serial_link import FLOOD_PAUSE_S, GATHER_BELOW, GATHER_RATE, GATHER_S, SerialLink
 from tests.helpers import wait_until
 
 
@@ -224,6 +224,61 @@ def test_a_busy_device_within_its_rate_is_read_with_a_short_pause_after_each_rea
     assert [record["t"] for record in records[-300:]] == list(range(10_000, 10_300))
     assert link.coalesced == 0
     assert not link.flooding
+
+
+class HeldPauses(Pauses):
+    """:class:`Pauses` whose next pause, once :meth:`hold` is called, waits until :meth:`release`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held = threading.Event()
+        self._released = threading.Event()
+        self._released.set()
+        self.holding = threading.Event()
+
+    def hold(self) -> None:
+        self._released.clear()
+        self._held.set()
+
+    def release(self) -> None:
+        self._held.clear()
+        self._released.set()
+
+    def __call__(self, seconds: float) -> bool:
+        super().__call__(seconds)
+        if self._held.is_set():
+            self.holding.set()
+            self._released.wait(10)
+        return False
+
+
+def test_a_busy_devices_read_that_found_the_port_half_full_is_followed_by_the_next_read_at_once(
+    pty: tuple[int, str],
+) -> None:
+    # Beside a busy process the reader came back late from its pause, read a full line discipline (4,095 bytes)
+    # and paused again: 1,700-4,600 lines were dropped at the port in a 4 s run at 10,000 lines/s.
+    master, path = pty
+    pauses = HeldPauses()
+    records: list[Record] = []
+    clock = VirtualClock()
+    link = unlimited_link(path, pauses, records, clock)
+    link.start()
+    try:
+        settled(link, master, records, clock)
+        busy_window(master, records, clock, GATHER_RATE)
+        wait_until(lambda: pauses.count() >= 1, timeout=10, what="the busy port's pause")
+        pauses.hold()
+        os.write(master, b"t=1\n")
+        wait_until(pauses.holding.is_set, timeout=10, what="the reader in its pause after a short read")
+        late = lines(10_000, 400)  # written while the reader waits: more than half its buffer at once
+        assert len(late) >= GATHER_BELOW
+        os.write(master, late)
+        paused = pauses.count()
+        pauses.release()
+        wait_until(lambda: bool(records) and records[-1].get("t") == 10_399, timeout=10, what="the 400 lines")
+    finally:
+        link.stop()
+    assert pauses.count() == paused
 
 
 def test_a_device_under_the_gathering_rate_is_read_the_moment_its_lines_arrive(pty: tuple[int, str]) -> None:
