@@ -28,6 +28,7 @@ import itertools
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -115,6 +116,9 @@ class Dispatcher:
         self.settled: list[Callable[[Event], None]] = []
         """Called with each bus event once it and everything it caused were processed (the MQTT
         inlet answers a hub command that changed nothing here: ``done``, never silence)."""
+        self.batch_scope: Callable[[], AbstractContextManager[object]] | None = None
+        """Entered around each bus batch of more than one event that :meth:`run` processes: the MQTT uplink's cork,
+        so the batch's messages reach the socket in one ``send`` when it ends rather than one each (issue 14)."""
         self._timers: list[Timer] = []
         self._timer_seq = itertools.count()
         self._pending: deque[tuple[Event, int]] = deque()
@@ -237,8 +241,15 @@ class Dispatcher:
         while not self._stopping:
             deadline = self.next_deadline()
             wait = tick if deadline is None else min(tick, max(0.0, deadline - self.clock.monotonic()))
-            for event in self.bus.get_batch(wait, BATCH):
-                self.process(event)
+            events = self.bus.get_batch(wait, BATCH)
+            scope = self.batch_scope
+            if scope is not None and len(events) > 1:
+                with scope():
+                    for event in events:
+                        self.process(event)
+            else:
+                for event in events:
+                    self.process(event)
             self.run_due_timers()
             for hook in self.on_idle:
                 hook()

@@ -196,3 +196,37 @@ def test_a_round_reading_its_rows_from_the_disk_leaves_the_client_free_for_the_n
         outbox.close()
     assert free, "the client's lock was held while the round read the outbox"
     assert [p.payload for p in pair.sent()] == [f'{{"n":{n}}}'.encode() for n in range(10)]
+
+
+def test_another_threads_cork_ending_does_not_end_this_threads_cork(pair: Pair) -> None:
+    """The dispatcher corks each batch of events and the publisher each round, at the same time: one thread's cork
+    ending must not uncork the other's, whose later publishes would go out one ``send`` each (issue 14)."""
+    sock = counting(pair)
+    with pair.client.corked():
+        pair.publish(3)
+
+        def other_round() -> None:
+            with pair.client.corked():
+                pair.client.publish("gateway/fast/state", b"other", qos=1)
+
+        other = threading.Thread(target=other_round)
+        other.start()
+        other.join()
+        sends = sock.sends  # the other round wrote the queue, ours first: one queue, in order
+        pair.publish(5)
+        assert sock.sends == sends
+    assert sock.sends == sends + 1
+    payloads = [p.payload for p in pair.sent()]
+    assert payloads[:4] == [b"0", b"1", b"2", b"other"]
+    assert payloads[4:] == [f"{n}".encode() for n in range(5)]
+
+
+def test_a_publish_on_another_thread_during_a_cork_is_written_at_once_with_what_the_cork_queued(pair: Pair) -> None:
+    sock = counting(pair)
+    with pair.client.corked():
+        pair.publish(2)
+        other = threading.Thread(target=lambda: pair.client.publish("gateway/fast/state", b"other", qos=1))
+        other.start()
+        other.join()
+        assert sock.sends == 1
+    assert [p.payload for p in pair.sent()] == [b"0", b"1", b"other"]

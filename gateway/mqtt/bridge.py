@@ -34,6 +34,7 @@ commands kept while offline in :mod:`gateway.mqtt.backlog`; the contract is docs
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -66,6 +67,7 @@ from gateway.mqtt.health import BridgeCounters, HealthReporter, HealthSource, so
 from gateway.mqtt.inlet import CommandInlet
 from gateway.mqtt.lag import LagWatch
 from gateway.mqtt.link import JOIN_MARGIN, Link
+from gateway.mqtt.netloop import SerialisedClient
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.publisher import Publisher
 from gateway.mqtt.retained import RetainedTopics
@@ -203,6 +205,12 @@ class MqttBridge:
         hub's command to a made-up entity (its ``rejected`` event) would otherwise take a place for good."""
         topic = self.topics.event(entity)
         return remember_topic(self._event_topics, entity, topic) if remember else topic
+
+    def batch(self) -> contextlib.AbstractContextManager[object]:
+        """Around a batch of events the dispatcher forwards: the messages it hands paho reach the socket together
+        when it ends (:meth:`SerialisedClient.corked`)."""
+        client = self.link.client
+        return client.corked() if isinstance(client, SerialisedClient) else contextlib.nullcontext()
 
     def settle(self, event: Event) -> None:
         """The dispatcher finished ``event`` and all it caused: a hub command that changed nothing is
