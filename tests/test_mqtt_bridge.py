@@ -219,7 +219,7 @@ def test_a_batch_of_events_the_dispatcher_forwards_reaches_the_uplinks_socket_to
             senders.append(threading.get_ident())
             return send(data)
 
-        client._sock_send = counted  # type: ignore[method-assign]
+        client._sock_send = counted  # type: ignore[method-assign,assignment]
         with gw.bridge.batch():
             for n in range(5):
                 gw.bridge.forward(gw.events.reading("living_temp", 20.0 + n, unit="°C"))
