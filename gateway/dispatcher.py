@@ -50,6 +50,15 @@ MAX_CHAIN = 32
 """Derived events one bus event may cause in a chain before the chain is cut."""
 
 
+BatchScope = Callable[[], AbstractContextManager[Callable[[], None]]]
+"""What :attr:`Dispatcher.batch_scope` is: entered around a batch, it gives the function that writes what the batch
+queued so far."""
+
+
+def _nothing() -> None:
+    """:attr:`Dispatcher._write_batch` outside a batch."""
+
+
 class Reactor(Protocol):
     """What the dispatcher needs of a rules engine."""
 
@@ -116,9 +125,11 @@ class Dispatcher:
         self.settled: list[Callable[[Event], None]] = []
         """Called with each bus event once it and everything it caused were processed (the MQTT
         inlet answers a hub command that changed nothing here: ``done``, never silence)."""
-        self.batch_scope: Callable[[], AbstractContextManager[object]] | None = None
+        self.batch_scope: BatchScope | None = None
         """Entered around each bus batch of more than one event that :meth:`run` processes: the MQTT uplink's cork,
-        so the batch's messages reach the socket in one ``send`` when it ends rather than one each (issue 14)."""
+        so the batch's messages reach the socket in one ``send`` when it ends rather than one each (issue 14). It gives
+        a function that writes what the batch queued so far: :meth:`before_output` calls it."""
+        self._write_batch: Callable[[], None] = _nothing
         self._timers: list[Timer] = []
         self._timer_seq = itertools.count()
         self._pending: deque[tuple[Event, int]] = deque()
@@ -242,17 +253,43 @@ class Dispatcher:
             deadline = self.next_deadline()
             wait = tick if deadline is None else min(tick, max(0.0, deadline - self.clock.monotonic()))
             events = self.bus.get_batch(wait, BATCH)
-            scope = self.batch_scope
-            if scope is not None and len(events) > 1:
-                with scope():
-                    for event in events:
-                        self.process(event)
+            if self.batch_scope is not None and len(events) > 1:
+                self._process_batch(self.batch_scope, events)
             else:
                 for event in events:
                     self.process(event)
             self.run_due_timers()
             for hook in self.on_idle:
                 hook()
+
+    def _process_batch(self, scope: BatchScope, events: list[Event]) -> None:
+        """Process ``events`` inside ``scope``. Every event is processed whatever the scope does: one that fails to
+        open or close is logged and counted, never the end of the loop."""
+        opened: AbstractContextManager[Callable[[], None]] | None = None
+        try:
+            opened = scope()
+            self._write_batch = opened.__enter__()
+        except Exception:
+            opened = None
+            self.counters.errors += 1
+            log.exception("opening a batch of %d events failed; processing them without it", len(events))
+        try:
+            for event in events:
+                self.process(event)
+        finally:
+            self._write_batch = _nothing
+            if opened is not None:
+                try:
+                    opened.__exit__(None, None, None)
+                except Exception:
+                    self.counters.errors += 1
+                    log.exception("closing a batch of %d events failed", len(events))
+
+    def before_output(self) -> None:
+        """An output is about to be written (:class:`~gateway.authority.Authority`): what this batch handed the uplink
+        goes out first, so a slow device's write (a Modbus slave that does not answer: its timeout) never holds the
+        messages of the events before it."""
+        self._write_batch()
 
     def drain_some(self, limit: int = 256) -> None:
         for _ in range(limit):

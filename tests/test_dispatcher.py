@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from core.clock import VirtualClock
 from core.entities import Component, EntitySpec
@@ -176,9 +176,9 @@ class Batches:
         self.held: list[list[float]] = []
 
     @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
+    def __call__(self) -> Iterator[Callable[[], None]]:
         start = len(self.forwarded)
-        yield
+        yield lambda: None
         self.held.append([float(str(e.value)) for e in self.forwarded[start:]])
         if len(self.forwarded) >= self.stop_after:
             self.dispatcher.stop()
@@ -204,3 +204,18 @@ def test_a_lone_bus_event_is_forwarded_without_the_batch_scope() -> None:
     dispatcher.run(tick=0.01)
     assert [e.value for e in forwarded] == [1.0]
     assert batches.held == []
+
+
+def test_a_batch_whose_scope_fails_to_open_is_processed_all_the_same_and_the_loop_goes_on() -> None:
+    dispatcher, forwarded = make()
+
+    def broken() -> contextlib.AbstractContextManager[Callable[[], None]]:
+        raise OSError("the uplink's socket is gone")
+
+    dispatcher.batch_scope = broken
+    dispatcher.on_idle.append(lambda: dispatcher.stop() if len(forwarded) >= 2 else None)
+    for value in (1.0, 2.0):
+        dispatcher.bus.post(dispatcher.events.reading("temp", value, "°C"))
+    dispatcher.run(tick=0.01)
+    assert [e.value for e in forwarded] == [1.0, 2.0]
+    assert dispatcher.counters.errors == 1

@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.events import Kind
+from gateway.mqtt.netloop import SerialisedClient
 from tests.conftest import Broker, free_port
 from tests.mqtt_support import Harness, make_bridge, make_config, recorder, wait_until
 
@@ -228,3 +229,38 @@ def test_a_batch_of_events_the_dispatcher_forwards_reaches_the_uplinks_socket_to
     assert inside == 0
     assert senders.count(threading.get_ident()) <= 1  # one, unless another thread's write took them first
     assert values == [20.0, 21.0, 22.0, 23.0, 24.0]
+
+
+def test_the_dispatchers_batch_does_not_wait_for_the_uplinks_connection_attempt(tmp_path: Path) -> None:
+    """The uplink's loop holds its client's ``io_lock`` around paho's ``reconnect()`` (NetLoop._attempt): a TCP
+    connect that takes up to paho's connect timeout (5 s) while the broker does not answer, plus a DNS lookup. The
+    dispatcher enters :meth:`MqttBridge.batch` for every bus batch of more than one event, connected or not: it
+    must not wait for that lock (rules, alarms and outputs stop meanwhile)."""
+    gw = make_bridge(make_config("batch-lock", tmp_path / "state", free_port()))
+    client = gw.bridge.link.client
+    assert isinstance(client, SerialisedClient)
+    lock = client.io_lock
+    held, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def connection_attempt() -> None:
+        with lock:
+            held.set()
+            release.wait(10)
+
+    def dispatcher_batch() -> None:
+        with gw.bridge.batch():
+            pass
+        done.set()
+
+    attempt = threading.Thread(target=connection_attempt, daemon=True)
+    attempt.start()
+    assert held.wait(5)
+    batch = threading.Thread(target=dispatcher_batch, daemon=True)
+    batch.start()
+    try:
+        assert done.wait(1.0), "the dispatcher's batch waited for the uplink's connection attempt"
+    finally:
+        release.set()
+        attempt.join(5)
+        batch.join(5)
+        gw.bridge.outbox.close()

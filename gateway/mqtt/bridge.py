@@ -76,6 +76,10 @@ from gateway.mqtt.window import PublishWindow
 
 log = logging.getLogger(__name__)
 
+
+def _write_nothing() -> None:
+    """:meth:`MqttBridge.batch`'s write while nothing is corked."""
+
 STOP_RESERVE = 0.4
 """Part of stop()'s timeout kept for the offline status, the disconnect and the thread join."""
 
@@ -206,11 +210,15 @@ class MqttBridge:
         topic = self.topics.event(entity)
         return remember_topic(self._event_topics, entity, topic) if remember else topic
 
-    def batch(self) -> contextlib.AbstractContextManager[object]:
-        """Around a batch of events the dispatcher forwards: the messages it hands paho reach the socket together
-        when it ends (:meth:`SerialisedClient.corked`)."""
+    def batch(self) -> contextlib.AbstractContextManager[Callable[[], None]]:
+        """Around a batch of events the dispatcher forwards (:attr:`Dispatcher.batch_scope`): the messages it hands
+        paho reach the socket together when it ends, or when the function it gives is called
+        (:meth:`SerialisedClient.batch`). Nothing while the uplink is down: the dispatcher hands paho nothing then,
+        and must not meet the lock a connection attempt holds."""
         client = self.link.client
-        return client.corked() if isinstance(client, SerialisedClient) else contextlib.nullcontext()
+        if not self.link.connected or not isinstance(client, SerialisedClient):
+            return contextlib.nullcontext(_write_nothing)
+        return client.batch()
 
     def settle(self, event: Event) -> None:
         """The dispatcher finished ``event`` and all it caused: a hub command that changed nothing is

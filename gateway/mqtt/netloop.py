@@ -323,18 +323,36 @@ class SerialisedClient(GatewayClient):
         if ident in self._corks:
             yield
             return
-        with self.io_lock:
-            self._corks.add(ident)
+        self._corks.add(ident)  # this thread's own entry: read only by this thread (publish, _left_over)
         try:
             yield
         finally:
-            with self.io_lock:
-                self._corks.discard(ident)
-                try:
-                    if self._out_packet and self._sock is not None:
-                        self.loop_write()
-                finally:
-                    self._left_over()  # even if a callback raised in the write: what is left waits for the loop
+            self._corks.discard(ident)
+            self.write_queued()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[Callable[[], None]]:
+        """:meth:`corked`, handing the block :meth:`write_queued` to write what it queued so far without ending the
+        cork (the dispatcher's batch does before an output's write, which may block on a slow device)."""
+        with self.corked():
+            yield self.write_queued
+
+    def write_queued(self) -> None:
+        """Write the packets waiting in paho's queue now if the client's lock is free; else leave them to the network
+        loop, woken for them. Never waits for the lock: the network thread holds it for seconds around a connection
+        attempt (:meth:`NetLoop._attempt`), and the dispatcher, whose batches end here, must not wait for the
+        network. Like any write, what the socket does not take waits for the loop."""
+        if not self.io_lock.acquire(blocking=False):
+            self.poke()
+            return
+        try:
+            if self._out_packet and self._sock is not None:
+                self.loop_write()
+        finally:
+            try:
+                self._left_over()  # even if a callback raised in the write: what is left waits for the loop
+            finally:
+                self.io_lock.release()
 
     def subscribe(
         self,
