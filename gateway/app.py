@@ -183,6 +183,9 @@ class Gateway:
         settle = getattr(self.forwarder, "settle", None)
         if callable(settle):  # the bridge answers a hub command that changed nothing once it is processed
             self.dispatcher.settled.append(settle)
+        batch = getattr(self.forwarder, "batch", None)
+        if callable(batch):
+            self.dispatcher.batch_scope = batch
         self.houselog = HouseLog(lambda: self.entities, self.forwarder.add_health_source
                                  if isinstance(self.forwarder, HealthReporting) else None)
         self.history: History | None = None

@@ -127,6 +127,9 @@ class Host(Protocol):
 
     def call_at(self, deadline: float, callback: Callable[[], None]) -> _Cancellable: ...
 
+    def before_output(self) -> None:
+        """Called before every write to an output: the dispatcher sends what its batch queued for the hub first."""
+
 
 class Authority:
     """The arbiter of every output. See the module docstring."""
@@ -307,6 +310,7 @@ class Authority:
                                              detail=detail))
 
     def _apply(self, out: _Output, value: Value, cause: str | None, rule: str | None, why: str | None) -> None:
+        self.host.before_output()
         try:
             confirmed = out.actuator.apply(out.entity, value)
         except Exception as exc:

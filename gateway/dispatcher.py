@@ -28,6 +28,7 @@ import itertools
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,6 +48,15 @@ by at most one batch's processing (about 2 ms at 120 k events/s)."""
 
 MAX_CHAIN = 32
 """Derived events one bus event may cause in a chain before the chain is cut."""
+
+
+BatchScope = Callable[[], AbstractContextManager[Callable[[], None]]]
+"""What :attr:`Dispatcher.batch_scope` is: entered around a batch, it gives the function that writes what the batch
+queued so far."""
+
+
+def _nothing() -> None:
+    """:attr:`Dispatcher._write_batch` outside a batch."""
 
 
 class Reactor(Protocol):
@@ -115,6 +125,11 @@ class Dispatcher:
         self.settled: list[Callable[[Event], None]] = []
         """Called with each bus event once it and everything it caused were processed (the MQTT
         inlet answers a hub command that changed nothing here: ``done``, never silence)."""
+        self.batch_scope: BatchScope | None = None
+        """Entered around each bus batch of more than one event that :meth:`run` processes: the MQTT uplink's cork,
+        so the batch's messages reach the socket in one ``send`` when it ends rather than one each (issue 14). It gives
+        a function that writes what the batch queued so far: :meth:`before_output` calls it."""
+        self._write_batch: Callable[[], None] = _nothing
         self._timers: list[Timer] = []
         self._timer_seq = itertools.count()
         self._pending: deque[tuple[Event, int]] = deque()
@@ -237,11 +252,44 @@ class Dispatcher:
         while not self._stopping:
             deadline = self.next_deadline()
             wait = tick if deadline is None else min(tick, max(0.0, deadline - self.clock.monotonic()))
-            for event in self.bus.get_batch(wait, BATCH):
-                self.process(event)
+            events = self.bus.get_batch(wait, BATCH)
+            if self.batch_scope is not None and len(events) > 1:
+                self._process_batch(self.batch_scope, events)
+            else:
+                for event in events:
+                    self.process(event)
             self.run_due_timers()
             for hook in self.on_idle:
                 hook()
+
+    def _process_batch(self, scope: BatchScope, events: list[Event]) -> None:
+        """Process ``events`` inside ``scope``. Every event is processed whatever the scope does: one that fails to
+        open or close is logged and counted, never the end of the loop."""
+        opened: AbstractContextManager[Callable[[], None]] | None = None
+        try:
+            opened = scope()
+            self._write_batch = opened.__enter__()
+        except Exception:
+            opened = None
+            self.counters.errors += 1
+            log.exception("opening a batch of %d events failed; processing them without it", len(events))
+        try:
+            for event in events:
+                self.process(event)
+        finally:
+            self._write_batch = _nothing
+            if opened is not None:
+                try:
+                    opened.__exit__(None, None, None)
+                except Exception:
+                    self.counters.errors += 1
+                    log.exception("closing a batch of %d events failed", len(events))
+
+    def before_output(self) -> None:
+        """An output is about to be written (:class:`~gateway.authority.Authority`): what this batch handed the uplink
+        goes out first, so a slow device's write (a Modbus slave that does not answer: its timeout) never holds the
+        messages of the events before it."""
+        self._write_batch()
 
     def drain_some(self, limit: int = 256) -> None:
         for _ in range(limit):

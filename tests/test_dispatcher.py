@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 from core.clock import VirtualClock
 from core.entities import Component, EntitySpec
@@ -165,3 +166,56 @@ def test_an_actuator_that_fails_to_apply_is_reported_to_its_supervisor() -> None
     dispatcher.bus.post(dispatcher.events.make(Kind.COMMAND, "relay", True))
     dispatcher.drain()
     assert reported == [("relay", "apply failed: GPIO chip gone")]
+
+
+class Batches:
+    """A ``batch_scope`` recording the forwarded events each batch held; it stops the loop after ``stop_after``."""
+
+    def __init__(self, dispatcher: Dispatcher, forwarded: list[Event], stop_after: int) -> None:
+        self.dispatcher, self.forwarded, self.stop_after = dispatcher, forwarded, stop_after
+        self.held: list[list[float]] = []
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[Callable[[], None]]:
+        start = len(self.forwarded)
+        yield lambda: None
+        self.held.append([float(str(e.value)) for e in self.forwarded[start:]])
+        if len(self.forwarded) >= self.stop_after:
+            self.dispatcher.stop()
+
+
+def test_a_batch_of_bus_events_is_forwarded_inside_the_batch_scope_the_uplink_corks() -> None:
+    dispatcher, forwarded = make()
+    batches = Batches(dispatcher, forwarded, stop_after=3)
+    dispatcher.batch_scope = batches
+    dispatcher.on_idle.append(lambda: dispatcher.stop() if len(forwarded) >= 3 else None)
+    for value in (1.0, 2.0, 3.0):
+        dispatcher.bus.post(dispatcher.events.reading("temp", value, "°C"))
+    dispatcher.run(tick=0.01)
+    assert batches.held == [[1.0, 2.0, 3.0]]
+
+
+def test_a_lone_bus_event_is_forwarded_without_the_batch_scope() -> None:
+    dispatcher, forwarded = make()
+    batches = Batches(dispatcher, forwarded, stop_after=1)
+    dispatcher.batch_scope = batches
+    dispatcher.on_idle.append(lambda: dispatcher.stop() if forwarded else None)
+    dispatcher.bus.post(dispatcher.events.reading("temp", 1.0, "°C"))
+    dispatcher.run(tick=0.01)
+    assert [e.value for e in forwarded] == [1.0]
+    assert batches.held == []
+
+
+def test_a_batch_whose_scope_fails_to_open_is_processed_all_the_same_and_the_loop_goes_on() -> None:
+    dispatcher, forwarded = make()
+
+    def broken() -> contextlib.AbstractContextManager[Callable[[], None]]:
+        raise OSError("the uplink's socket is gone")
+
+    dispatcher.batch_scope = broken
+    dispatcher.on_idle.append(lambda: dispatcher.stop() if len(forwarded) >= 2 else None)
+    for value in (1.0, 2.0):
+        dispatcher.bus.post(dispatcher.events.reading("temp", value, "°C"))
+    dispatcher.run(tick=0.01)
+    assert [e.value for e in forwarded] == [1.0, 2.0]
+    assert dispatcher.counters.errors == 1

@@ -196,3 +196,98 @@ def test_a_round_reading_its_rows_from_the_disk_leaves_the_client_free_for_the_n
         outbox.close()
     assert free, "the client's lock was held while the round read the outbox"
     assert [p.payload for p in pair.sent()] == [f'{{"n":{n}}}'.encode() for n in range(10)]
+
+
+def test_another_threads_cork_ending_does_not_end_this_threads_cork(pair: Pair) -> None:
+    """The dispatcher corks each batch of events and the publisher each round, at the same time: one thread's cork
+    ending must not uncork the other's, whose later publishes would go out one ``send`` each (issue 14)."""
+    sock = counting(pair)
+    with pair.client.corked():
+        pair.publish(3)
+
+        def other_round() -> None:
+            with pair.client.corked():
+                pair.client.publish("gateway/fast/state", b"other", qos=1)
+
+        other = threading.Thread(target=other_round)
+        other.start()
+        other.join()
+        sends = sock.sends  # the other round wrote the queue, ours first: one queue, in order
+        pair.publish(5)
+        assert sock.sends == sends
+    assert sock.sends == sends + 1
+    payloads = [p.payload for p in pair.sent()]
+    assert payloads[:4] == [b"0", b"1", b"2", b"other"]
+    assert payloads[4:] == [f"{n}".encode() for n in range(5)]
+
+
+def test_a_publish_on_another_thread_during_a_cork_is_written_at_once_with_what_the_cork_queued(pair: Pair) -> None:
+    sock = counting(pair)
+    with pair.client.corked():
+        pair.publish(2)
+        other = threading.Thread(target=lambda: pair.client.publish("gateway/fast/state", b"other", qos=1))
+        other.start()
+        other.join()
+        assert sock.sends == 1
+    assert [p.payload for p in pair.sent()] == [b"0", b"1", b"other"]
+
+
+def test_a_batchs_messages_are_not_held_behind_an_actuator_write_later_in_the_batch(pair: Pair) -> None:
+    """A bus batch holding an alarm reading, then a command to an output whose write blocks (a Modbus RTU slave
+    that does not answer: ``timeout_s``, 0.5 s by default, on the dispatcher thread). The reading was handed to paho
+    first; its message must be on the wire when the write starts, not wait in the batch's cork until it ends."""
+    from core.events import Event, Kind, Value
+    from gateway.bus import Bus
+    from gateway.dispatcher import Dispatcher
+    from tests.helpers import virtual_events
+    from tests.test_dispatcher import FakeRelay
+
+    on_wire_when_applied: list[list[bytes]] = []
+
+    class SlowRelay(FakeRelay):
+        def apply(self, entity: str, value: Value) -> Value:
+            on_wire_when_applied.append([p.payload for p in pair.sent()])  # (the write would block here)
+            return super().apply(entity, value)
+
+    def forward(event: Event) -> None:
+        if event.kind is Kind.READING:
+            pair.client.publish(f"gateway/event/{event.entity}", str(event.value).encode(), qos=1)
+
+    counting(pair)
+    _, events = virtual_events()
+    dispatcher = Dispatcher(Bus(), events, actuators={"relay": SlowRelay()}, forward=forward)
+    dispatcher.batch_scope = pair.client.batch  # as gateway/app.py wires MqttBridge.batch
+    dispatcher.on_idle.append(dispatcher.stop)
+    dispatcher.bus.post(events.reading("smoke", 1.0, ""))
+    dispatcher.bus.post(events.make(Kind.COMMAND, "relay", True))
+    dispatcher.run(tick=0.01)
+    assert on_wire_when_applied == [[b"1.0"]]
+
+
+def test_a_corks_end_does_not_wait_for_the_clients_lock_and_leaves_its_packets_to_the_network_loop(pair: Pair) -> None:
+    """The network thread holds the client's lock around a connection attempt (up to paho's connect timeout): the
+    dispatcher's batch, which ends in a cork's end, must not wait for it."""
+    sock = counting(pair)
+    pokes: list[int] = []
+    pair.client.poke = lambda: pokes.append(1)
+    held, release = threading.Event(), threading.Event()
+
+    def connection_attempt() -> None:
+        with pair.client.io_lock:
+            held.set()
+            release.wait(10)
+
+    attempt = threading.Thread(target=connection_attempt)
+    with pair.client.corked():
+        pair.publish(3)
+        attempt.start()
+        assert held.wait(5)
+    try:
+        assert sock.sends == 0
+        assert pokes == [1]
+    finally:
+        release.set()
+        attempt.join(5)
+    assert pair.client.want_write()
+    pair.client.loop_write()  # what the woken loop does
+    assert [p.payload for p in pair.sent()] == [b"0", b"1", b"2"]

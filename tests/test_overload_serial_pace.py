@@ -21,7 +21,7 @@ import serial
 
 from core.clock import VirtualClock
 from drivers.protocols import KeyValueParser, Record
-from drivers.serial_link import FLOOD_PAUSE_S, SerialLink
+from drivers.serial_link import FLOOD_PAUSE_S, GATHER_BELOW, GATHER_RATE, GATHER_S, SerialLink
 from tests.helpers import wait_until
 
 
@@ -181,3 +181,138 @@ def test_a_flooding_devices_reader_parses_only_the_newest_lines_of_a_read_and_co
     assert counters.unparsed > 0
     assert counters.records + counters.malformed + counters.unparsed == 1_000  # every line counted
     assert len(records) + link.coalesced == 1_000  # each posted as itself, or coalesced
+
+
+def unlimited_link(path: str, pauses: Pauses, records: list[Record], clock: VirtualClock) -> SerialLink:
+    """A link without ``max_rate``: never a flood, however fast."""
+    return SerialLink(
+        "busy", path, baudrate=115200, open_serial=serial.serial_for_url, parser=KeyValueParser(),
+        on_records=records.extend, on_lost=lambda reason: None, clock=clock, pause=pauses,
+    )
+
+
+def busy_window(master: int, records: list[Record], clock: VirtualClock, per_second: int) -> None:
+    """After :func:`settled`: ``per_second`` lines within one window, then a line that closes it."""
+    for start in range(0, per_second, 500):
+        os.write(master, lines(start, min(500, per_second - start)))
+    wait_until(lambda: len(records) == per_second, timeout=10, what=f"{per_second} readings")
+    clock.advance(1.0)
+    os.write(master, b"t=-3\n")
+    wait_until(lambda: len(records) == per_second + 1, timeout=10, what="the line that closes the window")
+
+
+def test_a_busy_device_within_its_rate_is_read_with_a_short_pause_after_each_read_and_every_line_parsed(
+    pty: tuple[int, str],
+) -> None:
+    # Issue 14: at 10,000 lines/s the reader woke for every ~4 lines, and each wake-up (two system calls, the
+    # interpreter taken from the dispatcher, a bus post) cost more than the lines it read.
+    master, path = pty
+    pauses = Pauses()
+    records: list[Record] = []
+    clock = VirtualClock()
+    link = unlimited_link(path, pauses, records, clock)
+    link.start()
+    try:
+        settled(link, master, records, clock)
+        busy_window(master, records, clock, GATHER_RATE)
+        wait_until(lambda: pauses.count() >= 1, timeout=10, what="a pause after the read that showed the rate")
+        os.write(master, lines(10_000, 300))
+        wait_until(lambda: len(records) == GATHER_RATE + 301, timeout=10, what="every line of the busy port")
+    finally:
+        link.stop()
+    assert set(pauses.calls) == {GATHER_S}
+    assert [record["t"] for record in records[-300:]] == list(range(10_000, 10_300))
+    assert link.coalesced == 0
+    assert not link.flooding
+
+
+class HeldPauses(Pauses):
+    """:class:`Pauses` whose next pause, once :meth:`hold` is called, waits until :meth:`release`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held = threading.Event()
+        self._released = threading.Event()
+        self._released.set()
+        self.holding = threading.Event()
+
+    def hold(self) -> None:
+        self._released.clear()
+        self._held.set()
+
+    def release(self) -> None:
+        self._held.clear()
+        self._released.set()
+
+    def __call__(self, seconds: float) -> bool:
+        super().__call__(seconds)
+        if self._held.is_set():
+            self.holding.set()
+            self._released.wait(10)
+        return False
+
+
+def test_a_busy_devices_read_that_found_the_port_half_full_is_followed_by_the_next_read_at_once(
+    pty: tuple[int, str],
+) -> None:
+    # Beside a busy process the reader came back late from its pause, read a full line discipline (4,095 bytes)
+    # and paused again: 1,700-4,600 lines were dropped at the port in a 4 s run at 10,000 lines/s.
+    master, path = pty
+    pauses = HeldPauses()
+    records: list[Record] = []
+    clock = VirtualClock()
+    link = unlimited_link(path, pauses, records, clock)
+    link.start()
+    try:
+        settled(link, master, records, clock)
+        busy_window(master, records, clock, GATHER_RATE)
+        wait_until(lambda: pauses.count() >= 1, timeout=10, what="the busy port's pause")
+        pauses.hold()
+        os.write(master, b"t=1\n")
+        wait_until(pauses.holding.is_set, timeout=10, what="the reader in its pause after a short read")
+        late = lines(10_000, 400)  # written while the reader waits: more than half its buffer at once
+        assert len(late) >= GATHER_BELOW
+        os.write(master, late)
+        paused = pauses.count()
+        pauses.release()
+        wait_until(lambda: bool(records) and records[-1].get("t") == 10_399, timeout=10, what="the 400 lines")
+    finally:
+        link.stop()
+    assert pauses.count() == paused
+
+
+def test_a_device_under_the_gathering_rate_is_read_the_moment_its_lines_arrive(pty: tuple[int, str]) -> None:
+    master, path = pty
+    pauses = Pauses()
+    records: list[Record] = []
+    clock = VirtualClock()
+    link = unlimited_link(path, pauses, records, clock)
+    link.start()
+    try:
+        settled(link, master, records, clock)
+        busy_window(master, records, clock, GATHER_RATE - 10)
+        os.write(master, lines(10_000, 10))
+        wait_until(lambda: len(records) == GATHER_RATE + 1, timeout=10, what="the ten readings")
+    finally:
+        link.stop()
+    assert pauses.calls == []
+
+
+def test_a_busy_device_is_read_at_once_again_after_a_quiet_spell(pty: tuple[int, str]) -> None:
+    master, path = pty
+    pauses = Pauses()
+    records: list[Record] = []
+    clock = VirtualClock()
+    link = unlimited_link(path, pauses, records, clock)
+    link.start()
+    try:
+        settled(link, master, records, clock)
+        busy_window(master, records, clock, GATHER_RATE)
+        wait_until(lambda: pauses.count() >= 1, timeout=10, what="the busy port's pause")
+        paused = pauses.count()
+        clock.advance(2.5)  # two windows without a line
+        os.write(master, b"t=1\n")
+        wait_until(lambda: len(records) == GATHER_RATE + 2, timeout=10, what="the line after the quiet spell")
+    finally:
+        link.stop()
+    assert pauses.count() == paused

@@ -34,6 +34,7 @@ commands kept while offline in :mod:`gateway.mqtt.backlog`; the contract is docs
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -66,6 +67,7 @@ from gateway.mqtt.health import BridgeCounters, HealthReporter, HealthSource, so
 from gateway.mqtt.inlet import CommandInlet
 from gateway.mqtt.lag import LagWatch
 from gateway.mqtt.link import JOIN_MARGIN, Link
+from gateway.mqtt.netloop import SerialisedClient
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.publisher import Publisher
 from gateway.mqtt.retained import RetainedTopics
@@ -73,6 +75,10 @@ from gateway.mqtt.topics import ONLINE, STATE_KINDS, Topics, event_payload, reme
 from gateway.mqtt.window import PublishWindow
 
 log = logging.getLogger(__name__)
+
+
+def _write_nothing() -> None:
+    """:meth:`MqttBridge.batch`'s write while nothing is corked."""
 
 STOP_RESERVE = 0.4
 """Part of stop()'s timeout kept for the offline status, the disconnect and the thread join."""
@@ -203,6 +209,16 @@ class MqttBridge:
         hub's command to a made-up entity (its ``rejected`` event) would otherwise take a place for good."""
         topic = self.topics.event(entity)
         return remember_topic(self._event_topics, entity, topic) if remember else topic
+
+    def batch(self) -> contextlib.AbstractContextManager[Callable[[], None]]:
+        """Around a batch of events the dispatcher forwards (:attr:`Dispatcher.batch_scope`): the messages it hands
+        paho reach the socket together when it ends, or when the function it gives is called
+        (:meth:`SerialisedClient.batch`). Nothing while the uplink is down: the dispatcher hands paho nothing then,
+        and must not meet the lock a connection attempt holds."""
+        client = self.link.client
+        if not self.link.connected or not isinstance(client, SerialisedClient):
+            return contextlib.nullcontext(_write_nothing)
+        return client.batch()
 
     def settle(self, event: Event) -> None:
         """The dispatcher finished ``event`` and all it caused: a hub command that changed nothing is

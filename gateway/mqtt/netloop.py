@@ -185,8 +185,10 @@ class SerialisedClient(GatewayClient):
         """A read error met by :meth:`_packet_read`'s fill, raised to paho's own read so that paho reports it."""
         self.disconnect_requested = False
         """:meth:`disconnect` was called: the loop ends rather than reconnect."""
-        self._corked = 0
-        """The thread inside :meth:`corked`: publishes queue their packets, written together when it ends."""
+        self._corks: set[int] = set()
+        """The threads inside :meth:`corked` (the publisher's round, the dispatcher's batch): their publishes queue
+        their packets, written together when their block ends. A thread's cork is its own: another thread's cork
+        neither ends it nor is ended by it."""
         self._paho_state = LIGHT_PUBLISH and all(hasattr(self, name) for name in PAHO_STATE)
         self._tails: dict[str, bytes] = {}
         """:meth:`_topic_tail`'s cache."""
@@ -207,7 +209,7 @@ class SerialisedClient(GatewayClient):
         """paho's ``publish``, under :attr:`io_lock`; a QoS 1 message of bytes without properties takes
         :meth:`_publish_qos1` when paho's per-packet DEBUG lines are not wanted (:attr:`log_levels`)."""
         with self.io_lock:
-            if self._corked == threading.get_ident():
+            if threading.get_ident() in self._corks:
                 self._on_socket_register_write = _later  # paho's _packet_queue then queues rather than writes
                 try:
                     info = self._publish(topic, payload, qos, retain, properties)
@@ -317,21 +319,40 @@ class SerialisedClient(GatewayClient):
         rows from the outbox (from the SD card, in a backlog) in between, and the network thread (acks, PINGREQ) and
         other threads' publishes must not wait for that. Another thread's publish meanwhile writes the queue, this
         round's packets first: one queue, in order."""
-        if self._corked == threading.get_ident():
+        ident = threading.get_ident()
+        if ident in self._corks:
             yield
             return
-        with self.io_lock:
-            self._corked = threading.get_ident()
+        self._corks.add(ident)  # this thread's own entry: read only by this thread (publish, _left_over)
         try:
             yield
         finally:
-            with self.io_lock:
-                self._corked = 0
-                try:
-                    if self._out_packet and self._sock is not None:
-                        self.loop_write()
-                finally:
-                    self._left_over()  # even if a callback raised in the write: what is left waits for the loop
+            self._corks.discard(ident)
+            self.write_queued()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[Callable[[], None]]:
+        """:meth:`corked`, handing the block :meth:`write_queued` to write what it queued so far without ending the
+        cork (the dispatcher's batch does before an output's write, which may block on a slow device)."""
+        with self.corked():
+            yield self.write_queued
+
+    def write_queued(self) -> None:
+        """Write the packets waiting in paho's queue now if the client's lock is free; else leave them to the network
+        loop, woken for them. Never waits for the lock: the network thread holds it for seconds around a connection
+        attempt (:meth:`NetLoop._attempt`), and the dispatcher, whose batches end here, must not wait for the
+        network. Like any write, what the socket does not take waits for the loop."""
+        if not self.io_lock.acquire(blocking=False):
+            self.poke()
+            return
+        try:
+            if self._out_packet and self._sock is not None:
+                self.loop_write()
+        finally:
+            try:
+                self._left_over()  # even if a callback raised in the write: what is left waits for the loop
+            finally:
+                self.io_lock.release()
 
     def subscribe(
         self,
@@ -567,7 +588,7 @@ class SerialisedClient(GatewayClient):
         """Bytes paho could not write here (a full socket buffer, or queued inside a callback on our thread)
         wait for the loop: wake it, unless this is the loop's own thread, which looks after every call, or the
         packets are corked (:meth:`corked` writes them when it ends, and wakes the loop then if some did not fit)."""
-        corking = self._corked == threading.get_ident()
+        corking = threading.get_ident() in self._corks
         if not corking and self.want_write() and threading.current_thread() is not self.loop_thread:
             self.poke()
 
