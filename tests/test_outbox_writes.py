@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.mqtt.outbox import INSERT_CHUNKS, Outbox, seq_runs
+from gateway.mqtt.outbox import INSERT_CHUNKS, SEQ_RESERVE, Outbox, seq_runs
 
 
 def stored(path: Path) -> list[tuple[int, str, bytes, int, float]]:
@@ -205,4 +205,43 @@ def test_a_drained_outbox_gives_its_cache_back_though_its_later_commits_write_no
         outbox.commit()
     assert outbox.depth == 0
     assert shrinks
+    outbox.close()
+
+
+# -- what a commit writes besides its rows (issue 14: the publisher's pages, WAL frames, per commit) -------------
+
+def reservation_on_disk(outbox: Outbox) -> int:
+    """The seq reservation as the file holds it (read through the outbox's own connection: no other may open it)."""
+    return int(outbox._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()[0])
+
+
+def test_a_commit_leaves_the_seq_reservation_on_disk_alone_while_it_covers_half_its_span_ahead(
+    tmp_path: Path,
+) -> None:
+    """Rewriting the reservation in every commit dirtied one page more, one more WAL frame (4 kB) on the SD card
+    per commit; a seq the hub may have seen is still below it (test_mqtt_outbox's crash test)."""
+    outbox = Outbox(tmp_path / "o.db", synchronous="OFF")
+    opened = reservation_on_disk(outbox)
+    for i in range(10):
+        outbox.add("gw/event/x", numbered(i), ts=1000.0 + i)
+    outbox.commit()
+    assert reservation_on_disk(outbox) == opened == outbox.reserved == SEQ_RESERVE
+    outbox.close()
+
+
+def test_the_seq_reservation_is_renewed_once_the_seqs_given_out_reach_half_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("gateway.mqtt.outbox.SEQ_RESERVE", 100)
+    outbox = Outbox(tmp_path / "o.db", synchronous="OFF")
+    assert outbox.reserved == 100
+    for i in range(40):
+        outbox.add("gw/event/x", numbered(i), ts=1000.0 + i)
+    outbox.commit()
+    assert reservation_on_disk(outbox) == outbox.reserved == 100  # 60 seqs ahead: enough
+    for i in range(40, 60):
+        outbox.add("gw/event/x", numbered(i), ts=1000.0 + i)
+    outbox.commit()
+    assert reservation_on_disk(outbox) == outbox.reserved == 160  # 40 ahead: renewed, 100 past the newest
+    assert [row.seq for row in outbox.fetch(0, 100)] == list(range(1, 61))
     outbox.close()
