@@ -676,10 +676,14 @@ class Outbox:
         floors = dict(self._floors)
         db.execute("BEGIN")
         try:
+            # The acknowledged rows go first: the pages they free take this window's rows in the same transaction.
+            # Inserted first, the rows took fresh pages and the emptied ones were written as well (14 WAL frames a
+            # commit instead of 8 at 10,000 lines/s, issue 14). None of the acks is for a row of this window
+            # (_without_delivered); a refused seq may be, so the refused rows go after the insert, as before.
+            delivered = _delete(db, pending.acks)
             _insert(db, pending.rows)
             if reserve is not None:
                 self._reserve(reserve)
-            delivered = _delete(db, pending.acks)
             refused = _delete(db, pending.refused)
             shed = self._enforce_bound(len(pending.rows) - delivered - refused)
             db.execute("COMMIT")
