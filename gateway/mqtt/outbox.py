@@ -65,8 +65,9 @@ A new outbox (a replacement, or memory) numbers from the wall clock in milliseco
 (``seq_floor``), so that seqs keep increasing for a hub that remembers the highest one.
 
 Bytes written are counted from SQLite's own checkpoint figures (WAL frames
-plus the pages copied back to the database file); file-system metadata and
-the flash translation layer are not included.
+plus the pages copied back to the database file, at most one copy of each of
+its pages per checkpoint); file-system metadata and the flash translation
+layer are not included.
 """
 
 from __future__ import annotations
@@ -795,9 +796,15 @@ class Outbox:
         return [row for row in rows if row[0] not in gone], shed
 
     def _checkpoint(self) -> None:
+        """Copy the WAL's pages back into the database file (PASSIVE: ``wal_autocheckpoint`` is off) and count the
+        bytes: the WAL's frames, and the pages copied. SQLite reports the frames it checkpointed, but writes each
+        page once, its newest frame; a page cannot be copied more than once, so no more pages than the file has
+        (``page_count``): at 10,000 lines/s the same 8 pages took every commit, and counting each frame as a copy
+        doubled the figure (issue 14)."""
         _, frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if frames > 0:
-            written = WAL_HEADER + frames * (self._page_size + WAL_FRAME_HEADER) + copied * self._page_size
+            pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
+            written = WAL_HEADER + frames * (self._page_size + WAL_FRAME_HEADER) + min(copied, pages) * self._page_size
             with self._lock:
                 self.counters.bytes_written += written
         self._commits_since_checkpoint = 0
