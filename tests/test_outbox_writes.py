@@ -196,7 +196,7 @@ def test_a_drained_outbox_gives_its_cache_back_though_its_later_commits_write_no
     write = outbox._write
     live: list[int | None] = []
 
-    def write_while_a_row_arrives(pending: Any, reserve: int) -> Any:
+    def write_while_a_row_arrives(pending: Any, reserve: int | None) -> Any:
         done = write(pending, reserve)
         live.append(outbox.add("gw/event/x", lambda seq: b"p", ts=1.0))  # the dispatcher, meanwhile
         return done
