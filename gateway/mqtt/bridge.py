@@ -225,8 +225,8 @@ class MqttBridge:
 
     def settle(self, event: Event) -> None:
         """The dispatcher finished ``event`` and all it caused: a hub command that changed nothing is
-                answered ``done`` now (dispatcher thread; wired to :attr:`Dispatcher.settled`). Only a command can be one:
-        the others return here, a call less per reading (issue 14)."""
+        answered ``done`` now (dispatcher thread; wired to :attr:`Dispatcher.commands_settled`, so it is not called
+        for a reading: issue 14). Only a command can be one: any other event returns here."""
         if event.kind is K_COMMAND:
             self.inlet.settle(event)
 
