@@ -187,7 +187,7 @@ class EventFactory:
         return self.make(Kind.AVAILABILITY, entity, available, detail=reason)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, frozen=True, init=False)
 class PublishRequest:
     """A message a rule asks the MQTT side to publish: ``payload`` on ``<base>/<topic>``, retained or not.
 
@@ -203,16 +203,24 @@ class PublishRequest:
     retain: bool = False
     """Retained: the broker keeps the latest for new subscribers (and the bridge only the latest in waiting)."""
 
-    def __post_init__(self) -> None:
+    def __init__(self, topic: str, payload: str = "", retain: bool = False) -> None:
         """Checked when made, wherever it is made: :func:`publish_request` hands the bridge the request
         itself, unparsed, when it is the one :meth:`to_json` just wrote, so the text's checks are here.
-        ``ValueError`` saying what is wrong."""
-        if not isinstance(self.topic, str) or not self.topic:
+        ``ValueError`` saying what is wrong.
+
+        The dataclass's constructor (same parameters, order and defaults) with its ``__post_init__`` checks,
+        written by hand to set each slot through its descriptor as :class:`Event` does: the generated one called
+        ``object.__setattr__`` per field and then ``__post_init__``; a rule's ``publish`` makes one per alarm on
+        the dispatcher thread (issue 14)."""
+        if not isinstance(topic, str) or not topic:
             raise ValueError("topic: expected a non-empty string")
-        if not isinstance(self.payload, str):
+        if not isinstance(payload, str):
             raise ValueError("payload: expected a string")
-        if not isinstance(self.retain, bool):
+        if not isinstance(retain, bool):
             raise ValueError("retain: expected true or false")
+        _set_topic(self, topic)
+        _set_payload(self, payload)
+        _set_retain(self, retain)
 
     def to_json(self) -> str:
         """The event's value: ``{"topic": ..., "payload": ..., "retain": ...}``, keys in that order.
@@ -235,6 +243,9 @@ class PublishRequest:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         return cls(data.get("topic", ""), data.get("payload", ""), data.get("retain", False))  # checked as it is made
+
+
+_set_topic, _set_payload, _set_retain = (getattr(PublishRequest, f.name).__set__ for f in fields(PublishRequest))
 
 
 def publish_request(event: Event) -> PublishRequest | None:

@@ -182,7 +182,7 @@ class Gateway:
         self.forwarder = forwarder if forwarder is not None else (self._mqtt_bridge() if mqtt else None)
         settle = getattr(self.forwarder, "settle", None)
         if callable(settle):  # the bridge answers a hub command that changed nothing once it is processed
-            self.dispatcher.settled.append(settle)
+            self.dispatcher.commands_settled.append(settle)  # it does nothing for any other event
         batch = getattr(self.forwarder, "batch", None)
         if callable(batch):
             self.dispatcher.batch_scope = batch

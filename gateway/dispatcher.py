@@ -125,6 +125,9 @@ class Dispatcher:
         self.settled: list[Callable[[Event], None]] = []
         """Called with each bus event once it and everything it caused were processed (the MQTT
         inlet answers a hub command that changed nothing here: ``done``, never silence)."""
+        self.commands_settled: list[Callable[[Event], None]] = []
+        """As :attr:`settled`, for ``COMMAND`` bus events only (after :attr:`settled`'s hooks): a hook that has
+        nothing to do for any other event is not called for each reading (issue 14: the MQTT bridge's)."""
         self.batch_scope: BatchScope | None = None
         """Entered around each bus batch of more than one event that :meth:`run` processes: the MQTT uplink's cork,
         so the batch's messages reach the socket in one ``send`` when it ends rather than one each (issue 14). It gives
@@ -177,7 +180,13 @@ class Dispatcher:
                 self.counters.errors += 1
                 log.exception("processing %s %s failed", current.kind, current.entity)
         self._depth = 0
-        for hook in self.settled:
+        if self.settled:
+            self._settle(self.settled, event)
+        if event.kind is K_COMMAND and self.commands_settled:
+            self._settle(self.commands_settled, event)
+
+    def _settle(self, hooks: list[Callable[[Event], None]], event: Event) -> None:
+        for hook in hooks:
             try:
                 hook(event)
             except Exception:

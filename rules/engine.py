@@ -285,7 +285,8 @@ class RuleEngine:
     def handle(self, event: Event) -> None:
         kind = event.kind
         if kind in _WATCHED:
-            self.controllers.notify(event)
+            if event.entity in self.controllers.watching:  # most readings: no controller watches the entity
+                self.controllers.notify(event)
             self.triggers.on_value(event)
         elif kind is K_AVAILABILITY:
             self.controllers.notify(event)

@@ -219,3 +219,28 @@ def test_a_batch_whose_scope_fails_to_open_is_processed_all_the_same_and_the_loo
     dispatcher.run(tick=0.01)
     assert [e.value for e in forwarded] == [1.0, 2.0]
     assert dispatcher.counters.errors == 1
+
+
+def test_a_commands_settled_hook_hears_each_command_once_everything_it_caused_was_processed() -> None:
+    dispatcher, forwarded = make()
+    heard: list[tuple[str, int]] = []
+    dispatcher.commands_settled.append(lambda event: heard.append((event.entity, len(forwarded))))
+    dispatcher.bus.post(dispatcher.events.reading("temp", 21.5, "°C"))
+    dispatcher.bus.post(dispatcher.events.make(Kind.COMMAND, "relay", True))
+    dispatcher.drain()
+    # only the command, after its STATE (the relay's) was forwarded: not the reading, not the STATE it caused
+    assert heard == [("relay", 3)]
+
+
+def test_a_failing_commands_settled_hook_is_counted_and_the_next_hook_still_runs() -> None:
+    dispatcher, _ = make()
+    heard: list[str] = []
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("boom")
+
+    dispatcher.commands_settled.extend([broken, lambda event: heard.append(event.entity)])
+    dispatcher.bus.post(dispatcher.events.make(Kind.COMMAND, "relay", True))
+    dispatcher.drain()
+    assert heard == ["relay"]
+    assert dispatcher.counters.errors == 1

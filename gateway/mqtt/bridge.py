@@ -110,6 +110,9 @@ class MqttBridge:
             seq_floor=int(events.clock.time() * 1000),  # only a new outbox (a replaced or in-memory one) uses it
         )
         self._stopping = threading.Event()
+        self._stopped = False
+        """``_stopping`` as a plain flag, for :meth:`_queue` on the dispatcher thread: ``Event.is_set`` is a
+        Python-level call per message (issue 14). Set with it, in :meth:`stop` only."""
         wakeup = threading.Event()
         self._wake = waker(wakeup)
         discovery = (
@@ -222,8 +225,8 @@ class MqttBridge:
 
     def settle(self, event: Event) -> None:
         """The dispatcher finished ``event`` and all it caused: a hub command that changed nothing is
-        answered ``done`` now (dispatcher thread; wired to :attr:`Dispatcher.settled`). Only a command can be one:
-        the others return here, a call less per reading (issue 14)."""
+        answered ``done`` now (dispatcher thread; wired to :attr:`Dispatcher.commands_settled`, so it is not called
+        for a reading: issue 14). Only a command can be one: any other event returns here."""
         if event.kind is K_COMMAND:
             self.inlet.settle(event)
 
@@ -231,6 +234,7 @@ class MqttBridge:
         """Flush what the timeout allows, publish ``offline`` (retained), disconnect. Returns within ``timeout``."""
         deadline = time.monotonic() + timeout
         self._publisher.flush_until(deadline - STOP_RESERVE)
+        self._stopped = True
         self._stopping.set()
         self.link.cancel_backoff()
         self.inbound.cancel_backoff()
@@ -344,7 +348,7 @@ class MqttBridge:
         """Add a row to the outbox and, when the uplink is up and the window lets it, hand it to paho here and
         now (:meth:`PublishWindow.hand_over`): the row is in the outbox before paho has it. True if paho has
         it; False leaves it to the publisher thread."""
-        if not self.link.connected or self._stopping.is_set():
+        if self._stopped or not self.link.connected:
             self.outbox.add(topic, make_payload, kind=kind, ts=ts, key=key)
             return False
         added = self.outbox.add_made(topic, make_payload, kind=kind, ts=ts, key=key)
