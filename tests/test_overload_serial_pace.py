@@ -15,6 +15,7 @@ import os
 import threading
 import tty
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 import serial
@@ -183,22 +184,40 @@ def test_a_flooding_devices_reader_parses_only_the_newest_lines_of_a_read_and_co
     assert len(records) + link.coalesced == 1_000  # each posted as itself, or coalesced
 
 
-def unlimited_link(path: str, pauses: Pauses, records: list[Record], clock: VirtualClock) -> SerialLink:
-    """A link without ``max_rate``: never a flood, however fast."""
-    return SerialLink(
+@dataclass
+class BusyPort:
+    master: int
+    link: SerialLink
+    records: list[Record]
+    clock: VirtualClock
+
+
+@contextlib.contextmanager
+def busy_port(pty: tuple[int, str], pauses: Pauses, per_second: int = GATHER_RATE) -> Iterator[BusyPort]:
+    """A link without ``max_rate`` (never a flood, however fast), past its first window, whose last window held
+    ``per_second`` lines (written, then a line that closes the window); at :data:`GATHER_RATE` or more, once the
+    reader has paused after that line. Stopped at the end."""
+    master, path = pty
+    records: list[Record] = []
+    clock = VirtualClock()
+    link = SerialLink(
         "busy", path, baudrate=115200, open_serial=serial.serial_for_url, parser=KeyValueParser(),
         on_records=records.extend, on_lost=lambda reason: None, clock=clock, pause=pauses,
     )
-
-
-def busy_window(master: int, records: list[Record], clock: VirtualClock, per_second: int) -> None:
-    """After :func:`settled`: ``per_second`` lines within one window, then a line that closes it."""
-    for start in range(0, per_second, 500):
-        os.write(master, lines(start, min(500, per_second - start)))
-    wait_until(lambda: len(records) == per_second, timeout=10, what=f"{per_second} readings")
-    clock.advance(1.0)
-    os.write(master, b"t=-3\n")
-    wait_until(lambda: len(records) == per_second + 1, timeout=10, what="the line that closes the window")
+    link.start()
+    try:
+        settled(link, master, records, clock)
+        for start in range(0, per_second, 500):
+            os.write(master, lines(start, min(500, per_second - start)))
+        wait_until(lambda: len(records) == per_second, timeout=10, what=f"{per_second} readings")
+        clock.advance(1.0)
+        os.write(master, b"t=-3\n")
+        wait_until(lambda: len(records) == per_second + 1, timeout=10, what="the line that closes the window")
+        if per_second >= GATHER_RATE:
+            wait_until(lambda: pauses.count() >= 1, timeout=10, what="a pause after the read that showed the rate")
+        yield BusyPort(master, link, records, clock)
+    finally:
+        link.stop()
 
 
 def test_a_busy_device_within_its_rate_is_read_with_a_short_pause_after_each_read_and_every_line_parsed(
@@ -206,24 +225,14 @@ def test_a_busy_device_within_its_rate_is_read_with_a_short_pause_after_each_rea
 ) -> None:
     # Issue 14: at 10,000 lines/s the reader woke for every ~4 lines, and each wake-up (two system calls, the
     # interpreter taken from the dispatcher, a bus post) cost more than the lines it read.
-    master, path = pty
     pauses = Pauses()
-    records: list[Record] = []
-    clock = VirtualClock()
-    link = unlimited_link(path, pauses, records, clock)
-    link.start()
-    try:
-        settled(link, master, records, clock)
-        busy_window(master, records, clock, GATHER_RATE)
-        wait_until(lambda: pauses.count() >= 1, timeout=10, what="a pause after the read that showed the rate")
-        os.write(master, lines(10_000, 300))
-        wait_until(lambda: len(records) == GATHER_RATE + 301, timeout=10, what="every line of the busy port")
-    finally:
-        link.stop()
+    with busy_port(pty, pauses) as port:
+        os.write(port.master, lines(10_000, 300))
+        wait_until(lambda: len(port.records) == GATHER_RATE + 301, timeout=10, what="every line of the busy port")
     assert set(pauses.calls) == {GATHER_S}
-    assert [record["t"] for record in records[-300:]] == list(range(10_000, 10_300))
-    assert link.coalesced == 0
-    assert not link.flooding
+    assert [record["t"] for record in port.records[-300:]] == list(range(10_000, 10_300))
+    assert port.link.coalesced == 0
+    assert not port.link.flooding
 
 
 class HeldPauses(Pauses):
@@ -257,62 +266,34 @@ def test_a_busy_devices_read_that_found_the_port_half_full_is_followed_by_the_ne
 ) -> None:
     # Beside a busy process the reader came back late from its pause, read a full line discipline (4,095 bytes)
     # and paused again: 1,700-4,600 lines were dropped at the port in a 4 s run at 10,000 lines/s.
-    master, path = pty
     pauses = HeldPauses()
-    records: list[Record] = []
-    clock = VirtualClock()
-    link = unlimited_link(path, pauses, records, clock)
-    link.start()
-    try:
-        settled(link, master, records, clock)
-        busy_window(master, records, clock, GATHER_RATE)
-        wait_until(lambda: pauses.count() >= 1, timeout=10, what="the busy port's pause")
+    with busy_port(pty, pauses) as port:
         pauses.hold()
-        os.write(master, b"t=1\n")
+        os.write(port.master, b"t=1\n")
         wait_until(pauses.holding.is_set, timeout=10, what="the reader in its pause after a short read")
         late = lines(10_000, 400)  # written while the reader waits: more than half its buffer at once
         assert len(late) >= GATHER_BELOW
-        os.write(master, late)
+        os.write(port.master, late)
         paused = pauses.count()
         pauses.release()
-        wait_until(lambda: bool(records) and records[-1].get("t") == 10_399, timeout=10, what="the 400 lines")
-    finally:
-        link.stop()
+        wait_until(lambda: bool(port.records) and port.records[-1].get("t") == 10_399, timeout=10,
+                   what="the 400 lines")
     assert pauses.count() == paused
 
 
 def test_a_device_under_the_gathering_rate_is_read_the_moment_its_lines_arrive(pty: tuple[int, str]) -> None:
-    master, path = pty
     pauses = Pauses()
-    records: list[Record] = []
-    clock = VirtualClock()
-    link = unlimited_link(path, pauses, records, clock)
-    link.start()
-    try:
-        settled(link, master, records, clock)
-        busy_window(master, records, clock, GATHER_RATE - 10)
-        os.write(master, lines(10_000, 10))
-        wait_until(lambda: len(records) == GATHER_RATE + 1, timeout=10, what="the ten readings")
-    finally:
-        link.stop()
+    with busy_port(pty, pauses, GATHER_RATE - 10) as port:
+        os.write(port.master, lines(10_000, 10))
+        wait_until(lambda: len(port.records) == GATHER_RATE + 1, timeout=10, what="the ten readings")
     assert pauses.calls == []
 
 
 def test_a_busy_device_is_read_at_once_again_after_a_quiet_spell(pty: tuple[int, str]) -> None:
-    master, path = pty
     pauses = Pauses()
-    records: list[Record] = []
-    clock = VirtualClock()
-    link = unlimited_link(path, pauses, records, clock)
-    link.start()
-    try:
-        settled(link, master, records, clock)
-        busy_window(master, records, clock, GATHER_RATE)
-        wait_until(lambda: pauses.count() >= 1, timeout=10, what="the busy port's pause")
+    with busy_port(pty, pauses) as port:
         paused = pauses.count()
-        clock.advance(2.5)  # two windows without a line
-        os.write(master, b"t=1\n")
-        wait_until(lambda: len(records) == GATHER_RATE + 2, timeout=10, what="the line after the quiet spell")
-    finally:
-        link.stop()
+        port.clock.advance(2.5)  # two windows without a line
+        os.write(port.master, b"t=1\n")
+        wait_until(lambda: len(port.records) == GATHER_RATE + 2, timeout=10, what="the line after the quiet spell")
     assert pauses.count() == paused
