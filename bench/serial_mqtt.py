@@ -13,7 +13,10 @@ turn against a private Mosquitto:
 Per forwarder: p50/p99 latency and CPU % of one core at 1,000 lines/s, then a
 ladder of rates up to 10,000 lines/s counting lost and duplicated messages.
 A pty carries any rate; a 115,200-baud line carries about 250 such lines a
-second, so the high rates stand for many sensors together.
+second, so the high rates stand for many sensors together. The device declares
+the ladder's top rate (``max_lines_per_s``): without it, a stream beyond the
+default 2,000 lines/s is a flood, read coalesced to the newest value of each
+read (drivers/serial_link.py), and the ladder counted the coalesced lines as lost.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.figures import CpuMeter, Figure, percentile
 from bench.house import gateway_has_mqtt
@@ -84,7 +88,7 @@ class Probe:
 
     def __post_init__(self) -> None:
         subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{os.getpid()}-{id(self)}")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{os.getpid()}-{id(self)}")
         topics = [self.topic] if isinstance(self.topic, str) else self.topic
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
         self.client.on_subscribe = lambda *a: subscribed.set()
@@ -96,7 +100,7 @@ class Probe:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         now = time.perf_counter()
-        seq = sequence(msg.payload)
+        seq = sequence(bytes(msg.payload))
         with self._lock:
             self.topics_seen.add(msg.topic)
             if seq in self.arrived:
@@ -244,6 +248,13 @@ def run_baseline(broker: Broker, seconds: float, ladder_seconds: float) -> Run:
         pty.close()
 
 
+def gateway_config(directory: Path, mqtt_port: int, serial_port: str, batch_ms: float | None = None) -> Path:
+    """The gateway's config: the house with its serial sensor on ``serial_port``, declared at the ladder's top rate."""
+    return house_config(directory, mqtt_port=mqtt_port, serial_port=serial_port, rules=THRESHOLD_RULES,
+                        extra=GATEWAY_MQTT + ("" if batch_ms is None else f"\n[outbox]\nbatch_ms = {batch_ms}\n"),
+                        serial_rate=LADDER[-1])
+
+
 def run_gateway(
     broker: Broker, directory: Path, seconds: float, ladder_seconds: float, profile: Path | None = None,
     batch_ms: float | None = None,
@@ -252,8 +263,7 @@ def run_gateway(
     pty = Pty()
     probe = Probe(broker.host, broker.port, GATEWAY_TOPIC)
     alarms = Probe(broker.host, broker.port, ALARM_TOPICS)
-    config = house_config(directory, mqtt_port=broker.port, serial_port=pty.path, rules=THRESHOLD_RULES,
-                          extra=GATEWAY_MQTT + ("" if batch_ms is None else f"\n[outbox]\nbatch_ms = {batch_ms}\n"))
+    config = gateway_config(directory, broker.port, pty.path, batch_ms)
     log = directory / "gateway.log"
     process = start_gateway(config, log)
     try:

@@ -14,11 +14,17 @@ GPIO_RULES = ("version = 1\n" + toml.state_rule("light_on_motion", "motion", Tru
 def house_config(
     directory: Path, *, mqtt_port: int = 1883, serial_port: str | None = None, gateway_id: str = "bench",
     rules: str = GPIO_RULES, extra: str = "", light_active_low: bool = False, light_envelope: str = "",
+    serial_rate: float | None = None,
 ) -> Path:
-    """A config with a motion input on pin 17, a light relay on pin 22, and optionally a serial sensor."""
+    """A config with a motion input on pin 17, a light relay on pin 22, and optionally a serial sensor
+    (``serial_rate``: its declared ``max_lines_per_s``; beyond the default a stream is a flood, read coalesced)."""
     serial = ""
     if serial_port is not None:
-        serial = "\n" + toml.serial_kv("climate", "temperature", port=serial_port, baudrate=115200, unit="°C")
+        serial = "\n" + (
+            toml.serial_kv("climate", "temperature", port=serial_port, baudrate=115200, unit="°C")
+            if serial_rate is None else
+            toml.serial_kv("climate", "temperature", port=serial_port, baudrate=115200, unit="°C",
+                           max_lines_per_s=serial_rate))
     return write_config(
         directory,
         f"""
