@@ -177,3 +177,24 @@ def test_many_acks_read_in_one_go_all_reach_the_window(broker: Broker, tmp_path:
     wait_until(lambda: harness.bridge.window.drained, what="every row acknowledged")
     harness.bridge.stop()
     assert harness.bridge.counters.events_out >= 500
+
+
+def test_a_brokers_acks_for_messages_sent_together_all_come_at_once(broker: Broker, tmp_path: Path) -> None:
+    """Mosquitto's default (``set_tcp_nodelay false``: Nagle's algorithm) holds a second PUBACK until its first is
+    acknowledged at the TCP level; a kernel that sees us send as much as we receive delays that acknowledgement to ride
+    on our next segment. The uplink acknowledges at once (``TCP_QUICKACK``): a reading's second PUBACK (its alarm's)
+    came only with the next line, after the outbox's commit had written the row to the SD card (issue 14)."""
+    harness = make_bridge(make_config("netloop-quickack", tmp_path / "state", broker.port))
+    up(harness)
+    client = harness.bridge.link.client
+    waits: list[float] = []
+    for n in range(40):  # a steady exchange, as a sensor's lines make: the kernel's "interactive" mode
+        sent = time.monotonic()
+        pair = [client.publish("gateway/netloop-quickack/probe", f"{n}{half}".encode(), qos=1) for half in "ab"]
+        while not all(info.is_published() for info in pair) and time.monotonic() - sent < 0.02:
+            time.sleep(0.0005)
+        waits.append(time.monotonic() - sent)
+        time.sleep(max(0.0, sent + 0.02 - time.monotonic()))
+    harness.bridge.stop()
+    waits.sort()
+    assert waits[len(waits) // 2] < 0.008  # held: until our next pair (20 ms) or the delayed ack's timer

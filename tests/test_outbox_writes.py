@@ -13,12 +13,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.mqtt.outbox import INSERT_CHUNKS, SEQ_RESERVE, Outbox, seq_runs
+from gateway.mqtt.outbox import CARRY_FRACTION, INSERT_CHUNKS, SEQ_RESERVE, Outbox, seq_runs
 
 
 def stored(path: Path) -> list[tuple[int, str, bytes, int, float]]:
     with sqlite3.connect(path) as db:
         return [tuple(row) for row in db.execute("SELECT seq, topic, payload, droppable, ts FROM outbox ORDER BY seq")]
+
+
+class Clock:
+    """The outbox's monotonic clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def numbered(i: int) -> Callable[[int], bytes]:
@@ -73,31 +83,41 @@ def in_outbox_file(outbox: Outbox, after: int) -> list[int]:
 @given(steps=st.lists(st.one_of(
     st.tuples(st.just("add"), st.integers(1, 12), st.booleans()),
     st.tuples(st.just("ack"), st.integers(1, 90), st.integers(1, 8)),
-    st.tuples(st.just("commit"), st.just(0), st.just(False)),
+    st.tuples(st.just("commit"), st.just(0), st.booleans()),
+    st.tuples(st.just("tick"), st.integers(0, 25), st.just(False)),
     st.tuples(st.just("fetch"), st.integers(0, 90), st.integers(1, 50)),
 ), max_size=40))
 def test_fetch_gives_exactly_the_rows_in_the_file_then_those_awaiting_their_commit(
     tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, int, bool | int]]
 ) -> None:
-    """Recently committed rows are served from memory (``RECENT_ROWS``); whatever acks, commits and shedding
-    came before, a fetch must give what reading the file back would have given."""
+    """Recently committed rows are served from memory (``RECENT_ROWS``), and a window's commit may leave its young
+    rows to the next (``carry``, :data:`CARRY_FRACTION`); whatever acks, commits, shedding and time came before, a
+    fetch must give what reading the file back would have given, then the rows still waiting."""
     path = tmp_path_factory.mktemp("o") / "o.db"
-    outbox = Outbox(path, synchronous="OFF", max_events=30, reserve=10)
-    waiting: list[int] = []
+    clock = Clock()
+    outbox = Outbox(path, synchronous="OFF", max_events=30, reserve=10, monotonic=clock)
+    waiting: list[tuple[int, float]] = []  # seq, accepted at
+    acked: set[int] = set()  # since the last commit
     for action, number, flag in steps:
         if action == "add":
             for _ in range(number):
                 seq = outbox.add("gw/event/x" if flag else "gw/event/y", lambda seq: b"p", kind="reading" if flag
                                  else "alarm", ts=1.0)
                 assert seq is not None
-                waiting.append(seq)
+                waiting.append((seq, clock.now))
         elif action == "ack":
             outbox.ack_all(range(number, number + int(flag)))
+            acked.update(range(number, number + int(flag)))
         elif action == "commit":
-            outbox.commit()
-            waiting = []
+            outbox.commit(carry=bool(flag))
+            cut = clock.now - outbox.batch * CARRY_FRACTION
+            waiting = [(seq, at) for seq, at in waiting if flag and at > cut and seq not in acked]
+            acked = set()
+        elif action == "tick":
+            clock.now += number / 1000
         else:
-            expected = [seq for seq in in_outbox_file(outbox, number) + waiting if seq > number][: int(flag)]
+            expected = [seq for seq in in_outbox_file(outbox, number) + [seq for seq, _ in waiting]
+                        if seq > number][: int(flag)]
             assert [row.seq for row in outbox.fetch(number, int(flag))] == expected
     outbox.close()
 
@@ -321,3 +341,75 @@ def test_the_bytes_written_counter_is_what_the_outbox_wrote_to_its_files(tmp_pat
     outbox.close()
     wrote = bytes_this_process_wrote() - before
     assert 0.9 * wrote <= outbox.counters.bytes_written <= 1.1 * wrote, (outbox.counters.bytes_written, wrote)
+
+
+def clocked(tmp_path: Path) -> tuple[Outbox, Clock]:
+    clock = Clock()
+    return Outbox(tmp_path / "o.db", synchronous="OFF", batch_ms=20, monotonic=clock), clock
+
+
+def test_a_row_accepted_just_before_its_window_closes_waits_for_the_next_and_delivered_is_never_written(
+    tmp_path: Path,
+) -> None:
+    """A steady stream's newest row was always unacknowledged at its window's commit (handed to paho a moment
+    before): written, then deleted at the next commit, a page of the SD card each time (issue 14)."""
+    outbox, clock = clocked(tmp_path)
+    first = outbox.add("gw/event/x", numbered(0), ts=1.0)
+    assert first is not None
+    outbox.ack(first)
+    clock.now += 0.018
+    young = outbox.add("gw/event/x", numbered(1), ts=1.0)
+    assert young is not None
+    clock.now += 0.002  # the window closes
+    outbox.commit_if_due()
+    assert in_outbox_file(outbox, 0) == []
+    assert [row.seq for row in outbox.fetch(0, 10)] == [young]  # waiting for its commit, as any row before it
+    outbox.ack(young)
+    clock.now += 0.018  # the next window closes 20 ms after the young row
+    outbox.commit_if_due()
+    assert in_outbox_file(outbox, 0) == []
+    assert (outbox.counters.delivered_unwritten, outbox.counters.commits) == (2, 0)
+    outbox.close()
+
+
+def test_a_row_left_to_the_next_window_is_on_disk_within_batch_ms_of_its_acceptance(tmp_path: Path) -> None:
+    outbox, clock = clocked(tmp_path)
+    outbox.add("gw/event/x", numbered(0), ts=1.0)
+    clock.now += 0.015
+    young = outbox.add("gw/event/x", numbered(1), ts=1.0)
+    clock.now += 0.005
+    outbox.commit_if_due()
+    assert in_outbox_file(outbox, 0) == [1]
+    assert outbox.due_in() == pytest.approx(0.015)
+    clock.now += 0.015  # 20 ms after the young row
+    assert outbox.commit_if_due() == 1
+    assert in_outbox_file(outbox, 0) == [1, young]
+    outbox.close()
+
+
+def test_a_commit_without_waiting_writes_the_young_rows_too(tmp_path: Path) -> None:
+    """Stopping and closing commit everything now (``commit()``): nothing is left in memory."""
+    outbox, clock = clocked(tmp_path)
+    outbox.add("gw/event/x", numbered(0), ts=1.0)
+    clock.now += 0.019
+    outbox.add("gw/event/x", numbered(1), ts=1.0)
+    clock.now += 0.001
+    assert outbox.commit() == 2
+    assert in_outbox_file(outbox, 0) == [1, 2]
+    outbox.close()
+
+
+def test_a_window_with_a_refused_row_leaves_nothing_to_the_next(tmp_path: Path) -> None:
+    """A refused row is deleted by its window's commit: were it left to the next, it would be written after."""
+    outbox, clock = clocked(tmp_path)
+    outbox.add("gw/event/x", numbered(0), ts=1.0)
+    clock.now += 0.019
+    refused = outbox.add("gw/event/x", numbered(1), ts=1.0)
+    assert refused is not None
+    outbox.refuse(refused)
+    clock.now += 0.001
+    outbox.commit_if_due()
+    clock.now += 1.0
+    outbox.commit_if_due()
+    assert in_outbox_file(outbox, 0) == [1]
+    outbox.close()

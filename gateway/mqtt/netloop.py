@@ -75,6 +75,25 @@ WRITE_RUN = 65536
 system call (and one GIL hand-over) instead of one each, and the copy stays small."""
 
 
+TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+"""Linux's switch out of delayed acknowledgements (tcp(7)); None elsewhere."""
+
+
+def _ack_now(sock: object) -> None:
+    """Acknowledge at once, at the TCP level, what the broker sent (``TCP_QUICKACK``), rather than with our next
+    segment. A broker with Nagle's algorithm on (Mosquitto's default: ``set_tcp_nodelay false``) holds a PUBACK while
+    its previous one is unacknowledged; a kernel that sees us send as often as we receive delays its ACKs to ride on
+    our next segment. A reading's second PUBACK (its alarm's) then came with the next line, 10 ms later at 100 lines/s,
+    after the outbox's commit had written its row: a 4 kB page, and another for its deletion (issue 14). The switch is
+    not permanent (the kernel goes back to delaying), so it is set again after each read that brought data."""
+    if TCP_QUICKACK is None:
+        return
+    setsockopt = getattr(sock, "setsockopt", None)
+    if setsockopt is not None:
+        with contextlib.suppress(OSError):
+            setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+
+
 def _later(client: mqtt.Client, userdata: object, sock: SocketLike) -> None:
     """paho's socket-write callback while a connection attempt is made: our loop writes what waits."""
 
@@ -455,6 +474,8 @@ class SerialisedClient(GatewayClient):
         self._rx = super()._sock_recv(READ_AHEAD)
         self._rx_pos = 0
         self._rx_sock = self._sock
+        if self._rx:
+            _ack_now(self._sock)
 
     def _packet_read(self) -> MQTTErrorCode:
         """Handle the success PUBACKs waiting whole in the read-ahead without paho's packet machinery, then read on
