@@ -6,11 +6,13 @@ Reconnection, backoff, failover and the clean close work as they did with paho's
 from __future__ import annotations
 
 import inspect
+import socket
 import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from tests.conftest import Broker, free_port
 from tests.mqtt_support import Harness, make_bridge, make_config, recorder, wait_until
@@ -184,6 +186,8 @@ def test_a_brokers_acks_for_messages_sent_together_all_come_at_once(broker: Brok
     acknowledged at the TCP level; a kernel that sees us send as much as we receive delays that acknowledgement to ride
     on our next segment. The uplink acknowledges at once (``TCP_QUICKACK``): a reading's second PUBACK (its alarm's)
     came only with the next line, after the outbox's commit had written the row to the SD card (issue 14)."""
+    if not hasattr(socket, "TCP_QUICKACK"):
+        pytest.skip("TCP_QUICKACK is Linux's")
     harness = make_bridge(make_config("netloop-quickack", tmp_path / "state", broker.port))
     up(harness)
     client = harness.bridge.link.client
@@ -191,10 +195,10 @@ def test_a_brokers_acks_for_messages_sent_together_all_come_at_once(broker: Brok
     for n in range(40):  # a steady exchange, as a sensor's lines make: the kernel's "interactive" mode
         sent = time.monotonic()
         pair = [client.publish("gateway/netloop-quickack/probe", f"{n}{half}".encode(), qos=1) for half in "ab"]
-        while not all(info.is_published() for info in pair) and time.monotonic() - sent < 0.02:
+        while not all(info.is_published() for info in pair) and time.monotonic() - sent < 0.03:
             time.sleep(0.0005)
         waits.append(time.monotonic() - sent)
-        time.sleep(max(0.0, sent + 0.02 - time.monotonic()))
+        time.sleep(max(0.0, sent + 0.03 - time.monotonic()))
     harness.bridge.stop()
     waits.sort()
-    assert waits[len(waits) // 2] < 0.008  # held: until our next pair (20 ms) or the delayed ack's timer
+    assert waits[len(waits) // 2] < 0.012  # held: until our next pair (30 ms); at once: ~1 ms

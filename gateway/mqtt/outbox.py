@@ -104,10 +104,14 @@ CHECKPOINT_EVERY_COMMITS = 100
 CHECKPOINT_EVERY_SECONDS = 5.0
 CARRY_FRACTION = 0.5
 """The part of ``batch_ms`` at the end of a window whose rows, not yet acknowledged, wait for the next window's commit
-(:meth:`Outbox.commit_if_due`). A steady stream's newest rows were always unacknowledged at their window's commit
-(handed to paho a moment before): written, then deleted at the next commit, a 4 kB page each time. At 100 and 1,000
-lines/s that was 146 and 192 KiB/s of WAL (issue 14). A quarter of 20 ms leaves a PUBACK 5 ms, several round trips to
-a broker on the house's network, and windows at least 15 ms apart."""
+(:meth:`Outbox.commit_if_due`) when they are all that commit would write. A steady stream's newest rows were always
+unacknowledged at their window's commit (handed to paho a moment before): written, then deleted at the next commit, a
+4 kB page each time. At 100 and 1,000 lines/s that was 146-191 and 192 KiB/s of WAL (issue 14). Half of 20 ms leaves a
+PUBACK 10 ms: several round trips to a broker on the house's network, and the uplink's own gathering pause
+(``netloop.ACK_GATHER``, 5 ms; a quarter of the window left rows 5.1-5.4 ms old written). The next window then closes
+10-20 ms later. Only when nothing else would be written: with the broker down, or acknowledging slower than that, a
+carry saves no write and would double the transactions (the review measured 48 against 91 a second at 1,000 lines/s
+with nothing acknowledged)."""
 DEGRADED_MAX_EVENTS = 10_000
 """The bound of an outbox in memory (forwarding degraded): ~2 MB, whatever ``max_events`` says."""
 DEGRADED_RESERVE = 10_000
@@ -285,7 +289,7 @@ class OutboxCounters:
     delivered_unwritten: int = 0
     """Rows the broker acknowledged before their commit: delivered without being written to the file."""
     carried: int = 0
-    """Times a window's commit left a young row, not yet acknowledged, to the next window (:data:`CARRY_FRACTION`)."""
+    """Rows a window's commit left, young and not yet acknowledged, to the next window (:data:`CARRY_FRACTION`)."""
     dropped: int = 0
     """Rows deleted by the overflow policy, never delivered."""
     oversized: int = 0
@@ -624,8 +628,8 @@ class Outbox:
             newest = pending.rows[-1][0] if pending.rows else None
             pending, unwritten = _without_delivered(pending)
             self._account_unwritten(unwritten)  # delivered, whatever becomes of the write
-            pending, newest = self._due(pending, newest, cut if carry else None)
             renew = reserve > self._reserved + SEQ_RESERVE // 2  # see _write
+            pending, newest = self._due(pending, newest, cut if carry and not renew else None)
             if (pending.rows or pending.acks or pending.refused or renew
                     or self._failing is not None):  # a failing disk: a transaction tells when it writes again
                 try:
@@ -679,18 +683,20 @@ class Outbox:
     def _carry_young(self, pending: _Pending, cut: float) -> tuple[_Pending, int] | None:
         """``pending`` without its rows accepted after ``cut`` (the last :data:`CARRY_FRACTION` of the batch window),
         which go back to wait, in front of any added since, for the next window; it closes ``batch_ms`` after the
-        first of them. Returns the rest and the newest seq before them; None when no row is carried, nor when the
-        broker refused one of this window's rows (rare: a refused row must not outlive its deletion in this commit)."""
+        first of them. Returns the rest and the newest seq before them; None when no row is carried.
+
+        Rows are carried only when they are all this commit would write (no older row, acknowledgement or refusal):
+        then it opens no transaction, and the young rows have another window to be acknowledged in. Otherwise
+        (the broker down, or slower than :data:`CARRY_FRACTION` of the window) a carry would save no write, only
+        move the young rows to a transaction of their own half a window later."""
         with self._lock:
             arrivals = self._arrivals
             young = bisect.bisect_right(arrivals, cut, key=_time_of)
-            if (young == len(arrivals) or not pending.rows or pending.rows[-1][0] < arrivals[young][1]
-                    or pending.refused):
+            at = 0 if young == len(arrivals) else bisect.bisect_left(pending.rows, arrivals[young][1], key=_seq_of)
+            if at != 0 or not pending.rows or young == len(arrivals) or pending.acks or pending.refused:
                 del arrivals[:young]
                 return None
-            first_seq = arrivals[young][1]
-            at = bisect.bisect_left(pending.rows, first_seq, key=_seq_of)
-            carried, rows = pending.rows[at:], pending.rows[:at]
+            carried = pending.rows
             first_seq = carried[0][0]
             arrived = arrivals[bisect.bisect_left(arrivals, first_seq, lo=young, key=_seq_of_arrival)][0]
             del arrivals[:young]
@@ -698,7 +704,7 @@ class Outbox:
             waiting.rows[:0] = carried
             waiting.since = arrived if waiting.since is None else min(arrived, waiting.since)
             self.counters.carried += len(carried)
-        return _Pending(rows, pending.acks, pending.refused, pending.since), first_seq - 1
+        return _Pending([], pending.acks, pending.refused, pending.since), first_seq - 1
 
     def _forget_arrivals(self, newest: int | None) -> None:
         """The rows up to ``newest`` are written or delivered: their arrival times are of no more use."""
