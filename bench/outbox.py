@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.figures import CpuMeter, Figure
 from gateway.config import MqttSection
@@ -102,7 +103,7 @@ def bridge_rate(broker: Broker, directory: Path, count: int, gateway_id: str, **
 
 def paho_rate(broker: Broker, directory: Path, count: int) -> float:
     counter = Counter(broker, "bench/paho/line", count, directory / "paho.sub")
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-paho")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-paho")
     client.max_inflight_messages_set(WINDOW)
     client.connect(broker.host, broker.port)
     client.loop_start()
