@@ -673,38 +673,38 @@ class Outbox:
 
     def _due(self, pending: _Pending, newest: int | None, cut: float | None) -> tuple[_Pending, int | None]:
         """What this commit writes of ``pending`` (``newest``: its newest seq), and the newest seq then on disk or
-        delivered: without the rows accepted after ``cut`` (None: none wait, :meth:`_carry_young`)."""
+        delivered: nothing, when its rows are all young and go back to wait (:meth:`_carry_young`; ``cut`` None:
+        none waits)."""
         carried = None if cut is None else self._carry_young(pending, cut)
-        if carried is None:
-            self._forget_arrivals(newest)
-            return pending, newest
-        return carried
+        if carried is not None:
+            pending, newest = _Pending(), carried
+        self._forget_arrivals(newest)
+        return pending, newest
 
-    def _carry_young(self, pending: _Pending, cut: float) -> tuple[_Pending, int] | None:
-        """``pending`` without its rows accepted after ``cut`` (the last :data:`CARRY_FRACTION` of the batch window),
-        which go back to wait, in front of any added since, for the next window; it closes ``batch_ms`` after the
-        first of them. Returns the rest and the newest seq before them; None when no row is carried.
+    def _carry_young(self, pending: _Pending, cut: float) -> int | None:
+        """When ``pending``'s rows were all accepted after ``cut`` (the last :data:`CARRY_FRACTION` of the batch
+        window) and they are all it holds (no acknowledgement or refusal to write), put them back to wait, in front of
+        any added since, for the next window, which closes ``batch_ms`` after the first of them; returns the newest
+        seq before them. None (nothing carried) otherwise.
 
-        Rows are carried only when they are all this commit would write (no older row, acknowledgement or refusal):
-        then it opens no transaction, and the young rows have another window to be acknowledged in. Otherwise
-        (the broker down, or slower than :data:`CARRY_FRACTION` of the window) a carry would save no write, only
-        move the young rows to a transaction of their own half a window later."""
+        Only then: the commit opens no transaction, and the young rows have another window to be acknowledged in.
+        With an older row to write (the broker down, or slower than :data:`CARRY_FRACTION` of the window), a carry
+        would save no write, only move the young rows to a transaction of their own half a window later."""
+        rows = pending.rows
+        if not rows or pending.acks or pending.refused:
+            return None
+        first = rows[0][0]
         with self._lock:
             arrivals = self._arrivals
             young = bisect.bisect_right(arrivals, cut, key=_time_of)
-            at = 0 if young == len(arrivals) else bisect.bisect_left(pending.rows, arrivals[young][1], key=_seq_of)
-            if at != 0 or not pending.rows or young == len(arrivals) or pending.acks or pending.refused:
-                del arrivals[:young]
+            if young == len(arrivals) or first < arrivals[young][1]:
                 return None
-            carried = pending.rows
-            first_seq = carried[0][0]
-            arrived = arrivals[bisect.bisect_left(arrivals, first_seq, lo=young, key=_seq_of_arrival)][0]
-            del arrivals[:young]
+            arrived = arrivals[bisect.bisect_left(arrivals, first, lo=young, key=_seq_of_arrival)][0]
             waiting = self._pending
-            waiting.rows[:0] = carried
+            waiting.rows[:0] = rows
             waiting.since = arrived if waiting.since is None else min(arrived, waiting.since)
-            self.counters.carried += len(carried)
-        return _Pending([], pending.acks, pending.refused, pending.since), first_seq - 1
+            self.counters.carried += len(rows)
+        return first - 1
 
     def _forget_arrivals(self, newest: int | None) -> None:
         """The rows up to ``newest`` are written or delivered: their arrival times are of no more use."""
